@@ -1,0 +1,667 @@
+//! Bundling and down-leveling: the provider's multi-file OpenAPI 3.1 webhooks → one OpenAPI 3.0.3
+//! document that progenitor accepts.
+//!
+//! progenitor and openapiv3 read only OpenAPI 3.0, ignore `webhooks:`, and panic on file
+//! references. So, in memory:
+//!
+//! - each entry of `webhooks:` (or `x-webhooks:`, or a bare webhooks map file) becomes the path
+//!   `/<event name>`; the event name is the map key, which is also the `event` the provider sends;
+//! - parameters, request bodies, responses and path items that are `$ref`s are inlined;
+//! - every referenced schema is hoisted into `components/schemas` under a stable name: the name
+//!   the root document declares for it under `components/schemas`, else the last segment of the
+//!   JSON pointer, else the file name in PascalCase (`recording-base.yaml` → `RecordingBase`).
+//!   Generated type names derive from these, so this naming is part of the user's API;
+//! - 3.1 schema forms become their 3.0 equivalents (`type: [T, 'null']` → `nullable`,
+//!   `const` → one-value `enum`, `examples` → `example`, numeric `exclusiveMinimum`), and
+//!   constraints that would make a future delivery fail to parse are loosened
+//!   (`additionalProperties: false` is dropped: a provider adding a field must not break us).
+//!
+//! Only `webhooks:` and what it references are read. The rest of a root document (its REST
+//! `paths`, security, tags, unused components such as a broken `MeetWebhookEvent`) is never
+//! looked at, so mistakes there cannot break the build.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use heck::ToUpperCamelCase;
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, Location, Result};
+use crate::load::{Files, Target, resolve};
+
+/// How the bundle is shaped for its consumer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Options {
+    /// Drop `enum`/`const` on strings so every enum becomes a `String`.
+    pub relax_enums: bool,
+    /// Header parameters to leave out (case-insensitive names). The client adds the signing
+    /// headers itself, over the exact bytes it sends.
+    pub drop_headers: Vec<String>,
+}
+
+/// One webhook of the spec.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    /// The key under `webhooks:`, equal to the `event` field of the deliveries.
+    pub event: String,
+    pub operation_id: String,
+    /// The HTTP method (always `post` for the provider).
+    pub method: String,
+    pub summary: Option<String>,
+    pub description: Option<String>,
+    /// Where the operation is in the spec.
+    pub location: Location,
+    /// The down-leveled JSON request body schema, if the operation has one.
+    pub(crate) body: Option<Value>,
+}
+
+impl Webhook {
+    /// The path the webhook has in the bundled document.
+    pub fn path(&self) -> String {
+        format!("/{}", self.event)
+    }
+}
+
+/// The result of bundling.
+#[derive(Debug)]
+pub struct Bundle {
+    /// The OpenAPI 3.0.3 document.
+    pub document: Value,
+    /// Every webhook, in spec order.
+    pub webhooks: Vec<Webhook>,
+    /// Every file the spec pulled in, the root first.
+    pub files: Vec<PathBuf>,
+    /// Which part of the bundled document came from where (for error messages).
+    pub(crate) origins: Vec<(String, Location)>,
+}
+
+impl Bundle {
+    /// Maps a pointer into the bundled document back to the user's file.
+    pub(crate) fn origin_of(&self, pointer: &str) -> Location {
+        self.origins
+            .iter()
+            .filter(|(prefix, _)| pointer.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(prefix, at)| Location {
+                file: at.file.clone(),
+                pointer: format!("{}{}", at.pointer, &pointer[prefix.len()..]),
+            })
+            .unwrap_or_else(|| Location::new(&self.files[0], pointer))
+    }
+}
+
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// Keys beside a `$ref` that only annotate it; OpenAPI 3.0 ignores them and so can we.
+const ANNOTATIONS: [&str; 9] = [
+    "description",
+    "summary",
+    "title",
+    "example",
+    "examples",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "$comment",
+];
+
+/// 3.1 (JSON Schema 2020-12) keywords that change the shape of the data and have no 3.0 form.
+const NO_3_0_FORM: [&str; 8] = [
+    "if",
+    "then",
+    "else",
+    "prefixItems",
+    "patternProperties",
+    "dependentSchemas",
+    "$dynamicRef",
+    "unevaluatedItems",
+];
+
+/// Keywords that only constrain or annotate: safe to drop for a receiver that must accept
+/// whatever the provider sends.
+const DROPPED: [&str; 12] = [
+    "$schema",
+    "$id",
+    "$anchor",
+    "$comment",
+    "$defs",
+    "definitions",
+    "contentMediaType",
+    "contentEncoding",
+    "unevaluatedProperties",
+    "propertyNames",
+    "contains",
+    "dependentRequired",
+];
+
+pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
+    let mut bundler = Bundler {
+        files: Files::default(),
+        options,
+        declared: HashMap::new(),
+        names: HashMap::new(),
+        taken: HashMap::new(),
+        schemas: Map::new(),
+        origins: Vec::new(),
+        operation_ids: HashMap::new(),
+    };
+    let root = bundler.files.load(spec)?.clone();
+    let root_at = Location::new(spec, "");
+    bundler.declare_component_names(&root, &root_at);
+
+    let (webhooks, webhooks_at) = if let Some(w) = root.get("webhooks") {
+        (w.clone(), root_at.child("webhooks"))
+    } else if let Some(w) = root.get("x-webhooks") {
+        (w.clone(), root_at.child("x-webhooks"))
+    } else if root.get("openapi").is_some() || root.get("swagger").is_some() {
+        return Err(Error::unsupported(
+            &root_at,
+            "the document has no `webhooks:` (OpenAPI 3.1) or `x-webhooks:` (3.0) map",
+        ));
+    } else {
+        // A bare map of event name → path item, like the provider's webhooks/webhooks.yaml.
+        (root.clone(), root_at.clone())
+    };
+    let (webhooks, webhooks_at) = bundler.deref(webhooks, webhooks_at)?;
+    let Value::Object(webhooks) = webhooks else {
+        return Err(Error::unsupported(
+            &webhooks_at,
+            "webhooks must be a map of event name to path item",
+        ));
+    };
+
+    let mut paths = Map::new();
+    let mut found = Vec::new();
+    for (event, item) in webhooks {
+        let (item, item_at) = bundler.deref(item, webhooks_at.child(&event))?;
+        let path_item = bundler.path_item(&item, &item_at, &event, &mut found)?;
+        let path = format!("/{event}");
+        bundler.origins.push((format!("/paths/{}", path.replace('~', "~0").replace('/', "~1")), item_at));
+        paths.insert(path, Value::Object(path_item));
+    }
+
+    let info = root.get("info").and_then(Value::as_object);
+    let text = |key: &str, default: &str| {
+        info.and_then(|i| i.get(key)).and_then(Value::as_str).unwrap_or(default).to_owned()
+    };
+    let document = json!({
+        "openapi": "3.0.3",
+        "info": { "title": text("title", "Webhooks"), "version": text("version", "0.0.0") },
+        "paths": paths,
+        "components": { "schemas": bundler.schemas },
+    });
+    let mut files: Vec<PathBuf> = vec![spec.to_path_buf()];
+    files.extend(bundler.files.paths().filter(|p| *p != spec).map(Path::to_path_buf));
+    Ok(Bundle { document, webhooks: found, files, origins: bundler.origins })
+}
+
+struct Bundler<'a> {
+    files: Files,
+    options: &'a Options,
+    /// Names the root document gives schemas under `components/schemas`, by target.
+    declared: HashMap<Target, String>,
+    /// Names already given to hoisted schemas, by target.
+    names: HashMap<Target, String>,
+    /// Which target holds each name.
+    taken: HashMap<String, Target>,
+    /// The output `components/schemas`, in the order they were first referenced.
+    schemas: Map<String, Value>,
+    origins: Vec<(String, Location)>,
+    operation_ids: HashMap<String, Location>,
+}
+
+impl Bundler<'_> {
+    fn declare_component_names(&mut self, root: &Value, root_at: &Location) {
+        let Some(Value::Object(schemas)) = root.pointer("/components/schemas") else { return };
+        let at = root_at.child("components").child("schemas");
+        for (name, schema) in schemas {
+            let own = at.child(name);
+            let target = Target { file: own.file.clone(), pointer: own.pointer.clone() };
+            self.declared.insert(target, name.clone());
+            // `MeetRoom: {$ref: ./schemas/meet-room.yaml}`: a webhook that refers to the file
+            // directly still gets the declared name. A broken declaration is not our concern
+            // unless a webhook uses it, so resolution errors are ignored here.
+            if let Some(Ok(target)) = schema.get("$ref").and_then(Value::as_str).map(|r| resolve(r, &own)) {
+                self.declared.entry(target).or_insert_with(|| name.clone());
+            }
+        }
+    }
+
+    /// Follows `$ref`s until a value that is not one (for objects that are inlined).
+    fn deref(&mut self, mut value: Value, mut at: Location) -> Result<(Value, Location)> {
+        let mut chain: Vec<Target> = Vec::new();
+        while let Some(reference) = value.get("$ref") {
+            let reference = ref_str(reference, &at)?;
+            let target = resolve(&reference, &at)?;
+            if chain.contains(&target) {
+                return Err(cycle(&at, &reference, &chain, &target));
+            }
+            value = self.files.get(&target, &at.child("$ref"), &reference)?;
+            at = target.location();
+            chain.push(target);
+        }
+        Ok((value, at))
+    }
+
+    fn path_item(
+        &mut self,
+        item: &Value,
+        at: &Location,
+        event: &str,
+        found: &mut Vec<Webhook>,
+    ) -> Result<Map<String, Value>> {
+        let Value::Object(item) = item else {
+            return Err(Error::unsupported(at, "a webhook must be a path item (a map of operations)"));
+        };
+        let mut out = Map::new();
+        for (key, value) in item {
+            let child = at.child(key);
+            if METHODS.contains(&key.as_str()) {
+                let (operation, webhook) = self.operation(value, &child, event, key)?;
+                out.insert(key.clone(), Value::Object(operation));
+                found.push(webhook);
+            } else if key == "parameters" {
+                out.insert(key.clone(), self.parameters(value, &child)?);
+            } else if key == "summary" || key == "description" {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+        if !out.keys().any(|k| METHODS.contains(&k.as_str())) {
+            return Err(Error::unsupported(at, format!("webhook {event:?} has no operation (post:)")));
+        }
+        Ok(out)
+    }
+
+    fn operation(
+        &mut self,
+        operation: &Value,
+        at: &Location,
+        event: &str,
+        method: &str,
+    ) -> Result<(Map<String, Value>, Webhook)> {
+        let Value::Object(operation) = operation else {
+            return Err(Error::unsupported(at, "an operation must be a map"));
+        };
+        let operation_id = match operation.get("operationId") {
+            Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+            _ => {
+                return Err(Error::unsupported(
+                    at,
+                    "the operation has no operationId; it names the handler method, so it is required",
+                ));
+            }
+        };
+        if let Some(first) = self.operation_ids.get(&operation_id) {
+            return Err(Error::DuplicateOperationId {
+                at: at.child("operationId"),
+                operation_id,
+                first: first.clone(),
+            });
+        }
+        self.operation_ids.insert(operation_id.clone(), at.child("operationId"));
+
+        let mut out = Map::new();
+        let mut body = None;
+        for (key, value) in operation {
+            let child = at.child(key);
+            match key.as_str() {
+                "operationId" | "summary" | "description" | "deprecated" => {
+                    out.insert(key.clone(), value.clone());
+                }
+                "parameters" => {
+                    out.insert(key.clone(), self.parameters(value, &child)?);
+                }
+                "requestBody" => {
+                    let (request_body, body_at) = self.deref(value.clone(), child)?;
+                    let request_body = self.request_body(&request_body, &body_at)?;
+                    body = request_body.pointer("/content/application~1json/schema").cloned();
+                    out.insert(key.clone(), request_body);
+                }
+                "responses" => {
+                    out.insert(key.clone(), self.responses(value, &child)?);
+                }
+                // callbacks, security, servers, tags, externalDocs, x-*: not part of the payload.
+                _ => {}
+            }
+        }
+        out.entry("responses").or_insert_with(|| json!({ "200": { "description": "OK" } }));
+        let text = |key: &str| operation.get(key).and_then(Value::as_str).map(str::to_owned);
+        let webhook = Webhook {
+            event: event.to_owned(),
+            operation_id,
+            method: method.to_owned(),
+            summary: text("summary"),
+            description: text("description"),
+            location: at.clone(),
+            body,
+        };
+        Ok((out, webhook))
+    }
+
+    fn parameters(&mut self, value: &Value, at: &Location) -> Result<Value> {
+        let Value::Array(parameters) = value else {
+            return Err(Error::unsupported(at, "parameters must be a list"));
+        };
+        let mut out = Vec::new();
+        for (i, parameter) in parameters.iter().enumerate() {
+            let (parameter, at) = self.deref(parameter.clone(), at.child(i))?;
+            let Value::Object(parameter) = parameter else {
+                return Err(Error::unsupported(&at, "a parameter must be a map"));
+            };
+            let is_header = parameter.get("in").and_then(Value::as_str) == Some("header");
+            let name = parameter.get("name").and_then(Value::as_str).unwrap_or_default();
+            if is_header && self.options.drop_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            let mut kept = Map::new();
+            for (key, value) in parameter {
+                match key.as_str() {
+                    "schema" => {
+                        kept.insert(key.clone(), self.schema(&value, &at.child("schema"))?);
+                    }
+                    "content" => {
+                        kept.insert(key.clone(), self.content(&value, &at.child("content"))?);
+                    }
+                    // `examples` may hold refs to example objects: not needed for code.
+                    "examples" => {}
+                    _ => {
+                        kept.insert(key, value);
+                    }
+                }
+            }
+            out.push(Value::Object(kept));
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn request_body(&mut self, body: &Value, at: &Location) -> Result<Value> {
+        let Value::Object(body) = body else {
+            return Err(Error::unsupported(at, "a request body must be a map"));
+        };
+        let mut out = Map::new();
+        for (key, value) in body {
+            match key.as_str() {
+                "content" => {
+                    out.insert(key.clone(), self.content(value, &at.child(key))?);
+                }
+                "description" | "required" => {
+                    out.insert(key.clone(), value.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn responses(&mut self, value: &Value, at: &Location) -> Result<Value> {
+        let Value::Object(responses) = value else {
+            return Err(Error::unsupported(at, "responses must be a map"));
+        };
+        let mut out = Map::new();
+        for (status, response) in responses {
+            if status.starts_with("x-") {
+                continue;
+            }
+            let (response, at) = self.deref(response.clone(), at.child(status))?;
+            let mut kept = Map::new();
+            kept.insert(
+                "description".into(),
+                response.get("description").cloned().unwrap_or_else(|| json!("")),
+            );
+            if let Some(content) = response.get("content") {
+                kept.insert("content".into(), self.content(content, &at.child("content"))?);
+            }
+            out.insert(status.clone(), Value::Object(kept));
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn content(&mut self, value: &Value, at: &Location) -> Result<Value> {
+        let Value::Object(content) = value else {
+            return Err(Error::unsupported(at, "content must be a map of media types"));
+        };
+        let mut out = Map::new();
+        for (media_type, media) in content {
+            let at = at.child(media_type);
+            let mut kept = Map::new();
+            if let Some(schema) = media.get("schema") {
+                kept.insert("schema".into(), self.schema(schema, &at.child("schema"))?);
+            }
+            if let Some(example) = media.get("example") {
+                kept.insert("example".into(), example.clone());
+            }
+            out.insert(media_type.clone(), Value::Object(kept));
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Down-levels one schema; `$ref`s are hoisted into `components/schemas`.
+    fn schema(&mut self, value: &Value, at: &Location) -> Result<Value> {
+        let map = match value {
+            Value::Object(map) => map,
+            // JSON Schema allows `true` (anything) as a schema.
+            Value::Bool(true) => return Ok(json!({})),
+            _ => return Err(Error::unsupported(at, "a schema must be a map")),
+        };
+        let Some(reference) = map.get("$ref") else {
+            return Ok(Value::Object(self.schema_keywords(map, at)?));
+        };
+        let name = self.hoist(&ref_str(reference, at)?, &at.child("$ref"))?;
+        let reference = json!({ "$ref": format!("#/components/schemas/{name}") });
+        let siblings: Map<String, Value> = map
+            .iter()
+            .filter(|(k, _)| *k != "$ref" && !ANNOTATIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if siblings.is_empty() {
+            return Ok(reference);
+        }
+        // 3.1 lets keywords beside a `$ref` add to it; 3.0 ignores them. `allOf` keeps both.
+        let mut out = self.schema_keywords(&siblings, at)?;
+        match out.get_mut("allOf") {
+            Some(Value::Array(all_of)) => all_of.insert(0, reference),
+            _ => {
+                out.insert("allOf".into(), json!([reference]));
+            }
+        }
+        Ok(Value::Object(out))
+    }
+
+    fn schema_keywords(&mut self, map: &Map<String, Value>, at: &Location) -> Result<Map<String, Value>> {
+        let mut out = Map::new();
+        let relax = self.options.relax_enums;
+        for (key, value) in map {
+            let child = at.child(key);
+            match key.as_str() {
+                "type" => match value {
+                    Value::String(_) => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                    Value::Array(types) => {
+                        let nullable = types.iter().any(|t| t == "null");
+                        let others: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+                        match others.as_slice() {
+                            [one] => {
+                                out.insert(key.clone(), (*one).clone());
+                            }
+                            [] => return Err(Error::unsupported(&child, "`type: ['null']` has no OpenAPI 3.0 equivalent")),
+                            _ => {
+                                return Err(Error::unsupported(
+                                    &child,
+                                    format!("a type list with several non-null types ({value}) has no OpenAPI 3.0 equivalent; use oneOf"),
+                                ));
+                            }
+                        }
+                        if nullable {
+                            out.insert("nullable".into(), Value::Bool(true));
+                        }
+                    }
+                    _ => return Err(Error::unsupported(&child, "`type` must be a string or a list of strings")),
+                },
+                "const" => {
+                    if !(relax && value.is_string()) {
+                        out.insert("enum".into(), json!([value]));
+                    }
+                }
+                "enum" => {
+                    let Value::Array(values) = value else {
+                        return Err(Error::unsupported(&child, "`enum` must be a list"));
+                    };
+                    let non_null: Vec<Value> = values.iter().filter(|v| !v.is_null()).cloned().collect();
+                    if non_null.len() != values.len() {
+                        out.insert("nullable".into(), Value::Bool(true));
+                    }
+                    if !(relax && non_null.iter().all(Value::is_string)) {
+                        out.insert(key.clone(), Value::Array(non_null));
+                    }
+                }
+                "examples" => {
+                    if let (Some(first), false) = (value.as_array().and_then(|a| a.first()), map.contains_key("example")) {
+                        out.insert("example".into(), first.clone());
+                    }
+                }
+                "properties" => {
+                    let Value::Object(properties) = value else {
+                        return Err(Error::unsupported(&child, "`properties` must be a map"));
+                    };
+                    let mut kept = Map::new();
+                    for (name, schema) in properties {
+                        kept.insert(name.clone(), self.schema(schema, &child.child(name))?);
+                    }
+                    out.insert(key.clone(), Value::Object(kept));
+                }
+                "items" | "not" => {
+                    out.insert(key.clone(), self.schema(value, &child)?);
+                }
+                "additionalProperties" => match value {
+                    // Dropped on purpose: `false` would make typify deny unknown fields, and the
+                    // provider adds fields before anyone regenerates.
+                    Value::Bool(false) => {}
+                    Value::Bool(true) => {
+                        out.insert(key.clone(), value.clone());
+                    }
+                    schema => {
+                        out.insert(key.clone(), self.schema(schema, &child)?);
+                    }
+                },
+                "allOf" | "anyOf" | "oneOf" => {
+                    let Value::Array(schemas) = value else {
+                        return Err(Error::unsupported(&child, format!("`{key}` must be a list")));
+                    };
+                    let kept = schemas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| self.schema(s, &child.child(i)))
+                        .collect::<Result<Vec<_>>>()?;
+                    out.insert(key.clone(), Value::Array(kept));
+                }
+                // typify tells the variants of a oneOf apart by their own schemas; a discriminator
+                // adds nothing it needs, and the provider's own names a property that does not
+                // exist.
+                "discriminator" => {}
+                "exclusiveMinimum" | "exclusiveMaximum" if value.is_number() => {
+                    let bound = if key == "exclusiveMinimum" { "minimum" } else { "maximum" };
+                    out.insert(bound.into(), value.clone());
+                    out.insert(key.clone(), Value::Bool(true));
+                }
+                k if DROPPED.contains(&k) => {}
+                k if NO_3_0_FORM.contains(&k) => {
+                    return Err(Error::unsupported(&child, format!("`{k}` has no OpenAPI 3.0 equivalent")));
+                }
+                _ => {
+                    out.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Hoists the schema a `$ref` points to into `components/schemas` and returns its name.
+    fn hoist(&mut self, reference: &str, at: &Location) -> Result<String> {
+        let mut target = resolve(reference, at)?;
+        let mut reference = reference.to_owned();
+        let mut at = at.clone();
+        // A schema that is only a `$ref` is an alias: every name in the chain means one type.
+        let mut chain: Vec<Target> = Vec::new();
+        let value = loop {
+            if let Some(name) = self.names.get(&target).cloned() {
+                for t in chain {
+                    self.names.insert(t, name.clone());
+                }
+                return Ok(name);
+            }
+            if chain.contains(&target) {
+                return Err(cycle(&at, &reference, &chain, &target));
+            }
+            let value = self.files.get(&target, &at, &reference)?;
+            chain.push(target.clone());
+            match alias_of(&value) {
+                Some(next) => {
+                    at = target.location().child("$ref");
+                    reference = next.to_owned();
+                    target = resolve(&reference, &target.location())?;
+                }
+                None => break value,
+            }
+        };
+        let name = chain
+            .iter()
+            .find_map(|t| self.declared.get(t).cloned())
+            .unwrap_or_else(|| derived_name(&target));
+        let name = self.unique(name, &target);
+        for t in &chain {
+            self.names.insert(t.clone(), name.clone());
+        }
+        // Reserve the slot first so a recursive reference finds the name, and so components
+        // come out in the order the spec first uses them.
+        self.schemas.insert(name.clone(), Value::Null);
+        let schema = self.schema(&value, &target.location())?;
+        self.schemas.insert(name.clone(), schema);
+        self.origins.push((format!("/components/schemas/{name}"), target.location()));
+        Ok(name)
+    }
+
+    fn unique(&mut self, name: String, target: &Target) -> String {
+        let mut candidate = name.clone();
+        let mut n = 2;
+        while self.taken.get(&candidate).is_some_and(|t| t != target) {
+            candidate = format!("{name}{n}");
+            n += 1;
+        }
+        self.taken.insert(candidate.clone(), target.clone());
+        candidate
+    }
+}
+
+/// `Some(next)` if the schema is nothing but a `$ref` (plus annotations).
+fn alias_of(value: &Value) -> Option<&str> {
+    let map = value.as_object()?;
+    let reference = map.get("$ref")?.as_str()?;
+    map.keys().all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str())).then_some(reference)
+}
+
+/// A stable name for a schema nobody named: `#/Name` → `Name`; `recording-base.yaml` →
+/// `RecordingBase`.
+fn derived_name(target: &Target) -> String {
+    let segment = target.pointer.rsplit('/').next().unwrap_or_default();
+    let base = if segment.is_empty() {
+        target.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    } else {
+        segment.replace("~1", "/").replace("~0", "~")
+    };
+    let name = base.to_upper_camel_case();
+    if name.is_empty() { "Schema".to_owned() } else { name }
+}
+
+fn ref_str(value: &Value, at: &Location) -> Result<String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::unsupported(&at.child("$ref"), "`$ref` must be a string"))
+}
+
+fn cycle(at: &Location, reference: &str, chain: &[Target], target: &Target) -> Error {
+    let mut steps: Vec<String> = chain.iter().map(|t| t.location().to_string()).collect();
+    steps.push(target.location().to_string());
+    Error::CyclicRef { at: at.clone(), reference: reference.to_owned(), cycle: steps.join(" → ") }
+}

@@ -1,0 +1,339 @@
+//! From the bundled document to Rust: progenitor makes the types (and the client); we add what
+//! progenitor has no notion of, the receiving side: a handler trait with one method per webhook,
+//! an `Event` enum that the `event` field selects, and a dispatcher.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use heck::{ToSnakeCase, ToUpperCamelCase};
+use proc_macro2::TokenStream;
+use progenitor::{GenerationSettings, Generator, HooksMode};
+use quote::{format_ident, quote};
+use serde_json::Value;
+
+use crate::bundle::Bundle;
+use crate::error::{Error, Result};
+use crate::example::example;
+
+/// What progenitor made of the bundle.
+pub(crate) struct Progenitor {
+    /// The whole client (types, `Client`, methods).
+    pub client: TokenStream,
+    /// The types alone.
+    pub types: TokenStream,
+    /// The request body type of each operation, by operationId.
+    pub body_types: HashMap<String, syn::Type>,
+}
+
+pub(crate) fn run_progenitor(bundle: &Bundle, spec: &Path, hooks: HooksMode) -> Result<Progenitor> {
+    let document = parse_openapi(bundle)?;
+    let mut settings = GenerationSettings::new();
+    settings.with_hooks(hooks);
+
+    // typify panics on some inputs instead of returning an error. A build error must name the
+    // spec and say what is wrong, not print a backtrace from inside a dependency.
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let mut generator = Generator::new(&settings);
+        let client = generator.generate_tokens(&document)?;
+        let types = generator.get_type_space().to_stream();
+        Ok::<_, progenitor::Error>((client, types))
+    }));
+    std::panic::set_hook(previous_hook);
+
+    let progenitor_error = |message: String| Error::Progenitor { spec: spec.to_path_buf(), message };
+    let (client, types) = match outcome {
+        Ok(Ok(generated)) => generated,
+        Ok(Err(e)) => return Err(progenitor_error(e.to_string())),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            return Err(progenitor_error(format!("it panicked: {message}")));
+        }
+    };
+    let body_types = body_types(bundle, &client, spec)?;
+    Ok(Progenitor { client, types, body_types })
+}
+
+/// Parses the bundled document with openapiv3; a failure is reported at the user's file.
+fn parse_openapi(bundle: &Bundle) -> Result<openapiv3::OpenAPI> {
+    serde_path_to_error::deserialize(bundle.document.clone()).map_err(|e| {
+        let mut pointer = String::new();
+        for segment in e.path().iter() {
+            use serde_path_to_error::Segment;
+            let part = match segment {
+                Segment::Seq { index } => index.to_string(),
+                Segment::Map { key } => key.replace('~', "~0").replace('/', "~1"),
+                Segment::Enum { variant } => variant.clone(),
+                Segment::Unknown => continue,
+            };
+            pointer.push('/');
+            pointer.push_str(&part);
+        }
+        Error::Invalid { at: bundle.origin_of(&pointer), message: e.inner().to_string() }
+    })
+}
+
+/// progenitor names request bodies itself (`{OperationId}Body`, or the component's name); the
+/// generated client method's `body` argument is the authority on what it chose.
+fn body_types(bundle: &Bundle, client: &TokenStream, spec: &Path) -> Result<HashMap<String, syn::Type>> {
+    let file: syn::File = syn::parse2(client.clone())
+        .map_err(|e| Error::Progenitor { spec: spec.to_path_buf(), message: format!("unparsable output: {e}") })?;
+    let mut by_method: HashMap<String, syn::Type> = HashMap::new();
+    for item in &file.items {
+        let syn::Item::Impl(block) = item else { continue };
+        let syn::Type::Path(self_ty) = block.self_ty.as_ref() else { continue };
+        if !self_ty.path.is_ident("Client") {
+            continue;
+        }
+        for item in &block.items {
+            let syn::ImplItem::Fn(method) = item else { continue };
+            for input in &method.sig.inputs {
+                let syn::FnArg::Typed(arg) = input else { continue };
+                let syn::Pat::Ident(name) = arg.pat.as_ref() else { continue };
+                if name.ident != "body" {
+                    continue;
+                }
+                let ty = match arg.ty.as_ref() {
+                    syn::Type::Reference(reference) => reference.elem.as_ref().clone(),
+                    other => other.clone(),
+                };
+                by_method.insert(method.sig.ident.to_string(), ty);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for webhook in &bundle.webhooks {
+        let method = method_name(&webhook.operation_id);
+        let ty = by_method
+            .get(&method)
+            .or_else(|| by_method.get(&format!("{method}_")))
+            .cloned()
+            .ok_or_else(|| {
+                Error::unsupported(
+                    &webhook.location,
+                    "the webhook has no application/json request body; there is nothing to hand to a handler",
+                )
+            })?;
+        out.insert(webhook.operation_id.clone(), ty);
+    }
+    Ok(out)
+}
+
+/// The handler method's name: the snake_case operationId, as progenitor spells it.
+pub(crate) fn method_name(operation_id: &str) -> String {
+    operation_id.replace('\'', "").replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-").to_snake_case()
+}
+
+/// The server module: types, metadata, `Event`, `WebhookHandler`, `dispatch`.
+pub(crate) fn server(bundle: &Bundle, generated: &Progenitor, runtime: &syn::Path) -> Result<TokenStream> {
+    let rt = runtime;
+    let types = &generated.types;
+    let title = bundle.document.pointer("/info/title").and_then(Value::as_str).unwrap_or_default();
+    let version = bundle.document.pointer("/info/version").and_then(Value::as_str).unwrap_or_default();
+
+    let mut infos = Vec::new();
+    let mut variants = Vec::new();
+    let mut parse_arms = Vec::new();
+    let mut info_arms = Vec::new();
+    let mut methods = Vec::new();
+    let mut dispatch_arms = Vec::new();
+    for (index, webhook) in bundle.webhooks.iter().enumerate() {
+        let body_ty = &generated.body_types[&webhook.operation_id];
+        let body_name = quote!(#body_ty).to_string().replace(' ', "");
+        let method = format_ident!("{}", method_name(&webhook.operation_id));
+        let variant = format_ident!("{}", webhook.operation_id.to_upper_camel_case());
+        let event = &webhook.event;
+        let operation_id = &webhook.operation_id;
+        let method_str = method.to_string();
+        let summary = webhook.summary.clone().unwrap_or_else(|| webhook.event.clone());
+        let description = webhook.description.clone().unwrap_or_default();
+        let example = webhook
+            .body
+            .as_ref()
+            .map(|schema| {
+                let mut body = example(schema, &bundle.document);
+                if let Value::Object(fields) = &mut body {
+                    // The provider's `event` is the webhook's key, whatever the example says.
+                    if fields.contains_key("event") {
+                        fields.insert("event".into(), Value::String(webhook.event.clone()));
+                    }
+                }
+                body.to_string()
+            })
+            .unwrap_or_else(|| "{}".to_owned());
+
+        infos.push(quote! {
+            #rt::WebhookInfo {
+                event: #event,
+                operation_id: #operation_id,
+                method: #method_str,
+                summary: #summary,
+                body_type: #body_name,
+                example: #example,
+            }
+        });
+        let doc = doc_lines(&summary, &description);
+        let variant_doc = format!(" `{event}`: {summary}");
+        variants.push(quote! {
+            #[doc = #variant_doc]
+            #variant(::std::boxed::Box<#body_ty>)
+        });
+        parse_arms.push(quote! {
+            #event => #rt::parse_body::<#body_ty>(body).map(|b| Self::#variant(::std::boxed::Box::new(b)))
+        });
+        info_arms.push(quote! { Self::#variant(_) => &WEBHOOKS[#index] });
+        let default_doc = format!(
+            " The default body logs a warning that `{event}` is not handled yet and acknowledges the delivery."
+        );
+        methods.push(quote! {
+            #(#doc)*
+            #[doc = ""]
+            #[doc = #default_doc]
+            fn #method(
+                &self,
+                ctx: &#rt::DeliveryContext,
+                body: #body_ty,
+            ) -> impl ::std::future::Future<Output = #rt::HandlerResult> + Send {
+                let _ = body;
+                self.unimplemented(ctx, &WEBHOOKS[#index])
+            }
+        });
+        dispatch_arms.push(quote! { Event::#variant(body) => handler.#method(ctx, *body).await });
+    }
+
+    Ok(quote! {
+        /// The payload types, generated by progenitor from the spec.
+        #[allow(clippy::all, clippy::pedantic, missing_docs, unused_imports, dead_code)]
+        pub mod types {
+            #types
+        }
+
+        /// `info.title` of the spec this module was generated from.
+        pub const SPEC_TITLE: &str = #title;
+        /// `info.version` of the spec this module was generated from.
+        pub const SPEC_VERSION: &str = #version;
+
+        /// Every webhook in the spec, in spec order.
+        pub const WEBHOOKS: &[#rt::WebhookInfo] = &[#(#infos),*];
+
+        /// A delivery parsed into the typed body of the webhook its `event` names.
+        #[derive(Debug, Clone)]
+        pub enum Event {
+            #(#variants,)*
+        }
+
+        impl Event {
+            /// Parses `body` as the webhook named `event` (the body's `event` field).
+            ///
+            /// An event the spec does not know, or a body that does not fit its type, is
+            /// `Err` with the reason (down to the field path): such a delivery goes to
+            /// [`WebhookHandler::fallback`], it is not an error of the delivery.
+            pub fn parse(event: &str, body: &[u8]) -> ::std::result::Result<Self, #rt::Unmatched> {
+                match event {
+                    #(#parse_arms,)*
+                    _ => ::std::result::Result::Err(#rt::Unmatched::UnknownEvent),
+                }
+            }
+
+            /// The webhook this event belongs to.
+            pub fn webhook(&self) -> &'static #rt::WebhookInfo {
+                match *self {
+                    #(#info_arms,)*
+                }
+            }
+        }
+
+        /// What the service does with each webhook: implement the methods you care about.
+        ///
+        /// Every method has a default, so a webhook added to the spec never breaks the build
+        /// and is never lost: it is acknowledged with a warning until you implement it.
+        pub trait WebhookHandler: Send + Sync + 'static {
+            #(#methods)*
+
+            /// Called by the default body of every typed method that is not implemented.
+            /// Logs a warning and acknowledges the delivery.
+            fn unimplemented(
+                &self,
+                ctx: &#rt::DeliveryContext,
+                webhook: &'static #rt::WebhookInfo,
+            ) -> impl ::std::future::Future<Output = #rt::HandlerResult> + Send {
+                #rt::unimplemented_webhook(ctx, webhook)
+            }
+
+            /// A signed delivery that matched no typed webhook: an event the spec does not
+            /// know (`testEvent`, or one added after the last regeneration), or a body that
+            /// does not fit its type (a new enum value, a missing field). `event.reason` says
+            /// why. The default acknowledges it with a warning.
+            fn fallback(
+                &self,
+                ctx: &#rt::DeliveryContext,
+                event: #rt::UnmatchedEvent,
+            ) -> impl ::std::future::Future<Output = #rt::HandlerResult> + Send {
+                #rt::unhandled_fallback(ctx, event)
+            }
+        }
+
+        /// Calls the handler method that `event` belongs to.
+        pub async fn dispatch<H: WebhookHandler + ?Sized>(
+            handler: &H,
+            ctx: &#rt::DeliveryContext,
+            event: Event,
+        ) -> #rt::HandlerResult {
+            match event {
+                #(#dispatch_arms,)*
+            }
+        }
+    })
+}
+
+/// The client module: progenitor's client plus `deliver`, which sends any webhook by name.
+pub(crate) fn client(bundle: &Bundle, generated: &Progenitor) -> TokenStream {
+    let client = &generated.client;
+    let arms = bundle.webhooks.iter().map(|webhook| {
+        let event = &webhook.event;
+        let method = format_ident!("{}", method_name(&webhook.operation_id));
+        let body_ty = &generated.body_types[&webhook.operation_id];
+        quote! {
+            #event => {
+                let body: #body_ty = ::serde_json::from_value(body).map_err(DeliverError::Body)?;
+                outcome(client.#method(&body).await).await
+            }
+        }
+    });
+    let events = bundle.webhooks.iter().map(|w| &w.event);
+    quote! {
+        #client
+
+        /// The webhooks this client can send, in spec order.
+        pub const EVENTS: &[&str] = &[#(#events),*];
+
+        /// Sends `body` as the typed webhook `event` through its generated method.
+        /// `Ok(None)` when the spec has no such webhook.
+        pub async fn deliver(
+            client: &Client,
+            event: &str,
+            body: ::serde_json::Value,
+        ) -> ::std::result::Result<::std::option::Option<Delivered>, DeliverError> {
+            let delivered = match event {
+                #(#arms)*
+                _ => return ::std::result::Result::Ok(::std::option::Option::None),
+            };
+            delivered.map(::std::option::Option::Some)
+        }
+    }
+}
+
+fn doc_lines(summary: &str, description: &str) -> Vec<TokenStream> {
+    let mut lines = vec![format!(" {}", summary.trim())];
+    if !description.trim().is_empty() {
+        lines.push(String::new());
+        lines.extend(description.trim().lines().map(|l| format!(" {}", l.trim_end())));
+    }
+    lines.into_iter().map(|l| quote!(#[doc = #l])).collect()
+}

@@ -1,0 +1,239 @@
+//! Generates a typed OpenVidu Meet webhook receiver from the provider's OpenAPI spec, in a build
+//! script.
+//!
+//! The provider's spec is OpenAPI 3.1, spread over several files, and puts its webhooks under
+//! `webhooks:`; progenitor reads only OpenAPI 3.0 paths in one document. So [`Config`]:
+//!
+//! 1. reads the spec: a root document with `webhooks:` (3.1) or `x-webhooks:` (3.0), or a bare
+//!    webhooks map file, following relative `$ref`s across files ([`bundle`](crate::Config::bundle));
+//! 2. bundles and down-levels it into one OpenAPI 3.0.3 document in memory (each webhook becomes
+//!    the path `/<event name>`, referenced schemas become named components);
+//! 3. has progenitor generate the payload types from it, and adds the receiving side: a
+//!    `WebhookHandler` trait with one `async fn` per webhook (the snake_case operationId), an
+//!    `Event` enum selected by the body's `event` field, and `dispatch`;
+//! 4. writes the result to `OUT_DIR` (only when it changed) and tells cargo to rerun when the
+//!    spec, any file it references, or `MEET_WEBHOOKS_SPEC` changes.
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     if let Err(e) = meet_webhooks_codegen::Config::new().compile() {
+//!         eprintln!("error: {e}");
+//!         std::process::exit(1);
+//!     }
+//! }
+//! ```
+//!
+//! ```ignore
+//! // src/generated.rs
+//! include!(concat!(env!("OUT_DIR"), "/meet_webhooks.rs"));
+//! ```
+//!
+//! The generated code names its runtime support (`DeliveryContext`, `WebhookInfo`, ...) through
+//! [`Config::runtime_path`], by default `::meet_webhooks::runtime`.
+
+mod bundle;
+mod emit;
+mod error;
+mod example;
+mod load;
+
+use std::path::{Path, PathBuf};
+
+pub use bundle::{Bundle, Webhook};
+pub use error::{Error, Location, Result};
+use progenitor::HooksMode;
+
+/// The environment variable that points the build at another spec, unless changed with
+/// [`Config::spec_env`].
+pub const SPEC_ENV: &str = "MEET_WEBHOOKS_SPEC";
+
+/// The headers the provider signs with. The client adds them itself, over the exact bytes it
+/// sends, so they are not parameters of the generated client methods.
+pub const SIGNING_HEADERS: [&str; 2] = ["X-Timestamp", "X-Signature"];
+
+/// Generated code and what it was made from.
+#[derive(Debug)]
+pub struct Generated {
+    /// Formatted Rust source, starting with an `@generated` banner.
+    pub code: String,
+    /// Every file the spec pulled in (the root first).
+    pub files: Vec<PathBuf>,
+    /// The webhooks, in spec order.
+    pub webhooks: Vec<Webhook>,
+}
+
+/// What to generate from which spec. Every setter documents its default.
+#[derive(Debug, Clone)]
+pub struct Config {
+    spec: PathBuf,
+    spec_env: Option<String>,
+    base_dir: Option<PathBuf>,
+    relax_enums: bool,
+    runtime_path: String,
+    out_file: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Config {
+    /// The defaults: spec `openapi/openapi.yaml`, overridable by `MEET_WEBHOOKS_SPEC`, relative
+    /// to the crate being built; typed enums; runtime `::meet_webhooks::runtime`.
+    pub fn new() -> Self {
+        Self {
+            spec: PathBuf::from("openapi/openapi.yaml"),
+            spec_env: Some(SPEC_ENV.to_owned()),
+            base_dir: None,
+            relax_enums: false,
+            runtime_path: "::meet_webhooks::runtime".to_owned(),
+            out_file: None,
+        }
+    }
+
+    /// The spec to read: a root OpenAPI document or a bare webhooks map file. Default
+    /// `openapi/openapi.yaml`. A relative path is relative to [`Config::base_dir`].
+    pub fn spec(mut self, path: impl Into<PathBuf>) -> Self {
+        self.spec = path.into();
+        self
+    }
+
+    /// The environment variable that, when set, replaces [`Config::spec`]. Default
+    /// `MEET_WEBHOOKS_SPEC`; `None` ignores the environment.
+    pub fn spec_env(mut self, name: Option<&str>) -> Self {
+        self.spec_env = name.map(str::to_owned);
+        self
+    }
+
+    /// The directory relative spec paths start from. Default: `CARGO_MANIFEST_DIR` of the crate
+    /// being built, else the working directory.
+    pub fn base_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.base_dir = Some(dir.into());
+        self
+    }
+
+    /// Turn every string `enum`/`const` into a plain `String`, so a new value from the provider
+    /// still parses into the typed body instead of going to the fallback. Default `false`.
+    pub fn relax_enums(mut self, relax: bool) -> Self {
+        self.relax_enums = relax;
+        self
+    }
+
+    /// The module the generated code takes its runtime types from. Default
+    /// `::meet_webhooks::runtime`.
+    pub fn runtime_path(mut self, path: impl Into<String>) -> Self {
+        self.runtime_path = path.into();
+        self
+    }
+
+    /// The file name written in `OUT_DIR`. Default `meet_webhooks.rs` for [`Config::compile`],
+    /// `meet_webhooks_client.rs` for [`Config::compile_client`].
+    pub fn out_file(mut self, name: impl Into<String>) -> Self {
+        self.out_file = Some(name.into());
+        self
+    }
+
+    fn base(&self) -> PathBuf {
+        self.base_dir
+            .clone()
+            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from))
+            .unwrap_or_default()
+    }
+
+    /// The spec file this configuration reads, after the environment override.
+    pub fn spec_path(&self) -> PathBuf {
+        let chosen = self
+            .spec_env
+            .as_deref()
+            .and_then(std::env::var_os)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.spec.clone());
+        load::normalize(&self.base().join(chosen))
+    }
+
+    /// The spec as one OpenAPI 3.0.3 document (what progenitor is given).
+    pub fn bundle(&self) -> Result<Bundle> {
+        bundle::bundle(&self.spec_path(), &bundle::Options { relax_enums: self.relax_enums, drop_headers: vec![] })
+    }
+
+    /// Generates the server module: types, `WEBHOOKS`, `Event`, `WebhookHandler`, `dispatch`.
+    pub fn generate(&self) -> Result<Generated> {
+        let bundle = self.bundle()?;
+        let runtime: syn::Path = syn::parse_str(&self.runtime_path)
+            .map_err(|e| Error::Config(format!("runtime path {:?} is not a Rust path: {e}", self.runtime_path)))?;
+        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional)?;
+        let tokens = emit::server(&bundle, &generated, &runtime)?;
+        self.finish(bundle, tokens)
+    }
+
+    /// Generates the client module: progenitor's `Client` (whose `ClientHooks` the including
+    /// crate implements, to sign), its types, `EVENTS` and `deliver`.
+    pub fn generate_client(&self) -> Result<Generated> {
+        let options = bundle::Options {
+            relax_enums: self.relax_enums,
+            drop_headers: SIGNING_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
+        };
+        let bundle = bundle::bundle(&self.spec_path(), &options)?;
+        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Expected)?;
+        let tokens = emit::client(&bundle, &generated);
+        self.finish(bundle, tokens)
+    }
+
+    fn finish(&self, bundle: Bundle, tokens: proc_macro2::TokenStream) -> Result<Generated> {
+        let spec = self.spec_path();
+        let file: syn::File = syn::parse2(tokens).map_err(|e| Error::Progenitor {
+            spec: spec.clone(),
+            message: format!("generated code does not parse: {e}"),
+        })?;
+        let shown = spec.strip_prefix(self.base()).unwrap_or(&spec);
+        let code = format!(
+            "// @generated by meet-webhooks-codegen from {}. Do not edit: change the spec and rebuild.\n\n{}",
+            shown.display(),
+            prettyplease::unparse(&file)
+        );
+        Ok(Generated { code, files: bundle.files, webhooks: bundle.webhooks })
+    }
+
+    /// For `build.rs`: generates the server module into `OUT_DIR`.
+    pub fn compile(&self) -> Result<()> {
+        self.emit_rerun_env();
+        let generated = self.generate()?;
+        self.write(generated, "meet_webhooks.rs")
+    }
+
+    /// For `build.rs`: generates the client module into `OUT_DIR`.
+    pub fn compile_client(&self) -> Result<()> {
+        self.emit_rerun_env();
+        let generated = self.generate_client()?;
+        self.write(generated, "meet_webhooks_client.rs")
+    }
+
+    fn emit_rerun_env(&self) {
+        if let Some(var) = &self.spec_env {
+            println!("cargo:rerun-if-env-changed={var}");
+        }
+    }
+
+    fn write(&self, generated: Generated, default_name: &str) -> Result<()> {
+        for file in &generated.files {
+            println!("cargo:rerun-if-changed={}", file.display());
+        }
+        let out_dir = std::env::var_os("OUT_DIR")
+            .map(PathBuf::from)
+            .ok_or_else(|| Error::Config("OUT_DIR is not set: compile() is meant to run in build.rs".into()))?;
+        let path = out_dir.join(self.out_file.as_deref().unwrap_or(default_name));
+        write_if_changed(&path, &generated.code)
+    }
+}
+
+/// Rewriting an unchanged file would make cargo recompile everything that includes it.
+fn write_if_changed(path: &Path, code: &str) -> Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == code) {
+        return Ok(());
+    }
+    std::fs::write(path, code).map_err(|source| Error::Write { file: path.to_path_buf(), source })
+}

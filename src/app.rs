@@ -1,0 +1,192 @@
+//! The HTTP application: the webhook route behind the verification middleware, and the
+//! endpoint that turns a verified delivery into a handler call.
+//!
+//! ```text
+//! POST <path> ─▶ verify_delivery (middleware) ─▶ receive
+//!                  415/400/413/408/401             ├─ replay cache: duplicate → 200, in flight → 409
+//!                                                  ├─ classify: Event::parse (typed) or fallback
+//!                                                  │    (strict mode: fallback → 422)
+//!                                                  └─ handler → 200, or 500 so the provider retries
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::error::Rejection;
+use crate::generated::{Event, WebhookHandler, dispatch};
+use crate::metrics;
+use crate::middleware::{Delivery, Gate, verify_delivery};
+use crate::replay::{Begin, ReplayCache};
+use crate::runtime::{DeliveryContext, Unmatched, UnmatchedEvent, event_name};
+use crate::verify::millis_since_epoch;
+
+/// The default number of deliveries the replay cache remembers at once.
+pub const DEFAULT_REPLAY_CAPACITY: usize = 200_000;
+
+/// Everything the receiving endpoint needs.
+pub struct Receiver<H> {
+    pub handler: H,
+    /// Unmatched deliveries are refused with 422 instead of going to the fallback.
+    pub strict: bool,
+    replay: ReplayCache,
+    /// How long a delivery stays acceptable after it arrives (max age + max future skew).
+    window: Duration,
+}
+
+impl<H: WebhookHandler> Receiver<H> {
+    pub fn new(handler: H, gate: &Gate, strict: bool, replay_capacity: usize) -> Self {
+        let policy = gate.verifier.policy();
+        Self { handler, strict, replay: ReplayCache::new(replay_capacity), window: policy.max_age + policy.max_future }
+    }
+}
+
+/// Registers the webhook route at `path`. The gate and receiver are shared with the caller
+/// (tests look into them).
+pub fn configure<H: WebhookHandler>(
+    path: &str,
+    gate: web::Data<Gate>,
+    receiver: web::Data<Receiver<H>>,
+) -> impl FnOnce(&mut ServiceConfig) {
+    let path = path.to_owned();
+    move |config| {
+        config.app_data(gate).app_data(receiver).service(
+            web::resource(path)
+                .route(web::post().to(receive::<H>))
+                .wrap(from_fn(verify_delivery)),
+        );
+    }
+}
+
+async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiver<H>>) -> HttpResponse {
+    let started = Instant::now();
+    let Some(delivery) = req.extensions_mut().remove::<Delivery>() else {
+        log::error!("receive called without a verified delivery: the route lacks verify_delivery");
+        return Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "the delivery was not verified").response();
+    };
+    let receiver = receiver.into_inner();
+    let (event, outcome, response) = handle(&receiver, &delivery).await;
+    let latency = started.elapsed();
+    let event = event.as_deref().unwrap_or("");
+    log::info!(
+        "delivery {} event={} outcome={} status={} latency={}us",
+        delivery_id(&delivery),
+        if event.is_empty() { "-" } else { event },
+        outcome,
+        response.status().as_u16(),
+        latency.as_micros()
+    );
+    metrics::delivered(event, outcome, latency);
+    response
+}
+
+/// Handles one verified delivery: `(event name, outcome, response)`.
+async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Delivery) -> (Option<String>, &'static str, HttpResponse) {
+    let body = &delivery.body;
+    let event = match event_name(body) {
+        Ok(event) => event.map(|e| e.into_owned()),
+        Err(e) => {
+            let rejection = Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is signed but is not a JSON object: {e}"),
+            );
+            return (None, "invalid_json", rejection.response());
+        }
+    };
+
+    let key = delivery.verified.signature;
+    let now_ms = millis_since_epoch(delivery.received_at);
+    let expires_ms = now_ms.saturating_add(i64::try_from(receiver.window.as_millis()).unwrap_or(i64::MAX));
+    match receiver.replay.begin(key, now_ms, expires_ms) {
+        Begin::New => {}
+        Begin::Duplicate => {
+            return (event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate" })));
+        }
+        Begin::InFlight => {
+            let rejection = Rejection::new(
+                StatusCode::CONFLICT,
+                "in_progress",
+                "an earlier attempt of this delivery is still being handled; retry later",
+            );
+            return (event, "in_progress", rejection.response());
+        }
+        Begin::Full => {
+            let rejection = Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the receiver is remembering too many recent deliveries; retry later",
+            );
+            return (event, "busy", rejection.response());
+        }
+    }
+
+    let ctx = DeliveryContext {
+        delivery_id: delivery_id(delivery),
+        attempt: 1,
+        timestamp_ms: delivery.verified.timestamp_ms,
+        received_at: delivery.received_at,
+        event: event.clone(),
+    };
+    let parsed = match &event {
+        Some(name) => Event::parse(name, body),
+        None => Err(Unmatched::NoEventName),
+    };
+    let (outcome, result) = match parsed {
+        Ok(typed) => ("handled", dispatch(&receiver.handler, &ctx, typed).await),
+        Err(reason) => {
+            log::warn!(
+                "delivery {} (event {}) matched no typed webhook: {reason}",
+                ctx.delivery_id,
+                event.as_deref().unwrap_or("<none>")
+            );
+            if receiver.strict {
+                receiver.replay.abort(&key);
+                let rejection = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "unmatched_event", reason.to_string());
+                return (event, "unmatched_event", rejection.response());
+            }
+            // The body was parsed once already by `event_name`, so it is valid JSON.
+            let raw = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+            let unmatched = UnmatchedEvent { event: event.clone(), reason, body: raw };
+            ("fallback", receiver.handler.fallback(&ctx, unmatched).await)
+        }
+    };
+    match result {
+        Ok(()) => {
+            receiver.replay.complete(&key);
+            (event, outcome, HttpResponse::Ok().json(json!({ "status": outcome })))
+        }
+        Err(error) => {
+            receiver.replay.abort(&key);
+            log::error!("delivery {} (event {}): handler failed: {error}", ctx.delivery_id, event.as_deref().unwrap_or("<none>"));
+            metrics::handler_failed(event.as_deref().unwrap_or(""));
+            let rejection = Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "handler_failed",
+                "the delivery was not handled; the provider will retry it",
+            );
+            (event, "handler_failed", rejection.response())
+        }
+    }
+}
+
+/// The first 8 bytes of the signature in hex: the same for every retry of a delivery.
+fn delivery_id(delivery: &Delivery) -> String {
+    hex::encode(&delivery.verified.signature[..8])
+}
+
+/// How old a delivery may be before it is refused (for the startup log).
+pub fn describe_window(gate: &Gate) -> String {
+    let p = gate.verifier.policy();
+    format!("max age {} s, max future {} s, unit {:?}", p.max_age.as_secs(), p.max_future.as_secs(), p.unit)
+}
+
+/// Time since the Unix epoch in ms, for tests that sign deliveries.
+pub fn now_ms() -> i64 {
+    millis_since_epoch(SystemTime::now())
+}

@@ -1,0 +1,49 @@
+//! A verified webhook receiver for OpenVidu Meet, generated from the provider's OpenAPI spec.
+//!
+//! How the pieces fit:
+//!
+//! 1. **Spec → code.** `build.rs` runs [`meet_webhooks_codegen`] on `openapi/openapi.yaml`: it
+//!    bundles the provider's multi-file OpenAPI 3.1 webhooks into one 3.0 document, has
+//!    progenitor generate the payload types, and adds a [`WebhookHandler`] trait with one
+//!    `async fn` per webhook (named after the snake_case operationId). See [`generated`].
+//! 2. **Verify.** [`middleware::verify_delivery`] admits only deliveries whose
+//!    `X-Signature` is the HMAC-SHA256 of `"<X-Timestamp>.<raw body>"` under a configured key,
+//!    within the timestamp window ([`verify`]).
+//! 3. **Handle.** [`app`] turns the body into a typed [`Event`] (selected by its `event` field)
+//!    and calls the handler method; an event the spec does not know, or a body that does not
+//!    fit, goes to [`WebhookHandler::fallback`]. A retry of a handled delivery is acknowledged
+//!    without handling it again.
+//! 4. **Implement.** [`handler::ServiceHandler`] is the service's handler: fill in methods there.
+//!
+//! ```no_run
+//! use meet_webhooks::{WebhookHandler, types, runtime::{DeliveryContext, HandlerResult}};
+//!
+//! struct MyHandler;
+//!
+//! impl WebhookHandler for MyHandler {
+//!     async fn recording_started_webhook(
+//!         &self,
+//!         ctx: &DeliveryContext,
+//!         body: types::RecordingStartedWebhookBody,
+//!     ) -> HandlerResult {
+//!         println!("delivery {}: {:?}", ctx.delivery_id, body.data);
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+// The generated code names its runtime as `::meet_webhooks::runtime`, as it would from any
+// other crate that runs the generator; this makes that path work inside this crate too.
+extern crate self as meet_webhooks;
+
+pub mod app;
+pub mod error;
+pub mod generated;
+pub mod handler;
+pub mod metrics;
+pub mod middleware;
+mod replay;
+pub mod runtime;
+pub mod verify;
+
+pub use generated::{Event, WEBHOOKS, WebhookHandler, dispatch, types};

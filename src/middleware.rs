@@ -1,0 +1,156 @@
+//! The actix-web middleware that admits only authentic deliveries: a thin adapter over
+//! [`crate::verify`].
+//!
+//! In order, each step cheaper than the next: content type (415), signing headers present
+//! exactly once (400), declared length within the limit (413, without reading the body), the
+//! body read under a size limit and a time limit (413 / 408, connection closed), then the
+//! signature and timestamp window (400 / 401). Only then does the request reach the handler,
+//! carrying the verified [`Delivery`] in its extensions; unauthenticated bytes never reach
+//! serde. Refusals are returned as `Ok(response)` so the access log still sees them.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
+use actix_web::middleware::Next;
+use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::{Error, HttpMessage};
+use futures_util::StreamExt;
+
+use crate::error::Rejection;
+use crate::metrics;
+use crate::verify::{SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, Verifier};
+
+/// The default body limit (the provider's deliveries are a few KB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The default time a client gets to send its whole body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the middleware checks deliveries against.
+#[derive(Debug)]
+pub struct Gate {
+    pub verifier: Verifier,
+    pub body_limit: usize,
+    pub body_timeout: Duration,
+}
+
+/// An authentic delivery, as received.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub verified: Verified,
+    /// The `X-Timestamp` header as sent.
+    pub timestamp: Bytes,
+    /// The body as sent.
+    pub body: Bytes,
+    pub received_at: SystemTime,
+}
+
+/// `actix_web::middleware::from_fn(verify_delivery)`; needs `web::Data<Gate>` in app data.
+pub async fn verify_delivery<B: MessageBody>(
+    mut req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error> {
+    let Some(gate) = req.app_data::<web::Data<Gate>>().cloned() else {
+        let rejection = Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "the receiver has no verification settings");
+        log::error!("verify_delivery middleware used without web::Data<Gate>");
+        return Ok(req.into_response(rejection.response()).map_into_right_body());
+    };
+    match admit(&gate, &mut req).await {
+        Ok(delivery) => {
+            req.extensions_mut().insert(delivery);
+            next.call(req).await.map(ServiceResponse::map_into_left_body)
+        }
+        Err(rejection) => {
+            let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            log::warn!("rejected delivery from {peer}: {} {} ({})", rejection.status.as_u16(), rejection.code, rejection.message);
+            metrics::rejected(rejection.code);
+            Ok(req.into_response(rejection.response()).map_into_right_body())
+        }
+    }
+}
+
+async fn admit(gate: &Gate, req: &mut ServiceRequest) -> Result<Delivery, Rejection> {
+    check_content_type(req)?;
+    let timestamp = single_header(req, TIMESTAMP_HEADER)?;
+    let signature = single_header(req, SIGNATURE_HEADER)?;
+    let declared = declared_length(req)?;
+    if declared.is_some_and(|n| n > gate.body_limit) {
+        return Err(too_large(gate.body_limit));
+    }
+    let body = read_body(gate, req, declared).await?;
+    let received_at = SystemTime::now();
+    let verified = gate.verifier.verify(&timestamp, &signature, &body, received_at)?;
+    Ok(Delivery { verified, timestamp, body, received_at })
+}
+
+fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(Rejection::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "deliveries must be sent with Content-Type: application/json",
+        ))
+    }
+}
+
+/// The value of a header that must appear exactly once.
+fn single_header(req: &ServiceRequest, name: &'static str) -> Result<Bytes, Rejection> {
+    let mut values = req.headers().get_all(HeaderName::from_static(name));
+    let Some(value) = values.next() else {
+        return Err(Rejection::new(StatusCode::BAD_REQUEST, "missing_header", format!("the {name} header is missing")));
+    };
+    if values.next().is_some() {
+        return Err(Rejection::new(StatusCode::BAD_REQUEST, "duplicate_header", format!("the {name} header appears more than once")));
+    }
+    Ok(Bytes::copy_from_slice(value.as_bytes()))
+}
+
+fn declared_length(req: &ServiceRequest) -> Result<Option<usize>, Rejection> {
+    match req.headers().get(CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| {
+            Rejection::new(StatusCode::BAD_REQUEST, "malformed_header", "the Content-Length header is not a number")
+        }),
+    }
+}
+
+fn too_large(limit: usize) -> Rejection {
+    Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than the limit of {limit} bytes"))
+        .closing()
+}
+
+async fn read_body(gate: &Gate, req: &mut ServiceRequest, declared: Option<usize>) -> Result<Bytes, Rejection> {
+    let mut payload = req.take_payload();
+    let limit = gate.body_limit;
+    let read = async {
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                Rejection::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("the body could not be read: {e}")).closing()
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(gate.body_timeout, read).await.unwrap_or_else(|_| {
+        Err(Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body did not arrive within {} ms", gate.body_timeout.as_millis()),
+        )
+        .closing())
+    })
+}

@@ -1,0 +1,180 @@
+//! What the generated code stands on: delivery metadata, handler results, and the typed parse
+//! with its reasons for falling back.
+//!
+//! The generated module (see [`crate::generated`]) names these through `::meet_webhooks::runtime`,
+//! so a crate that runs the generator in its own `build.rs` uses the same types.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::{Ready, ready};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+/// One webhook of the spec, as the generator saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookInfo {
+    /// The key under `webhooks:`: the `event` field of its deliveries.
+    pub event: &'static str,
+    /// The spec's operationId.
+    pub operation_id: &'static str,
+    /// The handler method: the snake_case operationId.
+    pub method: &'static str,
+    /// The spec's summary.
+    pub summary: &'static str,
+    /// The generated body type (`types::...`).
+    pub body_type: &'static str,
+    /// A body built from the spec's examples (JSON), for `send` and tests.
+    pub example: &'static str,
+}
+
+/// What a handler knows about the delivery it handles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryContext {
+    /// Identifies the delivery: the same for every retry of it by the provider (derived from
+    /// its signature), so a handler can make its side effects idempotent.
+    pub delivery_id: String,
+    /// 1 on the first attempt to handle this delivery.
+    pub attempt: u32,
+    /// The `X-Timestamp` the provider sent, in milliseconds since the Unix epoch (normalized
+    /// when it was sent in seconds).
+    pub timestamp_ms: i64,
+    /// When this receiver accepted the delivery.
+    pub received_at: SystemTime,
+    /// The event name the body carries (`None` if it has none).
+    pub event: Option<String>,
+}
+
+/// A handler's error: the delivery is not acknowledged, so the provider retries it.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What every handler method returns.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// Why a signed delivery did not become a typed [`Event`](crate::generated::Event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unmatched {
+    /// The body has no string `event` field.
+    NoEventName,
+    /// The spec has no webhook of that name (`testEvent`, or one added since the last build).
+    UnknownEvent,
+    /// The body does not fit the webhook's type.
+    Mismatch {
+        /// Where in the body (`data.status`); empty for the whole body.
+        path: String,
+        /// What serde said.
+        message: String,
+    },
+}
+
+impl fmt::Display for Unmatched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoEventName => f.write_str("the body has no string `event` field"),
+            Self::UnknownEvent => f.write_str("the spec has no webhook of this name"),
+            Self::Mismatch { path, message } if path.is_empty() || path == "." => {
+                write!(f, "the body does not fit the spec: {message}")
+            }
+            Self::Mismatch { path, message } => write!(f, "the body does not fit the spec at `{path}`: {message}"),
+        }
+    }
+}
+
+/// A signed delivery that matched no typed webhook, handed to the fallback method whole.
+#[derive(Debug, Clone)]
+pub struct UnmatchedEvent {
+    /// The body's `event` field, if it has one.
+    pub event: Option<String>,
+    /// Why it did not match.
+    pub reason: Unmatched,
+    /// The body, as received.
+    pub body: serde_json::Value,
+}
+
+/// Parses a body into its generated type; a failure says which field.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Unmatched> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| Unmatched::Mismatch { path: e.path().to_string(), message: e.inner().to_string() })
+}
+
+/// The `event` field of a body, read without building the rest. `Err` if the body is not a
+/// JSON object at all.
+pub fn event_name(body: &[u8]) -> Result<Option<Cow<'_, str>>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow, default, deserialize_with = "lenient_str")]
+        event: Option<Cow<'a, str>>,
+    }
+    fn lenient_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+        // `"event": 5` is not a name; treat it like a missing one rather than unparsable.
+        let value = serde_json::Value::deserialize(d)?;
+        Ok(match value {
+            serde_json::Value::String(s) => Some(Cow::Owned(s)),
+            _ => None,
+        })
+    }
+    serde_json::from_slice::<Envelope<'_>>(body).map(|e| e.event)
+}
+
+/// The default body of every unimplemented typed method.
+pub fn unimplemented_webhook(ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> Ready<HandlerResult> {
+    log::warn!(
+        "webhook {} (delivery {}) is not handled yet: implement WebhookHandler::{} to handle it; acknowledged",
+        webhook.event,
+        ctx.delivery_id,
+        webhook.method
+    );
+    ready(Ok(()))
+}
+
+/// The default fallback.
+pub fn unhandled_fallback(ctx: &DeliveryContext, event: UnmatchedEvent) -> Ready<HandlerResult> {
+    log::warn!(
+        "delivery {} (event {}) matched no typed webhook ({}); acknowledged by the default fallback",
+        ctx.delivery_id,
+        event.event.as_deref().unwrap_or("<none>"),
+        event.reason
+    );
+    ready(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_name_is_read_without_the_rest() {
+        assert_eq!(event_name(br#"{"data":{"x":[1,2]},"event":"recordingStarted"}"#).unwrap().as_deref(), Some("recordingStarted"));
+        assert_eq!(event_name(br#"{"event":5}"#).unwrap(), None);
+        assert_eq!(event_name(br#"{}"#).unwrap(), None);
+        assert_eq!(event_name(br#"{"event":"caf\u00e9"}"#).unwrap().as_deref(), Some("café"));
+        assert!(event_name(b"[1]").is_err());
+        assert!(event_name(b"not json").is_err());
+    }
+
+    #[test]
+    fn mismatch_names_the_field() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            data: Data,
+        }
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Data {
+            status: Status,
+        }
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        enum Status {
+            #[serde(rename = "active")]
+            Active,
+        }
+        let err = parse_body::<Body>(br#"{"data":{"status":"paused"}}"#).unwrap_err();
+        let Unmatched::Mismatch { path, message } = &err else { panic!("{err:?}") };
+        assert_eq!(path, "data.status");
+        assert!(message.contains("paused"), "{message}");
+        assert!(err.to_string().contains("`data.status`"));
+    }
+}
