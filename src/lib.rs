@@ -37,6 +37,7 @@
 extern crate self as meet_webhooks;
 
 pub mod app;
+pub mod cli;
 pub mod error;
 pub mod generated;
 pub mod handler;

@@ -130,11 +130,11 @@ pub fn unimplemented_webhook(ctx: &DeliveryContext, webhook: &'static WebhookInf
 
 /// The default fallback.
 pub fn unhandled_fallback(ctx: &DeliveryContext, event: UnmatchedEvent) -> Ready<HandlerResult> {
-    log::warn!(
-        "delivery {} (event {}) matched no typed webhook ({}); acknowledged by the default fallback",
+    // Why it did not match was logged at warn when it was classified.
+    log::info!(
+        "delivery {} (event {}) acknowledged by the default fallback: implement WebhookHandler::fallback to keep it",
         ctx.delivery_id,
-        event.event.as_deref().unwrap_or("<none>"),
-        event.reason
+        event.event.as_deref().unwrap_or("<none>")
     );
     ready(Ok(()))
 }

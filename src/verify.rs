@@ -168,18 +168,28 @@ impl Verifier {
         let timestamp_ms = self.timestamp_ms(timestamp)?;
         let signature = decode_signature(signature)?;
         self.check_window(timestamp_ms, now)?;
-        let key_index = self
-            .macs
+        let key_index = self.matching_key(timestamp, &signature, body)?;
+        Ok(Verified { key_index, timestamp_ms, signature })
+    }
+
+    /// Checks the signature alone, whatever the time (for `meet-webhooks verify` on a captured
+    /// delivery): the index of the key that made it.
+    pub fn verify_signature(&self, timestamp: &[u8], signature: &[u8], body: &[u8]) -> Result<usize, VerifyError> {
+        self.timestamp_ms(timestamp)?;
+        self.matching_key(timestamp, &decode_signature(signature)?, body)
+    }
+
+    fn matching_key(&self, timestamp: &[u8], signature: &[u8; 32], body: &[u8]) -> Result<usize, VerifyError> {
+        self.macs
             .iter()
             .position(|mac| {
                 let mut mac = mac.clone();
                 mac.update(timestamp);
                 mac.update(b".");
                 mac.update(body);
-                mac.verify_slice(&signature).is_ok()
+                mac.verify_slice(signature).is_ok()
             })
-            .ok_or(VerifyError::InvalidSignature)?;
-        Ok(Verified { key_index, timestamp_ms, signature })
+            .ok_or(VerifyError::InvalidSignature)
     }
 
     /// Parses `X-Timestamp` into milliseconds according to the configured unit.
@@ -193,7 +203,8 @@ impl Verifier {
         if milliseconds { Ok(value) } else { value.checked_mul(1000).ok_or(VerifyError::MalformedTimestamp) }
     }
 
-    fn check_window(&self, timestamp_ms: i64, now: SystemTime) -> Result<(), VerifyError> {
+    /// Checks the timestamp window alone.
+    pub fn check_window(&self, timestamp_ms: i64, now: SystemTime) -> Result<(), VerifyError> {
         let now_ms = millis_since_epoch(now);
         let limit = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let (max_age, max_future) = (limit(self.policy.max_age), limit(self.policy.max_future));

@@ -26,10 +26,18 @@ pub(crate) struct Progenitor {
     pub body_types: HashMap<String, syn::Type>,
 }
 
-pub(crate) fn run_progenitor(bundle: &Bundle, spec: &Path, hooks: HooksMode) -> Result<Progenitor> {
+pub(crate) fn run_progenitor(
+    bundle: &Bundle,
+    spec: &Path,
+    hooks: HooksMode,
+    inner_type: Option<syn::Type>,
+) -> Result<Progenitor> {
     let document = parse_openapi(bundle)?;
     let mut settings = GenerationSettings::new();
     settings.with_hooks(hooks);
+    if let Some(inner) = inner_type {
+        settings.with_inner_type(quote!(#inner));
+    }
 
     // typify panics on some inputs instead of returning an error. A build error must name the
     // spec and say what is wrong, not print a backtrace from inside a dependency.

@@ -71,6 +71,7 @@ pub struct Config {
     base_dir: Option<PathBuf>,
     relax_enums: bool,
     runtime_path: String,
+    client_inner_type: Option<String>,
     out_file: Option<String>,
 }
 
@@ -90,6 +91,7 @@ impl Config {
             base_dir: None,
             relax_enums: false,
             runtime_path: "::meet_webhooks::runtime".to_owned(),
+            client_inner_type: None,
             out_file: None,
         }
     }
@@ -129,6 +131,13 @@ impl Config {
         self
     }
 
+    /// A type the generated `Client` carries (`Client::new(url, inner)`) and hands to its
+    /// `ClientHooks`, e.g. the signing key. Default: none (`()`).
+    pub fn client_inner_type(mut self, path: impl Into<String>) -> Self {
+        self.client_inner_type = Some(path.into());
+        self
+    }
+
     /// The file name written in `OUT_DIR`. Default `meet_webhooks.rs` for [`Config::compile`],
     /// `meet_webhooks_client.rs` for [`Config::compile_client`].
     pub fn out_file(mut self, name: impl Into<String>) -> Self {
@@ -165,7 +174,7 @@ impl Config {
         let bundle = self.bundle()?;
         let runtime: syn::Path = syn::parse_str(&self.runtime_path)
             .map_err(|e| Error::Config(format!("runtime path {:?} is not a Rust path: {e}", self.runtime_path)))?;
-        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional)?;
+        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional, None)?;
         let tokens = emit::server(&bundle, &generated, &runtime)?;
         self.finish(bundle, tokens)
     }
@@ -178,7 +187,13 @@ impl Config {
             drop_headers: SIGNING_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
         };
         let bundle = bundle::bundle(&self.spec_path(), &options)?;
-        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Expected)?;
+        let inner = match &self.client_inner_type {
+            Some(path) => Some(syn::parse_str::<syn::Type>(path).map_err(|e| {
+                Error::Config(format!("client inner type {path:?} is not a Rust type: {e}"))
+            })?),
+            None => None,
+        };
+        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Expected, inner)?;
         let tokens = emit::client(&bundle, &generated);
         self.finish(bundle, tokens)
     }
