@@ -42,7 +42,12 @@ pub struct Receiver<H> {
 impl<H: WebhookHandler> Receiver<H> {
     pub fn new(handler: H, gate: &Gate, strict: bool, replay_capacity: usize) -> Self {
         let policy = gate.verifier.policy();
-        Self { handler, strict, replay: ReplayCache::new(replay_capacity), window: policy.max_age + policy.max_future }
+        Self {
+            handler,
+            strict,
+            replay: ReplayCache::new(replay_capacity),
+            window: policy.max_age + policy.max_future,
+        }
     }
 }
 
@@ -63,11 +68,19 @@ pub fn configure<H: WebhookHandler>(
     }
 }
 
-async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiver<H>>) -> HttpResponse {
+async fn receive<H: WebhookHandler>(
+    req: HttpRequest,
+    receiver: web::Data<Receiver<H>>,
+) -> HttpResponse {
     let started = Instant::now();
     let Some(delivery) = req.extensions_mut().remove::<Delivery>() else {
         log::error!("receive called without a verified delivery: the route lacks verify_delivery");
-        return Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "the delivery was not verified").response();
+        return Rejection::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "misconfigured",
+            "the delivery was not verified",
+        )
+        .response();
     };
     let receiver = receiver.into_inner();
     let (event, outcome, response) = handle(&receiver, &delivery).await;
@@ -86,7 +99,10 @@ async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiv
 }
 
 /// Handles one verified delivery: `(event name, outcome, response)`.
-async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Delivery) -> (Option<String>, &'static str, HttpResponse) {
+async fn handle<H: WebhookHandler>(
+    receiver: &Arc<Receiver<H>>,
+    delivery: &Delivery,
+) -> (Option<String>, &'static str, HttpResponse) {
     let body = &delivery.body;
     let event = match event_name(body) {
         Ok(event) => event.map(|e| e.into_owned()),
@@ -102,11 +118,16 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
 
     let key = delivery.verified.signature;
     let now_ms = millis_since_epoch(delivery.received_at);
-    let expires_ms = now_ms.saturating_add(i64::try_from(receiver.window.as_millis()).unwrap_or(i64::MAX));
+    let expires_ms =
+        now_ms.saturating_add(i64::try_from(receiver.window.as_millis()).unwrap_or(i64::MAX));
     match receiver.replay.begin(key, now_ms, expires_ms) {
         Begin::New => {}
         Begin::Duplicate => {
-            return (event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate" })));
+            return (
+                event,
+                "duplicate",
+                HttpResponse::Ok().json(json!({ "status": "duplicate" })),
+            );
         }
         Begin::InFlight => {
             let rejection = Rejection::new(
@@ -147,23 +168,39 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
             );
             if receiver.strict {
                 receiver.replay.abort(&key);
-                let rejection = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "unmatched_event", reason.to_string());
+                let rejection = Rejection::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unmatched_event",
+                    reason.to_string(),
+                );
                 return (event, "unmatched_event", rejection.response());
             }
             // The body was parsed once already by `event_name`, so it is valid JSON.
             let raw = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-            let unmatched = UnmatchedEvent { event: event.clone(), reason, body: raw };
+            let unmatched = UnmatchedEvent {
+                event: event.clone(),
+                reason,
+                body: raw,
+            };
             ("fallback", receiver.handler.fallback(&ctx, unmatched).await)
         }
     };
     match result {
         Ok(()) => {
             receiver.replay.complete(&key);
-            (event, outcome, HttpResponse::Ok().json(json!({ "status": outcome })))
+            (
+                event,
+                outcome,
+                HttpResponse::Ok().json(json!({ "status": outcome })),
+            )
         }
         Err(error) => {
             receiver.replay.abort(&key);
-            log::error!("delivery {} (event {}): handler failed: {error}", ctx.delivery_id, event.as_deref().unwrap_or("<none>"));
+            log::error!(
+                "delivery {} (event {}): handler failed: {error}",
+                ctx.delivery_id,
+                event.as_deref().unwrap_or("<none>")
+            );
             metrics::handler_failed(event.as_deref().unwrap_or(""));
             let rejection = Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -183,7 +220,12 @@ fn delivery_id(delivery: &Delivery) -> String {
 /// How old a delivery may be before it is refused (for the startup log).
 pub fn describe_window(gate: &Gate) -> String {
     let p = gate.verifier.policy();
-    format!("max age {} s, max future {} s, unit {:?}", p.max_age.as_secs(), p.max_future.as_secs(), p.unit)
+    format!(
+        "max age {} s, max future {} s, unit {:?}",
+        p.max_age.as_secs(),
+        p.max_future.as_secs(),
+        p.unit
+    )
 }
 
 /// Time since the Unix epoch in ms, for tests that sign deliveries.

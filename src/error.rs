@@ -29,8 +29,17 @@ struct Body<'a> {
 }
 
 impl Rejection {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, message: message.into(), close: false }
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            close: false,
+        }
     }
 
     /// Ask for the connection to be closed after the answer.
@@ -44,17 +53,22 @@ impl Rejection {
         if self.close {
             builder.force_close();
         }
-        builder.json(Body { error: self.code, message: &self.message })
+        builder.json(Body {
+            error: self.code,
+            message: &self.message,
+        })
     }
 }
 
 impl From<VerifyError> for Rejection {
     fn from(error: VerifyError) -> Self {
         let status = match error {
-            VerifyError::MalformedTimestamp | VerifyError::MalformedSignature => StatusCode::BAD_REQUEST,
-            VerifyError::TimestampTooOld { .. } | VerifyError::TimestampInFuture { .. } | VerifyError::InvalidSignature => {
-                StatusCode::UNAUTHORIZED
+            VerifyError::MalformedTimestamp | VerifyError::MalformedSignature => {
+                StatusCode::BAD_REQUEST
             }
+            VerifyError::TimestampTooOld { .. }
+            | VerifyError::TimestampInFuture { .. }
+            | VerifyError::InvalidSignature => StatusCode::UNAUTHORIZED,
         };
         Self::new(status, error.code(), error.to_string())
     }

@@ -14,7 +14,11 @@ use crate::runtime::{DeliveryContext, HandlerResult};
 pub struct ServiceHandler;
 
 impl WebhookHandler for ServiceHandler {
-    async fn recording_started_webhook(&self, ctx: &DeliveryContext, body: types::RecordingStartedWebhookBody) -> HandlerResult {
+    async fn recording_started_webhook(
+        &self,
+        ctx: &DeliveryContext,
+        body: types::RecordingStartedWebhookBody,
+    ) -> HandlerResult {
         let recording = RecordingSummary::of(&body.data)?;
         log::info!(
             "recording started: recording {} room {} status {} (delivery {})",
@@ -43,7 +47,16 @@ pub struct RecordingSummary {
 impl RecordingSummary {
     pub fn of(data: &impl Serialize) -> Result<Self, serde_json::Error> {
         let data = serde_json::to_value(data)?;
-        let field = |name: &str| data.get(name).and_then(Value::as_str).unwrap_or("-").to_owned();
-        Ok(Self { recording_id: field("recordingId"), room_id: field("roomId"), status: field("status") })
+        let field = |name: &str| {
+            data.get(name)
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_owned()
+        };
+        Ok(Self {
+            recording_id: field("recordingId"),
+            room_id: field("roomId"),
+            status: field("status"),
+        })
     }
 }

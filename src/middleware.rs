@@ -53,20 +53,37 @@ pub async fn verify_delivery<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error> {
     let Some(gate) = req.app_data::<web::Data<Gate>>().cloned() else {
-        let rejection = Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "the receiver has no verification settings");
+        let rejection = Rejection::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "misconfigured",
+            "the receiver has no verification settings",
+        );
         log::error!("verify_delivery middleware used without web::Data<Gate>");
-        return Ok(req.into_response(rejection.response()).map_into_right_body());
+        return Ok(req
+            .into_response(rejection.response())
+            .map_into_right_body());
     };
     match admit(&gate, &mut req).await {
         Ok(delivery) => {
             req.extensions_mut().insert(delivery);
-            next.call(req).await.map(ServiceResponse::map_into_left_body)
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
         }
         Err(rejection) => {
-            let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-            log::warn!("rejected delivery from {peer}: {} {} ({})", rejection.status.as_u16(), rejection.code, rejection.message);
+            let peer = req
+                .peer_addr()
+                .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            log::warn!(
+                "rejected delivery from {peer}: {} {} ({})",
+                rejection.status.as_u16(),
+                rejection.code,
+                rejection.message
+            );
             metrics::rejected(rejection.code);
-            Ok(req.into_response(rejection.response()).map_into_right_body())
+            Ok(req
+                .into_response(rejection.response())
+                .map_into_right_body())
         }
     }
 }
@@ -81,8 +98,15 @@ async fn admit(gate: &Gate, req: &mut ServiceRequest) -> Result<Delivery, Reject
     }
     let body = read_body(gate, req, declared).await?;
     let received_at = SystemTime::now();
-    let verified = gate.verifier.verify(&timestamp, &signature, &body, received_at)?;
-    Ok(Delivery { verified, timestamp, body, received_at })
+    let verified = gate
+        .verifier
+        .verify(&timestamp, &signature, &body, received_at)?;
+    Ok(Delivery {
+        verified,
+        timestamp,
+        body,
+        received_at,
+    })
 }
 
 fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
@@ -107,10 +131,18 @@ fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
 fn single_header(req: &ServiceRequest, name: &'static str) -> Result<Bytes, Rejection> {
     let mut values = req.headers().get_all(HeaderName::from_static(name));
     let Some(value) = values.next() else {
-        return Err(Rejection::new(StatusCode::BAD_REQUEST, "missing_header", format!("the {name} header is missing")));
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "missing_header",
+            format!("the {name} header is missing"),
+        ));
     };
     if values.next().is_some() {
-        return Err(Rejection::new(StatusCode::BAD_REQUEST, "duplicate_header", format!("the {name} header appears more than once")));
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "duplicate_header",
+            format!("the {name} header appears more than once"),
+        ));
     }
     Ok(Bytes::copy_from_slice(value.as_bytes()))
 }
@@ -118,25 +150,47 @@ fn single_header(req: &ServiceRequest, name: &'static str) -> Result<Bytes, Reje
 fn declared_length(req: &ServiceRequest) -> Result<Option<usize>, Rejection> {
     match req.headers().get(CONTENT_LENGTH) {
         None => Ok(None),
-        Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| {
-            Rejection::new(StatusCode::BAD_REQUEST, "malformed_header", "the Content-Length header is not a number")
-        }),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_header",
+                    "the Content-Length header is not a number",
+                )
+            }),
     }
 }
 
 fn too_large(limit: usize) -> Rejection {
-    Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the body is larger than the limit of {limit} bytes"))
-        .closing()
+    Rejection::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the body is larger than the limit of {limit} bytes"),
+    )
+    .closing()
 }
 
-async fn read_body(gate: &Gate, req: &mut ServiceRequest, declared: Option<usize>) -> Result<Bytes, Rejection> {
+async fn read_body(
+    gate: &Gate,
+    req: &mut ServiceRequest,
+    declared: Option<usize>,
+) -> Result<Bytes, Rejection> {
     let mut payload = req.take_payload();
     let limit = gate.body_limit;
     let read = async {
         let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
-                Rejection::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("the body could not be read: {e}")).closing()
+                Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    "body_unreadable",
+                    format!("the body could not be read: {e}"),
+                )
+                .closing()
             })?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large(limit));
@@ -145,12 +199,17 @@ async fn read_body(gate: &Gate, req: &mut ServiceRequest, declared: Option<usize
         }
         Ok(body.freeze())
     };
-    tokio::time::timeout(gate.body_timeout, read).await.unwrap_or_else(|_| {
-        Err(Rejection::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            format!("the body did not arrive within {} ms", gate.body_timeout.as_millis()),
-        )
-        .closing())
-    })
+    tokio::time::timeout(gate.body_timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Rejection::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} ms",
+                    gate.body_timeout.as_millis()
+                ),
+            )
+            .closing())
+        })
 }

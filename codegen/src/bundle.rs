@@ -90,7 +90,9 @@ impl Bundle {
     }
 }
 
-const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// Keys beside a `$ref` that only annotate it; OpenAPI 3.0 ignores them and so can we.
 const ANNOTATIONS: [&str; 9] = [
@@ -176,13 +178,19 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
         let (item, item_at) = bundler.deref(item, webhooks_at.child(&event))?;
         let path_item = bundler.path_item(&item, &item_at, &event, &mut found)?;
         let path = format!("/{event}");
-        bundler.origins.push((format!("/paths/{}", path.replace('~', "~0").replace('/', "~1")), item_at));
+        bundler.origins.push((
+            format!("/paths/{}", path.replace('~', "~0").replace('/', "~1")),
+            item_at,
+        ));
         paths.insert(path, Value::Object(path_item));
     }
 
     let info = root.get("info").and_then(Value::as_object);
     let text = |key: &str, default: &str| {
-        info.and_then(|i| i.get(key)).and_then(Value::as_str).unwrap_or(default).to_owned()
+        info.and_then(|i| i.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_owned()
     };
     let document = json!({
         "openapi": "3.0.3",
@@ -191,8 +199,19 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
         "components": { "schemas": bundler.schemas },
     });
     let mut files: Vec<PathBuf> = vec![spec.to_path_buf()];
-    files.extend(bundler.files.paths().filter(|p| *p != spec).map(Path::to_path_buf));
-    Ok(Bundle { document, webhooks: found, files, origins: bundler.origins })
+    files.extend(
+        bundler
+            .files
+            .paths()
+            .filter(|p| *p != spec)
+            .map(Path::to_path_buf),
+    );
+    Ok(Bundle {
+        document,
+        webhooks: found,
+        files,
+        origins: bundler.origins,
+    })
 }
 
 struct Bundler<'a> {
@@ -212,16 +231,25 @@ struct Bundler<'a> {
 
 impl Bundler<'_> {
     fn declare_component_names(&mut self, root: &Value, root_at: &Location) {
-        let Some(Value::Object(schemas)) = root.pointer("/components/schemas") else { return };
+        let Some(Value::Object(schemas)) = root.pointer("/components/schemas") else {
+            return;
+        };
         let at = root_at.child("components").child("schemas");
         for (name, schema) in schemas {
             let own = at.child(name);
-            let target = Target { file: own.file.clone(), pointer: own.pointer.clone() };
+            let target = Target {
+                file: own.file.clone(),
+                pointer: own.pointer.clone(),
+            };
             self.declared.insert(target, name.clone());
             // `MeetRoom: {$ref: ./schemas/meet-room.yaml}`: a webhook that refers to the file
             // directly still gets the declared name. A broken declaration is not our concern
             // unless a webhook uses it, so resolution errors are ignored here.
-            if let Some(Ok(target)) = schema.get("$ref").and_then(Value::as_str).map(|r| resolve(r, &own)) {
+            if let Some(Ok(target)) = schema
+                .get("$ref")
+                .and_then(Value::as_str)
+                .map(|r| resolve(r, &own))
+            {
                 self.declared.entry(target).or_insert_with(|| name.clone());
             }
         }
@@ -251,7 +279,10 @@ impl Bundler<'_> {
         found: &mut Vec<Webhook>,
     ) -> Result<Map<String, Value>> {
         let Value::Object(item) = item else {
-            return Err(Error::unsupported(at, "a webhook must be a path item (a map of operations)"));
+            return Err(Error::unsupported(
+                at,
+                "a webhook must be a path item (a map of operations)",
+            ));
         };
         let mut out = Map::new();
         for (key, value) in item {
@@ -267,7 +298,10 @@ impl Bundler<'_> {
             }
         }
         if !out.keys().any(|k| METHODS.contains(&k.as_str())) {
-            return Err(Error::unsupported(at, format!("webhook {event:?} has no operation (post:)")));
+            return Err(Error::unsupported(
+                at,
+                format!("webhook {event:?} has no operation (post:)"),
+            ));
         }
         Ok(out)
     }
@@ -298,7 +332,8 @@ impl Bundler<'_> {
                 first: first.clone(),
             });
         }
-        self.operation_ids.insert(operation_id.clone(), at.child("operationId"));
+        self.operation_ids
+            .insert(operation_id.clone(), at.child("operationId"));
 
         let mut out = Map::new();
         let mut body = None;
@@ -314,7 +349,9 @@ impl Bundler<'_> {
                 "requestBody" => {
                     let (request_body, body_at) = self.deref(value.clone(), child)?;
                     let request_body = self.request_body(&request_body, &body_at)?;
-                    body = request_body.pointer("/content/application~1json/schema").cloned();
+                    body = request_body
+                        .pointer("/content/application~1json/schema")
+                        .cloned();
                     out.insert(key.clone(), request_body);
                 }
                 "responses" => {
@@ -324,8 +361,14 @@ impl Bundler<'_> {
                 _ => {}
             }
         }
-        out.entry("responses").or_insert_with(|| json!({ "200": { "description": "OK" } }));
-        let text = |key: &str| operation.get(key).and_then(Value::as_str).map(str::to_owned);
+        out.entry("responses")
+            .or_insert_with(|| json!({ "200": { "description": "OK" } }));
+        let text = |key: &str| {
+            operation
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let webhook = Webhook {
             event: event.to_owned(),
             operation_id,
@@ -349,8 +392,17 @@ impl Bundler<'_> {
                 return Err(Error::unsupported(&at, "a parameter must be a map"));
             };
             let is_header = parameter.get("in").and_then(Value::as_str) == Some("header");
-            let name = parameter.get("name").and_then(Value::as_str).unwrap_or_default();
-            if is_header && self.options.drop_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            let name = parameter
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if is_header
+                && self
+                    .options
+                    .drop_headers
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name))
+            {
                 continue;
             }
             let mut kept = Map::new();
@@ -406,10 +458,16 @@ impl Bundler<'_> {
             let mut kept = Map::new();
             kept.insert(
                 "description".into(),
-                response.get("description").cloned().unwrap_or_else(|| json!("")),
+                response
+                    .get("description")
+                    .cloned()
+                    .unwrap_or_else(|| json!("")),
             );
             if let Some(content) = response.get("content") {
-                kept.insert("content".into(), self.content(content, &at.child("content"))?);
+                kept.insert(
+                    "content".into(),
+                    self.content(content, &at.child("content"))?,
+                );
             }
             out.insert(status.clone(), Value::Object(kept));
         }
@@ -418,7 +476,10 @@ impl Bundler<'_> {
 
     fn content(&mut self, value: &Value, at: &Location) -> Result<Value> {
         let Value::Object(content) = value else {
-            return Err(Error::unsupported(at, "content must be a map of media types"));
+            return Err(Error::unsupported(
+                at,
+                "content must be a map of media types",
+            ));
         };
         let mut out = Map::new();
         for (media_type, media) in content {
@@ -467,7 +528,11 @@ impl Bundler<'_> {
         Ok(Value::Object(out))
     }
 
-    fn schema_keywords(&mut self, map: &Map<String, Value>, at: &Location) -> Result<Map<String, Value>> {
+    fn schema_keywords(
+        &mut self,
+        map: &Map<String, Value>,
+        at: &Location,
+    ) -> Result<Map<String, Value>> {
         let mut out = Map::new();
         let relax = self.options.relax_enums;
         for (key, value) in map {
@@ -484,11 +549,18 @@ impl Bundler<'_> {
                             [one] => {
                                 out.insert(key.clone(), (*one).clone());
                             }
-                            [] => return Err(Error::unsupported(&child, "`type: ['null']` has no OpenAPI 3.0 equivalent")),
+                            [] => {
+                                return Err(Error::unsupported(
+                                    &child,
+                                    "`type: ['null']` has no OpenAPI 3.0 equivalent",
+                                ));
+                            }
                             _ => {
                                 return Err(Error::unsupported(
                                     &child,
-                                    format!("a type list with several non-null types ({value}) has no OpenAPI 3.0 equivalent; use oneOf"),
+                                    format!(
+                                        "a type list with several non-null types ({value}) has no OpenAPI 3.0 equivalent; use oneOf"
+                                    ),
                                 ));
                             }
                         }
@@ -496,7 +568,12 @@ impl Bundler<'_> {
                             out.insert("nullable".into(), Value::Bool(true));
                         }
                     }
-                    _ => return Err(Error::unsupported(&child, "`type` must be a string or a list of strings")),
+                    _ => {
+                        return Err(Error::unsupported(
+                            &child,
+                            "`type` must be a string or a list of strings",
+                        ));
+                    }
                 },
                 "const" => {
                     if !(relax && value.is_string()) {
@@ -507,7 +584,8 @@ impl Bundler<'_> {
                     let Value::Array(values) = value else {
                         return Err(Error::unsupported(&child, "`enum` must be a list"));
                     };
-                    let non_null: Vec<Value> = values.iter().filter(|v| !v.is_null()).cloned().collect();
+                    let non_null: Vec<Value> =
+                        values.iter().filter(|v| !v.is_null()).cloned().collect();
                     if non_null.len() != values.len() {
                         out.insert("nullable".into(), Value::Bool(true));
                     }
@@ -516,7 +594,10 @@ impl Bundler<'_> {
                     }
                 }
                 "examples" => {
-                    if let (Some(first), false) = (value.as_array().and_then(|a| a.first()), map.contains_key("example")) {
+                    if let (Some(first), false) = (
+                        value.as_array().and_then(|a| a.first()),
+                        map.contains_key("example"),
+                    ) {
                         out.insert("example".into(), first.clone());
                     }
                 }
@@ -546,7 +627,10 @@ impl Bundler<'_> {
                 },
                 "allOf" | "anyOf" | "oneOf" => {
                     let Value::Array(schemas) = value else {
-                        return Err(Error::unsupported(&child, format!("`{key}` must be a list")));
+                        return Err(Error::unsupported(
+                            &child,
+                            format!("`{key}` must be a list"),
+                        ));
                     };
                     let kept = schemas
                         .iter()
@@ -560,13 +644,20 @@ impl Bundler<'_> {
                 // exist.
                 "discriminator" => {}
                 "exclusiveMinimum" | "exclusiveMaximum" if value.is_number() => {
-                    let bound = if key == "exclusiveMinimum" { "minimum" } else { "maximum" };
+                    let bound = if key == "exclusiveMinimum" {
+                        "minimum"
+                    } else {
+                        "maximum"
+                    };
                     out.insert(bound.into(), value.clone());
                     out.insert(key.clone(), Value::Bool(true));
                 }
                 k if DROPPED.contains(&k) => {}
                 k if NO_3_0_FORM.contains(&k) => {
-                    return Err(Error::unsupported(&child, format!("`{k}` has no OpenAPI 3.0 equivalent")));
+                    return Err(Error::unsupported(
+                        &child,
+                        format!("`{k}` has no OpenAPI 3.0 equivalent"),
+                    ));
                 }
                 _ => {
                     out.insert(key.clone(), value.clone());
@@ -617,7 +708,8 @@ impl Bundler<'_> {
         self.schemas.insert(name.clone(), Value::Null);
         let schema = self.schema(&value, &target.location())?;
         self.schemas.insert(name.clone(), schema);
-        self.origins.push((format!("/components/schemas/{name}"), target.location()));
+        self.origins
+            .push((format!("/components/schemas/{name}"), target.location()));
         Ok(name)
     }
 
@@ -637,7 +729,9 @@ impl Bundler<'_> {
 fn alias_of(value: &Value) -> Option<&str> {
     let map = value.as_object()?;
     let reference = map.get("$ref")?.as_str()?;
-    map.keys().all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str())).then_some(reference)
+    map.keys()
+        .all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str()))
+        .then_some(reference)
 }
 
 /// A stable name for a schema nobody named: `#/Name` → `Name`; `recording-base.yaml` →
@@ -645,12 +739,20 @@ fn alias_of(value: &Value) -> Option<&str> {
 fn derived_name(target: &Target) -> String {
     let segment = target.pointer.rsplit('/').next().unwrap_or_default();
     let base = if segment.is_empty() {
-        target.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        target
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     } else {
         segment.replace("~1", "/").replace("~0", "~")
     };
     let name = base.to_upper_camel_case();
-    if name.is_empty() { "Schema".to_owned() } else { name }
+    if name.is_empty() {
+        "Schema".to_owned()
+    } else {
+        name
+    }
 }
 
 fn ref_str(value: &Value, at: &Location) -> Result<String> {
@@ -663,5 +765,9 @@ fn ref_str(value: &Value, at: &Location) -> Result<String> {
 fn cycle(at: &Location, reference: &str, chain: &[Target], target: &Target) -> Error {
     let mut steps: Vec<String> = chain.iter().map(|t| t.location().to_string()).collect();
     steps.push(target.location().to_string());
-    Error::CyclicRef { at: at.clone(), reference: reference.to_owned(), cycle: steps.join(" → ") }
+    Error::CyclicRef {
+        at: at.clone(),
+        reference: reference.to_owned(),
+        cycle: steps.join(" → "),
+    }
 }

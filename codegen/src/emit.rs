@@ -51,7 +51,10 @@ pub(crate) fn run_progenitor(
     }));
     std::panic::set_hook(previous_hook);
 
-    let progenitor_error = |message: String| Error::Progenitor { spec: spec.to_path_buf(), message };
+    let progenitor_error = |message: String| Error::Progenitor {
+        spec: spec.to_path_buf(),
+        message,
+    };
     let (client, types) = match outcome {
         Ok(Ok(generated)) => generated,
         Ok(Err(e)) => return Err(progenitor_error(e.to_string())),
@@ -65,7 +68,11 @@ pub(crate) fn run_progenitor(
         }
     };
     let body_types = body_types(bundle, &client, spec)?;
-    Ok(Progenitor { client, types, body_types })
+    Ok(Progenitor {
+        client,
+        types,
+        body_types,
+    })
 }
 
 /// Parses the bundled document with openapiv3; a failure is reported at the user's file.
@@ -83,27 +90,46 @@ fn parse_openapi(bundle: &Bundle) -> Result<openapiv3::OpenAPI> {
             pointer.push('/');
             pointer.push_str(&part);
         }
-        Error::Invalid { at: bundle.origin_of(&pointer), message: e.inner().to_string() }
+        Error::Invalid {
+            at: bundle.origin_of(&pointer),
+            message: e.inner().to_string(),
+        }
     })
 }
 
 /// progenitor names request bodies itself (`{OperationId}Body`, or the component's name); the
 /// generated client method's `body` argument is the authority on what it chose.
-fn body_types(bundle: &Bundle, client: &TokenStream, spec: &Path) -> Result<HashMap<String, syn::Type>> {
-    let file: syn::File = syn::parse2(client.clone())
-        .map_err(|e| Error::Progenitor { spec: spec.to_path_buf(), message: format!("unparsable output: {e}") })?;
+fn body_types(
+    bundle: &Bundle,
+    client: &TokenStream,
+    spec: &Path,
+) -> Result<HashMap<String, syn::Type>> {
+    let file: syn::File = syn::parse2(client.clone()).map_err(|e| Error::Progenitor {
+        spec: spec.to_path_buf(),
+        message: format!("unparsable output: {e}"),
+    })?;
     let mut by_method: HashMap<String, syn::Type> = HashMap::new();
     for item in &file.items {
-        let syn::Item::Impl(block) = item else { continue };
-        let syn::Type::Path(self_ty) = block.self_ty.as_ref() else { continue };
+        let syn::Item::Impl(block) = item else {
+            continue;
+        };
+        let syn::Type::Path(self_ty) = block.self_ty.as_ref() else {
+            continue;
+        };
         if !self_ty.path.is_ident("Client") {
             continue;
         }
         for item in &block.items {
-            let syn::ImplItem::Fn(method) = item else { continue };
+            let syn::ImplItem::Fn(method) = item else {
+                continue;
+            };
             for input in &method.sig.inputs {
-                let syn::FnArg::Typed(arg) = input else { continue };
-                let syn::Pat::Ident(name) = arg.pat.as_ref() else { continue };
+                let syn::FnArg::Typed(arg) = input else {
+                    continue;
+                };
+                let syn::Pat::Ident(name) = arg.pat.as_ref() else {
+                    continue;
+                };
                 if name.ident != "body" {
                     continue;
                 }
@@ -135,15 +161,30 @@ fn body_types(bundle: &Bundle, client: &TokenStream, spec: &Path) -> Result<Hash
 
 /// The handler method's name: the snake_case operationId, as progenitor spells it.
 pub(crate) fn method_name(operation_id: &str) -> String {
-    operation_id.replace('\'', "").replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-").to_snake_case()
+    operation_id
+        .replace('\'', "")
+        .replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-")
+        .to_snake_case()
 }
 
 /// The server module: types, metadata, `Event`, `WebhookHandler`, `dispatch`.
-pub(crate) fn server(bundle: &Bundle, generated: &Progenitor, runtime: &syn::Path) -> Result<TokenStream> {
+pub(crate) fn server(
+    bundle: &Bundle,
+    generated: &Progenitor,
+    runtime: &syn::Path,
+) -> Result<TokenStream> {
     let rt = runtime;
     let types = &generated.types;
-    let title = bundle.document.pointer("/info/title").and_then(Value::as_str).unwrap_or_default();
-    let version = bundle.document.pointer("/info/version").and_then(Value::as_str).unwrap_or_default();
+    let title = bundle
+        .document
+        .pointer("/info/title")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let version = bundle
+        .document
+        .pointer("/info/version")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
 
     let mut infos = Vec::new();
     let mut variants = Vec::new();
@@ -159,7 +200,10 @@ pub(crate) fn server(bundle: &Bundle, generated: &Progenitor, runtime: &syn::Pat
         let event = &webhook.event;
         let operation_id = &webhook.operation_id;
         let method_str = method.to_string();
-        let summary = webhook.summary.clone().unwrap_or_else(|| webhook.event.clone());
+        let summary = webhook
+            .summary
+            .clone()
+            .unwrap_or_else(|| webhook.event.clone());
         let description = webhook.description.clone().unwrap_or_default();
         let example = webhook
             .body
@@ -341,7 +385,12 @@ fn doc_lines(summary: &str, description: &str) -> Vec<TokenStream> {
     let mut lines = vec![format!(" {}", summary.trim())];
     if !description.trim().is_empty() {
         lines.push(String::new());
-        lines.extend(description.trim().lines().map(|l| format!(" {}", l.trim_end())));
+        lines.extend(
+            description
+                .trim()
+                .lines()
+                .map(|l| format!(" {}", l.trim_end())),
+        );
     }
     lines.into_iter().map(|l| quote!(#[doc = #l])).collect()
 }

@@ -119,6 +119,10 @@ impl Config {
 
     /// Turn every string `enum`/`const` into a plain `String`, so a new value from the provider
     /// still parses into the typed body instead of going to the fallback. Default `false`.
+    ///
+    /// Type names can change with it: a body whose only difference from a shared schema was a
+    /// narrowed enum becomes that shared schema (`RecordingBase` instead of
+    /// `RecordingEndedWebhookBodyData`).
     pub fn relax_enums(mut self, relax: bool) -> Self {
         self.relax_enums = relax;
         self
@@ -166,15 +170,26 @@ impl Config {
 
     /// The spec as one OpenAPI 3.0.3 document (what progenitor is given).
     pub fn bundle(&self) -> Result<Bundle> {
-        bundle::bundle(&self.spec_path(), &bundle::Options { relax_enums: self.relax_enums, drop_headers: vec![] })
+        bundle::bundle(
+            &self.spec_path(),
+            &bundle::Options {
+                relax_enums: self.relax_enums,
+                drop_headers: vec![],
+            },
+        )
     }
 
     /// Generates the server module: types, `WEBHOOKS`, `Event`, `WebhookHandler`, `dispatch`.
     pub fn generate(&self) -> Result<Generated> {
         let bundle = self.bundle()?;
-        let runtime: syn::Path = syn::parse_str(&self.runtime_path)
-            .map_err(|e| Error::Config(format!("runtime path {:?} is not a Rust path: {e}", self.runtime_path)))?;
-        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional, None)?;
+        let runtime: syn::Path = syn::parse_str(&self.runtime_path).map_err(|e| {
+            Error::Config(format!(
+                "runtime path {:?} is not a Rust path: {e}",
+                self.runtime_path
+            ))
+        })?;
+        let generated =
+            emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional, None)?;
         let tokens = emit::server(&bundle, &generated, &runtime)?;
         self.finish(bundle, tokens)
     }
@@ -189,11 +204,14 @@ impl Config {
         let bundle = bundle::bundle(&self.spec_path(), &options)?;
         let inner = match &self.client_inner_type {
             Some(path) => Some(syn::parse_str::<syn::Type>(path).map_err(|e| {
-                Error::Config(format!("client inner type {path:?} is not a Rust type: {e}"))
+                Error::Config(format!(
+                    "client inner type {path:?} is not a Rust type: {e}"
+                ))
             })?),
             None => None,
         };
-        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Expected, inner)?;
+        let generated =
+            emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Expected, inner)?;
         let tokens = emit::client(&bundle, &generated);
         self.finish(bundle, tokens)
     }
@@ -210,7 +228,11 @@ impl Config {
             shown.display(),
             prettyplease::unparse(&file)
         );
-        Ok(Generated { code, files: bundle.files, webhooks: bundle.webhooks })
+        Ok(Generated {
+            code,
+            files: bundle.files,
+            webhooks: bundle.webhooks,
+        })
     }
 
     /// For `build.rs`: generates the server module into `OUT_DIR`.
@@ -239,7 +261,9 @@ impl Config {
         }
         let out_dir = std::env::var_os("OUT_DIR")
             .map(PathBuf::from)
-            .ok_or_else(|| Error::Config("OUT_DIR is not set: compile() is meant to run in build.rs".into()))?;
+            .ok_or_else(|| {
+                Error::Config("OUT_DIR is not set: compile() is meant to run in build.rs".into())
+            })?;
         let path = out_dir.join(self.out_file.as_deref().unwrap_or(default_name));
         write_if_changed(&path, &generated.code)
     }
@@ -250,5 +274,8 @@ fn write_if_changed(path: &Path, code: &str) -> Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == code) {
         return Ok(());
     }
-    std::fs::write(path, code).map_err(|source| Error::Write { file: path.to_path_buf(), source })
+    std::fs::write(path, code).map_err(|source| Error::Write {
+        file: path.to_path_buf(),
+        source,
+    })
 }

@@ -39,10 +39,14 @@ impl Files {
     /// Reads and parses a file once; later calls return the cached document.
     pub fn load(&mut self, file: &Path) -> Result<&Value> {
         if !self.docs.contains_key(file) {
-            let text = std::fs::read_to_string(file)
-                .map_err(|source| Error::Read { file: file.to_path_buf(), source })?;
-            let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
-                .map_err(|e| Error::Yaml { file: file.to_path_buf(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+                file: file.to_path_buf(),
+                source,
+            })?;
+            let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| Error::Yaml {
+                file: file.to_path_buf(),
+                message: e.to_string(),
+            })?;
             let json = yaml_to_json(yaml, &Location::new(file, ""))?;
             self.docs.insert(file.to_path_buf(), json);
         }
@@ -59,11 +63,17 @@ impl Files {
             },
             other => other,
         })?;
-        doc.pointer(&target.pointer).cloned().ok_or_else(|| Error::DanglingRef {
-            at: at.clone(),
-            reference: reference.to_owned(),
-            why: format!("{} has nothing at #{}", target.file.display(), target.pointer),
-        })
+        doc.pointer(&target.pointer)
+            .cloned()
+            .ok_or_else(|| Error::DanglingRef {
+                at: at.clone(),
+                reference: reference.to_owned(),
+                why: format!(
+                    "{} has nothing at #{}",
+                    target.file.display(),
+                    target.pointer
+                ),
+            })
     }
 }
 
@@ -91,7 +101,10 @@ pub(crate) fn resolve(reference: &str, at: &Location) -> Result<Target> {
         let dir = at.file.parent().unwrap_or(Path::new(""));
         normalize(&dir.join(path))
     };
-    Ok(Target { file, pointer: fragment.to_owned() })
+    Ok(Target {
+        file,
+        pointer: fragment.to_owned(),
+    })
 }
 
 /// `a/b/../c/./d` → `a/c/d`, without touching the file system (symlinks are not followed, so
@@ -129,9 +142,11 @@ fn yaml_to_json(value: serde_yaml::Value, at: &Location) -> Result<Value> {
                 Value::from(u)
             } else {
                 let f = n.as_f64().unwrap_or(f64::NAN);
-                serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| {
-                    Error::unsupported(at, format!("number {f} has no JSON representation"))
-                })?
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .ok_or_else(|| {
+                        Error::unsupported(at, format!("number {f} has no JSON representation"))
+                    })?
             }
         }
         Y::String(s) => Value::String(s),

@@ -1,0 +1,216 @@
+//! A bad spec is a build error that names the file, the place in it (JSON pointer) and the
+//! problem; never a panic from inside progenitor or typify.
+
+use std::path::Path;
+
+use meet_webhooks_codegen::{Config, Error};
+
+/// Writes `files` into a fresh directory and generates from its `openapi.yaml`.
+fn generate(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<String, Error>) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let result = Config::new()
+        .spec_env(None)
+        .base_dir(dir.path())
+        .spec("openapi.yaml")
+        .generate()
+        .map(|g| g.code);
+    (dir, result)
+}
+
+const ROOT: &str =
+    "openapi: 3.1.0\ninfo: {title: t, version: '1'}\nwebhooks:\n  $ref: ./webhooks.yaml\n";
+
+fn webhook(schema: &str) -> String {
+    format!(
+        "recordingStarted:\n  post:\n    operationId: recordingStartedWebhook\n    requestBody:\n      content:\n        application/json:\n          schema:\n{}\n    responses:\n      '200': {{description: ok}}\n",
+        schema
+            .lines()
+            .map(|l| format!("            {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+fn error_text(files: &[(&str, &str)]) -> String {
+    let (dir, result) = generate(files);
+    let error = result.expect_err("the spec should be refused").to_string();
+    // Paths in messages are the user's; strip the temporary directory to compare.
+    error.replace(&format!("{}/", dir.path().display()), "")
+}
+
+#[test]
+fn invalid_yaml_names_the_file_and_line() {
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        ("webhooks.yaml", "recordingStarted:\n  post: [unclosed\n"),
+    ]);
+    assert!(text.starts_with("webhooks.yaml: invalid YAML"), "{text}");
+    assert!(text.contains("line"), "{text}");
+}
+
+#[test]
+fn a_dangling_file_ref_names_where_it_was_written() {
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        ("webhooks.yaml", &webhook("$ref: ./schemas/missing.yaml")),
+    ]);
+    assert!(
+        text.starts_with("webhooks.yaml#/recordingStarted/post/requestBody/content/application~1json/schema/$ref: $ref \"./schemas/missing.yaml\" points to nothing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_dangling_pointer_names_the_missing_part() {
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        ("webhooks.yaml", &webhook("$ref: ./types.yaml#/Nope")),
+        ("types.yaml", "Yes: {type: string}\n"),
+    ]);
+    assert!(
+        text.contains("points to nothing (types.yaml has nothing at #/Nope)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_cycle_of_refs_is_named() {
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        ("webhooks.yaml", &webhook("$ref: ./a.yaml")),
+        ("a.yaml", "$ref: ./b.yaml\n"),
+        ("b.yaml", "$ref: ./a.yaml\n"),
+    ]);
+    assert!(
+        text.contains("is part of a cycle of references: a.yaml# → b.yaml# → a.yaml#"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_cycle_of_path_item_refs_is_named() {
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        ("webhooks.yaml", "recordingStarted:\n  $ref: ./item.yaml\n"),
+        ("item.yaml", "$ref: ./webhooks.yaml#/recordingStarted\n"),
+    ]);
+    assert!(text.contains("cycle of references"), "{text}");
+}
+
+#[test]
+fn a_recursive_schema_is_not_a_cycle() {
+    let (_dir, result) = generate(&[
+        ("openapi.yaml", ROOT),
+        ("webhooks.yaml", &webhook("$ref: ./node.yaml")),
+        (
+            "node.yaml",
+            "type: object\nproperties:\n  name: {type: string}\n  children:\n    type: array\n    items:\n      $ref: ./node.yaml\n",
+        ),
+    ]);
+    let code = result.unwrap();
+    assert!(code.contains("pub struct Node "), "{code}");
+    assert!(
+        code.contains("pub children: ::std::vec::Vec<Node>"),
+        "{code}"
+    );
+}
+
+#[test]
+fn a_duplicate_operation_id_names_both_places() {
+    let twice = format!(
+        "{}{}",
+        webhook("type: object"),
+        webhook("type: object").replace("recordingStarted:", "recordingEnded:")
+    );
+    let text = error_text(&[("openapi.yaml", ROOT), ("webhooks.yaml", &twice)]);
+    assert_eq!(
+        text,
+        "webhooks.yaml#/recordingEnded/post/operationId: operationId \"recordingStartedWebhook\" is already used at webhooks.yaml#/recordingStarted/post/operationId"
+    );
+}
+
+#[test]
+fn a_missing_operation_id_is_named() {
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        (
+            "webhooks.yaml",
+            &webhook("type: object").replace("    operationId: recordingStartedWebhook\n", ""),
+        ),
+    ]);
+    assert!(
+        text.starts_with("webhooks.yaml#/recordingStarted/post: the operation has no operationId"),
+        "{text}"
+    );
+}
+
+#[test]
+fn constructs_without_a_3_0_form_are_named() {
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        (
+            "webhooks.yaml",
+            &webhook("type: object\nproperties:\n  n:\n    type: [string, number]"),
+        ),
+    ]);
+    assert!(
+        text.starts_with("webhooks.yaml#/recordingStarted/post/requestBody/content/application~1json/schema/properties/n/type: a type list with several non-null types"),
+        "{text}"
+    );
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        (
+            "webhooks.yaml",
+            &webhook("type: object\nif: {required: [a]}\nthen: {required: [b]}"),
+        ),
+    ]);
+    assert!(
+        text.contains("schema/if: `if` has no OpenAPI 3.0 equivalent"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_document_without_webhooks_says_so() {
+    let text = error_text(&[(
+        "openapi.yaml",
+        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths: {}\n",
+    )]);
+    assert_eq!(
+        text,
+        "openapi.yaml#: the document has no `webhooks:` (OpenAPI 3.1) or `x-webhooks:` (3.0) map"
+    );
+}
+
+#[test]
+fn a_missing_spec_file_is_named() {
+    let error = Config::new()
+        .spec_env(None)
+        .spec(Path::new("/nonexistent/openapi.yaml"))
+        .generate()
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("/nonexistent/openapi.yaml: cannot read"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_rest_api_part_of_a_root_document_is_never_read() {
+    // `paths` refers to files that do not exist and uses $ref where OpenAPI forbids it.
+    let root = format!(
+        "{ROOT}paths:\n  /rooms:\n    $ref: ./missing/rooms.yaml\n  /x:\n    get:\n      responses:\n        $ref: ./missing/responses.yaml\n"
+    );
+    let (_dir, result) = generate(&[
+        ("openapi.yaml", &root),
+        ("webhooks.yaml", &webhook("type: object")),
+    ]);
+    result.unwrap();
+}
