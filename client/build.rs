@@ -3,9 +3,7 @@
 
 fn main() {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let config = meet_webhooks_codegen::Config::new()
-        .base_dir(workspace)
-        .client_inner_type("crate::Signing");
+    let config = meet_webhooks_codegen::Config::new().base_dir(workspace).client_inner_type("crate::Signing");
     if let Err(error) = config.compile_client() {
         eprintln!("error: cannot generate the webhook client from the spec:\n  {error}");
         std::process::exit(1);

@@ -42,12 +42,7 @@ pub struct Receiver<H> {
 impl<H: WebhookHandler> Receiver<H> {
     pub fn new(handler: H, gate: &Gate, strict: bool, replay_capacity: usize) -> Self {
         let policy = gate.verifier.policy();
-        Self {
-            handler,
-            strict,
-            replay: ReplayCache::new(replay_capacity),
-            window: policy.max_age + policy.max_future,
-        }
+        Self { handler, strict, replay: ReplayCache::new(replay_capacity), window: policy.max_age + policy.max_future }
     }
 }
 
@@ -60,27 +55,19 @@ pub fn configure<H: WebhookHandler>(
 ) -> impl FnOnce(&mut ServiceConfig) {
     let path = path.to_owned();
     move |config| {
-        config.app_data(gate).app_data(receiver).service(
-            web::resource(path)
-                .route(web::post().to(receive::<H>))
-                .wrap(from_fn(verify_delivery)),
-        );
+        config
+            .app_data(gate)
+            .app_data(receiver)
+            .service(web::resource(path).route(web::post().to(receive::<H>)).wrap(from_fn(verify_delivery)));
     }
 }
 
-async fn receive<H: WebhookHandler>(
-    req: HttpRequest,
-    receiver: web::Data<Receiver<H>>,
-) -> HttpResponse {
+async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiver<H>>) -> HttpResponse {
     let started = Instant::now();
     let Some(delivery) = req.extensions_mut().remove::<Delivery>() else {
         log::error!("receive called without a verified delivery: the route lacks verify_delivery");
-        return Rejection::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "misconfigured",
-            "the delivery was not verified",
-        )
-        .response();
+        return Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "the delivery was not verified")
+            .response();
     };
     let receiver = receiver.into_inner();
     let (event, outcome, response) = handle(&receiver, &delivery).await;
@@ -118,16 +105,11 @@ async fn handle<H: WebhookHandler>(
 
     let key = delivery.verified.signature;
     let now_ms = millis_since_epoch(delivery.received_at);
-    let expires_ms =
-        now_ms.saturating_add(i64::try_from(receiver.window.as_millis()).unwrap_or(i64::MAX));
+    let expires_ms = now_ms.saturating_add(i64::try_from(receiver.window.as_millis()).unwrap_or(i64::MAX));
     match receiver.replay.begin(key, now_ms, expires_ms) {
         Begin::New => {}
         Begin::Duplicate => {
-            return (
-                event,
-                "duplicate",
-                HttpResponse::Ok().json(json!({ "status": "duplicate" })),
-            );
+            return (event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate" })));
         }
         Begin::InFlight => {
             let rejection = Rejection::new(
@@ -168,31 +150,19 @@ async fn handle<H: WebhookHandler>(
             );
             if receiver.strict {
                 receiver.replay.abort(&key);
-                let rejection = Rejection::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unmatched_event",
-                    reason.to_string(),
-                );
+                let rejection = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "unmatched_event", reason.to_string());
                 return (event, "unmatched_event", rejection.response());
             }
             // The body was parsed once already by `event_name`, so it is valid JSON.
             let raw = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-            let unmatched = UnmatchedEvent {
-                event: event.clone(),
-                reason,
-                body: raw,
-            };
+            let unmatched = UnmatchedEvent { event: event.clone(), reason, body: raw };
             ("fallback", receiver.handler.fallback(&ctx, unmatched).await)
         }
     };
     match result {
         Ok(()) => {
             receiver.replay.complete(&key);
-            (
-                event,
-                outcome,
-                HttpResponse::Ok().json(json!({ "status": outcome })),
-            )
+            (event, outcome, HttpResponse::Ok().json(json!({ "status": outcome })))
         }
         Err(error) => {
             receiver.replay.abort(&key);
@@ -220,12 +190,7 @@ fn delivery_id(delivery: &Delivery) -> String {
 /// How old a delivery may be before it is refused (for the startup log).
 pub fn describe_window(gate: &Gate) -> String {
     let p = gate.verifier.policy();
-    format!(
-        "max age {} s, max future {} s, unit {:?}",
-        p.max_age.as_secs(),
-        p.max_future.as_secs(),
-        p.unit
-    )
+    format!("max age {} s, max future {} s, unit {:?}", p.max_age.as_secs(), p.max_future.as_secs(), p.unit)
 }
 
 /// Time since the Unix epoch in ms, for tests that sign deliveries.

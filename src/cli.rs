@@ -49,12 +49,7 @@ enum Command {
 struct KeyArgs {
     /// Key(s) that sign deliveries: the OpenVidu Meet API key. Repeat the flag, or separate
     /// keys with commas in the variable, to accept several during a rotation.
-    #[arg(
-        long = "key",
-        env = "MEET_WEBHOOKS_KEY",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
+    #[arg(long = "key", env = "MEET_WEBHOOKS_KEY", value_delimiter = ',', hide_env_values = true)]
     keys: Vec<String>,
     /// A file with one key per line (added to --key).
     #[arg(long, env = "MEET_WEBHOOKS_KEY_FILE")]
@@ -141,9 +136,7 @@ fn parse_path(path: &str) -> Result<String, String> {
     if path.starts_with('/') && !path.contains(char::is_whitespace) {
         Ok(path.to_owned())
     } else {
-        Err(format!(
-            "{path:?} is not a URL path: it must start with / and have no spaces"
-        ))
+        Err(format!("{path:?} is not a URL path: it must start with / and have no spaces"))
     }
 }
 
@@ -169,16 +162,10 @@ pub fn main() -> ExitCode {
 
 impl KeyArgs {
     fn collect(&self) -> Result<Vec<Vec<u8>>, String> {
-        let mut keys: Vec<Vec<u8>> = self
-            .keys
-            .iter()
-            .map(|k| k.trim())
-            .filter(|k| !k.is_empty())
-            .map(|k| k.as_bytes().to_vec())
-            .collect();
+        let mut keys: Vec<Vec<u8>> =
+            self.keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()).collect();
         if let Some(file) = &self.key_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("--key-file {}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(file).map_err(|e| format!("--key-file {}: {e}", file.display()))?;
             keys.extend(
                 text.lines()
                     .map(str::trim)
@@ -187,11 +174,9 @@ impl KeyArgs {
             );
         }
         if keys.is_empty() {
-            return Err(
-                "no key: give the OpenVidu Meet API key that signs the webhooks with --key <KEY>, \
+            return Err("no key: give the OpenVidu Meet API key that signs the webhooks with --key <KEY>, \
                         MEET_WEBHOOKS_KEY=<KEY> or --key-file <FILE>"
-                    .to_owned(),
-            );
+                .to_owned());
         }
         Ok(keys)
     }
@@ -211,23 +196,12 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let keys = args.keys.collect()?;
     let verifier = Verifier::new(&keys, args.policy.policy()).map_err(|e| format!("--key: {e}"))?;
     let metrics = PrometheusBuilder::new()
-        .set_buckets(&[
-            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        ])
+        .set_buckets(&[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| format!("cannot set up metrics: {e}"))?;
     let timeout = Duration::from_secs(args.request_timeout);
-    let gate = web::Data::new(Gate {
-        verifier,
-        body_limit: args.body_limit,
-        body_timeout: timeout,
-    });
-    let receiver = web::Data::new(Receiver::new(
-        ServiceHandler,
-        &gate,
-        args.strict,
-        args.replay_capacity,
-    ));
+    let gate = web::Data::new(Gate { verifier, body_limit: args.body_limit, body_timeout: timeout });
+    let receiver = web::Data::new(Receiver::new(ServiceHandler, &gate, args.strict, args.replay_capacity));
     log::info!(
         "meet-webhooks {} listening on http://{}{} (spec {} {}, {} webhooks, {} key(s), {}{})",
         env!("CARGO_PKG_VERSION"),
@@ -256,12 +230,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         Some(n) => server.workers(n),
         None => server,
     };
-    let server = server
-        .bind(args.bind)
-        .map_err(|e| format!("--bind {}: {e}", args.bind))?;
-    actix_web::rt::System::new()
-        .block_on(server.run())
-        .map_err(|e| format!("server failed: {e}"))?;
+    let server = server.bind(args.bind).map_err(|e| format!("--bind {}: {e}", args.bind))?;
+    actix_web::rt::System::new().block_on(server.run()).map_err(|e| format!("server failed: {e}"))?;
     log::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -271,23 +241,15 @@ fn operations(metrics: PrometheusHandle) -> impl FnOnce(&mut web::ServiceConfig)
     move |config| {
         config
             .app_data(web::Data::new(metrics))
-            .route(
-                "/healthz",
-                web::get()
-                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
-            )
+            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
             .route(
                 "/readyz",
-                web::get().to(|| async {
-                    HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
-                }),
+                web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ready"})) }),
             )
             .route(
                 "/metrics",
                 web::get().to(|metrics: web::Data<PrometheusHandle>| async move {
-                    HttpResponse::Ok()
-                        .content_type("text/plain; version=0.0.4")
-                        .body(metrics.render())
+                    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
                 }),
             );
     }
@@ -296,14 +258,11 @@ fn operations(metrics: PrometheusHandle) -> impl FnOnce(&mut web::ServiceConfig)
 fn send(args: SendArgs) -> Result<ExitCode, String> {
     use meet_webhooks_client::{Client, Signing, TimestampUnit as Unit, deliver};
 
-    let webhook = WEBHOOKS
-        .iter()
-        .find(|w| [w.event, w.operation_id, w.method].contains(&args.webhook.as_str()));
+    let webhook = WEBHOOKS.iter().find(|w| [w.event, w.operation_id, w.method].contains(&args.webhook.as_str()));
     let event = webhook.map_or(args.webhook.as_str(), |w| w.event);
     let data = match &args.data {
         Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| format!("--data {}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(file).map_err(|e| format!("--data {}: {e}", file.display()))?;
             Some(
                 serde_json::from_str::<serde_json::Value>(&text)
                     .map_err(|e| format!("--data {}: not JSON: {e}", file.display()))?,
@@ -312,8 +271,9 @@ fn send(args: SendArgs) -> Result<ExitCode, String> {
         None => None,
     };
     let mut body = match (webhook, event) {
-        (Some(w), _) => serde_json::from_str(w.example)
-            .map_err(|e| format!("the spec's example for {event} is not JSON: {e}"))?,
+        (Some(w), _) => {
+            serde_json::from_str(w.example).map_err(|e| format!("the spec's example for {event} is not JSON: {e}"))?
+        }
         (None, "testEvent") => {
             serde_json::json!({ "data": { "message": "Test webhook from meet-webhooks send" } })
         }
@@ -331,16 +291,9 @@ fn send(args: SendArgs) -> Result<ExitCode, String> {
     if let Some(data) = data {
         body["data"] = data;
     }
-    let unit = if args.timestamp_unit == "s" {
-        Unit::Seconds
-    } else {
-        Unit::Milliseconds
-    };
+    let unit = if args.timestamp_unit == "s" { Unit::Seconds } else { Unit::Milliseconds };
     let client = Client::new(&args.url, Signing::new(&args.key).unit(unit));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let delivered = runtime.block_on(async {
         match deliver(&client, event, body.clone()).await {
             Ok(Some(delivered)) => Ok(delivered),
@@ -350,20 +303,14 @@ fn send(args: SendArgs) -> Result<ExitCode, String> {
     });
     let delivered = delivered.map_err(|e| e.to_string())?;
     println!("{} {}", delivered.status, delivered.body);
-    Ok(if delivered.status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if delivered.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn verify(args: VerifyArgs) -> Result<ExitCode, String> {
     let keys = args.keys.collect()?;
     let verifier = Verifier::new(&keys, args.policy.policy()).map_err(|e| format!("--key: {e}"))?;
     let mut body = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut body)
-        .map_err(|e| format!("cannot read the body from standard input: {e}"))?;
+    std::io::stdin().read_to_end(&mut body).map_err(|e| format!("cannot read the body from standard input: {e}"))?;
     let (timestamp, signature) = (args.timestamp.as_bytes(), args.signature.as_bytes());
     match verifier.verify_signature(timestamp, signature, &body) {
         Err(e) => {
@@ -372,35 +319,22 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, String> {
         }
         Ok(key) => println!("signature: valid (key #{key}, {} body bytes)", body.len()),
     }
-    let timestamp_ms = verifier
-        .timestamp_ms(timestamp)
-        .map_err(|e| e.to_string())?;
+    let timestamp_ms = verifier.timestamp_ms(timestamp).map_err(|e| e.to_string())?;
     match verifier.check_window(timestamp_ms, SystemTime::now()) {
         Ok(()) => {
             println!("timestamp: within the window; the receiver would accept this delivery");
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            println!(
-                "timestamp: {} ({e}); the receiver would refuse it now",
-                e.code()
-            );
+            println!("timestamp: {} ({e}); the receiver would refuse it now", e.code());
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
 fn spec() {
-    println!(
-        "{} {} ({} webhooks)",
-        generated::SPEC_TITLE,
-        generated::SPEC_VERSION,
-        WEBHOOKS.len()
-    );
+    println!("{} {} ({} webhooks)", generated::SPEC_TITLE, generated::SPEC_VERSION, WEBHOOKS.len());
     for webhook in WEBHOOKS {
-        println!(
-            "  {:<24} {:<32} WebhookHandler::{}",
-            webhook.event, webhook.operation_id, webhook.method
-        );
+        println!("  {:<24} {:<32} WebhookHandler::{}", webhook.event, webhook.operation_id, webhook.method);
     }
 }

@@ -47,16 +47,7 @@ pub struct RecordingSummary {
 impl RecordingSummary {
     pub fn of(data: &impl Serialize) -> Result<Self, serde_json::Error> {
         let data = serde_json::to_value(data)?;
-        let field = |name: &str| {
-            data.get(name)
-                .and_then(Value::as_str)
-                .unwrap_or("-")
-                .to_owned()
-        };
-        Ok(Self {
-            recording_id: field("recordingId"),
-            room_id: field("roomId"),
-            status: field("status"),
-        })
+        let field = |name: &str| data.get(name).and_then(Value::as_str).unwrap_or("-").to_owned();
+        Ok(Self { recording_id: field("recordingId"), room_id: field("roomId"), status: field("status") })
     }
 }

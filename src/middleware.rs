@@ -11,7 +11,7 @@
 use std::time::{Duration, SystemTime};
 
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use actix_web::middleware::Next;
@@ -59,21 +59,16 @@ pub async fn verify_delivery<B: MessageBody>(
             "the receiver has no verification settings",
         );
         log::error!("verify_delivery middleware used without web::Data<Gate>");
-        return Ok(req
-            .into_response(rejection.response())
-            .map_into_right_body());
+        return Ok(req.into_response(rejection.response()).map_into_right_body());
     };
-    match admit(&gate, &mut req).await {
+    let mut payload = req.take_payload();
+    match admit(&gate, &req, &mut payload).await {
         Ok(delivery) => {
             req.extensions_mut().insert(delivery);
-            next.call(req)
-                .await
-                .map(ServiceResponse::map_into_left_body)
+            next.call(req).await.map(ServiceResponse::map_into_left_body)
         }
         Err(rejection) => {
-            let peer = req
-                .peer_addr()
-                .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
             log::warn!(
                 "rejected delivery from {peer}: {} {} ({})",
                 rejection.status.as_u16(),
@@ -81,14 +76,13 @@ pub async fn verify_delivery<B: MessageBody>(
                 rejection.message
             );
             metrics::rejected(rejection.code);
-            Ok(req
-                .into_response(rejection.response())
-                .map_into_right_body())
+            let response = if rejection.close { rejection.response_holding(payload) } else { rejection.response() };
+            Ok(req.into_response(response).map_into_right_body())
         }
     }
 }
 
-async fn admit(gate: &Gate, req: &mut ServiceRequest) -> Result<Delivery, Rejection> {
+async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Result<Delivery, Rejection> {
     check_content_type(req)?;
     let timestamp = single_header(req, TIMESTAMP_HEADER)?;
     let signature = single_header(req, SIGNATURE_HEADER)?;
@@ -96,17 +90,10 @@ async fn admit(gate: &Gate, req: &mut ServiceRequest) -> Result<Delivery, Reject
     if declared.is_some_and(|n| n > gate.body_limit) {
         return Err(too_large(gate.body_limit));
     }
-    let body = read_body(gate, req, declared).await?;
+    let body = read_body(gate, payload, declared).await?;
     let received_at = SystemTime::now();
-    let verified = gate
-        .verifier
-        .verify(&timestamp, &signature, &body, received_at)?;
-    Ok(Delivery {
-        verified,
-        timestamp,
-        body,
-        received_at,
-    })
+    let verified = gate.verifier.verify(&timestamp, &signature, &body, received_at)?;
+    Ok(Delivery { verified, timestamp, body, received_at })
 }
 
 fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
@@ -131,11 +118,7 @@ fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
 fn single_header(req: &ServiceRequest, name: &'static str) -> Result<Bytes, Rejection> {
     let mut values = req.headers().get_all(HeaderName::from_static(name));
     let Some(value) = values.next() else {
-        return Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "missing_header",
-            format!("the {name} header is missing"),
-        ));
+        return Err(Rejection::new(StatusCode::BAD_REQUEST, "missing_header", format!("the {name} header is missing")));
     };
     if values.next().is_some() {
         return Err(Rejection::new(
@@ -150,18 +133,9 @@ fn single_header(req: &ServiceRequest, name: &'static str) -> Result<Bytes, Reje
 fn declared_length(req: &ServiceRequest) -> Result<Option<usize>, Rejection> {
     match req.headers().get(CONTENT_LENGTH) {
         None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                Rejection::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_header",
-                    "the Content-Length header is not a number",
-                )
-            }),
+        Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| {
+            Rejection::new(StatusCode::BAD_REQUEST, "malformed_header", "the Content-Length header is not a number")
+        }),
     }
 }
 
@@ -174,23 +148,14 @@ fn too_large(limit: usize) -> Rejection {
     .closing()
 }
 
-async fn read_body(
-    gate: &Gate,
-    req: &mut ServiceRequest,
-    declared: Option<usize>,
-) -> Result<Bytes, Rejection> {
-    let mut payload = req.take_payload();
+async fn read_body(gate: &Gate, payload: &mut Payload, declared: Option<usize>) -> Result<Bytes, Rejection> {
     let limit = gate.body_limit;
     let read = async {
         let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
-                Rejection::new(
-                    StatusCode::BAD_REQUEST,
-                    "body_unreadable",
-                    format!("the body could not be read: {e}"),
-                )
-                .closing()
+                Rejection::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("the body could not be read: {e}"))
+                    .closing()
             })?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large(limit));
@@ -199,17 +164,12 @@ async fn read_body(
         }
         Ok(body.freeze())
     };
-    tokio::time::timeout(gate.body_timeout, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Rejection::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the body did not arrive within {} ms",
-                    gate.body_timeout.as_millis()
-                ),
-            )
-            .closing())
-        })
+    tokio::time::timeout(gate.body_timeout, read).await.unwrap_or_else(|_| {
+        Err(Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body did not arrive within {} ms", gate.body_timeout.as_millis()),
+        )
+        .closing())
+    })
 }

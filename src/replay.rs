@@ -50,13 +50,7 @@ pub struct ReplayCache {
 
 impl ReplayCache {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            inner: Mutex::new(Inner {
-                entries: HashMap::new(),
-                order: VecDeque::new(),
-            }),
-            capacity,
-        }
+        Self { inner: Mutex::new(Inner { entries: HashMap::new(), order: VecDeque::new() }), capacity }
     }
 
     /// Claims `key` for handling until `expires_ms`.
@@ -71,13 +65,7 @@ impl ReplayCache {
         if inner.entries.len() >= self.capacity {
             return Begin::Full;
         }
-        inner.entries.insert(
-            key,
-            Entry {
-                state: State::InFlight,
-                expires_ms,
-            },
-        );
+        inner.entries.insert(key, Entry { state: State::InFlight, expires_ms });
         inner.order.push_back((expires_ms, key));
         Begin::New
     }
@@ -103,9 +91,7 @@ impl ReplayCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the maps inconsistent in a way that
         // matters more than refusing every delivery would.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -118,11 +104,7 @@ impl Inner {
             self.order.pop_front();
             // The key may have been aborted and claimed again since: only the entry this
             // queue slot was made for goes.
-            if self
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.expires_ms == expires_ms)
-            {
+            if self.entries.get(&key).is_some_and(|e| e.expires_ms == expires_ms) {
                 self.entries.remove(&key);
             }
         }
@@ -153,11 +135,7 @@ mod tests {
         assert_eq!(cache.begin([1; 32], 0, 10), Begin::New);
         assert_eq!(cache.begin([2; 32], 0, 10), Begin::New);
         assert_eq!(cache.begin([3; 32], 0, 10), Begin::Full);
-        assert_eq!(
-            cache.begin([3; 32], 10, 20),
-            Begin::New,
-            "expired entries make room"
-        );
+        assert_eq!(cache.begin([3; 32], 10, 20), Begin::New, "expired entries make room");
         assert_eq!(cache.len(), 1);
     }
 

@@ -96,10 +96,8 @@ pub struct UnmatchedEvent {
 /// Parses a body into its generated type; a failure says which field.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Unmatched> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| Unmatched::Mismatch {
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
-    })
+    serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| Unmatched::Mismatch { path: e.path().to_string(), message: e.inner().to_string() })
 }
 
 /// The `event` field of a body, read without building the rest. `Err` if the body is not a
@@ -110,9 +108,7 @@ pub fn event_name(body: &[u8]) -> Result<Option<Cow<'_, str>>, serde_json::Error
         #[serde(borrow, default, deserialize_with = "lenient_str")]
         event: Option<Cow<'a, str>>,
     }
-    fn lenient_str<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Cow<'de, str>>, D::Error> {
+    fn lenient_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
         // `"event": 5` is not a name; treat it like a missing one rather than unparsable.
         let value = serde_json::Value::deserialize(d)?;
         Ok(match value {
@@ -124,10 +120,7 @@ pub fn event_name(body: &[u8]) -> Result<Option<Cow<'_, str>>, serde_json::Error
 }
 
 /// The default body of every unimplemented typed method.
-pub fn unimplemented_webhook(
-    ctx: &DeliveryContext,
-    webhook: &'static WebhookInfo,
-) -> Ready<HandlerResult> {
+pub fn unimplemented_webhook(ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> Ready<HandlerResult> {
     log::warn!(
         "webhook {} (delivery {}) is not handled yet: implement WebhookHandler::{} to handle it; acknowledged",
         webhook.event,
@@ -155,17 +148,12 @@ mod tests {
     #[test]
     fn event_name_is_read_without_the_rest() {
         assert_eq!(
-            event_name(br#"{"data":{"x":[1,2]},"event":"recordingStarted"}"#)
-                .unwrap()
-                .as_deref(),
+            event_name(br#"{"data":{"x":[1,2]},"event":"recordingStarted"}"#).unwrap().as_deref(),
             Some("recordingStarted")
         );
         assert_eq!(event_name(br#"{"event":5}"#).unwrap(), None);
         assert_eq!(event_name(br#"{}"#).unwrap(), None);
-        assert_eq!(
-            event_name(br#"{"event":"caf\u00e9"}"#).unwrap().as_deref(),
-            Some("café")
-        );
+        assert_eq!(event_name(br#"{"event":"caf\u00e9"}"#).unwrap().as_deref(), Some("café"));
         assert!(event_name(b"[1]").is_err());
         assert!(event_name(b"not json").is_err());
     }
@@ -189,9 +177,7 @@ mod tests {
             Active,
         }
         let err = parse_body::<Body>(br#"{"data":{"status":"paused"}}"#).unwrap_err();
-        let Unmatched::Mismatch { path, message } = &err else {
-            panic!("{err:?}")
-        };
+        let Unmatched::Mismatch { path, message } = &err else { panic!("{err:?}") };
         assert_eq!(path, "data.status");
         assert!(message.contains("paused"), "{message}");
         assert!(err.to_string().contains("`data.status`"));

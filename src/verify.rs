@@ -50,9 +50,7 @@ impl std::str::FromStr for TimestampUnit {
             "auto" => Ok(Self::Auto),
             "s" | "seconds" => Ok(Self::Seconds),
             "ms" | "milliseconds" => Ok(Self::Milliseconds),
-            other => Err(format!(
-                "{other:?} is not a timestamp unit: use auto, s or ms"
-            )),
+            other => Err(format!("{other:?} is not a timestamp unit: use auto, s or ms")),
         }
     }
 }
@@ -67,11 +65,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self {
-            max_age: DEFAULT_MAX_AGE,
-            max_future: DEFAULT_MAX_FUTURE,
-            unit: TimestampUnit::Auto,
-        }
+        Self { max_age: DEFAULT_MAX_AGE, max_future: DEFAULT_MAX_FUTURE, unit: TimestampUnit::Auto }
     }
 }
 
@@ -125,10 +119,7 @@ pub struct Verifier {
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print keys.
-        f.debug_struct("Verifier")
-            .field("keys", &self.macs.len())
-            .field("policy", &self.policy)
-            .finish()
+        f.debug_struct("Verifier").field("keys", &self.macs.len()).field("policy", &self.policy).finish()
     }
 }
 
@@ -184,31 +175,17 @@ impl Verifier {
         let signature = decode_signature(signature)?;
         self.check_window(timestamp_ms, now)?;
         let key_index = self.matching_key(timestamp, &signature, body)?;
-        Ok(Verified {
-            key_index,
-            timestamp_ms,
-            signature,
-        })
+        Ok(Verified { key_index, timestamp_ms, signature })
     }
 
     /// Checks the signature alone, whatever the time (for `meet-webhooks verify` on a captured
     /// delivery): the index of the key that made it.
-    pub fn verify_signature(
-        &self,
-        timestamp: &[u8],
-        signature: &[u8],
-        body: &[u8],
-    ) -> Result<usize, VerifyError> {
+    pub fn verify_signature(&self, timestamp: &[u8], signature: &[u8], body: &[u8]) -> Result<usize, VerifyError> {
         self.timestamp_ms(timestamp)?;
         self.matching_key(timestamp, &decode_signature(signature)?, body)
     }
 
-    fn matching_key(
-        &self,
-        timestamp: &[u8],
-        signature: &[u8; 32],
-        body: &[u8],
-    ) -> Result<usize, VerifyError> {
+    fn matching_key(&self, timestamp: &[u8], signature: &[u8; 32], body: &[u8]) -> Result<usize, VerifyError> {
         self.macs
             .iter()
             .position(|mac| {
@@ -229,13 +206,7 @@ impl Verifier {
             TimestampUnit::Seconds => false,
             TimestampUnit::Auto => value >= MILLISECONDS_FROM,
         };
-        if milliseconds {
-            Ok(value)
-        } else {
-            value
-                .checked_mul(1000)
-                .ok_or(VerifyError::MalformedTimestamp)
-        }
+        if milliseconds { Ok(value) } else { value.checked_mul(1000).ok_or(VerifyError::MalformedTimestamp) }
     }
 
     /// Checks the timestamp window alone.
@@ -246,16 +217,10 @@ impl Verifier {
         let age = now_ms.saturating_sub(timestamp_ms);
         // Same bound as the provider's receivers: `now - timestamp >= max_age` is too old.
         if age >= max_age {
-            return Err(VerifyError::TimestampTooOld {
-                age_ms: age,
-                limit_ms: max_age,
-            });
+            return Err(VerifyError::TimestampTooOld { age_ms: age, limit_ms: max_age });
         }
         if -age > max_future {
-            return Err(VerifyError::TimestampInFuture {
-                ahead_ms: -age,
-                limit_ms: max_future,
-            });
+            return Err(VerifyError::TimestampInFuture { ahead_ms: -age, limit_ms: max_future });
         }
         Ok(())
     }
@@ -328,18 +293,9 @@ mod tests {
     fn known_answer_vectors() {
         for (key, ts, body, expected) in VECTORS {
             assert_eq!(sign(key, ts, body), *expected, "sign({ts})");
-            let verifier = Verifier::new(
-                &[*key],
-                Policy {
-                    unit: TimestampUnit::Auto,
-                    ..Policy::default()
-                },
-            )
-            .unwrap();
+            let verifier = Verifier::new(&[*key], Policy { unit: TimestampUnit::Auto, ..Policy::default() }).unwrap();
             let ms = verifier.timestamp_ms(ts.as_bytes()).unwrap();
-            let ok = verifier
-                .verify(ts.as_bytes(), expected.as_bytes(), body, at(ms))
-                .unwrap();
+            let ok = verifier.verify(ts.as_bytes(), expected.as_bytes(), body, at(ms)).unwrap();
             assert_eq!(ok.key_index, 0);
             assert_eq!(ok.timestamp_ms, ms);
         }
@@ -350,14 +306,7 @@ mod tests {
         let (ts, body) = ("1764230400000", b"{}".as_slice());
         let signature = sign(b"new", ts, body).to_uppercase();
         let verifier = Verifier::new(&["old", "new"], Policy::default()).unwrap();
-        let ok = verifier
-            .verify(
-                ts.as_bytes(),
-                signature.as_bytes(),
-                body,
-                at(1_764_230_400_000),
-            )
-            .unwrap();
+        let ok = verifier.verify(ts.as_bytes(), signature.as_bytes(), body, at(1_764_230_400_000)).unwrap();
         assert_eq!(ok.key_index, 1);
     }
 
@@ -366,39 +315,12 @@ mod tests {
         let auto = Verifier::new(&["k"], Policy::default()).unwrap();
         assert_eq!(auto.timestamp_ms(b"1764230400"), Ok(1_764_230_400_000));
         assert_eq!(auto.timestamp_ms(b"1764230400000"), Ok(1_764_230_400_000));
-        let ms = Verifier::new(
-            &["k"],
-            Policy {
-                unit: TimestampUnit::Milliseconds,
-                ..Policy::default()
-            },
-        )
-        .unwrap();
+        let ms = Verifier::new(&["k"], Policy { unit: TimestampUnit::Milliseconds, ..Policy::default() }).unwrap();
         assert_eq!(ms.timestamp_ms(b"1764230400"), Ok(1_764_230_400));
-        let s = Verifier::new(
-            &["k"],
-            Policy {
-                unit: TimestampUnit::Seconds,
-                ..Policy::default()
-            },
-        )
-        .unwrap();
+        let s = Verifier::new(&["k"], Policy { unit: TimestampUnit::Seconds, ..Policy::default() }).unwrap();
         assert_eq!(s.timestamp_ms(b"1764230400000"), Ok(1_764_230_400_000_000));
-        for bad in [
-            &b""[..],
-            b"-1",
-            b"+1",
-            b" 1",
-            b"1.5",
-            b"1e9",
-            b"0x10",
-            b"1234567890123456789",
-        ] {
-            assert_eq!(
-                auto.timestamp_ms(bad),
-                Err(VerifyError::MalformedTimestamp),
-                "{bad:?}"
-            );
+        for bad in [&b""[..], b"-1", b"+1", b" 1", b"1.5", b"1e9", b"0x10", b"1234567890123456789"] {
+            assert_eq!(auto.timestamp_ms(bad), Err(VerifyError::MalformedTimestamp), "{bad:?}");
         }
     }
 
@@ -412,15 +334,9 @@ mod tests {
             verifier.verify(ts.as_bytes(), signature.as_bytes(), b"{}", at(now))
         };
         assert!(check(now - 119_999).is_ok());
-        assert_eq!(
-            check(now - 120_000).unwrap_err().code(),
-            "timestamp_too_old"
-        );
+        assert_eq!(check(now - 120_000).unwrap_err().code(), "timestamp_too_old");
         assert!(check(now + 30_000).is_ok());
-        assert_eq!(
-            check(now + 30_001).unwrap_err().code(),
-            "timestamp_in_future"
-        );
+        assert_eq!(check(now + 30_001).unwrap_err().code(), "timestamp_in_future");
     }
 
     #[test]
@@ -428,12 +344,7 @@ mod tests {
         let verifier = Verifier::new(&["k"], Policy::default()).unwrap();
         let now = at(1_764_230_400_000);
         let good = sign(b"k", "1764230400000", b"{}");
-        for bad in [
-            &good[..63],
-            &format!("{good}0")[..],
-            &format!("{}g", &good[..63])[..],
-            "",
-        ] {
+        for bad in [&good[..63], &format!("{good}0")[..], &format!("{}g", &good[..63])[..], ""] {
             assert_eq!(
                 verifier.verify(b"1764230400000", bad.as_bytes(), b"{}", now),
                 Err(VerifyError::MalformedSignature)
@@ -443,13 +354,7 @@ mod tests {
 
     #[test]
     fn no_keys_or_empty_keys_are_refused() {
-        assert_eq!(
-            Verifier::new::<&str>(&[], Policy::default()).unwrap_err(),
-            KeyError::NoKey
-        );
-        assert_eq!(
-            Verifier::new(&["a", ""], Policy::default()).unwrap_err(),
-            KeyError::EmptyKey(1)
-        );
+        assert_eq!(Verifier::new::<&str>(&[], Policy::default()).unwrap_err(), KeyError::NoKey);
+        assert_eq!(Verifier::new(&["a", ""], Policy::default()).unwrap_err(), KeyError::EmptyKey(1));
     }
 }

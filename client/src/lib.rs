@@ -40,10 +40,7 @@ pub struct Signing {
 
 impl std::fmt::Debug for Signing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signing")
-            .field("unit", &self.unit)
-            .field("timestamp", &self.timestamp)
-            .finish_non_exhaustive()
+        f.debug_struct("Signing").field("unit", &self.unit).field("timestamp", &self.timestamp).finish_non_exhaustive()
     }
 }
 
@@ -58,11 +55,7 @@ pub enum TimestampUnit {
 impl Signing {
     /// Signs with `key` and the current time in milliseconds.
     pub fn new(key: impl AsRef<[u8]>) -> Self {
-        Self {
-            key: key.as_ref().to_vec(),
-            unit: TimestampUnit::Milliseconds,
-            timestamp: None,
-        }
+        Self { key: key.as_ref().to_vec(), unit: TimestampUnit::Milliseconds, timestamp: None }
     }
 
     /// Sends `X-Timestamp` in this unit.
@@ -79,9 +72,7 @@ impl Signing {
 
     /// The `X-Timestamp` value to send now.
     pub fn timestamp(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let value = self.timestamp.unwrap_or(match self.unit {
             TimestampUnit::Milliseconds => now.as_millis() as i64,
             TimestampUnit::Seconds => now.as_secs() as i64,
@@ -91,8 +82,7 @@ impl Signing {
 
     /// Lower-case hex of HMAC-SHA256(key, "<timestamp>.<body>").
     pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
-            .expect("HMAC accepts any key length");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
         mac.update(timestamp.as_bytes());
         mac.update(b".");
         mac.update(body);
@@ -100,24 +90,15 @@ impl Signing {
     }
 
     fn apply(&self, request: &mut reqwest::Request) {
-        let body = request
-            .body()
-            .and_then(reqwest::Body::as_bytes)
-            .unwrap_or_default();
+        let body = request.body().and_then(reqwest::Body::as_bytes).unwrap_or_default();
         let timestamp = self.timestamp();
         let signature = self.sign(&timestamp, body);
         let headers = request.headers_mut();
         // progenitor adds an `api-version` header; the provider does not.
         headers.remove("api-version");
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(
-            "x-timestamp",
-            HeaderValue::from_str(&timestamp).expect("digits are a valid header"),
-        );
-        headers.insert(
-            "x-signature",
-            HeaderValue::from_str(&signature).expect("hex is a valid header"),
-        );
+        headers.insert("x-timestamp", HeaderValue::from_str(&timestamp).expect("digits are a valid header"));
+        headers.insert("x-signature", HeaderValue::from_str(&signature).expect("hex is a valid header"));
     }
 }
 
@@ -128,9 +109,8 @@ impl ClientHooks<Signing> for Client {
         _info: &OperationInfo,
     ) -> Result<(), progenitor_client::Error<E>> {
         // Every event goes to the one configured URL, not to progenitor's per-webhook path.
-        let url = reqwest::Url::parse(self.baseurl()).map_err(|e| {
-            progenitor_client::Error::InvalidRequest(format!("invalid webhook URL: {e}"))
-        })?;
+        let url = reqwest::Url::parse(self.baseurl())
+            .map_err(|e| progenitor_client::Error::InvalidRequest(format!("invalid webhook URL: {e}")))?;
         *request.url_mut() = url;
         self.inner().apply(request);
         Ok(())
@@ -141,18 +121,10 @@ impl Client {
     /// Signs and posts `body` as it is, byte for byte: for events the spec does not know
     /// (`testEvent`) and for bodies a typed struct would rewrite.
     pub async fn deliver_raw(&self, body: impl Into<Vec<u8>>) -> Result<Delivered, DeliverError> {
-        let mut request = self
-            .client()
-            .post(self.baseurl())
-            .body(body.into())
-            .build()
-            .map_err(DeliverError::from_reqwest)?;
+        let mut request =
+            self.client().post(self.baseurl()).body(body.into()).build().map_err(DeliverError::from_reqwest)?;
         self.inner().apply(&mut request);
-        let response = self
-            .client()
-            .execute(request)
-            .await
-            .map_err(DeliverError::from_reqwest)?;
+        let response = self.client().execute(request).await.map_err(DeliverError::from_reqwest)?;
         Delivered::read(response).await
     }
 }
@@ -206,17 +178,11 @@ async fn outcome<T>(
     result: Result<progenitor_client::ResponseValue<T>, progenitor_client::Error<()>>,
 ) -> Result<Delivered, DeliverError> {
     match result {
-        Ok(response) => Ok(Delivered {
-            status: response.status(),
-            body: String::new(),
-        }),
-        Err(progenitor_client::Error::UnexpectedResponse(response)) => {
-            Delivered::read(response).await
+        Ok(response) => Ok(Delivered { status: response.status(), body: String::new() }),
+        Err(progenitor_client::Error::UnexpectedResponse(response)) => Delivered::read(response).await,
+        Err(progenitor_client::Error::ErrorResponse(response)) => {
+            Ok(Delivered { status: response.status(), body: String::new() })
         }
-        Err(progenitor_client::Error::ErrorResponse(response)) => Ok(Delivered {
-            status: response.status(),
-            body: String::new(),
-        }),
         Err(other) => Err(DeliverError::Http(other.to_string())),
     }
 }

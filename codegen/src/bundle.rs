@@ -90,34 +90,15 @@ impl Bundle {
     }
 }
 
-const METHODS: [&str; 8] = [
-    "get", "put", "post", "delete", "options", "head", "patch", "trace",
-];
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
 /// Keys beside a `$ref` that only annotate it; OpenAPI 3.0 ignores them and so can we.
-const ANNOTATIONS: [&str; 9] = [
-    "description",
-    "summary",
-    "title",
-    "example",
-    "examples",
-    "deprecated",
-    "readOnly",
-    "writeOnly",
-    "$comment",
-];
+const ANNOTATIONS: [&str; 9] =
+    ["description", "summary", "title", "example", "examples", "deprecated", "readOnly", "writeOnly", "$comment"];
 
 /// 3.1 (JSON Schema 2020-12) keywords that change the shape of the data and have no 3.0 form.
-const NO_3_0_FORM: [&str; 8] = [
-    "if",
-    "then",
-    "else",
-    "prefixItems",
-    "patternProperties",
-    "dependentSchemas",
-    "$dynamicRef",
-    "unevaluatedItems",
-];
+const NO_3_0_FORM: [&str; 8] =
+    ["if", "then", "else", "prefixItems", "patternProperties", "dependentSchemas", "$dynamicRef", "unevaluatedItems"];
 
 /// Keywords that only constrain or annotate: safe to drop for a receiver that must accept
 /// whatever the provider sends.
@@ -166,10 +147,7 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
     };
     let (webhooks, webhooks_at) = bundler.deref(webhooks, webhooks_at)?;
     let Value::Object(webhooks) = webhooks else {
-        return Err(Error::unsupported(
-            &webhooks_at,
-            "webhooks must be a map of event name to path item",
-        ));
+        return Err(Error::unsupported(&webhooks_at, "webhooks must be a map of event name to path item"));
     };
 
     let mut paths = Map::new();
@@ -178,20 +156,13 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
         let (item, item_at) = bundler.deref(item, webhooks_at.child(&event))?;
         let path_item = bundler.path_item(&item, &item_at, &event, &mut found)?;
         let path = format!("/{event}");
-        bundler.origins.push((
-            format!("/paths/{}", path.replace('~', "~0").replace('/', "~1")),
-            item_at,
-        ));
+        bundler.origins.push((format!("/paths/{}", path.replace('~', "~0").replace('/', "~1")), item_at));
         paths.insert(path, Value::Object(path_item));
     }
 
     let info = root.get("info").and_then(Value::as_object);
-    let text = |key: &str, default: &str| {
-        info.and_then(|i| i.get(key))
-            .and_then(Value::as_str)
-            .unwrap_or(default)
-            .to_owned()
-    };
+    let text =
+        |key: &str, default: &str| info.and_then(|i| i.get(key)).and_then(Value::as_str).unwrap_or(default).to_owned();
     let document = json!({
         "openapi": "3.0.3",
         "info": { "title": text("title", "Webhooks"), "version": text("version", "0.0.0") },
@@ -199,19 +170,8 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
         "components": { "schemas": bundler.schemas },
     });
     let mut files: Vec<PathBuf> = vec![spec.to_path_buf()];
-    files.extend(
-        bundler
-            .files
-            .paths()
-            .filter(|p| *p != spec)
-            .map(Path::to_path_buf),
-    );
-    Ok(Bundle {
-        document,
-        webhooks: found,
-        files,
-        origins: bundler.origins,
-    })
+    files.extend(bundler.files.paths().filter(|p| *p != spec).map(Path::to_path_buf));
+    Ok(Bundle { document, webhooks: found, files, origins: bundler.origins })
 }
 
 struct Bundler<'a> {
@@ -237,19 +197,12 @@ impl Bundler<'_> {
         let at = root_at.child("components").child("schemas");
         for (name, schema) in schemas {
             let own = at.child(name);
-            let target = Target {
-                file: own.file.clone(),
-                pointer: own.pointer.clone(),
-            };
+            let target = Target { file: own.file.clone(), pointer: own.pointer.clone() };
             self.declared.insert(target, name.clone());
             // `MeetRoom: {$ref: ./schemas/meet-room.yaml}`: a webhook that refers to the file
             // directly still gets the declared name. A broken declaration is not our concern
             // unless a webhook uses it, so resolution errors are ignored here.
-            if let Some(Ok(target)) = schema
-                .get("$ref")
-                .and_then(Value::as_str)
-                .map(|r| resolve(r, &own))
-            {
+            if let Some(Ok(target)) = schema.get("$ref").and_then(Value::as_str).map(|r| resolve(r, &own)) {
                 self.declared.entry(target).or_insert_with(|| name.clone());
             }
         }
@@ -279,10 +232,7 @@ impl Bundler<'_> {
         found: &mut Vec<Webhook>,
     ) -> Result<Map<String, Value>> {
         let Value::Object(item) = item else {
-            return Err(Error::unsupported(
-                at,
-                "a webhook must be a path item (a map of operations)",
-            ));
+            return Err(Error::unsupported(at, "a webhook must be a path item (a map of operations)"));
         };
         let mut out = Map::new();
         for (key, value) in item {
@@ -298,10 +248,7 @@ impl Bundler<'_> {
             }
         }
         if !out.keys().any(|k| METHODS.contains(&k.as_str())) {
-            return Err(Error::unsupported(
-                at,
-                format!("webhook {event:?} has no operation (post:)"),
-            ));
+            return Err(Error::unsupported(at, format!("webhook {event:?} has no operation (post:)")));
         }
         Ok(out)
     }
@@ -332,8 +279,7 @@ impl Bundler<'_> {
                 first: first.clone(),
             });
         }
-        self.operation_ids
-            .insert(operation_id.clone(), at.child("operationId"));
+        self.operation_ids.insert(operation_id.clone(), at.child("operationId"));
 
         let mut out = Map::new();
         let mut body = None;
@@ -349,9 +295,7 @@ impl Bundler<'_> {
                 "requestBody" => {
                     let (request_body, body_at) = self.deref(value.clone(), child)?;
                     let request_body = self.request_body(&request_body, &body_at)?;
-                    body = request_body
-                        .pointer("/content/application~1json/schema")
-                        .cloned();
+                    body = request_body.pointer("/content/application~1json/schema").cloned();
                     out.insert(key.clone(), request_body);
                 }
                 "responses" => {
@@ -361,14 +305,8 @@ impl Bundler<'_> {
                 _ => {}
             }
         }
-        out.entry("responses")
-            .or_insert_with(|| json!({ "200": { "description": "OK" } }));
-        let text = |key: &str| {
-            operation
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        out.entry("responses").or_insert_with(|| json!({ "200": { "description": "OK" } }));
+        let text = |key: &str| operation.get(key).and_then(Value::as_str).map(str::to_owned);
         let webhook = Webhook {
             event: event.to_owned(),
             operation_id,
@@ -392,17 +330,8 @@ impl Bundler<'_> {
                 return Err(Error::unsupported(&at, "a parameter must be a map"));
             };
             let is_header = parameter.get("in").and_then(Value::as_str) == Some("header");
-            let name = parameter
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if is_header
-                && self
-                    .options
-                    .drop_headers
-                    .iter()
-                    .any(|h| h.eq_ignore_ascii_case(name))
-            {
+            let name = parameter.get("name").and_then(Value::as_str).unwrap_or_default();
+            if is_header && self.options.drop_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
                 continue;
             }
             let mut kept = Map::new();
@@ -456,18 +385,9 @@ impl Bundler<'_> {
             }
             let (response, at) = self.deref(response.clone(), at.child(status))?;
             let mut kept = Map::new();
-            kept.insert(
-                "description".into(),
-                response
-                    .get("description")
-                    .cloned()
-                    .unwrap_or_else(|| json!("")),
-            );
+            kept.insert("description".into(), response.get("description").cloned().unwrap_or_else(|| json!("")));
             if let Some(content) = response.get("content") {
-                kept.insert(
-                    "content".into(),
-                    self.content(content, &at.child("content"))?,
-                );
+                kept.insert("content".into(), self.content(content, &at.child("content"))?);
             }
             out.insert(status.clone(), Value::Object(kept));
         }
@@ -476,10 +396,7 @@ impl Bundler<'_> {
 
     fn content(&mut self, value: &Value, at: &Location) -> Result<Value> {
         let Value::Object(content) = value else {
-            return Err(Error::unsupported(
-                at,
-                "content must be a map of media types",
-            ));
+            return Err(Error::unsupported(at, "content must be a map of media types"));
         };
         let mut out = Map::new();
         for (media_type, media) in content {
@@ -528,11 +445,7 @@ impl Bundler<'_> {
         Ok(Value::Object(out))
     }
 
-    fn schema_keywords(
-        &mut self,
-        map: &Map<String, Value>,
-        at: &Location,
-    ) -> Result<Map<String, Value>> {
+    fn schema_keywords(&mut self, map: &Map<String, Value>, at: &Location) -> Result<Map<String, Value>> {
         let mut out = Map::new();
         let relax = self.options.relax_enums;
         for (key, value) in map {
@@ -569,10 +482,7 @@ impl Bundler<'_> {
                         }
                     }
                     _ => {
-                        return Err(Error::unsupported(
-                            &child,
-                            "`type` must be a string or a list of strings",
-                        ));
+                        return Err(Error::unsupported(&child, "`type` must be a string or a list of strings"));
                     }
                 },
                 "const" => {
@@ -584,8 +494,7 @@ impl Bundler<'_> {
                     let Value::Array(values) = value else {
                         return Err(Error::unsupported(&child, "`enum` must be a list"));
                     };
-                    let non_null: Vec<Value> =
-                        values.iter().filter(|v| !v.is_null()).cloned().collect();
+                    let non_null: Vec<Value> = values.iter().filter(|v| !v.is_null()).cloned().collect();
                     if non_null.len() != values.len() {
                         out.insert("nullable".into(), Value::Bool(true));
                     }
@@ -594,10 +503,9 @@ impl Bundler<'_> {
                     }
                 }
                 "examples" => {
-                    if let (Some(first), false) = (
-                        value.as_array().and_then(|a| a.first()),
-                        map.contains_key("example"),
-                    ) {
+                    if let (Some(first), false) =
+                        (value.as_array().and_then(|a| a.first()), map.contains_key("example"))
+                    {
                         out.insert("example".into(), first.clone());
                     }
                 }
@@ -627,10 +535,7 @@ impl Bundler<'_> {
                 },
                 "allOf" | "anyOf" | "oneOf" => {
                     let Value::Array(schemas) = value else {
-                        return Err(Error::unsupported(
-                            &child,
-                            format!("`{key}` must be a list"),
-                        ));
+                        return Err(Error::unsupported(&child, format!("`{key}` must be a list")));
                     };
                     let kept = schemas
                         .iter()
@@ -644,20 +549,13 @@ impl Bundler<'_> {
                 // exist.
                 "discriminator" => {}
                 "exclusiveMinimum" | "exclusiveMaximum" if value.is_number() => {
-                    let bound = if key == "exclusiveMinimum" {
-                        "minimum"
-                    } else {
-                        "maximum"
-                    };
+                    let bound = if key == "exclusiveMinimum" { "minimum" } else { "maximum" };
                     out.insert(bound.into(), value.clone());
                     out.insert(key.clone(), Value::Bool(true));
                 }
                 k if DROPPED.contains(&k) => {}
                 k if NO_3_0_FORM.contains(&k) => {
-                    return Err(Error::unsupported(
-                        &child,
-                        format!("`{k}` has no OpenAPI 3.0 equivalent"),
-                    ));
+                    return Err(Error::unsupported(&child, format!("`{k}` has no OpenAPI 3.0 equivalent")));
                 }
                 _ => {
                     out.insert(key.clone(), value.clone());
@@ -695,10 +593,7 @@ impl Bundler<'_> {
                 None => break value,
             }
         };
-        let name = chain
-            .iter()
-            .find_map(|t| self.declared.get(t).cloned())
-            .unwrap_or_else(|| derived_name(&target));
+        let name = chain.iter().find_map(|t| self.declared.get(t).cloned()).unwrap_or_else(|| derived_name(&target));
         let name = self.unique(name, &target);
         for t in &chain {
             self.names.insert(t.clone(), name.clone());
@@ -708,8 +603,7 @@ impl Bundler<'_> {
         self.schemas.insert(name.clone(), Value::Null);
         let schema = self.schema(&value, &target.location())?;
         self.schemas.insert(name.clone(), schema);
-        self.origins
-            .push((format!("/components/schemas/{name}"), target.location()));
+        self.origins.push((format!("/components/schemas/{name}"), target.location()));
         Ok(name)
     }
 
@@ -729,9 +623,7 @@ impl Bundler<'_> {
 fn alias_of(value: &Value) -> Option<&str> {
     let map = value.as_object()?;
     let reference = map.get("$ref")?.as_str()?;
-    map.keys()
-        .all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str()))
-        .then_some(reference)
+    map.keys().all(|k| k == "$ref" || ANNOTATIONS.contains(&k.as_str())).then_some(reference)
 }
 
 /// A stable name for a schema nobody named: `#/Name` → `Name`; `recording-base.yaml` →
@@ -739,35 +631,20 @@ fn alias_of(value: &Value) -> Option<&str> {
 fn derived_name(target: &Target) -> String {
     let segment = target.pointer.rsplit('/').next().unwrap_or_default();
     let base = if segment.is_empty() {
-        target
-            .file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        target.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
     } else {
         segment.replace("~1", "/").replace("~0", "~")
     };
     let name = base.to_upper_camel_case();
-    if name.is_empty() {
-        "Schema".to_owned()
-    } else {
-        name
-    }
+    if name.is_empty() { "Schema".to_owned() } else { name }
 }
 
 fn ref_str(value: &Value, at: &Location) -> Result<String> {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| Error::unsupported(&at.child("$ref"), "`$ref` must be a string"))
+    value.as_str().map(str::to_owned).ok_or_else(|| Error::unsupported(&at.child("$ref"), "`$ref` must be a string"))
 }
 
 fn cycle(at: &Location, reference: &str, chain: &[Target], target: &Target) -> Error {
     let mut steps: Vec<String> = chain.iter().map(|t| t.location().to_string()).collect();
     steps.push(target.location().to_string());
-    Error::CyclicRef {
-        at: at.clone(),
-        reference: reference.to_owned(),
-        cycle: steps.join(" → "),
-    }
+    Error::CyclicRef { at: at.clone(), reference: reference.to_owned(), cycle: steps.join(" → ") }
 }

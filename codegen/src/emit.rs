@@ -51,10 +51,7 @@ pub(crate) fn run_progenitor(
     }));
     std::panic::set_hook(previous_hook);
 
-    let progenitor_error = |message: String| Error::Progenitor {
-        spec: spec.to_path_buf(),
-        message,
-    };
+    let progenitor_error = |message: String| Error::Progenitor { spec: spec.to_path_buf(), message };
     let (client, types) = match outcome {
         Ok(Ok(generated)) => generated,
         Ok(Err(e)) => return Err(progenitor_error(e.to_string())),
@@ -68,11 +65,7 @@ pub(crate) fn run_progenitor(
         }
     };
     let body_types = body_types(bundle, &client, spec)?;
-    Ok(Progenitor {
-        client,
-        types,
-        body_types,
-    })
+    Ok(Progenitor { client, types, body_types })
 }
 
 /// Parses the bundled document with openapiv3; a failure is reported at the user's file.
@@ -90,24 +83,15 @@ fn parse_openapi(bundle: &Bundle) -> Result<openapiv3::OpenAPI> {
             pointer.push('/');
             pointer.push_str(&part);
         }
-        Error::Invalid {
-            at: bundle.origin_of(&pointer),
-            message: e.inner().to_string(),
-        }
+        Error::Invalid { at: bundle.origin_of(&pointer), message: e.inner().to_string() }
     })
 }
 
 /// progenitor names request bodies itself (`{OperationId}Body`, or the component's name); the
 /// generated client method's `body` argument is the authority on what it chose.
-fn body_types(
-    bundle: &Bundle,
-    client: &TokenStream,
-    spec: &Path,
-) -> Result<HashMap<String, syn::Type>> {
-    let file: syn::File = syn::parse2(client.clone()).map_err(|e| Error::Progenitor {
-        spec: spec.to_path_buf(),
-        message: format!("unparsable output: {e}"),
-    })?;
+fn body_types(bundle: &Bundle, client: &TokenStream, spec: &Path) -> Result<HashMap<String, syn::Type>> {
+    let file: syn::File = syn::parse2(client.clone())
+        .map_err(|e| Error::Progenitor { spec: spec.to_path_buf(), message: format!("unparsable output: {e}") })?;
     let mut by_method: HashMap<String, syn::Type> = HashMap::new();
     for item in &file.items {
         let syn::Item::Impl(block) = item else {
@@ -144,16 +128,12 @@ fn body_types(
     let mut out = HashMap::new();
     for webhook in &bundle.webhooks {
         let method = method_name(&webhook.operation_id);
-        let ty = by_method
-            .get(&method)
-            .or_else(|| by_method.get(&format!("{method}_")))
-            .cloned()
-            .ok_or_else(|| {
-                Error::unsupported(
-                    &webhook.location,
-                    "the webhook has no application/json request body; there is nothing to hand to a handler",
-                )
-            })?;
+        let ty = by_method.get(&method).or_else(|| by_method.get(&format!("{method}_"))).cloned().ok_or_else(|| {
+            Error::unsupported(
+                &webhook.location,
+                "the webhook has no application/json request body; there is nothing to hand to a handler",
+            )
+        })?;
         out.insert(webhook.operation_id.clone(), ty);
     }
     Ok(out)
@@ -161,30 +141,15 @@ fn body_types(
 
 /// The handler method's name: the snake_case operationId, as progenitor spells it.
 pub(crate) fn method_name(operation_id: &str) -> String {
-    operation_id
-        .replace('\'', "")
-        .replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-")
-        .to_snake_case()
+    operation_id.replace('\'', "").replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-").to_snake_case()
 }
 
 /// The server module: types, metadata, `Event`, `WebhookHandler`, `dispatch`.
-pub(crate) fn server(
-    bundle: &Bundle,
-    generated: &Progenitor,
-    runtime: &syn::Path,
-) -> Result<TokenStream> {
+pub(crate) fn server(bundle: &Bundle, generated: &Progenitor, runtime: &syn::Path) -> Result<TokenStream> {
     let rt = runtime;
     let types = &generated.types;
-    let title = bundle
-        .document
-        .pointer("/info/title")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let version = bundle
-        .document
-        .pointer("/info/version")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let title = bundle.document.pointer("/info/title").and_then(Value::as_str).unwrap_or_default();
+    let version = bundle.document.pointer("/info/version").and_then(Value::as_str).unwrap_or_default();
 
     let mut infos = Vec::new();
     let mut variants = Vec::new();
@@ -200,10 +165,7 @@ pub(crate) fn server(
         let event = &webhook.event;
         let operation_id = &webhook.operation_id;
         let method_str = method.to_string();
-        let summary = webhook
-            .summary
-            .clone()
-            .unwrap_or_else(|| webhook.event.clone());
+        let summary = webhook.summary.clone().unwrap_or_else(|| webhook.event.clone());
         let description = webhook.description.clone().unwrap_or_default();
         let example = webhook
             .body
@@ -385,12 +347,7 @@ fn doc_lines(summary: &str, description: &str) -> Vec<TokenStream> {
     let mut lines = vec![format!(" {}", summary.trim())];
     if !description.trim().is_empty() {
         lines.push(String::new());
-        lines.extend(
-            description
-                .trim()
-                .lines()
-                .map(|l| format!(" {}", l.trim_end())),
-        );
+        lines.extend(description.trim().lines().map(|l| format!(" {}", l.trim_end())));
     }
     lines.into_iter().map(|l| quote!(#[doc = #l])).collect()
 }

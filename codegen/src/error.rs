@@ -17,19 +17,13 @@ pub struct Location {
 
 impl Location {
     pub(crate) fn new(file: &Path, pointer: impl Into<String>) -> Self {
-        Self {
-            file: file.to_path_buf(),
-            pointer: pointer.into(),
-        }
+        Self { file: file.to_path_buf(), pointer: pointer.into() }
     }
 
     /// The location of a child: `key` is escaped as RFC 6901 requires.
     pub(crate) fn child(&self, key: impl fmt::Display) -> Self {
         let key = key.to_string().replace('~', "~0").replace('/', "~1");
-        Self {
-            file: self.file.clone(),
-            pointer: format!("{}/{}", self.pointer, key),
-        }
+        Self { file: self.file.clone(), pointer: format!("{}/{}", self.pointer, key) }
     }
 }
 
@@ -43,34 +37,19 @@ impl fmt::Display for Location {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Read { file: PathBuf, source: std::io::Error },
 
     #[error("{file}: invalid YAML: {message}")]
     Yaml { file: PathBuf, message: String },
 
     #[error("{at}: $ref {reference:?} points to nothing ({why})")]
-    DanglingRef {
-        at: Location,
-        reference: String,
-        why: String,
-    },
+    DanglingRef { at: Location, reference: String, why: String },
 
     #[error("{at}: $ref {reference:?} is part of a cycle of references: {cycle}")]
-    CyclicRef {
-        at: Location,
-        reference: String,
-        cycle: String,
-    },
+    CyclicRef { at: Location, reference: String, cycle: String },
 
     #[error("{at}: operationId {operation_id:?} is already used at {first}")]
-    DuplicateOperationId {
-        at: Location,
-        operation_id: String,
-        first: Location,
-    },
+    DuplicateOperationId { at: Location, operation_id: String, first: Location },
 
     #[error("{at}: {message}")]
     Unsupported { at: Location, message: String },
@@ -82,10 +61,7 @@ pub enum Error {
     Progenitor { spec: PathBuf, message: String },
 
     #[error("cannot write {file}: {source}")]
-    Write {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Write { file: PathBuf, source: std::io::Error },
 
     #[error("{0}")]
     Config(String),
@@ -93,10 +69,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn unsupported(at: &Location, message: impl Into<String>) -> Self {
-        Self::Unsupported {
-            at: at.clone(),
-            message: message.into(),
-        }
+        Self::Unsupported { at: at.clone(), message: message.into() }
     }
 }
 

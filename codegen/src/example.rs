@@ -47,11 +47,7 @@ fn build(schema: &Value, document: &Value, depth: usize) -> Value {
         return Value::Object(merged);
     }
     for key in ["oneOf", "anyOf"] {
-        if let Some(first) = schema
-            .get(key)
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-        {
+        if let Some(first) = schema.get(key).and_then(Value::as_array).and_then(|a| a.first()) {
             return build(first, document, depth + 1);
         }
     }
@@ -73,9 +69,7 @@ fn build(schema: &Value, document: &Value, depth: usize) -> Value {
             Some(items) => json!([build(items, document, depth + 1)]),
             None => json!([]),
         },
-        Some("object") | None if schema.get("properties").is_some() => {
-            object(schema, document, depth)
-        }
+        Some("object") | None if schema.get("properties").is_some() => object(schema, document, depth),
         Some("object") => json!({}),
         _ => Value::Null,
     }

@@ -150,10 +150,7 @@ impl Config {
     }
 
     fn base(&self) -> PathBuf {
-        self.base_dir
-            .clone()
-            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from))
-            .unwrap_or_default()
+        self.base_dir.clone().or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from)).unwrap_or_default()
     }
 
     /// The spec file this configuration reads, after the environment override.
@@ -170,26 +167,15 @@ impl Config {
 
     /// The spec as one OpenAPI 3.0.3 document (what progenitor is given).
     pub fn bundle(&self) -> Result<Bundle> {
-        bundle::bundle(
-            &self.spec_path(),
-            &bundle::Options {
-                relax_enums: self.relax_enums,
-                drop_headers: vec![],
-            },
-        )
+        bundle::bundle(&self.spec_path(), &bundle::Options { relax_enums: self.relax_enums, drop_headers: vec![] })
     }
 
     /// Generates the server module: types, `WEBHOOKS`, `Event`, `WebhookHandler`, `dispatch`.
     pub fn generate(&self) -> Result<Generated> {
         let bundle = self.bundle()?;
-        let runtime: syn::Path = syn::parse_str(&self.runtime_path).map_err(|e| {
-            Error::Config(format!(
-                "runtime path {:?} is not a Rust path: {e}",
-                self.runtime_path
-            ))
-        })?;
-        let generated =
-            emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional, None)?;
+        let runtime: syn::Path = syn::parse_str(&self.runtime_path)
+            .map_err(|e| Error::Config(format!("runtime path {:?} is not a Rust path: {e}", self.runtime_path)))?;
+        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional, None)?;
         let tokens = emit::server(&bundle, &generated, &runtime)?;
         self.finish(bundle, tokens)
     }
@@ -203,15 +189,13 @@ impl Config {
         };
         let bundle = bundle::bundle(&self.spec_path(), &options)?;
         let inner = match &self.client_inner_type {
-            Some(path) => Some(syn::parse_str::<syn::Type>(path).map_err(|e| {
-                Error::Config(format!(
-                    "client inner type {path:?} is not a Rust type: {e}"
-                ))
-            })?),
+            Some(path) => Some(
+                syn::parse_str::<syn::Type>(path)
+                    .map_err(|e| Error::Config(format!("client inner type {path:?} is not a Rust type: {e}")))?,
+            ),
             None => None,
         };
-        let generated =
-            emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Expected, inner)?;
+        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Expected, inner)?;
         let tokens = emit::client(&bundle, &generated);
         self.finish(bundle, tokens)
     }
@@ -228,11 +212,7 @@ impl Config {
             shown.display(),
             prettyplease::unparse(&file)
         );
-        Ok(Generated {
-            code,
-            files: bundle.files,
-            webhooks: bundle.webhooks,
-        })
+        Ok(Generated { code, files: bundle.files, webhooks: bundle.webhooks })
     }
 
     /// For `build.rs`: generates the server module into `OUT_DIR`.
@@ -261,9 +241,7 @@ impl Config {
         }
         let out_dir = std::env::var_os("OUT_DIR")
             .map(PathBuf::from)
-            .ok_or_else(|| {
-                Error::Config("OUT_DIR is not set: compile() is meant to run in build.rs".into())
-            })?;
+            .ok_or_else(|| Error::Config("OUT_DIR is not set: compile() is meant to run in build.rs".into()))?;
         let path = out_dir.join(self.out_file.as_deref().unwrap_or(default_name));
         write_if_changed(&path, &generated.code)
     }
@@ -274,8 +252,5 @@ fn write_if_changed(path: &Path, code: &str) -> Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == code) {
         return Ok(());
     }
-    std::fs::write(path, code).map_err(|source| Error::Write {
-        file: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(path, code).map_err(|source| Error::Write { file: path.to_path_buf(), source })
 }

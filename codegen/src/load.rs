@@ -39,14 +39,10 @@ impl Files {
     /// Reads and parses a file once; later calls return the cached document.
     pub fn load(&mut self, file: &Path) -> Result<&Value> {
         if !self.docs.contains_key(file) {
-            let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
-                file: file.to_path_buf(),
-                source,
-            })?;
-            let yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| Error::Yaml {
-                file: file.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            let text =
+                std::fs::read_to_string(file).map_err(|source| Error::Read { file: file.to_path_buf(), source })?;
+            let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+                .map_err(|e| Error::Yaml { file: file.to_path_buf(), message: e.to_string() })?;
             let json = yaml_to_json(yaml, &Location::new(file, ""))?;
             self.docs.insert(file.to_path_buf(), json);
         }
@@ -63,17 +59,11 @@ impl Files {
             },
             other => other,
         })?;
-        doc.pointer(&target.pointer)
-            .cloned()
-            .ok_or_else(|| Error::DanglingRef {
-                at: at.clone(),
-                reference: reference.to_owned(),
-                why: format!(
-                    "{} has nothing at #{}",
-                    target.file.display(),
-                    target.pointer
-                ),
-            })
+        doc.pointer(&target.pointer).cloned().ok_or_else(|| Error::DanglingRef {
+            at: at.clone(),
+            reference: reference.to_owned(),
+            why: format!("{} has nothing at #{}", target.file.display(), target.pointer),
+        })
     }
 }
 
@@ -101,10 +91,7 @@ pub(crate) fn resolve(reference: &str, at: &Location) -> Result<Target> {
         let dir = at.file.parent().unwrap_or(Path::new(""));
         normalize(&dir.join(path))
     };
-    Ok(Target {
-        file,
-        pointer: fragment.to_owned(),
-    })
+    Ok(Target { file, pointer: fragment.to_owned() })
 }
 
 /// `a/b/../c/./d` → `a/c/d`, without touching the file system (symlinks are not followed, so
@@ -144,18 +131,12 @@ fn yaml_to_json(value: serde_yaml::Value, at: &Location) -> Result<Value> {
                 let f = n.as_f64().unwrap_or(f64::NAN);
                 serde_json::Number::from_f64(f)
                     .map(Value::Number)
-                    .ok_or_else(|| {
-                        Error::unsupported(at, format!("number {f} has no JSON representation"))
-                    })?
+                    .ok_or_else(|| Error::unsupported(at, format!("number {f} has no JSON representation")))?
             }
         }
         Y::String(s) => Value::String(s),
         Y::Sequence(items) => Value::Array(
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| yaml_to_json(item, &at.child(i)))
-                .collect::<Result<_>>()?,
+            items.into_iter().enumerate().map(|(i, item)| yaml_to_json(item, &at.child(i))).collect::<Result<_>>()?,
         ),
         Y::Mapping(map) => {
             let mut out = serde_json::Map::with_capacity(map.len());
@@ -165,10 +146,7 @@ fn yaml_to_json(value: serde_yaml::Value, at: &Location) -> Result<Value> {
                     Y::Number(n) => n.to_string(),
                     Y::Bool(b) => b.to_string(),
                     other => {
-                        return Err(Error::unsupported(
-                            at,
-                            format!("mapping key {other:?} is not a string"),
-                        ));
+                        return Err(Error::unsupported(at, format!("mapping key {other:?} is not a string")));
                     }
                 };
                 let child = yaml_to_json(item, &at.child(&key))?;

@@ -13,26 +13,16 @@ fn generate(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<String, Error>
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let result = Config::new()
-        .spec_env(None)
-        .base_dir(dir.path())
-        .spec("openapi.yaml")
-        .generate()
-        .map(|g| g.code);
+    let result = Config::new().spec_env(None).base_dir(dir.path()).spec("openapi.yaml").generate().map(|g| g.code);
     (dir, result)
 }
 
-const ROOT: &str =
-    "openapi: 3.1.0\ninfo: {title: t, version: '1'}\nwebhooks:\n  $ref: ./webhooks.yaml\n";
+const ROOT: &str = "openapi: 3.1.0\ninfo: {title: t, version: '1'}\nwebhooks:\n  $ref: ./webhooks.yaml\n";
 
 fn webhook(schema: &str) -> String {
     format!(
         "recordingStarted:\n  post:\n    operationId: recordingStartedWebhook\n    requestBody:\n      content:\n        application/json:\n          schema:\n{}\n    responses:\n      '200': {{description: ok}}\n",
-        schema
-            .lines()
-            .map(|l| format!("            {l}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        schema.lines().map(|l| format!("            {l}")).collect::<Vec<_>>().join("\n")
     )
 }
 
@@ -45,20 +35,14 @@ fn error_text(files: &[(&str, &str)]) -> String {
 
 #[test]
 fn invalid_yaml_names_the_file_and_line() {
-    let text = error_text(&[
-        ("openapi.yaml", ROOT),
-        ("webhooks.yaml", "recordingStarted:\n  post: [unclosed\n"),
-    ]);
+    let text = error_text(&[("openapi.yaml", ROOT), ("webhooks.yaml", "recordingStarted:\n  post: [unclosed\n")]);
     assert!(text.starts_with("webhooks.yaml: invalid YAML"), "{text}");
     assert!(text.contains("line"), "{text}");
 }
 
 #[test]
 fn a_dangling_file_ref_names_where_it_was_written() {
-    let text = error_text(&[
-        ("openapi.yaml", ROOT),
-        ("webhooks.yaml", &webhook("$ref: ./schemas/missing.yaml")),
-    ]);
+    let text = error_text(&[("openapi.yaml", ROOT), ("webhooks.yaml", &webhook("$ref: ./schemas/missing.yaml"))]);
     assert!(
         text.starts_with("webhooks.yaml#/recordingStarted/post/requestBody/content/application~1json/schema/$ref: $ref \"./schemas/missing.yaml\" points to nothing"),
         "{text}"
@@ -72,10 +56,7 @@ fn a_dangling_pointer_names_the_missing_part() {
         ("webhooks.yaml", &webhook("$ref: ./types.yaml#/Nope")),
         ("types.yaml", "Yes: {type: string}\n"),
     ]);
-    assert!(
-        text.contains("points to nothing (types.yaml has nothing at #/Nope)"),
-        "{text}"
-    );
+    assert!(text.contains("points to nothing (types.yaml has nothing at #/Nope)"), "{text}");
 }
 
 #[test]
@@ -86,10 +67,7 @@ fn a_cycle_of_refs_is_named() {
         ("a.yaml", "$ref: ./b.yaml\n"),
         ("b.yaml", "$ref: ./a.yaml\n"),
     ]);
-    assert!(
-        text.contains("is part of a cycle of references: a.yaml# → b.yaml# → a.yaml#"),
-        "{text}"
-    );
+    assert!(text.contains("is part of a cycle of references: a.yaml# → b.yaml# → a.yaml#"), "{text}");
 }
 
 #[test]
@@ -114,10 +92,7 @@ fn a_recursive_schema_is_not_a_cycle() {
     ]);
     let code = result.unwrap();
     assert!(code.contains("pub struct Node "), "{code}");
-    assert!(
-        code.contains("pub children: ::std::vec::Vec<Node>"),
-        "{code}"
-    );
+    assert!(code.contains("pub children: ::std::vec::Vec<Node>"), "{code}");
 }
 
 #[test]
@@ -138,25 +113,16 @@ fn a_duplicate_operation_id_names_both_places() {
 fn a_missing_operation_id_is_named() {
     let text = error_text(&[
         ("openapi.yaml", ROOT),
-        (
-            "webhooks.yaml",
-            &webhook("type: object").replace("    operationId: recordingStartedWebhook\n", ""),
-        ),
+        ("webhooks.yaml", &webhook("type: object").replace("    operationId: recordingStartedWebhook\n", "")),
     ]);
-    assert!(
-        text.starts_with("webhooks.yaml#/recordingStarted/post: the operation has no operationId"),
-        "{text}"
-    );
+    assert!(text.starts_with("webhooks.yaml#/recordingStarted/post: the operation has no operationId"), "{text}");
 }
 
 #[test]
 fn constructs_without_a_3_0_form_are_named() {
     let text = error_text(&[
         ("openapi.yaml", ROOT),
-        (
-            "webhooks.yaml",
-            &webhook("type: object\nproperties:\n  n:\n    type: [string, number]"),
-        ),
+        ("webhooks.yaml", &webhook("type: object\nproperties:\n  n:\n    type: [string, number]")),
     ]);
     assert!(
         text.starts_with("webhooks.yaml#/recordingStarted/post/requestBody/content/application~1json/schema/properties/n/type: a type list with several non-null types"),
@@ -164,42 +130,21 @@ fn constructs_without_a_3_0_form_are_named() {
     );
     let text = error_text(&[
         ("openapi.yaml", ROOT),
-        (
-            "webhooks.yaml",
-            &webhook("type: object\nif: {required: [a]}\nthen: {required: [b]}"),
-        ),
+        ("webhooks.yaml", &webhook("type: object\nif: {required: [a]}\nthen: {required: [b]}")),
     ]);
-    assert!(
-        text.contains("schema/if: `if` has no OpenAPI 3.0 equivalent"),
-        "{text}"
-    );
+    assert!(text.contains("schema/if: `if` has no OpenAPI 3.0 equivalent"), "{text}");
 }
 
 #[test]
 fn a_document_without_webhooks_says_so() {
-    let text = error_text(&[(
-        "openapi.yaml",
-        "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths: {}\n",
-    )]);
-    assert_eq!(
-        text,
-        "openapi.yaml#: the document has no `webhooks:` (OpenAPI 3.1) or `x-webhooks:` (3.0) map"
-    );
+    let text = error_text(&[("openapi.yaml", "openapi: 3.1.0\ninfo: {title: t, version: '1'}\npaths: {}\n")]);
+    assert_eq!(text, "openapi.yaml#: the document has no `webhooks:` (OpenAPI 3.1) or `x-webhooks:` (3.0) map");
 }
 
 #[test]
 fn a_missing_spec_file_is_named() {
-    let error = Config::new()
-        .spec_env(None)
-        .spec(Path::new("/nonexistent/openapi.yaml"))
-        .generate()
-        .unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .starts_with("/nonexistent/openapi.yaml: cannot read"),
-        "{error}"
-    );
+    let error = Config::new().spec_env(None).spec(Path::new("/nonexistent/openapi.yaml")).generate().unwrap_err();
+    assert!(error.to_string().starts_with("/nonexistent/openapi.yaml: cannot read"), "{error}");
 }
 
 #[test]
@@ -208,9 +153,6 @@ fn the_rest_api_part_of_a_root_document_is_never_read() {
     let root = format!(
         "{ROOT}paths:\n  /rooms:\n    $ref: ./missing/rooms.yaml\n  /x:\n    get:\n      responses:\n        $ref: ./missing/responses.yaml\n"
     );
-    let (_dir, result) = generate(&[
-        ("openapi.yaml", &root),
-        ("webhooks.yaml", &webhook("type: object")),
-    ]);
+    let (_dir, result) = generate(&[("openapi.yaml", &root), ("webhooks.yaml", &webhook("type: object"))]);
     result.unwrap();
 }

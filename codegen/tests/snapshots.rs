@@ -34,9 +34,7 @@ fn every_fixture_matches_its_snapshot() {
     assert!(names.len() >= 4, "fixtures: {names:?}");
     for name in names {
         let spec = format!("{name}/openapi.yaml");
-        let server = config(&spec)
-            .generate()
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let server = config(&spec).generate().unwrap_or_else(|e| panic!("{name}: {e}"));
         expectorate::assert_contents(format!("tests/output/{name}.rs"), &server.code);
         let client = config(&spec)
             .client_inner_type("crate::Signing")
@@ -63,11 +61,8 @@ fn the_bare_webhooks_file_generates_what_its_root_document_does() {
 #[test]
 fn webhooks_come_out_in_spec_order_with_their_operation_ids() {
     let generated = config("v3-five-webhooks/openapi.yaml").generate().unwrap();
-    let events: Vec<(&str, &str)> = generated
-        .webhooks
-        .iter()
-        .map(|w| (w.event.as_str(), w.operation_id.as_str()))
-        .collect();
+    let events: Vec<(&str, &str)> =
+        generated.webhooks.iter().map(|w| (w.event.as_str(), w.operation_id.as_str())).collect();
     assert_eq!(
         events,
         [
@@ -78,12 +73,7 @@ fn webhooks_come_out_in_spec_order_with_their_operation_ids() {
             ("meetingEnded", "meetingEndedWebhook"),
         ]
     );
-    for method in [
-        "fn recording_started_webhook(",
-        "fn meeting_ended_webhook(",
-        "fn fallback(",
-        "pub enum Event",
-    ] {
+    for method in ["fn recording_started_webhook(", "fn meeting_ended_webhook(", "fn fallback(", "pub enum Event"] {
         assert!(generated.code.contains(method), "missing {method}");
     }
 }
@@ -92,20 +82,8 @@ fn webhooks_come_out_in_spec_order_with_their_operation_ids() {
 fn type_names_stay_stable_across_spec_versions() {
     // What a user's handler names must survive regeneration from a newer spec.
     for (spec, names) in [
-        (
-            "v1-seed/openapi.yaml",
-            &[
-                "RecordingStartedWebhookBody",
-                "RecordingStartedWebhookBodyData",
-            ][..],
-        ),
-        (
-            "v2-three-recordings/openapi.yaml",
-            &[
-                "RecordingStartedWebhookBody",
-                "RecordingEndedWebhookBodyData",
-            ][..],
-        ),
+        ("v1-seed/openapi.yaml", &["RecordingStartedWebhookBody", "RecordingStartedWebhookBodyData"][..]),
+        ("v2-three-recordings/openapi.yaml", &["RecordingStartedWebhookBody", "RecordingEndedWebhookBodyData"][..]),
         (
             "v3-five-webhooks/openapi.yaml",
             &[
@@ -120,8 +98,7 @@ fn type_names_stay_stable_across_spec_versions() {
         let code = config(spec).generate().unwrap().code;
         for name in names {
             assert!(
-                code.contains(&format!("pub struct {name} "))
-                    || code.contains(&format!("pub enum {name} ")),
+                code.contains(&format!("pub struct {name} ")) || code.contains(&format!("pub enum {name} ")),
                 "{spec}: no type {name}"
             );
         }
@@ -132,11 +109,8 @@ fn type_names_stay_stable_across_spec_versions() {
 fn rerun_covers_every_referenced_file_and_nothing_else() {
     let generated = config("v3-five-webhooks/openapi.yaml").generate().unwrap();
     let root_dir = generated.files[0].parent().unwrap();
-    let files: Vec<String> = generated
-        .files
-        .iter()
-        .map(|f| f.strip_prefix(root_dir).unwrap().display().to_string())
-        .collect();
+    let files: Vec<String> =
+        generated.files.iter().map(|f| f.strip_prefix(root_dir).unwrap().display().to_string()).collect();
     let mut sorted = files.clone();
     sorted.sort();
     assert_eq!(
@@ -167,21 +141,10 @@ fn the_bundle_is_openapi_3_0_with_webhooks_as_paths() {
     assert_eq!(base["endDate"]["type"], "number");
     assert_eq!(base["endDate"]["nullable"], true);
     let room = &doc["components"]["schemas"]["MeetRoom"];
-    assert_eq!(
-        room["properties"]["kind"]["enum"],
-        serde_json::json!(["room"])
-    );
-    assert!(
-        doc["components"]["schemas"]["MeetRoomConfig"]
-            .get("additionalProperties")
-            .is_none()
-    );
+    assert_eq!(room["properties"]["kind"]["enum"], serde_json::json!(["room"]));
+    assert!(doc["components"]["schemas"]["MeetRoomConfig"].get("additionalProperties").is_none());
     // The broken MeetWebhookEvent is not needed, so it is not there.
-    assert!(
-        doc["components"]["schemas"]
-            .get("MeetWebhookEvent")
-            .is_none()
-    );
+    assert!(doc["components"]["schemas"].get("MeetWebhookEvent").is_none());
     // Every ref is internal now.
     let text = doc.to_string();
     assert!(!text.contains(".yaml"), "external refs left: {text}");
@@ -189,11 +152,7 @@ fn the_bundle_is_openapi_3_0_with_webhooks_as_paths() {
 
 #[test]
 fn relaxed_enums_are_strings() {
-    let code = config("v3-five-webhooks/openapi.yaml")
-        .relax_enums(true)
-        .generate()
-        .unwrap()
-        .code;
+    let code = config("v3-five-webhooks/openapi.yaml").relax_enums(true).generate().unwrap().code;
     assert!(!code.contains("pub enum RecordingEndedWebhookBodyDataStatus"));
     assert!(!code.contains("pub enum MeetRoomStatus"));
     // Without the narrowed enum, `data` is exactly the base recording schema, and typify

@@ -1,0 +1,226 @@
+//! A real receiver on 127.0.0.1:0 with a handler that records what reached it, and a raw
+//! HTTP/1.1 client that can send what a well-behaved client would not.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use meet_webhooks::WebhookHandler;
+use meet_webhooks::app::{self, Receiver};
+use meet_webhooks::middleware::Gate;
+use meet_webhooks::runtime::{DeliveryContext, HandlerResult, Unmatched, UnmatchedEvent, WebhookInfo};
+use meet_webhooks::verify::{Policy, Verifier, sign};
+
+pub const KEY: &str = "test-api-key";
+pub const PATH: &str = "/webhook";
+
+/// What reached the handler.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    /// A typed method (this handler implements none, so each lands in `unimplemented`).
+    Typed {
+        operation_id: &'static str,
+        delivery_id: String,
+    },
+    Fallback {
+        event: Option<String>,
+        reason: Unmatched,
+    },
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    pub calls: Mutex<Vec<Call>>,
+    /// Fail this many calls before succeeding.
+    pub failures_left: AtomicU32,
+}
+
+impl Recorder {
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn record(&self, call: Call) -> HandlerResult {
+        self.calls.lock().unwrap().push(call);
+        let failing = self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if failing { Err("the test handler fails on purpose".into()) } else { Ok(()) }
+    }
+}
+
+impl WebhookHandler for Recorder {
+    async fn unimplemented(&self, ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> HandlerResult {
+        self.record(Call::Typed { operation_id: webhook.operation_id, delivery_id: ctx.delivery_id.clone() })
+    }
+
+    async fn fallback(&self, _ctx: &DeliveryContext, event: UnmatchedEvent) -> HandlerResult {
+        self.record(Call::Fallback { event: event.event, reason: event.reason })
+    }
+}
+
+pub struct Options {
+    pub keys: Vec<&'static str>,
+    pub policy: Policy,
+    pub strict: bool,
+    pub body_limit: usize,
+    pub timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            keys: vec![KEY],
+            policy: Policy::default(),
+            strict: false,
+            body_limit: 64 * 1024,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub receiver: web::Data<Receiver<Recorder>>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::with(Options::default())
+    }
+
+    /// Starts a server on its own thread; it lives until the test process ends.
+    pub fn with(options: Options) -> Self {
+        let verifier = Verifier::new(&options.keys, options.policy).unwrap();
+        let gate = web::Data::new(Gate { verifier, body_limit: options.body_limit, body_timeout: options.timeout });
+        let receiver = web::Data::new(Receiver::new(Recorder::default(), &gate, options.strict, 1000));
+        let shared = receiver.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let receiver = shared;
+                let server =
+                    HttpServer::new(move || App::new().configure(app::configure(PATH, gate.clone(), receiver.clone())))
+                        .workers(1)
+                        .client_request_timeout(options.timeout)
+                        .disable_signals()
+                        .bind("127.0.0.1:0")
+                        .unwrap();
+                tx.send(server.addrs()[0]).unwrap();
+                server.run().await.unwrap();
+            });
+        });
+        let addr = rx.recv().unwrap();
+        Self { addr, receiver }
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.receiver.handler
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}{PATH}", self.addr)
+    }
+
+    /// POSTs a delivery signed with `key` at `timestamp`.
+    pub fn deliver(&self, key: &str, timestamp: &str, body: &[u8]) -> Response {
+        let signature = sign(key.as_bytes(), timestamp, body);
+        self.post(
+            &[("content-type", "application/json"), ("x-timestamp", timestamp), ("x-signature", &signature)],
+            body,
+        )
+    }
+
+    /// POSTs `body` with exactly these headers (plus Host, Content-Length, Connection: close).
+    pub fn post(&self, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut request = format!(
+            "POST {PATH} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(body);
+        self.raw(&bytes)
+    }
+
+    /// Sends raw bytes and reads the answer until the server closes the connection.
+    pub fn raw(&self, request: &[u8]) -> Response {
+        let mut stream = self.connect();
+        stream.write_all(request).unwrap();
+        read_response(&mut stream)
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    /// The `error` code of a refusal.
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+pub fn read_response(stream: &mut TcpStream) -> Response {
+    let mut bytes = Vec::new();
+    // Read until the server closes; a reset after a complete answer still counts.
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !bytes.is_empty() => break,
+            Err(e) => panic!("reading the response: {e} (got {:?})", String::from_utf8_lossy(&bytes)),
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response head in {text:?}"));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status in {head:?}"));
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    Response { status, head: head.to_owned(), body }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// Now, in milliseconds and seconds, as the provider would write X-Timestamp.
+pub fn now_ms() -> i64 {
+    meet_webhooks::app::now_ms()
+}
+
+/// The spec's example body for a webhook, with a fresh `creationDate`.
+pub fn example(webhook: &WebhookInfo) -> serde_json::Value {
+    let mut body: serde_json::Value = serde_json::from_str(webhook.example).unwrap();
+    body["creationDate"] = now_ms().into();
+    body
+}
