@@ -7,17 +7,9 @@ use progenitor_client::{encode_path, ClientHooks, OperationInfo, RequestBuilderE
 /// Types used as operation parameters and responses.
 #[allow(clippy::all)]
 pub mod types {
-    ///`RecordingEvent`
-    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
-    pub struct RecordingEvent {
-        #[serde(rename = "creationDate")]
-        pub creation_date: f64,
-        pub data: RecordingEventData,
-        pub event: ::std::string::String,
-    }
-    ///`RecordingEventData`
+    ///`Recording`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
-    pub struct RecordingEventData {
+    pub struct Recording {
         #[serde(
             rename = "recordingId",
             skip_serializing_if = "::std::option::Option::is_none"
@@ -30,6 +22,14 @@ pub mod types {
         pub room_id: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub status: ::std::option::Option<::std::string::String>,
+    }
+    ///`RecordingStartedWebhookBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct RecordingStartedWebhookBody {
+        #[serde(rename = "creationDate")]
+        pub creation_date: f64,
+        pub data: Recording,
+        pub event: ::std::string::String,
     }
     /// Error types.
     pub mod error {
@@ -137,7 +137,7 @@ Sends a `POST` request to `/recordingStarted`
 */
     pub async fn recording_started_webhook<'a>(
         &'a self,
-        body: &'a types::RecordingEvent,
+        body: &'a types::RecordingStartedWebhookBody,
     ) -> Result<ResponseValue<()>, Error<()>> {
         let url = format!("{}/recordingStarted", self.baseurl,);
         let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
@@ -177,7 +177,7 @@ pub async fn deliver(
 ) -> ::std::result::Result<::std::option::Option<Delivered>, DeliverError> {
     let delivered = match event {
         "recordingStarted" => {
-            let body: types::RecordingEvent = ::serde_json::from_value(body)
+            let body: types::RecordingStartedWebhookBody = ::serde_json::from_value(body)
                 .map_err(DeliverError::Body)?;
             outcome(client.recording_started_webhook(&body).await).await
         }
