@@ -14,15 +14,16 @@
 //! 4. writes the result to `OUT_DIR` (only when it changed) and tells cargo to rerun when the
 //!    spec, any file it references, or `MEET_WEBHOOKS_SPEC` changes.
 //!
+//! The body of a `build.rs` `main`:
+//!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     if let Err(e) = meet_webhooks_codegen::Config::new().compile() {
-//!         eprintln!("error: {e}");
-//!         std::process::exit(1);
-//!     }
+//! if let Err(e) = meet_webhooks_codegen::Config::new().compile() {
+//!     eprintln!("error: {e}");
+//!     std::process::exit(1);
 //! }
 //! ```
+//!
+//! and the module that includes the result:
 //!
 //! ```ignore
 //! // src/generated.rs
