@@ -202,18 +202,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let timeout = Duration::from_secs(args.request_timeout);
     let gate = web::Data::new(Gate { verifier, body_limit: args.body_limit, body_timeout: timeout });
     let receiver = web::Data::new(Receiver::new(ServiceHandler, &gate, args.strict, args.replay_capacity));
-    log::info!(
-        "meet-webhooks {} listening on http://{}{} (spec {} {}, {} webhooks, {} key(s), {}{})",
-        env!("CARGO_PKG_VERSION"),
-        args.bind,
-        args.path,
-        generated::SPEC_TITLE,
-        generated::SPEC_VERSION,
-        WEBHOOKS.len(),
-        gate.verifier.key_count(),
-        app::describe_window(&gate),
-        if args.strict { ", strict" } else { "" }
-    );
+    let (key_count, window) = (gate.verifier.key_count(), app::describe_window(&gate));
     let path = args.path.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -231,6 +220,19 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         None => server,
     };
     let server = server.bind(args.bind).map_err(|e| format!("--bind {}: {e}", args.bind))?;
+    let bound: Vec<String> = server.addrs().iter().map(ToString::to_string).collect();
+    log::info!(
+        "meet-webhooks {} listening on http://{}{} (spec {} {}, {} webhooks, {} key(s), {}{})",
+        env!("CARGO_PKG_VERSION"),
+        bound.join(", http://"),
+        args.path,
+        generated::SPEC_TITLE,
+        generated::SPEC_VERSION,
+        WEBHOOKS.len(),
+        key_count,
+        window,
+        if args.strict { ", strict" } else { "" }
+    );
     actix_web::rt::System::new().block_on(server.run()).map_err(|e| format!("server failed: {e}"))?;
     log::info!("stopped");
     Ok(ExitCode::SUCCESS)

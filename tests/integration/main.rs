@@ -3,6 +3,7 @@
 //! These run against whatever spec the crate was built from, so `.ci/run` runs them once per
 //! spec fixture (`MEET_WEBHOOKS_SPEC=tests/fixtures/<stage>/openapi.yaml`).
 
+mod binary;
 mod common;
 mod delivery;
 mod verification;

@@ -1,0 +1,208 @@
+//! The `meet-webhooks` binary itself, as a child process on a free port.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use meet_webhooks::WEBHOOKS;
+use meet_webhooks::verify::sign;
+
+use crate::common::{KEY, now_ms, read_response};
+
+const BIN: &str = env!("CARGO_BIN_EXE_meet-webhooks");
+
+/// A running `meet-webhooks serve`; killed when dropped.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+    log: mpsc::Receiver<String>,
+}
+
+impl Service {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0", "--key", KEY])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("MEET_WEBHOOKS_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let line = wait_for(&log, "listening on http://");
+        let addr = line.split("listening on http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+        Self { child, addr, log }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/webhook", self.addr)
+    }
+
+    fn get(&self, path: &str) -> crate::common::Response {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+        read_response(&mut stream)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(log: &mpsc::Receiver<String>, needle: &str) -> String {
+    loop {
+        match log.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {needle:?}: {e}"),
+        }
+    }
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("MEET_WEBHOOKS_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn it_refuses_to_start_without_a_key_and_says_how_to_give_one() {
+    let (code, _, stderr) = run(&["serve", "--bind", "127.0.0.1:0"], b"");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no key") && stderr.contains("--key") && stderr.contains("MEET_WEBHOOKS_KEY"), "{stderr}");
+}
+
+#[test]
+fn bad_flag_values_name_the_flag() {
+    for (args, needle) in [
+        (&["serve", "--key", "k", "--bind", "nowhere"][..], "--bind"),
+        (&["serve", "--key", "k", "--path", "webhook"][..], "--path"),
+        (&["serve", "--key", "k", "--timestamp-unit", "minutes"][..], "--timestamp-unit"),
+        (&["serve", "--key", "k", "--max-age", "0"][..], "--max-age"),
+        (&["serve", "--key", "k", "--body-limit", "0"][..], "--body-limit"),
+        (&["serve", "--key-file", "/nonexistent/keys"][..], "--key-file"),
+    ] {
+        let (code, _, stderr) = run(args, b"");
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn send_delivers_every_webhook_and_the_test_event_and_metrics_count_them() {
+    let service = Service::start(&[]);
+    assert_eq!(service.get("/healthz").status, 200);
+    assert_eq!(service.get("/readyz").status, 200);
+    let events: Vec<&str> = WEBHOOKS.iter().map(|w| w.event).chain(["testEvent"]).collect();
+    for event in &events {
+        let (code, stdout, stderr) = run(&["send", event, "--url", &service.url(), "--key", KEY], b"");
+        assert_eq!(code, 0, "send {event}: {stdout} {stderr}");
+        assert!(stdout.starts_with("200"), "send {event}: {stdout}");
+    }
+    let (code, stdout, _) = run(&["send", WEBHOOKS[0].event, "--url", &service.url(), "--key", "wrong"], b"");
+    assert_eq!(code, 1);
+    assert!(stdout.starts_with("401") && stdout.contains("invalid_signature"), "{stdout}");
+
+    let metrics = service.get("/metrics").body;
+    for webhook in WEBHOOKS {
+        let line = format!("meet_webhooks_deliveries_total{{event=\"{}\",outcome=\"handled\"}} 1", webhook.event);
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("meet_webhooks_deliveries_total{event=\"testEvent\",outcome=\"fallback\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meet_webhooks_deliveries_total{event=\"\",outcome=\"invalid_signature\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("meet_webhooks_delivery_seconds_count"), "{metrics}");
+}
+
+#[test]
+fn verify_explains_a_good_and_a_tampered_capture() {
+    let timestamp = now_ms().to_string();
+    let body = br#"{"event":"recordingStarted","creationDate":1,"data":{}}"#;
+    let signature = sign(KEY.as_bytes(), &timestamp, body);
+    let args = ["verify", "--key", KEY, "--timestamp", &timestamp, "--signature", &signature];
+    let (code, stdout, _) = run(&args, body);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("signature: valid (key #0") && stdout.contains("would accept"), "{stdout}");
+
+    let (code, stdout, _) = run(&args, br#"{"event":"recordingStarted","creationDate":2,"data":{}}"#);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("invalid: invalid_signature"), "{stdout}");
+
+    // Validly signed but captured long ago: the signature is fine, the window is not.
+    let old = (now_ms() - 3_600_000).to_string();
+    let signature = sign(KEY.as_bytes(), &old, body);
+    let (code, stdout, _) = run(&["verify", "--key", KEY, "--timestamp", &old, "--signature", &signature], body);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("signature: valid") && stdout.contains("timestamp_too_old"), "{stdout}");
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_delivery_finish_and_exits_0() {
+    let mut service = Service::start(&[]);
+    let timestamp = now_ms().to_string();
+    let body = serde_json::json!({"event": WEBHOOKS[0].event, "creationDate": now_ms(), "data": {}}).to_string();
+    let signature = sign(KEY.as_bytes(), &timestamp, body.as_bytes());
+    let mut stream = TcpStream::connect(service.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    // Half the delivery is in when the signal arrives.
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    service.signal("TERM");
+    wait_for(&service.log, "graceful shutdown");
+    stream.write_all(rest).unwrap();
+    let response = read_response(&mut stream);
+    assert_eq!(response.status, 200, "{response:?}");
+    // New connections are refused once it stops accepting.
+    let status = service.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(TcpStream::connect(service.addr).is_err());
+    let mut rest_of_log = String::new();
+    while let Ok(line) = service.log.recv_timeout(Duration::from_secs(1)) {
+        rest_of_log.push_str(&line);
+    }
+    assert!(rest_of_log.contains("stopped"), "{rest_of_log}");
+}
