@@ -116,6 +116,10 @@ pub fn event_name(body: &[u8]) -> Result<Option<Cow<'_, str>>, serde_json::Error
             _ => None,
         })
     }
+    // A derived struct also accepts a JSON array (fields by position); an event is an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(serde::de::Error::custom("expected a JSON object"));
+    }
     serde_json::from_slice::<Envelope<'_>>(body).map(|e| e.event)
 }
 

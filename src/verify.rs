@@ -357,4 +357,44 @@ mod tests {
         assert_eq!(Verifier::new::<&str>(&[], Policy::default()).unwrap_err(), KeyError::NoKey);
         assert_eq!(Verifier::new(&["a", ""], Policy::default()).unwrap_err(), KeyError::EmptyKey(1));
     }
+
+    /// Fuzzing the entry point: arbitrary header and body bytes never panic and are never
+    /// accepted; a well-formed signature over the wrong key never verifies. Run longer with
+    /// `PROPTEST_CASES=1000000 cargo test --lib verify::tests::fuzz`.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn verifier() -> Verifier {
+            Verifier::new(&["k1", "k2"], Policy::default()).unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes(timestamp in proptest::collection::vec(any::<u8>(), 0..24),
+                               signature in proptest::collection::vec(any::<u8>(), 0..80),
+                               body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let now = SystemTime::now();
+                prop_assert!(verifier().verify(&timestamp, &signature, &body, now).is_err());
+                let _ = verifier().verify_signature(&timestamp, &signature, &body);
+            }
+
+            #[test]
+            fn well_formed_but_wrong(signature in "[0-9a-fA-F]{64}", body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                let now = SystemTime::now();
+                let timestamp = millis_since_epoch(now).to_string();
+                let error = verifier().verify(timestamp.as_bytes(), signature.as_bytes(), &body, now).unwrap_err();
+                prop_assert_eq!(error, VerifyError::InvalidSignature);
+            }
+
+            #[test]
+            fn any_valid_delivery_verifies(key in 0usize..2, body in proptest::collection::vec(any::<u8>(), 0..512), skew in -119_000i64..30_000) {
+                let now = SystemTime::now();
+                let timestamp = (millis_since_epoch(now) + skew).to_string();
+                let signature = sign(["k1", "k2"][key].as_bytes(), &timestamp, &body);
+                let verified = verifier().verify(timestamp.as_bytes(), signature.as_bytes(), &body, now).unwrap();
+                prop_assert_eq!(verified.key_index, key);
+            }
+        }
+    }
 }
