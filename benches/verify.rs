@@ -62,7 +62,7 @@ fn in_process(c: &mut Criterion) {
     let system = actix_web::rt::System::new();
     let verifier = Verifier::new(&[KEY], Policy::default()).unwrap();
     let gate = web::Data::new(Gate { verifier, body_limit: 1 << 20, body_timeout: std::time::Duration::from_secs(5) });
-    let receiver = web::Data::new(Receiver::new(Nothing, &gate, false, 10_000_000));
+    let receiver = web::Data::new(Receiver::inline(Nothing, &gate, false, 10_000_000));
     let service = system.block_on(test::init_service(App::new().configure(app::configure(
         "/webhook",
         gate.clone(),

@@ -1,12 +1,14 @@
 //! The HTTP application: the webhook route behind the verification middleware, and the
-//! endpoint that turns a verified delivery into a handler call.
+//! endpoint that turns a verified delivery into a stored one (or, without the inbox, a handler
+//! call).
 //!
 //! ```text
-//! POST <path> ─▶ verify_delivery (middleware) ─▶ receive
-//!                  415/400/413/408/401             ├─ replay cache: duplicate → 200, in flight → 409
-//!                                                  ├─ classify: Event::parse (typed) or fallback
-//!                                                  │    (strict mode: fallback → 422)
-//!                                                  └─ handler → 200, or 500 so the provider retries
+//! POST <path> ─▶ verify_delivery (middleware) ─▶ receive ─ classify: Event::parse or fallback
+//!                  415/400/413/408/401              │      (strict mode: fallback → 422)
+//!                                                   ├─ inbox: append, await the commit → 200
+//!                                                   │    duplicate → 200; storage down → 503
+//!                                                   └─ no inbox: replay cache, handler inline
+//!                                                        → 200, or 500 so the provider retries
 //! ```
 
 use std::sync::Arc;
@@ -20,10 +22,11 @@ use serde_json::json;
 
 use crate::error::Rejection;
 use crate::generated::{Event, WebhookHandler, dispatch};
+use crate::inbox::{Appended, Inbox, NewDelivery};
 use crate::metrics;
 use crate::middleware::{Delivery, Gate, verify_delivery};
 use crate::replay::{Begin, ReplayCache};
-use crate::runtime::{DeliveryContext, Unmatched, UnmatchedEvent, event_name};
+use crate::runtime::{DeliveryContext, Envelope, Unmatched, UnmatchedEvent, envelope};
 use crate::verify::millis_since_epoch;
 
 /// The default number of deliveries the replay cache remembers at once.
@@ -31,18 +34,46 @@ pub const DEFAULT_REPLAY_CAPACITY: usize = 200_000;
 
 /// Everything the receiving endpoint needs.
 pub struct Receiver<H> {
-    pub handler: H,
+    pub handler: Arc<H>,
     /// Unmatched deliveries are refused with 422 instead of going to the fallback.
     pub strict: bool,
-    replay: ReplayCache,
-    /// How long a delivery stays acceptable after it arrives (max age + max future skew).
-    window: Duration,
+    mode: Mode,
+}
+
+enum Mode {
+    /// Stored, then handled by the inbox's dispatcher.
+    Inbox(Inbox),
+    /// Handled before answering; retries are recognised in memory.
+    Inline {
+        replay: ReplayCache,
+        /// How long a delivery stays acceptable after it arrives (max age + max future skew).
+        window: Duration,
+    },
 }
 
 impl<H: WebhookHandler> Receiver<H> {
-    pub fn new(handler: H, gate: &Gate, strict: bool, replay_capacity: usize) -> Self {
+    /// Deliveries are stored in `inbox` and answered once committed; its dispatcher calls
+    /// `handler`.
+    pub fn with_inbox(handler: Arc<H>, inbox: Inbox, strict: bool) -> Self {
+        Self { handler, strict, mode: Mode::Inbox(inbox) }
+    }
+
+    /// Deliveries are handled before they are answered (no storage).
+    pub fn inline(handler: H, gate: &Gate, strict: bool, replay_capacity: usize) -> Self {
         let policy = gate.verifier.policy();
-        Self { handler, strict, replay: ReplayCache::new(replay_capacity), window: policy.max_age + policy.max_future }
+        let window = policy.max_age + policy.max_future;
+        Self {
+            handler: Arc::new(handler),
+            strict,
+            mode: Mode::Inline { replay: ReplayCache::new(replay_capacity), window },
+        }
+    }
+
+    pub fn inbox(&self) -> Option<&Inbox> {
+        match &self.mode {
+            Mode::Inbox(inbox) => Some(inbox),
+            Mode::Inline { .. } => None,
+        }
     }
 }
 
@@ -91,8 +122,8 @@ async fn handle<H: WebhookHandler>(
     delivery: &Delivery,
 ) -> (Option<String>, &'static str, HttpResponse) {
     let body = &delivery.body;
-    let event = match event_name(body) {
-        Ok(event) => event.map(|e| e.into_owned()),
+    let Envelope { event, room } = match envelope(body) {
+        Ok(envelope) => envelope,
         Err(e) => {
             let rejection = Rejection::new(
                 StatusCode::BAD_REQUEST,
@@ -102,11 +133,95 @@ async fn handle<H: WebhookHandler>(
             return (None, "invalid_json", rejection.response());
         }
     };
+    match &receiver.mode {
+        Mode::Inbox(inbox) => store(receiver.strict, inbox, delivery, event, room).await,
+        Mode::Inline { replay, window } => handle_inline(receiver, replay, *window, delivery, event).await,
+    }
+}
+
+/// Why a delivery matched no typed webhook, or `None` if it matched one.
+fn unmatched(event: Option<&str>, body: &[u8]) -> Option<Unmatched> {
+    match event {
+        Some(name) => Event::parse(name, body).err(),
+        None => Some(Unmatched::NoEventName),
+    }
+}
+
+fn refuse_unmatched(event: Option<String>, reason: &Unmatched) -> (Option<String>, &'static str, HttpResponse) {
+    let rejection = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "unmatched_event", reason.to_string());
+    (event, "unmatched_event", rejection.response())
+}
+
+fn warn_unmatched(delivery: &Delivery, event: Option<&str>, reason: &Unmatched) {
+    log::warn!(
+        "delivery {} (event {}) matched no typed webhook: {reason}",
+        delivery_id(delivery),
+        event.unwrap_or("<none>")
+    );
+}
+
+/// Inbox mode: answered 200 only once the delivery is committed.
+async fn store(
+    strict: bool,
+    inbox: &Inbox,
+    delivery: &Delivery,
+    event: Option<String>,
+    room: Option<String>,
+) -> (Option<String>, &'static str, HttpResponse) {
+    let reason = unmatched(event.as_deref(), &delivery.body);
+    if let Some(reason) = &reason {
+        warn_unmatched(delivery, event.as_deref(), reason);
+        if strict {
+            return refuse_unmatched(event, reason);
+        }
+    }
+    let new = NewDelivery {
+        signature: delivery.verified.signature,
+        timestamp: String::from_utf8_lossy(&delivery.timestamp).into_owned(),
+        timestamp_ms: delivery.verified.timestamp_ms,
+        event: event.clone(),
+        typed: reason.is_none(),
+        room,
+        body: delivery.body.to_vec(),
+        received_at_ms: millis_since_epoch(delivery.received_at),
+    };
+    match inbox.append(new).await {
+        Ok(Appended::New(id)) => {
+            let outcome = if reason.is_none() { "accepted" } else { "fallback" };
+            (event, outcome, HttpResponse::Ok().json(json!({ "status": "accepted", "id": id })))
+        }
+        Ok(Appended::Duplicate(id)) => {
+            (event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate", "id": id })))
+        }
+        Err(error) => {
+            log::error!(
+                "delivery {} not stored, answered 503 (the provider will retry): {error}",
+                delivery_id(delivery)
+            );
+            let rejection = Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the delivery could not be stored; retry later",
+            );
+            (event, "storage_unavailable", rejection.response())
+        }
+    }
+}
+
+/// No inbox: the handler runs before the answer.
+async fn handle_inline<H: WebhookHandler>(
+    receiver: &Arc<Receiver<H>>,
+    replay: &ReplayCache,
+    window: Duration,
+    delivery: &Delivery,
+    event: Option<String>,
+) -> (Option<String>, &'static str, HttpResponse) {
+    let body = &delivery.body;
 
     let key = delivery.verified.signature;
     let now_ms = millis_since_epoch(delivery.received_at);
-    let expires_ms = now_ms.saturating_add(i64::try_from(receiver.window.as_millis()).unwrap_or(i64::MAX));
-    match receiver.replay.begin(key, now_ms, expires_ms) {
+    let expires_ms = now_ms.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+    match replay.begin(key, now_ms, expires_ms) {
         Begin::New => {}
         Begin::Duplicate => {
             return (event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate" })));
@@ -141,19 +256,14 @@ async fn handle<H: WebhookHandler>(
         None => Err(Unmatched::NoEventName),
     };
     let (outcome, result) = match parsed {
-        Ok(typed) => ("handled", dispatch(&receiver.handler, &ctx, typed).await),
+        Ok(typed) => ("handled", dispatch(&*receiver.handler, &ctx, typed).await),
         Err(reason) => {
-            log::warn!(
-                "delivery {} (event {}) matched no typed webhook: {reason}",
-                ctx.delivery_id,
-                event.as_deref().unwrap_or("<none>")
-            );
+            warn_unmatched(delivery, event.as_deref(), &reason);
             if receiver.strict {
-                receiver.replay.abort(&key);
-                let rejection = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "unmatched_event", reason.to_string());
-                return (event, "unmatched_event", rejection.response());
+                replay.abort(&key);
+                return refuse_unmatched(event, &reason);
             }
-            // The body was parsed once already by `event_name`, so it is valid JSON.
+            // The body was parsed once already by `envelope`, so it is valid JSON.
             let raw = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
             let unmatched = UnmatchedEvent { event: event.clone(), reason, body: raw };
             ("fallback", receiver.handler.fallback(&ctx, unmatched).await)
@@ -161,11 +271,11 @@ async fn handle<H: WebhookHandler>(
     };
     match result {
         Ok(()) => {
-            receiver.replay.complete(&key);
+            replay.complete(&key);
             (event, outcome, HttpResponse::Ok().json(json!({ "status": outcome })))
         }
         Err(error) => {
-            receiver.replay.abort(&key);
+            replay.abort(&key);
             log::error!(
                 "delivery {} (event {}): handler failed: {error}",
                 ctx.delivery_id,

@@ -13,11 +13,14 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use clap::{Args, Parser, Subcommand};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use std::sync::Arc;
+
 use crate::app::{self, DEFAULT_REPLAY_CAPACITY, Receiver};
 use crate::handler::ServiceHandler;
+use crate::inbox::{Dispatcher, Filter, Inbox, RetryPolicy, Selection, SqliteStore, State};
 use crate::middleware::{DEFAULT_BODY_LIMIT, Gate};
 use crate::verify::{Policy, TimestampUnit, Verifier, millis_since_epoch};
-use crate::{WEBHOOKS, generated};
+use crate::{WEBHOOKS, WebhookHandler, generated};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +46,50 @@ enum Command {
     Verify(VerifyArgs),
     /// List the webhooks this binary was generated from.
     Spec,
+    /// Look into the inbox and replay deliveries (works while the service runs).
+    Inbox(InboxCommand),
+}
+
+#[derive(Debug, Args)]
+struct InboxCommand {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(subcommand)]
+    action: InboxAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum InboxAction {
+    /// List deliveries, oldest first.
+    List {
+        /// pending, done, dead, fallback (matched no typed webhook) or all.
+        #[arg(long, default_value = "all", value_parser = ["pending", "done", "dead", "fallback", "all"])]
+        state: String,
+        /// Only this event.
+        #[arg(long)]
+        event: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Show one delivery: headers and body as received.
+    Show { id: i64 },
+    /// Hand deliveries to the handlers again.
+    Replay {
+        /// The delivery to replay.
+        #[arg(required_unless_present_any = ["dead", "fallback"], conflicts_with_all = ["dead", "fallback"])]
+        id: Option<i64>,
+        /// Every dead delivery.
+        #[arg(long, conflicts_with = "fallback")]
+        dead: bool,
+        /// Every delivery that matched no typed webhook (after rebuilding against a newer spec).
+        #[arg(long)]
+        fallback: bool,
+    },
+    /// Count deliveries by state.
+    Stats,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -98,6 +145,78 @@ struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "MEET_WEBHOOKS_WORKERS")]
     workers: Option<usize>,
+    #[command(flatten)]
+    inbox: InboxArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+struct DataDirArg {
+    /// Where the inbox (an SQLite file) lives; created on first start.
+    #[arg(long, env = "MEET_WEBHOOKS_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+struct InboxArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Handle deliveries before answering, without storing them (nothing survives a crash).
+    #[arg(long, env = "MEET_WEBHOOKS_NO_INBOX")]
+    no_inbox: bool,
+    /// Handlers running at once (events of one room always run one at a time, in order).
+    #[arg(long, env = "MEET_WEBHOOKS_CONCURRENCY", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    concurrency: usize,
+    /// Attempts per delivery before it is dead (kept for `inbox replay`).
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+    /// Seconds before the first retry of a failed handler; doubled for each further one.
+    #[arg(long, env = "MEET_WEBHOOKS_RETRY_DELAY", default_value_t = 1.0)]
+    retry_delay: f64,
+    /// Longest wait between retries, in seconds.
+    #[arg(long, env = "MEET_WEBHOOKS_RETRY_MAX_DELAY", default_value_t = 300.0)]
+    retry_max_delay: f64,
+    /// Hours a handled delivery is kept before it is pruned (dead ones are kept until replayed).
+    #[arg(long, env = "MEET_WEBHOOKS_RETENTION_HOURS", default_value_t = 168.0)]
+    retention_hours: f64,
+    /// Seconds running handlers get to finish on shutdown; the rest stay pending.
+    #[arg(long, env = "MEET_WEBHOOKS_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+impl InboxArgs {
+    fn open(&self, replay_window: Duration) -> Result<Inbox, String> {
+        let seconds = |name: &str, value: f64| {
+            Duration::try_from_secs_f64(value).map_err(|_| format!("{name} {value}: not a number of seconds"))
+        };
+        let retention = seconds("--retention-hours", self.retention_hours * 3600.0)?;
+        if retention < replay_window {
+            return Err(format!(
+                "--retention-hours {}: must be at least the replay window ({} s), or a retry could be handled twice",
+                self.retention_hours,
+                replay_window.as_secs()
+            ));
+        }
+        seconds("--retry-delay", self.retry_delay)?;
+        seconds("--retry-max-delay", self.retry_max_delay)?;
+        let store = SqliteStore::open(&self.data.data_dir).map_err(|e| format!("--data-dir: {e}"))?;
+        let path = store.path().to_path_buf();
+        Ok(Inbox::start(store, path))
+    }
+
+    fn dispatcher<H: WebhookHandler>(&self, inbox: Inbox, handler: Arc<H>) -> Dispatcher<H> {
+        Dispatcher {
+            inbox,
+            handler,
+            concurrency: self.concurrency,
+            retry: RetryPolicy {
+                max_attempts: self.max_attempts,
+                base: Duration::from_secs_f64(self.retry_delay),
+                max: Duration::from_secs_f64(self.retry_max_delay),
+            },
+            retention: Duration::from_secs_f64(self.retention_hours * 3600.0),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +272,7 @@ pub fn main() -> ExitCode {
             spec();
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Inbox(command)) => inbox(command),
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("error: {message}");
@@ -201,13 +321,23 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot set up metrics: {e}"))?;
     let timeout = Duration::from_secs(args.request_timeout);
     let gate = web::Data::new(Gate { verifier, body_limit: args.body_limit, body_timeout: timeout });
-    let receiver = web::Data::new(Receiver::new(ServiceHandler, &gate, args.strict, args.replay_capacity));
+    let handler = Arc::new(ServiceHandler);
+    let (receiver, dispatcher) = if args.inbox.no_inbox {
+        (Receiver::inline(ServiceHandler, &gate, args.strict, args.replay_capacity), None)
+    } else {
+        let window = Duration::from_secs(args.policy.max_age + args.policy.max_future);
+        let inbox = args.inbox.open(window)?;
+        log::info!("inbox: {} ({} handler(s) at once)", inbox.path().display(), args.inbox.concurrency);
+        let dispatcher = args.inbox.dispatcher(inbox.clone(), handler.clone()).spawn();
+        (Receiver::with_inbox(handler, inbox, args.strict), Some(dispatcher))
+    };
+    let receiver = web::Data::new(receiver);
     let (key_count, window) = (gate.verifier.key_count(), app::describe_window(&gate));
     let path = args.path.clone();
     let server = HttpServer::new(move || {
         App::new()
             .configure(app::configure(&path, gate.clone(), receiver.clone()))
-            .configure(operations(metrics.clone()))
+            .configure(operations(metrics.clone(), receiver.inbox().cloned()))
     })
     // Time to receive the request head; the body has its own limit in the middleware.
     .client_request_timeout(timeout)
@@ -233,20 +363,35 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         window,
         if args.strict { ", strict" } else { "" }
     );
-    actix_web::rt::System::new().block_on(server.run()).map_err(|e| format!("server failed: {e}"))?;
+    let served = actix_web::rt::System::new().block_on(server.run());
+    // The server has stopped taking deliveries; let running handlers finish.
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.stop();
+    }
+    served.map_err(|e| format!("server failed: {e}"))?;
     log::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// `/healthz`, `/readyz`, `/metrics`.
-fn operations(metrics: PrometheusHandle) -> impl FnOnce(&mut web::ServiceConfig) {
+/// `/healthz` (the process is up), `/readyz` (storage takes writes), `/metrics`.
+fn operations(metrics: PrometheusHandle, inbox: Option<Inbox>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
         config
             .app_data(web::Data::new(metrics))
+            .app_data(web::Data::new(inbox))
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
             .route(
                 "/readyz",
-                web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ready"})) }),
+                web::get().to(|inbox: web::Data<Option<Inbox>>| async move {
+                    match inbox.as_ref() {
+                        Some(inbox) => match inbox.check().await {
+                            Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+                            Err(e) => HttpResponse::ServiceUnavailable()
+                                .json(serde_json::json!({"error": "storage_unavailable", "message": e.to_string()})),
+                        },
+                        None => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+                    }
+                }),
             )
             .route(
                 "/metrics",
@@ -339,4 +484,68 @@ fn spec() {
     for webhook in WEBHOOKS {
         println!("  {:<24} {:<32} WebhookHandler::{}", webhook.event, webhook.operation_id, webhook.method);
     }
+}
+
+fn inbox(command: InboxCommand) -> Result<ExitCode, String> {
+    let dir = &command.data.data_dir;
+    if !dir.join(crate::inbox::FILE_NAME).exists() {
+        return Err(format!(
+            "--data-dir {}: no inbox there (has the service run with this data directory?)",
+            dir.display()
+        ));
+    }
+    let store = SqliteStore::open(dir).map_err(|e| format!("--data-dir: {e}"))?;
+    match command.action {
+        InboxAction::List { state, event, json, limit } => {
+            let filter = match state.as_str() {
+                "pending" => Filter::State(State::Pending),
+                "done" => Filter::State(State::Done),
+                "dead" => Filter::State(State::Dead),
+                "fallback" => Filter::Fallback,
+                _ => Filter::All,
+            };
+            for row in store.list(filter, event.as_deref(), limit).map_err(|e| e.to_string())? {
+                if json {
+                    println!("{}", serde_json::to_string(&row).map_err(|e| e.to_string())?);
+                } else {
+                    println!(
+                        "{:>8}  {:<8} {:<8} {:>2}  {:<24} {}",
+                        row.id,
+                        row.state.as_str(),
+                        row.kind,
+                        row.attempts,
+                        row.event.as_deref().unwrap_or("-"),
+                        row.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+        InboxAction::Show { id } => {
+            let row = store.get(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("no delivery {id}"))?;
+            println!("id: {}\nstate: {} ({}), attempts: {}", row.id, row.state.as_str(), row.kind, row.attempts);
+            println!("received_at: {}", row.received_at);
+            if let Some(error) = &row.last_error {
+                println!("last_error: {error}");
+            }
+            println!("X-Timestamp: {}\nX-Signature: {}\n", row.timestamp, hex::encode(row.signature));
+            println!("{}", String::from_utf8_lossy(&row.body));
+        }
+        InboxAction::Replay { id, dead, fallback } => {
+            let selection = match (id, dead, fallback) {
+                (Some(id), _, _) => Selection::One(id),
+                (None, true, _) => Selection::Dead,
+                _ => Selection::Fallback,
+            };
+            let n = store.replay(selection).map_err(|e| e.to_string())?;
+            if let (0, Selection::One(id)) = (n, selection) {
+                return Err(format!("no delivery {id}"));
+            }
+            println!("{n} delivery(ies) pending again; the running service hands them to the handlers");
+        }
+        InboxAction::Stats => {
+            let stats = store.stats().map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -41,6 +41,7 @@ pub mod cli;
 pub mod error;
 pub mod generated;
 pub mod handler;
+pub mod inbox;
 pub mod metrics;
 pub mod middleware;
 mod replay;

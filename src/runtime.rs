@@ -4,7 +4,6 @@
 //! The generated module (see [`crate::generated`]) names these through `::meet_webhooks::runtime`,
 //! so a crate that runs the generator in its own `build.rs` uses the same types.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::{Ready, ready};
 use std::time::SystemTime;
@@ -100,27 +99,44 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Unma
         .map_err(|e| Unmatched::Mismatch { path: e.path().to_string(), message: e.inner().to_string() })
 }
 
-/// The `event` field of a body, read without building the rest. `Err` if the body is not a
-/// JSON object at all.
-pub fn event_name(body: &[u8]) -> Result<Option<Cow<'_, str>>, serde_json::Error> {
-    #[derive(Deserialize)]
-    struct Envelope<'a> {
-        #[serde(borrow, default, deserialize_with = "lenient_str")]
-        event: Option<Cow<'a, str>>,
-    }
-    fn lenient_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-        // `"event": 5` is not a name; treat it like a missing one rather than unparsable.
-        let value = serde_json::Value::deserialize(d)?;
-        Ok(match value {
-            serde_json::Value::String(s) => Some(Cow::Owned(s)),
-            _ => None,
-        })
-    }
+/// What the receiver needs from a body before the typed parse: its `event` name and, for
+/// ordering, `data.roomId`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+pub struct Envelope {
+    #[serde(default, deserialize_with = "lenient_str")]
+    pub event: Option<String>,
+    #[serde(default, rename = "data", deserialize_with = "room_of")]
+    pub room: Option<String>,
+}
+
+/// Reads the [`Envelope`] of a body, skipping everything else. `Err` if the body is not a JSON
+/// object at all.
+pub fn envelope(body: &[u8]) -> Result<Envelope, serde_json::Error> {
     // A derived struct also accepts a JSON array (fields by position); an event is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(serde::de::Error::custom("expected a JSON object"));
     }
-    serde_json::from_slice::<Envelope<'_>>(body).map(|e| e.event)
+    serde_json::from_slice(body)
+}
+
+/// `"event": 5` is not a name: treat it like a missing one rather than an unparsable body.
+fn lenient_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn room_of<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Data {
+        #[serde(default, rename = "roomId", deserialize_with = "lenient_str")]
+        room_id: Option<String>,
+    }
+    // `data` that is not an object has no room.
+    Ok(Option::<serde_json::Value>::deserialize(d)?
+        .and_then(|v| serde_json::from_value::<Data>(v).ok())
+        .and_then(|d| d.room_id))
 }
 
 /// The default body of every unimplemented typed method.
@@ -150,16 +166,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_name_is_read_without_the_rest() {
-        assert_eq!(
-            event_name(br#"{"data":{"x":[1,2]},"event":"recordingStarted"}"#).unwrap().as_deref(),
-            Some("recordingStarted")
-        );
-        assert_eq!(event_name(br#"{"event":5}"#).unwrap(), None);
-        assert_eq!(event_name(br#"{}"#).unwrap(), None);
-        assert_eq!(event_name(br#"{"event":"caf\u00e9"}"#).unwrap().as_deref(), Some("café"));
-        assert!(event_name(b"[1]").is_err());
-        assert!(event_name(b"not json").is_err());
+    fn the_envelope_is_read_without_the_rest() {
+        let e = envelope(br#"{"data":{"x":[1,2],"roomId":"r1"},"event":"recordingStarted"}"#).unwrap();
+        assert_eq!((e.event.as_deref(), e.room.as_deref()), (Some("recordingStarted"), Some("r1")));
+        assert_eq!(envelope(br#"{"event":5,"data":"x"}"#).unwrap(), Envelope::default());
+        assert_eq!(envelope(br#"{}"#).unwrap(), Envelope::default());
+        assert_eq!(envelope(br#"{"event":"caf\u00e9"}"#).unwrap().event.as_deref(), Some("café"));
+        assert!(envelope(b"[1]").is_err());
+        assert!(envelope(b"not json").is_err());
     }
 
     #[test]

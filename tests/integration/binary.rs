@@ -14,16 +14,28 @@ use crate::common::{KEY, now_ms, read_response};
 const BIN: &str = env!("CARGO_BIN_EXE_meet-webhooks");
 
 /// A running `meet-webhooks serve`; killed when dropped.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-    log: mpsc::Receiver<String>,
+pub struct Service {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: mpsc::Receiver<String>,
+    /// The data directory, when the service made its own.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Service {
-    fn start(extra: &[&str]) -> Self {
+    /// A service with a fresh data directory of its own.
+    pub fn start(extra: &[&str]) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut service = Self::start_in(data.path(), extra);
+        service._data = Some(data);
+        service
+    }
+
+    /// A service on the data directory `data` (which outlives it).
+    pub fn start_in(data: &std::path::Path, extra: &[&str]) -> Self {
         let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0", "--key", KEY])
+            .args(["serve", "--bind", "127.0.0.1:0", "--key", KEY, "--data-dir"])
+            .arg(data)
             .args(extra)
             .env("RUST_LOG", "info")
             .env_remove("MEET_WEBHOOKS_KEY")
@@ -42,21 +54,21 @@ impl Service {
         });
         let line = wait_for(&log, "listening on http://");
         let addr = line.split("listening on http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
-        Self { child, addr, log }
+        Self { child, addr, log, _data: None }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}/webhook", self.addr)
     }
 
-    fn get(&self, path: &str) -> crate::common::Response {
+    pub fn get(&self, path: &str) -> crate::common::Response {
         let mut stream = TcpStream::connect(self.addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
         read_response(&mut stream)
     }
 
-    fn signal(&self, name: &str) {
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
@@ -69,7 +81,7 @@ impl Drop for Service {
     }
 }
 
-fn wait_for(log: &mpsc::Receiver<String>, needle: &str) -> String {
+pub fn wait_for(log: &mpsc::Receiver<String>, needle: &str) -> String {
     loop {
         match log.recv_timeout(Duration::from_secs(30)) {
             Ok(line) if line.contains(needle) => return line,
@@ -79,7 +91,7 @@ fn wait_for(log: &mpsc::Receiver<String>, needle: &str) -> String {
     }
 }
 
-fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+pub fn run(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .env_remove("MEET_WEBHOOKS_KEY")
@@ -138,7 +150,7 @@ fn send_delivers_every_webhook_and_the_test_event_and_metrics_count_them() {
 
     let metrics = service.get("/metrics").body;
     for webhook in WEBHOOKS {
-        let line = format!("meet_webhooks_deliveries_total{{event=\"{}\",outcome=\"handled\"}} 1", webhook.event);
+        let line = format!("meet_webhooks_deliveries_total{{event=\"{}\",outcome=\"accepted\"}} 1", webhook.event);
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
     assert!(
@@ -150,6 +162,15 @@ fn send_delivers_every_webhook_and_the_test_event_and_metrics_count_them() {
         "{metrics}"
     );
     assert!(metrics.contains("meet_webhooks_delivery_seconds_count"), "{metrics}");
+    assert!(metrics.contains("meet_webhooks_inbox_commit_batch_size_count"), "{metrics}");
+    // Handled from the inbox, after the answer.
+    crate::common::eventually("every delivery handled", || {
+        let metrics = service.get("/metrics").body;
+        WEBHOOKS.iter().all(|w| {
+            metrics
+                .contains(&format!("meet_webhooks_handler_attempts_total{{event=\"{}\",outcome=\"done\"}} 1", w.event))
+        })
+    });
 }
 
 #[test]

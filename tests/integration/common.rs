@@ -3,13 +3,14 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use meet_webhooks::WebhookHandler;
 use meet_webhooks::app::{self, Receiver};
+use meet_webhooks::inbox::{Dispatcher, Inbox, RetryPolicy, SqliteStore};
 use meet_webhooks::middleware::Gate;
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, Unmatched, UnmatchedEvent, WebhookInfo};
 use meet_webhooks::verify::{Policy, Verifier, sign};
@@ -24,6 +25,7 @@ pub enum Call {
     Typed {
         operation_id: &'static str,
         delivery_id: String,
+        attempt: u32,
     },
     Fallback {
         event: Option<String>,
@@ -31,16 +33,44 @@ pub enum Call {
     },
 }
 
-#[derive(Default)]
 pub struct Recorder {
     pub calls: Mutex<Vec<Call>>,
+    /// The bodies the fallback received, in order.
+    pub fallback_bodies: Mutex<Vec<serde_json::Value>>,
     /// Fail this many calls before succeeding.
     pub failures_left: AtomicU32,
+    /// When set, every call waits for a permit of `release` first.
+    pub paused: std::sync::atomic::AtomicBool,
+    pub release: tokio::sync::Semaphore,
+    /// Rooms whose fallback event is being handled right now, and how often a second event of
+    /// a room started while one was running.
+    pub active_rooms: Mutex<std::collections::HashSet<String>>,
+    pub room_overlaps: AtomicU32,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            calls: Mutex::default(),
+            fallback_bodies: Mutex::default(),
+            failures_left: AtomicU32::new(0),
+            paused: std::sync::atomic::AtomicBool::new(false),
+            release: tokio::sync::Semaphore::new(0),
+            active_rooms: Mutex::default(),
+            room_overlaps: AtomicU32::new(0),
+        }
+    }
 }
 
 impl Recorder {
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
+    }
+
+    async fn pause(&self) {
+        if self.paused.load(Ordering::SeqCst) {
+            self.release.acquire().await.unwrap().forget();
+        }
     }
 
     fn record(&self, call: Call) -> HandlerResult {
@@ -52,10 +82,26 @@ impl Recorder {
 
 impl WebhookHandler for Recorder {
     async fn unimplemented(&self, ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> HandlerResult {
-        self.record(Call::Typed { operation_id: webhook.operation_id, delivery_id: ctx.delivery_id.clone() })
+        self.pause().await;
+        self.record(Call::Typed {
+            operation_id: webhook.operation_id,
+            delivery_id: ctx.delivery_id.clone(),
+            attempt: ctx.attempt,
+        })
     }
 
     async fn fallback(&self, _ctx: &DeliveryContext, event: UnmatchedEvent) -> HandlerResult {
+        let room = event.body["data"]["roomId"].as_str().map(str::to_owned);
+        if let Some(room) = &room
+            && !self.active_rooms.lock().unwrap().insert(room.clone())
+        {
+            self.room_overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        self.fallback_bodies.lock().unwrap().push(event.body.clone());
+        self.pause().await;
+        if let Some(room) = &room {
+            self.active_rooms.lock().unwrap().remove(room);
+        }
         self.record(Call::Fallback { event: event.event, reason: event.reason })
     }
 }
@@ -66,6 +112,21 @@ pub struct Options {
     pub strict: bool,
     pub body_limit: usize,
     pub timeout: Duration,
+    /// Store deliveries in an inbox in this directory, handled by a dispatcher.
+    pub inbox: Option<InboxOptions>,
+}
+
+pub struct InboxOptions {
+    pub dir: std::path::PathBuf,
+    pub retry: RetryPolicy,
+    pub concurrency: usize,
+}
+
+impl InboxOptions {
+    pub fn new(dir: &std::path::Path) -> Self {
+        let retry = RetryPolicy { max_attempts: 3, base: Duration::from_millis(20), max: Duration::from_millis(100) };
+        Self { dir: dir.to_path_buf(), retry, concurrency: 4 }
+    }
 }
 
 impl Default for Options {
@@ -76,6 +137,7 @@ impl Default for Options {
             strict: false,
             body_limit: 64 * 1024,
             timeout: Duration::from_secs(5),
+            inbox: None,
         }
     }
 }
@@ -94,7 +156,25 @@ impl TestServer {
     pub fn with(options: Options) -> Self {
         let verifier = Verifier::new(&options.keys, options.policy).unwrap();
         let gate = web::Data::new(Gate { verifier, body_limit: options.body_limit, body_timeout: options.timeout });
-        let receiver = web::Data::new(Receiver::new(Recorder::default(), &gate, options.strict, 1000));
+        let receiver = web::Data::new(match &options.inbox {
+            None => Receiver::inline(Recorder::default(), &gate, options.strict, 1000),
+            Some(settings) => {
+                let store = SqliteStore::open(&settings.dir).unwrap();
+                let inbox = Inbox::start(store, settings.dir.clone());
+                let handler = Arc::new(Recorder::default());
+                let dispatcher = Dispatcher {
+                    inbox: inbox.clone(),
+                    handler: handler.clone(),
+                    concurrency: settings.concurrency,
+                    retry: settings.retry,
+                    retention: Duration::from_secs(3600),
+                    shutdown_grace: Duration::from_secs(1),
+                };
+                // Runs until the test process ends.
+                std::mem::forget(dispatcher.spawn());
+                Receiver::with_inbox(handler, inbox, options.strict)
+            }
+        });
         let shared = receiver.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -223,4 +303,13 @@ pub fn example(webhook: &WebhookInfo) -> serde_json::Value {
     let mut body: serde_json::Value = serde_json::from_str(webhook.example).unwrap();
     body["creationDate"] = now_ms().into();
     body
+}
+
+/// Waits (bounded) until `done` holds; panics with `what` if it never does.
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -106,7 +106,10 @@ fn a_status_the_spec_does_not_list_is_never_lost() {
         assert_eq!(response.status, 200, "{response:?}");
         let last = server.recorder().calls().pop().unwrap();
         if typed {
-            assert_eq!(last, Call::Typed { operation_id: webhook.operation_id, delivery_id: delivery_id_of(&last) });
+            assert_eq!(
+                last,
+                Call::Typed { operation_id: webhook.operation_id, delivery_id: delivery_id_of(&last), attempt: 1 }
+            );
         } else {
             let Call::Fallback { reason: Unmatched::Mismatch { path, .. }, .. } = &last else { panic!("{last:?}") };
             assert_eq!(path, "data.status");

@@ -6,4 +6,5 @@
 mod binary;
 mod common;
 mod delivery;
+mod inbox;
 mod verification;

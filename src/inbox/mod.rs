@@ -1,0 +1,297 @@
+//! The durable inbox: a verified delivery is stored before it is acknowledged, and handled
+//! from storage.
+//!
+//! ```text
+//!  HTTP workers ──append──▶ ┌──────────────┐            ┌────────────┐
+//!   (await commit)          │ writer thread│◀──due────── │ dispatcher │──▶ WebhookHandler
+//!                           │  owns Store  │◀──record─── │ (own thread)│
+//!                           └──────────────┘──wake──────▶└────────────┘
+//! ```
+//!
+//! - One writer thread owns the [`Store`]. Appends that arrive while it is committing are
+//!   committed together in the next transaction (group commit): one fsync per batch, not per
+//!   delivery, and each delivery is answered only after the commit that holds it.
+//! - The signature is the delivery's identity: a unique constraint turns the provider's retry
+//!   into a duplicate, across restarts.
+//! - The dispatcher takes due deliveries in arrival order, at most one per room at a time (the
+//!   events of a room are handled in order), runs the generated handler, and records the
+//!   outcome: done, retry later with exponential backoff, or dead after the last attempt.
+//! - A crash loses nothing acknowledged: whatever was not recorded as done is handled again
+//!   after the restart (at least once; exactly once when nothing crashed).
+//!
+//! [`Store`] is the seam for other backends: SQLite here; several replicas sharing PostgreSQL
+//! would implement the same four operations (with `FOR UPDATE SKIP LOCKED` in `due`).
+
+mod dispatch;
+mod sqlite;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
+pub use sqlite::{FILE_NAME, Filter, Selection, SqliteStore};
+
+/// What the request path stores.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Decoded `X-Signature`: the delivery's identity.
+    pub signature: [u8; 32],
+    /// `X-Timestamp` as sent.
+    pub timestamp: String,
+    pub timestamp_ms: i64,
+    pub event: Option<String>,
+    /// Whether a typed webhook matched when it arrived (else it goes to the fallback).
+    pub typed: bool,
+    /// `data.roomId`: deliveries of one room are handled in arrival order.
+    pub room: Option<String>,
+    pub body: Vec<u8>,
+    pub received_at_ms: i64,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under this id.
+    New(i64),
+    /// Already stored under this id: a retry of a delivery we have.
+    Duplicate(i64),
+}
+
+/// A stored delivery, as the dispatcher and the CLI see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stored {
+    pub id: i64,
+    pub event: Option<String>,
+    pub state: State,
+    /// `typed` or `fallback`, as classified when it was last handled (or received).
+    pub kind: &'static str,
+    pub attempts: u32,
+    pub received_at: i64,
+    pub timestamp: String,
+    pub timestamp_ms: i64,
+    pub room: Option<String>,
+    #[serde(skip)]
+    pub signature: [u8; 32],
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Done,
+    Dead,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// What became of one handler attempt.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: i64,
+    pub attempts: u32,
+    /// Whether the body matched a typed webhook this time.
+    pub typed: bool,
+    pub result: Result<(), String>,
+    /// `Some(at)`: retry at this time (ms); `None` with an error: dead.
+    pub retry_at_ms: Option<i64>,
+    pub now_ms: i64,
+}
+
+/// Storage failed: the delivery is not acknowledged (503), so the provider retries it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        Self(error.to_string())
+    }
+}
+
+/// `inbox stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    pub pending: u64,
+    pub done: u64,
+    pub dead: u64,
+    pub fallback: u64,
+    pub oldest_pending_received_at: Option<i64>,
+}
+
+/// A storage backend. It lives on the writer thread, which calls it one operation at a time.
+pub trait Store: Send + 'static {
+    /// Stores a batch in one durable commit; one answer per delivery, in order.
+    fn append(&mut self, batch: &[NewDelivery]) -> Result<Vec<Appended>, StoreError>;
+    /// Pending deliveries due at `now_ms`, in arrival order, at most the first of each room.
+    fn due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Stored>, StoreError>;
+    /// Records handler outcomes.
+    fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError>;
+    /// Deletes done deliveries handled before `before_ms`; returns how many.
+    fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError>;
+    /// Counts by state.
+    fn stats(&mut self) -> Result<Stats, StoreError>;
+    /// Fails unless a write would succeed now.
+    fn check(&mut self) -> Result<(), StoreError>;
+}
+
+enum Op {
+    Append(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>),
+    Due(i64, usize, oneshot::Sender<Result<Vec<Stored>, StoreError>>),
+    Record(Outcome, oneshot::Sender<Result<(), StoreError>>),
+    Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
+    Check(oneshot::Sender<Result<(), StoreError>>),
+    Stats(oneshot::Sender<Result<Stats, StoreError>>),
+}
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// The handle the request path and the dispatcher share.
+#[derive(Clone)]
+pub struct Inbox {
+    ops: mpsc::Sender<Op>,
+    /// Woken after a commit that stored something new.
+    wake: Arc<Notify>,
+    path: PathBuf,
+}
+
+impl Inbox {
+    /// Starts the writer thread over `store`.
+    pub fn start(store: impl Store, path: PathBuf) -> Self {
+        let (ops, rx) = mpsc::channel(MAX_BATCH * 4);
+        let wake = Arc::new(Notify::new());
+        let notify = wake.clone();
+        std::thread::Builder::new()
+            .name("inbox-writer".into())
+            .spawn(move || writer(store, rx, &notify))
+            .expect("spawning the inbox writer thread");
+        Self { ops, wake, path }
+    }
+
+    /// Where the inbox lives (for logs).
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub(crate) fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops.send(op(tx)).await.map_err(|_| StoreError("the inbox writer has stopped".into()))?;
+        rx.await.map_err(|_| StoreError("the inbox writer has stopped".into()))?
+    }
+
+    /// Stores a delivery; returns once it is committed durably.
+    pub async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError> {
+        self.call(|tx| Op::Append(delivery, tx)).await
+    }
+
+    pub async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        self.call(|tx| Op::Due(now_ms, limit, tx)).await
+    }
+
+    pub async fn record(&self, outcome: Outcome) -> Result<(), StoreError> {
+        self.call(|tx| Op::Record(outcome, tx)).await
+    }
+
+    pub async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.call(|tx| Op::Prune(before_ms, tx)).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, StoreError> {
+        self.call(Op::Stats).await
+    }
+
+    /// Publishes the number of deliveries in each state as metrics.
+    pub async fn report_depth(&self) {
+        match self.stats().await {
+            Ok(stats) => crate::metrics::inbox_depth(&stats),
+            Err(e) => log::warn!("cannot count the inbox: {e}"),
+        }
+    }
+
+    /// Whether storage takes writes now (for `/readyz`).
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.call(Op::Check).await
+    }
+}
+
+fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
+    let mut appends: Vec<(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>)> = Vec::new();
+    let mut others: Vec<Op> = Vec::new();
+    while let Some(first) = ops.blocking_recv() {
+        // Everything that queued up while the last commit ran goes into this one.
+        let mut next = Some(first);
+        while let Some(op) = next.take().or_else(|| ops.try_recv().ok()) {
+            match op {
+                Op::Append(delivery, reply) => appends.push((delivery, reply)),
+                other => others.push(other),
+            }
+            if appends.len() >= MAX_BATCH {
+                break;
+            }
+        }
+        if !appends.is_empty() {
+            let batch: Vec<NewDelivery> = appends.iter().map(|(d, _)| d.clone()).collect();
+            let started = std::time::Instant::now();
+            let result = store.append(&batch);
+            crate::metrics::inbox_commit(batch.len(), started.elapsed(), result.is_ok());
+            match result {
+                Ok(answers) => {
+                    let stored_new = answers.iter().any(|a| matches!(a, Appended::New(_)));
+                    for ((_, reply), answer) in appends.drain(..).zip(answers) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    if stored_new {
+                        wake.notify_one();
+                    }
+                }
+                Err(error) => {
+                    for (_, reply) in appends.drain(..) {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        for op in others.drain(..) {
+            match op {
+                Op::Due(now, limit, reply) => {
+                    let _ = reply.send(store.due(now, limit));
+                }
+                Op::Record(outcome, reply) => {
+                    let _ = reply.send(store.record(std::slice::from_ref(&outcome)));
+                }
+                Op::Prune(before, reply) => {
+                    let _ = reply.send(store.prune(before));
+                }
+                Op::Check(reply) => {
+                    let _ = reply.send(store.check());
+                }
+                Op::Stats(reply) => {
+                    let _ = reply.send(store.stats());
+                }
+                Op::Append(..) => unreachable!("appends are batched above"),
+            }
+        }
+    }
+}
+
+/// How long done deliveries are kept by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);

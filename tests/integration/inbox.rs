@@ -1,0 +1,388 @@
+//! Issue 5: the durable inbox. In process (a real server and a real SQLite file) for the
+//! handler semantics; the real binary, killed with SIGKILL, for crash safety.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use meet_webhooks::WEBHOOKS;
+use meet_webhooks::inbox::{Appended, Filter, NewDelivery, Outcome, Selection, SqliteStore, State, Store, Stored};
+use meet_webhooks::verify::sign;
+use serde_json::json;
+
+use crate::binary::{Service, run};
+use crate::common::{Call, InboxOptions, KEY, Options, TestServer, eventually, example, now_ms, read_response};
+
+fn inbox_server(dir: &std::path::Path) -> TestServer {
+    TestServer::with(Options { inbox: Some(InboxOptions::new(dir)), ..Options::default() })
+}
+
+fn rows(dir: &std::path::Path) -> Vec<Stored> {
+    SqliteStore::open(dir).unwrap().list(Filter::All, None, 100_000).unwrap()
+}
+
+fn row(dir: &std::path::Path, id: i64) -> Stored {
+    SqliteStore::open(dir).unwrap().get(id).unwrap().unwrap()
+}
+
+fn accepted_id(response: &crate::common::Response) -> i64 {
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.json()["status"], "accepted", "{response:?}");
+    response.json()["id"].as_i64().unwrap()
+}
+
+#[test]
+fn a_delivery_is_stored_before_it_is_acknowledged_and_then_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    let (timestamp, body) = (now_ms().to_string(), example(&WEBHOOKS[0]).to_string());
+    let id = accepted_id(&server.deliver(KEY, &timestamp, body.as_bytes()));
+    let stored = row(dir.path(), id);
+    assert_eq!(stored.body, body.as_bytes(), "stored as received");
+    assert_eq!(stored.timestamp, timestamp);
+    assert_eq!(stored.signature, hex::decode(sign(KEY.as_bytes(), &timestamp, body.as_bytes())).unwrap()[..]);
+    eventually("handled", || row(dir.path(), id).state == State::Done);
+    assert_eq!(
+        server.recorder().calls(),
+        [Call::Typed { operation_id: WEBHOOKS[0].operation_id, delivery_id: id.to_string(), attempt: 1 }]
+    );
+    // The provider's retry is a duplicate: acknowledged, not stored or handled again.
+    let again = server.deliver(KEY, &timestamp, body.as_bytes());
+    assert_eq!(again.json(), json!({"status": "duplicate", "id": id}));
+    assert_eq!(rows(dir.path()).len(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(server.recorder().calls().len(), 1);
+}
+
+#[test]
+fn a_handler_that_fails_twice_then_succeeds_is_retried_with_its_attempt_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    server.recorder().failures_left.store(2, Ordering::SeqCst);
+    let id = accepted_id(&server.deliver(KEY, &now_ms().to_string(), example(&WEBHOOKS[0]).to_string().as_bytes()));
+    eventually("done after three attempts", || row(dir.path(), id).state == State::Done);
+    let attempts: Vec<u32> = server
+        .recorder()
+        .calls()
+        .iter()
+        .map(|c| match c {
+            Call::Typed { attempt, delivery_id, .. } if *delivery_id == id.to_string() => *attempt,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    assert_eq!(row(dir.path(), id).attempts, 3);
+}
+
+#[test]
+fn a_handler_that_always_fails_leaves_a_dead_delivery_that_replay_hands_back_after_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    server.recorder().failures_left.store(u32::MAX, Ordering::SeqCst);
+    let id = accepted_id(&server.deliver(KEY, &now_ms().to_string(), example(&WEBHOOKS[0]).to_string().as_bytes()));
+    eventually("dead after the last attempt", || row(dir.path(), id).state == State::Dead);
+    let dead = row(dir.path(), id);
+    assert_eq!(dead.attempts, 3);
+    assert!(dead.last_error.as_deref().unwrap().contains("fails on purpose"), "{dead:?}");
+    assert_eq!(server.recorder().calls().len(), 3);
+
+    // The fix, then the CLI, on the same data directory while the service runs.
+    server.recorder().failures_left.store(0, Ordering::SeqCst);
+    let listed = run(&["inbox", "--data-dir", dir.path().to_str().unwrap(), "list", "--state", "dead", "--json"], b"");
+    let line: serde_json::Value = serde_json::from_str(listed.1.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (line["id"].as_i64(), line["state"].as_str(), line["attempts"].as_u64()),
+        (Some(id), Some("dead"), Some(3))
+    );
+    assert!(line["event"].is_string() && line["received_at"].is_i64(), "{line}");
+    let (code, stdout, stderr) =
+        run(&["inbox", "--data-dir", dir.path().to_str().unwrap(), "replay", &id.to_string()], b"");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    eventually("handled after the replay", || row(dir.path(), id).state == State::Done);
+    let last = server.recorder().calls().pop().unwrap();
+    assert!(matches!(last, Call::Typed { attempt: 1, .. }), "a replay starts counting again: {last:?}");
+}
+
+#[test]
+fn a_slow_handler_does_not_hold_up_acknowledgements() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    // Every handler call blocks until released: if an answer waited for its handler, this
+    // test could not get past the first delivery.
+    server.recorder().paused.store(true, Ordering::SeqCst);
+    for n in 0..20 {
+        let mut body = example(&WEBHOOKS[0]);
+        body["data"]["recordingId"] = format!("slow-{n}").into();
+        accepted_id(&server.deliver(KEY, &now_ms().to_string(), body.to_string().as_bytes()));
+    }
+    assert!(server.recorder().calls().is_empty(), "nothing was handled before the answers");
+    server.recorder().release.add_permits(20);
+    eventually("all 20 handled", || server.recorder().calls().len() == 20);
+}
+
+#[test]
+fn the_events_of_one_room_are_handled_one_at_a_time_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    server.recorder().paused.store(true, Ordering::SeqCst);
+    for seq in 0..5 {
+        for room in ["a", "b", "c"] {
+            let body = json!({"event": "roomTest", "creationDate": now_ms(), "data": {"roomId": room, "seq": seq}});
+            accepted_id(&server.deliver(KEY, &now_ms().to_string(), body.to_string().as_bytes()));
+        }
+    }
+    // Let handlers through one at a time, so that out-of-order starts would have the chance.
+    for _ in 0..15 {
+        server.recorder().release.add_permits(1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eventually("all 15 handled", || server.recorder().calls().len() == 15);
+    assert_eq!(server.recorder().room_overlaps.load(Ordering::SeqCst), 0, "two events of one room ran at once");
+    let mut by_room: HashMap<String, Vec<i64>> = HashMap::new();
+    for body in server.recorder().fallback_bodies.lock().unwrap().iter() {
+        by_room
+            .entry(body["data"]["roomId"].as_str().unwrap().into())
+            .or_default()
+            .push(body["data"]["seq"].as_i64().unwrap());
+    }
+    for (room, seqs) in by_room {
+        assert_eq!(seqs, [0, 1, 2, 3, 4], "room {room}");
+    }
+}
+
+#[test]
+fn a_fallback_delivery_replayed_after_a_rebuild_reaches_its_typed_method() {
+    // An older build, whose spec did not know this webhook, stored it as a fallback and handled
+    // it there. This build knows it: `inbox replay --fallback` re-classifies from the stored
+    // bytes. (CI also does this across two real builds: `.ci/spec-upgrade`.)
+    let dir = tempfile::tempdir().unwrap();
+    let webhook = WEBHOOKS.last().unwrap();
+    let body = example(webhook).to_string();
+    let timestamp = now_ms().to_string();
+    {
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        let delivery = NewDelivery {
+            signature: hex::decode(sign(KEY.as_bytes(), &timestamp, body.as_bytes())).unwrap().try_into().unwrap(),
+            timestamp: timestamp.clone(),
+            timestamp_ms: timestamp.parse().unwrap(),
+            event: Some(webhook.event.into()),
+            typed: false,
+            room: None,
+            body: body.clone().into_bytes(),
+            received_at_ms: now_ms(),
+        };
+        let [Appended::New(id)] = store.append(&[delivery]).unwrap()[..] else { panic!() };
+        store
+            .record(&[Outcome { id, attempts: 1, typed: false, result: Ok(()), retry_at_ms: None, now_ms: now_ms() }])
+            .unwrap();
+    }
+    let server = inbox_server(dir.path());
+    assert_eq!(SqliteStore::open(dir.path()).unwrap().list(Filter::Fallback, None, 10).unwrap().len(), 1);
+    assert!(server.recorder().calls().is_empty());
+    let (code, stdout, stderr) =
+        run(&["inbox", "--data-dir", dir.path().to_str().unwrap(), "replay", "--fallback"], b"");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    eventually("handled by the typed method", || !server.recorder().calls().is_empty());
+    assert!(
+        matches!(server.recorder().calls()[0], Call::Typed { operation_id, .. } if operation_id == webhook.operation_id)
+    );
+    eventually("recorded as typed and done", || {
+        let rows = rows(dir.path());
+        rows[0].state == State::Done && rows[0].kind == "typed"
+    });
+    assert!(SqliteStore::open(dir.path()).unwrap().list(Filter::Fallback, None, 10).unwrap().is_empty());
+    // And the provider's retry of it is still a duplicate.
+    let again = server.deliver(KEY, &timestamp, body.as_bytes());
+    assert_eq!(again.json()["status"], "duplicate");
+}
+
+/// Sends one signed delivery over a fresh connection; `None` if the service was not there to
+/// answer (it was killed).
+fn try_deliver(addr: std::net::SocketAddr, timestamp: &str, body: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let signature = sign(KEY.as_bytes(), timestamp, body.as_bytes());
+    let request = format!(
+        "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_none_twice() {
+    const N: usize = 400;
+    const SENDERS: usize = 8;
+    let data = tempfile::tempdir().unwrap();
+    let mut service = Service::start_in(data.path(), &[]);
+    let webhook = WEBHOOKS.iter().find(|w| w.event == "recordingStarted").unwrap();
+    let deliveries: Vec<(String, String)> = (0..N)
+        .map(|n| {
+            let mut body = example(webhook);
+            body["data"]["recordingId"] = format!("crash-{n}").into();
+            (now_ms().to_string(), body.to_string())
+        })
+        .collect();
+    let addr = service.addr;
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel();
+    let senders: Vec<_> = deliveries
+        .chunks(N / SENDERS)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            let acked = acked_tx.clone();
+            std::thread::spawn(move || {
+                for (n, (timestamp, body)) in chunk.iter().enumerate() {
+                    if let Some(status) = try_deliver(addr, timestamp, body) {
+                        let _ = acked.send(((timestamp.clone(), body.clone()), status));
+                    }
+                    if n % 10 == 0 {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(acked_tx);
+    // Kill it once a good part has been acknowledged, while deliveries are still arriving.
+    let mut answered = Vec::new();
+    while answered.len() < N / 3 {
+        answered.push(acked_rx.recv_timeout(Duration::from_secs(30)).expect("answers keep coming"));
+    }
+    service.child.kill().unwrap(); // SIGKILL
+    service.child.wait().unwrap();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    answered.extend(acked_rx.iter());
+    let acked: Vec<(String, String)> =
+        answered.iter().filter(|(_, status)| *status == 200).map(|(d, _)| d.clone()).collect();
+    assert!(acked.len() >= N / 3 && acked.len() < N, "killed in the middle: {} of {N} acknowledged", acked.len());
+    assert!(answered.iter().all(|(_, status)| *status == 200), "only 200s before the kill");
+    let mut first_run_log = Vec::new();
+    while let Ok(line) = service.log.recv_timeout(Duration::from_millis(200)) {
+        first_run_log.push(line);
+    }
+
+    // Restart on the same data directory: everything acknowledged is there and gets handled.
+    let restarted = Service::start_in(data.path(), &[]);
+    eventually("nothing pending", || SqliteStore::open(data.path()).unwrap().stats().unwrap().pending == 0);
+    let stored: HashMap<String, State> = rows(data.path())
+        .into_iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            (body["data"]["recordingId"].as_str().unwrap().to_owned(), r.state)
+        })
+        .collect();
+    for (_, body) in &acked {
+        let id = serde_json::from_str::<serde_json::Value>(body).unwrap()["data"]["recordingId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(stored.get(&id), Some(&State::Done), "acknowledged {id} is stored and handled");
+    }
+
+    // A retry of an acknowledged delivery is still a duplicate after the restart.
+    let (timestamp, body) = &acked[0];
+    assert_eq!(try_deliver(restarted.addr, timestamp, body), Some(200));
+    let mut second_run_log = Vec::new();
+    while let Ok(line) = restarted.log.recv_timeout(Duration::from_millis(500)) {
+        second_run_log.push(line);
+    }
+    assert!(second_run_log.iter().any(|l| l.contains("outcome=duplicate")), "the retry was a duplicate");
+
+    // Handled twice only if the kill interrupted the handler: at most the handlers running at
+    // once (4) had been called without their outcome being recorded.
+    let handled = |log: &[String]| -> Vec<String> {
+        log.iter()
+            .filter_map(|l| l.split("recording started: recording ").nth(1))
+            .filter_map(|rest| rest.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (first, second) = (handled(&first_run_log), handled(&second_run_log));
+    let first_set: HashSet<&String> = first.iter().collect();
+    assert_eq!(first_set.len(), first.len(), "none handled twice within a run");
+    let twice: Vec<&String> = second.iter().filter(|id| first_set.contains(id)).collect();
+    assert!(twice.len() <= 4, "handled again after the restart: {twice:?}");
+    eprintln!(
+        "crash test: {} of {N} acknowledged before SIGKILL, {} stored, {} handled again after restart",
+        acked.len(),
+        stored.len(),
+        twice.len()
+    );
+    let all: HashSet<&String> = first.iter().chain(&second).collect();
+    assert_eq!(all.len(), stored.len(), "every stored delivery was handled");
+}
+
+#[test]
+fn storage_that_becomes_unwritable_gets_503_and_not_ready_then_recovers() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let service = Service::start_in(&data, &[]);
+    let send = |n: usize| {
+        let mut body = example(&WEBHOOKS[0]);
+        body["data"]["recordingId"] = format!("storage-{n}").into();
+        try_deliver(service.addr, &now_ms().to_string(), &body.to_string())
+    };
+    assert_eq!(send(0), Some(200));
+    assert_eq!(service.get("/readyz").status, 200);
+
+    let file = data.join(meet_webhooks::inbox::FILE_NAME);
+    let mut permissions = std::fs::metadata(&file).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(&file, permissions.clone()).unwrap();
+    assert_eq!(send(1), Some(503));
+    let ready = service.get("/readyz");
+    assert_eq!((ready.status, ready.error().as_str()), (503, "storage_unavailable"));
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&file, permissions).unwrap();
+    assert_eq!(send(2), Some(200));
+
+    let moved = parent.path().join("moved");
+    std::fs::rename(&data, &moved).unwrap();
+    assert_eq!(send(3), Some(503));
+    assert_eq!(service.get("/readyz").status, 503);
+    std::fs::rename(&moved, &data).unwrap();
+    assert_eq!(service.get("/readyz").status, 200);
+    assert_eq!(send(4), Some(200));
+
+    let stored: Vec<String> = rows(&data)
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["data"]["recordingId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(stored, ["storage-0", "storage-2", "storage-4"], "exactly the acknowledged ones");
+}
+
+#[test]
+fn inbox_stats_and_show_read_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    let (timestamp, body) = (now_ms().to_string(), example(&WEBHOOKS[0]).to_string());
+    let id = accepted_id(&server.deliver(KEY, &timestamp, body.as_bytes()));
+    eventually("handled", || row(dir.path(), id).state == State::Done);
+    let path = dir.path().to_str().unwrap();
+    let (code, stdout, _) = run(&["inbox", "--data-dir", path, "stats"], b"");
+    assert_eq!(code, 0);
+    let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((stats["done"].as_u64(), stats["pending"].as_u64()), (Some(1), Some(0)), "{stats}");
+    let (code, stdout, _) = run(&["inbox", "--data-dir", path, "show", &id.to_string()], b"");
+    assert_eq!(code, 0);
+    assert!(stdout.contains(&format!("X-Timestamp: {timestamp}")) && stdout.contains(&body), "{stdout}");
+    let (code, _, stderr) = run(&["inbox", "--data-dir", path, "show", "999"], b"");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no delivery 999"), "{stderr}");
+    let _ = read_response;
+    let _ = Selection::Dead;
+}
