@@ -262,7 +262,7 @@ fn parse_path(path: &str) -> Result<String, String> {
 /// Runs the command line; the exit code says whether it worked.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    crate::logging::init();
     let outcome = match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
@@ -274,6 +274,7 @@ pub fn main() -> ExitCode {
         }
         Some(Command::Inbox(command)) => inbox(command),
     };
+    crate::logging::flush();
     outcome.unwrap_or_else(|message| {
         eprintln!("error: {message}");
         ExitCode::from(2)

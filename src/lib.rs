@@ -42,6 +42,7 @@ pub mod error;
 pub mod generated;
 pub mod handler;
 pub mod inbox;
+pub mod logging;
 pub mod metrics;
 pub mod middleware;
 mod replay;

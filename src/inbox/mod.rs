@@ -152,7 +152,7 @@ pub trait Store: Send + 'static {
 enum Op {
     Append(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>),
     Due(i64, usize, oneshot::Sender<Result<Vec<Stored>, StoreError>>),
-    Record(Outcome, oneshot::Sender<Result<(), StoreError>>),
+    Record(Outcome),
     Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
     Check(oneshot::Sender<Result<(), StoreError>>),
     Stats(oneshot::Sender<Result<Stats, StoreError>>),
@@ -207,8 +207,11 @@ impl Inbox {
         self.call(|tx| Op::Due(now_ms, limit, tx)).await
     }
 
+    /// Queues a handler outcome. Outcomes are committed in batches, before any later `due`
+    /// is answered, so a recorded delivery is never handed out again. A failure to commit is
+    /// logged by the writer; the delivery then stays pending (handled again: at least once).
     pub async fn record(&self, outcome: Outcome) -> Result<(), StoreError> {
-        self.call(|tx| Op::Record(outcome, tx)).await
+        self.ops.send(Op::Record(outcome)).await.map_err(|_| StoreError("the inbox writer has stopped".into()))
     }
 
     pub async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
@@ -236,12 +239,14 @@ impl Inbox {
 fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
     let mut appends: Vec<(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>)> = Vec::new();
     let mut others: Vec<Op> = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
     while let Some(first) = ops.blocking_recv() {
         // Everything that queued up while the last commit ran goes into this one.
         let mut next = Some(first);
         while let Some(op) = next.take().or_else(|| ops.try_recv().ok()) {
             match op {
                 Op::Append(delivery, reply) => appends.push((delivery, reply)),
+                Op::Record(outcome) => outcomes.push(outcome),
                 other => others.push(other),
             }
             if appends.len() >= MAX_BATCH {
@@ -270,13 +275,20 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 }
             }
         }
+        // Outcomes go before the queries that came after them (and a little earlier is fine).
+        if !outcomes.is_empty() {
+            if let Err(error) = store.record(&outcomes) {
+                log::error!(
+                    "cannot record {} handler outcome(s); they stay pending and will be handled again: {error}",
+                    outcomes.len()
+                );
+            }
+            outcomes.clear();
+        }
         for op in others.drain(..) {
             match op {
                 Op::Due(now, limit, reply) => {
                     let _ = reply.send(store.due(now, limit));
-                }
-                Op::Record(outcome, reply) => {
-                    let _ = reply.send(store.record(std::slice::from_ref(&outcome)));
                 }
                 Op::Prune(before, reply) => {
                     let _ = reply.send(store.prune(before));
@@ -287,7 +299,7 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 Op::Stats(reply) => {
                     let _ = reply.send(store.stats());
                 }
-                Op::Append(..) => unreachable!("appends are batched above"),
+                Op::Append(..) | Op::Record(..) => unreachable!("batched above"),
             }
         }
     }

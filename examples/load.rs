@@ -1,0 +1,303 @@
+//! A load generator for webhook receivers: signs distinct, realistic deliveries and drives a
+//! receiver over keep-alive connections for a bounded time.
+//!
+//! ```sh
+//! cargo run --release --example load -- --url http://127.0.0.1:5080/webhook --key secret \
+//!     --connections 64 --seconds 10 [--pid <receiver pid>] [--threads 1]
+//! ```
+//!
+//! Every delivery is new (a counter goes into its recording and room ids), uses a webhook of the
+//! spec in turn, carries the current time in milliseconds, and is signed as the provider signs:
+//! a repeated delivery would take the receiver's shorter duplicate path and flatter the figure.
+//! It works against any receiver URL. With `--pid`, it also reports the receiver's CPU time per
+//! delivery (from /proc) and its resident memory.
+//!
+//! Output: one JSON object on stdout (deliveries/s, latency percentiles, non-2xx, CPU, memory).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use meet_webhooks::WEBHOOKS;
+use meet_webhooks::verify::sign;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Args {
+    url: String,
+    key: String,
+    connections: usize,
+    seconds: f64,
+    pid: Option<u32>,
+    threads: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        url: "http://127.0.0.1:5080/webhook".into(),
+        key: std::env::var("MEET_WEBHOOKS_KEY").unwrap_or_default(),
+        connections: 64,
+        seconds: 10.0,
+        pid: None,
+        threads: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--url" => args.url = value()?,
+            "--key" => args.key = value()?,
+            "--connections" => args.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?,
+            "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--pid" => args.pid = Some(value()?.parse().map_err(|e| format!("--pid: {e}"))?),
+            "--threads" => args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.key.is_empty() {
+        return Err("--key (or MEET_WEBHOOKS_KEY) is required".into());
+    }
+    if !(args.seconds > 0.0 && args.seconds <= 600.0) || args.connections == 0 || args.connections > 1024 {
+        return Err("--seconds must be in (0, 600] and --connections in 1..=1024".into());
+    }
+    Ok(args)
+}
+
+/// The templates: each webhook's example body from the spec.
+struct Templates(Vec<serde_json::Value>);
+
+impl Templates {
+    fn new() -> Self {
+        Self(WEBHOOKS.iter().map(|w| serde_json::from_str(w.example).expect("spec examples are JSON")).collect())
+    }
+
+    /// Delivery number `n`: a webhook in turn, a recording and room no other delivery has.
+    fn body(&self, n: u64, now_ms: u64) -> Vec<u8> {
+        let mut body = self.0[(n % self.0.len() as u64) as usize].clone();
+        body["creationDate"] = now_ms.into();
+        if let Some(data) = body.get_mut("data").and_then(|d| d.as_object_mut()) {
+            data.insert("roomId".into(), format!("room-{n}").into());
+            if data.contains_key("recordingId") {
+                data.insert("recordingId".into(), format!("room-{n}--EG_{n:x}--XX445").into());
+            }
+        }
+        serde_json::to_vec(&body).expect("a JSON value serializes")
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    ok: AtomicU64,
+    non_2xx: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
+    let (addr, host, path) = split_url(&args.url).unwrap_or_else(|e| {
+        eprintln!("error: --url: {e}");
+        std::process::exit(2)
+    });
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build().unwrap();
+    let templates = Arc::new(Templates::new());
+    let totals = Arc::new(Totals::default());
+    let counter = Arc::new(AtomicU64::new(0));
+    let key = Arc::new(args.key.clone().into_bytes());
+    let request_line = Arc::new(format!("POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"));
+
+    let cpu_before = args.pid.map(cpu_ticks);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(args.seconds);
+    let histograms = runtime.block_on(async {
+        let tasks: Vec<_> = (0..args.connections)
+            .map(|_| {
+                let (templates, totals, counter, key, request_line) =
+                    (templates.clone(), totals.clone(), counter.clone(), key.clone(), request_line.clone());
+                tokio::spawn(async move {
+                    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                    while Instant::now() < deadline {
+                        if let Err(e) = connection(
+                            addr,
+                            deadline,
+                            &templates,
+                            &totals,
+                            &counter,
+                            &key,
+                            &request_line,
+                            &mut histogram,
+                        )
+                        .await
+                        {
+                            totals.errors.fetch_add(1, Ordering::Relaxed);
+                            if totals.errors.load(Ordering::Relaxed) < 5 {
+                                eprintln!("connection error: {e}");
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                    histogram
+                })
+            })
+            .collect();
+        let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for task in tasks {
+            all.add(task.await.unwrap()).unwrap();
+        }
+        all
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = totals.ok.load(Ordering::Relaxed);
+    let non_2xx = totals.non_2xx.load(Ordering::Relaxed);
+    let delivered = ok + non_2xx;
+    let mut report = serde_json::json!({
+        "url": args.url,
+        "connections": args.connections,
+        "seconds": (elapsed * 100.0).round() / 100.0,
+        "deliveries": delivered,
+        "deliveries_per_second": (delivered as f64 / elapsed).round(),
+        "non_2xx": non_2xx,
+        "connection_errors": totals.errors.load(Ordering::Relaxed),
+        "latency_us": {
+            "p50": histograms.value_at_quantile(0.50),
+            "p99": histograms.value_at_quantile(0.99),
+            "p99.9": histograms.value_at_quantile(0.999),
+            "max": histograms.max(),
+        },
+    });
+    if let (Some(pid), Some(before)) = (args.pid, cpu_before) {
+        let ticks = cpu_ticks(pid) - before;
+        let per_second = clock_ticks_per_second();
+        report["receiver_cpu_us_per_delivery"] =
+            (((ticks as f64 / per_second * 1e6 / delivered.max(1) as f64) * 10.0).round().div_euclid(1.0) / 10.0)
+                .into();
+        report["receiver_cpu_cores"] = (((ticks as f64 / per_second / elapsed) * 100.0).round() / 100.0).into();
+        if let Some((rss, hwm)) = memory_kib(pid) {
+            report["receiver_rss_mib"] = (rss / 1024).into();
+            report["receiver_peak_rss_mib"] = (hwm / 1024).into();
+        }
+    }
+    println!("{report}");
+}
+
+/// One keep-alive connection, sending deliveries until the deadline.
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    addr: SocketAddr,
+    deadline: Instant,
+    templates: &Templates,
+    totals: &Totals,
+    counter: &AtomicU64,
+    key: &[u8],
+    request_line: &str,
+    histogram: &mut Histogram<u64>,
+) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut request = Vec::with_capacity(2048);
+    let mut buffer = Vec::with_capacity(4096);
+    while Instant::now() < deadline {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let body = templates.body(n, now_ms);
+        let timestamp = now_ms.to_string();
+        let signature = sign(key, &timestamp, &body);
+        request.clear();
+        request.extend_from_slice(request_line.as_bytes());
+        request.extend_from_slice(
+            format!("x-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\n\r\n", body.len())
+                .as_bytes(),
+        );
+        request.extend_from_slice(&body);
+        let sent = Instant::now();
+        stream.write_all(&request).await?;
+        let (status, close) = read_response(&mut stream, &mut buffer).await?;
+        histogram.saturating_record(sent.elapsed().as_micros() as u64);
+        if (200..300).contains(&status) {
+            totals.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            totals.non_2xx.fetch_add(1, Ordering::Relaxed);
+        }
+        if close {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Reads one response; returns its status and whether the server closes the connection.
+async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<(u16, bool)> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head) =
+            response.parse(buffer).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+        {
+            let status = response.code.unwrap_or(0);
+            let header =
+                |name: &str| response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+            let length: usize =
+                header("content-length").and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()).unwrap_or(0);
+            let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+            let total = head + length;
+            while buffer.len() < total {
+                read_more(stream, buffer).await?;
+            }
+            buffer.drain(..total);
+            return Ok((status, close));
+        }
+        read_more(stream, buffer).await?;
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await?;
+    if n == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+    }
+    buffer.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+fn split_url(url: &str) -> Result<(SocketAddr, String, String), String> {
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))?;
+    Ok((addr, host.to_owned(), path))
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// (VmRSS, VmHWM) in KiB.
+fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value =
+        |name: &str| status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok();
+    Some((value("VmRSS:")?, value("VmHWM:")?))
+}
