@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
@@ -224,7 +225,7 @@ async fn handle_inline<H: WebhookHandler>(
     match replay.begin(key, now_ms, expires_ms) {
         Begin::New => {}
         Begin::Duplicate => {
-            return (event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate" })));
+            return (event, "duplicate", ok_status("duplicate"));
         }
         Begin::InFlight => {
             let rejection = Rejection::new(
@@ -272,7 +273,7 @@ async fn handle_inline<H: WebhookHandler>(
     match result {
         Ok(()) => {
             replay.complete(&key);
-            (event, outcome, HttpResponse::Ok().json(json!({ "status": outcome })))
+            (event, outcome, ok_status(outcome))
         }
         Err(error) => {
             replay.abort(&key);
@@ -290,6 +291,17 @@ async fn handle_inline<H: WebhookHandler>(
             (event, "handler_failed", rejection.response())
         }
     }
+}
+
+/// `200 {"status": "<status>"}`, without building a JSON value per delivery.
+fn ok_status(status: &'static str) -> HttpResponse {
+    let body = match status {
+        "handled" => r#"{"status":"handled"}"#,
+        "fallback" => r#"{"status":"fallback"}"#,
+        "duplicate" => r#"{"status":"duplicate"}"#,
+        _ => return HttpResponse::Ok().json(json!({ "status": status })),
+    };
+    HttpResponse::Ok().content_type(ContentType::json()).body(body)
 }
 
 /// The first 8 bytes of the signature in hex: the same for every retry of a delivery.

@@ -53,6 +53,8 @@ pub fn init() {
         .expect("spawning the log writer");
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Pipe(Box::new(Batched)))
+        // A pipe gets no colours; without this, every line is also scanned to strip them.
+        .write_style(env_logger::WriteStyle::Never)
         .init();
 }
 
