@@ -183,7 +183,7 @@ async fn store(
         event: event.clone(),
         typed: reason.is_none(),
         room,
-        body: delivery.body.to_vec(),
+        body: delivery.body.clone(),
         received_at_ms: millis_since_epoch(delivery.received_at),
     };
     match inbox.append(new).await {

@@ -1,6 +1,6 @@
 //! Hands stored deliveries to the generated handler, in arrival order, one room at a time.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,6 +69,8 @@ impl DispatcherHandle {
 /// due, replays from the CLI).
 const POLL: Duration = Duration::from_millis(250);
 const MAINTENANCE: Duration = Duration::from_secs(10);
+/// Due deliveries fetched per query.
+const FETCH: usize = 256;
 
 struct Running {
     id: i64,
@@ -96,13 +98,14 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let mut running: JoinSet<(bool, Result<(), String>)> = JoinSet::new();
         let mut tasks: HashMap<tokio::task::Id, Running> = HashMap::new();
         let mut busy_rooms: HashSet<String> = HashSet::new();
+        let mut ready: VecDeque<Stored> = VecDeque::new();
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         loop {
             if *stop.borrow() {
                 break;
             }
             if running.len() < self.concurrency {
-                self.start_due(&mut running, &mut tasks, &mut busy_rooms).await;
+                self.start_due(&mut running, &mut tasks, &mut busy_rooms, &mut ready).await;
             }
             tokio::select! {
                 Some(finished) = running.join_next_with_id() => {
@@ -147,27 +150,33 @@ impl<H: WebhookHandler> Dispatcher<H> {
         }
     }
 
+    /// Starts due deliveries while there is room. Due deliveries are fetched a batch at a
+    /// time: a query per delivery would cost the writer thread more than the insert did.
     async fn start_due(
         &self,
         running: &mut JoinSet<(bool, Result<(), String>)>,
         tasks: &mut HashMap<tokio::task::Id, Running>,
         busy_rooms: &mut HashSet<String>,
+        ready: &mut VecDeque<Stored>,
     ) {
-        let now = millis_since_epoch(SystemTime::now());
-        let wanted = self.concurrency - running.len();
-        let due = match self.inbox.due(now, wanted + tasks.len()).await {
-            Ok(due) => due,
-            Err(e) => {
-                log::error!("cannot read due deliveries from the inbox: {e}");
-                return;
+        if running.len() >= self.concurrency {
+            return;
+        }
+        if ready.is_empty() {
+            let now = millis_since_epoch(SystemTime::now());
+            match self.inbox.due(now, FETCH.max(2 * self.concurrency)).await {
+                Ok(due) => ready.extend(due),
+                Err(e) => {
+                    log::error!("cannot read due deliveries from the inbox: {e}");
+                    return;
+                }
             }
-        };
-        let in_flight: HashSet<i64> = tasks.values().map(|t| t.id).collect();
-        for row in due {
-            if running.len() >= self.concurrency {
-                break;
-            }
-            if in_flight.contains(&row.id) || row.room.as_ref().is_some_and(|r| busy_rooms.contains(r)) {
+        }
+        while running.len() < self.concurrency {
+            let Some(row) = ready.pop_front() else { break };
+            // Still pending in storage while it runs: skip it, and any later event of a room
+            // that has one running (it comes back in a later fetch).
+            if tasks.values().any(|t| t.id == row.id) || row.room.as_ref().is_some_and(|r| busy_rooms.contains(r)) {
                 continue;
             }
             if let Some(room) = &row.room {

@@ -29,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::web::Bytes;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -48,7 +49,8 @@ pub struct NewDelivery {
     pub typed: bool,
     /// `data.roomId`: deliveries of one room are handled in arrival order.
     pub room: Option<String>,
-    pub body: Vec<u8>,
+    /// As received (shares the request's buffer).
+    pub body: Bytes,
     pub received_at_ms: i64,
 }
 
@@ -237,7 +239,8 @@ impl Inbox {
 }
 
 fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
-    let mut appends: Vec<(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>)> = Vec::new();
+    let mut batch: Vec<NewDelivery> = Vec::new();
+    let mut replies: Vec<oneshot::Sender<Result<Appended, StoreError>>> = Vec::new();
     let mut others: Vec<Op> = Vec::new();
     let mut outcomes: Vec<Outcome> = Vec::new();
     while let Some(first) = ops.blocking_recv() {
@@ -245,23 +248,25 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
         let mut next = Some(first);
         while let Some(op) = next.take().or_else(|| ops.try_recv().ok()) {
             match op {
-                Op::Append(delivery, reply) => appends.push((delivery, reply)),
+                Op::Append(delivery, reply) => {
+                    batch.push(delivery);
+                    replies.push(reply);
+                }
                 Op::Record(outcome) => outcomes.push(outcome),
                 other => others.push(other),
             }
-            if appends.len() >= MAX_BATCH {
+            if batch.len() >= MAX_BATCH {
                 break;
             }
         }
-        if !appends.is_empty() {
-            let batch: Vec<NewDelivery> = appends.iter().map(|(d, _)| d.clone()).collect();
+        if !batch.is_empty() {
             let started = std::time::Instant::now();
             let result = store.append(&batch);
             crate::metrics::inbox_commit(batch.len(), started.elapsed(), result.is_ok());
             match result {
                 Ok(answers) => {
                     let stored_new = answers.iter().any(|a| matches!(a, Appended::New(_)));
-                    for ((_, reply), answer) in appends.drain(..).zip(answers) {
+                    for (reply, answer) in replies.drain(..).zip(answers) {
                         let _ = reply.send(Ok(answer));
                     }
                     if stored_new {
@@ -269,11 +274,12 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                     }
                 }
                 Err(error) => {
-                    for (_, reply) in appends.drain(..) {
+                    for reply in replies.drain(..) {
                         let _ = reply.send(Err(error.clone()));
                     }
                 }
             }
+            batch.clear();
         }
         // Outcomes go before the queries that came after them (and a little earlier is fine).
         if !outcomes.is_empty() {

@@ -34,8 +34,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     -- then writes a few index pages, not one per delivery.
     UNIQUE (timestamp_ms, signature)
 );
-CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries (state, id);
-CREATE INDEX IF NOT EXISTS deliveries_room ON deliveries (room, state, id) WHERE room IS NOT NULL;
+-- Only pending deliveries are looked up by the dispatcher, so only they are indexed: a handled
+-- delivery leaves these indexes instead of moving within them.
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_pending_room ON deliveries (room, id) WHERE state = 'pending' AND room IS NOT NULL;
 ";
 
 const COLUMNS: &str =
@@ -197,7 +199,7 @@ impl Store for SqliteStore {
                             d.event,
                             kind,
                             d.room,
-                            d.body,
+                            &d.body[..],
                             d.received_at_ms
                         ],
                         |r| r.get(0),
@@ -221,7 +223,8 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT {COLUMNS} FROM deliveries d
              WHERE state = 'pending' AND next_attempt_at <= ?1
-               AND (room IS NULL OR id = (SELECT MIN(e.id) FROM deliveries e WHERE e.room = d.room AND e.state = 'pending'))
+               AND (room IS NULL OR id = (SELECT MIN(e.id) FROM deliveries e
+                                          WHERE e.room = d.room AND e.state = 'pending' AND e.room IS NOT NULL))
              ORDER BY id LIMIT ?2"
         );
         let mut statement = self.conn.prepare_cached(&sql)?;
@@ -256,7 +259,20 @@ impl Store for SqliteStore {
 
     fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError> {
         self.guard()?;
-        Ok(self.conn.execute("DELETE FROM deliveries WHERE state = 'done' AND done_at < ?1", [before_ms])?)
+        // In bounded batches, oldest first (done deliveries cluster at the low ids), so a large
+        // backlog never holds the writer, and with it the request path, for long.
+        let mut pruned = 0;
+        loop {
+            let n = self.conn.execute(
+                "DELETE FROM deliveries WHERE id IN
+                   (SELECT id FROM deliveries WHERE state = 'done' AND done_at < ?1 ORDER BY id LIMIT 5000)",
+                [before_ms],
+            )?;
+            pruned += n;
+            if n < 5000 {
+                return Ok(pruned);
+            }
+        }
     }
 
     fn stats(&mut self) -> Result<Stats, StoreError> {
@@ -318,7 +334,7 @@ mod tests {
             event: Some("recordingStarted".into()),
             typed: true,
             room: room.map(Into::into),
-            body: format!("{{\"n\":{n}}}").into_bytes(),
+            body: format!("{{\"n\":{n}}}").into(),
             received_at_ms: i64::from(n),
         }
     }

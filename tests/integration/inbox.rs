@@ -170,7 +170,7 @@ fn a_fallback_delivery_replayed_after_a_rebuild_reaches_its_typed_method() {
             event: Some(webhook.event.into()),
             typed: false,
             room: None,
-            body: body.clone().into_bytes(),
+            body: body.clone().into(),
             received_at_ms: now_ms(),
         };
         let [Appended::New(id)] = store.append(&[delivery]).unwrap()[..] else { panic!() };
