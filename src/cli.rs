@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use clap::{Args, Parser, Subcommand};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 use std::sync::Arc;
 
@@ -316,10 +316,7 @@ impl PolicyArgs {
 fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let keys = args.keys.collect()?;
     let verifier = Verifier::new(&keys, args.policy.policy()).map_err(|e| format!("--key: {e}"))?;
-    let metrics = PrometheusBuilder::new()
-        .set_buckets(&[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
-        .and_then(PrometheusBuilder::install_recorder)
-        .map_err(|e| format!("cannot set up metrics: {e}"))?;
+    let metrics = crate::metrics::install().map_err(|e| format!("cannot set up metrics: {e}"))?;
     let timeout = Duration::from_secs(args.request_timeout);
     let gate = web::Data::new(Gate { verifier, body_limit: args.body_limit, body_timeout: timeout });
     let handler = Arc::new(ServiceHandler);

@@ -1,13 +1,14 @@
 //! The service's metrics, named in one place.
 //!
 //! Recorded through the `metrics` facade (a no-op until a recorder is installed); `serve`
-//! installs a Prometheus recorder and exposes it on `GET /metrics`.
+//! installs a Prometheus recorder ([`install`]) and exposes it on `GET /metrics`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Deliveries by event and outcome (`handled`, `fallback`, `duplicate`, or a rejection code).
 pub const DELIVERIES: &str = "meet_webhooks_deliveries_total";
@@ -16,7 +17,7 @@ pub const HANDLER_FAILURES: &str = "meet_webhooks_handler_failures_total";
 /// Seconds from the body's arrival to the answer, for accepted deliveries.
 pub const LATENCY: &str = "meet_webhooks_delivery_seconds";
 
-/// Deliveries in the inbox, by state.
+/// Deliveries waiting in the inbox, by state (`pending`, `dead`).
 pub const INBOX_DEPTH: &str = "meet_webhooks_inbox_deliveries";
 /// Deliveries per inbox commit.
 pub const COMMIT_BATCH: &str = "meet_webhooks_inbox_commit_batch_size";
@@ -26,6 +27,29 @@ pub const COMMIT_LATENCY: &str = "meet_webhooks_inbox_commit_seconds";
 pub const COMMIT_FAILURES: &str = "meet_webhooks_inbox_commit_failures_total";
 /// Handler attempts by event and outcome (`done`, `retry`, `dead`).
 pub const HANDLER_ATTEMPTS: &str = "meet_webhooks_handler_attempts_total";
+
+/// Installs the Prometheus recorder, with buckets fit for each histogram, and a thread that
+/// drains recorded histogram samples into their buckets (without it they pile up in memory
+/// until the next scrape: a leak when nobody scrapes).
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let seconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+    let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&seconds)?
+        .set_buckets_for_metric(Matcher::Full(COMMIT_BATCH.to_owned()), &sizes)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                upkeep.run_upkeep();
+            }
+        })
+        .expect("spawning the metrics upkeep thread");
+    Ok(handle)
+}
 
 /// A delivery refused before it was verified (no event is known yet).
 pub fn rejected(code: &'static str) {
@@ -66,8 +90,8 @@ pub fn inbox_commit(batch: usize, latency: Duration, ok: bool) {
     }
 }
 
-pub fn inbox_depth(stats: &crate::inbox::Stats) {
-    for (state, n) in [("pending", stats.pending), ("done", stats.done), ("dead", stats.dead)] {
+pub fn inbox_depth(depth: &crate::inbox::Depth) {
+    for (state, n) in [("pending", depth.pending), ("dead", depth.dead)] {
         metrics::gauge!(INBOX_DEPTH, "state" => state).set(n as f64);
     }
 }

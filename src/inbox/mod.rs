@@ -135,6 +135,13 @@ pub struct Stats {
     pub oldest_pending_received_at: Option<i64>,
 }
 
+/// How many deliveries wait: for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub pending: u64,
+    pub dead: u64,
+}
+
 /// A storage backend. It lives on the writer thread, which calls it one operation at a time.
 pub trait Store: Send + 'static {
     /// Stores a batch in one durable commit; one answer per delivery, in order.
@@ -145,8 +152,8 @@ pub trait Store: Send + 'static {
     fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError>;
     /// Deletes done deliveries handled before `before_ms`; returns how many.
     fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError>;
-    /// Counts by state.
-    fn stats(&mut self) -> Result<Stats, StoreError>;
+    /// Pending and dead deliveries (cheap: both are indexed; counting all would scan).
+    fn depth(&mut self) -> Result<Depth, StoreError>;
     /// Fails unless a write would succeed now.
     fn check(&mut self) -> Result<(), StoreError>;
 }
@@ -157,7 +164,7 @@ enum Op {
     Record(Outcome),
     Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
     Check(oneshot::Sender<Result<(), StoreError>>),
-    Stats(oneshot::Sender<Result<Stats, StoreError>>),
+    Depth(oneshot::Sender<Result<Depth, StoreError>>),
 }
 
 /// Most appends committed in one transaction.
@@ -220,14 +227,14 @@ impl Inbox {
         self.call(|tx| Op::Prune(before_ms, tx)).await
     }
 
-    pub async fn stats(&self) -> Result<Stats, StoreError> {
-        self.call(Op::Stats).await
+    pub async fn depth(&self) -> Result<Depth, StoreError> {
+        self.call(Op::Depth).await
     }
 
-    /// Publishes the number of deliveries in each state as metrics.
+    /// Publishes the number of pending and dead deliveries as metrics.
     pub async fn report_depth(&self) {
-        match self.stats().await {
-            Ok(stats) => crate::metrics::inbox_depth(&stats),
+        match self.depth().await {
+            Ok(depth) => crate::metrics::inbox_depth(&depth),
             Err(e) => log::warn!("cannot count the inbox: {e}"),
         }
     }
@@ -302,8 +309,8 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 Op::Check(reply) => {
                     let _ = reply.send(store.check());
                 }
-                Op::Stats(reply) => {
-                    let _ = reply.send(store.stats());
+                Op::Depth(reply) => {
+                    let _ = reply.send(store.depth());
                 }
                 Op::Append(..) | Op::Record(..) => unreachable!("batched above"),
             }
