@@ -2,7 +2,8 @@
 //! (or the spec `MEET_WEBHOOKS_SPEC` names) into `OUT_DIR/meet_webhooks.rs`.
 
 fn main() {
-    if let Err(error) = meet_webhooks_codegen::Config::new().compile() {
+    let config = meet_webhooks_codegen::Config::new().handler_impl("src/handler.rs", "ServiceHandler");
+    if let Err(error) = config.compile() {
         eprintln!("error: cannot generate the webhook receiver from the spec:\n  {error}");
         std::process::exit(1);
     }

@@ -479,9 +479,21 @@ fn verify(args: VerifyArgs) -> Result<ExitCode, String> {
 
 fn spec() {
     println!("{} {} ({} webhooks)", generated::SPEC_TITLE, generated::SPEC_VERSION, WEBHOOKS.len());
+    let handled = |method: &str| match generated::IMPLEMENTED {
+        Some((type_name, methods)) if methods.contains(&method) => format!("handled by {type_name}"),
+        Some(_) => "default: acknowledged with a warning".to_owned(),
+        None => "unknown".to_owned(),
+    };
     for webhook in WEBHOOKS {
-        println!("  {:<24} {:<32} WebhookHandler::{}", webhook.event, webhook.operation_id, webhook.method);
+        println!(
+            "  {:<20} {:<28} {:<32} {}",
+            webhook.event,
+            webhook.operation_id,
+            webhook.method,
+            handled(webhook.method)
+        );
     }
+    println!("  {:<20} {:<28} {:<32} {}", "(anything else)", "-", "fallback", handled("fallback"));
 }
 
 fn inbox(command: InboxCommand) -> Result<ExitCode, String> {

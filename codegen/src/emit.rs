@@ -145,9 +145,18 @@ pub(crate) fn method_name(operation_id: &str) -> String {
 }
 
 /// The server module: types, metadata, `Event`, `WebhookHandler`, `dispatch`.
-pub(crate) fn server(bundle: &Bundle, generated: &Progenitor, runtime: &syn::Path) -> Result<TokenStream> {
+pub(crate) fn server(
+    bundle: &Bundle,
+    generated: &Progenitor,
+    runtime: &syn::Path,
+    implemented: Option<(&[String], &str)>,
+) -> Result<TokenStream> {
     let rt = runtime;
     let types = &generated.types;
+    let implemented_tokens = match implemented {
+        Some((methods, type_name)) => quote!(::std::option::Option::Some((#type_name, &[#(#methods),*]))),
+        None => quote!(::std::option::Option::None),
+    };
     let title = bundle.document.pointer("/info/title").and_then(Value::as_str).unwrap_or_default();
     let version = bundle.document.pointer("/info/version").and_then(Value::as_str).unwrap_or_default();
 
@@ -235,6 +244,10 @@ pub(crate) fn server(bundle: &Bundle, generated: &Progenitor, runtime: &syn::Pat
 
         /// Every webhook in the spec, in spec order.
         pub const WEBHOOKS: &[#rt::WebhookInfo] = &[#(#infos),*];
+
+        /// The handler type the build looked at, and the `WebhookHandler` methods it
+        /// implements (the others run their defaults); `None` if the build did not look.
+        pub const IMPLEMENTED: ::std::option::Option<(&str, &[&str])> = #implemented_tokens;
 
         /// A delivery parsed into the typed body of the webhook its `event` names.
         #[derive(Debug, Clone)]

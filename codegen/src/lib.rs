@@ -37,6 +37,7 @@ mod bundle;
 mod emit;
 mod error;
 mod example;
+mod implemented;
 mod load;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +74,7 @@ pub struct Config {
     relax_enums: bool,
     runtime_path: String,
     client_inner_type: Option<String>,
+    handler_impl: Option<(PathBuf, String)>,
     out_file: Option<String>,
 }
 
@@ -93,6 +95,7 @@ impl Config {
             relax_enums: false,
             runtime_path: "::meet_webhooks::runtime".to_owned(),
             client_inner_type: None,
+            handler_impl: None,
             out_file: None,
         }
     }
@@ -143,6 +146,15 @@ impl Config {
         self
     }
 
+    /// Where the crate implements `WebhookHandler`: the `impl WebhookHandler for <type_name>`
+    /// block in `file` (relative to [`Config::base_dir`]) is read for the methods it
+    /// implements, so the generated `IMPLEMENTED` can tell handled webhooks from defaults (the
+    /// service's `spec` command shows it). Default: not read (`IMPLEMENTED` is `None`).
+    pub fn handler_impl(mut self, file: impl Into<PathBuf>, type_name: impl Into<String>) -> Self {
+        self.handler_impl = Some((file.into(), type_name.into()));
+        self
+    }
+
     /// The file name written in `OUT_DIR`. Default `meet_webhooks.rs` for [`Config::compile`],
     /// `meet_webhooks_client.rs` for [`Config::compile_client`].
     pub fn out_file(mut self, name: impl Into<String>) -> Self {
@@ -177,8 +189,17 @@ impl Config {
         let runtime: syn::Path = syn::parse_str(&self.runtime_path)
             .map_err(|e| Error::Config(format!("runtime path {:?} is not a Rust path: {e}", self.runtime_path)))?;
         let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional, None)?;
-        let tokens = emit::server(&bundle, &generated, &runtime)?;
-        self.finish(bundle, tokens)
+        let implemented = self.handler_impl.as_ref().map(|(file, type_name)| {
+            let file = self.base().join(file);
+            (implemented::methods(&file, type_name), type_name.as_str(), file)
+        });
+        let tokens =
+            emit::server(&bundle, &generated, &runtime, implemented.as_ref().map(|(m, t, _)| (m.as_slice(), *t)))?;
+        let mut result = self.finish(bundle, tokens)?;
+        if let Some((_, _, file)) = implemented {
+            result.files.push(file);
+        }
+        Ok(result)
     }
 
     /// Generates the client module: progenitor's `Client` (whose `ClientHooks` the including

@@ -227,3 +227,18 @@ fn sigterm_lets_an_in_flight_delivery_finish_and_exits_0() {
     }
     assert!(rest_of_log.contains("stopped"), "{rest_of_log}");
 }
+
+#[test]
+fn spec_lists_every_webhook_and_whether_the_service_handles_it() {
+    let (code, stdout, _) = run(&["spec"], b"");
+    assert_eq!(code, 0);
+    for webhook in WEBHOOKS {
+        let line = stdout.lines().find(|l| l.split_whitespace().next() == Some(webhook.event)).unwrap_or_else(|| {
+            panic!("{} not listed:\n{stdout}", webhook.event);
+        });
+        assert!(line.contains(webhook.operation_id) && line.contains(webhook.method), "{line}");
+        let expected =
+            if webhook.method == "recording_started_webhook" { "handled by ServiceHandler" } else { "default" };
+        assert!(line.contains(expected), "{line}");
+    }
+}

@@ -75,6 +75,9 @@ pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
         example: "{\"creationDate\":1620000000000,\"event\":\"recordingStarted\",\"data\":{\"recordingId\":\"room-123--EG_XYZ--XX445\",\"roomId\":\"room-123\",\"status\":\"starting\"}}",
     },
 ];
+/// The handler type the build looked at, and the `WebhookHandler` methods it
+/// implements (the others run their defaults); `None` if the build did not look.
+pub const IMPLEMENTED: ::std::option::Option<(&str, &[&str])> = ::std::option::Option::None;
 /// A delivery parsed into the typed body of the webhook its `event` names.
 #[derive(Debug, Clone)]
 pub enum Event {

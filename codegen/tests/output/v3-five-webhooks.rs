@@ -929,6 +929,9 @@ pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
         example: "{\"creationDate\":1620000000000,\"event\":\"meetingEnded\",\"data\":{\"roomId\":\"room-123\",\"roomName\":\"room\",\"kind\":\"room\",\"creationDate\":1620000000000,\"autoDeletionDate\":1900000000000,\"autoDeletionPolicy\":{\"withMeeting\":\"when_meeting_ends\",\"withRecordings\":\"close\"},\"config\":{\"chat\":{\"enabled\":false},\"recording\":{\"enabled\":false,\"allowAccessTo\":\"admin\"}},\"status\":\"open\",\"meetingEndAction\":\"none\",\"maxParticipants\":10}}",
     },
 ];
+/// The handler type the build looked at, and the `WebhookHandler` methods it
+/// implements (the others run their defaults); `None` if the build did not look.
+pub const IMPLEMENTED: ::std::option::Option<(&str, &[&str])> = ::std::option::Option::None;
 /// A delivery parsed into the typed body of the webhook its `event` names.
 #[derive(Debug, Clone)]
 pub enum Event {
