@@ -2,18 +2,22 @@
 //!
 //! How the pieces fit:
 //!
-//! 1. **Spec → code.** `build.rs` runs [`meet_webhooks_codegen`] on `openapi/openapi.yaml`: it
+//! 1. **Spec → code.** `build.rs` runs `meet_webhooks_codegen` (the `codegen/` crate) on `openapi/openapi.yaml`: it
 //!    bundles the provider's multi-file OpenAPI 3.1 webhooks into one 3.0 document, has
 //!    progenitor generate the payload types, and adds a [`WebhookHandler`] trait with one
 //!    `async fn` per webhook (named after the snake_case operationId). See [`generated`].
 //! 2. **Verify.** [`middleware::verify_delivery`] admits only deliveries whose
 //!    `X-Signature` is the HMAC-SHA256 of `"<X-Timestamp>.<raw body>"` under a configured key,
 //!    within the timestamp window ([`verify`]).
-//! 3. **Handle.** [`app`] turns the body into a typed [`Event`] (selected by its `event` field)
-//!    and calls the handler method; an event the spec does not know, or a body that does not
-//!    fit, goes to [`WebhookHandler::fallback`]. A retry of a handled delivery is acknowledged
-//!    without handling it again.
-//! 4. **Implement.** [`handler::ServiceHandler`] is the service's handler: fill in methods there.
+//! 3. **Store.** [`app`] reads the body's `event` (and `data.roomId`), classifies it (a typed
+//!    [`Event`], or the fallback for an event, field value or shape the spec does not know), and
+//!    appends the raw delivery to the [`inbox`]; only once that commit is durable is the
+//!    delivery answered 200. A retry of a stored delivery is a duplicate, across restarts.
+//! 4. **Handle.** The inbox's dispatcher calls the [`WebhookHandler`] method for each stored
+//!    delivery, in arrival order and one room at a time, retrying failures with backoff until
+//!    they are dead (kept for `meet-webhooks inbox replay`).
+//! 5. **Implement.** [`handler::ServiceHandler`] is the service's handler: fill in methods there.
+//!    [`cli`] is the `meet-webhooks` binary.
 //!
 //! ```no_run
 //! use meet_webhooks::{WebhookHandler, types, runtime::{DeliveryContext, HandlerResult}};
