@@ -385,3 +385,65 @@ fn inbox_stats_and_show_read_the_same_directory() {
     let _ = read_response;
     let _ = Selection::Dead;
 }
+
+#[test]
+fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_rest_pending() {
+    use meet_webhooks::inbox::{Dispatcher, Inbox, RetryPolicy};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::start(SqliteStore::open(dir.path()).unwrap(), dir.path().to_path_buf());
+    let recorder = Arc::new(crate::common::Recorder::default());
+    recorder.paused.store(true, Ordering::SeqCst);
+    let start = |grace_ms: u64| {
+        Dispatcher {
+            inbox: inbox.clone(),
+            handler: recorder.clone(),
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+            retention: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_millis(grace_ms),
+        }
+        .spawn()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let append = |n: i64| {
+        let body = json!({"event": "shutdownTest", "creationDate": now_ms(), "data": {"n": n}}).to_string();
+        let timestamp = (now_ms() + n).to_string();
+        let delivery = NewDelivery {
+            signature: hex::decode(sign(KEY.as_bytes(), &timestamp, body.as_bytes())).unwrap().try_into().unwrap(),
+            timestamp: timestamp.clone(),
+            timestamp_ms: timestamp.parse().unwrap(),
+            event: Some("shutdownTest".into()),
+            typed: false,
+            room: None,
+            body: body.into(),
+            received_at_ms: now_ms(),
+        };
+        let Appended::New(id) = runtime.block_on(inbox.append(delivery)).unwrap() else { panic!() };
+        id
+    };
+
+    // A handler that finishes within the grace period is recorded as done.
+    let first = append(1);
+    let dispatcher = start(10_000);
+    eventually("the handler started", || recorder.fallback_bodies.lock().unwrap().len() == 1);
+    let stopping = std::thread::spawn(move || dispatcher.stop());
+    std::thread::sleep(Duration::from_millis(100));
+    recorder.release.add_permits(1);
+    stopping.join().unwrap();
+    eventually("recorded done", || row(dir.path(), first).state == State::Done);
+
+    // One that does not is left pending, to be handled after the next start.
+    let second = append(2);
+    let dispatcher = start(200);
+    eventually("the handler started", || recorder.fallback_bodies.lock().unwrap().len() == 2);
+    dispatcher.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(row(dir.path(), second).state, State::Pending);
+    assert_eq!(row(dir.path(), second).attempts, 0);
+    recorder.paused.store(false, Ordering::SeqCst);
+    let dispatcher = start(1000);
+    eventually("handled after the restart", || row(dir.path(), second).state == State::Done);
+    dispatcher.stop();
+}
