@@ -447,7 +447,10 @@ fn send(args: SendArgs) -> Result<ExitCode, String> {
         }
     });
     let delivered = delivered.map_err(|e| e.to_string())?;
-    println!("{} {}", delivered.status, delivered.body);
+    match delivered.body.as_str() {
+        "" => println!("{}", delivered.status),
+        body => println!("{} {body}", delivered.status),
+    }
     Ok(if delivered.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
