@@ -102,11 +102,13 @@ async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiv
             .response();
     };
     let receiver = receiver.into_inner();
-    let (event, outcome, response) = handle(&receiver, &delivery).await;
+    let Handled { event, outcome, response, stored } = handle(&receiver, &delivery).await;
     let latency = started.elapsed();
     let event = event.as_deref().unwrap_or("");
+    // The signature prefix is the same for every retry; the inbox id is what `inbox show` takes.
+    let inbox_id = stored.map(|id| format!(" id={id}")).unwrap_or_default();
     log::info!(
-        "delivery {} event={} outcome={} status={} latency={}us",
+        "delivery {}{inbox_id} event={} outcome={} status={} latency={}us",
         delivery_id(&delivery),
         if event.is_empty() { "-" } else { event },
         outcome,
@@ -117,11 +119,28 @@ async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiv
     response
 }
 
+/// What became of one delivery: for the answer, the log line and the metrics.
+struct Handled {
+    event: Option<String>,
+    outcome: &'static str,
+    response: HttpResponse,
+    /// The inbox id, when it is stored.
+    stored: Option<i64>,
+}
+
+impl Handled {
+    fn new(event: Option<String>, outcome: &'static str, response: HttpResponse) -> Self {
+        Self { event, outcome, response, stored: None }
+    }
+
+    fn stored(mut self, id: i64) -> Self {
+        self.stored = Some(id);
+        self
+    }
+}
+
 /// Handles one verified delivery: `(event name, outcome, response)`.
-async fn handle<H: WebhookHandler>(
-    receiver: &Arc<Receiver<H>>,
-    delivery: &Delivery,
-) -> (Option<String>, &'static str, HttpResponse) {
+async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Delivery) -> Handled {
     let body = &delivery.body;
     let Envelope { event, room } = match envelope(body) {
         Ok(envelope) => envelope,
@@ -131,7 +150,7 @@ async fn handle<H: WebhookHandler>(
                 "invalid_json",
                 format!("the body is signed but is not a JSON object: {e}"),
             );
-            return (None, "invalid_json", rejection.response());
+            return Handled::new(None, "invalid_json", rejection.response());
         }
     };
     match &receiver.mode {
@@ -148,9 +167,9 @@ fn unmatched(event: Option<&str>, body: &[u8]) -> Option<Unmatched> {
     }
 }
 
-fn refuse_unmatched(event: Option<String>, reason: &Unmatched) -> (Option<String>, &'static str, HttpResponse) {
+fn refuse_unmatched(event: Option<String>, reason: &Unmatched) -> Handled {
     let rejection = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "unmatched_event", reason.to_string());
-    (event, "unmatched_event", rejection.response())
+    Handled::new(event, "unmatched_event", rejection.response())
 }
 
 fn warn_unmatched(delivery: &Delivery, event: Option<&str>, reason: &Unmatched) {
@@ -168,7 +187,7 @@ async fn store(
     delivery: &Delivery,
     event: Option<String>,
     room: Option<String>,
-) -> (Option<String>, &'static str, HttpResponse) {
+) -> Handled {
     let reason = unmatched(event.as_deref(), &delivery.body);
     if let Some(reason) = &reason {
         warn_unmatched(delivery, event.as_deref(), reason);
@@ -189,10 +208,11 @@ async fn store(
     match inbox.append(new).await {
         Ok(Appended::New(id)) => {
             let outcome = if reason.is_none() { "accepted" } else { "fallback" };
-            (event, outcome, HttpResponse::Ok().json(json!({ "status": "accepted", "id": id })))
+            Handled::new(event, outcome, HttpResponse::Ok().json(json!({ "status": "accepted", "id": id }))).stored(id)
         }
         Ok(Appended::Duplicate(id)) => {
-            (event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate", "id": id })))
+            Handled::new(event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate", "id": id })))
+                .stored(id)
         }
         Err(error) => {
             log::error!(
@@ -204,7 +224,7 @@ async fn store(
                 "storage_unavailable",
                 "the delivery could not be stored; retry later",
             );
-            (event, "storage_unavailable", rejection.response())
+            Handled::new(event, "storage_unavailable", rejection.response())
         }
     }
 }
@@ -216,7 +236,7 @@ async fn handle_inline<H: WebhookHandler>(
     window: Duration,
     delivery: &Delivery,
     event: Option<String>,
-) -> (Option<String>, &'static str, HttpResponse) {
+) -> Handled {
     let body = &delivery.body;
 
     let key = delivery.verified.signature;
@@ -225,7 +245,7 @@ async fn handle_inline<H: WebhookHandler>(
     match replay.begin(key, now_ms, expires_ms) {
         Begin::New => {}
         Begin::Duplicate => {
-            return (event, "duplicate", ok_status("duplicate"));
+            return Handled::new(event, "duplicate", ok_status("duplicate"));
         }
         Begin::InFlight => {
             let rejection = Rejection::new(
@@ -233,7 +253,7 @@ async fn handle_inline<H: WebhookHandler>(
                 "in_progress",
                 "an earlier attempt of this delivery is still being handled; retry later",
             );
-            return (event, "in_progress", rejection.response());
+            return Handled::new(event, "in_progress", rejection.response());
         }
         Begin::Full => {
             let rejection = Rejection::new(
@@ -241,7 +261,7 @@ async fn handle_inline<H: WebhookHandler>(
                 "busy",
                 "the receiver is remembering too many recent deliveries; retry later",
             );
-            return (event, "busy", rejection.response());
+            return Handled::new(event, "busy", rejection.response());
         }
     }
 
@@ -273,7 +293,7 @@ async fn handle_inline<H: WebhookHandler>(
     match result {
         Ok(()) => {
             replay.complete(&key);
-            (event, outcome, ok_status(outcome))
+            Handled::new(event, outcome, ok_status(outcome))
         }
         Err(error) => {
             replay.abort(&key);
@@ -288,7 +308,7 @@ async fn handle_inline<H: WebhookHandler>(
                 "handler_failed",
                 "the delivery was not handled; the provider will retry it",
             );
-            (event, "handler_failed", rejection.response())
+            Handled::new(event, "handler_failed", rejection.response())
         }
     }
 }

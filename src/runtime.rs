@@ -30,8 +30,9 @@ pub struct WebhookInfo {
 /// What a handler knows about the delivery it handles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryContext {
-    /// Identifies the delivery: the same for every retry of it by the provider (derived from
-    /// its signature), so a handler can make its side effects idempotent.
+    /// Identifies the delivery, so a handler can make its side effects idempotent: its inbox id
+    /// (what `meet-webhooks inbox show` takes), or without the inbox a prefix of its signature.
+    /// Either way it is the same for every retry of the delivery by the provider.
     pub delivery_id: String,
     /// 1 on the first attempt to handle this delivery.
     pub attempt: u32,

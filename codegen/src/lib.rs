@@ -163,7 +163,13 @@ impl Config {
     }
 
     fn base(&self) -> PathBuf {
-        self.base_dir.clone().or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from)).unwrap_or_default()
+        let base = self
+            .base_dir
+            .clone()
+            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from))
+            .unwrap_or_default();
+        // Normalized like every spec path, so that the banner can show the spec relative to it.
+        load::normalize(&base)
     }
 
     /// The spec file this configuration reads, after the environment override.
