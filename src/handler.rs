@@ -3,8 +3,9 @@
 //! This is the file to edit. Implement the `WebhookHandler` methods for the webhooks you care
 //! about; the ones you leave out are acknowledged with a warning (see `crate::generated`).
 
-use serde::Serialize;
-use serde_json::Value;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::generated::{WebhookHandler, types};
 use crate::runtime::{DeliveryContext, HandlerResult};
@@ -46,8 +47,22 @@ pub struct RecordingSummary {
 
 impl RecordingSummary {
     pub fn of(data: &impl Serialize) -> Result<Self, serde_json::Error> {
-        let data = serde_json::to_value(data)?;
-        let field = |name: &str| data.get(name).and_then(Value::as_str).unwrap_or("-").to_owned();
-        Ok(Self { recording_id: field("recordingId"), room_id: field("roomId"), status: field("status") })
+        #[derive(Deserialize)]
+        struct Fields<'a> {
+            #[serde(rename = "recordingId", borrow)]
+            recording_id: Option<Cow<'a, str>>,
+            #[serde(rename = "roomId", borrow)]
+            room_id: Option<Cow<'a, str>>,
+            #[serde(borrow)]
+            status: Option<Cow<'a, str>>,
+        }
+        // One buffer, fields borrowed from it: cheaper than building a `serde_json::Value`.
+        let json = serde_json::to_vec(data)?;
+        let fields: Option<Fields<'_>> = serde_json::from_slice(&json)?;
+        let text = |field: Option<Cow<'_, str>>| field.map_or_else(|| "-".to_owned(), Cow::into_owned);
+        Ok(match fields {
+            Some(f) => Self { recording_id: text(f.recording_id), room_id: text(f.room_id), status: text(f.status) },
+            None => Self { recording_id: "-".into(), room_id: "-".into(), status: "-".into() },
+        })
     }
 }

@@ -6,7 +6,8 @@
 //! buffer out every [`INTERVAL`]: lines appear at most that late, in order. If stderr stops
 //! taking output and the buffer reaches [`MAX_BUFFER`], the logging thread writes it out
 //! itself (so memory stays bounded and nothing is dropped). [`flush`] writes everything out
-//! before exit; a SIGKILL can lose the last [`INTERVAL`] of lines.
+//! before exit; a SIGKILL can lose the last [`INTERVAL`] of lines. (env_logger's `color`
+//! feature is off: with it, every line written to a pipe is scanned to strip colours.)
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -53,8 +54,6 @@ pub fn init() {
         .expect("spawning the log writer");
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Pipe(Box::new(Batched)))
-        // A pipe gets no colours; without this, every line is also scanned to strip them.
-        .write_style(env_logger::WriteStyle::Never)
         .init();
 }
 

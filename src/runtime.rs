@@ -9,6 +9,7 @@ use std::future::{Ready, ready};
 use std::time::SystemTime;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 /// One webhook of the spec, as the generator saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,49 +96,128 @@ pub struct UnmatchedEvent {
 
 /// Parses a body into its generated type; a failure says which field.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Unmatched> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| Unmatched::Mismatch { path: e.path().to_string(), message: e.inner().to_string() })
+    // Most bodies fit: only a failure pays for tracking the field path, by parsing again.
+    serde_json::from_slice(body).or_else(|_| {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|e| Unmatched::Mismatch { path: e.path().to_string(), message: e.inner().to_string() })
+    })
 }
 
 /// What the receiver needs from a body before the typed parse: its `event` name and, for
 /// ordering, `data.roomId`.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Envelope {
-    #[serde(default, deserialize_with = "lenient_str")]
     pub event: Option<String>,
-    #[serde(default, rename = "data", deserialize_with = "room_of")]
     pub room: Option<String>,
 }
 
-/// Reads the [`Envelope`] of a body, skipping everything else. `Err` if the body is not a JSON
-/// object at all.
+/// Reads the [`Envelope`] of a body, skipping everything else without building it. `Err` if
+/// the body is not a JSON object at all. A non-string `event` or `roomId`, or a `data` that is
+/// not an object, count as absent: such a body is an event that matches no webhook, not an
+/// unreadable one.
 pub fn envelope(body: &[u8]) -> Result<Envelope, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        event: Lenient,
+        #[serde(default)]
+        data: Room,
+    }
     // A derived struct also accepts a JSON array (fields by position); an event is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(serde::de::Error::custom("expected a JSON object"));
     }
-    serde_json::from_slice(body)
+    let raw: Raw = serde_json::from_slice(body)?;
+    Ok(Envelope { event: raw.event.0, room: raw.data.0 })
 }
 
-/// `"event": 5` is not a name: treat it like a missing one rather than an unparsable body.
-fn lenient_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Some(s),
-        _ => None,
-    })
-}
+/// A JSON string; `None` for any other value.
+#[derive(Default)]
+struct Lenient(Option<String>);
 
-fn room_of<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    struct Data {
-        #[serde(default, rename = "roomId", deserialize_with = "lenient_str")]
-        room_id: Option<String>,
+/// `roomId` of a JSON object; `None` for anything else.
+#[derive(Default)]
+struct Room(Option<String>);
+
+impl<'de> Deserialize<'de> for Lenient {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Pick::Str).map(Lenient)
     }
-    // `data` that is not an object has no room.
-    Ok(Option::<serde_json::Value>::deserialize(d)?
-        .and_then(|v| serde_json::from_value::<Data>(v).ok())
-        .and_then(|d| d.room_id))
+}
+
+impl<'de> Deserialize<'de> for Room {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Pick::RoomId).map(Room)
+    }
+}
+
+/// Takes one string out of any JSON value and skips the rest (`IgnoredAny`: nothing is built).
+#[derive(Clone, Copy)]
+enum Pick {
+    /// The value itself, if it is a string.
+    Str,
+    /// The string `roomId` of an object.
+    RoomId,
+}
+
+impl<'de> serde::de::Visitor<'de> for Pick {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(matches!(self, Pick::Str).then(|| v.to_owned()))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Key>()? {
+            match (self, key) {
+                (Pick::RoomId, Key::RoomId) => found = map.next_value::<Lenient>()?.0,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Object keys, compared without allocating.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum Key {
+    RoomId,
+    #[serde(other)]
+    Other,
 }
 
 /// The default body of every unimplemented typed method.
