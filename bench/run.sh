@@ -34,12 +34,12 @@ run() {
   report=$("${pin_load[@]}" "$load" --url "http://127.0.0.1:$port/webhook" --key "$key" \
     --connections "$connections" --seconds "${RUN_SECONDS:-$seconds}" --pid "$pid")
   kill -TERM "$pid"; wait "$pid" || true; pid=
-  local batches=""
   echo "{\"run\":\"$label\",${report#\{}"
 }
 
 echo "# $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ)"
 run "verification only (--no-inbox)" "" "" --no-inbox --replay-capacity 4000000
+run "verification only, 1 HTTP worker" "" "" --no-inbox --replay-capacity 4000000 --workers 1
 run "inbox on" "" ""
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   run "inbox on, receiver on cpu 0, load on cpu 1" 0 1
