@@ -22,7 +22,8 @@ use crate::middleware::{DEFAULT_BODY_LIMIT, Gate};
 use crate::verify::{Policy, TimestampUnit, Verifier, millis_since_epoch};
 use crate::{WEBHOOKS, WebhookHandler, generated};
 
-#[derive(Debug, Parser)]
+// No `Debug` on the argument types: they hold keys, which must never be printed.
+#[derive(Parser)]
 #[command(
     name = "meet-webhooks",
     version,
@@ -36,7 +37,7 @@ pub struct Cli {
     serve: ServeArgs,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Receive webhooks (the default when no command is given).
     Serve(ServeArgs),
@@ -50,7 +51,7 @@ enum Command {
     Inbox(InboxCommand),
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct InboxCommand {
     #[command(flatten)]
     data: DataDirArg,
@@ -58,7 +59,7 @@ struct InboxCommand {
     action: InboxAction,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum InboxAction {
     /// List deliveries, oldest first.
     List {
@@ -92,7 +93,7 @@ enum InboxAction {
     Stats,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 struct KeyArgs {
     /// Key(s) that sign deliveries: the OpenVidu Meet API key. Repeat the flag, or separate
     /// keys with commas in the variable, to accept several during a rotation.
@@ -103,7 +104,7 @@ struct KeyArgs {
     key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 struct PolicyArgs {
     /// Oldest acceptable X-Timestamp, in seconds.
     #[arg(long, env = "MEET_WEBHOOKS_MAX_AGE", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
@@ -116,7 +117,7 @@ struct PolicyArgs {
     timestamp_unit: TimestampUnit,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 struct ServeArgs {
     #[command(flatten)]
     keys: KeyArgs,
@@ -149,14 +150,14 @@ struct ServeArgs {
     inbox: InboxArgs,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 struct DataDirArg {
     /// Where the inbox (an SQLite file) lives; created on first start.
     #[arg(long, env = "MEET_WEBHOOKS_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 struct InboxArgs {
     #[command(flatten)]
     data: DataDirArg,
@@ -219,7 +220,7 @@ impl InboxArgs {
     }
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct SendArgs {
     /// The webhook: its event name (recordingStarted), its operationId, or testEvent.
     webhook: String,
@@ -237,7 +238,7 @@ struct SendArgs {
     timestamp_unit: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Args)]
 struct VerifyArgs {
     #[command(flatten)]
     keys: KeyArgs,
