@@ -61,7 +61,9 @@ pub(crate) fn run_progenitor(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            return Err(progenitor_error(format!("it panicked: {message}")));
+            // The first line says what; the rest is typify's debug dump of the schema.
+            let first_line = message.lines().next().unwrap_or_default().trim_end_matches(['(', ' ']);
+            return Err(progenitor_error(format!("it panicked: {first_line}")));
         }
     };
     let body_types = body_types(bundle, &client, spec)?;

@@ -156,3 +156,17 @@ fn the_rest_api_part_of_a_root_document_is_never_read() {
     let (_dir, result) = generate(&[("openapi.yaml", &root), ("webhooks.yaml", &webhook("type: object"))]);
     result.unwrap();
 }
+
+#[test]
+fn a_panic_inside_typify_becomes_a_named_error() {
+    // typify 0.8 has `todo!()` for this shape of `not`; the build must still say where.
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        ("webhooks.yaml", &webhook("type: object\nproperties:\n  a:\n    not: {type: string}")),
+    ]);
+    assert!(
+        text.starts_with("openapi.yaml: progenitor could not generate code: it panicked: not yet implemented"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "one line, not a dump: {text}");
+}
