@@ -433,12 +433,15 @@ fn send(args: SendArgs) -> Result<ExitCode, String> {
         }
     };
     body["event"] = event.into();
-    body["creationDate"] = millis_since_epoch(SystemTime::now()).into();
+    let creation_ms = millis_since_epoch(SystemTime::now());
+    body["creationDate"] = creation_ms.into();
     if let Some(data) = data {
         body["data"] = data;
     }
     let unit = if args.timestamp_unit == "s" { Unit::Seconds } else { Unit::Milliseconds };
-    let client = Client::new(&args.url, Signing::new(&args.key).unit(unit));
+    // As the provider does: X-Timestamp is the event's creationDate.
+    let timestamp = if unit == Unit::Seconds { creation_ms / 1000 } else { creation_ms };
+    let client = Client::new(&args.url, Signing::new(&args.key).fixed_timestamp(timestamp));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let delivered = runtime.block_on(async {
         match deliver(&client, event, body.clone()).await {

@@ -447,3 +447,17 @@ fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_
     eventually("handled after the restart", || row(dir.path(), second).state == State::Done);
     dispatcher.stop();
 }
+
+#[test]
+fn strict_mode_with_the_inbox_refuses_and_stores_nothing_that_matches_no_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::with(Options { strict: true, inbox: Some(InboxOptions::new(dir.path())), ..Options::default() });
+    let body = json!({"event": "testEvent", "creationDate": now_ms(), "data": {}}).to_string();
+    let response = server.deliver(KEY, &now_ms().to_string(), body.as_bytes());
+    assert_eq!((response.status, response.error().as_str()), (422, "unmatched_event"));
+    accepted_id(&server.deliver(KEY, &now_ms().to_string(), example(&WEBHOOKS[0]).to_string().as_bytes()));
+    let stored = rows(dir.path());
+    assert_eq!(stored.len(), 1, "only the typed delivery is stored");
+    assert_eq!(stored[0].kind, "typed");
+}
