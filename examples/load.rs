@@ -71,13 +71,19 @@ struct Templates(Vec<Vec<Part>>);
 
 enum Part {
     Text(String),
+    Value(Slot),
+}
+
+/// The per-delivery values.
+#[derive(Clone, Copy)]
+enum Slot {
     CreationDate,
     Room,
     Recording,
 }
 
-const MARKERS: [(&str, fn() -> Part); 3] =
-    [("@@CREATION@@", || Part::CreationDate), ("@@ROOM@@", || Part::Room), ("@@RECORDING@@", || Part::Recording)];
+const MARKERS: [(&str, Slot); 3] =
+    [("@@CREATION@@", Slot::CreationDate), ("@@ROOM@@", Slot::Room), ("@@RECORDING@@", Slot::Recording)];
 
 impl Templates {
     fn new() -> Self {
@@ -96,11 +102,11 @@ impl Templates {
         // The creation date is a number: drop the quotes the marker string got.
         let mut text = body.to_string().replace("\"@@CREATION@@\"", "@@CREATION@@");
         let mut parts = Vec::new();
-        while let Some((at, marker, part)) =
-            MARKERS.iter().filter_map(|(m, p)| text.find(m).map(|at| (at, *m, p()))).min_by_key(|(at, ..)| *at)
+        while let Some((at, marker, slot)) =
+            MARKERS.iter().filter_map(|(m, slot)| text.find(m).map(|at| (at, *m, *slot))).min_by_key(|(at, ..)| *at)
         {
             parts.push(Part::Text(text[..at].to_owned()));
-            parts.push(part);
+            parts.push(Part::Value(slot));
             text = text[at + marker.len()..].to_owned();
         }
         parts.push(Part::Text(text));
@@ -113,9 +119,9 @@ impl Templates {
         for part in &self.0[(n % self.0.len() as u64) as usize] {
             let _ = match part {
                 Part::Text(text) => std::io::Write::write_all(out, text.as_bytes()),
-                Part::CreationDate => write!(out, "{now_ms}"),
-                Part::Room => write!(out, "room-{n}"),
-                Part::Recording => write!(out, "room-{n}--EG_{n:x}--XX445"),
+                Part::Value(Slot::CreationDate) => write!(out, "{now_ms}"),
+                Part::Value(Slot::Room) => write!(out, "room-{n}"),
+                Part::Value(Slot::Recording) => write!(out, "room-{n}--EG_{n:x}--XX445"),
             };
         }
     }
