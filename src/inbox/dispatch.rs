@@ -71,6 +71,11 @@ const POLL: Duration = Duration::from_millis(250);
 const MAINTENANCE: Duration = Duration::from_secs(10);
 /// Due deliveries fetched per query.
 const FETCH: usize = 256;
+/// Handler outcomes that may wait for their commit at once. A crash handles again whatever
+/// ran without its outcome committed: at most `concurrency + MAX_UNRECORDED` deliveries. Each
+/// writer cycle commits the outcomes queued during it, so this also caps how many deliveries
+/// are handled per commit.
+pub const MAX_UNRECORDED: usize = 64;
 
 struct Running {
     id: i64,
@@ -99,15 +104,17 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let mut tasks: HashMap<tokio::task::Id, Running> = HashMap::new();
         let mut busy_rooms: HashSet<String> = HashSet::new();
         let mut ready: VecDeque<Stored> = VecDeque::new();
+        let mut recording: JoinSet<()> = JoinSet::new();
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         loop {
             if *stop.borrow() {
                 break;
             }
-            if running.len() < self.concurrency {
+            if running.len() < self.concurrency && recording.len() < MAX_UNRECORDED {
                 self.start_due(&mut running, &mut tasks, &mut busy_rooms, &mut ready).await;
             }
             tokio::select! {
+                Some(_) = recording.join_next() => {}
                 Some(finished) = running.join_next_with_id() => {
                     let (task, typed, result) = match finished {
                         Ok((task, (typed, result))) => (task, typed, result),
@@ -117,7 +124,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
                         if let Some(room) = &done.room {
                             busy_rooms.remove(room);
                         }
-                        self.finish(done, typed, result).await;
+                        self.finish(done, typed, result, &mut recording).await;
                     }
                 }
                 _ = self.inbox.wake().notified() => {}
@@ -132,12 +139,12 @@ impl<H: WebhookHandler> Dispatcher<H> {
             match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
                 Ok(Some(Ok((task, (typed, result))))) => {
                     if let Some(done) = tasks.remove(&task) {
-                        self.finish(done, typed, result).await;
+                        self.finish(done, typed, result, &mut recording).await;
                     }
                 }
                 Ok(Some(Err(e))) => {
                     if let Some(done) = tasks.remove(&e.id()) {
-                        self.finish(done, true, Err(format!("the handler panicked: {e}"))).await;
+                        self.finish(done, true, Err(format!("the handler panicked: {e}")), &mut recording).await;
                     }
                 }
                 Ok(None) => break,
@@ -148,6 +155,11 @@ impl<H: WebhookHandler> Dispatcher<H> {
                 }
             }
         }
+        // The outcomes of what finished are committed before the dispatcher reports stopped.
+        while tokio::time::timeout_at(deadline + Duration::from_secs(5), recording.join_next())
+            .await
+            .is_ok_and(|r| r.is_some())
+        {}
     }
 
     /// Starts due deliveries while there is room. Due deliveries are fetched a batch at a
@@ -190,7 +202,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
         }
     }
 
-    async fn finish(&self, done: Running, typed: bool, result: Result<(), String>) {
+    async fn finish(&self, done: Running, typed: bool, result: Result<(), String>, recording: &mut JoinSet<()>) {
         let now_ms = millis_since_epoch(SystemTime::now());
         let event = done.event.as_deref().unwrap_or("");
         let retry_at_ms = match &result {
@@ -216,9 +228,14 @@ impl<H: WebhookHandler> Dispatcher<H> {
         }
         crate::metrics::handler_attempt(event, label);
         let outcome = Outcome { id: done.id, attempts: done.attempts, typed, result, retry_at_ms, now_ms };
-        if let Err(e) = self.inbox.record(outcome).await {
+        match self.inbox.record(outcome).await {
+            Ok(committed) => {
+                recording.spawn(async move {
+                    let _ = committed.await;
+                });
+            }
             // Left pending in storage: it will be handled again (at least once).
-            log::error!("cannot record the outcome of delivery {}: {e}", done.id);
+            Err(e) => log::error!("cannot record the outcome of delivery {}: {e}", done.id),
         }
     }
 

@@ -17,7 +17,9 @@
 //!   events of a room are handled in order), runs the generated handler, and records the
 //!   outcome: done, retry later with exponential backoff, or dead after the last attempt.
 //! - A crash loses nothing acknowledged: whatever was not recorded as done is handled again
-//!   after the restart (at least once; exactly once when nothing crashed).
+//!   after the restart (at least once; exactly once when nothing crashed). What a crash can
+//!   make run twice is bounded: the running handlers plus [`MAX_UNRECORDED`] outcomes waiting
+//!   for their commit.
 //!
 //! [`Store`] is the seam for other backends: SQLite here; several replicas sharing PostgreSQL
 //! would implement the same four operations (with `FOR UPDATE SKIP LOCKED` in `due`).
@@ -33,7 +35,7 @@ use actix_web::web::Bytes;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
+pub use dispatch::{Dispatcher, DispatcherHandle, MAX_UNRECORDED, RetryPolicy};
 pub use sqlite::{FILE_NAME, Filter, Selection, SqliteStore};
 
 /// What the request path stores.
@@ -161,7 +163,8 @@ pub trait Store: Send + 'static {
 enum Op {
     Append(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>),
     Due(i64, usize, oneshot::Sender<Result<Vec<Stored>, StoreError>>),
-    Record(Outcome),
+    /// Answered once the batch holding the outcome was committed (or failed to be).
+    Record(Outcome, oneshot::Sender<()>),
     Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
     Check(oneshot::Sender<Result<(), StoreError>>),
     Depth(oneshot::Sender<Result<Depth, StoreError>>),
@@ -216,11 +219,14 @@ impl Inbox {
         self.call(|tx| Op::Due(now_ms, limit, tx)).await
     }
 
-    /// Queues a handler outcome. Outcomes are committed in batches, before any later `due`
-    /// is answered, so a recorded delivery is never handed out again. A failure to commit is
-    /// logged by the writer; the delivery then stays pending (handled again: at least once).
-    pub async fn record(&self, outcome: Outcome) -> Result<(), StoreError> {
-        self.ops.send(Op::Record(outcome)).await.map_err(|_| StoreError("the inbox writer has stopped".into()))
+    /// Queues a handler outcome; the returned receiver resolves once its batch is committed.
+    /// Outcomes are committed in batches, before any later `due` is answered, so a recorded
+    /// delivery is never handed out again. A failure to commit is logged by the writer; the
+    /// delivery then stays pending (handled again: at least once).
+    pub async fn record(&self, outcome: Outcome) -> Result<oneshot::Receiver<()>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops.send(Op::Record(outcome, tx)).await.map_err(|_| StoreError("the inbox writer has stopped".into()))?;
+        Ok(rx)
     }
 
     pub async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
@@ -250,6 +256,7 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
     let mut replies: Vec<oneshot::Sender<Result<Appended, StoreError>>> = Vec::new();
     let mut others: Vec<Op> = Vec::new();
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut recorded: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = ops.blocking_recv() {
         // Everything that queued up while the last commit ran goes into this one.
         let mut next = Some(first);
@@ -259,7 +266,10 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                     batch.push(delivery);
                     replies.push(reply);
                 }
-                Op::Record(outcome) => outcomes.push(outcome),
+                Op::Record(outcome, ack) => {
+                    outcomes.push(outcome);
+                    recorded.push(ack);
+                }
                 other => others.push(other),
             }
             if batch.len() >= MAX_BATCH {
@@ -297,6 +307,9 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 );
             }
             outcomes.clear();
+            for ack in recorded.drain(..) {
+                let _ = ack.send(());
+            }
         }
         for op in others.drain(..) {
             match op {

@@ -296,8 +296,9 @@ fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_none_twice()
     }
     assert!(second_run_log.iter().any(|l| l.contains("outcome=duplicate")), "the retry was a duplicate");
 
-    // Handled twice only if the kill interrupted the handler: at most the handlers running at
-    // once (4) had been called without their outcome being recorded.
+    // Handled twice only if the kill came between a handler's start and the commit of its
+    // outcome: at most the handlers running at once (4) plus the outcomes allowed to wait for
+    // their commit.
     let handled = |log: &[String]| -> Vec<String> {
         log.iter()
             .filter_map(|l| l.split("recording started: recording ").nth(1))
@@ -309,7 +310,8 @@ fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_none_twice()
     let first_set: HashSet<&String> = first.iter().collect();
     assert_eq!(first_set.len(), first.len(), "none handled twice within a run");
     let twice: Vec<&String> = second.iter().filter(|id| first_set.contains(id)).collect();
-    assert!(twice.len() <= 4, "handled again after the restart: {twice:?}");
+    let bound = 4 + meet_webhooks::inbox::MAX_UNRECORDED;
+    assert!(twice.len() <= bound, "handled again after the restart: {} > {bound}: {twice:?}", twice.len());
     eprintln!(
         "crash test: {} of {N} acknowledged before SIGKILL, {} stored, {} handled again after restart",
         acked.len(),
