@@ -1,0 +1,277 @@
+//! The `meet-webhooks` command line: `serve` (the default), `send`, `verify`, `spec`, `inbox`.
+//!
+//! Every setting is a flag and an environment variable (the flag wins); `--help` shows each
+//! with its default. A bad value is a start-up error that names the setting. This module holds
+//! the arguments; each command lives in a module of its own.
+
+mod inbox;
+mod inspect;
+mod send;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::DEFAULT_REPLAY_CAPACITY;
+use crate::middleware::DEFAULT_BODY_LIMIT;
+use crate::verify::{Policy, TimestampUnit};
+
+// No `Debug` on the argument types: they hold keys, which must never be printed.
+#[derive(Parser)]
+#[command(
+    name = "meet-webhooks",
+    version,
+    about = "A verified webhook receiver for OpenVidu Meet",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive webhooks (the default when no command is given).
+    Serve(ServeArgs),
+    /// Sign and send one event, exactly as OpenVidu Meet does.
+    Send(SendArgs),
+    /// Check a captured delivery (body on standard input) and say which check it fails.
+    Verify(VerifyArgs),
+    /// List the webhooks this binary was generated from.
+    Spec,
+    /// Look into the inbox and replay deliveries (works while the service runs).
+    Inbox(InboxCommand),
+}
+
+#[derive(Args)]
+struct InboxCommand {
+    #[command(flatten)]
+    data: DataDirArg,
+    #[command(subcommand)]
+    action: InboxAction,
+}
+
+#[derive(Subcommand)]
+enum InboxAction {
+    /// List deliveries, oldest first.
+    List {
+        /// pending, done, dead, fallback (matched no typed webhook) or all.
+        #[arg(long, default_value = "all", value_parser = ["pending", "done", "dead", "fallback", "all"])]
+        state: String,
+        /// Only this event.
+        #[arg(long)]
+        event: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Show one delivery: headers and body as received.
+    Show { id: i64 },
+    /// Hand deliveries to the handlers again.
+    Replay {
+        /// The delivery to replay.
+        #[arg(required_unless_present_any = ["dead", "fallback"], conflicts_with_all = ["dead", "fallback"])]
+        id: Option<i64>,
+        /// Every dead delivery.
+        #[arg(long, conflicts_with = "fallback")]
+        dead: bool,
+        /// Every delivery that matched no typed webhook (after rebuilding against a newer spec).
+        #[arg(long)]
+        fallback: bool,
+    },
+    /// Count deliveries by state.
+    Stats,
+}
+
+#[derive(Clone, Args)]
+struct KeyArgs {
+    /// Key(s) that sign deliveries: the OpenVidu Meet API key. Repeat the flag, or separate
+    /// keys with commas in the variable, to accept several during a rotation.
+    #[arg(long = "key", env = "MEET_WEBHOOKS_KEY", value_delimiter = ',', hide_env_values = true)]
+    keys: Vec<String>,
+    /// A file with one key per line (added to --key).
+    #[arg(long, env = "MEET_WEBHOOKS_KEY_FILE")]
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Args)]
+struct PolicyArgs {
+    /// Oldest acceptable X-Timestamp, in seconds.
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_AGE", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    max_age: u64,
+    /// How far in the future X-Timestamp may be, in seconds (clock skew).
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_FUTURE", default_value_t = 30)]
+    max_future: u64,
+    /// Unit of X-Timestamp: auto (by magnitude), s or ms.
+    #[arg(long, env = "MEET_WEBHOOKS_TIMESTAMP_UNIT", default_value = "auto")]
+    timestamp_unit: TimestampUnit,
+}
+
+#[derive(Clone, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Address to listen on.
+    #[arg(long, env = "MEET_WEBHOOKS_BIND", default_value = "127.0.0.1:5080")]
+    bind: SocketAddr,
+    /// The path OpenVidu Meet posts every event to.
+    #[arg(long, env = "MEET_WEBHOOKS_PATH", default_value = "/webhook", value_parser = parse_path)]
+    path: String,
+    /// Largest accepted body, in bytes.
+    #[arg(long, env = "MEET_WEBHOOKS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    body_limit: usize,
+    /// Seconds a client gets to send its request head, and again its body.
+    #[arg(long, env = "MEET_WEBHOOKS_REQUEST_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout: u64,
+    /// Refuse (422) deliveries that match no typed webhook instead of handing them to the
+    /// fallback handler.
+    #[arg(long, env = "MEET_WEBHOOKS_STRICT")]
+    strict: bool,
+    /// How many recent deliveries are remembered to acknowledge retries without handling them
+    /// twice.
+    #[arg(long, env = "MEET_WEBHOOKS_REPLAY_CAPACITY", default_value_t = DEFAULT_REPLAY_CAPACITY)]
+    replay_capacity: usize,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "MEET_WEBHOOKS_WORKERS")]
+    workers: Option<usize>,
+    #[command(flatten)]
+    inbox: InboxArgs,
+}
+
+#[derive(Clone, Args)]
+struct DataDirArg {
+    /// Where the inbox (an SQLite file) lives; created on first start.
+    #[arg(long, env = "MEET_WEBHOOKS_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Clone, Args)]
+struct InboxArgs {
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Handle deliveries before answering, without storing them (nothing survives a crash).
+    #[arg(long, env = "MEET_WEBHOOKS_NO_INBOX")]
+    no_inbox: bool,
+    /// Handlers running at once (events of one room always run one at a time, in order).
+    #[arg(long, env = "MEET_WEBHOOKS_CONCURRENCY", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    concurrency: usize,
+    /// Attempts per delivery before it is dead (kept for `inbox replay`).
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+    /// Seconds before the first retry of a failed handler; doubled for each further one.
+    #[arg(long, env = "MEET_WEBHOOKS_RETRY_DELAY", default_value_t = 1.0)]
+    retry_delay: f64,
+    /// Longest wait between retries, in seconds.
+    #[arg(long, env = "MEET_WEBHOOKS_RETRY_MAX_DELAY", default_value_t = 300.0)]
+    retry_max_delay: f64,
+    /// Hours a handled delivery is kept before it is pruned (dead ones are kept until replayed).
+    #[arg(long, env = "MEET_WEBHOOKS_RETENTION_HOURS", default_value_t = 168.0)]
+    retention_hours: f64,
+    /// Seconds running handlers get to finish on shutdown; the rest stay pending.
+    #[arg(long, env = "MEET_WEBHOOKS_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// The webhook: its event name (recordingStarted), its operationId, or testEvent.
+    webhook: String,
+    /// The receiver's webhook URL.
+    #[arg(long, default_value = "http://127.0.0.1:5080/webhook")]
+    url: String,
+    /// The key to sign with.
+    #[arg(long, env = "MEET_WEBHOOKS_KEY", hide_env_values = true)]
+    key: String,
+    /// A JSON file with the event's `data` (default: built from the spec's examples).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Unit of X-Timestamp: ms (what the provider sends) or s.
+    #[arg(long, default_value = "ms", value_parser = ["ms", "s"])]
+    timestamp_unit: String,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// The X-Timestamp header of the delivery.
+    #[arg(long)]
+    timestamp: String,
+    /// The X-Signature header of the delivery.
+    #[arg(long)]
+    signature: String,
+}
+
+fn parse_path(path: &str) -> Result<String, String> {
+    if path.starts_with('/') && !path.contains(char::is_whitespace) {
+        Ok(path.to_owned())
+    } else {
+        Err(format!("{path:?} is not a URL path: it must start with / and have no spaces"))
+    }
+}
+
+/// Runs the command line; the exit code says whether it worked.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::logging::init();
+    let outcome = match cli.command {
+        None => serve::serve(cli.serve),
+        Some(Command::Serve(args)) => serve::serve(args),
+        Some(Command::Send(args)) => send::send(args),
+        Some(Command::Verify(args)) => inspect::verify(args),
+        Some(Command::Spec) => {
+            inspect::spec();
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Inbox(command)) => inbox::inbox(command),
+    };
+    crate::logging::flush();
+    outcome.unwrap_or_else(|message| {
+        eprintln!("error: {message}");
+        ExitCode::from(2)
+    })
+}
+
+impl KeyArgs {
+    fn collect(&self) -> Result<Vec<Vec<u8>>, String> {
+        let mut keys: Vec<Vec<u8>> =
+            self.keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()).collect();
+        if let Some(file) = &self.key_file {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("--key-file {}: {e}", file.display()))?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|l| l.as_bytes().to_vec()),
+            );
+        }
+        if keys.is_empty() {
+            return Err("no key: give the OpenVidu Meet API key that signs the webhooks with --key <KEY>, \
+                        MEET_WEBHOOKS_KEY=<KEY> or --key-file <FILE>"
+                .to_owned());
+        }
+        Ok(keys)
+    }
+}
+
+impl PolicyArgs {
+    fn policy(&self) -> Policy {
+        Policy {
+            max_age: Duration::from_secs(self.max_age),
+            max_future: Duration::from_secs(self.max_future),
+            unit: self.timestamp_unit,
+        }
+    }
+}
