@@ -151,7 +151,9 @@ fn too_large(limit: usize) -> Rejection {
 async fn read_body(gate: &Gate, payload: &mut Payload, declared: Option<usize>) -> Result<Bytes, Rejection> {
     let limit = gate.body_limit;
     let read = async {
-        let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+        // Reserve what the client declared only up to 64 KiB: a declared length costs the
+        // client nothing, so it must not make us allocate a megabyte per connection up front.
+        let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit).min(64 * 1024));
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
                 Rejection::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("the body could not be read: {e}"))
