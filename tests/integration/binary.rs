@@ -242,3 +242,37 @@ fn spec_lists_every_webhook_and_whether_the_service_handles_it() {
         assert!(line.contains(expected), "{line}");
     }
 }
+
+#[test]
+fn send_with_data_from_a_file_delivers_that_data_signed_with_seconds_when_asked() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let service = Service::start_in(data_dir.path(), &[]);
+    let file = data_dir.path().join("data.json");
+    let mut data: serde_json::Value = serde_json::from_str(WEBHOOKS[0].example).unwrap();
+    data["data"]["roomId"] = "room-from-file".into();
+    std::fs::write(&file, data["data"].to_string()).unwrap();
+    let (code, stdout, stderr) = run(
+        &[
+            "send",
+            WEBHOOKS[0].event,
+            "--url",
+            &service.url(),
+            "--key",
+            KEY,
+            "--data",
+            file.to_str().unwrap(),
+            "--timestamp-unit",
+            "s",
+        ],
+        b"",
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, _) = run(&["inbox", "--data-dir", data_dir.path().to_str().unwrap(), "show", "1"], b"");
+    assert_eq!(code, 0);
+    assert!(stdout.contains("room-from-file"), "{stdout}");
+    let timestamp = stdout.lines().find_map(|l| l.strip_prefix("X-Timestamp: ")).unwrap();
+    assert_eq!(timestamp.len(), 10, "seconds: {timestamp}");
+    let (code, _, stderr) = run(&["send", "noSuchWebhook", "--url", &service.url(), "--key", KEY], b"");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("the spec has no webhook \"noSuchWebhook\""), "{stderr}");
+}
