@@ -12,7 +12,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
@@ -102,14 +102,14 @@ async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiv
             .response();
     };
     let receiver = receiver.into_inner();
-    let Handled { event, outcome, response, stored } = handle(&receiver, &delivery).await;
+    let id = delivery_id(&delivery);
+    let Handled { event, outcome, response, stored } = handle(&receiver, &delivery, &id).await;
     let latency = started.elapsed();
     let event = event.as_deref().unwrap_or("");
     // The signature prefix is the same for every retry; the inbox id is what `inbox show` takes.
     let inbox_id = stored.map(|id| format!(" id={id}")).unwrap_or_default();
     log::info!(
-        "delivery {}{inbox_id} event={} outcome={} status={} latency={}us",
-        delivery_id(&delivery),
+        "delivery {id}{inbox_id} event={} outcome={} status={} latency={}us",
         if event.is_empty() { "-" } else { event },
         outcome,
         response.status().as_u16(),
@@ -140,7 +140,8 @@ impl Handled {
 }
 
 /// Handles one verified delivery: `(event name, outcome, response)`.
-async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Delivery) -> Handled {
+/// `id` names the delivery in logs (a prefix of its signature, the same for every retry).
+async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Delivery, id: &str) -> Handled {
     let body = &delivery.body;
     let Envelope { event, room } = match envelope(body) {
         Ok(envelope) => envelope,
@@ -154,16 +155,8 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
         }
     };
     match &receiver.mode {
-        Mode::Inbox(inbox) => store(receiver.strict, inbox, delivery, event, room).await,
-        Mode::Inline { replay, window } => handle_inline(receiver, replay, *window, delivery, event).await,
-    }
-}
-
-/// Why a delivery matched no typed webhook, or `None` if it matched one.
-fn unmatched(event: Option<&str>, body: &[u8]) -> Option<Unmatched> {
-    match event {
-        Some(name) => Event::parse(name, body).err(),
-        None => Some(Unmatched::NoEventName),
+        Mode::Inbox(inbox) => store(receiver.strict, inbox, delivery, id, event, room).await,
+        Mode::Inline { replay, window } => handle_inline(receiver, replay, *window, delivery, id, event).await,
     }
 }
 
@@ -172,12 +165,8 @@ fn refuse_unmatched(event: Option<String>, reason: &Unmatched) -> Handled {
     Handled::new(event, "unmatched_event", rejection.response())
 }
 
-fn warn_unmatched(delivery: &Delivery, event: Option<&str>, reason: &Unmatched) {
-    log::warn!(
-        "delivery {} (event {}) matched no typed webhook: {reason}",
-        delivery_id(delivery),
-        event.unwrap_or("<none>")
-    );
+fn warn_unmatched(id: &str, event: Option<&str>, reason: &Unmatched) {
+    log::warn!("delivery {id} (event {}) matched no typed webhook: {reason}", event.unwrap_or("<none>"));
 }
 
 /// Inbox mode: answered 200 only once the delivery is committed.
@@ -185,12 +174,16 @@ async fn store(
     strict: bool,
     inbox: &Inbox,
     delivery: &Delivery,
+    id: &str,
     event: Option<String>,
     room: Option<String>,
 ) -> Handled {
-    let reason = unmatched(event.as_deref(), &delivery.body);
+    // Classified now although the dispatcher classifies again from the stored bytes (it may
+    // run a newer build): strict mode must refuse before storing, the warning should come
+    // while the provider is still connected, and the answer's outcome is counted by kind.
+    let reason = Event::classify(event.as_deref(), &delivery.body).err();
     if let Some(reason) = &reason {
-        warn_unmatched(delivery, event.as_deref(), reason);
+        warn_unmatched(id, event.as_deref(), reason);
         if strict {
             return refuse_unmatched(event, reason);
         }
@@ -215,10 +208,7 @@ async fn store(
                 .stored(id)
         }
         Err(error) => {
-            log::error!(
-                "delivery {} not stored, answered 503 (the provider will retry): {error}",
-                delivery_id(delivery)
-            );
+            log::error!("delivery {id} not stored, answered 503 (the provider will retry): {error}");
             let rejection = Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_unavailable",
@@ -235,6 +225,7 @@ async fn handle_inline<H: WebhookHandler>(
     replay: &ReplayCache,
     window: Duration,
     delivery: &Delivery,
+    id: &str,
     event: Option<String>,
 ) -> Handled {
     let body = &delivery.body;
@@ -266,20 +257,16 @@ async fn handle_inline<H: WebhookHandler>(
     }
 
     let ctx = DeliveryContext {
-        delivery_id: delivery_id(delivery),
+        delivery_id: id.to_owned(),
         attempt: 1,
         timestamp_ms: delivery.verified.timestamp_ms,
         received_at: delivery.received_at,
         event: event.clone(),
     };
-    let parsed = match &event {
-        Some(name) => Event::parse(name, body),
-        None => Err(Unmatched::NoEventName),
-    };
-    let (outcome, result) = match parsed {
+    let (outcome, result) = match Event::classify(event.as_deref(), body) {
         Ok(typed) => ("handled", dispatch(&*receiver.handler, &ctx, typed).await),
         Err(reason) => {
-            warn_unmatched(delivery, event.as_deref(), &reason);
+            warn_unmatched(id, event.as_deref(), &reason);
             if receiver.strict {
                 replay.abort(&key);
                 return refuse_unmatched(event, &reason);
@@ -333,9 +320,4 @@ fn delivery_id(delivery: &Delivery) -> String {
 pub fn describe_window(gate: &Gate) -> String {
     let p = gate.verifier.policy();
     format!("max age {} s, max future {} s, unit {:?}", p.max_age.as_secs(), p.max_future.as_secs(), p.unit)
-}
-
-/// Time since the Unix epoch in ms, for tests that sign deliveries.
-pub fn now_ms() -> i64 {
-    millis_since_epoch(SystemTime::now())
 }

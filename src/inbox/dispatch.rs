@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 
 use super::{Inbox, Outcome, Stored};
 use crate::generated::{Event, WebhookHandler, dispatch};
-use crate::runtime::{DeliveryContext, Unmatched, UnmatchedEvent};
+use crate::runtime::{DeliveryContext, UnmatchedEvent};
 use crate::verify::millis_since_epoch;
 
 /// When a failed handler is tried again.
@@ -262,11 +262,7 @@ async fn handle<H: WebhookHandler>(handler: &H, row: Stored) -> (bool, Result<()
     };
     // Classified again from the stored bytes: after a rebuild against a newer spec, an event
     // that went to the fallback before may be typed now.
-    let parsed = match row.event.as_deref() {
-        Some(name) => Event::parse(name, &row.body),
-        None => Err(Unmatched::NoEventName),
-    };
-    match parsed {
+    match Event::classify(row.event.as_deref(), &row.body) {
         Ok(event) => (true, dispatch(handler, &ctx, event).await.map_err(|e| e.to_string())),
         Err(reason) => {
             let body = serde_json::from_slice(&row.body).unwrap_or(serde_json::Value::Null);

@@ -29,7 +29,6 @@ mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::web::Bytes;
 use serde::Serialize;
@@ -330,6 +329,3 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
         }
     }
 }
-
-/// How long done deliveries are kept by default.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);

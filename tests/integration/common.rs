@@ -214,18 +214,7 @@ impl TestServer {
 
     /// POSTs `body` with exactly these headers (plus Host, Content-Length, Connection: close).
     pub fn post(&self, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        let mut request = format!(
-            "POST {PATH} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
-            self.addr,
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        let mut bytes = request.into_bytes();
-        bytes.extend_from_slice(body);
-        self.raw(&bytes)
+        self.raw(&post_request(&self.addr.to_string(), headers, body))
     }
 
     /// Sends raw bytes and reads the answer until the server closes the connection.
@@ -295,7 +284,7 @@ fn dechunk(mut body: &str) -> String {
 
 /// Now, in milliseconds and seconds, as the provider would write X-Timestamp.
 pub fn now_ms() -> i64 {
-    meet_webhooks::app::now_ms()
+    meet_webhooks::verify::millis_since_epoch(std::time::SystemTime::now())
 }
 
 /// The spec's example body for a webhook, with a fresh `creationDate`.
@@ -312,4 +301,18 @@ pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A complete `POST /webhook` with exactly these headers plus Host, Content-Length and
+/// `Connection: close`.
+pub fn post_request(host: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut request =
+        format!("POST {PATH} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }

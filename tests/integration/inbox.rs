@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use meet_webhooks::WEBHOOKS;
-use meet_webhooks::inbox::{Appended, Filter, NewDelivery, Outcome, Selection, SqliteStore, State, Store, Stored};
+use meet_webhooks::inbox::{Appended, Filter, NewDelivery, Outcome, SqliteStore, State, Store, Stored};
 use meet_webhooks::verify::sign;
 use serde_json::json;
 
 use crate::binary::{Service, run};
-use crate::common::{Call, InboxOptions, KEY, Options, TestServer, eventually, example, now_ms, read_response};
+use crate::common::{Call, InboxOptions, KEY, Options, TestServer, eventually, example, now_ms, post_request};
 
 fn inbox_server(dir: &std::path::Path) -> TestServer {
     TestServer::with(Options { inbox: Some(InboxOptions::new(dir)), ..Options::default() })
@@ -204,11 +204,8 @@ fn try_deliver(addr: std::net::SocketAddr, timestamp: &str, body: &str) -> Optio
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let signature = sign(KEY.as_bytes(), timestamp, body.as_bytes());
-    let request = format!(
-        "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).ok()?;
+    let headers = [("content-type", "application/json"), ("x-timestamp", timestamp), ("x-signature", &signature)];
+    stream.write_all(&post_request("x", &headers, body.as_bytes())).ok()?;
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(&mut stream, &mut bytes).ok()?;
     let text = String::from_utf8_lossy(&bytes);
@@ -384,8 +381,6 @@ fn inbox_stats_and_show_read_the_same_directory() {
     let (code, _, stderr) = run(&["inbox", "--data-dir", path, "show", "999"], b"");
     assert_eq!(code, 2);
     assert!(stderr.contains("no delivery 999"), "{stderr}");
-    let _ = read_response;
-    let _ = Selection::Dead;
 }
 
 #[test]

@@ -994,6 +994,21 @@ impl Event {
             }
         }
     }
+    /// Classifies a delivery by its `event` field (`None` when the body has none):
+    /// the typed event, or why it goes to the fallback.
+    pub fn classify(
+        event: ::std::option::Option<&str>,
+        body: &[u8],
+    ) -> ::std::result::Result<Self, ::meet_webhooks::runtime::Unmatched> {
+        match event {
+            ::std::option::Option::Some(name) => Self::parse(name, body),
+            ::std::option::Option::None => {
+                ::std::result::Result::Err(
+                    ::meet_webhooks::runtime::Unmatched::NoEventName,
+                )
+            }
+        }
+    }
     /// The webhook this event belongs to.
     pub fn webhook(&self) -> &'static ::meet_webhooks::runtime::WebhookInfo {
         match *self {
