@@ -47,8 +47,8 @@ enum Mode {
     /// Handled before answering; retries are recognised in memory.
     Inline {
         replay: ReplayCache,
-        /// How long a delivery stays acceptable after it arrives (max age + max future skew).
-        window: Duration,
+        /// How long after its timestamp verification accepts a delivery.
+        max_age: Duration,
     },
 }
 
@@ -61,12 +61,11 @@ impl<H: WebhookHandler> Receiver<H> {
 
     /// Deliveries are handled before they are answered (no storage).
     pub fn inline(handler: H, gate: &Gate, strict: bool, replay_capacity: usize) -> Self {
-        let policy = gate.verifier.policy();
-        let window = policy.max_age + policy.max_future;
+        let max_age = gate.verifier.policy().max_age;
         Self {
             handler: Arc::new(handler),
             strict,
-            mode: Mode::Inline { replay: ReplayCache::new(replay_capacity), window },
+            mode: Mode::Inline { replay: ReplayCache::new(replay_capacity), max_age },
         }
     }
 
@@ -156,7 +155,7 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
     };
     match &receiver.mode {
         Mode::Inbox(inbox) => store(receiver.strict, inbox, delivery, id, event, room).await,
-        Mode::Inline { replay, window } => handle_inline(receiver, replay, *window, delivery, id, event).await,
+        Mode::Inline { replay, max_age } => handle_inline(receiver, replay, *max_age, delivery, id, event).await,
     }
 }
 
@@ -223,17 +222,19 @@ async fn store(
 async fn handle_inline<H: WebhookHandler>(
     receiver: &Arc<Receiver<H>>,
     replay: &ReplayCache,
-    window: Duration,
+    max_age: Duration,
     delivery: &Delivery,
     id: &str,
     event: Option<String>,
 ) -> Handled {
     let body = &delivery.body;
 
-    let key = delivery.verified.signature;
-    let now_ms = millis_since_epoch(delivery.received_at);
-    let expires_ms = now_ms.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
-    match replay.begin(key, now_ms, expires_ms) {
+    let key = &delivery.verified.signature;
+    // Verification accepts this delivery (and its retries, which carry the same timestamp)
+    // until then; the cache remembers it that long.
+    let expires_ms =
+        delivery.verified.timestamp_ms.saturating_add(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
+    match replay.begin(key, expires_ms, millis_since_epoch(delivery.received_at)) {
         Begin::New => {}
         Begin::Duplicate => {
             return Handled::new(event, "duplicate", ok_status("duplicate"));
@@ -262,13 +263,14 @@ async fn handle_inline<H: WebhookHandler>(
         timestamp_ms: delivery.verified.timestamp_ms,
         received_at: delivery.received_at,
         event: event.clone(),
+        body: body.clone(),
     };
     let (outcome, result) = match Event::classify(event.as_deref(), body) {
         Ok(typed) => ("handled", dispatch(&*receiver.handler, &ctx, typed).await),
         Err(reason) => {
             warn_unmatched(id, event.as_deref(), &reason);
             if receiver.strict {
-                replay.abort(&key);
+                replay.abort(key, expires_ms);
                 return refuse_unmatched(event, &reason);
             }
             // The body was parsed once already by `envelope`, so it is valid JSON.
@@ -279,11 +281,11 @@ async fn handle_inline<H: WebhookHandler>(
     };
     match result {
         Ok(()) => {
-            replay.complete(&key);
+            replay.complete(key, expires_ms);
             Handled::new(event, outcome, ok_status(outcome))
         }
         Err(error) => {
-            replay.abort(&key);
+            replay.abort(key, expires_ms);
             log::error!(
                 "delivery {} (event {}): handler failed: {error}",
                 ctx.delivery_id,
@@ -313,7 +315,10 @@ fn ok_status(status: &'static str) -> HttpResponse {
 
 /// The first 8 bytes of the signature in hex: the same for every retry of a delivery.
 fn delivery_id(delivery: &Delivery) -> String {
-    hex::encode(&delivery.verified.signature[..8])
+    let mut id = [0u8; 16];
+    hex::encode_to_slice(&delivery.verified.signature[..8], &mut id).expect("16 hex digits for 8 bytes");
+    // `hex::encode` collects `char`s one at a time; this is one allocation and a copy.
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// How old a delivery may be before it is refused (for the startup log).

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::generated::{WebhookHandler, types};
 use crate::runtime::{DeliveryContext, HandlerResult};
@@ -18,9 +18,9 @@ impl WebhookHandler for ServiceHandler {
     async fn recording_started_webhook(
         &self,
         ctx: &DeliveryContext,
-        body: types::RecordingStartedWebhookBody,
+        _body: types::RecordingStartedWebhookBody,
     ) -> HandlerResult {
-        let recording = RecordingSummary::of(&body.data)?;
+        let recording = RecordingSummary::of(&ctx.body)?;
         log::info!(
             "recording started: recording {} room {} status {} (delivery {})",
             recording.recording_id,
@@ -34,10 +34,11 @@ impl WebhookHandler for ServiceHandler {
 
 /// The identifying fields of a recording event.
 ///
-/// Read from the payload's wire form rather than its Rust fields: the spec has made `data` and
-/// its fields required and `status` an enum over time, which changes their Rust types
-/// (`Option<String>` → `String` → an enum) but not their JSON, so this builds against every
-/// version of the spec unchanged.
+/// Read from the body's wire form (`ctx.body`) rather than the typed body's Rust fields: the
+/// spec has made `data` and its fields required and `status` an enum over time, which changes
+/// their Rust types (`Option<String>` → `String` → an enum) but not their JSON, so this builds
+/// against every version of the spec unchanged. One borrowed parse of the signed bytes is also
+/// cheaper than serializing the typed body back to JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingSummary {
     pub recording_id: String,
@@ -46,7 +47,13 @@ pub struct RecordingSummary {
 }
 
 impl RecordingSummary {
-    pub fn of(data: &impl Serialize) -> Result<Self, serde_json::Error> {
+    /// Reads `data.recordingId`, `data.roomId` and `data.status` (`-` where absent).
+    pub fn of(body: &[u8]) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Body<'a> {
+            #[serde(borrow)]
+            data: Option<Fields<'a>>,
+        }
         #[derive(Deserialize)]
         struct Fields<'a> {
             #[serde(rename = "recordingId", borrow)]
@@ -56,11 +63,9 @@ impl RecordingSummary {
             #[serde(borrow)]
             status: Option<Cow<'a, str>>,
         }
-        // One buffer, fields borrowed from it: cheaper than building a `serde_json::Value`.
-        let json = serde_json::to_vec(data)?;
-        let fields: Option<Fields<'_>> = serde_json::from_slice(&json)?;
+        let data = serde_json::from_slice::<Body<'_>>(body)?.data;
         let text = |field: Option<Cow<'_, str>>| field.map_or_else(|| "-".to_owned(), Cow::into_owned);
-        Ok(match fields {
+        Ok(match data {
             Some(f) => Self { recording_id: text(f.recording_id), room_id: text(f.room_id), status: text(f.status) },
             None => Self { recording_id: "-".into(), room_id: "-".into(), status: "-".into() },
         })

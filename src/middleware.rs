@@ -17,7 +17,7 @@ use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{Error, HttpMessage};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::error::Rejection;
 use crate::metrics;
@@ -149,22 +149,23 @@ fn too_large(limit: usize) -> Rejection {
 }
 
 async fn read_body(gate: &Gate, payload: &mut Payload, declared: Option<usize>) -> Result<Bytes, Rejection> {
-    let limit = gate.body_limit;
+    let mut body = Body::new(gate.body_limit, declared);
+    // A delivery of a few KB arrives with its headers, but actix calls the service as soon as
+    // it has parsed them and feeds it the body just after: let it do that once, then take the
+    // whole body without arming a timer (which costs more than the rest of this function).
+    // Only a body that is still on its way is read under the time limit.
+    if take_buffered(payload, &mut body)? {
+        return Ok(body.finish());
+    }
+    tokio::task::yield_now().await;
+    if take_buffered(payload, &mut body)? {
+        return Ok(body.finish());
+    }
     let read = async {
-        // Reserve what the client declared only up to 64 KiB: a declared length costs the
-        // client nothing, so it must not make us allocate a megabyte per connection up front.
-        let mut body = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit).min(64 * 1024));
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| {
-                Rejection::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("the body could not be read: {e}"))
-                    .closing()
-            })?;
-            if body.len() + chunk.len() > limit {
-                return Err(too_large(limit));
-            }
-            body.extend_from_slice(&chunk);
+            body.push(body_chunk(chunk)?)?;
         }
-        Ok(body.freeze())
+        Ok(body.finish())
     };
     tokio::time::timeout(gate.body_timeout, read).await.unwrap_or_else(|_| {
         Err(Rejection::new(
@@ -174,4 +175,64 @@ async fn read_body(gate: &Gate, payload: &mut Payload, declared: Option<usize>) 
         )
         .closing())
     })
+}
+
+/// Takes the chunks that are ready without waiting: whether that was the whole body.
+fn take_buffered(payload: &mut Payload, body: &mut Body) -> Result<bool, Rejection> {
+    while let Some(chunk) = payload.next().now_or_never() {
+        match chunk {
+            Some(chunk) => body.push(body_chunk(chunk)?)?,
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+fn body_chunk(chunk: Result<Bytes, actix_web::error::PayloadError>) -> Result<Bytes, Rejection> {
+    chunk.map_err(|e| {
+        Rejection::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("the body could not be read: {e}")).closing()
+    })
+}
+
+/// A body being read: a single chunk is kept as it is (no copy), several are joined.
+struct Body {
+    limit: usize,
+    declared: Option<usize>,
+    len: usize,
+    first: Option<Bytes>,
+    joined: Option<BytesMut>,
+}
+
+impl Body {
+    fn new(limit: usize, declared: Option<usize>) -> Self {
+        Self { limit, declared, len: 0, first: None, joined: None }
+    }
+
+    fn push(&mut self, chunk: Bytes) -> Result<(), Rejection> {
+        self.len += chunk.len();
+        if self.len > self.limit {
+            return Err(too_large(self.limit));
+        }
+        if self.joined.is_none() && self.first.is_none() {
+            self.first = Some(chunk);
+            return Ok(());
+        }
+        let joined = self.joined.get_or_insert_with(|| {
+            // Reserve what the client declared only up to 64 KiB: a declared length costs the
+            // client nothing, so it must not make us allocate a megabyte up front.
+            let mut joined =
+                BytesMut::with_capacity(self.declared.unwrap_or(4096).min(self.limit).min(64 * 1024).max(self.len));
+            joined.extend_from_slice(&self.first.take().unwrap_or_default());
+            joined
+        });
+        joined.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Bytes {
+        match self.joined {
+            Some(joined) => joined.freeze(),
+            None => self.first.unwrap_or_default(),
+        }
+    }
 }

@@ -44,6 +44,9 @@ pub struct DeliveryContext {
     pub received_at: SystemTime,
     /// The event name the body carries (`None` if it has none).
     pub event: Option<String>,
+    /// The body exactly as the provider signed it (to archive or forward it, or to read a
+    /// field in its wire form).
+    pub body: actix_web::web::Bytes,
 }
 
 /// A handler's error: the delivery is not acknowledged, so the provider retries it.

@@ -258,15 +258,16 @@ async fn handle<H: WebhookHandler>(handler: &H, row: Stored) -> (bool, Result<()
         attempt: row.attempts + 1,
         timestamp_ms: row.timestamp_ms,
         received_at: UNIX_EPOCH + Duration::from_millis(u64::try_from(row.received_at).unwrap_or(0)),
-        event: row.event.clone(),
+        event: row.event,
+        body: row.body.into(),
     };
     // Classified again from the stored bytes: after a rebuild against a newer spec, an event
     // that went to the fallback before may be typed now.
-    match Event::classify(row.event.as_deref(), &row.body) {
+    match Event::classify(ctx.event.as_deref(), &ctx.body) {
         Ok(event) => (true, dispatch(handler, &ctx, event).await.map_err(|e| e.to_string())),
         Err(reason) => {
-            let body = serde_json::from_slice(&row.body).unwrap_or(serde_json::Value::Null);
-            let unmatched = UnmatchedEvent { event: row.event, reason, body };
+            let body = serde_json::from_slice(&ctx.body).unwrap_or(serde_json::Value::Null);
+            let unmatched = UnmatchedEvent { event: ctx.event.clone(), reason, body };
             (false, handler.fallback(&ctx, unmatched).await.map_err(|e| e.to_string()))
         }
     }

@@ -227,6 +227,30 @@ fn bodies_the_providers_own_receivers_would_reject_are_accepted_when_validly_sig
 }
 
 #[test]
+fn a_body_that_arrives_in_pieces_is_read_whole() {
+    // The first piece comes with the headers (read without a timer), the rest later (read
+    // under the time limit): the signature must cover both.
+    let server = TestServer::with(Options { timeout: Duration::from_secs(5), ..Options::default() });
+    let timestamp = now_ms().to_string();
+    let body = body();
+    let signature = sign(KEY.as_bytes(), &timestamp, &body);
+    let (a, b) = body.split_at(body.len() / 3);
+    let mut stream = server.connect();
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(&[head.as_bytes(), a].concat()).unwrap();
+    for piece in b.chunks(b.len() / 2 + 1) {
+        std::thread::sleep(Duration::from_millis(150));
+        stream.write_all(piece).unwrap();
+    }
+    let response = read_response(&mut stream);
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(server.recorder().calls().len(), 1);
+}
+
+#[test]
 fn a_client_that_stalls_mid_body_is_cut_off() {
     let server = TestServer::with(Options { timeout: Duration::from_millis(500), ..Options::default() });
     let timestamp = now_ms().to_string();
