@@ -25,6 +25,7 @@
 //! would implement the same four operations (with `FOR UPDATE SKIP LOCKED` in `due`).
 
 mod dispatch;
+mod mailbox;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use dispatch::{Dispatcher, DispatcherHandle, MAX_UNRECORDED, RetryPolicy};
+use mailbox::{Answer, Mailbox, ToWake};
 pub use sqlite::{FILE_NAME, Filter, Selection, SqliteStore};
 
 /// What the request path stores.
@@ -160,10 +162,11 @@ pub trait Store: Send + 'static {
 }
 
 enum Op {
-    Append(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>),
+    /// Answered through the mailbox of the thread that asked, if it has one.
+    Append(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>, Option<Arc<Mailbox>>),
     Due(i64, usize, oneshot::Sender<Result<Vec<Stored>, StoreError>>),
     /// Answered once the batch holding the outcome was committed (or failed to be).
-    Record(Outcome, oneshot::Sender<()>),
+    Record(Outcome, oneshot::Sender<()>, Option<Arc<Mailbox>>),
     Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
     Check(oneshot::Sender<Result<(), StoreError>>),
     Depth(oneshot::Sender<Result<Depth, StoreError>>),
@@ -211,7 +214,7 @@ impl Inbox {
 
     /// Stores a delivery; returns once it is committed durably.
     pub async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError> {
-        self.call(|tx| Op::Append(delivery, tx)).await
+        self.call(|tx| Op::Append(delivery, tx, Mailbox::current())).await
     }
 
     pub async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Stored>, StoreError> {
@@ -224,7 +227,10 @@ impl Inbox {
     /// delivery then stays pending (handled again: at least once).
     pub async fn record(&self, outcome: Outcome) -> Result<oneshot::Receiver<()>, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.ops.send(Op::Record(outcome, tx)).await.map_err(|_| StoreError("the inbox writer has stopped".into()))?;
+        self.ops
+            .send(Op::Record(outcome, tx, Mailbox::current()))
+            .await
+            .map_err(|_| StoreError("the inbox writer has stopped".into()))?;
         Ok(rx)
     }
 
@@ -252,22 +258,24 @@ impl Inbox {
 
 fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
     let mut batch: Vec<NewDelivery> = Vec::new();
-    let mut replies: Vec<oneshot::Sender<Result<Appended, StoreError>>> = Vec::new();
+    type Reply<T> = (oneshot::Sender<T>, Option<Arc<Mailbox>>);
+    let mut replies: Vec<Reply<Result<Appended, StoreError>>> = Vec::new();
     let mut others: Vec<Op> = Vec::new();
     let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut recorded: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut recorded: Vec<Reply<()>> = Vec::new();
+    let mut to_wake = ToWake::default();
     while let Some(first) = ops.blocking_recv() {
         // Everything that queued up while the last commit ran goes into this one.
         let mut next = Some(first);
         while let Some(op) = next.take().or_else(|| ops.try_recv().ok()) {
             match op {
-                Op::Append(delivery, reply) => {
+                Op::Append(delivery, reply, mailbox) => {
                     batch.push(delivery);
-                    replies.push(reply);
+                    replies.push((reply, mailbox));
                 }
-                Op::Record(outcome, ack) => {
+                Op::Record(outcome, ack, mailbox) => {
                     outcomes.push(outcome);
-                    recorded.push(ack);
+                    recorded.push((ack, mailbox));
                 }
                 other => others.push(other),
             }
@@ -282,20 +290,21 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
             match result {
                 Ok(answers) => {
                     let stored_new = answers.iter().any(|a| matches!(a, Appended::New(_)));
-                    for (reply, answer) in replies.drain(..).zip(answers) {
-                        let _ = reply.send(Ok(answer));
+                    for ((reply, mailbox), answer) in replies.drain(..).zip(answers) {
+                        to_wake.post(mailbox.as_ref(), Answer::Appended(reply, Ok(answer)));
                     }
                     if stored_new {
                         wake.notify_one();
                     }
                 }
                 Err(error) => {
-                    for reply in replies.drain(..) {
-                        let _ = reply.send(Err(error.clone()));
+                    for (reply, mailbox) in replies.drain(..) {
+                        to_wake.post(mailbox.as_ref(), Answer::Appended(reply, Err(error.clone())));
                     }
                 }
             }
             batch.clear();
+            to_wake.wake_all();
         }
         // Outcomes go before the queries that came after them (and a little earlier is fine).
         if !outcomes.is_empty() {
@@ -306,9 +315,10 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 );
             }
             outcomes.clear();
-            for ack in recorded.drain(..) {
-                let _ = ack.send(());
+            for (ack, mailbox) in recorded.drain(..) {
+                to_wake.post(mailbox.as_ref(), Answer::Recorded(ack));
             }
+            to_wake.wake_all();
         }
         for op in others.drain(..) {
             match op {
