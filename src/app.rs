@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
@@ -310,7 +310,8 @@ fn ok_status(status: &'static str) -> HttpResponse {
         "duplicate" => r#"{"status":"duplicate"}"#,
         _ => return HttpResponse::Ok().json(json!({ "status": status })),
     };
-    HttpResponse::Ok().content_type(ContentType::json()).body(body)
+    // A static header value: `ContentType::json()` formats and re-validates the MIME type.
+    HttpResponse::Ok().insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json"))).body(body)
 }
 
 /// The first 8 bytes of the signature in hex: the same for every retry of a delivery.

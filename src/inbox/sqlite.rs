@@ -87,8 +87,9 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         // The CLI may write (replay) while the service runs.
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        // 16 MiB of page cache keeps the hot ends of the indexes in memory.
-        conn.pragma_update(None, "cache_size", -16 * 1024)?;
+        // 8 MiB of page cache keeps the hot ends of the table and its indexes in memory (16 MiB
+        // measured no faster, and its resident memory counts against the 64 MiB budget).
+        conn.pragma_update(None, "cache_size", -8 * 1024)?;
         conn.execute_batch(SCHEMA)?;
         Ok(conn)
     }
