@@ -153,6 +153,15 @@ pub trait Store: Send + 'static {
     fn due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Stored>, StoreError>;
     /// Records handler outcomes.
     fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError>;
+    /// Both, as one commit where the backend can (the pages they touch are written once);
+    /// by default one after the other.
+    fn append_and_record(
+        &mut self,
+        batch: &[NewDelivery],
+        outcomes: &[Outcome],
+    ) -> (Result<Vec<Appended>, StoreError>, Result<(), StoreError>) {
+        (self.append(batch), self.record(outcomes))
+    }
     /// Deletes done deliveries handled before `before_ms`; returns how many.
     fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError>;
     /// Pending and dead deliveries (cheap: both are indexed; counting all would scan).
@@ -283,11 +292,19 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 break;
             }
         }
-        if !batch.is_empty() {
+        // Outcomes are committed with the appends that queued beside them, or on their own,
+        // but always before the queries that came after them (and a little earlier is fine).
+        if !batch.is_empty() || !outcomes.is_empty() {
             let started = std::time::Instant::now();
-            let result = store.append(&batch);
-            crate::metrics::inbox_commit(batch.len(), started.elapsed(), result.is_ok());
-            match result {
+            let (appended, recorded_result) = match (batch.is_empty(), outcomes.is_empty()) {
+                (false, true) => (store.append(&batch), Ok(())),
+                (true, false) => (Ok(Vec::new()), store.record(&outcomes)),
+                _ => store.append_and_record(&batch, &outcomes),
+            };
+            if !batch.is_empty() {
+                crate::metrics::inbox_commit(batch.len(), started.elapsed(), appended.is_ok());
+            }
+            match appended {
                 Ok(answers) => {
                     let stored_new = answers.iter().any(|a| matches!(a, Appended::New(_)));
                     for ((reply, mailbox), answer) in replies.drain(..).zip(answers) {
@@ -303,21 +320,17 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                     }
                 }
             }
-            batch.clear();
-            to_wake.wake_all();
-        }
-        // Outcomes go before the queries that came after them (and a little earlier is fine).
-        if !outcomes.is_empty() {
-            if let Err(error) = store.record(&outcomes) {
+            if let Err(error) = recorded_result {
                 log::error!(
                     "cannot record {} handler outcome(s); they stay pending and will be handled again: {error}",
                     outcomes.len()
                 );
             }
-            outcomes.clear();
             for (ack, mailbox) in recorded.drain(..) {
                 to_wake.post(mailbox.as_ref(), Answer::Recorded(ack));
             }
+            batch.clear();
+            outcomes.clear();
             to_wake.wake_all();
         }
         for op in others.drain(..) {

@@ -50,6 +50,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// (device, inode) of the file when it was opened.
     identity: Option<(u64, u64)>,
+    /// What `PRAGMA synchronous` is set to: FULL (`true`) or NORMAL; `None` if unknown.
+    sync_full: Option<bool>,
 }
 
 /// Which deliveries `inbox list` shows.
@@ -77,7 +79,7 @@ impl SqliteStore {
         let path = dir.join(FILE_NAME);
         let conn = Self::connect(&path)?;
         let identity = identity(&path);
-        Ok(Self { conn, path, identity })
+        Ok(Self { conn, path, identity, sync_full: Some(true) })
     }
 
     fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -98,6 +100,30 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Stores `batch` and records `outcomes` in one transaction. It is fsynced if it stores
+    /// anything: an acknowledged delivery must survive a power cut. Outcomes alone are not (a
+    /// lost outcome only means handling a delivery again, at least once); the next fsync
+    /// covers them.
+    fn commit(&mut self, batch: &[NewDelivery], outcomes: &[Outcome]) -> Result<Vec<Appended>, StoreError> {
+        self.guard()?;
+        self.set_sync_full(!batch.is_empty())?;
+        let tx = self.conn.transaction()?;
+        let answers = insert(&tx, batch)?;
+        update(&tx, outcomes)?;
+        tx.commit()?;
+        Ok(answers)
+    }
+
+    /// `PRAGMA synchronous`, set only when it changes (each one is parsed and run anew).
+    fn set_sync_full(&mut self, full: bool) -> Result<(), StoreError> {
+        if self.sync_full != Some(full) {
+            self.sync_full = None; // unknown until it succeeds
+            self.conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.sync_full = Some(full);
+        }
+        Ok(())
+    }
+
     /// Refuses to write when the file is gone, replaced, or marked read-only; reopens when the
     /// data directory has come back without the file.
     fn guard(&mut self) -> Result<(), StoreError> {
@@ -116,6 +142,7 @@ impl SqliteStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir_meta.permissions().readonly() => {
                 log::warn!("the inbox {} disappeared; starting a new one there", self.path.display());
                 self.conn = Self::connect(&self.path)?;
+                self.sync_full = Some(true);
                 self.identity = identity(&self.path);
                 Ok(())
             }
@@ -178,46 +205,20 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn append(&mut self, batch: &[NewDelivery]) -> Result<Vec<Appended>, StoreError> {
-        self.guard()?;
-        // Acknowledged deliveries must survive a power cut: fsync this commit.
-        self.conn.pragma_update(None, "synchronous", "FULL")?;
-        let tx = self.conn.transaction()?;
-        let mut answers = Vec::with_capacity(batch.len());
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (timestamp_ms, signature) DO NOTHING RETURNING id",
-            )?;
-            let mut existing =
-                tx.prepare_cached("SELECT id FROM deliveries WHERE timestamp_ms = ?1 AND signature = ?2")?;
-            for d in batch {
-                let kind = if d.typed { "typed" } else { "fallback" };
-                let inserted = insert
-                    .query_row(
-                        params![
-                            &d.signature[..],
-                            d.timestamp,
-                            d.timestamp_ms,
-                            d.event,
-                            kind,
-                            d.room,
-                            &d.body[..],
-                            d.received_at_ms
-                        ],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                answers.push(match inserted {
-                    Some(id) => Appended::New(id),
-                    None => Appended::Duplicate(
-                        existing.query_row(params![d.timestamp_ms, &d.signature[..]], |r| r.get(0))?,
-                    ),
-                });
-            }
+        self.commit(batch, &[])
+    }
+
+    fn append_and_record(
+        &mut self,
+        batch: &[NewDelivery],
+        outcomes: &[Outcome],
+    ) -> (Result<Vec<Appended>, StoreError>, Result<(), StoreError>) {
+        // One transaction: the newest rows are the ones both write to, so their pages go to
+        // the log once, and there is one set of locks and one fsync.
+        match self.commit(batch, outcomes) {
+            Ok(answers) => (Ok(answers), Ok(())),
+            Err(error) => (Err(error.clone()), Err(error)),
         }
-        tx.commit()?;
-        Ok(answers)
     }
 
     fn due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Stored>, StoreError> {
@@ -236,28 +237,7 @@ impl Store for SqliteStore {
     }
 
     fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError> {
-        self.guard()?;
-        // An outcome lost to a power cut only means handling a delivery again (at least once),
-        // so this commit is not fsynced on its own; the next append's fsync covers it.
-        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let tx = self.conn.transaction()?;
-        {
-            let mut update = tx.prepare_cached(
-                "UPDATE deliveries SET state = ?2, attempts = ?3, kind = ?4, next_attempt_at = ?5, last_error = ?6, done_at = ?7
-                 WHERE id = ?1",
-            )?;
-            for o in outcomes {
-                let (state, next, error, done_at) = match (&o.result, o.retry_at_ms) {
-                    (Ok(()), _) => (State::Done, 0, None, Some(o.now_ms)),
-                    (Err(e), Some(at)) => (State::Pending, at, Some(e.as_str()), None),
-                    (Err(e), None) => (State::Dead, 0, Some(e.as_str()), Some(o.now_ms)),
-                };
-                let kind = if o.typed { "typed" } else { "fallback" };
-                update.execute(params![o.id, state.as_str(), o.attempts, kind, next, error, done_at])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.commit(&[], outcomes).map(drop)
     }
 
     fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError> {
@@ -330,6 +310,62 @@ fn identity(_path: &Path) -> Option<(u64, u64)> {
     None
 }
 
+fn insert(tx: &rusqlite::Transaction<'_>, batch: &[NewDelivery]) -> Result<Vec<Appended>, StoreError> {
+    let mut answers = Vec::with_capacity(batch.len());
+    if batch.is_empty() {
+        return Ok(answers);
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (timestamp_ms, signature) DO NOTHING RETURNING id",
+    )?;
+    let mut existing = tx.prepare_cached("SELECT id FROM deliveries WHERE timestamp_ms = ?1 AND signature = ?2")?;
+    for d in batch {
+        let kind = if d.typed { "typed" } else { "fallback" };
+        let inserted = insert
+            .query_row(
+                params![
+                    &d.signature[..],
+                    d.timestamp,
+                    d.timestamp_ms,
+                    d.event,
+                    kind,
+                    d.room,
+                    &d.body[..],
+                    d.received_at_ms
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        answers.push(match inserted {
+            Some(id) => Appended::New(id),
+            None => Appended::Duplicate(existing.query_row(params![d.timestamp_ms, &d.signature[..]], |r| r.get(0))?),
+        });
+    }
+    Ok(answers)
+}
+
+fn update(tx: &rusqlite::Transaction<'_>, outcomes: &[Outcome]) -> Result<(), StoreError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
+    let mut update = tx.prepare_cached(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, kind = ?4, next_attempt_at = ?5, last_error = ?6, done_at = ?7
+         WHERE id = ?1",
+    )?;
+    for o in outcomes {
+        let (state, next, error, done_at) = match (&o.result, o.retry_at_ms) {
+            (Ok(()), _) => (State::Done, 0, None, Some(o.now_ms)),
+            (Err(e), Some(at)) => (State::Pending, at, Some(e.as_str()), None),
+            (Err(e), None) => (State::Dead, 0, Some(e.as_str()), Some(o.now_ms)),
+        };
+        let kind = if o.typed { "typed" } else { "fallback" };
+        update.execute(params![o.id, state.as_str(), o.attempts, kind, next, error, done_at])?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +396,36 @@ mod tests {
         drop(store);
         let mut store = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(store.append(&[delivery(2, None)]).unwrap(), [Appended::Duplicate(2)]);
+    }
+
+    #[test]
+    fn appends_and_outcomes_commit_together_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.append(&[delivery(1, None), delivery(2, None)]).unwrap();
+        let (appended, recorded) = store.append_and_record(
+            &[delivery(3, None), delivery(1, None)],
+            &[outcome(1, Ok(()), None), outcome(2, Err("boom".into()), None)],
+        );
+        assert_eq!(appended.unwrap(), [Appended::New(3), Appended::Duplicate(1)]);
+        recorded.unwrap();
+        drop(store);
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let state = |id| store.get(id).unwrap().unwrap().state;
+        assert_eq!((state(1), state(2), state(3)), (State::Done, State::Dead, State::Pending));
+    }
+
+    #[test]
+    fn a_failed_commit_fails_the_appends_and_the_outcomes_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(dir.path()).unwrap();
+        store.append(&[delivery(1, None)]).unwrap();
+        let file = dir.path().join(FILE_NAME);
+        let mut permissions = std::fs::metadata(&file).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&file, permissions).unwrap();
+        let (appended, recorded) = store.append_and_record(&[delivery(2, None)], &[outcome(1, Ok(()), None)]);
+        assert!(appended.is_err() && recorded.is_err(), "{appended:?} {recorded:?}");
     }
 
     #[test]
