@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{Error, HttpMessage};
@@ -84,16 +84,16 @@ pub async fn verify_delivery<B: MessageBody>(
 
 async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Result<Delivery, Rejection> {
     check_content_type(req)?;
-    let timestamp = single_header(req, TIMESTAMP_HEADER)?;
-    let signature = single_header(req, SIGNATURE_HEADER)?;
+    let timestamp = single_header(req, &TIMESTAMP)?;
+    let signature = single_header(req, &SIGNATURE)?;
     let declared = declared_length(req)?;
     if declared.is_some_and(|n| n > gate.body_limit) {
         return Err(too_large(gate.body_limit));
     }
     let body = read_body(gate, payload, declared).await?;
     let received_at = SystemTime::now();
-    let verified = gate.verifier.verify(&timestamp, &signature, &body, received_at)?;
-    Ok(Delivery { verified, timestamp, body, received_at })
+    let verified = gate.verifier.verify(timestamp.as_bytes(), signature.as_bytes(), &body, received_at)?;
+    Ok(Delivery { verified, timestamp: Bytes::copy_from_slice(timestamp.as_bytes()), body, received_at })
 }
 
 fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
@@ -114,9 +114,12 @@ fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
     }
 }
 
+const TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
+const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+
 /// The value of a header that must appear exactly once.
-fn single_header(req: &ServiceRequest, name: &'static str) -> Result<Bytes, Rejection> {
-    let mut values = req.headers().get_all(HeaderName::from_static(name));
+fn single_header<'r>(req: &'r ServiceRequest, name: &HeaderName) -> Result<&'r HeaderValue, Rejection> {
+    let mut values = req.headers().get_all(name);
     let Some(value) = values.next() else {
         return Err(Rejection::new(StatusCode::BAD_REQUEST, "missing_header", format!("the {name} header is missing")));
     };
@@ -127,7 +130,7 @@ fn single_header(req: &ServiceRequest, name: &'static str) -> Result<Bytes, Reje
             format!("the {name} header appears more than once"),
         ));
     }
-    Ok(Bytes::copy_from_slice(value.as_bytes()))
+    Ok(value)
 }
 
 fn declared_length(req: &ServiceRequest) -> Result<Option<usize>, Rejection> {
