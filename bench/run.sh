@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds release, then drives each receiver configuration with the load tool
-# (examples/load.rs) in turn, in one run, so that the figures can be compared with each other:
+# (examples/load.rs), all in one run, so that the figures can be compared with each other:
 #
 #   axum floor / axum bare verifier   the provider's two reference points, rebuilt here
 #                                     (bench/axum-baseline): an axum server that checks
@@ -10,14 +10,17 @@
 #                                     parse, handler, metrics, info logs), default workers
 #                                     and one worker
 #   inbox on                          meet-webhooks as it ships: every 2xx after an fsynced
-#                                     commit; then pinned (receiver on cpu 0, load on cpu 1)
+#                                     commit; also pinned (receiver on cpu 0, load on cpu 1)
 #
-# Prints one JSON line per run, then a Markdown table with the ratios. Bounded:
-# SECONDS_PER_RUN (default 10) each, CONNECTIONS (default 64) keep-alive connections,
-# 127.0.0.1 only. LONG=60 adds a 60 s inbox run (memory over time).
+# The configurations take turns, round after round, so that a slow minute on a shared machine
+# hits all of them alike. Prints one JSON line per run, then a Markdown table of medians, with
+# each run's ratio taken against the axum bare verifier of its own round. Bounded: ROUNDS
+# (default 3) of every configuration, SECONDS_PER_RUN (default 5) each, CONNECTIONS (default
+# 64) keep-alive connections, 127.0.0.1 only. LONG=60 adds a 60 s inbox run (memory over time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${SECONDS_PER_RUN:-10}
+seconds=${SECONDS_PER_RUN:-5}
+rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-64}
 port=${PORT:-5099}
 key=bench-key
@@ -51,39 +54,53 @@ run() {
 }
 
 serve=("$bin" serve --key "$key" --bind "127.0.0.1:$port" --data-dir "$work/data")
-# Verification only must remember every delivery for the replay window: at ~100k/s, a
-# 10 s run needs about a million entries, above the default cap (see README).
+# Verification only remembers every delivery until its timestamp is too old to be accepted
+# (120 s): at ~100k/s a 5 s run needs about half a million entries, above the default cap.
 inline=("${serve[@]}" --no-inbox --replay-capacity 4000000)
 
-echo "# $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ)"
-run "axum floor (checks nothing)" "" "" "$axum" --mode floor --key "$key" --bind "127.0.0.1:$port"
-run "axum bare verifier" "" "" "$axum" --mode verify --key "$key" --bind "127.0.0.1:$port"
-run "actix bare verifier, 1 worker" "" "" "$actix" --mode verify --key "$key" --bind "127.0.0.1:$port" --workers 1
-run "verification only" "" "" "${inline[@]}"
-run "verification only, 1 worker" "" "" "${inline[@]}" --workers 1
-run "inbox on" "" "" "${serve[@]}"
-run "inbox on, 1 worker" "" "" "${serve[@]}" --workers 1
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  run "inbox on, receiver on cpu 0, load on cpu 1" 0 1 "${serve[@]}"
-fi
+echo "# $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ); $rounds rounds of ${seconds} s"
+for _ in $(seq "$rounds"); do
+  run "axum floor (checks nothing)" "" "" "$axum" --mode floor --key "$key" --bind "127.0.0.1:$port"
+  run "axum bare verifier" "" "" "$axum" --mode verify --key "$key" --bind "127.0.0.1:$port"
+  run "actix bare verifier, 1 worker" "" "" "$actix" --mode verify --key "$key" --bind "127.0.0.1:$port" --workers 1
+  run "verification only" "" "" "${inline[@]}"
+  run "verification only, 1 worker" "" "" "${inline[@]}" --workers 1
+  run "inbox on" "" "" "${serve[@]}"
+  run "inbox on, 1 worker" "" "" "${serve[@]}" --workers 1
+  if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    run "inbox on, receiver on cpu 0, load on cpu 1" 0 1 "${serve[@]}"
+  fi
+done
 if [ -n "${LONG:-}" ]; then
   RUN_SECONDS=$LONG run "inbox on, ${LONG} s" "" "" "${serve[@]}"
 fi
 
-python3 - "$work/results.jsonl" <<'EOF'
+python3 - "$work/results.jsonl" <<'PY'
 import json, sys
+from statistics import median
+
 runs = [json.loads(line) for line in open(sys.argv[1])]
-bare = next(r for r in runs if r["run"] == "axum bare verifier")
-# The provider measured its Rust receiver at 106k/s where its bare axum verifier did 120k/s.
-provider = bare["deliveries_per_second"] * 106 / 120
-print()
-print("| configuration | deliveries/s | × axum bare verifier | × provider's receiver (est.) | p50 | p99 | p99.9 | non-2xx | receiver CPU µs/delivery | load CPU µs/delivery | RSS MiB |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+# Each run's ratio to the axum bare verifier of its round (the last one before it).
+bare = None
 for r in runs:
-    rate = r["deliveries_per_second"]
-    lat = r["latency_us"]
-    print(f"| {r['run']} | {rate:,.0f} | {rate / bare['deliveries_per_second']:.2f} | {rate / provider:.2f} "
-          f"| {lat['p50'] / 1000:.2f} ms | {lat['p99'] / 1000:.2f} ms | {lat['p99.9'] / 1000:.2f} ms | {r['non_2xx']} "
-          f"| {r.get('receiver_cpu_us_per_delivery', '-')} | {r.get('load_cpu_us_per_delivery', '-')} "
-          f"| {r.get('receiver_rss_mib', '-')} (peak {r.get('receiver_peak_rss_mib', '-')}) |")
-EOF
+    if r["run"] == "axum bare verifier":
+        bare = r["deliveries_per_second"]
+    r["ratio"] = r["deliveries_per_second"] / bare if bare else float("nan")
+# The provider measured its Rust receiver at 106k/s where its bare axum verifier did 120k/s.
+provider = 106 / 120
+print()
+print("| configuration | runs | deliveries/s | × axum bare verifier | × provider's receiver (est.) "
+      "| p50 | p99 | p99.9 | non-2xx | receiver CPU µs/delivery | load CPU µs/delivery | RSS MiB (peak) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for label in dict.fromkeys(r["run"] for r in runs):
+    rs = [r for r in runs if r["run"] == label]
+    med = lambda f: median(f(r) for r in rs)
+    ratio = med(lambda r: r["ratio"])
+    latency = lambda q: med(lambda r: r["latency_us"][q]) / 1000
+    print(f"| {label} | {len(rs)} | {med(lambda r: r['deliveries_per_second']):,.0f} | {ratio:.2f} "
+          f"| {ratio / provider:.2f} | {latency('p50'):.2f} ms | {latency('p99'):.2f} ms "
+          f"| {latency('p99.9'):.2f} ms | {sum(r['non_2xx'] for r in rs)} "
+          f"| {med(lambda r: r.get('receiver_cpu_us_per_delivery', 0)):.1f} "
+          f"| {med(lambda r: r.get('load_cpu_us_per_delivery', 0)):.1f} "
+          f"| {max(r.get('receiver_rss_mib', 0) for r in rs)} ({max(r.get('receiver_peak_rss_mib', 0) for r in rs)}) |")
+PY

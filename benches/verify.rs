@@ -20,14 +20,16 @@ use meet_webhooks::{WEBHOOKS, WebhookHandler};
 
 const KEY: &[u8] = b"bench-api-key";
 
-/// A body of about `size` bytes shaped like a recording event.
+/// A body of about `size` bytes shaped like a recording event, its members in the provider's
+/// order (`event` first).
 fn body_of(size: usize, n: u64) -> Vec<u8> {
     let mut body: serde_json::Value = serde_json::from_str(WEBHOOKS[0].example).unwrap();
     body["data"]["recordingId"] = format!("room-{n}--EG_XYZ--XX445").into();
-    let text = body.to_string();
-    let padding = size.saturating_sub(text.len() + 16);
+    let padding = size.saturating_sub(body.to_string().len() + 16);
     body["data"]["details"] = "x".repeat(padding).into();
-    body.to_string().into_bytes()
+    let event = body.as_object_mut().unwrap().remove("event").unwrap();
+    let rest = body.to_string();
+    format!("{{\"event\":{event},{}", &rest[1..]).into_bytes()
 }
 
 fn verification(c: &mut Criterion) {

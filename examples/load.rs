@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Every delivery is new (a counter goes into its recording and room ids), uses a webhook of the
-//! spec in turn, carries the current time in milliseconds, and is signed as the provider signs:
+//! spec in turn, carries the current time in milliseconds, has its members in the provider's
+//! order (`event` first), and is signed as the provider signs:
 //! a repeated delivery would take the receiver's shorter duplicate path and flatter the figure.
 //! It works against any receiver URL. With `--pid`, it also reports the receiver's CPU time per
 //! delivery (from /proc) and its resident memory.
@@ -99,8 +100,17 @@ impl Templates {
                 data.insert("recordingId".into(), "@@RECORDING@@".into());
             }
         }
+        // The provider's member order: `event` first, then the rest (the receiver must not
+        // depend on it, but its fast path for that order is what production traffic takes).
+        let object = body.as_object_mut().expect("spec examples are objects");
+        let event = object.remove("event").unwrap_or_default();
+        let rest = serde_json::Value::Object(std::mem::take(object)).to_string();
+        let text = match rest.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+            Some("") | None => format!("{{\"event\":{event}}}"),
+            Some(members) => format!("{{\"event\":{event},{members}}}"),
+        };
         // The creation date is a number: drop the quotes the marker string got.
-        let mut text = body.to_string().replace("\"@@CREATION@@\"", "@@CREATION@@");
+        let mut text = text.replace("\"@@CREATION@@\"", "@@CREATION@@");
         let mut parts = Vec::new();
         while let Some((at, marker, slot)) =
             MARKERS.iter().filter_map(|(m, slot)| text.find(m).map(|at| (at, *m, *slot))).min_by_key(|(at, ..)| *at)

@@ -27,7 +27,7 @@ use crate::inbox::{Appended, Inbox, NewDelivery};
 use crate::metrics;
 use crate::middleware::{Delivery, Gate, verify_delivery};
 use crate::replay::{Begin, ReplayCache};
-use crate::runtime::{DeliveryContext, Envelope, Unmatched, UnmatchedEvent, envelope};
+use crate::runtime::{DeliveryContext, Envelope, Unmatched, UnmatchedEvent, envelope, leading_event};
 use crate::verify::millis_since_epoch;
 
 /// The default number of deliveries the replay cache remembers at once.
@@ -142,6 +142,13 @@ impl Handled {
 /// `id` names the delivery in logs (a prefix of its signature, the same for every retry).
 async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Delivery, id: &str) -> Handled {
     let body = &delivery.body;
+    if let Mode::Inline { replay, max_age } = &receiver.mode
+        && let Some(name) = leading_event(body)
+        && let Ok(typed) = Event::parse(name, body)
+    {
+        // The provider's bodies start with their event: the typed parse read the rest.
+        return handle_inline(receiver, replay, *max_age, delivery, id, Some(name.to_owned()), Ok(typed)).await;
+    }
     let Envelope { event, room } = match envelope(body) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -155,7 +162,10 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
     };
     match &receiver.mode {
         Mode::Inbox(inbox) => store(receiver.strict, inbox, delivery, id, event, room).await,
-        Mode::Inline { replay, max_age } => handle_inline(receiver, replay, *max_age, delivery, id, event).await,
+        Mode::Inline { replay, max_age } => {
+            let classified = Event::classify(event.as_deref(), body);
+            handle_inline(receiver, replay, *max_age, delivery, id, event, classified).await
+        }
     }
 }
 
@@ -226,6 +236,7 @@ async fn handle_inline<H: WebhookHandler>(
     delivery: &Delivery,
     id: &str,
     event: Option<String>,
+    classified: Result<Event, Unmatched>,
 ) -> Handled {
     let body = &delivery.body;
 
@@ -265,7 +276,7 @@ async fn handle_inline<H: WebhookHandler>(
         event: event.clone(),
         body: body.clone(),
     };
-    let (outcome, result) = match Event::classify(event.as_deref(), body) {
+    let (outcome, result) = match classified {
         Ok(typed) => ("handled", dispatch(&*receiver.handler, &ctx, typed).await),
         Err(reason) => {
             warn_unmatched(id, event.as_deref(), &reason);

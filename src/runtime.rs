@@ -135,6 +135,36 @@ pub fn envelope(body: &[u8]) -> Result<Envelope, serde_json::Error> {
     Ok(Envelope { event: raw.event.0, room: raw.data.0 })
 }
 
+/// The `event` of a body whose first member it is (the provider's order:
+/// `{"event":"...","creationDate":...,"data":{...}}`), read without reading the rest; `None`
+/// when the body does not start that way (or the name has escapes), so that the caller reads
+/// the whole [`envelope`] instead.
+///
+/// A shortcut for the receiver without the inbox, which needs no `roomId`: a typed parse that
+/// succeeds for this name has read and checked the whole body anyway, so the envelope's own
+/// pass over it is saved (about 8% of the request's instructions).
+pub fn leading_event(body: &[u8]) -> Option<&str> {
+    fn skip_whitespace(bytes: &[u8]) -> &[u8] {
+        let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+        &bytes[start..]
+    }
+    /// One JSON string at the start of `bytes` (no escapes), and what follows it.
+    fn string(bytes: &[u8]) -> Option<(&str, &[u8])> {
+        let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<&str>();
+        let value = values.next()?.ok()?;
+        Some((value, &bytes[values.byte_offset()..]))
+    }
+    let rest = skip_whitespace(body).strip_prefix(b"{")?;
+    let (key, rest) = string(skip_whitespace(rest))?;
+    if key != "event" {
+        return None;
+    }
+    let rest = skip_whitespace(rest).strip_prefix(b":")?;
+    let (event, rest) = string(skip_whitespace(rest))?;
+    // A complete member: `,` or `}` follows.
+    matches!(skip_whitespace(rest).first(), Some(b',' | b'}')).then_some(event)
+}
+
 /// A JSON string; `None` for any other value.
 #[derive(Default)]
 struct Lenient(Option<String>);
@@ -248,6 +278,23 @@ pub fn unhandled_fallback(ctx: &DeliveryContext, event: UnmatchedEvent) -> Ready
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leading_event_is_read_alone() {
+        fn event(body: &str) -> Option<&str> {
+            leading_event(body.as_bytes())
+        }
+        assert_eq!(event(r#"{"event":"recordingStarted","data":{"event":"x"}}"#), Some("recordingStarted"));
+        assert_eq!(event(" {\n \"event\" : \"a\" }"), Some("a"));
+        // Anything else is left to the envelope.
+        assert_eq!(event(r#"{"data":{},"event":"a"}"#), None, "not the first member");
+        assert_eq!(event(r#"{"event":5}"#), None, "not a string");
+        assert_eq!(event(r#"{"event":"caf\u00e9"}"#), None, "escaped");
+        assert_eq!(event(r#"["event","a"]"#), None, "not an object");
+        assert_eq!(event(r#"{"event":"a" "#), None, "incomplete");
+        assert_eq!(event(r#"{"event":"a"x"#), None, "a member must end with a comma or a brace");
+        assert_eq!(event(""), None);
+    }
 
     #[test]
     fn the_envelope_is_read_without_the_rest() {
