@@ -7,8 +7,8 @@
 #                                     nothing, and one that only checks the HMAC
 #   actix bare verifier               the same on actix-web, one worker: our framework's floor
 #   verification only                 meet-webhooks --no-inbox (verify, deduplicate, typed
-#                                     parse, handler, metrics, info logs), default workers
-#                                     and one worker
+#                                     parse, handler, metrics, info logs), with the default
+#                                     workers (a core is left for others) and one per core
 #   inbox on                          meet-webhooks as it ships: every 2xx after an fsynced
 #                                     commit; also pinned (receiver on cpu 0, load on cpu 1)
 #
@@ -64,9 +64,9 @@ for _ in $(seq "$rounds"); do
   run "axum bare verifier" "" "" "$axum" --mode verify --key "$key" --bind "127.0.0.1:$port"
   run "actix bare verifier, 1 worker" "" "" "$actix" --mode verify --key "$key" --bind "127.0.0.1:$port" --workers 1
   run "verification only" "" "" "${inline[@]}"
-  run "verification only, 1 worker" "" "" "${inline[@]}" --workers 1
+  run "verification only, a worker per core" "" "" "${inline[@]}" --workers "$(nproc)"
   run "inbox on" "" "" "${serve[@]}"
-  run "inbox on, 1 worker" "" "" "${serve[@]}" --workers 1
+  run "inbox on, a worker per core" "" "" "${serve[@]}" --workers "$(nproc)"
   if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     run "inbox on, receiver on cpu 0, load on cpu 1" 0 1 "${serve[@]}"
   fi

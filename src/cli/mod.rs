@@ -141,7 +141,8 @@ struct ServeArgs {
     /// twice.
     #[arg(long, env = "MEET_WEBHOOKS_REPLAY_CAPACITY", default_value_t = DEFAULT_REPLAY_CAPACITY)]
     replay_capacity: usize,
-    /// HTTP worker threads (default: one per core).
+    /// HTTP worker threads (default: one per core but one, at least one: the inbox's writer
+    /// and dispatcher threads need a core too).
     #[arg(long, env = "MEET_WEBHOOKS_WORKERS")]
     workers: Option<usize>,
     #[command(flatten)]
