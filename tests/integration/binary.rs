@@ -37,7 +37,8 @@ impl Service {
             .args(["serve", "--bind", "127.0.0.1:0", "--key", KEY, "--data-dir"])
             .arg(data)
             .args(extra)
-            .env("RUST_LOG", "info")
+            // The service handler's line per recording (debug) tells tests what was handled.
+            .env("RUST_LOG", "info,meet_webhooks::handler=debug")
             .env_remove("MEET_WEBHOOKS_KEY")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -214,7 +214,7 @@ fn try_deliver(addr: std::net::SocketAddr, timestamp: &str, body: &str) -> Optio
 
 #[test]
 fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_none_twice() {
-    const N: usize = 400;
+    const N: usize = 800;
     const SENDERS: usize = 8;
     let data = tempfile::tempdir().unwrap();
     let mut service = Service::start_in(data.path(), &[]);
@@ -234,13 +234,11 @@ fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_none_twice()
             let chunk = chunk.to_vec();
             let acked = acked_tx.clone();
             std::thread::spawn(move || {
-                for (n, (timestamp, body)) in chunk.iter().enumerate() {
+                for (timestamp, body) in &chunk {
                     if let Some(status) = try_deliver(addr, timestamp, body) {
                         let _ = acked.send(((timestamp.clone(), body.clone()), status));
                     }
-                    if n % 10 == 0 {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
+                    std::thread::sleep(Duration::from_millis(2));
                 }
             })
         })
@@ -250,6 +248,12 @@ fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_none_twice()
     let mut answered = Vec::new();
     while answered.len() < N / 3 {
         answered.push(acked_rx.recv_timeout(Duration::from_secs(30)).expect("answers keep coming"));
+    }
+    // ...and once handled deliveries are in the log (it is written every 50 ms), so that the
+    // first run's handling is on record for the comparison below.
+    let mut first_run_log: Vec<String> = Vec::new();
+    while !first_run_log.iter().any(|l| l.contains("recording started: recording ")) {
+        first_run_log.push(service.log.recv_timeout(Duration::from_secs(30)).expect("handled deliveries are logged"));
     }
     service.child.kill().unwrap(); // SIGKILL
     service.child.wait().unwrap();
@@ -261,7 +265,6 @@ fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_none_twice()
         answered.iter().filter(|(_, status)| *status == 200).map(|(d, _)| d.clone()).collect();
     assert!(acked.len() >= N / 3 && acked.len() < N, "killed in the middle: {} of {N} acknowledged", acked.len());
     assert!(answered.iter().all(|(_, status)| *status == 200), "only 200s before the kill");
-    let mut first_run_log = Vec::new();
     while let Ok(line) = service.log.recv_timeout(Duration::from_millis(200)) {
         first_run_log.push(line);
     }
@@ -304,6 +307,7 @@ fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_none_twice()
             .collect()
     };
     let (first, second) = (handled(&first_run_log), handled(&second_run_log));
+    assert!(!first.is_empty(), "the handler's lines are in the log (RUST_LOG)");
     let first_set: HashSet<&String> = first.iter().collect();
     assert_eq!(first_set.len(), first.len(), "none handled twice within a run");
     let twice: Vec<&String> = second.iter().filter(|id| first_set.contains(id)).collect();
