@@ -10,7 +10,10 @@
 //!
 //! - One writer thread owns the [`Store`]. Appends that arrive while it is committing are
 //!   committed together in the next transaction (group commit): one fsync per batch, not per
-//!   delivery, and each delivery is answered only after the commit that holds it.
+//!   delivery, and each delivery is answered only after the commit that holds it. Handler
+//!   outcomes that queued beside them go into the same transaction. The answers reach each
+//!   runtime thread through its mailbox (`mailbox.rs`): one wake-up per commit, not one per
+//!   delivery.
 //! - The signature is the delivery's identity: a unique constraint turns the provider's retry
 //!   into a duplicate, across restarts.
 //! - The dispatcher takes due deliveries in arrival order, at most one per room at a time (the
