@@ -20,20 +20,22 @@ fn main() -> std::io::Result<()> {
     let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let value = args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--mode" => mode = value,
             "--key" => key = value,
             "--bind" => bind = value,
-            "--workers" => workers = value.parse().expect("--workers: a number"),
-            other => panic!("unknown argument {other}"),
+            "--workers" => {
+                workers = value.parse().unwrap_or_else(|_| usage(&format!("--workers {value}: not a number")))
+            }
+            other => usage(&format!("unknown argument {other}")),
         }
     }
     let mac = HmacSha256::new_from_slice(key.as_bytes()).expect("any key length");
     let verify = match mode.as_str() {
         "floor" => false,
         "verify" => true,
-        other => panic!("--mode is floor or verify, not {other}"),
+        other => usage(&format!("--mode {other}: use floor or verify")),
     };
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
@@ -44,10 +46,16 @@ fn main() -> std::io::Result<()> {
             }))
         })
         .workers(workers)
-        .bind(&bind)?;
+        .bind(&bind)
+        .unwrap_or_else(|e| usage(&format!("--bind {bind}: {e} (another server on that port? pick another)")));
         eprintln!("baseline {mode} listening on {bind}");
         server.run().await
     })
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("error: {problem}\nusage: baseline [--mode floor|verify] [--key KEY] [--bind ADDR] [--workers N]");
+    std::process::exit(2)
 }
 
 fn verifies(mac: &HmacSha256, req: &HttpRequest, body: &[u8]) -> bool {

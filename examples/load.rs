@@ -362,3 +362,25 @@ fn memory_kib(pid: u32) -> Option<(u64, u64)> {
         |name: &str| status.lines().find(|l| l.starts_with(name))?.split_whitespace().nth(1)?.parse::<u64>().ok();
     Some((value("VmRSS:")?, value("VmHWM:")?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_delivery_is_new_typed_and_in_the_providers_order() {
+        let templates = Templates::new();
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..(10 * WEBHOOKS.len() as u64) {
+            let mut body = Vec::new();
+            templates.body(n, 1_795_769_705_355, &mut body);
+            assert!(body.starts_with(b"{\"event\":"), "{}", String::from_utf8_lossy(&body));
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let event = json["event"].as_str().unwrap();
+            assert_eq!(event, WEBHOOKS[(n % WEBHOOKS.len() as u64) as usize].event, "the webhooks in turn");
+            assert_eq!(json["creationDate"], 1_795_769_705_355u64);
+            assert!(meet_webhooks::Event::parse(event, &body).is_ok(), "typed: {json}");
+            assert!(seen.insert(body), "delivery {n} repeats an earlier one");
+        }
+    }
+}

@@ -105,10 +105,9 @@ async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiv
     let Handled { event, outcome, response, stored } = handle(&receiver, &delivery, &id).await;
     let latency = started.elapsed();
     let event = event.as_deref().unwrap_or("");
-    // The signature prefix is the same for every retry; the inbox id is what `inbox show` takes.
-    let inbox_id = stored.map(|id| format!(" id={id}")).unwrap_or_default();
     log::info!(
-        "delivery {id}{inbox_id} event={} outcome={} status={} latency={}us",
+        "delivery {id}{} event={} outcome={} status={} latency={}us",
+        InboxId(stored),
         if event.is_empty() { "-" } else { event },
         outcome,
         response.status().as_u16(),
@@ -116,6 +115,20 @@ async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiv
     );
     metrics::delivered(event, outcome, latency);
     response
+}
+
+/// ` id=N` after the signature prefix in the log line, when the delivery is stored: the prefix
+/// is the same for every retry, the inbox id is what `inbox show` takes. Formatted only if the
+/// line is logged.
+struct InboxId(Option<i64>);
+
+impl std::fmt::Display for InboxId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, " id={id}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What became of one delivery: for the answer, the log line and the metrics.
@@ -130,6 +143,11 @@ struct Handled {
 impl Handled {
     fn new(event: Option<String>, outcome: &'static str, response: HttpResponse) -> Self {
         Self { event, outcome, response, stored: None }
+    }
+
+    /// Refused: the outcome is the rejection's code.
+    fn refused(event: Option<String>, rejection: Rejection) -> Self {
+        Self::new(event, rejection.code, rejection.response())
     }
 
     fn stored(mut self, id: i64) -> Self {
@@ -157,7 +175,7 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
                 "invalid_json",
                 format!("the body is signed but is not a JSON object: {e}"),
             );
-            return Handled::new(None, "invalid_json", rejection.response());
+            return Handled::refused(None, rejection);
         }
     };
     match &receiver.mode {
@@ -171,7 +189,7 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
 
 fn refuse_unmatched(event: Option<String>, reason: &Unmatched) -> Handled {
     let rejection = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "unmatched_event", reason.to_string());
-    Handled::new(event, "unmatched_event", rejection.response())
+    Handled::refused(event, rejection)
 }
 
 fn warn_unmatched(id: &str, event: Option<&str>, reason: &Unmatched) {
@@ -199,7 +217,7 @@ async fn store(
     }
     let new = NewDelivery {
         signature: delivery.verified.signature,
-        timestamp: String::from_utf8_lossy(&delivery.timestamp).into_owned(),
+        timestamp: String::from_utf8_lossy(delivery.timestamp.as_bytes()).into_owned(),
         timestamp_ms: delivery.verified.timestamp_ms,
         event: event.clone(),
         typed: reason.is_none(),
@@ -223,7 +241,7 @@ async fn store(
                 "storage_unavailable",
                 "the delivery could not be stored; retry later",
             );
-            Handled::new(event, "storage_unavailable", rejection.response())
+            Handled::refused(event, rejection)
         }
     }
 }
@@ -256,15 +274,15 @@ async fn handle_inline<H: WebhookHandler>(
                 "in_progress",
                 "an earlier attempt of this delivery is still being handled; retry later",
             );
-            return Handled::new(event, "in_progress", rejection.response());
+            return Handled::refused(event, rejection);
         }
         Begin::Full => {
             let rejection = Rejection::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                "the receiver is remembering too many recent deliveries; retry later",
+                "the receiver remembers as many recent deliveries as its --replay-capacity allows; retry later",
             );
-            return Handled::new(event, "busy", rejection.response());
+            return Handled::refused(event, rejection);
         }
     }
 
@@ -308,7 +326,7 @@ async fn handle_inline<H: WebhookHandler>(
                 "handler_failed",
                 "the delivery was not handled; the provider will retry it",
             );
-            Handled::new(event, "handler_failed", rejection.response())
+            Handled::refused(event, rejection)
         }
     }
 }

@@ -40,8 +40,8 @@ pub struct Gate {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub verified: Verified,
-    /// The `X-Timestamp` header as sent.
-    pub timestamp: Bytes,
+    /// The `X-Timestamp` header as sent (shares the request's buffer).
+    pub timestamp: HeaderValue,
     /// The body as sent.
     pub body: Bytes,
     pub received_at: SystemTime,
@@ -93,7 +93,7 @@ async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Resu
     let body = read_body(gate, payload, declared).await?;
     let received_at = SystemTime::now();
     let verified = gate.verifier.verify(timestamp.as_bytes(), signature.as_bytes(), &body, received_at)?;
-    Ok(Delivery { verified, timestamp: Bytes::copy_from_slice(timestamp.as_bytes()), body, received_at })
+    Ok(Delivery { verified, timestamp: timestamp.clone(), body, received_at })
 }
 
 fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {

@@ -234,18 +234,30 @@ mod tests {
     }
 
     #[test]
-    fn expired_tables_are_reused() {
+    fn expired_tables_are_kept_cleared_and_reused() {
         let cache = ReplayCache::new(1000);
-        for second in 0..10 {
+        let fill = |second: i64| {
             for n in 0..50 {
                 let mut k = key(n);
                 k[1] = second as u8;
                 assert_eq!(cache.begin(&k, second * 1000 + 500, second * 1000), Begin::New);
             }
+        };
+        for second in 0..4 {
+            fill(second);
         }
+        // Seconds 0 and 1 expired while 2 and 3 were filled (their tables went on to 2 and 3).
+        {
+            let inner = cache.lock();
+            assert_eq!(inner.groups.keys().copied().collect::<Vec<_>>(), [2, 3]);
+            assert_eq!(inner.len, 100);
+        }
+        // Far later everything has expired: the tables are kept, empty, up to the limit.
+        assert_eq!(cache.begin(&key(99), 100_000, 90_000), Begin::New);
         let inner = cache.lock();
-        assert!(inner.spare.len() <= SPARE_TABLES);
-        assert!(inner.groups.len() <= 3, "{} groups live", inner.groups.len());
-        assert_eq!(inner.len, inner.groups.values().map(HashMap::len).sum::<usize>());
+        assert_eq!(inner.spare.len(), SPARE_TABLES - 1, "one spare went to the new group");
+        assert!(inner.spare.iter().all(|t| t.is_empty() && t.capacity() >= 50), "cleared, capacity kept");
+        assert!(inner.groups[&100].capacity() >= 50, "the new group took an old table");
+        assert_eq!(inner.len, 1);
     }
 }

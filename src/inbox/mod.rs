@@ -156,14 +156,16 @@ pub trait Store: Send + 'static {
     fn due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Stored>, StoreError>;
     /// Records handler outcomes.
     fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError>;
-    /// Both, as one commit where the backend can (the pages they touch are written once);
-    /// by default one after the other.
+    /// Both (either may be empty), as one commit where the backend can (the pages they touch
+    /// are written once); by default one after the other.
     fn append_and_record(
         &mut self,
         batch: &[NewDelivery],
         outcomes: &[Outcome],
     ) -> (Result<Vec<Appended>, StoreError>, Result<(), StoreError>) {
-        (self.append(batch), self.record(outcomes))
+        let appended = if batch.is_empty() { Ok(Vec::new()) } else { self.append(batch) };
+        let recorded = if outcomes.is_empty() { Ok(()) } else { self.record(outcomes) };
+        (appended, recorded)
     }
     /// Deletes done deliveries handled before `before_ms`; returns how many.
     fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError>;
@@ -299,11 +301,7 @@ fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
         // but always before the queries that came after them (and a little earlier is fine).
         if !batch.is_empty() || !outcomes.is_empty() {
             let started = std::time::Instant::now();
-            let (appended, recorded_result) = match (batch.is_empty(), outcomes.is_empty()) {
-                (false, true) => (store.append(&batch), Ok(())),
-                (true, false) => (Ok(Vec::new()), store.record(&outcomes)),
-                _ => store.append_and_record(&batch, &outcomes),
-            };
+            let (appended, recorded_result) = store.append_and_record(&batch, &outcomes);
             if !batch.is_empty() {
                 crate::metrics::inbox_commit(batch.len(), started.elapsed(), appended.is_ok());
             }

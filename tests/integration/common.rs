@@ -114,6 +114,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Store deliveries in an inbox in this directory, handled by a dispatcher.
     pub inbox: Option<InboxOptions>,
+    /// Without the inbox: deliveries remembered for duplicate detection.
+    pub replay_capacity: usize,
 }
 
 pub struct InboxOptions {
@@ -138,6 +140,7 @@ impl Default for Options {
             body_limit: 64 * 1024,
             timeout: Duration::from_secs(5),
             inbox: None,
+            replay_capacity: 1000,
         }
     }
 }
@@ -157,7 +160,7 @@ impl TestServer {
         let verifier = Verifier::new(&options.keys, options.policy).unwrap();
         let gate = web::Data::new(Gate { verifier, body_limit: options.body_limit, body_timeout: options.timeout });
         let receiver = web::Data::new(match &options.inbox {
-            None => Receiver::inline(Recorder::default(), &gate, options.strict, 1000),
+            None => Receiver::inline(Recorder::default(), &gate, options.strict, options.replay_capacity),
             Some(settings) => {
                 let store = SqliteStore::open(&settings.dir).unwrap();
                 let inbox = Inbox::start(store, settings.dir.clone());

@@ -221,3 +221,20 @@ fn the_services_own_handler_handles_recording_started_of_every_spec_version() {
     block_on(meet_webhooks::dispatch(&ServiceHandler, &ctx, meet_webhooks::Event::RecordingStartedWebhook(typed)))
         .unwrap();
 }
+
+#[test]
+fn a_full_replay_cache_answers_503_and_still_knows_its_duplicates() {
+    let server = TestServer::with(Options { replay_capacity: 2, ..Options::default() });
+    let body = example(&WEBHOOKS[0]).to_string();
+    let timestamps: Vec<String> = (0..3).map(|n| (now_ms() + n).to_string()).collect();
+    for timestamp in &timestamps[..2] {
+        assert_eq!(server.deliver(KEY, timestamp, body.as_bytes()).json()["status"], "handled");
+    }
+    // A third delivery would push out a remembered one: refused, so the provider retries it.
+    let third = server.deliver(KEY, &timestamps[2], body.as_bytes());
+    assert_eq!((third.status, third.error().as_str()), (503, "busy"), "{third:?}");
+    assert!(third.json()["message"].as_str().unwrap().contains("--replay-capacity"), "{third:?}");
+    // The remembered ones are still duplicates, and nothing was handled twice.
+    assert_eq!(server.deliver(KEY, &timestamps[0], body.as_bytes()).json()["status"], "duplicate");
+    assert_eq!(server.recorder().calls().len(), 2);
+}

@@ -8,7 +8,7 @@ use meet_webhooks::WEBHOOKS;
 use meet_webhooks::verify::{Policy, TimestampUnit, sign};
 use proptest::prelude::*;
 
-use crate::common::{KEY, Options, PATH, TestServer, example, now_ms, read_response};
+use crate::common::{KEY, Options, PATH, TestServer, example, now_ms, post_request, read_response};
 
 fn body() -> Vec<u8> {
     example(&WEBHOOKS[0]).to_string().into_bytes()
@@ -234,14 +234,16 @@ fn a_body_that_arrives_in_pieces_is_read_whole() {
     let timestamp = now_ms().to_string();
     let body = body();
     let signature = sign(KEY.as_bytes(), &timestamp, &body);
-    let (a, b) = body.split_at(body.len() / 3);
-    let mut stream = server.connect();
-    let head = format!(
-        "POST {PATH} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
+    let request = post_request(
+        "x",
+        &[("content-type", "application/json"), ("x-timestamp", &timestamp), ("x-signature", &signature)],
+        &body,
     );
-    stream.write_all(&[head.as_bytes(), a].concat()).unwrap();
-    for piece in b.chunks(b.len() / 2 + 1) {
+    // The head and a third of the body at once, the rest in two later pieces.
+    let (first, rest) = request.split_at(request.len() - body.len() * 2 / 3);
+    let mut stream = server.connect();
+    stream.write_all(first).unwrap();
+    for piece in rest.chunks(rest.len() / 2 + 1) {
         std::thread::sleep(Duration::from_millis(150));
         stream.write_all(piece).unwrap();
     }

@@ -20,12 +20,12 @@ async fn main() {
     let mut bind = "127.0.0.1:5082".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let value = args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
         match flag.as_str() {
             "--mode" => mode = value,
             "--key" => key = value,
             "--bind" => bind = value,
-            other => panic!("unknown argument {other}"),
+            other => usage(&format!("unknown argument {other}")),
         }
     }
     let mac = HmacSha256::new_from_slice(key.as_bytes()).expect("any key length");
@@ -34,11 +34,19 @@ async fn main() {
         "verify" => Router::new().fallback(post(move |headers: HeaderMap, body: Bytes| async move {
             if verifies(&mac, &headers, &body) { StatusCode::OK } else { StatusCode::UNAUTHORIZED }
         })),
-        other => panic!("--mode is floor or verify, not {other}"),
+        other => usage(&format!("--mode {other}: use floor or verify")),
     };
-    let listener = tokio::net::TcpListener::bind(&bind).await.expect("bind");
+    let listener = tokio::net::TcpListener::bind(&bind).await.unwrap_or_else(|e| {
+        eprintln!("error: --bind {bind}: {e} (another server on that port? pick another with --bind)");
+        std::process::exit(2)
+    });
     eprintln!("axum baseline {mode} listening on {bind}");
     axum::serve(listener, app).await.expect("serve");
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!("error: {problem}\nusage: axum-baseline [--mode floor|verify] [--key KEY] [--bind ADDR]");
+    std::process::exit(2)
 }
 
 fn verifies(mac: &HmacSha256, headers: &HeaderMap, body: &[u8]) -> bool {
