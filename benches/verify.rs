@@ -13,9 +13,10 @@ use std::time::SystemTime;
 use actix_web::{App, test, web};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use meet_webhooks::app::{self, Receiver};
+use meet_webhooks::clock::millis_since_epoch;
 use meet_webhooks::middleware::Gate;
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, WebhookInfo};
-use meet_webhooks::verify::{Policy, Verifier, millis_since_epoch, sign};
+use meet_webhooks::verify::{Policy, Verifier, sign};
 use meet_webhooks::{WEBHOOKS, WebhookHandler};
 
 const KEY: &[u8] = b"bench-api-key";

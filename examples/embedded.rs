@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use meet_webhooks::app::{self, Receiver};
-use meet_webhooks::inbox::{Dispatcher, Inbox, RetryPolicy, SqliteStore};
+use meet_webhooks::inbox::{DEFAULT_LEASE, Dispatcher, Inbox, RetryPolicy, SqliteInbox};
 use meet_webhooks::middleware::Gate;
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, UnmatchedEvent};
 use meet_webhooks::verify::{Policy, Verifier};
@@ -46,19 +46,20 @@ fn main() -> std::io::Result<()> {
     let gate = web::Data::new(Gate { verifier, body_limit: 1 << 20, body_timeout: Duration::from_secs(5) });
 
     let data_dir = std::env::temp_dir().join("meet-webhooks-example");
-    let store = SqliteStore::open(&data_dir).map_err(std::io::Error::other)?;
-    let inbox = Inbox::start(store, data_dir);
+    let inbox: Arc<dyn Inbox> =
+        Arc::new(SqliteInbox::open(&data_dir, "embedded-example").map_err(std::io::Error::other)?);
     let handler = Arc::new(RecordingCounter::default());
     let dispatcher = Dispatcher {
         inbox: inbox.clone(),
         handler: handler.clone(),
         concurrency: 4,
         retry: RetryPolicy::default(),
+        lease: DEFAULT_LEASE,
         retention: Duration::from_secs(24 * 3600),
         shutdown_grace: Duration::from_secs(10),
     }
     .spawn();
-    let receiver = web::Data::new(Receiver::with_inbox(handler, inbox, false));
+    let receiver = web::Data::new(Receiver::with_inbox(handler, inbox.clone(), false));
 
     println!("listening on http://127.0.0.1:5081/hooks/openvidu");
     let served = actix_web::rt::System::new().block_on(
@@ -71,5 +72,6 @@ fn main() -> std::io::Result<()> {
         .run(),
     );
     dispatcher.stop();
+    actix_web::rt::System::new().block_on(inbox.close());
     served
 }

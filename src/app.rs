@@ -21,14 +21,15 @@ use actix_web::web::{self, ServiceConfig};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use crate::clock::millis_since_epoch;
 use crate::error::Rejection;
-use crate::generated::{Event, WebhookHandler, dispatch};
-use crate::inbox::{Appended, Inbox, NewDelivery};
+use crate::generated::{Event, WebhookHandler};
+use crate::handling::hand_over;
+use crate::inbox::{Appended, Inbox, Kind, NewDelivery};
 use crate::metrics;
 use crate::middleware::{Delivery, Gate, verify_delivery};
 use crate::replay::{Begin, ReplayCache};
-use crate::runtime::{DeliveryContext, Envelope, Unmatched, UnmatchedEvent, envelope, leading_event};
-use crate::verify::millis_since_epoch;
+use crate::runtime::{DeliveryContext, Envelope, Unmatched, envelope, leading_event};
 
 /// The default number of deliveries the replay cache remembers at once.
 pub const DEFAULT_REPLAY_CAPACITY: usize = 200_000;
@@ -43,7 +44,7 @@ pub struct Receiver<H> {
 
 enum Mode {
     /// Stored, then handled by the inbox's dispatcher.
-    Inbox(Inbox),
+    Inbox(Arc<dyn Inbox>),
     /// Handled before answering; retries are recognised in memory.
     Inline {
         replay: ReplayCache,
@@ -55,7 +56,7 @@ enum Mode {
 impl<H: WebhookHandler> Receiver<H> {
     /// Deliveries are stored in `inbox` and answered once committed; its dispatcher calls
     /// `handler`.
-    pub fn with_inbox(handler: Arc<H>, inbox: Inbox, strict: bool) -> Self {
+    pub fn with_inbox(handler: Arc<H>, inbox: Arc<dyn Inbox>, strict: bool) -> Self {
         Self { handler, strict, mode: Mode::Inbox(inbox) }
     }
 
@@ -69,7 +70,7 @@ impl<H: WebhookHandler> Receiver<H> {
         }
     }
 
-    pub fn inbox(&self) -> Option<&Inbox> {
+    pub fn inbox(&self) -> Option<&Arc<dyn Inbox>> {
         match &self.mode {
             Mode::Inbox(inbox) => Some(inbox),
             Mode::Inline { .. } => None,
@@ -179,7 +180,7 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
         }
     };
     match &receiver.mode {
-        Mode::Inbox(inbox) => store(receiver.strict, inbox, delivery, id, event, room).await,
+        Mode::Inbox(inbox) => store(receiver.strict, &**inbox, delivery, id, event, room).await,
         Mode::Inline { replay, max_age } => {
             let classified = Event::classify(event.as_deref(), body);
             handle_inline(receiver, replay, *max_age, delivery, id, event, classified).await
@@ -199,7 +200,7 @@ fn warn_unmatched(id: &str, event: Option<&str>, reason: &Unmatched) {
 /// Inbox mode: answered 200 only once the delivery is committed.
 async fn store(
     strict: bool,
-    inbox: &Inbox,
+    inbox: &dyn Inbox,
     delivery: &Delivery,
     id: &str,
     event: Option<String>,
@@ -220,7 +221,7 @@ async fn store(
         timestamp: String::from_utf8_lossy(delivery.timestamp.as_bytes()).into_owned(),
         timestamp_ms: delivery.verified.timestamp_ms,
         event: event.clone(),
-        typed: reason.is_none(),
+        kind: if reason.is_none() { Kind::Typed } else { Kind::Fallback },
         room,
         body: delivery.body.clone(),
         received_at_ms: millis_since_epoch(delivery.received_at),
@@ -294,20 +295,15 @@ async fn handle_inline<H: WebhookHandler>(
         event: event.clone(),
         body: body.clone(),
     };
-    let (outcome, result) = match classified {
-        Ok(typed) => ("handled", dispatch(&*receiver.handler, &ctx, typed).await),
-        Err(reason) => {
-            warn_unmatched(id, event.as_deref(), &reason);
-            if receiver.strict {
-                replay.abort(key, expires_ms);
-                return refuse_unmatched(event, &reason);
-            }
-            // The body was parsed once already by `envelope`, so it is valid JSON.
-            let raw = serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
-            let unmatched = UnmatchedEvent { event: event.clone(), reason, body: raw };
-            ("fallback", receiver.handler.fallback(&ctx, unmatched).await)
+    if let Err(reason) = &classified {
+        warn_unmatched(id, event.as_deref(), reason);
+        if receiver.strict {
+            replay.abort(key, expires_ms);
+            return refuse_unmatched(event, reason);
         }
-    };
+    }
+    let outcome = if classified.is_ok() { "handled" } else { "fallback" };
+    let result = hand_over(&*receiver.handler, &ctx, classified).await;
     match result {
         Ok(()) => {
             replay.complete(key, expires_ms);

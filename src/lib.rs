@@ -42,9 +42,11 @@ extern crate self as meet_webhooks;
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod error;
 pub mod generated;
 pub mod handler;
+pub mod handling;
 pub mod inbox;
 pub mod logging;
 pub mod metrics;

@@ -90,8 +90,8 @@ pub fn inbox_commit(batch: usize, latency: Duration, ok: bool) {
     }
 }
 
-pub fn inbox_depth(depth: &crate::inbox::Depth) {
-    for (state, n) in [("pending", depth.pending), ("dead", depth.dead)] {
+pub fn inbox_depth(pending: u64, dead: u64) {
+    for (state, n) in [("pending", pending), ("dead", dead)] {
         metrics::gauge!(INBOX_DEPTH, "state" => state).set(n as f64);
     }
 }

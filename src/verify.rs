@@ -14,7 +14,9 @@
 //! - Several keys may be active (the provider signs with its first API key, so a rotation
 //!   changes the key without warning); a delivery is authentic if any of them verifies it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use crate::clock::millis_since_epoch;
 
 use hmac::{KeyInit, Mac};
 
@@ -235,14 +237,6 @@ pub fn sign(key: &[u8], timestamp: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// Milliseconds since the Unix epoch (negative before it).
-pub fn millis_since_epoch(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
-
 /// A non-negative decimal integer, ASCII digits only, no sign, no spaces, at most 18 digits.
 fn parse_decimal(bytes: &[u8]) -> Option<i64> {
     if bytes.is_empty() || bytes.len() > 18 || !bytes.iter().all(u8::is_ascii_digit) {
@@ -286,7 +280,7 @@ mod tests {
     ];
 
     fn at(ms: i64) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(ms as u64)
+        crate::clock::system_time(ms)
     }
 
     #[test]

@@ -2,35 +2,33 @@
 
 use std::process::ExitCode;
 
-use super::{InboxAction, InboxCommand};
-use crate::inbox::{Filter, Selection, SqliteStore, State};
+use super::{InboxAction, InboxCommand, StateFilter};
+use crate::inbox::{Filter, Inbox, SqliteInbox, State};
 
 pub(super) fn inbox(command: InboxCommand) -> Result<ExitCode, String> {
-    let dir = &command.data.data_dir;
-    if !dir.join(crate::inbox::FILE_NAME).exists() {
-        return Err(format!(
-            "--data-dir {}: no inbox there (has the service run with this data directory?)",
-            dir.display()
-        ));
-    }
-    let store = SqliteStore::open(dir).map_err(|e| format!("--data-dir: {e}"))?;
-    match command.action {
+    let inbox = SqliteInbox::open_existing(&command.data.data_dir).map_err(|e| format!("--data-dir: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+    runtime.block_on(run(&inbox, command.action))
+}
+
+async fn run(inbox: &dyn Inbox, action: InboxAction) -> Result<ExitCode, String> {
+    match action {
         InboxAction::List { state, event, json, limit } => {
-            let filter = match state.as_str() {
-                "pending" => Filter::State(State::Pending),
-                "done" => Filter::State(State::Done),
-                "dead" => Filter::State(State::Dead),
-                "fallback" => Filter::Fallback,
-                _ => Filter::All,
+            let filter = match state {
+                StateFilter::Pending => Filter::State(State::Pending),
+                StateFilter::Done => Filter::State(State::Done),
+                StateFilter::Dead => Filter::State(State::Dead),
+                StateFilter::Fallback => Filter::Fallback,
+                StateFilter::All => Filter::All,
             };
-            for row in store.list(filter, event.as_deref(), limit).map_err(|e| e.to_string())? {
+            for row in inbox.list(filter, event.as_deref(), limit).await.map_err(|e| e.to_string())? {
                 if json {
                     println!("{}", serde_json::to_string(&row).map_err(|e| e.to_string())?);
                 } else {
                     println!(
                         "{:>8}  {:<8} {:<8} {:>2}  {:<24} {}",
                         row.id,
-                        row.state.as_str(),
+                        row.state,
                         row.kind,
                         row.attempts,
                         row.event.as_deref().unwrap_or("-"),
@@ -40,9 +38,12 @@ pub(super) fn inbox(command: InboxCommand) -> Result<ExitCode, String> {
             }
         }
         InboxAction::Show { id } => {
-            let row = store.get(id).map_err(|e| e.to_string())?.ok_or_else(|| format!("no delivery {id}"))?;
-            println!("id: {}\nstate: {} ({}), attempts: {}", row.id, row.state.as_str(), row.kind, row.attempts);
+            let row = inbox.get(id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no delivery {id}"))?;
+            println!("id: {}\nstate: {} ({}), attempts: {}", row.id, row.state, row.kind, row.attempts);
             println!("received_at: {}", row.received_at);
+            if let (Some(owner), Some(until)) = (&row.claimed_by, row.claimed_until) {
+                println!("claimed_by: {owner} (lease until {until})");
+            }
             if let Some(error) = &row.last_error {
                 println!("last_error: {error}");
             }
@@ -51,18 +52,21 @@ pub(super) fn inbox(command: InboxCommand) -> Result<ExitCode, String> {
         }
         InboxAction::Replay { id, dead, fallback } => {
             let selection = match (id, dead, fallback) {
-                (Some(id), _, _) => Selection::One(id),
-                (None, true, _) => Selection::Dead,
-                _ => Selection::Fallback,
+                (Some(id), _, _) => crate::inbox::Selection::One(id),
+                (None, true, _) => crate::inbox::Selection::Dead,
+                _ => crate::inbox::Selection::Fallback,
             };
-            let n = store.replay(selection).map_err(|e| e.to_string())?;
-            if let (0, Selection::One(id)) = (n, selection) {
-                return Err(format!("no delivery {id}"));
+            let n = inbox.replay(selection).await.map_err(|e| e.to_string())?;
+            if let (0, Some(id)) = (n, id) {
+                return Err(match inbox.get(id).await.map_err(|e| e.to_string())? {
+                    None => format!("no delivery {id}"),
+                    Some(_) => format!("delivery {id} is pending: it is handled (or being handled) already"),
+                });
             }
             println!("{n} delivery(ies) pending again; the running service hands them to the handlers");
         }
         InboxAction::Stats => {
-            let stats = store.stats().map_err(|e| e.to_string())?;
+            let stats = inbox.stats().await.map_err(|e| e.to_string())?;
             println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
         }
     }

@@ -61,9 +61,9 @@ struct InboxCommand {
 enum InboxAction {
     /// List deliveries, oldest first.
     List {
-        /// pending, done, dead, fallback (matched no typed webhook) or all.
-        #[arg(long, default_value = "all", value_parser = ["pending", "done", "dead", "fallback", "all"])]
-        state: String,
+        /// Which deliveries: fallback means those that matched no typed webhook.
+        #[arg(long, value_enum, default_value_t = StateFilter::All)]
+        state: StateFilter,
         /// Only this event.
         #[arg(long)]
         event: Option<String>,
@@ -89,6 +89,16 @@ enum InboxAction {
     },
     /// Count deliveries by state.
     Stats,
+}
+
+/// `inbox list --state`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StateFilter {
+    Pending,
+    Done,
+    Dead,
+    Fallback,
+    All,
 }
 
 #[derive(Clone, Args)]

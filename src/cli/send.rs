@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use super::SendArgs;
 use crate::WEBHOOKS;
-use crate::verify::millis_since_epoch;
+use crate::clock::millis_since_epoch;
 
 pub(super) fn send(args: SendArgs) -> Result<ExitCode, String> {
     use meet_webhooks_client::{Client, Signing, TimestampUnit as Unit, deliver};

@@ -10,13 +10,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::{InboxArgs, ServeArgs};
 use crate::app::{self, Receiver};
 use crate::handler::ServiceHandler;
-use crate::inbox::{Dispatcher, Inbox, RetryPolicy, SqliteStore};
+use crate::inbox::{DEFAULT_LEASE, Dispatcher, Inbox, RetryPolicy, SqliteInbox};
 use crate::middleware::Gate;
 use crate::verify::Verifier;
 use crate::{WEBHOOKS, WebhookHandler, generated};
 
 impl InboxArgs {
-    fn open(&self, replay_window: Duration) -> Result<Inbox, String> {
+    fn open(&self, replay_window: Duration) -> Result<Arc<dyn Inbox>, String> {
         let seconds = |name: &str, value: f64| {
             Duration::try_from_secs_f64(value).map_err(|_| format!("{name} {value}: not a number of seconds"))
         };
@@ -30,12 +30,12 @@ impl InboxArgs {
         }
         seconds("--retry-delay", self.retry_delay)?;
         seconds("--retry-max-delay", self.retry_max_delay)?;
-        let store = SqliteStore::open(&self.data.data_dir).map_err(|e| format!("--data-dir: {e}"))?;
-        let path = store.path().to_path_buf();
-        Ok(Inbox::start(store, path))
+        let owner = format!("{}:{}", host_name(), std::process::id());
+        let inbox = SqliteInbox::open(&self.data.data_dir, &owner).map_err(|e| format!("--data-dir: {e}"))?;
+        Ok(Arc::new(inbox))
     }
 
-    fn dispatcher<H: WebhookHandler>(&self, inbox: Inbox, handler: Arc<H>) -> Dispatcher<H> {
+    fn dispatcher<H: WebhookHandler>(&self, inbox: Arc<dyn Inbox>, handler: Arc<H>) -> Dispatcher<H> {
         Dispatcher {
             inbox,
             handler,
@@ -45,6 +45,7 @@ impl InboxArgs {
                 base: Duration::from_secs_f64(self.retry_delay),
                 max: Duration::from_secs_f64(self.retry_max_delay),
             },
+            lease: DEFAULT_LEASE,
             retention: Duration::from_secs_f64(self.retention_hours * 3600.0),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
         }
@@ -63,11 +64,12 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     } else {
         let window = Duration::from_secs(args.policy.max_age + args.policy.max_future);
         let inbox = args.inbox.open(window)?;
-        log::info!("inbox: {} ({} handler(s) at once)", inbox.path().display(), args.inbox.concurrency);
+        log::info!("inbox: {} ({} handler(s) at once)", inbox.describe(), args.inbox.concurrency);
         let dispatcher = args.inbox.dispatcher(inbox.clone(), handler.clone()).spawn();
         (Receiver::with_inbox(handler, inbox, args.strict), Some(dispatcher))
     };
     let receiver = web::Data::new(receiver);
+    let inbox = receiver.inbox().cloned();
     let (key_count, window) = (gate.verifier.key_count(), app::describe_window(&gate));
     let path = args.path.clone();
     let server = HttpServer::new(move || {
@@ -98,9 +100,13 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         if args.strict { ", strict" } else { "" }
     );
     let served = actix_web::rt::System::new().block_on(server.run());
-    // The server has stopped taking deliveries; let running handlers finish.
+    // The server has stopped taking deliveries; let running handlers finish, then let go of
+    // the storage cleanly.
     if let Some(dispatcher) = dispatcher {
         dispatcher.stop();
+    }
+    if let Some(inbox) = inbox {
+        actix_web::rt::System::new().block_on(inbox.close());
     }
     served.map_err(|e| format!("server failed: {e}"))?;
     log::info!("stopped");
@@ -108,7 +114,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
 }
 
 /// `/healthz` (the process is up), `/readyz` (storage takes writes), `/metrics`.
-fn operations(metrics: PrometheusHandle, inbox: Option<Inbox>) -> impl FnOnce(&mut web::ServiceConfig) {
+fn operations(metrics: PrometheusHandle, inbox: Option<Arc<dyn Inbox>>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |config| {
         config
             .app_data(web::Data::new(metrics))
@@ -116,12 +122,18 @@ fn operations(metrics: PrometheusHandle, inbox: Option<Inbox>) -> impl FnOnce(&m
             .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
             .route(
                 "/readyz",
-                web::get().to(|inbox: web::Data<Option<Inbox>>| async move {
+                web::get().to(|inbox: web::Data<Option<Arc<dyn Inbox>>>| async move {
                     match inbox.as_ref() {
                         Some(inbox) => match inbox.check().await {
                             Ok(()) => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
-                            Err(e) => HttpResponse::ServiceUnavailable()
-                                .json(serde_json::json!({"error": "storage_unavailable", "message": e.to_string()})),
+                            Err(e) => {
+                                // The detail (paths, causes) is for the log, not the client.
+                                log::warn!("not ready: {e}");
+                                HttpResponse::ServiceUnavailable().json(serde_json::json!({
+                                    "error": "storage_unavailable",
+                                    "message": "the inbox cannot take writes; the service log says why"
+                                }))
+                            }
                         },
                         None => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
                     }
@@ -134,6 +146,16 @@ fn operations(metrics: PrometheusHandle, inbox: Option<Inbox>) -> impl FnOnce(&m
                 }),
             );
     }
+}
+
+/// This machine's name, for claims and logs (`localhost` if it has none).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// One HTTP worker per core but one (at least one). The inbox's writer and dispatcher threads

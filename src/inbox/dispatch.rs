@@ -1,16 +1,26 @@
-//! Hands stored deliveries to the generated handler, in arrival order, one room at a time.
+//! Hands stored deliveries to the generated handler: claimed first, then handled, then the
+//! outcome recorded for that claim.
+//!
+//! A handler slot is taken from the claim until its outcome is committed, so what a crash can
+//! make run again is at most `concurrency` deliveries. The dispatcher claims only what it can
+//! start now (the attempt counts from the claim), renews the leases of handlers that run long,
+//! and stops a handler whose claim was lost. When storage fails it pauses, keeps the outcomes
+//! it could not record, and tries again with backoff: one log line when storage fails and one
+//! when it is back, never a handler run it cannot record.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
 
-use super::{Inbox, Outcome, Stored};
-use crate::generated::{Event, WebhookHandler, dispatch};
-use crate::runtime::{DeliveryContext, UnmatchedEvent};
-use crate::verify::millis_since_epoch;
+use super::{Claim, ClaimRequest, Claimed, Completed, Completion, Inbox, Kind, Outcome, StoreError};
+use crate::clock::{now_ms, system_time};
+use crate::generated::{Event, WebhookHandler};
+use crate::handling::hand_over;
+use crate::runtime::DeliveryContext;
 
 /// When a failed handler is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +47,19 @@ impl RetryPolicy {
     }
 }
 
+/// How long a claim lasts unless renewed. Renewed every third of it while its handler runs,
+/// so only a process that stopped (or froze) for this long loses its claims.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
 /// The dispatcher's settings.
 pub struct Dispatcher<H> {
-    pub inbox: Inbox,
+    pub inbox: Arc<dyn Inbox>,
     pub handler: Arc<H>,
-    /// Handlers running at once.
+    /// Handlers running at once (a slot lasts until the outcome is committed).
     pub concurrency: usize,
     pub retry: RetryPolicy,
+    /// See [`DEFAULT_LEASE`].
+    pub lease: Duration,
     /// Done deliveries older than this are deleted.
     pub retention: Duration,
     /// On shutdown, how long running handlers get to finish.
@@ -57,8 +73,9 @@ pub struct DispatcherHandle {
 }
 
 impl DispatcherHandle {
-    /// Stops taking deliveries, lets running handlers finish (within the grace period), and
-    /// returns when the dispatcher has stopped. Unfinished deliveries stay pending.
+    /// Stops claiming, lets running handlers finish (within the grace period), records their
+    /// outcomes, and returns when the dispatcher has stopped. Handlers still running then are
+    /// stopped; their deliveries are pending again, the attempt not counted.
     pub fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.thread.join();
@@ -69,20 +86,19 @@ impl DispatcherHandle {
 /// due, replays from the CLI).
 const POLL: Duration = Duration::from_millis(250);
 const MAINTENANCE: Duration = Duration::from_secs(10);
-/// Due deliveries fetched per query.
-const FETCH: usize = 256;
-/// Handler outcomes that may wait for their commit at once. A crash handles again whatever
-/// ran without its outcome committed: at most `concurrency + MAX_UNRECORDED` deliveries. Each
-/// writer cycle commits the outcomes queued during it, so this also caps how many deliveries
-/// are handled per commit.
-pub const MAX_UNRECORDED: usize = 64;
+/// Backoff while storage fails: from the first to the last.
+const STORAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-struct Running {
-    id: i64,
-    room: Option<String>,
+/// A claim whose handler runs.
+struct Held {
+    claim: Claim,
+    attempt: u32,
     event: Option<String>,
-    attempts: u32,
+    abort: AbortHandle,
 }
+
+/// What a handler task returns: how it was classified, and its result.
+type Finished = (Kind, Result<(), String>);
 
 impl<H: WebhookHandler> Dispatcher<H> {
     /// Runs the dispatcher on a thread of its own.
@@ -100,175 +116,256 @@ impl<H: WebhookHandler> Dispatcher<H> {
     }
 
     async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut running: JoinSet<(bool, Result<(), String>)> = JoinSet::new();
-        let mut tasks: HashMap<tokio::task::Id, Running> = HashMap::new();
-        let mut busy_rooms: HashSet<String> = HashSet::new();
-        let mut ready: VecDeque<Stored> = VecDeque::new();
-        let mut recording: JoinSet<()> = JoinSet::new();
+        let mut running: JoinSet<Finished> = JoinSet::new();
+        let mut held: HashMap<tokio::task::Id, Held> = HashMap::new();
+        let mut unrecorded: Vec<Completion> = Vec::new();
+        let mut storage = Health::default();
+        // Whether due deliveries may be waiting (cleared when a claim came back short).
+        let mut look = true;
+        let mut renewal = tokio::time::interval(self.lease / 3);
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         loop {
             if *stop.borrow() {
                 break;
             }
-            if running.len() < self.concurrency && recording.len() < MAX_UNRECORDED {
-                self.start_due(&mut running, &mut tasks, &mut busy_rooms, &mut ready).await;
+            if storage.ready() && !unrecorded.is_empty() && self.record(&mut unrecorded, &mut storage).await {
+                look = true; // a room may be free now
+            }
+            let free = self.concurrency.saturating_sub(running.len() + unrecorded.len());
+            if look && free > 0 && storage.ready() {
+                let request = ClaimRequest { limit: free, lease: self.lease, max_attempts: self.retry.max_attempts };
+                match self.inbox.claim(request).await {
+                    Ok(claimed) => {
+                        storage.recovered();
+                        look = claimed.len() == free;
+                        for claimed in claimed {
+                            self.start(claimed, &mut running, &mut held);
+                        }
+                    }
+                    Err(e) => storage.failed("cannot claim deliveries", &e),
+                }
             }
             tokio::select! {
-                Some(_) = recording.join_next() => {}
                 Some(finished) = running.join_next_with_id() => {
-                    let (task, typed, result) = match finished {
-                        Ok((task, (typed, result))) => (task, typed, result),
-                        Err(e) => (e.id(), true, Err(format!("the handler panicked: {e}"))),
-                    };
-                    if let Some(done) = tasks.remove(&task) {
-                        if let Some(room) = &done.room {
-                            busy_rooms.remove(room);
-                        }
-                        self.finish(done, typed, result, &mut recording).await;
+                    self.finished(finished, &mut held, &mut unrecorded);
+                    while let Some(finished) = running.try_join_next_with_id() {
+                        self.finished(finished, &mut held, &mut unrecorded);
                     }
                 }
-                _ = self.inbox.wake().notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = maintenance.tick() => self.maintain().await,
+                () = self.inbox.wakeups().notified() => look = true,
+                () = tokio::time::sleep(POLL) => look = true,
+                () = tokio::time::sleep_until(storage.retry_at), if !storage.ready() => {}
+                _ = renewal.tick() => self.renew(&mut held, &mut storage).await,
+                _ = maintenance.tick() => self.maintain(&mut storage).await,
                 _ = stop.changed() => {}
             }
         }
-        // Shutdown: take nothing new; give running handlers the grace period.
-        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        self.shut_down(running, held, unrecorded, storage).await;
+    }
+
+    fn start(&self, claimed: Claimed, running: &mut JoinSet<Finished>, held: &mut HashMap<tokio::task::Id, Held>) {
+        let Claimed { claim, attempt, delivery } = claimed;
+        let event = delivery.event.clone();
+        let ctx = DeliveryContext {
+            delivery_id: delivery.id.to_string(),
+            attempt,
+            timestamp_ms: delivery.timestamp_ms,
+            received_at: system_time(delivery.received_at),
+            event: delivery.event,
+            body: delivery.body.into(),
+        };
+        let handler = self.handler.clone();
+        let task = running.spawn(async move {
+            // Classified again from the stored bytes: after a rebuild against a newer spec, an
+            // event that went to the fallback before may be typed now.
+            let classified = Event::classify(ctx.event.as_deref(), &ctx.body);
+            let kind = if classified.is_ok() { Kind::Typed } else { Kind::Fallback };
+            (kind, hand_over(&*handler, &ctx, classified).await.map_err(|e| e.to_string()))
+        });
+        held.insert(task.id(), Held { claim, attempt, event, abort: task });
+    }
+
+    /// Turns a finished handler into the outcome to record.
+    fn finished(
+        &self,
+        finished: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+        held: &mut HashMap<tokio::task::Id, Held>,
+        unrecorded: &mut Vec<Completion>,
+    ) {
+        let (task, (kind, result)) = match finished {
+            Ok(finished) => finished,
+            // Aborted because its claim was lost: nothing to record.
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => (e.id(), (Kind::Typed, Err(format!("the handler panicked: {e}")))),
+        };
+        let Some(Held { claim, attempt, event, .. }) = held.remove(&task) else { return };
+        let event = event.as_deref().unwrap_or("");
+        let outcome = match result {
+            Ok(()) => Outcome::Done,
+            Err(error) => {
+                let retry = attempt < self.retry.max_attempts;
+                log::warn!(
+                    "delivery {} (event {}) attempt {attempt}/{} failed: {error}; {}",
+                    claim.id,
+                    if event.is_empty() { "-" } else { event },
+                    self.retry.max_attempts,
+                    if retry { "will retry" } else { "dead: replay it with `meet-webhooks inbox replay`" }
+                );
+                if retry { Outcome::Retry { after: self.retry.delay(attempt), error } } else { Outcome::Dead { error } }
+            }
+        };
+        let label = match outcome {
+            Outcome::Done => "done",
+            Outcome::Retry { .. } => "retry",
+            _ => "dead",
+        };
+        crate::metrics::handler_attempt(event, label);
+        unrecorded.push(Completion { claim, kind, outcome });
+    }
+
+    /// Records the outcomes waiting for it; whether it did.
+    async fn record(&self, unrecorded: &mut Vec<Completion>, storage: &mut Health) -> bool {
+        match self.inbox.complete(unrecorded).await {
+            Ok(answers) => {
+                storage.recovered();
+                for (completion, answer) in unrecorded.iter().zip(answers) {
+                    if answer == Completed::Fenced {
+                        log::warn!(
+                            "delivery {}: the outcome of an attempt was not recorded: its claim ran out and \
+                             the delivery was claimed again",
+                            completion.claim.id
+                        );
+                    }
+                }
+                unrecorded.clear();
+                true
+            }
+            Err(e) => {
+                storage.failed("cannot record handler outcomes (kept, and recorded once storage is back)", &e);
+                false
+            }
+        }
+    }
+
+    /// Extends the leases of running handlers; stops those whose claim was lost.
+    async fn renew(&self, held: &mut HashMap<tokio::task::Id, Held>, storage: &mut Health) {
+        if held.is_empty() || !storage.ready() {
+            return;
+        }
+        let claims: Vec<Claim> = held.values().map(|h| h.claim).collect();
+        match self.inbox.renew(&claims, self.lease).await {
+            Ok(lost) => {
+                storage.recovered();
+                held.retain(|_, h| {
+                    let keep = !lost.contains(&h.claim);
+                    if !keep {
+                        log::warn!(
+                            "delivery {}: lost the claim on it (its lease ran out); its handler is stopped and \
+                             another attempt handles it",
+                            h.claim.id
+                        );
+                        h.abort.abort();
+                    }
+                    keep
+                });
+            }
+            Err(e) => storage.failed("cannot renew claims", &e),
+        }
+    }
+
+    async fn maintain(&self, storage: &mut Health) {
+        if !storage.ready() {
+            return;
+        }
+        let cutoff = now_ms().saturating_sub(crate::clock::millis(self.retention));
+        match self.inbox.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("pruned {n} done deliveries older than {} s", self.retention.as_secs()),
+            Err(e) => return storage.failed("cannot prune the inbox", &e),
+        }
+        match self.inbox.depth().await {
+            Ok(depth) => crate::metrics::inbox_depth(depth.pending, depth.dead),
+            Err(e) => storage.failed("cannot count the inbox", &e),
+        }
+    }
+
+    /// Takes nothing new; gives running handlers the grace period; records what finished, and
+    /// gives back the claims of what did not.
+    async fn shut_down(
+        &self,
+        mut running: JoinSet<Finished>,
+        mut held: HashMap<tokio::task::Id, Held>,
+        mut unrecorded: Vec<Completion>,
+        mut storage: Health,
+    ) {
+        let deadline = Instant::now() + self.shutdown_grace;
         while !running.is_empty() {
             match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
-                Ok(Some(Ok((task, (typed, result))))) => {
-                    if let Some(done) = tasks.remove(&task) {
-                        self.finish(done, typed, result, &mut recording).await;
-                    }
-                }
-                Ok(Some(Err(e))) => {
-                    if let Some(done) = tasks.remove(&e.id()) {
-                        self.finish(done, true, Err(format!("the handler panicked: {e}")), &mut recording).await;
-                    }
-                }
+                Ok(Some(finished)) => self.finished(finished, &mut held, &mut unrecorded),
                 Ok(None) => break,
                 Err(_) => {
-                    log::warn!("{} handler(s) still running at shutdown; their deliveries stay pending", running.len());
+                    log::warn!(
+                        "{} handler(s) still running at shutdown: stopped; their deliveries are handled after the \
+                         next start",
+                        running.len()
+                    );
                     running.abort_all();
                     break;
                 }
             }
         }
-        // The outcomes of what finished are committed before the dispatcher reports stopped.
-        while tokio::time::timeout_at(deadline + Duration::from_secs(5), recording.join_next())
-            .await
-            .is_ok_and(|r| r.is_some())
-        {}
-    }
-
-    /// Starts due deliveries while there is room. Due deliveries are fetched a batch at a
-    /// time: a query per delivery would cost the writer thread more than the insert did.
-    async fn start_due(
-        &self,
-        running: &mut JoinSet<(bool, Result<(), String>)>,
-        tasks: &mut HashMap<tokio::task::Id, Running>,
-        busy_rooms: &mut HashSet<String>,
-        ready: &mut VecDeque<Stored>,
-    ) {
-        if running.len() >= self.concurrency {
-            return;
+        unrecorded.extend(held.drain().map(|(_, h)| Completion {
+            claim: h.claim,
+            kind: Kind::Typed,
+            outcome: Outcome::Interrupted,
+        }));
+        // A few tries: storage may be failing right now.
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while !unrecorded.is_empty() && Instant::now() < give_up {
+            tokio::time::sleep_until(storage.retry_at.min(give_up)).await;
+            self.record(&mut unrecorded, &mut storage).await;
         }
-        if ready.is_empty() {
-            let now = millis_since_epoch(SystemTime::now());
-            match self.inbox.due(now, FETCH.max(2 * self.concurrency)).await {
-                Ok(due) => ready.extend(due),
-                Err(e) => {
-                    log::error!("cannot read due deliveries from the inbox: {e}");
-                    return;
-                }
-            }
-        }
-        while running.len() < self.concurrency {
-            let Some(row) = ready.pop_front() else { break };
-            // Still pending in storage while it runs: skip it, and any later event of a room
-            // that has one running (it comes back in a later fetch).
-            if tasks.values().any(|t| t.id == row.id) || row.room.as_ref().is_some_and(|r| busy_rooms.contains(r)) {
-                continue;
-            }
-            if let Some(room) = &row.room {
-                busy_rooms.insert(room.clone());
-            }
-            let info =
-                Running { id: row.id, room: row.room.clone(), event: row.event.clone(), attempts: row.attempts + 1 };
-            let handler = self.handler.clone();
-            let task = running.spawn(async move { handle(&*handler, row).await });
-            tasks.insert(task.id(), info);
-        }
-    }
-
-    async fn finish(&self, done: Running, typed: bool, result: Result<(), String>, recording: &mut JoinSet<()>) {
-        let now_ms = millis_since_epoch(SystemTime::now());
-        let event = done.event.as_deref().unwrap_or("");
-        let retry_at_ms = match &result {
-            Err(_) if done.attempts < self.retry.max_attempts => {
-                Some(now_ms + i64::try_from(self.retry.delay(done.attempts).as_millis()).unwrap_or(i64::MAX))
-            }
-            _ => None,
-        };
-        let label = match (&result, retry_at_ms) {
-            (Ok(()), _) => "done",
-            (Err(_), Some(_)) => "retry",
-            (Err(_), None) => "dead",
-        };
-        if let Err(e) = &result {
-            log::warn!(
-                "delivery {} (event {}) attempt {}/{} failed: {e}; {}",
-                done.id,
-                if event.is_empty() { "-" } else { event },
-                done.attempts,
-                self.retry.max_attempts,
-                if retry_at_ms.is_some() { "will retry" } else { "dead: replay it with `meet-webhooks inbox replay`" }
-            );
-        }
-        crate::metrics::handler_attempt(event, label);
-        let outcome = Outcome { id: done.id, attempts: done.attempts, typed, result, retry_at_ms, now_ms };
-        match self.inbox.record(outcome).await {
-            Ok(committed) => {
-                recording.spawn(async move {
-                    let _ = committed.await;
-                });
-            }
-            // Left pending in storage: it will be handled again (at least once).
-            Err(e) => log::error!("cannot record the outcome of delivery {}: {e}", done.id),
-        }
-    }
-
-    async fn maintain(&self) {
-        let cutoff =
-            millis_since_epoch(SystemTime::now()) - i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
-        match self.inbox.prune(cutoff).await {
-            Ok(0) => {}
-            Ok(n) => log::info!("pruned {n} done deliveries older than {} s", self.retention.as_secs()),
-            Err(e) => log::warn!("cannot prune the inbox: {e}"),
-        }
-        self.inbox.report_depth().await;
     }
 }
 
-/// Runs the handler for one stored delivery: `(typed, result)`.
-async fn handle<H: WebhookHandler>(handler: &H, row: Stored) -> (bool, Result<(), String>) {
-    let ctx = DeliveryContext {
-        delivery_id: row.id.to_string(),
-        attempt: row.attempts + 1,
-        timestamp_ms: row.timestamp_ms,
-        received_at: UNIX_EPOCH + Duration::from_millis(u64::try_from(row.received_at).unwrap_or(0)),
-        event: row.event,
-        body: row.body.into(),
-    };
-    // Classified again from the stored bytes: after a rebuild against a newer spec, an event
-    // that went to the fallback before may be typed now.
-    match Event::classify(ctx.event.as_deref(), &ctx.body) {
-        Ok(event) => (true, dispatch(handler, &ctx, event).await.map_err(|e| e.to_string())),
-        Err(reason) => {
-            let body = serde_json::from_slice(&ctx.body).unwrap_or(serde_json::Value::Null);
-            let unmatched = UnmatchedEvent { event: ctx.event.clone(), reason, body };
-            (false, handler.fallback(&ctx, unmatched).await.map_err(|e| e.to_string()))
+/// Whether storage works, and when to try again if not: logs once when it fails and once
+/// when it is back.
+struct Health {
+    failing_since: Option<Instant>,
+    retry_at: Instant,
+    delay: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self { failing_since: None, retry_at: Instant::now(), delay: STORAGE_BACKOFF.0 }
+    }
+}
+
+impl Health {
+    fn ready(&self) -> bool {
+        Instant::now() >= self.retry_at
+    }
+
+    fn failed(&mut self, what: &str, error: &StoreError) {
+        if self.failing_since.is_none() {
+            log::error!(
+                "{what}: {error}; handlers pause until storage works again (trying every {} s at most)",
+                STORAGE_BACKOFF.1.as_secs()
+            );
+            self.failing_since = Some(Instant::now());
+            self.delay = STORAGE_BACKOFF.0;
+        } else {
+            log::debug!("{what}: {error}");
+            self.delay = (self.delay * 2).min(STORAGE_BACKOFF.1);
+        }
+        self.retry_at = Instant::now() + self.delay;
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            log::info!("storage works again after {:.1} s; handlers resume", since.elapsed().as_secs_f64());
+            self.delay = STORAGE_BACKOFF.0;
         }
     }
 }

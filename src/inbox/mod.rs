@@ -1,46 +1,52 @@
 //! The durable inbox: a verified delivery is stored before it is acknowledged, and handled
-//! from storage.
+//! from storage, once.
 //!
 //! ```text
-//!  HTTP workers ──append──▶ ┌──────────────┐            ┌────────────┐
-//!   (await commit)          │ writer thread│◀──due────── │ dispatcher │──▶ WebhookHandler
-//!                           │  owns Store  │◀──record─── │ (own thread)│
-//!                           └──────────────┘──wake──────▶└────────────┘
+//!  request path ──append──▶ ┌─────────────────┐ ◀──claim──── ┌────────────┐
+//!   (200 once committed)    │  dyn Inbox      │ ◀─complete── │ dispatcher │──▶ WebhookHandler
+//!                           │ (SQLite; later  │ ◀──renew──── │            │
+//!  `inbox` CLI ─list/show/─▶│  PostgreSQL)    │ ──wake─────▶ └────────────┘
+//!              replay/stats └─────────────────┘
 //! ```
 //!
-//! - One writer thread owns the [`Store`]. Appends that arrive while it is committing are
-//!   committed together in the next transaction (group commit): one fsync per batch, not per
-//!   delivery, and each delivery is answered only after the commit that holds it. Handler
-//!   outcomes that queued beside them go into the same transaction. The answers reach each
-//!   runtime thread through its mailbox (`mailbox.rs`): one wake-up per commit, not one per
-//!   delivery.
-//! - The signature is the delivery's identity: a unique constraint turns the provider's retry
-//!   into a duplicate, across restarts.
-//! - The dispatcher takes due deliveries in arrival order, at most one per room at a time (the
-//!   events of a room are handled in order), runs the generated handler, and records the
-//!   outcome: done, retry later with exponential backoff, or dead after the last attempt.
-//! - A crash loses nothing acknowledged: whatever was not recorded as done is handled again
-//!   after the restart (at least once; exactly once when nothing crashed). What a crash can
-//!   make run twice is bounded: the running handlers plus [`MAX_UNRECORDED`] outcomes waiting
-//!   for their commit.
+//! [`Inbox`] is the one seam between the service and its storage. Every backend keeps these
+//! promises, and the dispatcher relies on nothing else:
 //!
-//! [`Store`] is the seam for other backends: SQLite here; several replicas sharing PostgreSQL
-//! would implement the same four operations (with `FOR UPDATE SKIP LOCKED` in `due`).
+//! - **Acknowledged means committed.** [`Inbox::append`] returns once the delivery is durable.
+//!   The signature is the delivery's identity: the provider's retry of a stored delivery is
+//!   [`Appended::Duplicate`], across restarts.
+//! - **Claim before handling.** [`Inbox::claim`] hands out deliveries under a claim recorded in
+//!   storage: its holder, a fencing token, and a lease that ends on the storage's clock. The
+//!   attempt is counted when it is claimed, so a handler that kills the process uses up its
+//!   attempts like one that fails, and ends dead. A delivery is never claimed while a claim
+//!   on it is live, and the holder renews the lease of a handler that runs long.
+//! - **Fenced outcomes.** [`Inbox::complete`] records an outcome only for the claim that
+//!   holds the delivery; a late or repeated outcome (its lease ran out and the delivery was
+//!   claimed again) changes nothing and is answered [`Completed::Fenced`].
+//! - **One room at a time, in order.** A delivery is claimable only while it is the oldest
+//!   pending delivery of its room (`data.roomId`): a room's later events wait while an earlier
+//!   one runs or waits for its retry.
+//!
+//! Together: each delivery is handled once while nothing crashes; a crash (or a lost lease)
+//! hands the deliveries whose outcome was not committed to another attempt, which is at most
+//! the dispatcher's `concurrency` deliveries.
+//!
+//! How a backend makes this fast is its own business: the SQLite one ([`sqlite`]) commits
+//! appends, outcomes and claims that queue together in one transaction on a writer thread.
 
 mod dispatch;
-mod mailbox;
-mod sqlite;
+pub mod sqlite;
 
-use std::path::PathBuf;
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web::Bytes;
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 
-pub use dispatch::{Dispatcher, DispatcherHandle, MAX_UNRECORDED, RetryPolicy};
-use mailbox::{Answer, Mailbox, ToWake};
-pub use sqlite::{FILE_NAME, Filter, Selection, SqliteStore};
+pub use dispatch::{DEFAULT_LEASE, Dispatcher, DispatcherHandle, RetryPolicy};
+pub use sqlite::SqliteInbox;
 
 /// What the request path stores.
 #[derive(Debug, Clone)]
@@ -52,7 +58,7 @@ pub struct NewDelivery {
     pub timestamp_ms: i64,
     pub event: Option<String>,
     /// Whether a typed webhook matched when it arrived (else it goes to the fallback).
-    pub typed: bool,
+    pub kind: Kind,
     /// `data.roomId`: deliveries of one room are handled in arrival order.
     pub room: Option<String>,
     /// As received (shares the request's buffer).
@@ -69,31 +75,15 @@ pub enum Appended {
     Duplicate(i64),
 }
 
-/// A stored delivery, as the dispatcher and the CLI see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stored {
-    pub id: i64,
-    pub event: Option<String>,
-    pub state: State,
-    /// `typed` or `fallback`, as classified when it was last handled (or received).
-    pub kind: &'static str,
-    pub attempts: u32,
-    pub received_at: i64,
-    pub timestamp: String,
-    pub timestamp_ms: i64,
-    pub room: Option<String>,
-    #[serde(skip)]
-    pub signature: [u8; 32],
-    #[serde(skip)]
-    pub body: Vec<u8>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
+    /// Not handled yet: waiting, claimed by a handler, or waiting for a retry.
     Pending,
+    /// Handled.
     Done,
+    /// Out of attempts: kept until it is replayed.
     Dead,
 }
 
@@ -105,40 +95,149 @@ impl State {
             Self::Dead => "dead",
         }
     }
-}
 
-/// What became of one handler attempt.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub id: i64,
-    pub attempts: u32,
-    /// Whether the body matched a typed webhook this time.
-    pub typed: bool,
-    pub result: Result<(), String>,
-    /// `Some(at)`: retry at this time (ms); `None` with an error: dead.
-    pub retry_at_ms: Option<i64>,
-    pub now_ms: i64,
-}
-
-/// Storage failed: the delivery is not acknowledged (503), so the provider retries it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> Self {
-        Self(error.to_string())
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Done, Self::Dead].into_iter().find(|s| s.as_str() == text)
     }
 }
 
+/// Which handler method a delivery went to, as classified when it was last handled (or
+/// received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Its typed webhook method.
+    Typed,
+    /// The fallback: an event, value or shape the spec does not know.
+    Fallback,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Typed => "typed",
+            Self::Fallback => "fallback",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Typed, Self::Fallback].into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// A stored delivery, as the dispatcher and the CLI see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stored {
+    pub id: i64,
+    pub event: Option<String>,
+    pub state: State,
+    pub kind: Kind,
+    /// Attempts so far, counted when each was claimed (reset by a replay).
+    pub attempts: u32,
+    pub received_at: i64,
+    pub timestamp: String,
+    pub timestamp_ms: i64,
+    pub room: Option<String>,
+    #[serde(skip)]
+    pub signature: [u8; 32],
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub last_error: Option<String>,
+    /// Who holds a claim on it, and until when (ms, the storage's clock); the claim may have
+    /// run out (its holder stopped) and is then taken by the next claim.
+    pub claimed_by: Option<String>,
+    pub claimed_until: Option<i64>,
+}
+
+/// Proof of a claim: the delivery and the fencing token its claim got. An outcome or a renewal
+/// counts only while the delivery is still claimed under this token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub id: i64,
+    /// Grows with every claim of the delivery, replays included: never reused.
+    pub fence: i64,
+}
+
+/// A claimed delivery, ready for its handler.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub claim: Claim,
+    /// 1 for the first attempt (counted at claim time).
+    pub attempt: u32,
+    pub delivery: Stored,
+}
+
+/// What [`Inbox::claim`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// At most this many deliveries.
+    pub limit: usize,
+    /// How long the claims last unless renewed.
+    pub lease: Duration,
+    /// A delivery whose last claim ran out on its last attempt (its handler never finished:
+    /// the process died) is dead instead of claimed again.
+    pub max_attempts: u32,
+}
+
+/// What became of one handler attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled.
+    Done,
+    /// Failed; claimable again after this long.
+    Retry { after: Duration, error: String },
+    /// Failed on its last attempt: kept until replayed.
+    Dead { error: String },
+    /// Stopped before it finished, by a shutdown: pending again, the attempt not counted.
+    Interrupted,
+}
+
+/// One outcome, for the claim that ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub claim: Claim,
+    /// How the delivery was classified on this attempt.
+    pub kind: Kind,
+    pub outcome: Outcome,
+}
+
+/// Whether an outcome was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completed {
+    Recorded,
+    /// The claim no longer holds the delivery (its lease ran out, or the outcome was recorded
+    /// already): nothing changed.
+    Fenced,
+}
+
+/// Which deliveries `inbox list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    State(State),
+    /// Those that matched no typed webhook.
+    Fallback,
+    All,
+}
+
+/// Which deliveries `inbox replay` hands to the handlers again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    One(i64),
+    Dead,
+    Fallback,
+}
+
 /// `inbox stats`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
     pub pending: u64,
     pub done: u64,
     pub dead: u64,
+    /// Of all of those, how many matched no typed webhook.
     pub fallback: u64,
     pub oldest_pending_received_at: Option<i64>,
+    /// Claims by holder (a claim whose lease ran out is counted until it is taken again).
+    pub claimed_by: Vec<(String, u64)>,
 }
 
 /// How many deliveries wait: for metrics.
@@ -148,208 +247,103 @@ pub struct Depth {
     pub dead: u64,
 }
 
-/// A storage backend. It lives on the writer thread, which calls it one operation at a time.
-pub trait Store: Send + 'static {
-    /// Stores a batch in one durable commit; one answer per delivery, in order.
-    fn append(&mut self, batch: &[NewDelivery]) -> Result<Vec<Appended>, StoreError>;
-    /// Pending deliveries due at `now_ms`, in arrival order, at most the first of each room.
-    fn due(&mut self, now_ms: i64, limit: usize) -> Result<Vec<Stored>, StoreError>;
-    /// Records handler outcomes.
-    fn record(&mut self, outcomes: &[Outcome]) -> Result<(), StoreError>;
-    /// Both (either may be empty), as one commit where the backend can (the pages they touch
-    /// are written once); by default one after the other.
-    fn append_and_record(
-        &mut self,
-        batch: &[NewDelivery],
-        outcomes: &[Outcome],
-    ) -> (Result<Vec<Appended>, StoreError>, Result<(), StoreError>) {
-        let appended = if batch.is_empty() { Ok(Vec::new()) } else { self.append(batch) };
-        let recorded = if outcomes.is_empty() { Ok(()) } else { self.record(outcomes) };
-        (appended, recorded)
-    }
-    /// Deletes done deliveries handled before `before_ms`; returns how many.
-    fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError>;
-    /// Pending and dead deliveries (cheap: both are indexed; counting all would scan).
-    fn depth(&mut self) -> Result<Depth, StoreError>;
-    /// Fails unless a write would succeed now.
-    fn check(&mut self) -> Result<(), StoreError>;
+/// Why storage did not do what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// It may work later: the storage is down, full, locked, read-only, or its file is gone.
+    /// A delivery is answered 503 so that the provider retries; the dispatcher backs off.
+    Unavailable,
+    /// It cannot work as asked: a newer schema, another process owns the inbox, no such inbox.
+    Invalid,
 }
 
-enum Op {
-    /// Answered through the mailbox of the thread that asked, if it has one.
-    Append(NewDelivery, oneshot::Sender<Result<Appended, StoreError>>, Option<Arc<Mailbox>>),
-    Due(i64, usize, oneshot::Sender<Result<Vec<Stored>, StoreError>>),
-    /// Answered once the batch holding the outcome was committed (or failed to be).
-    Record(Outcome, oneshot::Sender<()>, Option<Arc<Mailbox>>),
-    Prune(i64, oneshot::Sender<Result<usize, StoreError>>),
-    Check(oneshot::Sender<Result<(), StoreError>>),
-    Depth(oneshot::Sender<Result<Depth, StoreError>>),
+/// A storage error: its kind, what was being done, and the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{context}{}", .source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+pub struct StoreError {
+    pub kind: ErrorKind,
+    context: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
-/// Most appends committed in one transaction.
-const MAX_BATCH: usize = 4096;
+impl StoreError {
+    pub fn unavailable(context: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Unavailable, context: context.into(), source: None }
+    }
 
-/// The handle the request path and the dispatcher share.
-#[derive(Clone)]
-pub struct Inbox {
-    ops: mpsc::Sender<Op>,
-    /// Woken after a commit that stored something new.
-    wake: Arc<Notify>,
-    path: PathBuf,
+    pub fn invalid(context: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Invalid, context: context.into(), source: None }
+    }
+
+    /// Adds the underlying error.
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
 }
 
-impl Inbox {
-    /// Starts the writer thread over `store`.
-    pub fn start(store: impl Store, path: PathBuf) -> Self {
-        let (ops, rx) = mpsc::channel(MAX_BATCH * 4);
-        let wake = Arc::new(Notify::new());
-        let notify = wake.clone();
-        std::thread::Builder::new()
-            .name("inbox-writer".into())
-            .spawn(move || writer(store, rx, &notify))
-            .expect("spawning the inbox writer thread");
-        Self { ops, wake, path }
-    }
-
-    /// Where the inbox lives (for logs).
-    pub fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-
-    pub(crate) fn wake(&self) -> &Notify {
-        &self.wake
-    }
-
-    async fn call<T>(&self, op: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.ops.send(op(tx)).await.map_err(|_| StoreError("the inbox writer has stopped".into()))?;
-        rx.await.map_err(|_| StoreError("the inbox writer has stopped".into()))?
-    }
-
+/// Durable storage for deliveries: what the request path, the dispatcher and the `inbox` CLI
+/// use, whatever the backend. See the module docs for the promises every backend keeps.
+#[async_trait::async_trait]
+pub trait Inbox: Send + Sync + 'static {
     /// Stores a delivery; returns once it is committed durably.
-    pub async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError> {
-        self.call(|tx| Op::Append(delivery, tx, Mailbox::current())).await
-    }
+    async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError>;
 
-    pub async fn due(&self, now_ms: i64, limit: usize) -> Result<Vec<Stored>, StoreError> {
-        self.call(|tx| Op::Due(now_ms, limit, tx)).await
-    }
+    /// Claims up to `request.limit` due deliveries, oldest first, at most one per room, each
+    /// the oldest pending delivery of its room.
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError>;
 
-    /// Queues a handler outcome; the returned receiver resolves once its batch is committed.
-    /// Outcomes are committed in batches, before any later `due` is answered, so a recorded
-    /// delivery is never handed out again. A failure to commit is logged by the writer; the
-    /// delivery then stays pending (handled again: at least once).
-    pub async fn record(&self, outcome: Outcome) -> Result<oneshot::Receiver<()>, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.ops
-            .send(Op::Record(outcome, tx, Mailbox::current()))
-            .await
-            .map_err(|_| StoreError("the inbox writer has stopped".into()))?;
-        Ok(rx)
-    }
+    /// Extends the leases of these claims; returns the ones that were lost (fenced).
+    async fn renew(&self, claims: &[Claim], lease: Duration) -> Result<Vec<Claim>, StoreError>;
 
-    pub async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
-        self.call(|tx| Op::Prune(before_ms, tx)).await
-    }
+    /// Records outcomes, each only if its claim still holds the delivery; one answer each, in
+    /// order. On an error none is recorded.
+    async fn complete(&self, completions: &[Completion]) -> Result<Vec<Completed>, StoreError>;
 
-    pub async fn depth(&self) -> Result<Depth, StoreError> {
-        self.call(Op::Depth).await
-    }
+    /// Makes the selected done or dead deliveries pending again, with a fresh count of
+    /// attempts; returns how many. A pending delivery is left as it is.
+    async fn replay(&self, selection: Selection) -> Result<usize, StoreError>;
 
-    /// Publishes the number of pending and dead deliveries as metrics.
-    pub async fn report_depth(&self) {
-        match self.depth().await {
-            Ok(depth) => crate::metrics::inbox_depth(&depth),
-            Err(e) => log::warn!("cannot count the inbox: {e}"),
-        }
-    }
+    /// Deliveries, oldest first.
+    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError>;
 
-    /// Whether storage takes writes now (for `/readyz`).
-    pub async fn check(&self) -> Result<(), StoreError> {
-        self.call(Op::Check).await
+    async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError>;
+
+    async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// Pending and dead deliveries (cheap: for metrics).
+    async fn depth(&self) -> Result<Depth, StoreError>;
+
+    /// Deletes done deliveries handled before `before_ms`; returns how many.
+    async fn prune(&self, before_ms: i64) -> Result<usize, StoreError>;
+
+    /// Fails unless a durable write succeeds now (for `/readyz`).
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// Lets go of the storage cleanly (the SQLite inbox folds its log into the file).
+    /// Operations after it fail.
+    async fn close(&self);
+
+    /// Notified after a commit that stored a new delivery (or made one pending again).
+    fn wakeups(&self) -> &Notify;
+
+    /// Where the inbox lives, for logs (never a password).
+    fn describe(&self) -> String;
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
-fn writer(mut store: impl Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
-    let mut batch: Vec<NewDelivery> = Vec::new();
-    type Reply<T> = (oneshot::Sender<T>, Option<Arc<Mailbox>>);
-    let mut replies: Vec<Reply<Result<Appended, StoreError>>> = Vec::new();
-    let mut others: Vec<Op> = Vec::new();
-    let mut outcomes: Vec<Outcome> = Vec::new();
-    let mut recorded: Vec<Reply<()>> = Vec::new();
-    let mut to_wake = ToWake::default();
-    while let Some(first) = ops.blocking_recv() {
-        // Everything that queued up while the last commit ran goes into this one.
-        let mut next = Some(first);
-        while let Some(op) = next.take().or_else(|| ops.try_recv().ok()) {
-            match op {
-                Op::Append(delivery, reply, mailbox) => {
-                    batch.push(delivery);
-                    replies.push((reply, mailbox));
-                }
-                Op::Record(outcome, ack, mailbox) => {
-                    outcomes.push(outcome);
-                    recorded.push((ack, mailbox));
-                }
-                other => others.push(other),
-            }
-            if batch.len() >= MAX_BATCH {
-                break;
-            }
-        }
-        // Outcomes are committed with the appends that queued beside them, or on their own,
-        // but always before the queries that came after them (and a little earlier is fine).
-        if !batch.is_empty() || !outcomes.is_empty() {
-            let started = std::time::Instant::now();
-            let (appended, recorded_result) = store.append_and_record(&batch, &outcomes);
-            if !batch.is_empty() {
-                crate::metrics::inbox_commit(batch.len(), started.elapsed(), appended.is_ok());
-            }
-            match appended {
-                Ok(answers) => {
-                    let stored_new = answers.iter().any(|a| matches!(a, Appended::New(_)));
-                    for ((reply, mailbox), answer) in replies.drain(..).zip(answers) {
-                        to_wake.post(mailbox.as_ref(), Answer::Appended(reply, Ok(answer)));
-                    }
-                    if stored_new {
-                        wake.notify_one();
-                    }
-                }
-                Err(error) => {
-                    for (reply, mailbox) in replies.drain(..) {
-                        to_wake.post(mailbox.as_ref(), Answer::Appended(reply, Err(error.clone())));
-                    }
-                }
-            }
-            if let Err(error) = recorded_result {
-                log::error!(
-                    "cannot record {} handler outcome(s); they stay pending and will be handled again: {error}",
-                    outcomes.len()
-                );
-            }
-            for (ack, mailbox) in recorded.drain(..) {
-                to_wake.post(mailbox.as_ref(), Answer::Recorded(ack));
-            }
-            batch.clear();
-            outcomes.clear();
-            to_wake.wake_all();
-        }
-        for op in others.drain(..) {
-            match op {
-                Op::Due(now, limit, reply) => {
-                    let _ = reply.send(store.due(now, limit));
-                }
-                Op::Prune(before, reply) => {
-                    let _ = reply.send(store.prune(before));
-                }
-                Op::Check(reply) => {
-                    let _ = reply.send(store.check());
-                }
-                Op::Depth(reply) => {
-                    let _ = reply.send(store.depth());
-                }
-                Op::Append(..) | Op::Record(..) => unreachable!("batched above"),
-            }
-        }
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

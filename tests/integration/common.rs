@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use meet_webhooks::WebhookHandler;
 use meet_webhooks::app::{self, Receiver};
-use meet_webhooks::inbox::{Dispatcher, Inbox, RetryPolicy, SqliteStore};
+use meet_webhooks::inbox::{DEFAULT_LEASE, Dispatcher, Filter, Inbox, RetryPolicy, SqliteInbox, Stored};
 use meet_webhooks::middleware::Gate;
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, Unmatched, UnmatchedEvent, WebhookInfo};
 use meet_webhooks::verify::{Policy, Verifier, sign};
@@ -35,6 +35,8 @@ pub enum Call {
 
 pub struct Recorder {
     pub calls: Mutex<Vec<Call>>,
+    /// Every handler run, typed or fallback: (delivery id, attempt).
+    pub runs: Mutex<Vec<(String, u32)>>,
     /// The bodies the fallback received, in order.
     pub fallback_bodies: Mutex<Vec<serde_json::Value>>,
     /// Fail this many calls before succeeding.
@@ -52,6 +54,7 @@ impl Default for Recorder {
     fn default() -> Self {
         Self {
             calls: Mutex::default(),
+            runs: Mutex::default(),
             fallback_bodies: Mutex::default(),
             failures_left: AtomicU32::new(0),
             paused: std::sync::atomic::AtomicBool::new(false),
@@ -82,6 +85,7 @@ impl Recorder {
 
 impl WebhookHandler for Recorder {
     async fn unimplemented(&self, ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> HandlerResult {
+        self.runs.lock().unwrap().push((ctx.delivery_id.clone(), ctx.attempt));
         self.pause().await;
         self.record(Call::Typed {
             operation_id: webhook.operation_id,
@@ -90,7 +94,8 @@ impl WebhookHandler for Recorder {
         })
     }
 
-    async fn fallback(&self, _ctx: &DeliveryContext, event: UnmatchedEvent) -> HandlerResult {
+    async fn fallback(&self, ctx: &DeliveryContext, event: UnmatchedEvent) -> HandlerResult {
+        self.runs.lock().unwrap().push((ctx.delivery_id.clone(), ctx.attempt));
         let room = event.body["data"]["roomId"].as_str().map(str::to_owned);
         if let Some(room) = &room
             && !self.active_rooms.lock().unwrap().insert(room.clone())
@@ -145,9 +150,9 @@ impl Default for Options {
     }
 }
 
-pub struct TestServer {
+pub struct TestServer<H: WebhookHandler = Recorder> {
     pub addr: SocketAddr,
-    pub receiver: web::Data<Receiver<Recorder>>,
+    pub receiver: web::Data<Receiver<H>>,
 }
 
 impl TestServer {
@@ -155,21 +160,33 @@ impl TestServer {
         Self::with(Options::default())
     }
 
-    /// Starts a server on its own thread; it lives until the test process ends.
+    /// Starts a server with a [`Recorder`] on its own thread; it lives until the test process
+    /// ends.
     pub fn with(options: Options) -> Self {
+        Self::with_handler(options, Recorder::default())
+    }
+
+    pub fn recorder(&self) -> &Recorder {
+        &self.receiver.handler
+    }
+}
+
+impl<H: WebhookHandler> TestServer<H> {
+    /// Starts a server with `handler` on its own thread; it lives until the test process ends.
+    pub fn with_handler(options: Options, handler: H) -> Self {
         let verifier = Verifier::new(&options.keys, options.policy).unwrap();
         let gate = web::Data::new(Gate { verifier, body_limit: options.body_limit, body_timeout: options.timeout });
         let receiver = web::Data::new(match &options.inbox {
-            None => Receiver::inline(Recorder::default(), &gate, options.strict, options.replay_capacity),
+            None => Receiver::inline(handler, &gate, options.strict, options.replay_capacity),
             Some(settings) => {
-                let store = SqliteStore::open(&settings.dir).unwrap();
-                let inbox = Inbox::start(store, settings.dir.clone());
-                let handler = Arc::new(Recorder::default());
+                let inbox: Arc<dyn Inbox> = Arc::new(SqliteInbox::open(&settings.dir, "test").unwrap());
+                let handler = Arc::new(handler);
                 let dispatcher = Dispatcher {
                     inbox: inbox.clone(),
                     handler: handler.clone(),
                     concurrency: settings.concurrency,
                     retry: settings.retry,
+                    lease: DEFAULT_LEASE,
                     retention: Duration::from_secs(3600),
                     shutdown_grace: Duration::from_secs(1),
                 };
@@ -196,10 +213,6 @@ impl TestServer {
         });
         let addr = rx.recv().unwrap();
         Self { addr, receiver }
-    }
-
-    pub fn recorder(&self) -> &Recorder {
-        &self.receiver.handler
     }
 
     pub fn url(&self) -> String {
@@ -285,9 +298,29 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// Runs a future to completion on a runtime of its own.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// The inbox in `dir`, as the `inbox` CLI opens it beside a running service.
+pub fn admin(dir: &std::path::Path) -> SqliteInbox {
+    SqliteInbox::open_existing(dir).unwrap()
+}
+
+/// Every delivery in the inbox in `dir`, oldest first.
+pub fn rows(dir: &std::path::Path) -> Vec<Stored> {
+    block_on(admin(dir).list(Filter::All, None, 1_000_000)).unwrap()
+}
+
+/// One delivery of the inbox in `dir`.
+pub fn row(dir: &std::path::Path, id: i64) -> Stored {
+    block_on(admin(dir).get(id)).unwrap().unwrap()
+}
+
 /// Now, in milliseconds and seconds, as the provider would write X-Timestamp.
 pub fn now_ms() -> i64 {
-    meet_webhooks::verify::millis_since_epoch(std::time::SystemTime::now())
+    meet_webhooks::clock::now_ms()
 }
 
 /// The spec's example body for a webhook, with a fresh `creationDate`.

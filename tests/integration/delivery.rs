@@ -6,11 +6,7 @@ use meet_webhooks::runtime::Unmatched;
 use meet_webhooks_client::{Client, Signing, deliver};
 use serde_json::json;
 
-use crate::common::{Call, KEY, Options, TestServer, example, now_ms};
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
-}
+use crate::common::{Call, KEY, Options, TestServer, block_on, example, now_ms};
 
 #[test]
 fn every_webhook_of_the_spec_reaches_its_typed_method_through_the_generated_client() {

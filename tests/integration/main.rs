@@ -5,6 +5,7 @@
 
 mod binary;
 mod common;
+mod crash;
 mod delivery;
 mod inbox;
 mod verification;

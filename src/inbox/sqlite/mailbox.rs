@@ -18,25 +18,15 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use tokio::sync::oneshot;
 
-use super::{Appended, StoreError};
+use crate::inbox::{Appended, StoreError};
 
-/// An answer on its way to the task waiting for it.
-pub(super) enum Answer {
-    Appended(oneshot::Sender<Result<Appended, StoreError>>, Result<Appended, StoreError>),
-    Recorded(oneshot::Sender<()>),
-}
+/// An append's answer on its way to the task waiting for it.
+pub(super) struct Answer(pub oneshot::Sender<Result<Appended, StoreError>>, pub Result<Appended, StoreError>);
 
 impl Answer {
     fn send(self) {
         // A receiver that is gone (its request was cancelled) needs no answer.
-        match self {
-            Answer::Appended(reply, result) => {
-                let _ = reply.send(result);
-            }
-            Answer::Recorded(ack) => {
-                let _ = ack.send(());
-            }
-        }
+        let _ = self.0.send(self.1);
     }
 }
 
@@ -168,7 +158,7 @@ mod tests {
             let mailbox = mailbox.clone();
             std::thread::spawn(move || {
                 let mut to_wake = ToWake::default();
-                to_wake.post(Some(&mailbox), Answer::Appended(tx, Ok(Appended::New(7))));
+                to_wake.post(Some(&mailbox), Answer(tx, Ok(Appended::New(7))));
                 to_wake.wake_all();
             })
         };
@@ -179,8 +169,8 @@ mod tests {
         drop(runtime);
         assert!(!mailbox.lock().open);
         let (tx, mut rx) = oneshot::channel();
-        mailbox.post(Answer::Recorded(tx));
-        assert_eq!(rx.try_recv(), Ok(()));
+        mailbox.post(Answer(tx, Ok(Appended::Duplicate(7))));
+        assert_eq!(rx.try_recv().unwrap().unwrap(), Appended::Duplicate(7));
     }
 
     #[test]

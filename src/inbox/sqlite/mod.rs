@@ -1,0 +1,282 @@
+//! The inbox in an SQLite file (`<data-dir>/inbox.sqlite3`, WAL): embedded, nothing to install.
+//!
+//! ```text
+//!  HTTP workers ──append──▶ ┌───────────────┐
+//!   (await commit)          │ writer thread │──answers──▶ mailboxes (one wake per commit
+//!  dispatcher ──claim/─────▶│  owns Store   │             per runtime thread)
+//!    complete/renew         └───────────────┘
+//! ```
+//!
+//! One writer thread owns the connection ([`store`]). Whatever queued up while it was
+//! committing goes into the next transaction (group commit): appends, outcomes, renewals and
+//! claims together, one fsync per batch rather than per delivery, and each delivery answered
+//! only after the commit that holds it. The answers reach each runtime thread through its
+//! mailbox ([`mailbox`]): one wake-up per commit, not one per delivery. Queries (the CLI's,
+//! metrics, readiness) run between batches.
+
+mod mailbox;
+mod schema;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use mailbox::{Answer, Mailbox, ToWake};
+pub use schema::VERSION as SCHEMA_VERSION;
+pub use store::{FILE_NAME, LOCK_NAME, WAL_LIMIT};
+use store::{Store, Work};
+
+use super::{
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, NewDelivery, Selection, Stats,
+    StoreError, Stored,
+};
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// A query run on the writer thread; it sends its own answer.
+type Query = Box<dyn FnOnce(&mut Store) + Send>;
+
+enum Op {
+    /// Answered through the mailbox of the thread that asked, if it has one.
+    Append(NewDelivery, Reply<Appended>, Option<Arc<Mailbox>>),
+    Complete(Vec<Completion>, Reply<Vec<Completed>>),
+    Renew(Vec<Claim>, Duration, Reply<Vec<Claim>>),
+    Claim(ClaimRequest, Reply<Vec<Claimed>>),
+    /// Anything else, on its own after the batch.
+    Run(Query),
+    /// Fold the log back and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// The SQLite inbox: a handle to its writer thread (cheap to clone).
+#[derive(Clone)]
+pub struct SqliteInbox {
+    ops: mpsc::Sender<Op>,
+    /// Woken after a commit that stored something new.
+    wake: Arc<Notify>,
+    path: PathBuf,
+}
+
+impl SqliteInbox {
+    /// Opens (creating if needed) the inbox in `dir` for a service that claims deliveries as
+    /// `owner`. Fails if another process serves `dir`, or its file is from a newer version.
+    pub fn open(dir: &Path, owner: &str) -> Result<Self, StoreError> {
+        Ok(Self::start(Store::open_service(dir, owner)?))
+    }
+
+    /// Opens the existing inbox in `dir` to look into it or replay deliveries, beside the
+    /// service that may be running on it.
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        Ok(Self::start(Store::open_admin(dir)?))
+    }
+
+    fn start(store: Store) -> Self {
+        let (ops, rx) = mpsc::channel(MAX_BATCH * 4);
+        let wake = Arc::new(Notify::new());
+        let path = store.path().to_path_buf();
+        let notify = wake.clone();
+        std::thread::Builder::new()
+            .name("inbox-writer".into())
+            .spawn(move || writer(store, rx, &notify))
+            .expect("spawning the inbox writer thread");
+        Self { ops, wake, path }
+    }
+
+    /// The inbox's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn send<T>(&self, op: Op, answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+        let stopped = || StoreError::unavailable(format!("the inbox {} is closed", self.path.display()));
+        self.ops.send(op).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `query` on the writer thread, between batches.
+    async fn run<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(
+            Op::Run(Box::new(move |store| {
+                let _ = tx.send(query(store));
+            })),
+            rx,
+        )
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Inbox for SqliteInbox {
+    async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Append(delivery, tx, Mailbox::current()), rx).await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Claim(request, tx), rx).await
+    }
+
+    async fn renew(&self, claims: &[Claim], lease: Duration) -> Result<Vec<Claim>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Renew(claims.to_vec(), lease, tx), rx).await
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> Result<Vec<Completed>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Complete(completions.to_vec(), tx), rx).await
+    }
+
+    async fn replay(&self, selection: Selection) -> Result<usize, StoreError> {
+        let replayed = self.run(move |store| store.replay(selection)).await?;
+        if replayed > 0 {
+            self.wake.notify_one();
+        }
+        Ok(replayed)
+    }
+
+    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        let event = event.map(str::to_owned);
+        self.run(move |store| store.list(filter, event.as_deref(), limit)).await
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
+        self.run(move |store| store.get(id)).await
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        self.run(|store| store.stats()).await
+    }
+
+    async fn depth(&self) -> Result<Depth, StoreError> {
+        self.run(|store| store.depth()).await
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.run(move |store| store.prune(before_ms)).await
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.run(|store| store.check()).await
+    }
+
+    async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.ops.send(Op::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    fn wakeups(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// The writer thread: commits what queued up together, answers, then runs the queries.
+fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
+    let mut work = Work::default();
+    let mut appended: Vec<(Reply<Appended>, Option<Arc<Mailbox>>)> = Vec::new();
+    let mut completed: Vec<Reply<Vec<Completed>>> = Vec::new();
+    let mut renewed: Vec<Reply<Vec<Claim>>> = Vec::new();
+    let mut claimed: Vec<Reply<Vec<Claimed>>> = Vec::new();
+    let mut queries: Vec<Query> = Vec::new();
+    let mut close: Option<oneshot::Sender<()>> = None;
+    let mut to_wake = ToWake::default();
+    while let Some(first) = ops.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(op) = next.take().or_else(|| ops.try_recv().ok()) {
+            match op {
+                Op::Append(delivery, reply, mailbox) => {
+                    work.appends.push(delivery);
+                    appended.push((reply, mailbox));
+                }
+                Op::Complete(completions, reply) => {
+                    work.completions.push(completions);
+                    completed.push(reply);
+                }
+                Op::Renew(claims, lease, reply) => {
+                    work.renewals.push((claims, lease));
+                    renewed.push(reply);
+                }
+                Op::Claim(request, reply) => {
+                    work.claims.push(request);
+                    claimed.push(reply);
+                }
+                Op::Run(query) => queries.push(query),
+                Op::Close(done) => close = Some(done),
+            }
+            if work.appends.len() >= MAX_BATCH || close.is_some() {
+                break;
+            }
+        }
+        if !work.is_empty() {
+            let started = Instant::now();
+            let result = store.commit(&work);
+            if !work.appends.is_empty() {
+                crate::metrics::inbox_commit(work.appends.len(), started.elapsed(), result.is_ok());
+            }
+            match result {
+                Ok(answers) => {
+                    if answers.appended.iter().any(|a| matches!(a, Appended::New(_))) {
+                        wake.notify_one();
+                    }
+                    for ((reply, mailbox), answer) in appended.drain(..).zip(answers.appended) {
+                        to_wake.post(mailbox.as_ref(), Answer(reply, Ok(answer)));
+                    }
+                    answer_all(&mut completed, answers.completed);
+                    answer_all(&mut renewed, answers.lost);
+                    answer_all(&mut claimed, answers.claimed);
+                }
+                Err(error) => {
+                    for (reply, mailbox) in appended.drain(..) {
+                        to_wake.post(mailbox.as_ref(), Answer(reply, Err(error.clone())));
+                    }
+                    fail_all(&mut completed, &error);
+                    fail_all(&mut renewed, &error);
+                    fail_all(&mut claimed, &error);
+                }
+            }
+            to_wake.wake_all();
+            work.appends.clear();
+            work.completions.clear();
+            work.renewals.clear();
+            work.claims.clear();
+        }
+        for query in queries.drain(..) {
+            query(&mut store);
+        }
+        if let Some(done) = close.take() {
+            store.close();
+            // The file and the data directory's lock are let go of before the answer.
+            drop(store);
+            let _ = done.send(());
+            // Dropping the receiver fails whatever is still queued, and every later call.
+            return;
+        }
+    }
+}
+
+fn answer_all<T>(replies: &mut Vec<Reply<T>>, answers: Vec<T>) {
+    for (reply, answer) in replies.drain(..).zip(answers) {
+        let _ = reply.send(Ok(answer));
+    }
+}
+
+fn fail_all<T>(replies: &mut Vec<Reply<T>>, error: &StoreError) {
+    for reply in replies.drain(..) {
+        let _ = reply.send(Err(error.clone()));
+    }
+}

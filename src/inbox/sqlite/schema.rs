@@ -1,0 +1,130 @@
+//! The inbox's tables, and how a file written by an older version is brought up to date.
+//!
+//! The version is SQLite's `user_version`. Each migration runs once, in order, all of them in
+//! one transaction with the version bump: a crash or an error leaves the file as it was. A
+//! file from a newer version is refused rather than guessed at.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::inbox::StoreError;
+
+/// Migration `n` (1-based) brings a file from version `n - 1` to `n`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first inbox (no version was written then: a file with the table and version 0 is
+    // at version 1, and this statement leaves it as it is).
+    "
+    CREATE TABLE IF NOT EXISTS deliveries (
+        id              INTEGER PRIMARY KEY,
+        signature       BLOB    NOT NULL,
+        timestamp       TEXT    NOT NULL,
+        timestamp_ms    INTEGER NOT NULL,
+        event           TEXT,
+        kind            TEXT    NOT NULL,
+        room            TEXT,
+        body            BLOB    NOT NULL,
+        received_at     INTEGER NOT NULL,
+        state           TEXT    NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        done_at         INTEGER,
+        -- A delivery's identity is its signature. The timestamp goes first so that the index
+        -- grows at its end (deliveries arrive in timestamp order), not at random pages.
+        UNIQUE (timestamp_ms, signature)
+    );
+    CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (id) WHERE state = 'pending';
+    CREATE INDEX IF NOT EXISTS deliveries_pending_room ON deliveries (room, id)
+        WHERE state = 'pending' AND room IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (id) WHERE state = 'dead';
+    ",
+    // 2: claims. `due_at` is when a delivery may next be claimed: on arrival its arrival time,
+    // after a failure its retry time, while claimed the end of the lease (so an expired claim is
+    // simply due again). `head` marks the one delivery of each room that may be claimed (the
+    // oldest pending one; every pending delivery without a room): claiming reads the heads
+    // that are due through their own small index instead of scanning a room's backlog.
+    // `fence` counts claims and is never reset: a claim's token.
+    "
+    ALTER TABLE deliveries RENAME COLUMN next_attempt_at TO due_at;
+    ALTER TABLE deliveries ADD COLUMN head INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN owner TEXT;
+    ALTER TABLE deliveries ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    UPDATE deliveries SET fence = attempts;
+    UPDATE deliveries SET due_at = received_at WHERE state = 'pending' AND due_at < received_at;
+    UPDATE deliveries SET head = 1
+     WHERE state = 'pending'
+       AND (room IS NULL OR id = (SELECT MIN(e.id) FROM deliveries e
+                                  WHERE e.room = deliveries.room AND e.state = 'pending'));
+    CREATE INDEX deliveries_ready ON deliveries (due_at, id) WHERE head = 1;
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Where a file stands against this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Current,
+    /// Older: [`migrate`] brings it up to date.
+    Older(i64),
+    /// Newer than this build knows.
+    Newer(i64),
+}
+
+pub fn status(conn: &Connection) -> Result<Status, StoreError> {
+    let version = version(conn)?;
+    Ok(match version.cmp(&VERSION) {
+        std::cmp::Ordering::Equal => Status::Current,
+        std::cmp::Ordering::Less => Status::Older(version),
+        std::cmp::Ordering::Greater => Status::Newer(version),
+    })
+}
+
+/// Brings the file up to [`VERSION`] in one transaction; refuses a newer one.
+pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<(), StoreError> {
+    let failed = |e: rusqlite::Error| {
+        StoreError::unavailable(format!("cannot bring the inbox {} up to date", path.display())).caused_by(e)
+    };
+    // IMMEDIATE: two processes starting at once migrate one after the other, and the second
+    // sees the first one's version.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed)?;
+    let from = version(&tx)?;
+    if from > VERSION {
+        return Err(newer(path, from));
+    }
+    for migration in MIGRATIONS.iter().skip(usize::try_from(from).unwrap_or(0)) {
+        tx.execute_batch(migration).map_err(failed)?;
+    }
+    tx.pragma_update(None, "user_version", VERSION).map_err(failed)?;
+    tx.commit().map_err(failed)?;
+    if from != 0 && from != VERSION {
+        log::info!("inbox {}: schema upgraded from version {from} to {VERSION}", path.display());
+    }
+    Ok(())
+}
+
+pub fn newer(path: &std::path::Path, version: i64) -> StoreError {
+    StoreError::invalid(format!(
+        "the inbox {} has schema version {version}, written by a newer meet-webhooks; this one knows up \
+         to version {VERSION}: run the newer version",
+        path.display()
+    ))
+}
+
+/// The version of the file; a file with the first inbox's table but no version is version 1.
+fn version(conn: &Connection) -> Result<i64, StoreError> {
+    let read = || -> rusqlite::Result<i64> {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != 0 {
+            return Ok(version);
+        }
+        let tables: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(tables)
+    };
+    read().map_err(|e| StoreError::unavailable("cannot read the inbox's schema version").caused_by(e))
+}

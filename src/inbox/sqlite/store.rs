@@ -1,0 +1,690 @@
+//! The inbox's SQL, on one connection that the writer thread owns.
+//!
+//! - **The file is the inbox.** Before each write the store checks that its file and its
+//!   write-ahead log are still the ones it opened: SQLite would happily keep writing into a
+//!   deleted file through its open descriptor (acknowledging deliveries no one will ever
+//!   find), and a new empty file in its place would forget what was stored. Either is an
+//!   outage until an operator restarts the service, never a silent new inbox. A read-only file
+//!   or a data directory moved away is refused until it is back.
+//! - **One process per data directory** holds `inbox.lock` (an advisory lock the kernel drops
+//!   when the process dies), so two services never dispatch from one file. The `inbox` CLI
+//!   opens the file without it, beside a running service.
+//! - **Durability.** A commit that stores deliveries is fsynced (`synchronous=FULL`) before
+//!   they are acknowledged. Claims and outcomes alone are committed without an fsync: they
+//!   survive a crash of the process (the log is in the OS's cache), and a power cut can only
+//!   lose an attempt count or make a delivery run again.
+//! - **Bounded log.** The write-ahead log is truncated to [`WAL_LIMIT`] once it has been folded
+//!   back into the file, and emptied when the inbox is closed. While another process holds a
+//!   read transaction open, nothing can be folded back and the log grows; it shrinks again
+//!   after that reader is gone.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+
+use super::schema::{self, Status};
+use crate::clock::{millis, now_ms};
+use crate::inbox::{
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Kind, NewDelivery, Outcome,
+    Selection, State, Stats, StoreError, Stored,
+};
+
+/// The inbox's file name inside the data directory.
+pub const FILE_NAME: &str = "inbox.sqlite3";
+/// The lock file of the process that serves the data directory.
+pub const LOCK_NAME: &str = "inbox.lock";
+/// The write-ahead log is cut back to this size once it has been checkpointed.
+pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
+/// `/readyz` writes this many bytes to a scratch file: a disk that cannot take them cannot take
+/// a batch of deliveries either.
+const PROBE_BYTES: usize = 64 * 1024;
+
+const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, signature, body, \
+                       last_error, owner, due_at";
+
+/// What one writer cycle commits together.
+#[derive(Default)]
+pub struct Work {
+    pub appends: Vec<NewDelivery>,
+    pub completions: Vec<Vec<Completion>>,
+    pub renewals: Vec<(Vec<Claim>, Duration)>,
+    pub claims: Vec<ClaimRequest>,
+}
+
+impl Work {
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.completions.is_empty() && self.renewals.is_empty() && self.claims.is_empty()
+    }
+}
+
+/// The answers to a [`Work`], in the same order.
+pub struct Answers {
+    pub appended: Vec<Appended>,
+    pub completed: Vec<Vec<Completed>>,
+    pub lost: Vec<Vec<Claim>>,
+    pub claimed: Vec<Vec<Claimed>>,
+}
+
+/// (device, inode) of a file.
+type FileId = (u64, u64);
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// Who claims deliveries through this store.
+    owner: String,
+    db_id: Option<FileId>,
+    /// The write-ahead log's identity, once it exists.
+    wal_id: Option<FileId>,
+    /// What `PRAGMA synchronous` is set to: FULL (`true`) or NORMAL; `None` if unknown.
+    sync_full: Option<bool>,
+    /// Held while the store lives (service mode only).
+    _lock: Option<File>,
+}
+
+impl Store {
+    /// Opens the inbox in `dir` to serve it: creates it if needed, takes the data directory's
+    /// lock, brings the schema up to date, and releases the claims of the process that ran
+    /// before (the lock proves it is gone; its attempts stay counted).
+    pub fn open_service(dir: &Path, owner: &str) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::unavailable(format!("cannot create the data directory {}", dir.display())).caused_by(e)
+        })?;
+        let lock = lock(dir, owner)?;
+        let path = dir.join(FILE_NAME);
+        let mut conn = connect(&path)?;
+        schema::migrate(&mut conn, &path)?;
+        let released = conn
+            .execute(
+                "UPDATE deliveries SET owner = NULL, due_at = MIN(due_at, ?1) WHERE state = 'pending' AND owner IS NOT NULL",
+                [now_ms()],
+            )
+            .map_err(|e| failed(&path, e))?;
+        if released > 0 {
+            log::warn!(
+                "{released} delivery(ies) were being handled when the service last stopped without finishing: \
+                 they are handled again (that attempt counts)"
+            );
+        }
+        let mut store = Self::new(conn, path, owner, Some(lock));
+        store.note_wal();
+        Ok(store)
+    }
+
+    /// Opens an existing inbox beside a running service (the `inbox` CLI).
+    pub fn open_admin(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Err(StoreError::invalid(format!(
+                "no inbox in {} (has the service run with this data directory?)",
+                dir.display()
+            )));
+        }
+        let conn = connect(&path)?;
+        match schema::status(&conn)? {
+            Status::Current => {}
+            Status::Newer(version) => return Err(schema::newer(&path, version)),
+            Status::Older(version) => {
+                return Err(StoreError::invalid(format!(
+                    "the inbox {} has schema version {version}; start this version's service once to upgrade it to {}",
+                    path.display(),
+                    schema::VERSION
+                )));
+            }
+        }
+        Ok(Self::new(conn, path, "cli", None))
+    }
+
+    fn new(conn: Connection, path: PathBuf, owner: &str, lock: Option<File>) -> Self {
+        let db_id = file_id(&path);
+        Self { conn, path, owner: owner.to_owned(), db_id, wal_id: None, sync_full: Some(true), _lock: lock }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn wal_path(&self) -> PathBuf {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        PathBuf::from(wal)
+    }
+
+    /// Remembers the write-ahead log's identity once it exists (after the first write).
+    fn note_wal(&mut self) {
+        if self.wal_id.is_none() {
+            self.wal_id = file_id(&self.wal_path());
+        }
+    }
+
+    fn failed(&self, e: rusqlite::Error) -> StoreError {
+        failed(&self.path, e)
+    }
+
+    /// Commits one writer cycle's work in one transaction: appends, then outcomes, then
+    /// renewals, then claims (which see the rooms those outcomes unblocked). Fsynced if it
+    /// stores a delivery.
+    pub fn commit(&mut self, work: &Work) -> Result<Answers, StoreError> {
+        self.guard()?;
+        self.set_sync_full(!work.appends.is_empty())?;
+        let now = now_ms();
+        let owner = self.owner.clone();
+        let tx = self.conn.transaction().map_err(|e| failed(&self.path, e))?;
+        let run = || -> rusqlite::Result<Answers> {
+            let appended = insert(&tx, &work.appends)?;
+            let completed =
+                work.completions.iter().map(|batch| complete(&tx, &owner, now, batch)).collect::<Result<_, _>>()?;
+            let lost = work
+                .renewals
+                .iter()
+                .map(|(claims, lease)| renew(&tx, &owner, now, claims, *lease))
+                .collect::<Result<_, _>>()?;
+            let claimed =
+                work.claims.iter().map(|request| claim(&tx, &owner, now, request)).collect::<Result<_, _>>()?;
+            Ok(Answers { appended, completed, lost, claimed })
+        };
+        let answers = run().map_err(|e| failed(&self.path, e))?;
+        tx.commit().map_err(|e| failed(&self.path, e))?;
+        self.note_wal();
+        Ok(answers)
+    }
+
+    /// `PRAGMA synchronous`, set only when it changes (each one is parsed and run anew).
+    fn set_sync_full(&mut self, full: bool) -> Result<(), StoreError> {
+        if self.sync_full != Some(full) {
+            self.sync_full = None; // unknown until it succeeds
+            self.conn
+                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })
+                .map_err(|e| failed(&self.path, e))?;
+            self.sync_full = Some(full);
+        }
+        Ok(())
+    }
+
+    /// Refuses to write unless the file and its log are the ones this store opened, and
+    /// writable.
+    fn guard(&self) -> Result<(), StoreError> {
+        let restart = "restart the service once it is back (the deliveries acknowledged so far are in that file)";
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let dir_meta = std::fs::metadata(dir).map_err(|e| {
+            StoreError::unavailable(format!("the data directory {} is unavailable", dir.display())).caused_by(e)
+        })?;
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::unavailable(format!(
+                    "the inbox {} was deleted while the service ran; put it back and restart the service",
+                    self.path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(
+                    StoreError::unavailable(format!("the inbox {} is unavailable", self.path.display())).caused_by(e)
+                );
+            }
+        };
+        if file_id(&self.path) != self.db_id {
+            return Err(StoreError::unavailable(format!(
+                "the inbox {} was replaced while the service ran; {restart}",
+                self.path.display()
+            )));
+        }
+        if meta.permissions().readonly() || dir_meta.permissions().readonly() {
+            return Err(StoreError::unavailable(format!("the inbox {} is read-only", self.path.display())));
+        }
+        if self.wal_id.is_some() && file_id(&self.wal_path()) != self.wal_id {
+            return Err(StoreError::unavailable(format!(
+                "the inbox's log {} was deleted or replaced while the service ran; {restart}",
+                self.wal_path().display()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        let (condition, value) = match filter {
+            Filter::State(state) => ("state = ?1", state.as_str()),
+            Filter::Fallback => ("kind = ?1", Kind::Fallback.as_str()),
+            Filter::All => ("?1 = ?1", ""),
+        };
+        let sql = format!(
+            "SELECT {COLUMNS} FROM deliveries WHERE {condition} AND (?2 IS NULL OR event = ?2) ORDER BY id LIMIT ?3"
+        );
+        let query = || -> rusqlite::Result<Vec<Stored>> {
+            let mut statement = self.conn.prepare(&sql)?;
+            let rows = statement.query_map(params![value, event, i64::try_from(limit).unwrap_or(i64::MAX)], stored)?;
+            rows.collect()
+        };
+        query().map_err(|e| self.failed(e))
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1");
+        self.conn.query_row(&sql, [id], stored).optional().map_err(|e| self.failed(e))
+    }
+
+    /// Makes the selected done or dead deliveries pending again, each behind whatever of its
+    /// room is pending already, with a fresh count of attempts.
+    pub fn replay(&mut self, selection: Selection) -> Result<usize, StoreError> {
+        self.guard()?;
+        let now = now_ms();
+        let condition = match selection {
+            Selection::One(_) => "id = ?2",
+            Selection::Dead => "state = 'dead' AND ?2 IS NULL",
+            Selection::Fallback => "kind = 'fallback' AND ?2 IS NULL",
+        };
+        let id = match selection {
+            Selection::One(id) => Some(id),
+            _ => None,
+        };
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| failed(&path, e))?;
+        let run = || -> rusqlite::Result<usize> {
+            let mut statement = tx.prepare(&format!(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, last_error = NULL, done_at = NULL,
+                        owner = NULL, head = 0
+                 WHERE {condition} AND state != 'pending' RETURNING id, room"
+            ))?;
+            let replayed: Vec<(i64, Option<String>)> =
+                statement.query_map(params![now, id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            let mut rooms: Vec<&str> = replayed.iter().filter_map(|(_, room)| room.as_deref()).collect();
+            rooms.sort_unstable();
+            rooms.dedup();
+            for (id, _) in replayed.iter().filter(|(_, room)| room.is_none()) {
+                tx.execute("UPDATE deliveries SET head = 1 WHERE id = ?1", [id])?;
+            }
+            // The oldest pending delivery of each room is its head again, unless one of the
+            // room's deliveries is claimed right now: that one stays the head, and the oldest
+            // follows it when it is done.
+            for room in rooms {
+                tx.execute(
+                    "UPDATE deliveries
+                        SET head = (id = (SELECT MIN(id) FROM deliveries WHERE room = ?1 AND state = 'pending'))
+                      WHERE room = ?1 AND state = 'pending'
+                        AND NOT EXISTS (SELECT 1 FROM deliveries
+                                        WHERE room = ?1 AND state = 'pending' AND owner IS NOT NULL)",
+                    [room],
+                )?;
+            }
+            Ok(replayed.len())
+        };
+        let replayed = run().map_err(|e| failed(&path, e))?;
+        tx.commit().map_err(|e| failed(&path, e))?;
+        Ok(replayed)
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let query = || -> rusqlite::Result<Stats> {
+            let mut stats = Stats::default();
+            let mut statement = self.conn.prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let count = count(row.get(1)?);
+                match State::parse(row.get_ref(0)?.as_str()?) {
+                    Some(State::Pending) => stats.pending = count,
+                    Some(State::Done) => stats.done = count,
+                    Some(State::Dead) => stats.dead = count,
+                    None => {}
+                }
+            }
+            stats.fallback =
+                self.conn.query_row("SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'", [], |r| {
+                    r.get(0).map(count)
+                })?;
+            stats.oldest_pending_received_at =
+                self.conn
+                    .query_row("SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?;
+            let mut holders = self.conn.prepare(
+                "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
+                 GROUP BY owner ORDER BY owner",
+            )?;
+            stats.claimed_by =
+                holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect::<Result<_, _>>()?;
+            Ok(stats)
+        };
+        query().map_err(|e| self.failed(e))
+    }
+
+    pub fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError> {
+        self.guard()?;
+        // In bounded batches, oldest first (done deliveries cluster at the low ids), so a large
+        // backlog never holds the writer, and with it the request path, for long.
+        let mut pruned = 0;
+        loop {
+            let n = self
+                .conn
+                .execute(
+                    "DELETE FROM deliveries WHERE id IN
+                       (SELECT id FROM deliveries WHERE state = 'done' AND done_at < ?1 ORDER BY id LIMIT 5000)",
+                    [before_ms],
+                )
+                .map_err(|e| self.failed(e))?;
+            pruned += n;
+            if n < 5000 {
+                break;
+            }
+        }
+        self.fold_log();
+        Ok(pruned)
+    }
+
+    /// Folds the write-ahead log back into the file and cuts it back, if it has outgrown
+    /// [`WAL_LIMIT`] and no reader stands in the way (it never waits for one).
+    fn fold_log(&mut self) {
+        let oversized = std::fs::metadata(self.wal_path()).is_ok_and(|m| m.len() > WAL_LIMIT);
+        if oversized {
+            let _ = self.conn.busy_timeout(Duration::ZERO);
+            let result = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+            if !matches!(result, Ok(0)) {
+                log::warn!(
+                    "the inbox's log {} is over {} MiB and cannot be folded back into the file: another process \
+                     holds a read transaction open on it",
+                    self.wal_path().display(),
+                    WAL_LIMIT >> 20
+                );
+            }
+        }
+    }
+
+    pub fn depth(&self) -> Result<Depth, StoreError> {
+        // Literal states, not parameters: only then can SQLite use the partial indexes.
+        let number = |sql: &str| self.conn.query_row(sql, [], |r| r.get(0).map(count)).map_err(|e| self.failed(e));
+        Ok(Depth {
+            pending: number("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?,
+            dead: number("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")?,
+        })
+    }
+
+    /// A real durable write: a row in the file (fsynced) and [`PROBE_BYTES`] in a scratch file
+    /// beside it (SQLite reuses its log's space, so its write alone succeeds on a full disk).
+    pub fn check(&mut self) -> Result<(), StoreError> {
+        self.guard()?;
+        self.set_sync_full(true)?;
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('ready_probe', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [now_ms()],
+            )
+            .map_err(|e| self.failed(e))?;
+        let probe = self.path.with_file_name(".ready-probe");
+        let written = File::create(&probe).and_then(|mut file| {
+            file.write_all(&[0u8; PROBE_BYTES])?;
+            file.sync_all()
+        });
+        let _ = std::fs::remove_file(&probe);
+        written.map_err(|e| {
+            StoreError::unavailable(format!("the data directory {} cannot take writes", probe.display())).caused_by(e)
+        })
+    }
+
+    /// Folds the log back into the file and empties it (on shutdown).
+    pub fn close(&mut self) {
+        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+            log::warn!("cannot fold the inbox's log back into {}: {e}", self.path.display());
+        }
+    }
+}
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let configure = || -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Every commit that stores a delivery is fsynced: an acknowledged delivery survives a
+        // power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)?;
+        // The CLI may write (replay) while the service runs.
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // 8 MiB of page cache keeps the hot ends of the table and its indexes in memory.
+        conn.pragma_update(None, "cache_size", -8 * 1024)?;
+        Ok(conn)
+    };
+    configure().map_err(|e| failed(path, e))
+}
+
+/// A `COUNT(*)`.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn failed(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::unavailable(format!("the inbox {}", path.display())).caused_by(e)
+}
+
+/// Takes the data directory's lock, or names the process that holds it.
+fn lock(dir: &Path, owner: &str) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_NAME);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::unavailable(format!("cannot open {}", path.display())).caused_by(e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.lines().next().filter(|l| !l.is_empty()).unwrap_or("another process");
+            return Err(StoreError::invalid(format!(
+                "the data directory {} is served by {holder}: stop it first, or give this one its own --data-dir",
+                dir.display()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(StoreError::unavailable(format!("cannot lock {}", path.display())).caused_by(e));
+        }
+    }
+    let holder = format!("meet-webhooks pid {} ({owner})\n", std::process::id());
+    file.set_len(0)
+        .and_then(|()| file.write_all(holder.as_bytes()))
+        .map_err(|e| StoreError::unavailable(format!("cannot write {}", path.display())).caused_by(e))?;
+    Ok(file)
+}
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(path: &Path) -> Option<FileId> {
+    path.exists().then_some((0, 0))
+}
+
+fn stored(row: &Row<'_>) -> rusqlite::Result<Stored> {
+    stored_at(row, 0)
+}
+
+/// A [`Stored`] from the [`COLUMNS`] of `row`, starting at column `offset`.
+fn stored_at(row: &Row<'_>, offset: usize) -> rusqlite::Result<Stored> {
+    let text = |i: usize| row.get_ref(offset + i).and_then(|v| v.as_str().map_err(Into::into));
+    let signature: Vec<u8> = row.get(offset + 9)?;
+    let claimed_by: Option<String> = row.get(offset + 12)?;
+    Ok(Stored {
+        id: row.get(offset)?,
+        event: row.get(offset + 1)?,
+        state: State::parse(text(2)?).unwrap_or(State::Pending),
+        kind: Kind::parse(text(3)?).unwrap_or(Kind::Fallback),
+        attempts: row.get(offset + 4)?,
+        received_at: row.get(offset + 5)?,
+        timestamp: row.get(offset + 6)?,
+        timestamp_ms: row.get(offset + 7)?,
+        room: row.get(offset + 8)?,
+        signature: signature.try_into().unwrap_or([0; 32]),
+        body: row.get(offset + 10)?,
+        last_error: row.get(offset + 11)?,
+        claimed_until: if claimed_by.is_some() { row.get(offset + 13)? } else { None },
+        claimed_by,
+    })
+}
+
+fn insert(tx: &Transaction<'_>, batch: &[NewDelivery]) -> rusqlite::Result<Vec<Appended>> {
+    let mut answers = Vec::with_capacity(batch.len());
+    if batch.is_empty() {
+        return Ok(answers);
+    }
+    // A delivery is its room's head if nothing of its room is pending before it.
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at, due_at, head)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8,
+                 ?6 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries WHERE room = ?6 AND state = 'pending'))
+         ON CONFLICT (timestamp_ms, signature) DO NOTHING RETURNING id",
+    )?;
+    let mut existing = tx.prepare_cached("SELECT id FROM deliveries WHERE timestamp_ms = ?1 AND signature = ?2")?;
+    for d in batch {
+        let inserted = insert
+            .query_row(
+                params![
+                    &d.signature[..],
+                    d.timestamp,
+                    d.timestamp_ms,
+                    d.event,
+                    d.kind.as_str(),
+                    d.room,
+                    &d.body[..],
+                    d.received_at_ms
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        answers.push(match inserted {
+            Some(id) => Appended::New(id),
+            None => Appended::Duplicate(existing.query_row(params![d.timestamp_ms, &d.signature[..]], |r| r.get(0))?),
+        });
+    }
+    Ok(answers)
+}
+
+/// The room's oldest pending delivery becomes its head (after its head left `pending`).
+fn promote(tx: &Transaction<'_>, room: Option<&str>) -> rusqlite::Result<()> {
+    if let Some(room) = room {
+        tx.prepare_cached(
+            "UPDATE deliveries SET head = 1
+              WHERE id = (SELECT id FROM deliveries WHERE room = ?1 AND state = 'pending' ORDER BY id LIMIT 1)",
+        )?
+        .execute([room])?;
+    }
+    Ok(())
+}
+
+fn claim(tx: &Transaction<'_>, owner: &str, now: i64, request: &ClaimRequest) -> rusqlite::Result<Vec<Claimed>> {
+    let mut claimed = Vec::new();
+    let until = now.saturating_add(millis(request.lease));
+    let mut due = tx.prepare_cached(
+        "SELECT id, attempts, room FROM deliveries WHERE head = 1 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+    )?;
+    let mut take = tx.prepare_cached(&format!(
+        "UPDATE deliveries SET owner = ?2, fence = fence + 1, attempts = attempts + 1, due_at = ?3
+          WHERE id = ?1 RETURNING fence, {COLUMNS}"
+    ))?;
+    let mut bury = tx.prepare_cached(
+        "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, done_at = ?2, last_error = ?3 WHERE id = ?1",
+    )?;
+    loop {
+        let wanted = request.limit - claimed.len();
+        let candidates: Vec<(i64, u32, Option<String>)> = due
+            .query_map(params![now, i64::try_from(wanted).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut buried = false;
+        for (id, attempts, room) in &candidates {
+            if *attempts >= request.max_attempts {
+                // Its last claim ran out: the process that ran it stopped (or froze) mid-handler.
+                let error = format!(
+                    "attempt {attempts} of {} never finished: the process handling it stopped or lost its claim",
+                    request.max_attempts
+                );
+                bury.execute(params![id, now, error])?;
+                promote(tx, room.as_deref())?;
+                buried = true;
+            } else {
+                let (fence, delivery) =
+                    take.query_row(params![id, owner, until], |r| Ok((r.get::<_, i64>(0)?, stored_at(r, 1)?)))?;
+                claimed.push(Claimed { claim: Claim { id: *id, fence }, attempt: delivery.attempts, delivery });
+            }
+        }
+        // A buried delivery may have unblocked its room: look again.
+        if !buried || claimed.len() >= request.limit || candidates.is_empty() {
+            return Ok(claimed);
+        }
+    }
+}
+
+/// Records each outcome if its claim still holds the delivery (`RETURNING` then yields its
+/// room); a room whose head leaves `pending` gets its next head.
+fn complete(tx: &Transaction<'_>, owner: &str, now: i64, batch: &[Completion]) -> rusqlite::Result<Vec<Completed>> {
+    let mut answers = Vec::with_capacity(batch.len());
+    for c in batch {
+        let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
+        let room = |r: &Row<'_>| r.get::<_, Option<String>>(0);
+        let updated = match &c.outcome {
+            Outcome::Done => tx
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'done', head = 0, owner = NULL, kind = ?4, last_error = NULL,
+                            done_at = ?5
+                      WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending' RETURNING room",
+                )?
+                .query_row(params![id, fence, owner, kind, now], room),
+            Outcome::Retry { after, error } => tx
+                .prepare_cached(
+                    "UPDATE deliveries SET owner = NULL, kind = ?4, last_error = ?5, due_at = ?6
+                      WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending' RETURNING room",
+                )?
+                .query_row(params![id, fence, owner, kind, error, now.saturating_add(millis(*after))], room),
+            Outcome::Dead { error } => tx
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, kind = ?4, last_error = ?5,
+                            done_at = ?6
+                      WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending' RETURNING room",
+                )?
+                .query_row(params![id, fence, owner, kind, error, now], room),
+            // Not the handler's doing: the attempt is given back.
+            Outcome::Interrupted => tx
+                .prepare_cached(
+                    "UPDATE deliveries SET owner = NULL, attempts = attempts - 1, due_at = ?4
+                      WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending' RETURNING room",
+                )?
+                .query_row(params![id, fence, owner, now], room),
+        };
+        answers.push(match updated.optional()? {
+            None => Completed::Fenced,
+            Some(room) => {
+                if matches!(c.outcome, Outcome::Done | Outcome::Dead { .. }) {
+                    promote(tx, room.as_deref())?;
+                }
+                Completed::Recorded
+            }
+        });
+    }
+    Ok(answers)
+}
+
+fn renew(
+    tx: &Transaction<'_>,
+    owner: &str,
+    now: i64,
+    claims: &[Claim],
+    lease: Duration,
+) -> rusqlite::Result<Vec<Claim>> {
+    let mut statement = tx.prepare_cached(
+        "UPDATE deliveries SET due_at = ?4 WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
+    )?;
+    let until = now.saturating_add(millis(lease));
+    let mut lost = Vec::new();
+    for claim in claims {
+        if statement.execute(params![claim.id, claim.fence, owner, until])? == 0 {
+            lost.push(*claim);
+        }
+    }
+    Ok(lost)
+}

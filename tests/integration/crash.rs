@@ -1,0 +1,260 @@
+//! Processes killed for real: a receiver with the durable inbox runs as a child process (this
+//! test binary, re-run as [`crash_child`]) whose handler appends a line to a file at the start
+//! of every run. The file is the handler's own record: it survives the kill (the lines are in
+//! the OS's cache), and it counts runs whatever the log says.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use meet_webhooks::WEBHOOKS;
+use meet_webhooks::inbox::{Inbox, RetryPolicy, State};
+use meet_webhooks::runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
+use meet_webhooks::{WebhookHandler, inbox::Filter};
+
+use crate::common::{InboxOptions, Options, TestServer, admin, block_on, eventually, example, now_ms};
+use crate::inbox::try_deliver;
+
+const CONCURRENCY: usize = 4;
+const MAX_ATTEMPTS: u32 = 3;
+
+/// Appends `<recordingId> <attempt>` for every run it starts; aborts the process when the body
+/// asks it to (`data.abort`), as a handler with a fatal bug would, a moment after it started
+/// (so that the deliveries sent beside it are acknowledged first).
+struct RunLog(Mutex<std::fs::File>);
+
+impl RunLog {
+    async fn run(&self, ctx: &DeliveryContext) -> HandlerResult {
+        let body: serde_json::Value = serde_json::from_slice(&ctx.body)?;
+        let recording = body["data"]["recordingId"].as_str().unwrap_or("-");
+        writeln!(self.0.lock().unwrap(), "{recording} {}", ctx.attempt)?;
+        if body["data"]["abort"] == true {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            std::process::abort();
+        }
+        Ok(())
+    }
+}
+
+impl WebhookHandler for RunLog {
+    async fn unimplemented(&self, ctx: &DeliveryContext, _webhook: &'static WebhookInfo) -> HandlerResult {
+        self.run(ctx).await
+    }
+
+    async fn fallback(&self, ctx: &DeliveryContext, _event: UnmatchedEvent) -> HandlerResult {
+        self.run(ctx).await
+    }
+}
+
+/// Not a test of its own: the receiver the tests below start, kill and restart. It runs only
+/// in a child process that names its data directory and run log.
+#[test]
+#[ignore = "the child process of the crash tests"]
+fn crash_child() {
+    let (Ok(dir), Ok(runs)) = (std::env::var("CRASH_CHILD_DIR"), std::env::var("CRASH_CHILD_RUNS")) else {
+        return;
+    };
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
+    let retry =
+        RetryPolicy { max_attempts: MAX_ATTEMPTS, base: Duration::from_millis(20), max: Duration::from_millis(100) };
+    let inbox = InboxOptions { dir: PathBuf::from(dir), retry, concurrency: CONCURRENCY };
+    let server =
+        TestServer::with_handler(Options { inbox: Some(inbox), ..Options::default() }, RunLog(Mutex::new(file)));
+    println!("listening on {}", server.addr);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// A running child receiver; killed when dropped.
+struct ChildReceiver {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildReceiver {
+    fn start(dir: &Path, runs: &Path) -> Self {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["crash::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env("CRASH_CHILD_DIR", dir)
+            .env("CRASH_CHILD_RUNS", runs)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Killed and waited for on drop, whatever happens next.
+        let mut receiver = Self { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)) };
+        let mut stdout = BufReader::new(receiver.child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "the child exited before listening");
+            // libtest prints the test's name on the same line first.
+            if let Some(addr) = line.trim().split("listening on ").nth(1) {
+                receiver.addr = addr.parse().unwrap();
+                // Keep its stdout drained.
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                return receiver;
+            }
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for ChildReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How often each recording's handler was started, from the run log.
+fn runs(path: &Path) -> HashMap<String, Vec<u32>> {
+    let mut runs: HashMap<String, Vec<u32>> = HashMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let (recording, attempt) = line.split_once(' ').unwrap();
+        runs.entry(recording.to_owned()).or_default().push(attempt.parse().unwrap());
+    }
+    runs
+}
+
+fn delivery(recording: &str, room: &str, abort: bool) -> (String, String) {
+    let webhook = WEBHOOKS.iter().find(|w| w.event == "recordingStarted").unwrap();
+    let mut body = example(webhook);
+    body["data"]["recordingId"] = recording.into();
+    body["data"]["roomId"] = room.into();
+    if abort {
+        body["data"]["abort"] = true.into();
+    }
+    (now_ms().to_string(), body.to_string())
+}
+
+#[test]
+fn sigkill_in_the_middle_loses_no_acknowledged_delivery_and_handles_few_twice() {
+    const N: usize = 800;
+    const SENDERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, run_log) = (dir.path().join("data"), dir.path().join("runs"));
+    let mut first = ChildReceiver::start(&data, &run_log);
+    let deliveries: Vec<(String, String)> =
+        (0..N).map(|n| delivery(&format!("crash-{n}"), &format!("room-{}", n % 7), false)).collect();
+    let addr = first.addr;
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel();
+    let senders: Vec<_> = deliveries
+        .chunks(N / SENDERS)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            let acked = acked_tx.clone();
+            std::thread::spawn(move || {
+                for (timestamp, body) in &chunk {
+                    if let Some(status) = try_deliver(addr, timestamp, body) {
+                        let _ = acked.send(((timestamp.clone(), body.clone()), status));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        })
+        .collect();
+    drop(acked_tx);
+    // Kill it once a good part has been acknowledged and handled, while deliveries still arrive.
+    let mut answered = Vec::new();
+    while answered.len() < N / 3 {
+        answered.push(acked_rx.recv_timeout(Duration::from_secs(30)).expect("answers keep coming"));
+    }
+    eventually("handlers ran before the kill", || runs(&run_log).len() >= N / 10);
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    answered.extend(acked_rx.iter());
+    assert!(answered.iter().all(|(_, status)| *status == 200), "only 200s before the kill");
+    let acked: Vec<(String, String)> = answered.into_iter().map(|(d, _)| d).collect();
+    assert!(acked.len() >= N / 3 && acked.len() < N, "killed in the middle: {} of {N} acknowledged", acked.len());
+    let before_restart = runs(&run_log);
+
+    // Restart on the same data directory: everything acknowledged is there and gets handled.
+    let second = ChildReceiver::start(&data, &run_log);
+    eventually("nothing pending", || block_on(admin(&data).stats()).unwrap().pending == 0);
+    let stored = block_on(admin(&data).list(Filter::All, None, 1_000_000)).unwrap();
+    let states: HashMap<String, State> = stored
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            (body["data"]["recordingId"].as_str().unwrap().to_owned(), r.state)
+        })
+        .collect();
+    let runs = runs(&run_log);
+    for (_, body) in &acked {
+        let recording = serde_json::from_str::<serde_json::Value>(body).unwrap()["data"]["recordingId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(states.get(&recording), Some(&State::Done), "acknowledged {recording} is stored and handled");
+        assert!(runs.contains_key(&recording), "acknowledged {recording} reached its handler");
+    }
+    assert_eq!(states.len(), stored.len(), "each delivery stored once");
+
+    // Handled twice only if the kill came between a handler's claim and the commit of its
+    // outcome: at most the handlers that hold a claim at once. The second run is its next
+    // attempt: the first one counted when it was claimed.
+    let twice: Vec<(&String, &Vec<u32>)> = runs.iter().filter(|(_, attempts)| attempts.len() > 1).collect();
+    assert!(twice.len() <= CONCURRENCY, "handled again after the restart: {twice:?}");
+    for (recording, attempts) in &twice {
+        assert_eq!(attempts[..], [1, 2], "{recording}");
+        assert_eq!(before_restart.get(*recording).map(Vec::len), Some(1), "{recording} ran once before the kill");
+    }
+    eprintln!(
+        "crash test: {} of {N} acknowledged before SIGKILL, {} stored, {} handler runs, {} handled again after restart",
+        acked.len(),
+        stored.len(),
+        runs.values().map(Vec::len).sum::<usize>(),
+        twice.len()
+    );
+
+    // A retry of an acknowledged delivery is still a duplicate after the restart.
+    let (timestamp, body) = &acked[0];
+    assert_eq!(try_deliver(second.addr, timestamp, body), Some(200));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(block_on(admin(&data).list(Filter::All, None, 1_000_000)).unwrap().len(), stored.len());
+}
+
+#[test]
+fn a_handler_that_aborts_the_process_ends_dead_after_its_attempts_and_its_room_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, run_log) = (dir.path().join("data"), dir.path().join("runs"));
+    let mut service = ChildReceiver::start(&data, &run_log);
+    // The fatal one first in its room, then one after it in the same room, and one elsewhere.
+    for (recording, room, abort) in [("fatal", "r1", true), ("after-fatal", "r1", false), ("elsewhere", "r2", false)] {
+        let (timestamp, body) = delivery(recording, room, abort);
+        assert_eq!(try_deliver(service.addr, &timestamp, &body), Some(200), "{recording}");
+    }
+    // Restarted each time it dies, as a supervisor would, until nothing is pending.
+    let mut restarts = 0;
+    eventually("nothing pending", || {
+        if service.exited() {
+            restarts += 1;
+            assert!(restarts <= MAX_ATTEMPTS as usize, "still crashing after {restarts} restarts");
+            service = ChildReceiver::start(&data, &run_log);
+        }
+        block_on(admin(&data).stats()).unwrap().pending == 0
+    });
+    let runs = runs(&run_log);
+    assert_eq!(runs["fatal"], [1, 2, 3], "one run per attempt, then no more");
+    assert_eq!(restarts, MAX_ATTEMPTS as usize, "it killed the process once per attempt");
+    assert_eq!(runs["after-fatal"], [1], "its room went on, once");
+    assert_eq!(runs["elsewhere"], [1]);
+    let stored = block_on(admin(&data).list(Filter::All, None, 10)).unwrap();
+    let fatal = stored.iter().find(|r| String::from_utf8_lossy(&r.body).contains("\"fatal\"")).unwrap();
+    assert_eq!((fatal.state, fatal.attempts), (State::Dead, MAX_ATTEMPTS));
+    assert!(fatal.last_error.as_deref().unwrap().contains("never finished"), "{fatal:?}");
+    drop(service);
+}
