@@ -355,3 +355,196 @@ fn strict_mode_with_the_inbox_refuses_and_stores_nothing_that_matches_no_webhook
     assert_eq!(stored.len(), 1, "only the typed delivery is stored");
     assert_eq!(stored[0].kind, Kind::Typed);
 }
+
+/// A distinct signed body for every `n`: the spec's webhooks in turn, and the admin screen's
+/// `testEvent` (no room) every fifth, over `rooms` rooms.
+fn mixed_delivery(n: usize, rooms: usize) -> String {
+    if n % 5 == 4 {
+        return json!({"event": "testEvent", "creationDate": now_ms(), "data": {"message": format!("test {n}")}})
+            .to_string();
+    }
+    let mut body = example(&WEBHOOKS[n % WEBHOOKS.len()]);
+    if let Some(data) = body["data"].as_object_mut() {
+        data.insert("roomId".into(), format!("room-{}", n % rooms).into());
+        data.insert("seq".into(), n.into());
+    }
+    body.to_string()
+}
+
+#[test]
+fn many_deliveries_over_few_rooms_are_each_handled_exactly_once_with_one_attempt() {
+    const N: usize = 1500;
+    const SENDERS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = InboxOptions::new(dir.path());
+    options.concurrency = 8;
+    let server = TestServer::with(Options { inbox: Some(options), ..Options::default() });
+    let addr = server.addr;
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            std::thread::spawn(move || {
+                (s..N)
+                    .step_by(SENDERS)
+                    .map(|n| try_deliver(addr, &now_ms().to_string(), &mixed_delivery(n, 7)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for sender in senders {
+        assert!(sender.join().unwrap().iter().all(|status| *status == Some(200)));
+    }
+    eventually("nothing pending", || block_on(admin(dir.path()).stats()).unwrap().pending == 0);
+    std::thread::sleep(Duration::from_millis(300)); // a second run, if any, would show by now
+    let runs = server.recorder().runs.lock().unwrap().clone();
+    let mut per_delivery: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (id, attempt) in &runs {
+        per_delivery.entry(id).or_default().push(*attempt);
+    }
+    let twice: Vec<_> = per_delivery.iter().filter(|(_, attempts)| attempts[..] != [1]).collect();
+    assert!(twice.is_empty(), "handled more than once: {twice:?}");
+    assert_eq!(runs.len(), N, "one handler run per delivery");
+    let stored = rows(dir.path());
+    assert_eq!(stored.len(), N);
+    assert!(stored.iter().all(|r| r.state == State::Done && r.attempts == 1), "every delivery done in one attempt");
+}
+
+#[test]
+fn storage_that_cannot_take_outcomes_pauses_the_handlers_instead_of_running_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    let recorder = server.recorder();
+    recorder.paused.store(true, Ordering::SeqCst);
+    for n in 0..6 {
+        accepted_id(&server.deliver(KEY, &now_ms().to_string(), mixed_delivery(n * 5, 6).as_bytes()));
+    }
+    eventually("4 handlers running (the concurrency)", || recorder.runs.lock().unwrap().len() == 4);
+
+    // Outcomes cannot be committed while the file is read-only.
+    let file = dir.path().join(meet_webhooks::inbox::sqlite::FILE_NAME);
+    let mut permissions = std::fs::metadata(&file).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(&file, permissions.clone()).unwrap();
+    recorder.paused.store(false, Ordering::SeqCst);
+    recorder.release.add_permits(4);
+    eventually("the 4 handlers finished", || recorder.calls().len() == 4);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(recorder.runs.lock().unwrap().len(), 4, "nothing ran again, nothing new started");
+
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&file, permissions).unwrap();
+    eventually("all 6 done once storage is back", || rows(dir.path()).iter().all(|r| r.state == State::Done));
+    let runs = recorder.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 6, "{runs:?}");
+    assert!(runs.iter().all(|(_, attempt)| *attempt == 1), "{runs:?}");
+}
+
+#[test]
+fn a_second_service_on_the_same_data_directory_refuses_to_start_and_names_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Service::start_in(dir.path(), &[]);
+    let path = dir.path().to_str().unwrap();
+    let (code, _, stderr) = run(&["serve", "--bind", "127.0.0.1:0", "--key", KEY, "--data-dir", path], b"");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.child.id())) && stderr.contains("--data-dir"), "{stderr}");
+    // The CLI still reads beside it.
+    assert_eq!(run(&["inbox", "--data-dir", path, "stats"], b"").0, 0);
+}
+
+#[test]
+fn an_inbox_file_deleted_while_serving_is_503_and_not_ready_until_a_restart() {
+    for victim in [meet_webhooks::inbox::sqlite::FILE_NAME, "inbox.sqlite3-wal"] {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Service::start_in(dir.path(), &[]);
+        let send = |n: usize, timestamp: &str| try_deliver(service.addr, timestamp, &mixed_delivery(n * 5, 3));
+        let first = now_ms().to_string();
+        assert_eq!(send(0, &first), Some(200));
+        assert_eq!(service.get("/readyz").status, 200);
+        std::fs::remove_file(dir.path().join(victim)).unwrap();
+        assert_eq!(send(1, &now_ms().to_string()), Some(503), "{victim}");
+        assert_eq!(send(0, &first), Some(503), "{victim}: a retry of a stored delivery is not taken anew");
+        let ready = service.get("/readyz");
+        assert_eq!((ready.status, ready.error().as_str()), (503, "storage_unavailable"), "{victim}");
+        assert!(!ready.body.contains(dir.path().to_str().unwrap()), "no paths to the client: {}", ready.body);
+        assert!(
+            victim != meet_webhooks::inbox::sqlite::FILE_NAME || !dir.path().join(victim).exists(),
+            "no new empty inbox in its place"
+        );
+    }
+}
+
+#[test]
+fn the_log_shrinks_back_once_a_reader_lets_go_and_is_emptied_on_shutdown() {
+    use meet_webhooks::inbox::sqlite::{FILE_NAME, WAL_LIMIT};
+    let dir = tempfile::tempdir().unwrap();
+    let service = Service::start_in(dir.path(), &[]);
+    let wal = dir.path().join(format!("{FILE_NAME}-wal"));
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let padding = "x".repeat(16 * 1024);
+    let send = |n: usize| {
+        let mut body = serde_json::from_str::<serde_json::Value>(&mixed_delivery(n * 5, 50)).unwrap();
+        body["data"]["padding"] = padding.clone().into();
+        try_deliver(service.addr, &now_ms().to_string(), &body.to_string())
+    };
+    assert_eq!(send(0), Some(200));
+    // Another process's read transaction keeps the log from being folded back.
+    let reader = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
+    reader.execute_batch("BEGIN; SELECT COUNT(*) FROM deliveries;").unwrap();
+    let mut n = 1;
+    while wal_size() <= WAL_LIMIT {
+        assert_eq!(send(n), Some(200));
+        n += 1;
+        assert!(n < 5000, "the log never grew past its limit");
+    }
+    let grown = wal_size();
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    for m in 0..5 {
+        assert_eq!(send(n + m), Some(200));
+    }
+    let shrunk = wal_size();
+    assert!(shrunk <= WAL_LIMIT, "the log is cut back once the reader is gone: {shrunk} bytes (was {grown})");
+    service.signal("TERM");
+    let mut service = service;
+    assert!(service.child.wait().unwrap().success());
+    assert_eq!(wal_size(), 0, "emptied on shutdown");
+    eprintln!("log: {} MiB with a reader, {} KiB after, 0 after shutdown", grown >> 20, shrunk >> 10);
+}
+
+#[test]
+fn readiness_is_a_real_write_and_fails_on_a_full_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mount)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: mounting a small tmpfs needs root (CAP_SYS_ADMIN); run the tests as root to check this");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    let service = Service::start_in(&mount.join("data"), &[]);
+    assert_eq!(try_deliver(service.addr, &now_ms().to_string(), &mixed_delivery(0, 3)), Some(200));
+    assert_eq!(service.get("/readyz").status, 200);
+    // Fill the disk.
+    let filler = mount.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).and_then(|()| file.sync_all()).is_ok() {}
+    drop(file);
+    let ready = service.get("/readyz");
+    assert_eq!((ready.status, ready.error().as_str()), (503, "storage_unavailable"));
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(service.get("/readyz").status, 200, "ready again once there is room");
+    assert_eq!(try_deliver(service.addr, &now_ms().to_string(), &mixed_delivery(5, 3)), Some(200));
+}

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::inbox::StoreError;
 
 /// Migration `n` (1-based) brings a file from version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[
+pub const MIGRATIONS: &[&str] = &[
     // 1: the first inbox (no version was written then: a file with the table and version 0 is
     // at version 1, and this statement leaves it as it is).
     "

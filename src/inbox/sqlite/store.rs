@@ -688,3 +688,251 @@ fn renew(
     }
     Ok(lost)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    fn delivery(n: u8, room: Option<&str>) -> NewDelivery {
+        NewDelivery {
+            signature: [n; 32],
+            timestamp: format!("{n}"),
+            timestamp_ms: i64::from(n),
+            event: Some("recordingStarted".into()),
+            kind: Kind::Typed,
+            room: room.map(Into::into),
+            body: format!("{{\"n\":{n}}}").into(),
+            received_at_ms: i64::from(n),
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open_service(dir, "me").unwrap()
+    }
+
+    fn append(store: &mut Store, batch: Vec<NewDelivery>) -> Vec<Appended> {
+        store.commit(&Work { appends: batch, ..Work::default() }).unwrap().appended
+    }
+
+    fn claim_with(store: &mut Store, limit: usize, lease: Duration, max_attempts: u32) -> Vec<Claimed> {
+        let request = ClaimRequest { limit, lease, max_attempts };
+        store.commit(&Work { claims: vec![request], ..Work::default() }).unwrap().claimed.remove(0)
+    }
+
+    fn claim(store: &mut Store, limit: usize) -> Vec<Claimed> {
+        claim_with(store, limit, LEASE, 8)
+    }
+
+    fn ids(claimed: &[Claimed]) -> Vec<i64> {
+        claimed.iter().map(|c| c.claim.id).collect()
+    }
+
+    fn complete(store: &mut Store, claim: Claim, outcome: Outcome) -> Completed {
+        let completion = Completion { claim, kind: Kind::Typed, outcome };
+        store.commit(&Work { completions: vec![vec![completion]], ..Work::default() }).unwrap().completed[0][0]
+    }
+
+    #[test]
+    fn append_is_idempotent_by_signature_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let answers = append(&mut store, vec![delivery(1, None), delivery(2, None), delivery(1, None)]);
+        assert_eq!(answers, [Appended::New(1), Appended::New(2), Appended::Duplicate(1)]);
+        drop(store);
+        let mut store = open(dir.path());
+        assert_eq!(append(&mut store, vec![delivery(2, None)]), [Appended::Duplicate(2)]);
+    }
+
+    #[test]
+    fn a_claimed_delivery_is_not_claimed_again_and_its_room_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(
+            &mut store,
+            vec![delivery(1, Some("a")), delivery(2, Some("a")), delivery(3, Some("b")), delivery(4, None)],
+        );
+        let first = claim(&mut store, 10);
+        assert_eq!(ids(&first), [1, 3, 4], "the head of each room, and the one without a room");
+        assert!(first.iter().all(|c| c.attempt == 1 && c.delivery.attempts == 1), "counted at claim time");
+        assert!(claim(&mut store, 10).is_empty(), "nothing is claimed twice while its claim is live");
+        assert_eq!(complete(&mut store, first[0].claim, Outcome::Done), Completed::Recorded);
+        assert_eq!(ids(&claim(&mut store, 10)), [2], "room a goes on once its head is done");
+        let row = store.get(1).unwrap().unwrap();
+        assert_eq!((row.state, row.attempts, row.claimed_by), (State::Done, 1, None));
+    }
+
+    #[test]
+    fn a_retry_keeps_its_room_waiting_and_counts_the_next_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, Some("a")), delivery(2, Some("a"))]);
+        let [first] = &claim(&mut store, 10)[..] else { panic!() };
+        let retry = Outcome::Retry { after: Duration::ZERO, error: "boom".into() };
+        assert_eq!(complete(&mut store, first.claim, retry), Completed::Recorded);
+        let [again] = &claim(&mut store, 10)[..] else { panic!("the retry, not the next of its room") };
+        assert_eq!((again.claim.id, again.attempt), (1, 2));
+        assert!(again.claim.fence > first.claim.fence);
+        assert_eq!(store.get(1).unwrap().unwrap().last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn outcomes_and_renewals_of_a_lost_claim_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, None)]);
+        // A lease that runs out at once: the next claim takes the delivery over.
+        let [stale] = &claim_with(&mut store, 1, Duration::ZERO, 8)[..] else { panic!() };
+        std::thread::sleep(Duration::from_millis(5));
+        let [current] = &claim(&mut store, 1)[..] else { panic!("an expired claim is due again") };
+        assert_eq!(current.attempt, 2);
+        let lost = store.commit(&Work { renewals: vec![(vec![stale.claim, current.claim], LEASE)], ..Work::default() });
+        assert_eq!(lost.unwrap().lost[0], [stale.claim]);
+        assert_eq!(complete(&mut store, stale.claim, Outcome::Done), Completed::Fenced);
+        assert_eq!(store.get(1).unwrap().unwrap().state, State::Pending, "the late outcome changed nothing");
+        assert_eq!(complete(&mut store, current.claim, Outcome::Done), Completed::Recorded);
+        assert_eq!(complete(&mut store, current.claim, Outcome::Done), Completed::Fenced, "recorded once");
+    }
+
+    #[test]
+    fn a_claim_that_ran_out_on_its_last_attempt_is_dead_and_its_room_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, Some("a")), delivery(2, Some("a"))]);
+        for attempt in 1..=2 {
+            let [c] = &claim_with(&mut store, 1, Duration::ZERO, 2)[..] else { panic!() };
+            assert_eq!((c.claim.id, c.attempt), (1, attempt));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(ids(&claim_with(&mut store, 1, LEASE, 2)), [2]);
+        let dead = store.get(1).unwrap().unwrap();
+        assert_eq!((dead.state, dead.attempts), (State::Dead, 2));
+        assert!(dead.last_error.unwrap().contains("never finished"));
+    }
+
+    #[test]
+    fn an_interrupted_attempt_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, Some("a"))]);
+        let [c] = &claim(&mut store, 1)[..] else { panic!() };
+        assert_eq!(complete(&mut store, c.claim, Outcome::Interrupted), Completed::Recorded);
+        let row = store.get(1).unwrap().unwrap();
+        assert_eq!((row.state, row.attempts, row.claimed_by), (State::Pending, 0, None));
+        assert_eq!(claim(&mut store, 1)[0].attempt, 1);
+    }
+
+    #[test]
+    fn claims_of_a_process_that_died_are_released_at_the_next_start_and_stay_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, None)]);
+        claim(&mut store, 1);
+        drop(store);
+        let mut store = open(dir.path());
+        assert_eq!(claim(&mut store, 1)[0].attempt, 2, "due at once, not after the lease");
+    }
+
+    #[test]
+    fn replay_puts_a_dead_delivery_back_in_its_room_and_leaves_pending_ones_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, Some("a")), delivery(2, Some("a")), delivery(3, Some("a"))]);
+        let [c] = &claim(&mut store, 1)[..] else { panic!() };
+        complete(&mut store, c.claim, Outcome::Dead { error: "boom".into() });
+        let [c2] = &claim(&mut store, 1)[..] else { panic!() };
+        assert_eq!(c2.claim.id, 2);
+        // 2 runs while 1 is replayed: 2 stays the head, 1 follows it, then 3.
+        assert_eq!(store.replay(Selection::Dead).unwrap(), 1);
+        assert_eq!(store.replay(Selection::One(2)).unwrap(), 0, "a pending delivery is not replayed");
+        assert!(claim(&mut store, 10).is_empty());
+        complete(&mut store, c2.claim, Outcome::Done);
+        let [c1] = &claim(&mut store, 10)[..] else { panic!() };
+        assert_eq!((c1.claim.id, c1.attempt), (1, 1), "a replay counts attempts afresh");
+        complete(&mut store, c1.claim, Outcome::Done);
+        assert_eq!(ids(&claim(&mut store, 10)), [3]);
+        assert_eq!(store.stats().unwrap().claimed_by, [("me".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn claiming_and_advancing_a_room_read_indexes_not_the_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let plan = |sql: &str| -> String {
+            let mut statement = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = statement.query_map([], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let due = plan(
+            "SELECT id, attempts, room FROM deliveries WHERE head = 1 AND due_at <= 5 ORDER BY due_at, id LIMIT 4",
+        );
+        assert!(due.contains("deliveries_ready") && !due.contains("TEMP B-TREE"), "{due}");
+        let next = plan("SELECT id FROM deliveries WHERE room = 'a' AND state = 'pending' ORDER BY id LIMIT 1");
+        assert!(next.contains("deliveries_pending_room"), "{next}");
+        let busy = plan("SELECT 1 FROM deliveries WHERE room = 'a' AND state = 'pending'");
+        assert!(busy.contains("deliveries_pending_room"), "{busy}");
+    }
+
+    #[test]
+    fn a_second_process_on_the_directory_is_refused_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path());
+        let error = Store::open_service(dir.path(), "other").err().unwrap();
+        let text = error.to_string();
+        assert!(text.contains(&format!("pid {}", std::process::id())) && text.contains("(me)"), "{text}");
+        assert_eq!(error.kind, crate::inbox::ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn a_deleted_file_or_log_is_an_outage_never_a_new_inbox() {
+        for victim in [FILE_NAME, "inbox.sqlite3-wal"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = open(dir.path());
+            append(&mut store, vec![delivery(1, None)]);
+            std::fs::remove_file(dir.path().join(victim)).unwrap();
+            let error = store.commit(&Work { appends: vec![delivery(2, None)], ..Work::default() }).err().unwrap();
+            assert!(error.is_unavailable() && error.to_string().contains("deleted"), "{victim}: {error}");
+            assert!(store.check().is_err(), "{victim}: not ready");
+            assert!(!dir.path().join(FILE_NAME).exists() || victim != FILE_NAME, "no new file");
+        }
+    }
+
+    #[test]
+    fn a_file_from_today_s_first_schema_is_upgraded_and_keeps_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The inbox as version 0.1.0 wrote it: its schema, no version, two rooms pending.
+            let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            for (id, room, state) in [(1, "a", "done"), (2, "a", "pending"), (3, "a", "pending"), (4, "b", "pending")] {
+                conn.execute(
+                    "INSERT INTO deliveries (id, signature, timestamp, timestamp_ms, event, kind, room, body,
+                                             received_at, state, attempts)
+                     VALUES (?1, ?2, '1', ?1, 'recordingStarted', 'typed', ?3, x'7b7d', ?1, ?4, 0)",
+                    params![id, vec![id as u8; 32], room, state],
+                )
+                .unwrap();
+            }
+        }
+        let mut store = open(dir.path());
+        assert_eq!(schema::status(&store.conn).unwrap(), Status::Current);
+        let first = claim(&mut store, 10);
+        assert_eq!(ids(&first), [2, 4]);
+        complete(&mut store, first[0].claim, Outcome::Done);
+        assert_eq!(ids(&claim(&mut store, 10)), [3]);
+        assert_eq!(append(&mut store, vec![delivery(2, None)]), [Appended::Duplicate(2)], "identities kept");
+    }
+
+    #[test]
+    fn a_file_from_a_newer_version_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()));
+        Connection::open(dir.path().join(FILE_NAME)).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        for error in
+            [Store::open_service(dir.path(), "me").err().unwrap(), Store::open_admin(dir.path()).err().unwrap()]
+        {
+            assert!(error.to_string().contains("schema version 99") && error.to_string().contains("newer"), "{error}");
+        }
+    }
+}
