@@ -1,0 +1,97 @@
+//! Criterion benchmarks of the durable inbox's dispatcher on a backlog.
+//!
+//! - `drain/one room`: 20,000 pending deliveries of one room (handled one at a time, in
+//!   order), worked through by the dispatcher with a handler that only counts.
+//! - `drain/1000 rooms`: the same backlog spread over 1,000 rooms (4 handlers at once).
+//!
+//! Throughput is deliveries handled per second, from the dispatcher's start until the handler
+//! has seen the last one. `cargo bench --bench inbox`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use meet_webhooks::inbox::{DEFAULT_LEASE, Dispatcher, Inbox, Kind, NewDelivery, RetryPolicy, SqliteInbox};
+use meet_webhooks::runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
+use meet_webhooks::{WEBHOOKS, WebhookHandler};
+
+const BACKLOG: usize = 20_000;
+
+#[derive(Default)]
+struct Count(AtomicUsize);
+
+impl WebhookHandler for Count {
+    async fn unimplemented(&self, _ctx: &DeliveryContext, _webhook: &'static WebhookInfo) -> HandlerResult {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn fallback(&self, _ctx: &DeliveryContext, _event: UnmatchedEvent) -> HandlerResult {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Fills a new inbox with the backlog, then times the dispatcher working through it.
+fn drain_once(rooms: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox: Arc<dyn Inbox> = Arc::new(SqliteInbox::open(dir.path(), "bench").unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let appends = (0..BACKLOG).map(|n| {
+            let mut body: serde_json::Value = serde_json::from_str(WEBHOOKS[0].example).unwrap();
+            let room = format!("room-{}", n % rooms);
+            body["data"]["roomId"] = room.clone().into();
+            body["data"]["seq"] = n.into();
+            let inbox = inbox.clone();
+            async move {
+                let mut signature = [0u8; 32];
+                signature[..8].copy_from_slice(&(n as u64).to_le_bytes());
+                let delivery = NewDelivery {
+                    signature,
+                    timestamp: n.to_string(),
+                    timestamp_ms: n as i64,
+                    event: Some(WEBHOOKS[0].event.into()),
+                    kind: Kind::Typed,
+                    room: Some(room),
+                    body: body.to_string().into(),
+                    received_at_ms: n as i64,
+                };
+                inbox.append(delivery).await.unwrap();
+            }
+        });
+        futures_util::future::join_all(appends).await;
+    });
+    let handler = Arc::new(Count::default());
+    let started = Instant::now();
+    let dispatcher = Dispatcher {
+        inbox: inbox.clone(),
+        handler: handler.clone(),
+        concurrency: 4,
+        retry: RetryPolicy::default(),
+        lease: DEFAULT_LEASE,
+        retention: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(1),
+    }
+    .spawn();
+    while handler.0.load(Ordering::Relaxed) < BACKLOG {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let elapsed = started.elapsed();
+    dispatcher.stop();
+    runtime.block_on(inbox.close());
+    elapsed
+}
+
+fn drain(c: &mut Criterion) {
+    let mut group = c.benchmark_group("drain");
+    group.sample_size(10).throughput(Throughput::Elements(BACKLOG as u64));
+    for (name, rooms) in [("one room", 1), ("1000 rooms", 1000)] {
+        group.bench_function(name, |b| b.iter_custom(|iters| (0..iters).map(|_| drain_once(rooms)).sum()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, drain);
+criterion_main!(benches);
