@@ -13,9 +13,10 @@
 //!    [`Event`], or the fallback for an event, field value or shape the spec does not know), and
 //!    appends the raw delivery to the [`inbox`]; only once that commit is durable is the
 //!    delivery answered 200. A retry of a stored delivery is a duplicate, across restarts.
-//! 4. **Handle.** The inbox's dispatcher calls the [`WebhookHandler`] method for each stored
-//!    delivery, in arrival order and one room at a time, retrying failures with backoff until
-//!    they are dead (kept for `meet-webhooks inbox replay`).
+//! 4. **Handle.** The inbox's dispatcher claims each stored delivery (a claim recorded in the
+//!    inbox, so it runs once) and calls its [`WebhookHandler`] method ([`handling`]), in arrival
+//!    order and one room at a time, retrying failures with backoff until they are dead (kept for
+//!    `meet-webhooks inbox replay`).
 //! 5. **Implement.** [`handler::ServiceHandler`] is the service's handler: fill in methods there.
 //!    [`cli`] is the `meet-webhooks` binary.
 //!

@@ -7,11 +7,11 @@
 //!    complete/renew         └───────────────┘
 //! ```
 //!
-//! One writer thread owns the connection ([`store`]). Whatever queued up while it was
+//! One writer thread owns the connection (`store.rs`). Whatever queued up while it was
 //! committing goes into the next transaction (group commit): appends, outcomes, renewals and
 //! claims together, one fsync per batch rather than per delivery, and each delivery answered
 //! only after the commit that holds it. The answers reach each runtime thread through its
-//! mailbox ([`mailbox`]): one wake-up per commit, not one per delivery. Queries (the CLI's,
+//! mailbox (`mailbox.rs`): one wake-up per commit, not one per delivery. Queries (the CLI's,
 //! metrics, readiness) run between batches.
 
 mod mailbox;
