@@ -94,11 +94,13 @@ struct Held {
     claim: Claim,
     attempt: u32,
     event: Option<String>,
+    /// How the delivery was classified for this attempt.
+    kind: Kind,
     abort: AbortHandle,
 }
 
-/// What a handler task returns: how it was classified, and its result.
-type Finished = (Kind, Result<(), String>);
+/// What a handler task returns.
+type Finished = Result<(), String>;
 
 impl<H: WebhookHandler> Dispatcher<H> {
     /// Runs the dispatcher on a thread of its own.
@@ -174,15 +176,14 @@ impl<H: WebhookHandler> Dispatcher<H> {
             event: delivery.event,
             body: delivery.body.into(),
         };
+        // Classified again from the stored bytes: after a rebuild against a newer spec, an event
+        // that went to the fallback before may be typed now.
+        let classified = Event::classify(ctx.event.as_deref(), &ctx.body);
+        let kind = if classified.is_ok() { Kind::Typed } else { Kind::Fallback };
         let handler = self.handler.clone();
-        let task = running.spawn(async move {
-            // Classified again from the stored bytes: after a rebuild against a newer spec, an
-            // event that went to the fallback before may be typed now.
-            let classified = Event::classify(ctx.event.as_deref(), &ctx.body);
-            let kind = if classified.is_ok() { Kind::Typed } else { Kind::Fallback };
-            (kind, hand_over(&*handler, &ctx, classified).await.map_err(|e| e.to_string()))
-        });
-        held.insert(task.id(), Held { claim, attempt, event, abort: task });
+        let task =
+            running.spawn(async move { hand_over(&*handler, &ctx, classified).await.map_err(|e| e.to_string()) });
+        held.insert(task.id(), Held { claim, attempt, event, kind, abort: task });
     }
 
     /// Turns a finished handler into the outcome to record.
@@ -192,13 +193,13 @@ impl<H: WebhookHandler> Dispatcher<H> {
         held: &mut HashMap<tokio::task::Id, Held>,
         unrecorded: &mut Vec<Completion>,
     ) {
-        let (task, (kind, result)) = match finished {
+        let (task, result) = match finished {
             Ok(finished) => finished,
-            // Aborted because its claim was lost: nothing to record.
+            // Stopped: its claim was lost (nothing to record), or shutdown stopped it.
             Err(e) if e.is_cancelled() => return,
-            Err(e) => (e.id(), (Kind::Typed, Err(format!("the handler panicked: {e}")))),
+            Err(e) => (e.id(), Err(format!("the handler panicked: {e}"))),
         };
-        let Some(Held { claim, attempt, event, .. }) = held.remove(&task) else { return };
+        let Some(Held { claim, attempt, event, kind, .. }) = held.remove(&task) else { return };
         let event = event.as_deref().unwrap_or("");
         let outcome = match result {
             Ok(()) => Outcome::Done,
@@ -310,13 +311,17 @@ impl<H: WebhookHandler> Dispatcher<H> {
                         running.len()
                     );
                     running.abort_all();
-                    break;
+                    // One may have finished just before: its outcome counts.
+                    while let Some(finished) = running.join_next_with_id().await {
+                        self.finished(finished, &mut held, &mut unrecorded);
+                    }
                 }
             }
         }
+        // What is still held was stopped before it finished.
         unrecorded.extend(held.drain().map(|(_, h)| Completion {
             claim: h.claim,
-            kind: Kind::Typed,
+            kind: h.kind,
             outcome: Outcome::Interrupted,
         }));
         // A few tries: storage may be failing right now.
