@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::web::{self, ServiceConfig};
@@ -98,8 +97,7 @@ async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiv
     let started = Instant::now();
     let Some(delivery) = req.extensions_mut().remove::<Delivery>() else {
         log::error!("receive called without a verified delivery: the route lacks verify_delivery");
-        return Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, "misconfigured", "the delivery was not verified")
-            .response();
+        return Rejection::Misconfigured.response();
     };
     let receiver = receiver.into_inner();
     let id = delivery_id(&delivery);
@@ -148,7 +146,7 @@ impl Handled {
 
     /// Refused: the outcome is the rejection's code.
     fn refused(event: Option<String>, rejection: Rejection) -> Self {
-        Self::new(event, rejection.code, rejection.response())
+        Self::new(event, rejection.code(), rejection.response())
     }
 
     fn stored(mut self, id: i64) -> Self {
@@ -171,12 +169,8 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
     let Envelope { event, room } = match envelope(body) {
         Ok(envelope) => envelope,
         Err(e) => {
-            let rejection = Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the body is signed but is not a JSON object: {e}"),
-            );
-            return Handled::refused(None, rejection);
+            log::warn!("delivery {id}: the body is signed but is not a JSON object: {e}");
+            return Handled::refused(None, Rejection::InvalidJson);
         }
     };
     match &receiver.mode {
@@ -189,8 +183,7 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
 }
 
 fn refuse_unmatched(event: Option<String>, reason: &Unmatched) -> Handled {
-    let rejection = Rejection::new(StatusCode::UNPROCESSABLE_ENTITY, "unmatched_event", reason.to_string());
-    Handled::refused(event, rejection)
+    Handled::refused(event, Rejection::UnmatchedEvent(reason.clone()))
 }
 
 fn warn_unmatched(id: &str, event: Option<&str>, reason: &Unmatched) {
@@ -237,12 +230,7 @@ async fn store(
         }
         Err(error) => {
             log::error!("delivery {id} not stored, answered 503 (the provider will retry): {error}");
-            let rejection = Rejection::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "the delivery could not be stored; retry later",
-            );
-            Handled::refused(event, rejection)
+            Handled::refused(event, Rejection::StorageUnavailable)
         }
     }
 }
@@ -269,22 +257,8 @@ async fn handle_inline<H: WebhookHandler>(
         Begin::Duplicate => {
             return Handled::new(event, "duplicate", ok_status("duplicate"));
         }
-        Begin::InFlight => {
-            let rejection = Rejection::new(
-                StatusCode::CONFLICT,
-                "in_progress",
-                "an earlier attempt of this delivery is still being handled; retry later",
-            );
-            return Handled::refused(event, rejection);
-        }
-        Begin::Full => {
-            let rejection = Rejection::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "the receiver remembers as many recent deliveries as its --replay-capacity allows; retry later",
-            );
-            return Handled::refused(event, rejection);
-        }
+        Begin::InFlight => return Handled::refused(event, Rejection::InProgress),
+        Begin::Full => return Handled::refused(event, Rejection::Busy),
     }
 
     let ctx = DeliveryContext {
@@ -317,12 +291,7 @@ async fn handle_inline<H: WebhookHandler>(
                 event.as_deref().unwrap_or("<none>")
             );
             metrics::handler_failed(event.as_deref().unwrap_or(""));
-            let rejection = Rejection::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "handler_failed",
-                "the delivery was not handled; the provider will retry it",
-            );
-            Handled::refused(event, rejection)
+            Handled::refused(event, Rejection::HandlerFailed)
         }
     }
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
@@ -53,13 +52,8 @@ pub async fn verify_delivery<B: MessageBody>(
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, Error> {
     let Some(gate) = req.app_data::<web::Data<Gate>>().cloned() else {
-        let rejection = Rejection::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "misconfigured",
-            "the receiver has no verification settings",
-        );
         log::error!("verify_delivery middleware used without web::Data<Gate>");
-        return Ok(req.into_response(rejection.response()).map_into_right_body());
+        return Ok(req.into_response(Rejection::Misconfigured.response()).map_into_right_body());
     };
     let mut payload = req.take_payload();
     match admit(&gate, &req, &mut payload).await {
@@ -70,13 +64,12 @@ pub async fn verify_delivery<B: MessageBody>(
         Err(rejection) => {
             let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
             log::warn!(
-                "rejected delivery from {peer}: {} {} ({})",
-                rejection.status.as_u16(),
-                rejection.code,
-                rejection.message
+                "rejected delivery from {peer}: {} {} ({rejection})",
+                rejection.status().as_u16(),
+                rejection.code()
             );
-            metrics::rejected(rejection.code);
-            let response = if rejection.close { rejection.response_holding(payload) } else { rejection.response() };
+            metrics::rejected(rejection.code());
+            let response = if rejection.closes() { rejection.response_holding(payload) } else { rejection.response() };
             Ok(req.into_response(response).map_into_right_body())
         }
     }
@@ -88,7 +81,7 @@ async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Resu
     let signature = single_header(req, &SIGNATURE)?;
     let declared = declared_length(req)?;
     if declared.is_some_and(|n| n > gate.body_limit) {
-        return Err(too_large(gate.body_limit));
+        return Err(Rejection::BodyTooLarge { limit: gate.body_limit });
     }
     let body = read_body(gate, payload, declared).await?;
     let received_at = SystemTime::now();
@@ -103,32 +96,20 @@ fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(Rejection::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "deliveries must be sent with Content-Type: application/json",
-        ))
-    }
+    if is_json { Ok(()) } else { Err(Rejection::UnsupportedMediaType) }
 }
 
-const TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
-const SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
+static TIMESTAMP: HeaderName = HeaderName::from_static(TIMESTAMP_HEADER);
+static SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER);
 
 /// The value of a header that must appear exactly once.
-fn single_header<'r>(req: &'r ServiceRequest, name: &HeaderName) -> Result<&'r HeaderValue, Rejection> {
+fn single_header<'r>(req: &'r ServiceRequest, name: &'static HeaderName) -> Result<&'r HeaderValue, Rejection> {
     let mut values = req.headers().get_all(name);
     let Some(value) = values.next() else {
-        return Err(Rejection::new(StatusCode::BAD_REQUEST, "missing_header", format!("the {name} header is missing")));
+        return Err(Rejection::MissingHeader(name.as_str()));
     };
     if values.next().is_some() {
-        return Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "duplicate_header",
-            format!("the {name} header appears more than once"),
-        ));
+        return Err(Rejection::DuplicateHeader(name.as_str()));
     }
     Ok(value)
 }
@@ -136,19 +117,8 @@ fn single_header<'r>(req: &'r ServiceRequest, name: &HeaderName) -> Result<&'r H
 fn declared_length(req: &ServiceRequest) -> Result<Option<usize>, Rejection> {
     match req.headers().get(CONTENT_LENGTH) {
         None => Ok(None),
-        Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or_else(|| {
-            Rejection::new(StatusCode::BAD_REQUEST, "malformed_header", "the Content-Length header is not a number")
-        }),
+        Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or(Rejection::MalformedLength),
     }
-}
-
-fn too_large(limit: usize) -> Rejection {
-    Rejection::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!("the body is larger than the limit of {limit} bytes"),
-    )
-    .closing()
 }
 
 async fn read_body(gate: &Gate, payload: &mut Payload, declared: Option<usize>) -> Result<Bytes, Rejection> {
@@ -170,14 +140,9 @@ async fn read_body(gate: &Gate, payload: &mut Payload, declared: Option<usize>) 
         }
         Ok(body.finish())
     };
-    tokio::time::timeout(gate.body_timeout, read).await.unwrap_or_else(|_| {
-        Err(Rejection::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            format!("the body did not arrive within {} ms", gate.body_timeout.as_millis()),
-        )
-        .closing())
-    })
+    tokio::time::timeout(gate.body_timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(Rejection::BodyTimeout { ms: gate.body_timeout.as_millis() }))
 }
 
 /// Takes the chunks that are ready without waiting: whether that was the whole body.
@@ -193,7 +158,8 @@ fn take_buffered(payload: &mut Payload, body: &mut Body) -> Result<bool, Rejecti
 
 fn body_chunk(chunk: Result<Bytes, actix_web::error::PayloadError>) -> Result<Bytes, Rejection> {
     chunk.map_err(|e| {
-        Rejection::new(StatusCode::BAD_REQUEST, "body_unreadable", format!("the body could not be read: {e}")).closing()
+        log::debug!("a body could not be read: {e}");
+        Rejection::BodyUnreadable
     })
 }
 
@@ -214,7 +180,7 @@ impl Body {
     fn push(&mut self, chunk: Bytes) -> Result<(), Rejection> {
         self.len += chunk.len();
         if self.len > self.limit {
-            return Err(too_large(self.limit));
+            return Err(Rejection::BodyTooLarge { limit: self.limit });
         }
         if self.joined.is_none() && self.first.is_none() {
             self.first = Some(chunk);
