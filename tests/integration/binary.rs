@@ -148,6 +148,12 @@ fn send_delivers_every_webhook_and_the_test_event_and_metrics_count_them() {
     let (code, stdout, _) = run(&["send", WEBHOOKS[0].event, "--url", &service.url(), "--key", "wrong"], b"");
     assert_eq!(code, 1);
     assert!(stdout.starts_with("401") && stdout.contains("invalid_signature"), "{stdout}");
+    // Event names the spec does not know share one label, however many there are.
+    for n in 0..3 {
+        let body = serde_json::json!({"event": format!("madeUp{n}"), "creationDate": now_ms(), "data": {}});
+        let (timestamp, body) = (now_ms().to_string(), body.to_string());
+        assert_eq!(crate::inbox::try_deliver(service.addr, &timestamp, &body), Some(200));
+    }
 
     let metrics = service.get("/metrics").body;
     for webhook in WEBHOOKS {
@@ -162,6 +168,8 @@ fn send_delivers_every_webhook_and_the_test_event_and_metrics_count_them() {
         metrics.contains("meet_webhooks_deliveries_total{event=\"\",outcome=\"invalid_signature\"} 1"),
         "{metrics}"
     );
+    assert!(metrics.contains("meet_webhooks_deliveries_total{event=\"other\",outcome=\"fallback\"} 3"), "{metrics}");
+    assert!(!metrics.contains("madeUp"), "{metrics}");
     assert!(metrics.contains("meet_webhooks_delivery_seconds_count"), "{metrics}");
     assert!(metrics.contains("meet_webhooks_inbox_commit_batch_size_count"), "{metrics}");
     // Handled from the inbox, after the answer.
