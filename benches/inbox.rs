@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use meet_webhooks::inbox::{DEFAULT_LEASE, Dispatcher, Inbox, Kind, NewDelivery, RetryPolicy, SqliteInbox};
+use meet_webhooks::inbox::{Dispatcher, Inbox, Kind, NewDelivery, RetryPolicy, SqliteInbox};
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
 use meet_webhooks::{WEBHOOKS, WebhookHandler};
 
@@ -70,7 +70,7 @@ fn drain_once(rooms: usize) -> Duration {
         handler: handler.clone(),
         concurrency: 4,
         retry: RetryPolicy::default(),
-        lease: DEFAULT_LEASE,
+        lease: meet_webhooks::defaults::LEASE,
         retention: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(1),
     }

@@ -10,12 +10,11 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use actix_web::{App, test, web};
+use actix_web::{App, test};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use meet_webhooks::app::{self, Receiver};
 use meet_webhooks::clock::millis_since_epoch;
-use meet_webhooks::middleware::Gate;
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, WebhookInfo};
+use meet_webhooks::service::{ServiceBuilder, Storage};
 use meet_webhooks::verify::{Policy, Verifier, sign};
 use meet_webhooks::{WEBHOOKS, WebhookHandler};
 
@@ -63,14 +62,9 @@ impl WebhookHandler for Nothing {
 
 fn in_process(c: &mut Criterion) {
     let system = actix_web::rt::System::new();
-    let verifier = Verifier::new(&[KEY], Policy::default()).unwrap();
-    let gate = web::Data::new(Gate { verifier, body_limit: 1 << 20, body_timeout: std::time::Duration::from_secs(5) });
-    let receiver = web::Data::new(Receiver::inline(Nothing, &gate, false, 10_000_000));
-    let service = system.block_on(test::init_service(App::new().configure(app::configure(
-        "/webhook",
-        gate.clone(),
-        receiver.clone(),
-    ))));
+    let receiver =
+        ServiceBuilder::new(Nothing, [KEY]).storage(Storage::Inline { replay_capacity: 10_000_000 }).build().unwrap();
+    let service = system.block_on(test::init_service(App::new().configure(receiver.routes())));
     let counter = AtomicU64::new(0);
     c.bench_function("in_process/typed", |b| {
         b.iter_batched(

@@ -30,14 +30,11 @@ use crate::middleware::{Delivery, Gate, verify_delivery};
 use crate::replay::{Begin, ReplayCache};
 use crate::runtime::{DeliveryContext, Envelope, Unmatched, envelope, leading_event};
 
-/// The default number of deliveries the replay cache remembers at once.
-pub const DEFAULT_REPLAY_CAPACITY: usize = 200_000;
-
-/// Everything the receiving endpoint needs.
+/// Everything the receiving endpoint needs (assembled by [`crate::service::ServiceBuilder`]).
 pub struct Receiver<H> {
-    pub handler: Arc<H>,
+    pub(crate) handler: Arc<H>,
     /// Unmatched deliveries are refused with 422 instead of going to the fallback.
-    pub strict: bool,
+    pub(crate) strict: bool,
     mode: Mode,
 }
 
@@ -55,25 +52,14 @@ enum Mode {
 impl<H: WebhookHandler> Receiver<H> {
     /// Deliveries are stored in `inbox` and answered once committed; its dispatcher calls
     /// `handler`.
-    pub fn with_inbox(handler: Arc<H>, inbox: Arc<dyn Inbox>, strict: bool) -> Self {
+    pub(crate) fn with_inbox(handler: Arc<H>, inbox: Arc<dyn Inbox>, strict: bool) -> Self {
         Self { handler, strict, mode: Mode::Inbox(inbox) }
     }
 
-    /// Deliveries are handled before they are answered (no storage).
-    pub fn inline(handler: H, gate: &Gate, strict: bool, replay_capacity: usize) -> Self {
-        let max_age = gate.verifier.policy().max_age;
-        Self {
-            handler: Arc::new(handler),
-            strict,
-            mode: Mode::Inline { replay: ReplayCache::new(replay_capacity), max_age },
-        }
-    }
-
-    pub fn inbox(&self) -> Option<&Arc<dyn Inbox>> {
-        match &self.mode {
-            Mode::Inbox(inbox) => Some(inbox),
-            Mode::Inline { .. } => None,
-        }
+    /// Deliveries are handled before they are answered (no storage); a retry is recognised
+    /// for `max_age` (verification refuses it after that), `replay_capacity` at once.
+    pub(crate) fn inline(handler: Arc<H>, max_age: Duration, strict: bool, replay_capacity: usize) -> Self {
+        Self { handler, strict, mode: Mode::Inline { replay: ReplayCache::new(replay_capacity), max_age } }
     }
 }
 
@@ -314,10 +300,4 @@ fn delivery_id(delivery: &Delivery) -> String {
     hex::encode_to_slice(&delivery.verified.signature[..8], &mut id).expect("16 hex digits for 8 bytes");
     // `hex::encode` collects `char`s one at a time; this is one allocation and a copy.
     String::from_utf8_lossy(&id).into_owned()
-}
-
-/// How old a delivery may be before it is refused (for the startup log).
-pub fn describe_window(gate: &Gate) -> String {
-    let p = gate.verifier.policy();
-    format!("max age {} s, max future {} s, unit {:?}", p.max_age.as_secs(), p.max_future.as_secs(), p.unit)
 }

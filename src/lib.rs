@@ -44,6 +44,7 @@ extern crate self as meet_webhooks;
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod defaults;
 pub mod error;
 pub mod generated;
 pub mod handler;
@@ -54,6 +55,7 @@ pub mod metrics;
 pub mod middleware;
 mod replay;
 pub mod runtime;
+pub mod service;
 pub mod verify;
 
 pub use generated::{Event, WEBHOOKS, WebhookHandler, dispatch, types};

@@ -22,12 +22,7 @@ use crate::error::Rejection;
 use crate::metrics;
 use crate::verify::{SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, Verifier};
 
-/// The default body limit (the provider's deliveries are a few KB).
-pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
-/// The default time a client gets to send its whole body.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the middleware checks deliveries against.
+/// What the middleware checks deliveries against (defaults: [`crate::defaults`]).
 #[derive(Debug)]
 pub struct Gate {
     pub verifier: Verifier,

@@ -17,6 +17,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::clock::millis_since_epoch;
+use crate::defaults;
 
 use hmac::{KeyInit, Mac};
 
@@ -26,10 +27,6 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 pub const TIMESTAMP_HEADER: &str = "x-timestamp";
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "x-signature";
-/// The provider's own limit on a delivery's age.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(120);
-/// How far ahead of our clock a timestamp may be (clock skew between provider and receiver).
-pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(30);
 /// Timestamps at or above this are milliseconds: as seconds it would be the year 5138, as
 /// milliseconds it is 1973.
 const MILLISECONDS_FROM: i64 = 100_000_000_000;
@@ -43,6 +40,17 @@ pub enum TimestampUnit {
     Auto,
     Seconds,
     Milliseconds,
+}
+
+impl std::fmt::Display for TimestampUnit {
+    /// As the flag takes it: `auto`, `s`, `ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Seconds => "s",
+            Self::Milliseconds => "ms",
+        })
+    }
 }
 
 impl std::str::FromStr for TimestampUnit {
@@ -67,7 +75,7 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { max_age: DEFAULT_MAX_AGE, max_future: DEFAULT_MAX_FUTURE, unit: TimestampUnit::Auto }
+        Self { max_age: defaults::MAX_AGE, max_future: defaults::MAX_FUTURE, unit: TimestampUnit::Auto }
     }
 }
 

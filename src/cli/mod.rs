@@ -9,15 +9,16 @@ mod inspect;
 mod send;
 mod serve;
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::DEFAULT_REPLAY_CAPACITY;
-use crate::middleware::DEFAULT_BODY_LIMIT;
+use crate::defaults;
 use crate::verify::{Policy, TimestampUnit};
 
 // No `Debug` on the argument types: they hold keys, which must never be printed.
@@ -115,13 +116,13 @@ struct KeyArgs {
 #[derive(Clone, Args)]
 struct PolicyArgs {
     /// Oldest acceptable X-Timestamp, in seconds.
-    #[arg(long, env = "MEET_WEBHOOKS_MAX_AGE", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
-    max_age: u64,
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_AGE", default_value_t = Seconds(defaults::MAX_AGE), allow_hyphen_values = true)]
+    max_age: Seconds,
     /// How far in the future X-Timestamp may be, in seconds (clock skew).
-    #[arg(long, env = "MEET_WEBHOOKS_MAX_FUTURE", default_value_t = 30)]
-    max_future: u64,
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_FUTURE", default_value_t = Seconds(defaults::MAX_FUTURE), allow_hyphen_values = true)]
+    max_future: Seconds,
     /// Unit of X-Timestamp: auto (by magnitude), s or ms.
-    #[arg(long, env = "MEET_WEBHOOKS_TIMESTAMP_UNIT", default_value = "auto")]
+    #[arg(long, env = "MEET_WEBHOOKS_TIMESTAMP_UNIT", default_value_t = TimestampUnit::Auto)]
     timestamp_unit: TimestampUnit,
 }
 
@@ -132,28 +133,28 @@ struct ServeArgs {
     #[command(flatten)]
     policy: PolicyArgs,
     /// Address to listen on.
-    #[arg(long, env = "MEET_WEBHOOKS_BIND", default_value = "127.0.0.1:5080")]
+    #[arg(long, env = "MEET_WEBHOOKS_BIND", default_value = defaults::BIND)]
     bind: SocketAddr,
     /// The path OpenVidu Meet posts every event to.
-    #[arg(long, env = "MEET_WEBHOOKS_PATH", default_value = "/webhook", value_parser = parse_path)]
+    #[arg(long, env = "MEET_WEBHOOKS_PATH", default_value = defaults::PATH, value_parser = parse_path)]
     path: String,
     /// Largest accepted body, in bytes.
-    #[arg(long, env = "MEET_WEBHOOKS_BODY_LIMIT", default_value_t = DEFAULT_BODY_LIMIT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "MEET_WEBHOOKS_BODY_LIMIT", default_value_t = defaults::BODY_LIMIT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     body_limit: usize,
     /// Seconds a client gets to send its request head, and again its body.
-    #[arg(long, env = "MEET_WEBHOOKS_REQUEST_TIMEOUT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    request_timeout: u64,
+    #[arg(long, env = "MEET_WEBHOOKS_REQUEST_TIMEOUT", default_value_t = Seconds(defaults::REQUEST_TIMEOUT), allow_hyphen_values = true)]
+    request_timeout: Seconds,
     /// Refuse (422) deliveries that match no typed webhook instead of handing them to the
     /// fallback handler.
     #[arg(long, env = "MEET_WEBHOOKS_STRICT")]
     strict: bool,
     /// How many recent deliveries are remembered to acknowledge retries without handling them
     /// twice.
-    #[arg(long, env = "MEET_WEBHOOKS_REPLAY_CAPACITY", default_value_t = DEFAULT_REPLAY_CAPACITY)]
+    #[arg(long, env = "MEET_WEBHOOKS_REPLAY_CAPACITY", default_value_t = defaults::REPLAY_CAPACITY)]
     replay_capacity: usize,
     /// HTTP worker threads (default: one per core but one, at least one: the inbox's writer
     /// and dispatcher threads need a core too).
-    #[arg(long, env = "MEET_WEBHOOKS_WORKERS")]
+    #[arg(long, env = "MEET_WEBHOOKS_WORKERS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     workers: Option<usize>,
     #[command(flatten)]
     inbox: InboxArgs,
@@ -162,7 +163,7 @@ struct ServeArgs {
 #[derive(Clone, Args)]
 struct DataDirArg {
     /// Where the inbox (an SQLite file) lives; created on first start.
-    #[arg(long, env = "MEET_WEBHOOKS_DATA_DIR", default_value = "./data")]
+    #[arg(long, env = "MEET_WEBHOOKS_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
 }
 
@@ -174,23 +175,23 @@ struct InboxArgs {
     #[arg(long, env = "MEET_WEBHOOKS_NO_INBOX")]
     no_inbox: bool,
     /// Handlers running at once (events of one room always run one at a time, in order).
-    #[arg(long, env = "MEET_WEBHOOKS_CONCURRENCY", default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "MEET_WEBHOOKS_CONCURRENCY", default_value_t = defaults::CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     concurrency: usize,
     /// Attempts per delivery before it is dead (kept for `inbox replay`).
-    #[arg(long, env = "MEET_WEBHOOKS_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
     max_attempts: u32,
     /// Seconds before the first retry of a failed handler; doubled for each further one.
-    #[arg(long, env = "MEET_WEBHOOKS_RETRY_DELAY", default_value_t = 1.0)]
-    retry_delay: f64,
+    #[arg(long, env = "MEET_WEBHOOKS_RETRY_DELAY", default_value_t = Seconds(defaults::RETRY_DELAY), allow_hyphen_values = true)]
+    retry_delay: Seconds,
     /// Longest wait between retries, in seconds.
-    #[arg(long, env = "MEET_WEBHOOKS_RETRY_MAX_DELAY", default_value_t = 300.0)]
-    retry_max_delay: f64,
+    #[arg(long, env = "MEET_WEBHOOKS_RETRY_MAX_DELAY", default_value_t = Seconds(defaults::RETRY_MAX_DELAY), allow_hyphen_values = true)]
+    retry_max_delay: Seconds,
     /// Hours a handled delivery is kept before it is pruned (dead ones are kept until replayed).
-    #[arg(long, env = "MEET_WEBHOOKS_RETENTION_HOURS", default_value_t = 168.0)]
-    retention_hours: f64,
+    #[arg(long, env = "MEET_WEBHOOKS_RETENTION_HOURS", default_value_t = Hours(defaults::RETENTION), allow_hyphen_values = true)]
+    retention_hours: Hours,
     /// Seconds running handlers get to finish on shutdown; the rest stay pending.
-    #[arg(long, env = "MEET_WEBHOOKS_SHUTDOWN_GRACE", default_value_t = 30)]
-    shutdown_grace: u64,
+    #[arg(long, env = "MEET_WEBHOOKS_SHUTDOWN_GRACE", default_value_t = Seconds(defaults::SHUTDOWN_GRACE), allow_hyphen_values = true)]
+    shutdown_grace: Seconds,
 }
 
 #[derive(Args)]
@@ -279,10 +280,52 @@ impl KeyArgs {
 
 impl PolicyArgs {
     fn policy(&self) -> Policy {
-        Policy {
-            max_age: Duration::from_secs(self.max_age),
-            max_future: Duration::from_secs(self.max_future),
-            unit: self.timestamp_unit,
-        }
+        Policy { max_age: self.max_age.0, max_future: self.max_future.0, unit: self.timestamp_unit }
+    }
+}
+
+/// A duration given in seconds (fractions allowed), shown in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seconds(Duration);
+
+/// A duration given in hours (fractions allowed), shown in hours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Hours(Duration);
+
+/// At most about 31 years: far beyond any sensible setting, and far from overflowing a
+/// timestamp in milliseconds when added to one.
+const LONGEST: Duration = Duration::from_secs(1 << 30);
+
+fn parse_duration(text: &str, unit: &str, seconds_per_unit: f64) -> Result<Duration, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of {unit}"))?;
+    Duration::try_from_secs_f64(value * seconds_per_unit)
+        .ok()
+        .filter(|d| *d <= LONGEST)
+        .ok_or_else(|| format!("{text}: must be from 0 to {} {unit}", LONGEST.as_secs_f64() / seconds_per_unit))
+}
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text, "seconds", 1.0).map(Self)
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
+}
+
+impl FromStr for Hours {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text, "hours", 3600.0).map(Self)
+    }
+}
+
+impl fmt::Display for Hours {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64() / 3600.0)
     }
 }

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::{Claim, ClaimRequest, Claimed, Completed, Completion, Inbox, Kind, Outcome, StoreError};
 use crate::clock::{now_ms, system_time};
+use crate::defaults;
 use crate::generated::{Event, WebhookHandler};
 use crate::handling::hand_over;
 use crate::runtime::DeliveryContext;
@@ -35,7 +36,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 8, base: Duration::from_secs(1), max: Duration::from_secs(300) }
+        Self { max_attempts: defaults::MAX_ATTEMPTS, base: defaults::RETRY_DELAY, max: defaults::RETRY_MAX_DELAY }
     }
 }
 
@@ -47,10 +48,6 @@ impl RetryPolicy {
     }
 }
 
-/// How long a claim lasts unless renewed. Renewed every third of it while its handler runs,
-/// so only a process that stopped (or froze) for this long loses its claims.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-
 /// The dispatcher's settings.
 pub struct Dispatcher<H> {
     pub inbox: Arc<dyn Inbox>,
@@ -58,7 +55,7 @@ pub struct Dispatcher<H> {
     /// Handlers running at once (a slot lasts until the outcome is committed).
     pub concurrency: usize,
     pub retry: RetryPolicy,
-    /// See [`DEFAULT_LEASE`].
+    /// How long a claim lasts unless renewed ([`defaults::LEASE`]).
     pub lease: Duration,
     /// Done deliveries older than this are deleted.
     pub retention: Duration,

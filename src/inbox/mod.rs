@@ -45,7 +45,7 @@ use actix_web::web::Bytes;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-pub use dispatch::{DEFAULT_LEASE, Dispatcher, DispatcherHandle, RetryPolicy};
+pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
 pub use sqlite::SqliteInbox;
 
 /// What the request path stores.

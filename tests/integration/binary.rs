@@ -126,6 +126,13 @@ fn bad_flag_values_name_the_flag() {
         (&["serve", "--key", "k", "--max-age", "0"][..], "--max-age"),
         (&["serve", "--key", "k", "--body-limit", "0"][..], "--body-limit"),
         (&["serve", "--key-file", "/nonexistent/keys"][..], "--key-file"),
+        (&["serve", "--key", "k", "--max-age", "-5"][..], "--max-age"),
+        (&["serve", "--key", "k", "--max-age", "18446744073709551615"][..], "--max-age"),
+        (&["serve", "--key", "k", "--workers", "0"][..], "--workers"),
+        (&["serve", "--key", "k", "--concurrency", "0"][..], "--concurrency"),
+        (&["serve", "--key", "k", "--request-timeout", "0"][..], "--request-timeout"),
+        (&["serve", "--key", "k", "--retry-delay", "10", "--retry-max-delay", "1"][..], "--retry-delay"),
+        (&["serve", "--key", "k", "--retention-hours", "0.01"][..], "--retention-hours"),
     ] {
         let (code, _, stderr) = run(args, b"");
         assert_eq!(code, 2, "{args:?}: {stderr}");

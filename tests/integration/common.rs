@@ -3,17 +3,15 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
 use meet_webhooks::WebhookHandler;
-use meet_webhooks::app::{self, Receiver};
-use meet_webhooks::inbox::{DEFAULT_LEASE, Dispatcher, Filter, Inbox, RetryPolicy, SqliteInbox, Stored};
-use meet_webhooks::middleware::Gate;
+use meet_webhooks::inbox::{Filter, Inbox, RetryPolicy, SqliteInbox, Stored};
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, Unmatched, UnmatchedEvent, WebhookInfo};
-use meet_webhooks::verify::{Policy, Verifier, sign};
+use meet_webhooks::service::{Running, ServiceBuilder, Storage};
+use meet_webhooks::verify::{Policy, sign};
 
 pub const KEY: &str = "test-api-key";
 pub const PATH: &str = "/webhook";
@@ -152,7 +150,7 @@ impl Default for Options {
 
 pub struct TestServer<H: WebhookHandler = Recorder> {
     pub addr: SocketAddr,
-    pub receiver: web::Data<Receiver<H>>,
+    running: Running<H>,
 }
 
 impl TestServer {
@@ -167,52 +165,35 @@ impl TestServer {
     }
 
     pub fn recorder(&self) -> &Recorder {
-        &self.receiver.handler
+        self.running.handler()
     }
 }
 
 impl<H: WebhookHandler> TestServer<H> {
-    /// Starts a server with `handler` on its own thread; it lives until the test process ends.
+    /// Starts a server with `handler`, assembled as `meet-webhooks serve` assembles its own, on
+    /// its own thread; it lives until the test process ends.
     pub fn with_handler(options: Options, handler: H) -> Self {
-        let verifier = Verifier::new(&options.keys, options.policy).unwrap();
-        let gate = web::Data::new(Gate { verifier, body_limit: options.body_limit, body_timeout: options.timeout });
-        let receiver = web::Data::new(match &options.inbox {
-            None => Receiver::inline(handler, &gate, options.strict, options.replay_capacity),
-            Some(settings) => {
-                let inbox: Arc<dyn Inbox> = Arc::new(SqliteInbox::open(&settings.dir, "test").unwrap());
-                let handler = Arc::new(handler);
-                let dispatcher = Dispatcher {
-                    inbox: inbox.clone(),
-                    handler: handler.clone(),
-                    concurrency: settings.concurrency,
-                    retry: settings.retry,
-                    lease: DEFAULT_LEASE,
-                    retention: Duration::from_secs(3600),
-                    shutdown_grace: Duration::from_secs(1),
-                };
-                // Runs until the test process ends.
-                std::mem::forget(dispatcher.spawn());
-                Receiver::with_inbox(handler, inbox, options.strict)
-            }
-        });
-        let shared = receiver.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let receiver = shared;
-                let server =
-                    HttpServer::new(move || App::new().configure(app::configure(PATH, gate.clone(), receiver.clone())))
-                        .workers(1)
-                        .client_request_timeout(options.timeout)
-                        .disable_signals()
-                        .bind("127.0.0.1:0")
-                        .unwrap();
-                tx.send(server.addrs()[0]).unwrap();
-                server.run().await.unwrap();
-            });
-        });
-        let addr = rx.recv().unwrap();
-        Self { addr, receiver }
+        let storage = match &options.inbox {
+            None => Storage::Inline { replay_capacity: options.replay_capacity },
+            Some(settings) => Storage::Sqlite(settings.dir.clone()),
+        };
+        let mut builder = ServiceBuilder::new(handler, &options.keys)
+            .policy(options.policy)
+            .path(PATH)
+            .strict(options.strict)
+            .body_limit(options.body_limit)
+            .request_timeout(options.timeout)
+            .storage(storage)
+            .replica_id("test")
+            .retention(Duration::from_secs(3600))
+            .shutdown_grace(Duration::from_secs(1))
+            .signals(false);
+        if let Some(settings) = &options.inbox {
+            builder = builder.retry(settings.retry).concurrency(settings.concurrency);
+        }
+        let bound = builder.build().unwrap().bind("127.0.0.1:0".parse().unwrap(), Some(1)).unwrap();
+        let running = bound.spawn().unwrap();
+        Self { addr: running.addr, running }
     }
 
     pub fn url(&self) -> String {

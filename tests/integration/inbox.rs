@@ -280,7 +280,7 @@ fn inbox_stats_and_show_read_the_same_directory() {
 
 #[test]
 fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_rest_pending() {
-    use meet_webhooks::inbox::{DEFAULT_LEASE, Dispatcher, RetryPolicy};
+    use meet_webhooks::inbox::{Dispatcher, RetryPolicy};
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -293,7 +293,7 @@ fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_
             handler: recorder.clone(),
             concurrency: 1,
             retry: RetryPolicy::default(),
-            lease: DEFAULT_LEASE,
+            lease: meet_webhooks::defaults::LEASE,
             retention: Duration::from_secs(3600),
             shutdown_grace: Duration::from_millis(grace_ms),
         }

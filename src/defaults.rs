@@ -1,0 +1,36 @@
+//! Every default of the service, once: the library's builder, the dispatcher, the verifier
+//! and the CLI's `--help` all read them from here.
+
+use std::time::Duration;
+
+/// The provider's own receivers refuse a timestamp this old.
+pub const MAX_AGE: Duration = Duration::from_secs(120);
+/// Clock skew allowed for a timestamp in the future.
+pub const MAX_FUTURE: Duration = Duration::from_secs(30);
+/// How long a claim on a delivery lasts unless renewed. Renewed every third of it while its
+/// handler runs, so only a process that stopped (or froze) for this long loses its claims.
+pub const LEASE: Duration = Duration::from_secs(30);
+
+pub const BIND: &str = "127.0.0.1:5080";
+/// The one path the provider posts every event to.
+pub const PATH: &str = "/webhook";
+pub const DATA_DIR: &str = "./data";
+/// The provider's deliveries are a few KB.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+/// For the request head, and again for the body.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Without the inbox: deliveries remembered to recognise retries.
+pub const REPLAY_CAPACITY: usize = 200_000;
+/// Handlers running at once.
+pub const CONCURRENCY: usize = 4;
+pub const MAX_ATTEMPTS: u32 = 8;
+pub const RETRY_DELAY: Duration = Duration::from_secs(1);
+pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
+/// A week.
+pub const RETENTION: Duration = Duration::from_secs(168 * 3600);
+/// For running handlers on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// For requests in flight on shutdown.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle keep-alive connections are closed after this long.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(75);

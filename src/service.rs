@@ -1,0 +1,458 @@
+//! Assembling a running receiver: the one place that knows every default and puts the pieces
+//! together (the webhook route behind its verification, the operations routes, the inbox and
+//! its dispatcher, metrics), for `meet-webhooks serve`, the tests and an application that embeds
+//! the receiver alike.
+//!
+//! ```no_run
+//! # use meet_webhooks::service::ServiceBuilder;
+//! # use meet_webhooks::handler::ServiceHandler;
+//! let service = ServiceBuilder::new(ServiceHandler, ["my-openvidu-api-key"])
+//!     .data_dir("./data")
+//!     .build()?;
+//! service.bind("127.0.0.1:5080".parse()?, None)?.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! To add the routes to an actix-web application of your own instead, call
+//! [`Service::routes`] in its `App::configure`, and [`Service::shut_down`] when it stops.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web::{self, ServiceConfig};
+use actix_web::{App, HttpResponse, HttpServer};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::app::{self, Receiver};
+use crate::generated::{self, WEBHOOKS, WebhookHandler};
+use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, RetryPolicy, SqliteInbox, StoreError};
+use crate::middleware::Gate;
+use crate::verify::{KeyError, Policy, Verifier};
+
+use crate::defaults;
+
+/// Where deliveries are kept.
+pub enum Storage {
+    /// The SQLite inbox in this directory (the default: [`crate::defaults::DATA_DIR`]).
+    Sqlite(PathBuf),
+    /// An inbox of your own.
+    Inbox(Arc<dyn Inbox>),
+    /// None: each delivery is handled before it is answered, and retries are recognised in
+    /// memory, up to this many deliveries at once.
+    Inline { replay_capacity: usize },
+}
+
+/// Why a service could not be built: which setting, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("--key: {0}")]
+    Keys(#[from] KeyError),
+    #[error("{setting}: {problem}")]
+    Setting { setting: &'static str, problem: String },
+    #[error("--data-dir: {0}")]
+    Storage(#[from] StoreError),
+}
+
+/// Settings for a [`Service`], each starting at its [`defaults`] value.
+pub struct ServiceBuilder<H> {
+    handler: H,
+    keys: Vec<Vec<u8>>,
+    policy: Policy,
+    path: String,
+    body_limit: usize,
+    request_timeout: Duration,
+    strict: bool,
+    storage: Storage,
+    concurrency: usize,
+    retry: RetryPolicy,
+    retention: Duration,
+    shutdown_grace: Duration,
+    replica_id: String,
+    metrics: Option<PrometheusHandle>,
+    signals: bool,
+}
+
+impl<H: WebhookHandler> ServiceBuilder<H> {
+    /// A service that verifies deliveries with `keys` (the OpenVidu Meet API keys; several
+    /// during a rotation) and hands them to `handler`.
+    pub fn new<K: AsRef<[u8]>>(handler: H, keys: impl IntoIterator<Item = K>) -> Self {
+        Self {
+            handler,
+            keys: keys.into_iter().map(|k| k.as_ref().to_vec()).collect(),
+            policy: Policy::default(),
+            path: defaults::PATH.to_owned(),
+            body_limit: defaults::BODY_LIMIT,
+            request_timeout: defaults::REQUEST_TIMEOUT,
+            strict: false,
+            storage: Storage::Sqlite(PathBuf::from(defaults::DATA_DIR)),
+            concurrency: defaults::CONCURRENCY,
+            retry: RetryPolicy::default(),
+            retention: defaults::RETENTION,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
+            replica_id: default_replica_id(),
+            metrics: None,
+            signals: true,
+        }
+    }
+
+    /// The timestamp window and unit ([`Policy::default`]).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The URL path deliveries are posted to ([`crate::defaults::PATH`]).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// The largest body accepted ([`crate::defaults::BODY_LIMIT`]).
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// How long a client gets to send a request head, and again its body
+    /// ([`crate::defaults::REQUEST_TIMEOUT`]).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Refuse (422) deliveries that match no typed webhook instead of handing them to the
+    /// fallback (off).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// Where deliveries are kept ([`Storage::Sqlite`] in [`crate::defaults::DATA_DIR`]).
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// The SQLite inbox in `dir`.
+    pub fn data_dir(self, dir: impl Into<PathBuf>) -> Self {
+        self.storage(Storage::Sqlite(dir.into()))
+    }
+
+    /// Handlers running at once ([`crate::defaults::CONCURRENCY`]); the events of one room always run
+    /// one at a time.
+    pub fn concurrency(mut self, handlers: usize) -> Self {
+        self.concurrency = handlers;
+        self
+    }
+
+    /// When failed handlers are tried again ([`RetryPolicy::default`]).
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How long handled deliveries are kept ([`crate::defaults::RETENTION`]).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How long running handlers get to finish on shutdown ([`crate::defaults::SHUTDOWN_GRACE`]).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// The name this process claims deliveries under (host name and pid).
+    pub fn replica_id(mut self, id: impl Into<String>) -> Self {
+        self.replica_id = id.into();
+        self
+    }
+
+    /// Serves `GET /metrics` from this recorder (see [`crate::metrics::install`]); without it
+    /// there is no `/metrics` route.
+    pub fn metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
+    }
+
+    /// Whether SIGINT and SIGTERM stop the server started by [`Bound::run`] (on).
+    pub fn signals(mut self, signals: bool) -> Self {
+        self.signals = signals;
+        self
+    }
+
+    /// Checks the settings, opens the storage and starts the dispatcher.
+    pub fn build(self) -> Result<Service<H>, ServiceError> {
+        let invalid = |setting, problem: String| Err(ServiceError::Setting { setting, problem });
+        if self.policy.max_age.is_zero() {
+            return invalid("--max-age", "must be more than 0".into());
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("--request-timeout", "must be more than 0".into());
+        }
+        if self.concurrency == 0 {
+            return invalid("--concurrency", "must be at least 1".into());
+        }
+        if self.retry.base > self.retry.max {
+            return invalid(
+                "--retry-delay",
+                format!("{:?} is longer than --retry-max-delay ({:?})", self.retry.base, self.retry.max),
+            );
+        }
+        let window = self.policy.max_age.saturating_add(self.policy.max_future);
+        if !matches!(self.storage, Storage::Inline { .. }) && self.retention < window {
+            return invalid(
+                "--retention-hours",
+                format!(
+                    "{:?} is shorter than the replay window ({window:?}): a retry could be handled twice",
+                    self.retention
+                ),
+            );
+        }
+        let verifier = Verifier::new(&self.keys, self.policy)?;
+        let gate = web::Data::new(Gate { verifier, body_limit: self.body_limit, body_timeout: self.request_timeout });
+        let handler = Arc::new(self.handler);
+        let (inbox, replay_capacity): (Option<Arc<dyn Inbox>>, usize) = match self.storage {
+            Storage::Sqlite(dir) => (Some(Arc::new(SqliteInbox::open(&dir, &self.replica_id)?)), 0),
+            Storage::Inbox(inbox) => (Some(inbox), 0),
+            Storage::Inline { replay_capacity } => (None, replay_capacity),
+        };
+        let (receiver, dispatcher) = match &inbox {
+            Some(inbox) => {
+                let dispatcher = Dispatcher {
+                    inbox: inbox.clone(),
+                    handler: handler.clone(),
+                    concurrency: self.concurrency,
+                    retry: self.retry,
+                    lease: defaults::LEASE,
+                    retention: self.retention,
+                    shutdown_grace: self.shutdown_grace,
+                }
+                .spawn();
+                (Receiver::with_inbox(handler, inbox.clone(), self.strict), Some(dispatcher))
+            }
+            None => (Receiver::inline(handler, self.policy.max_age, self.strict, replay_capacity), None),
+        };
+        Ok(Service {
+            gate,
+            receiver: web::Data::new(receiver),
+            inbox,
+            dispatcher,
+            path: self.path,
+            metrics: self.metrics,
+            request_timeout: self.request_timeout,
+            signals: self.signals,
+        })
+    }
+}
+
+/// A receiver ready to serve: its routes, its inbox and its running dispatcher.
+pub struct Service<H> {
+    gate: web::Data<Gate>,
+    receiver: web::Data<Receiver<H>>,
+    inbox: Option<Arc<dyn Inbox>>,
+    dispatcher: Option<DispatcherHandle>,
+    path: String,
+    metrics: Option<PrometheusHandle>,
+    request_timeout: Duration,
+    signals: bool,
+}
+
+impl<H: WebhookHandler> Service<H> {
+    pub fn handler(&self) -> &Arc<H> {
+        &self.receiver.handler
+    }
+
+    pub fn inbox(&self) -> Option<&Arc<dyn Inbox>> {
+        self.inbox.as_ref()
+    }
+
+    /// The webhook route and `GET /healthz`, `/readyz` and (with a recorder) `/metrics`, for
+    /// `App::configure`. Call it once per HTTP worker: the state is shared.
+    pub fn routes(&self) -> impl Fn(&mut ServiceConfig) + Clone + Send + 'static {
+        let (path, gate, receiver) = (self.path.clone(), self.gate.clone(), self.receiver.clone());
+        let (metrics, inbox) = (self.metrics.clone(), self.inbox.clone());
+        move |config: &mut ServiceConfig| {
+            app::configure(&path, gate.clone(), receiver.clone())(config);
+            operations(config, metrics.clone(), inbox.clone());
+        }
+    }
+
+    /// Listens on `addr` (port 0: any free port) with `workers` HTTP threads (default: one per
+    /// core but one; the inbox's threads need a core too).
+    pub fn bind(self, addr: SocketAddr, workers: Option<usize>) -> std::io::Result<Bound<H>> {
+        let listener = TcpListener::bind(addr)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Bound { service: self, listener, workers: workers.unwrap_or_else(|| default_workers(cores)) })
+    }
+
+    /// Stops the dispatcher (running handlers get the grace period) and lets go of the storage.
+    pub fn shut_down(mut self) {
+        if let Some(dispatcher) = self.dispatcher.take() {
+            dispatcher.stop();
+        }
+        if let Some(inbox) = self.inbox.take() {
+            actix_web::rt::System::new().block_on(inbox.close());
+        }
+    }
+
+    fn server(&self, listener: TcpListener, workers: usize) -> std::io::Result<actix_web::dev::Server> {
+        let routes = self.routes();
+        let server = HttpServer::new(move || App::new().configure(routes.clone()))
+            .workers(workers)
+            // Time to receive the request head; the body has its own limit in the middleware.
+            .client_request_timeout(self.request_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .keep_alive(defaults::KEEP_ALIVE)
+            // On SIGINT/SIGTERM: stop accepting, give in-flight deliveries this long, then exit.
+            .shutdown_timeout(defaults::SHUTDOWN_TIMEOUT.as_secs())
+            .listen(listener)?;
+        Ok(if self.signals { server } else { server.disable_signals() }.run())
+    }
+
+    fn describe(&self, addr: SocketAddr) -> String {
+        let policy = self.gate.verifier.policy();
+        format!(
+            "meet-webhooks {} listening on http://{addr}{} (spec {} {}, {} webhooks, {} key(s), max age {} s, max \
+             future {} s, unit {}{}{})",
+            env!("CARGO_PKG_VERSION"),
+            self.path,
+            generated::SPEC_TITLE,
+            generated::SPEC_VERSION,
+            WEBHOOKS.len(),
+            self.gate.verifier.key_count(),
+            policy.max_age.as_secs(),
+            policy.max_future.as_secs(),
+            policy.unit,
+            self.inbox.as_ref().map(|i| format!(", inbox {}", i.describe())).unwrap_or_else(|| ", no inbox".into()),
+            if self.receiver.strict { ", strict" } else { "" }
+        )
+    }
+}
+
+/// A service with its listening socket.
+pub struct Bound<H> {
+    service: Service<H>,
+    listener: TcpListener,
+    workers: usize,
+}
+
+impl<H: WebhookHandler> Bound<H> {
+    pub fn addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until SIGINT or SIGTERM (see [`ServiceBuilder::signals`]), then shuts down:
+    /// in-flight requests finish, then running handlers get their grace period.
+    pub fn run(self) -> std::io::Result<()> {
+        let Self { service, listener, workers } = self;
+        log::info!("{}", service.describe(listener.local_addr()?));
+        let served = actix_web::rt::System::new().block_on(async { service.server(listener, workers)?.await });
+        service.shut_down();
+        log::info!("stopped");
+        served
+    }
+
+    /// Serves on a thread of its own (for tests and tools); [`Running::stop`] ends it.
+    pub fn spawn(self) -> std::io::Result<Running<H>> {
+        let Self { service, listener, workers } = self;
+        let addr = listener.local_addr()?;
+        let (handler, inbox) = (service.handler().clone(), service.inbox.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("meet-webhooks-server".into()).spawn(move || {
+            let served = actix_web::rt::System::new().block_on(async {
+                let server = service.server(listener, workers)?;
+                let _ = tx.send(server.handle());
+                server.await
+            });
+            service.shut_down();
+            served
+        })?;
+        let handle = rx.recv().map_err(|_| std::io::Error::other("the server did not start"))?;
+        Ok(Running { addr, handler, inbox, handle, thread: Some(thread) })
+    }
+}
+
+/// A service running on its own thread.
+pub struct Running<H> {
+    pub addr: SocketAddr,
+    handler: Arc<H>,
+    inbox: Option<Arc<dyn Inbox>>,
+    handle: ServerHandle,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl<H> Running<H> {
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
+    pub fn inbox(&self) -> Option<&Arc<dyn Inbox>> {
+        self.inbox.as_ref()
+    }
+
+    /// Stops as a signal would: in-flight requests finish, then running handlers.
+    pub fn stop(mut self) -> std::io::Result<()> {
+        actix_web::rt::System::new().block_on(self.handle.stop(true));
+        self.thread.take().map_or(Ok(()), |t| t.join().unwrap_or_else(|_| Err(std::io::Error::other("panicked"))))
+    }
+}
+
+/// `/healthz` (the process is up), `/readyz` (storage takes writes), `/metrics`.
+fn operations(config: &mut ServiceConfig, metrics: Option<PrometheusHandle>, inbox: Option<Arc<dyn Inbox>>) {
+    config
+        .app_data(web::Data::new(inbox))
+        .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", web::get().to(ready));
+    if let Some(metrics) = metrics {
+        config.app_data(web::Data::new(metrics)).route(
+            "/metrics",
+            web::get().to(|metrics: web::Data<PrometheusHandle>| async move {
+                HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
+            }),
+        );
+    }
+}
+
+async fn ready(inbox: web::Data<Option<Arc<dyn Inbox>>>) -> HttpResponse {
+    if let Some(inbox) = inbox.as_ref()
+        && let Err(e) = inbox.check().await
+    {
+        // The detail (paths, causes) is for the log, not the client.
+        log::warn!("not ready: {e}");
+        return crate::error::Rejection::StorageUnavailable.response();
+    }
+    HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+}
+
+/// This machine's name and this process's id, for claims and logs.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// One HTTP worker per core but one (at least one). The inbox's writer and dispatcher threads
+/// need CPU of their own, and an HTTP worker that shares its core with them (or with anything
+/// else busy) switches threads more than it serves: on 2 cores, 1 worker measured 21% more
+/// deliveries/s than 2 without the inbox and the same with it (bench/run.sh).
+fn default_workers(cores: usize) -> usize {
+    cores.saturating_sub(1).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_core_is_left_for_the_inbox() {
+        let workers: Vec<usize> = [0, 1, 2, 4, 16].into_iter().map(super::default_workers).collect();
+        assert_eq!(workers, [1, 1, 1, 3, 15]);
+    }
+}
