@@ -9,64 +9,57 @@
 
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
-use hmac::{KeyInit, Mac};
+use clap::{Parser, ValueEnum};
+use meet_webhooks_signature::{Key, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+#[derive(Parser)]
+#[command(about = "A bare actix-web server to measure the receiver against")]
+struct Args {
+    #[arg(long, value_enum, default_value_t = Mode::Floor)]
+    mode: Mode,
+    /// The key deliveries are signed with (verify mode).
+    #[arg(long, default_value = "")]
+    key: String,
+    #[arg(long, default_value = "127.0.0.1:5081")]
+    bind: String,
+    /// HTTP workers (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// 200 to any POST after reading its body.
+    Floor,
+    /// 200 if the signature verifies, 401 if not; nothing else.
+    Verify,
+}
 
 fn main() -> std::io::Result<()> {
-    let mut mode = "floor".to_owned();
-    let mut key = String::new();
-    let mut bind = "127.0.0.1:5081".to_owned();
-    let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        match flag.as_str() {
-            "--mode" => mode = value,
-            "--key" => key = value,
-            "--bind" => bind = value,
-            "--workers" => {
-                workers = value.parse().unwrap_or_else(|_| usage(&format!("--workers {value}: not a number")))
-            }
-            other => usage(&format!("unknown argument {other}")),
-        }
-    }
-    let mac = HmacSha256::new_from_slice(key.as_bytes()).expect("any key length");
-    let verify = match mode.as_str() {
-        "floor" => false,
-        "verify" => true,
-        other => usage(&format!("--mode {other}: use floor or verify")),
-    };
+    let args = Args::parse();
+    let key = Key::new(args.key.as_bytes());
+    let verify = args.mode == Mode::Verify;
+    let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
     actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
-            let mac = mac.clone();
+            let key = key.clone();
             App::new().default_service(web::to(move |req: HttpRequest, body: Bytes| {
-                let ok = !verify || verifies(&mac, &req, &body);
+                let ok = !verify || verifies(&key, &req, &body);
                 async move { if ok { HttpResponse::Ok().finish() } else { HttpResponse::Unauthorized().finish() } }
             }))
         })
         .workers(workers)
-        .bind(&bind)
-        .unwrap_or_else(|e| usage(&format!("--bind {bind}: {e} (another server on that port? pick another)")));
-        eprintln!("baseline {mode} listening on {bind}");
+        .bind(&args.bind)?;
+        eprintln!("baseline listening on {}", args.bind);
         server.run().await
     })
 }
 
-fn usage(problem: &str) -> ! {
-    eprintln!("error: {problem}\nusage: baseline [--mode floor|verify] [--key KEY] [--bind ADDR] [--workers N]");
-    std::process::exit(2)
-}
-
-fn verifies(mac: &HmacSha256, req: &HttpRequest, body: &[u8]) -> bool {
+fn verifies(key: &Key, req: &HttpRequest, body: &[u8]) -> bool {
     let header = |name| req.headers().get(name).map(|v| v.as_bytes());
-    let (Some(timestamp), Some(signature)) = (header("x-timestamp"), header("x-signature")) else {
+    let (Some(timestamp), Some(signature)) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER)) else {
         return false;
     };
-    let Ok(signature) = hex::decode(signature) else { return false };
-    let mut mac = mac.clone();
-    mac.update(timestamp);
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
+    let mut decoded = [0u8; 32];
+    hex::decode_to_slice(signature, &mut decoded).is_ok() && key.verifies(timestamp, body, &decoded)
 }

@@ -22,48 +22,38 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use meet_webhooks::WEBHOOKS;
-use meet_webhooks::verify::sign;
+use meet_webhooks_signature::sign;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Drives a receiver with distinct, freshly signed deliveries and reports what it saw.
+#[derive(clap::Parser)]
 struct Args {
+    /// The receiver's webhook URL (http, 127.0.0.1).
+    #[arg(long, default_value = "http://127.0.0.1:5080/webhook")]
     url: String,
+    /// The key to sign with.
+    #[arg(long, env = "MEET_WEBHOOKS_KEY", hide_env_values = true)]
     key: String,
-    connections: usize,
+    /// Keep-alive connections, each with one request in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    connections: u16,
+    /// How long to send, at most 600 s.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     seconds: f64,
+    /// The receiver's process: its CPU time per delivery is reported too.
+    #[arg(long)]
     pid: Option<u32>,
-    threads: usize,
+    /// Runtime threads of the load tool itself.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        url: "http://127.0.0.1:5080/webhook".into(),
-        key: std::env::var("MEET_WEBHOOKS_KEY").unwrap_or_default(),
-        connections: 64,
-        seconds: 10.0,
-        pid: None,
-        threads: 1,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--url" => args.url = value()?,
-            "--key" => args.key = value()?,
-            "--connections" => args.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?,
-            "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--pid" => args.pid = Some(value()?.parse().map_err(|e| format!("--pid: {e}"))?),
-            "--threads" => args.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
-            other => return Err(format!("unknown argument {other}")),
-        }
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 600.0 => Ok(s),
+        _ => Err(format!("{text}: a number of seconds in (0, 600]")),
     }
-    if args.key.is_empty() {
-        return Err("--key (or MEET_WEBHOOKS_KEY) is required".into());
-    }
-    if !(args.seconds > 0.0 && args.seconds <= 600.0) || args.connections == 0 || args.connections > 1024 {
-        return Err("--seconds must be in (0, 600] and --connections in 1..=1024".into());
-    }
-    Ok(args)
 }
 
 /// Each webhook's example body from the spec, serialized once with markers where the
@@ -145,10 +135,7 @@ struct Totals {
 }
 
 fn main() {
-    let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
+    let args = <Args as clap::Parser>::parse();
     let (addr, host, path) = split_url(&args.url).unwrap_or_else(|e| {
         eprintln!("error: --url: {e}");
         std::process::exit(2)
@@ -157,7 +144,11 @@ fn main() {
         // One thread: no wake-ups across threads.
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build().unwrap()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.threads))
+            .enable_all()
+            .build()
+            .unwrap()
     };
     let templates = Arc::new(Templates::new());
     let totals = Arc::new(Totals::default());

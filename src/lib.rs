@@ -42,6 +42,7 @@
 extern crate self as meet_webhooks;
 
 pub mod app;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod clock;
 pub mod defaults;

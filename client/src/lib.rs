@@ -18,7 +18,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hmac::{KeyInit, Mac};
+pub use meet_webhooks_signature::TimestampUnit;
+use meet_webhooks_signature::{Key, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use progenitor_client::{ClientHooks, OperationInfo};
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
@@ -30,35 +31,21 @@ mod generated {
 
 pub use generated::*;
 
-/// How the client signs.
-#[derive(Clone)]
+/// How the client signs (its `Debug` never shows the key).
+#[derive(Debug, Clone)]
 pub struct Signing {
-    key: Vec<u8>,
+    key: Key,
     unit: TimestampUnit,
     timestamp: Option<i64>,
 }
 
-impl std::fmt::Debug for Signing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signing").field("unit", &self.unit).field("timestamp", &self.timestamp).finish_non_exhaustive()
-    }
-}
-
-/// The unit of `X-Timestamp`: the provider sends milliseconds; its spec once said seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TimestampUnit {
-    #[default]
-    Milliseconds,
-    Seconds,
-}
-
 impl Signing {
-    /// Signs with `key` and the current time in milliseconds.
+    /// Signs with `key` and the current time in milliseconds, as the provider does.
     pub fn new(key: impl AsRef<[u8]>) -> Self {
-        Self { key: key.as_ref().to_vec(), unit: TimestampUnit::Milliseconds, timestamp: None }
+        Self { key: Key::new(key.as_ref()), unit: TimestampUnit::Milliseconds, timestamp: None }
     }
 
-    /// Sends `X-Timestamp` in this unit.
+    /// Sends `X-Timestamp` in this unit (`Auto` sends milliseconds).
     pub fn unit(mut self, unit: TimestampUnit) -> Self {
         self.unit = unit;
         self
@@ -73,20 +60,13 @@ impl Signing {
     /// The `X-Timestamp` value to send now.
     pub fn timestamp(&self) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let value = self.timestamp.unwrap_or(match self.unit {
-            TimestampUnit::Milliseconds => now.as_millis() as i64,
-            TimestampUnit::Seconds => now.as_secs() as i64,
-        });
-        value.to_string()
+        let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
+        self.timestamp.unwrap_or_else(|| self.unit.from_millis(now_ms)).to_string()
     }
 
-    /// Lower-case hex of HMAC-SHA256(key, "<timestamp>.<body>").
+    /// The `X-Signature` value: lower-case hex of HMAC-SHA256(key, "<timestamp>.<body>").
     pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("HMAC accepts any key length");
-        mac.update(timestamp.as_bytes());
-        mac.update(b".");
-        mac.update(body);
-        hex::encode(mac.finalize().into_bytes())
+        hex::encode(self.key.sign(timestamp.as_bytes(), body))
     }
 
     fn apply(&self, request: &mut reqwest::Request) {
@@ -97,8 +77,8 @@ impl Signing {
         // progenitor adds an `api-version` header; the provider does not.
         headers.remove("api-version");
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert("x-timestamp", HeaderValue::from_str(&timestamp).expect("digits are a valid header"));
-        headers.insert("x-signature", HeaderValue::from_str(&signature).expect("hex is a valid header"));
+        headers.insert(TIMESTAMP_HEADER, HeaderValue::from_str(&timestamp).expect("digits are a valid header"));
+        headers.insert(SIGNATURE_HEADER, HeaderValue::from_str(&signature).expect("hex is a valid header"));
     }
 }
 

@@ -208,8 +208,8 @@ struct SendArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Unit of X-Timestamp: ms (what the provider sends) or s.
-    #[arg(long, default_value = "ms", value_parser = ["ms", "s"])]
-    timestamp_unit: String,
+    #[arg(long, default_value_t = TimestampUnit::Milliseconds, value_parser = sending_unit)]
+    timestamp_unit: TimestampUnit,
 }
 
 #[derive(Args)]
@@ -224,6 +224,14 @@ struct VerifyArgs {
     /// The X-Signature header of the delivery.
     #[arg(long)]
     signature: String,
+}
+
+/// A unit to send timestamps in: `ms` or `s` (`auto` is for receiving).
+fn sending_unit(text: &str) -> Result<TimestampUnit, String> {
+    match text.parse()? {
+        TimestampUnit::Auto => Err("auto is for receiving: send in ms (what the provider sends) or s".into()),
+        unit => Ok(unit),
+    }
 }
 
 fn parse_path(path: &str) -> Result<String, String> {

@@ -8,7 +8,7 @@ use crate::WEBHOOKS;
 use crate::clock::millis_since_epoch;
 
 pub(super) fn send(args: SendArgs) -> Result<ExitCode, String> {
-    use meet_webhooks_client::{Client, Signing, TimestampUnit as Unit, deliver};
+    use meet_webhooks_client::{Client, Signing, deliver};
 
     let webhook = WEBHOOKS.iter().find(|w| [w.event, w.operation_id, w.method].contains(&args.webhook.as_str()));
     let event = webhook.map_or(args.webhook.as_str(), |w| w.event);
@@ -44,9 +44,8 @@ pub(super) fn send(args: SendArgs) -> Result<ExitCode, String> {
     if let Some(data) = data {
         body["data"] = data;
     }
-    let unit = if args.timestamp_unit == "s" { Unit::Seconds } else { Unit::Milliseconds };
     // As the provider does: X-Timestamp is the event's creationDate.
-    let timestamp = if unit == Unit::Seconds { creation_ms / 1000 } else { creation_ms };
+    let timestamp = args.timestamp_unit.from_millis(creation_ms);
     let client = Client::new(&args.url, Signing::new(&args.key).fixed_timestamp(timestamp));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let delivered = runtime.block_on(async {
