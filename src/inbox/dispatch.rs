@@ -127,21 +127,27 @@ impl<H: WebhookHandler> Dispatcher<H> {
             if *stop.borrow() {
                 break;
             }
-            if storage.ready() && !unrecorded.is_empty() && self.record(&mut unrecorded, &mut storage).await {
-                look = true; // a room may be free now
-            }
-            let free = self.concurrency.saturating_sub(running.len() + unrecorded.len());
-            if look && free > 0 && storage.ready() {
+            // Outcomes and new claims go together: the slots they free are taken in the same
+            // commit (the claims see the rooms the outcomes unblocked).
+            let free = self.concurrency.saturating_sub(running.len());
+            if storage.ready() && (!unrecorded.is_empty() || (look && free > 0)) {
                 let request = ClaimRequest { limit: free, lease: self.lease, max_attempts: self.retry.max_attempts };
-                match self.inbox.claim(request).await {
-                    Ok(claimed) => {
+                let settled = if unrecorded.is_empty() {
+                    self.inbox.claim(request).await.map(|claimed| (Vec::new(), claimed))
+                } else {
+                    self.inbox.complete_and_claim(&unrecorded, request).await
+                };
+                match settled {
+                    Ok((completed, claimed)) => {
                         storage.recovered();
+                        report_fenced(&unrecorded, &completed);
+                        unrecorded.clear();
                         look = claimed.len() == free;
                         for claimed in claimed {
                             self.start(claimed, &mut running, &mut held);
                         }
                     }
-                    Err(e) => storage.failed("cannot claim deliveries", &e),
+                    Err(e) => storage.failed("cannot record outcomes or claim deliveries (outcomes are kept)", &e),
                 }
             }
             tokio::select! {
@@ -221,27 +227,15 @@ impl<H: WebhookHandler> Dispatcher<H> {
         unrecorded.push(Completion { claim, kind, outcome });
     }
 
-    /// Records the outcomes waiting for it; whether it did.
-    async fn record(&self, unrecorded: &mut Vec<Completion>, storage: &mut Health) -> bool {
+    /// Records the outcomes waiting for it (at shutdown).
+    async fn record(&self, unrecorded: &mut Vec<Completion>, storage: &mut Health) {
         match self.inbox.complete(unrecorded).await {
-            Ok(answers) => {
+            Ok(completed) => {
                 storage.recovered();
-                for (completion, answer) in unrecorded.iter().zip(answers) {
-                    if answer == Completed::Fenced {
-                        log::warn!(
-                            "delivery {}: the outcome of an attempt was not recorded: its claim ran out and \
-                             the delivery was claimed again",
-                            completion.claim.id
-                        );
-                    }
-                }
+                report_fenced(unrecorded, &completed);
                 unrecorded.clear();
-                true
             }
-            Err(e) => {
-                storage.failed("cannot record handler outcomes (kept, and recorded once storage is back)", &e);
-                false
-            }
+            Err(e) => storage.failed("cannot record handler outcomes", &e),
         }
     }
 
@@ -326,6 +320,19 @@ impl<H: WebhookHandler> Dispatcher<H> {
         while !unrecorded.is_empty() && Instant::now() < give_up {
             tokio::time::sleep_until(storage.retry_at.min(give_up)).await;
             self.record(&mut unrecorded, &mut storage).await;
+        }
+    }
+}
+
+/// Logs the outcomes that were not recorded because their claim was lost.
+fn report_fenced(completions: &[Completion], answers: &[Completed]) {
+    for (completion, answer) in completions.iter().zip(answers) {
+        if *answer == Completed::Fenced {
+            log::warn!(
+                "delivery {}: the outcome of an attempt was not recorded: its claim ran out and the delivery was \
+                 claimed again",
+                completion.claim.id
+            );
         }
     }
 }

@@ -305,6 +305,15 @@ pub trait Inbox: Send + Sync + 'static {
     /// order. On an error none is recorded.
     async fn complete(&self, completions: &[Completion]) -> Result<Vec<Completed>, StoreError>;
 
+    /// [`Inbox::complete`], then [`Inbox::claim`], in one commit: the claims see the rooms the
+    /// outcomes unblocked, and a handler slot is reused without a second round trip. On an
+    /// error neither happened.
+    async fn complete_and_claim(
+        &self,
+        completions: &[Completion],
+        request: ClaimRequest,
+    ) -> Result<(Vec<Completed>, Vec<Claimed>), StoreError>;
+
     /// Makes the selected done or dead deliveries pending again, with a fresh count of
     /// attempts; returns how many. A pending delivery is left as it is.
     async fn replay(&self, selection: Selection) -> Result<usize, StoreError>;

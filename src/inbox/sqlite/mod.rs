@@ -44,6 +44,8 @@ enum Op {
     Complete(Vec<Completion>, Reply<Vec<Completed>>),
     Renew(Vec<Claim>, Duration, Reply<Vec<Claim>>),
     Claim(ClaimRequest, Reply<Vec<Claimed>>),
+    /// Both, answered together.
+    Settle(Vec<Completion>, ClaimRequest, Reply<(Vec<Completed>, Vec<Claimed>)>),
     /// Anything else, on its own after the batch.
     Run(Query),
     /// Fold the log back and stop.
@@ -136,6 +138,15 @@ impl Inbox for SqliteInbox {
         self.send(Op::Complete(completions.to_vec(), tx), rx).await
     }
 
+    async fn complete_and_claim(
+        &self,
+        completions: &[Completion],
+        request: ClaimRequest,
+    ) -> Result<(Vec<Completed>, Vec<Claimed>), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Settle(completions.to_vec(), request, tx), rx).await
+    }
+
     async fn replay(&self, selection: Selection) -> Result<usize, StoreError> {
         let replayed = self.run(move |store| store.replay(selection)).await?;
         if replayed > 0 {
@@ -189,9 +200,10 @@ impl Inbox for SqliteInbox {
 fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
     let mut work = Work::default();
     let mut appended: Vec<(Reply<Appended>, Option<Arc<Mailbox>>)> = Vec::new();
-    let mut completed: Vec<Reply<Vec<Completed>>> = Vec::new();
+    let mut completed: Vec<Slot<Vec<Completed>>> = Vec::new();
     let mut renewed: Vec<Reply<Vec<Claim>>> = Vec::new();
-    let mut claimed: Vec<Reply<Vec<Claimed>>> = Vec::new();
+    let mut claimed: Vec<Slot<Vec<Claimed>>> = Vec::new();
+    let mut settled: Vec<Settled> = Vec::new();
     let mut queries: Vec<Query> = Vec::new();
     let mut close: Option<oneshot::Sender<()>> = None;
     let mut to_wake = ToWake::default();
@@ -205,7 +217,7 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 }
                 Op::Complete(completions, reply) => {
                     work.completions.push(completions);
-                    completed.push(reply);
+                    completed.push(Slot::Alone(reply));
                 }
                 Op::Renew(claims, lease, reply) => {
                     work.renewals.push((claims, lease));
@@ -213,7 +225,16 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 }
                 Op::Claim(request, reply) => {
                     work.claims.push(request);
-                    claimed.push(reply);
+                    claimed.push(Slot::Alone(reply));
+                }
+                Op::Settle(completions, request, reply) => {
+                    // The claims come after every outcome of the transaction: they see the
+                    // rooms these outcomes unblock.
+                    work.completions.push(completions);
+                    completed.push(Slot::Settle(settled.len()));
+                    work.claims.push(request);
+                    claimed.push(Slot::Settle(settled.len()));
+                    settled.push(Settled { completed: None, reply: Some(reply) });
                 }
                 Op::Run(query) => queries.push(query),
                 Op::Close(done) => close = Some(done),
@@ -236,17 +257,35 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                     for ((reply, mailbox), answer) in appended.drain(..).zip(answers.appended) {
                         to_wake.post(mailbox.as_ref(), Answer(reply, Ok(answer)));
                     }
-                    answer_all(&mut completed, answers.completed);
-                    answer_all(&mut renewed, answers.lost);
-                    answer_all(&mut claimed, answers.claimed);
+                    for (slot, answer) in completed.drain(..).zip(answers.completed) {
+                        match slot {
+                            Slot::Alone(reply) => drop(reply.send(Ok(answer))),
+                            Slot::Settle(i) => settled[i].completed = Some(answer),
+                        }
+                    }
+                    for (slot, answer) in claimed.drain(..).zip(answers.claimed) {
+                        match slot {
+                            Slot::Alone(reply) => drop(reply.send(Ok(answer))),
+                            Slot::Settle(i) => settled[i].answer(answer),
+                        }
+                    }
+                    for (reply, answer) in renewed.drain(..).zip(answers.lost) {
+                        let _ = reply.send(Ok(answer));
+                    }
+                    settled.clear();
                 }
                 Err(error) => {
                     for (reply, mailbox) in appended.drain(..) {
                         to_wake.post(mailbox.as_ref(), Answer(reply, Err(error.clone())));
                     }
-                    fail_all(&mut completed, &error);
-                    fail_all(&mut renewed, &error);
-                    fail_all(&mut claimed, &error);
+                    fail(&mut completed, &error);
+                    fail(&mut claimed, &error);
+                    for reply in renewed.drain(..) {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    for reply in settled.drain(..).filter_map(|s| s.reply) {
+                        let _ = reply.send(Err(error.clone()));
+                    }
                 }
             }
             to_wake.wake_all();
@@ -269,14 +308,83 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
     }
 }
 
-fn answer_all<T>(replies: &mut Vec<Reply<T>>, answers: Vec<T>) {
-    for (reply, answer) in replies.drain(..).zip(answers) {
-        let _ = reply.send(Ok(answer));
+/// Where the answer to an outcome or a claim goes.
+enum Slot<T> {
+    Alone(Reply<T>),
+    /// Half of an [`Op::Settle`]: its index among the cycle's settlements.
+    Settle(usize),
+}
+
+/// An [`Op::Settle`] waiting for both its answers.
+struct Settled {
+    completed: Option<Vec<Completed>>,
+    reply: Option<Reply<(Vec<Completed>, Vec<Claimed>)>>,
+}
+
+impl Settled {
+    fn answer(&mut self, claimed: Vec<Claimed>) {
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(Ok((self.completed.take().unwrap_or_default(), claimed)));
+        }
     }
 }
 
-fn fail_all<T>(replies: &mut Vec<Reply<T>>, error: &StoreError) {
-    for reply in replies.drain(..) {
-        let _ = reply.send(Err(error.clone()));
+/// Fails the answers that wait alone (a settlement is failed once, through its own reply).
+fn fail<T>(slots: &mut Vec<Slot<T>>, error: &StoreError) {
+    for slot in slots.drain(..) {
+        if let Slot::Alone(reply) = slot {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::{Kind, Outcome, State};
+
+    fn delivery(n: u8, room: &str) -> NewDelivery {
+        NewDelivery {
+            signature: [n; 32],
+            timestamp: n.to_string(),
+            timestamp_ms: i64::from(n),
+            event: None,
+            kind: Kind::Fallback,
+            room: Some(room.into()),
+            body: "{}".into(),
+            received_at_ms: i64::from(n),
+        }
+    }
+
+    #[test]
+    fn an_outcome_and_the_claim_of_the_next_in_its_room_commit_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let inbox = SqliteInbox::open(dir.path(), "me").unwrap();
+            for n in 1..=3 {
+                inbox.append(delivery(n, "a")).await.unwrap();
+            }
+            let request = ClaimRequest { limit: 1, lease: Duration::from_secs(30), max_attempts: 3 };
+            let first = inbox.claim(request).await.unwrap().remove(0);
+            let done = |c: &Claimed| Completion { claim: c.claim, kind: Kind::Fallback, outcome: Outcome::Done };
+            let (completed, next) = inbox.complete_and_claim(&[done(&first)], request).await.unwrap();
+            assert_eq!(completed, [Completed::Recorded]);
+            assert_eq!(next.iter().map(|c| c.claim.id).collect::<Vec<_>>(), [2], "the room's next, in the same commit");
+
+            // A commit that fails records neither the outcome nor the claim.
+            let file = dir.path().join(FILE_NAME);
+            let mut permissions = std::fs::metadata(&file).unwrap().permissions();
+            permissions.set_readonly(true);
+            std::fs::set_permissions(&file, permissions.clone()).unwrap();
+            assert!(inbox.complete_and_claim(&[done(&next[0])], request).await.is_err());
+            #[allow(clippy::permissions_set_readonly_false)]
+            permissions.set_readonly(false);
+            std::fs::set_permissions(&file, permissions).unwrap();
+            let second = inbox.get(2).await.unwrap().unwrap();
+            assert_eq!((second.state, second.claimed_by.as_deref()), (State::Pending, Some("me")));
+            assert_eq!(inbox.get(3).await.unwrap().unwrap().claimed_by, None);
+            inbox.close().await;
+        });
     }
 }

@@ -38,16 +38,18 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (id) WHERE state = 'dead';
     ",
     // 2: claims. `due_at` is when a delivery may next be claimed: on arrival its arrival time,
-    // after a failure its retry time, while claimed the end of the lease (so an expired claim is
-    // simply due again). `head` marks the one delivery of each room that may be claimed (the
-    // oldest pending one; every pending delivery without a room): claiming reads the heads
-    // that are due through their own small index instead of scanning a room's backlog.
-    // `fence` counts claims and is never reset: a claim's token.
+    // after a failure its retry time. A claim sets `owner`, a new `fence` (claims are counted
+    // and never reset: a claim's token) and `lease_until`; a claim whose lease has run out is
+    // simply claimable again. `head` marks the one delivery of each room that may be claimed
+    // (its oldest pending one; every pending delivery without a room): claiming reads the due
+    // heads through their own small index instead of scanning a room's backlog, and taking a
+    // claim changes no index.
     "
     ALTER TABLE deliveries RENAME COLUMN next_attempt_at TO due_at;
     ALTER TABLE deliveries ADD COLUMN head INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE deliveries ADD COLUMN owner TEXT;
     ALTER TABLE deliveries ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deliveries ADD COLUMN lease_until INTEGER;
     UPDATE deliveries SET fence = attempts;
     UPDATE deliveries SET due_at = received_at WHERE state = 'pending' AND due_at < received_at;
     UPDATE deliveries SET head = 1

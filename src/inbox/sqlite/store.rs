@@ -43,7 +43,7 @@ pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
 const PROBE_BYTES: usize = 64 * 1024;
 
 const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, signature, body, \
-                       last_error, owner, due_at";
+                       last_error, owner, lease_until";
 
 /// What one writer cycle commits together.
 #[derive(Default)]
@@ -99,8 +99,8 @@ impl Store {
         schema::migrate(&mut conn, &path)?;
         let released = conn
             .execute(
-                "UPDATE deliveries SET owner = NULL, due_at = MIN(due_at, ?1) WHERE state = 'pending' AND owner IS NOT NULL",
-                [now_ms()],
+                "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE state = 'pending' AND owner IS NOT NULL",
+                [],
             )
             .map_err(|e| failed(&path, e))?;
         if released > 0 {
@@ -285,7 +285,7 @@ impl Store {
         let run = || -> rusqlite::Result<usize> {
             let mut statement = tx.prepare(&format!(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, last_error = NULL, done_at = NULL,
-                        owner = NULL, head = 0
+                        owner = NULL, lease_until = NULL, head = 0
                  WHERE {condition} AND state != 'pending' RETURNING id, room"
             ))?;
             let replayed: Vec<(i64, Option<String>)> =
@@ -580,14 +580,17 @@ fn claim(tx: &Transaction<'_>, owner: &str, now: i64, request: &ClaimRequest) ->
     let mut claimed = Vec::new();
     let until = now.saturating_add(millis(request.lease));
     let mut due = tx.prepare_cached(
-        "SELECT id, attempts, room FROM deliveries WHERE head = 1 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+        "SELECT id, attempts, room FROM deliveries
+          WHERE head = 1 AND due_at <= ?1 AND (owner IS NULL OR lease_until <= ?1)
+          ORDER BY due_at, id LIMIT ?2",
     )?;
     let mut take = tx.prepare_cached(&format!(
-        "UPDATE deliveries SET owner = ?2, fence = fence + 1, attempts = attempts + 1, due_at = ?3
+        "UPDATE deliveries SET owner = ?2, fence = fence + 1, attempts = attempts + 1, lease_until = ?3
           WHERE id = ?1 RETURNING fence, {COLUMNS}"
     ))?;
     let mut bury = tx.prepare_cached(
-        "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, done_at = ?2, last_error = ?3 WHERE id = ?1",
+        "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, lease_until = NULL, done_at = ?2, last_error = ?3
+          WHERE id = ?1",
     )?;
     loop {
         let wanted = request.limit - claimed.len();
@@ -630,20 +633,20 @@ fn complete(tx: &Transaction<'_>, owner: &str, now: i64, batch: &[Completion]) -
         let updated = match &c.outcome {
             Outcome::Done => tx
                 .prepare_cached(
-                    "UPDATE deliveries SET state = 'done', head = 0, owner = NULL, kind = ?4, last_error = NULL,
+                    "UPDATE deliveries SET state = 'done', head = 0, owner = NULL, lease_until = NULL, kind = ?4, last_error = NULL,
                             done_at = ?5
                       WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending' RETURNING room",
                 )?
                 .query_row(params![id, fence, owner, kind, now], room),
             Outcome::Retry { after, error } => tx
                 .prepare_cached(
-                    "UPDATE deliveries SET owner = NULL, kind = ?4, last_error = ?5, due_at = ?6
+                    "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = ?4, last_error = ?5, due_at = ?6
                       WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending' RETURNING room",
                 )?
                 .query_row(params![id, fence, owner, kind, error, now.saturating_add(millis(*after))], room),
             Outcome::Dead { error } => tx
                 .prepare_cached(
-                    "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, kind = ?4, last_error = ?5,
+                    "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, lease_until = NULL, kind = ?4, last_error = ?5,
                             done_at = ?6
                       WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending' RETURNING room",
                 )?
@@ -651,10 +654,10 @@ fn complete(tx: &Transaction<'_>, owner: &str, now: i64, batch: &[Completion]) -
             // Not the handler's doing: the attempt is given back.
             Outcome::Interrupted => tx
                 .prepare_cached(
-                    "UPDATE deliveries SET owner = NULL, attempts = attempts - 1, due_at = ?4
+                    "UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1
                       WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending' RETURNING room",
                 )?
-                .query_row(params![id, fence, owner, now], room),
+                .query_row(params![id, fence, owner], room),
         };
         answers.push(match updated.optional()? {
             None => Completed::Fenced,
@@ -677,7 +680,7 @@ fn renew(
     lease: Duration,
 ) -> rusqlite::Result<Vec<Claim>> {
     let mut statement = tx.prepare_cached(
-        "UPDATE deliveries SET due_at = ?4 WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
+        "UPDATE deliveries SET lease_until = ?4 WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
     )?;
     let until = now.saturating_add(millis(lease));
     let mut lost = Vec::new();
@@ -865,7 +868,8 @@ mod tests {
             rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
         let due = plan(
-            "SELECT id, attempts, room FROM deliveries WHERE head = 1 AND due_at <= 5 ORDER BY due_at, id LIMIT 4",
+            "SELECT id FROM deliveries WHERE head = 1 AND due_at <= 5 AND (owner IS NULL OR lease_until <= 5)
+             ORDER BY due_at, id LIMIT 4",
         );
         assert!(due.contains("deliveries_ready") && !due.contains("TEMP B-TREE"), "{due}");
         let next = plan("SELECT id FROM deliveries WHERE room = 'a' AND state = 'pending' ORDER BY id LIMIT 1");
