@@ -60,3 +60,41 @@ pub mod service;
 pub mod verify;
 
 pub use generated::{Event, WEBHOOKS, WebhookHandler, dispatch, types};
+
+/// The reviewed snapshots of the generated receiver code (`codegen/tests/output/*.rs`, one per
+/// spec fixture), each compiled here against this crate's runtime: a generator change that
+/// breaks the code it writes fails `cargo test`, not only a build against that spec.
+#[cfg(test)]
+mod snapshots {
+    macro_rules! snapshot {
+        ($($module:ident: $file:literal),* $(,)?) => {
+            $(
+                #[allow(clippy::all, clippy::pedantic, missing_docs, unused_imports, dead_code)]
+                mod $module {
+                    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/codegen/tests/output/", $file));
+                }
+            )*
+            /// Every snapshot is in the list above.
+            #[test]
+            fn every_receiver_snapshot_is_compiled() {
+                let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/codegen/tests/output");
+                let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".rs") && !name.ends_with(".client.rs"))
+                    .collect();
+                on_disk.sort();
+                let mut compiled = vec![$($file.to_owned()),*];
+                compiled.sort();
+                assert_eq!(on_disk, compiled);
+            }
+        };
+    }
+
+    snapshot! {
+        v0: "v0-x-webhooks.rs",
+        v1: "v1-seed.rs",
+        v2: "v2-three-recordings.rs",
+        v3: "v3-five-webhooks.rs",
+    }
+}

@@ -25,7 +25,6 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 mod generated {
     #![allow(clippy::all, clippy::pedantic, missing_docs, unused_imports, dead_code)]
-    use super::{DeliverError, Delivered, outcome};
     include!(concat!(env!("OUT_DIR"), "/meet_webhooks_client.rs"));
 }
 
@@ -101,68 +100,49 @@ impl Client {
     /// Signs and posts `body` as it is, byte for byte: for events the spec does not know
     /// (`testEvent`) and for bodies a typed struct would rewrite.
     pub async fn deliver_raw(&self, body: impl Into<Vec<u8>>) -> Result<Delivered, DeliverError> {
-        let mut request =
-            self.client().post(self.baseurl()).body(body.into()).build().map_err(DeliverError::from_reqwest)?;
+        let failed = |e: reqwest::Error| DeliverError::Http(e.to_string());
+        let mut request = self.client().post(self.baseurl()).body(body.into()).build().map_err(failed)?;
         self.inner().apply(&mut request);
-        let response = self.client().execute(request).await.map_err(DeliverError::from_reqwest)?;
-        Delivered::read(response).await
+        let response = self.client().execute(request).await.map_err(failed)?;
+        Delivered::from_response(response).await
     }
 }
 
-/// What the receiver answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivered {
-    pub status: reqwest::StatusCode,
-    /// The response body; empty when the typed client did not read it (a success the spec
-    /// declares without content).
-    pub body: String,
-}
-
-impl Delivered {
-    async fn read(response: reqwest::Response) -> Result<Self, DeliverError> {
-        let status = response.status();
-        let body = response.text().await.map_err(DeliverError::from_reqwest)?;
-        Ok(Self { status, body })
+/// The reviewed snapshots of the generated client (`codegen/tests/output/*.client.rs`), each
+/// compiled here as this crate compiles its own: a generator change that breaks the code it
+/// writes fails `cargo test`, not only the next build against that spec.
+#[cfg(test)]
+mod snapshots {
+    macro_rules! snapshot {
+        ($($module:ident: $file:literal),* $(,)?) => {
+            $(
+                #[allow(clippy::all, clippy::pedantic, missing_docs, unused_imports, dead_code)]
+                mod $module {
+                    include!(concat!(env!("CARGO_MANIFEST_DIR"), "/../codegen/tests/output/", $file));
+                    impl progenitor_client::ClientHooks<crate::Signing> for Client {}
+                }
+            )*
+            /// Every snapshot is in the list above.
+            #[test]
+            fn every_client_snapshot_is_compiled() {
+                let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../codegen/tests/output");
+                let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".client.rs"))
+                    .collect();
+                on_disk.sort();
+                let mut compiled = vec![$($file.to_owned()),*];
+                compiled.sort();
+                assert_eq!(on_disk, compiled);
+            }
+        };
     }
-}
 
-/// Why an event could not be delivered (an answer with an error status is not one of these:
-/// it is a [`Delivered`]).
-#[derive(Debug)]
-pub enum DeliverError {
-    /// The body does not fit the webhook's generated type.
-    Body(serde_json::Error),
-    /// No answer: connection refused, timeout, invalid URL.
-    Http(String),
-}
-
-impl DeliverError {
-    fn from_reqwest(error: reqwest::Error) -> Self {
-        Self::Http(error.to_string())
-    }
-}
-
-impl std::fmt::Display for DeliverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Body(e) => write!(f, "the body does not fit the webhook's type: {e}"),
-            Self::Http(e) => write!(f, "delivery failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for DeliverError {}
-
-/// Turns a generated method's result into what the receiver answered.
-async fn outcome<T>(
-    result: Result<progenitor_client::ResponseValue<T>, progenitor_client::Error<()>>,
-) -> Result<Delivered, DeliverError> {
-    match result {
-        Ok(response) => Ok(Delivered { status: response.status(), body: String::new() }),
-        Err(progenitor_client::Error::UnexpectedResponse(response)) => Delivered::read(response).await,
-        Err(progenitor_client::Error::ErrorResponse(response)) => {
-            Ok(Delivered { status: response.status(), body: String::new() })
-        }
-        Err(other) => Err(DeliverError::Http(other.to_string())),
+    snapshot! {
+        v0: "v0-x-webhooks.client.rs",
+        v1: "v1-seed.client.rs",
+        v2: "v2-three-recordings.client.rs",
+        v3: "v3-five-webhooks.client.rs",
     }
 }

@@ -41,15 +41,12 @@ pub(crate) fn run_progenitor(
 
     // typify panics on some inputs instead of returning an error. A build error must name the
     // spec and say what is wrong, not print a backtrace from inside a dependency.
-    let previous_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    let outcome = quietly(|| {
         let mut generator = Generator::new(&settings);
         let client = generator.generate_tokens(&document)?;
         let types = generator.get_type_space().to_stream();
         Ok::<_, progenitor::Error>((client, types))
-    }));
-    std::panic::set_hook(previous_hook);
+    });
 
     let progenitor_error = |message: String| Error::Progenitor { spec: spec.to_path_buf(), message };
     let (client, types) = match outcome {
@@ -68,6 +65,30 @@ pub(crate) fn run_progenitor(
     };
     let body_types = body_types(bundle, &client, spec)?;
     Ok(Progenitor { client, types, body_types })
+}
+
+thread_local! {
+    /// Whether a panic on this thread is caught and reported as a build error.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without printing it. The panic hook is wrapped once, for good,
+/// and stays silent only on the thread inside `quietly`: swapping the hook in and out would
+/// silence (or unsilence) panics of other threads running at the same time, such as tests.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static WRAPPED: std::sync::Once = std::sync::Once::new();
+    WRAPPED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|quiet| quiet.set(true));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|quiet| quiet.set(false));
+    outcome
 }
 
 /// Parses the bundled document with openapiv3; a failure is reported at the user's file.
@@ -353,6 +374,72 @@ pub(crate) fn client(bundle: &Bundle, generated: &Progenitor) -> TokenStream {
 
         /// The webhooks this client can send, in spec order.
         pub const EVENTS: &[&str] = &[#(#events),*];
+
+        /// What the receiver answered.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Delivered {
+            pub status: ::reqwest::StatusCode,
+            /// The response body; empty when the typed client did not read it (a success the
+            /// spec declares without content).
+            pub body: ::std::string::String,
+        }
+
+        impl Delivered {
+            /// Reads the receiver's answer.
+            pub async fn from_response(
+                response: ::reqwest::Response,
+            ) -> ::std::result::Result<Self, DeliverError> {
+                let status = response.status();
+                let body = response.text().await.map_err(|e| DeliverError::Http(e.to_string()))?;
+                ::std::result::Result::Ok(Self { status, body })
+            }
+        }
+
+        /// Why an event could not be delivered (an answer with an error status is not one of
+        /// these: it is a [`Delivered`]).
+        #[derive(Debug)]
+        pub enum DeliverError {
+            /// The body does not fit the webhook's generated type.
+            Body(::serde_json::Error),
+            /// No answer: connection refused, timeout, invalid URL.
+            Http(::std::string::String),
+        }
+
+        impl ::std::fmt::Display for DeliverError {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                match self {
+                    Self::Body(e) => write!(f, "the body does not fit the webhook's type: {e}"),
+                    Self::Http(e) => write!(f, "delivery failed: {e}"),
+                }
+            }
+        }
+
+        impl ::std::error::Error for DeliverError {}
+
+        /// Turns a generated method's result into what the receiver answered.
+        async fn outcome<T>(
+            result: ::std::result::Result<
+                ::progenitor_client::ResponseValue<T>,
+                ::progenitor_client::Error<()>,
+            >,
+        ) -> ::std::result::Result<Delivered, DeliverError> {
+            match result {
+                ::std::result::Result::Ok(response) => ::std::result::Result::Ok(Delivered {
+                    status: response.status(),
+                    body: ::std::string::String::new(),
+                }),
+                ::std::result::Result::Err(::progenitor_client::Error::UnexpectedResponse(response)) => {
+                    Delivered::from_response(response).await
+                }
+                ::std::result::Result::Err(::progenitor_client::Error::ErrorResponse(response)) => {
+                    ::std::result::Result::Ok(Delivered {
+                        status: response.status(),
+                        body: ::std::string::String::new(),
+                    })
+                }
+                ::std::result::Result::Err(other) => ::std::result::Result::Err(DeliverError::Http(other.to_string())),
+            }
+        }
 
         /// Sends `body` as the typed webhook `event` through its generated method.
         /// `Ok(None)` when the spec has no such webhook.

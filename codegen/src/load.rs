@@ -41,7 +41,7 @@ impl Files {
         if !self.docs.contains_key(file) {
             let text =
                 std::fs::read_to_string(file).map_err(|source| Error::Read { file: file.to_path_buf(), source })?;
-            let yaml: serde_yaml::Value = serde_yaml::from_str(&text)
+            let yaml: yaml_serde::Value = yaml_serde::from_str(&text)
                 .map_err(|e| Error::Yaml { file: file.to_path_buf(), message: e.to_string() })?;
             let json = yaml_to_json(yaml, &Location::new(file, ""))?;
             self.docs.insert(file.to_path_buf(), json);
@@ -117,8 +117,8 @@ pub(crate) fn normalize(path: &Path) -> PathBuf {
 }
 
 /// YAML allows keys that JSON does not (`200:` is an integer); OpenAPI means them as strings.
-fn yaml_to_json(value: serde_yaml::Value, at: &Location) -> Result<Value> {
-    use serde_yaml::Value as Y;
+fn yaml_to_json(value: yaml_serde::Value, at: &Location) -> Result<Value> {
+    use yaml_serde::Value as Y;
     Ok(match value {
         Y::Null => Value::Null,
         Y::Bool(b) => Value::Bool(b),
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn integer_keys_become_strings() {
-        let y: serde_yaml::Value = serde_yaml::from_str("200: {description: ok}").unwrap();
+        let y: yaml_serde::Value = yaml_serde::from_str("200: {description: ok}").unwrap();
         let j = yaml_to_json(y, &Location::new(Path::new("a.yaml"), "")).unwrap();
         assert_eq!(j["200"]["description"], "ok");
     }

@@ -2,8 +2,10 @@
 //! reviewed copy in `codegen/tests/output/`, so a change to the generator or a fixture shows up
 //! as a diff. Refresh with `EXPECTORATE=overwrite cargo test -p meet-webhooks-codegen`.
 //!
-//! That the snapshots compile and serve is checked by building the service against each fixture
-//! (`MEET_WEBHOOKS_SPEC=... cargo test --test integration`, run by `.ci/run`).
+//! `cargo test` also compiles every snapshot: the receiver's in the `meet-webhooks` crate
+//! (`src/lib.rs`, `mod snapshots`), the client's in `meet-webhooks-client`. That they serve is
+//! checked by building the service against each fixture (`MEET_WEBHOOKS_SPEC=... cargo test
+//! --test integration`, run by `.ci/run`).
 
 use std::path::{Path, PathBuf};
 

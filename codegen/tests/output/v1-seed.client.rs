@@ -181,6 +181,72 @@ pub mod prelude {
 }
 /// The webhooks this client can send, in spec order.
 pub const EVENTS: &[&str] = &["recordingStarted"];
+/// What the receiver answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub status: ::reqwest::StatusCode,
+    /// The response body; empty when the typed client did not read it (a success the
+    /// spec declares without content).
+    pub body: ::std::string::String,
+}
+impl Delivered {
+    /// Reads the receiver's answer.
+    pub async fn from_response(
+        response: ::reqwest::Response,
+    ) -> ::std::result::Result<Self, DeliverError> {
+        let status = response.status();
+        let body = response.text().await.map_err(|e| DeliverError::Http(e.to_string()))?;
+        ::std::result::Result::Ok(Self { status, body })
+    }
+}
+/// Why an event could not be delivered (an answer with an error status is not one of
+/// these: it is a [`Delivered`]).
+#[derive(Debug)]
+pub enum DeliverError {
+    /// The body does not fit the webhook's generated type.
+    Body(::serde_json::Error),
+    /// No answer: connection refused, timeout, invalid URL.
+    Http(::std::string::String),
+}
+impl ::std::fmt::Display for DeliverError {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        match self {
+            Self::Body(e) => write!(f, "the body does not fit the webhook's type: {e}"),
+            Self::Http(e) => write!(f, "delivery failed: {e}"),
+        }
+    }
+}
+impl ::std::error::Error for DeliverError {}
+/// Turns a generated method's result into what the receiver answered.
+async fn outcome<T>(
+    result: ::std::result::Result<
+        ::progenitor_client::ResponseValue<T>,
+        ::progenitor_client::Error<()>,
+    >,
+) -> ::std::result::Result<Delivered, DeliverError> {
+    match result {
+        ::std::result::Result::Ok(response) => {
+            ::std::result::Result::Ok(Delivered {
+                status: response.status(),
+                body: ::std::string::String::new(),
+            })
+        }
+        ::std::result::Result::Err(
+            ::progenitor_client::Error::UnexpectedResponse(response),
+        ) => Delivered::from_response(response).await,
+        ::std::result::Result::Err(
+            ::progenitor_client::Error::ErrorResponse(response),
+        ) => {
+            ::std::result::Result::Ok(Delivered {
+                status: response.status(),
+                body: ::std::string::String::new(),
+            })
+        }
+        ::std::result::Result::Err(other) => {
+            ::std::result::Result::Err(DeliverError::Http(other.to_string()))
+        }
+    }
+}
 /// Sends `body` as the typed webhook `event` through its generated method.
 /// `Ok(None)` when the spec has no such webhook.
 pub async fn deliver(
