@@ -253,6 +253,66 @@ enum Key {
     Other,
 }
 
+/// Every payload type the generator writes (it marks each one), so that [`Presence`] can tell
+/// them from `Option`s.
+pub trait Payload {}
+
+/// A field that one version of the provider's spec makes optional and another requires: the
+/// provider made `data`, `recordingId` and others required over time, which turns the
+/// generated `Option<T>` into `T`. Reading such a field with `.present()` (`Some` for a required
+/// value, the `Option` itself for an optional one) keeps a handler building across both:
+///
+/// ```
+/// use meet_webhooks::runtime::Presence;
+/// let required: String = "room-1".into();
+/// let optional: Option<String> = None;
+/// assert_eq!(required.present().as_deref(), Some("room-1"));
+/// assert_eq!(optional.present(), None);
+/// ```
+///
+/// What stays the same across spec versions is each field's JSON name and meaning; its Rust
+/// type may change (`Option<String>` → `String` → an enum). `.present()` covers the first
+/// step; `to_string()` covers a string that became an enum (generated enums are `Display`).
+pub trait Presence {
+    type Value;
+    fn present(self) -> Option<Self::Value>;
+}
+
+impl<T: Payload> Presence for T {
+    type Value = T;
+    fn present(self) -> Option<T> {
+        Some(self)
+    }
+}
+
+impl<T: Payload> Presence for Option<T> {
+    type Value = T;
+    fn present(self) -> Option<T> {
+        self
+    }
+}
+
+/// `Presence` for the JSON scalars: the value itself, and its `Option`.
+macro_rules! presence {
+    ($($scalar:ty),*) => {$(
+        impl Presence for $scalar {
+            type Value = $scalar;
+            fn present(self) -> Option<$scalar> {
+                Some(self)
+            }
+        }
+
+        impl Presence for Option<$scalar> {
+            type Value = $scalar;
+            fn present(self) -> Option<$scalar> {
+                self
+            }
+        }
+    )*};
+}
+
+presence!(String, bool, f64, i64, u64, serde_json::Value, serde_json::Map<String, serde_json::Value>);
+
 /// The default body of every unimplemented typed method.
 pub fn unimplemented_webhook(ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> Ready<HandlerResult> {
     log::warn!(

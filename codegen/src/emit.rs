@@ -24,6 +24,8 @@ pub(crate) struct Progenitor {
     pub types: TokenStream,
     /// The request body type of each operation, by operationId.
     pub body_types: HashMap<String, syn::Type>,
+    /// Every type typify defined (structs, enums, newtypes), by name.
+    pub type_names: Vec<String>,
 }
 
 pub(crate) fn run_progenitor(
@@ -44,12 +46,21 @@ pub(crate) fn run_progenitor(
     let outcome = quietly(|| {
         let mut generator = Generator::new(&settings);
         let client = generator.generate_tokens(&document)?;
-        let types = generator.get_type_space().to_stream();
-        Ok::<_, progenitor::Error>((client, types))
+        let space = generator.get_type_space();
+        // The types typify defined for the spec (not `Option<String>` and the like).
+        let names: Vec<String> = space
+            .iter_types()
+            .filter(|t| {
+                use typify::TypeDetails;
+                matches!(t.details(), TypeDetails::Struct(_) | TypeDetails::Enum(_) | TypeDetails::Newtype(_))
+            })
+            .map(|t| t.name())
+            .collect();
+        Ok::<_, progenitor::Error>((client, space.to_stream(), names))
     });
 
     let progenitor_error = |message: String| Error::Progenitor { spec: spec.to_path_buf(), message };
-    let (client, types) = match outcome {
+    let (client, types, mut type_names) = match outcome {
         Ok(Ok(generated)) => generated,
         Ok(Err(e)) => return Err(progenitor_error(e.to_string())),
         Err(panic) => {
@@ -64,7 +75,8 @@ pub(crate) fn run_progenitor(
         }
     };
     let body_types = body_types(bundle, &client, spec)?;
-    Ok(Progenitor { client, types, body_types })
+    type_names.sort();
+    Ok(Progenitor { client, types, body_types, type_names })
 }
 
 thread_local! {
@@ -176,6 +188,7 @@ pub(crate) fn server(
 ) -> Result<TokenStream> {
     let rt = runtime;
     let types = &generated.types;
+    let payloads = generated.type_names.iter().map(|name| format_ident!("{}", name));
     let implemented_tokens = match implemented {
         Some((methods, type_name)) => quote!(::std::option::Option::Some((#type_name, &[#(#methods),*]))),
         None => quote!(::std::option::Option::None),
@@ -258,6 +271,8 @@ pub(crate) fn server(
         #[allow(clippy::all, clippy::pedantic, missing_docs, unused_imports, dead_code)]
         pub mod types {
             #types
+
+            #(impl #rt::Payload for #payloads {})*
         }
 
         /// `info.title` of the spec this module was generated from.

@@ -202,7 +202,7 @@ fn the_services_own_handler_handles_recording_started_of_every_spec_version() {
         panic!("recordingStarted parses as itself")
     };
     let bytes = body.to_string();
-    let summary = RecordingSummary::of(bytes.as_bytes()).unwrap();
+    let summary = RecordingSummary::of((*typed).clone());
     assert_eq!(summary.recording_id, body["data"]["recordingId"].as_str().unwrap());
     assert_eq!(summary.room_id, body["data"]["roomId"].as_str().unwrap());
     assert_eq!(summary.status, body["data"]["status"].as_str().unwrap());

@@ -59,6 +59,8 @@ pub mod types {
             }
         }
     }
+    impl ::meet_webhooks::runtime::Payload for Recording {}
+    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBody {}
 }
 /// `info.title` of the spec this module was generated from.
 pub const SPEC_TITLE: &str = "OpenVidu Meet Webhooks (3.0, x-webhooks)";

@@ -69,6 +69,8 @@ pub mod types {
             }
         }
     }
+    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBodyData {}
 }
 /// `info.title` of the spec this module was generated from.
 pub const SPEC_TITLE: &str = "OpenVidu Meet Webhooks";

@@ -137,6 +137,12 @@ pub mod types {
             }
         }
     }
+    impl ::meet_webhooks::runtime::Payload for RecordingEndedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for RecordingEndedWebhookBodyData {}
+    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBodyData {}
+    impl ::meet_webhooks::runtime::Payload for RecordingUpdatedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for RecordingUpdatedWebhookBodyData {}
 }
 /// `info.title` of the spec this module was generated from.
 pub const SPEC_TITLE: &str = "OpenVidu Meet Webhooks";

@@ -881,6 +881,31 @@ pub mod types {
             }
         }
     }
+    impl ::meet_webhooks::runtime::Payload for MeetRoom {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomAutoDeletionPolicy {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomAutoDeletionPolicyWithMeeting {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomAutoDeletionPolicyWithRecordings {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomConfig {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomConfigChat {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomConfigRecording {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomConfigRecordingAllowAccessTo {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomKind {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomMeetingEndAction {}
+    impl ::meet_webhooks::runtime::Payload for MeetRoomStatus {}
+    impl ::meet_webhooks::runtime::Payload for MeetingEndedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for MeetingStartedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for RecordingBase {}
+    impl ::meet_webhooks::runtime::Payload for RecordingEndedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for RecordingEndedWebhookBodyData {}
+    impl ::meet_webhooks::runtime::Payload for RecordingEndedWebhookBodyDataStatus {}
+    impl ::meet_webhooks::runtime::Payload for RecordingLayout {}
+    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBodyData {}
+    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBodyDataStatus {}
+    impl ::meet_webhooks::runtime::Payload for RecordingUpdatedWebhookBody {}
+    impl ::meet_webhooks::runtime::Payload for RecordingUpdatedWebhookBodyData {}
+    impl ::meet_webhooks::runtime::Payload for RecordingUpdatedWebhookBodyDataStatus {}
+    impl ::meet_webhooks::runtime::Payload for WebhookEvent {}
 }
 /// `info.title` of the spec this module was generated from.
 pub const SPEC_TITLE: &str = "OpenVidu Meet API";
