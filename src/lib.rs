@@ -98,3 +98,60 @@ mod snapshots {
         v3: "v3-five-webhooks.rs",
     }
 }
+
+/// Which module may lean on which: the layering the module docs describe, checked on the
+/// sources so that a shortcut shows up in review.
+#[cfg(test)]
+mod layering {
+    /// The `crate::` modules a source file names.
+    fn uses(path: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
+        let mut used: Vec<String> = text
+            .split("crate::")
+            .skip(1)
+            .map(|rest| rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+            .filter(|module: &String| !module.is_empty())
+            .collect();
+        used.sort();
+        used.dedup();
+        used
+    }
+
+    fn files(dir: &str) -> Vec<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut found = Vec::new();
+        let mut stack = vec![root.join(dir)];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                found.push(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn each_layer_names_only_what_is_below_it() {
+        let rules: &[(&str, &[&str])] = &[
+            // The verifier is pure: no HTTP, no storage.
+            ("src/verify.rs", &["clock", "defaults"]),
+            // The inbox knows deliveries, handlers and plain metrics, not the web or the verifier.
+            ("src/inbox", &["clock", "defaults", "generated", "handling", "inbox", "metrics", "runtime"]),
+            // The CLI parses arguments into the library's builder and commands.
+            (
+                "src/cli",
+                &["WEBHOOKS", "clock", "defaults", "handler", "inbox", "logging", "metrics", "service", "verify"],
+            ),
+        ];
+        assert!(uses("src/verify.rs").contains(&"clock".to_owned()), "the scan finds what a file uses");
+        for (path, allowed) in rules {
+            let sources = if path.ends_with(".rs") { vec![(*path).to_owned()] } else { files(path) };
+            for source in sources {
+                for module in uses(&source) {
+                    assert!(allowed.contains(&module.as_str()), "{source} uses crate::{module}");
+                }
+            }
+        }
+    }
+}
