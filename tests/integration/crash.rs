@@ -31,7 +31,8 @@ impl RunLog {
     async fn run(&self, ctx: &DeliveryContext) -> HandlerResult {
         let body: serde_json::Value = serde_json::from_slice(&ctx.body)?;
         let recording = body["data"]["recordingId"].as_str().unwrap_or("-");
-        writeln!(self.0.lock().unwrap(), "{recording} {}", ctx.attempt)?;
+        // One write per line (O_APPEND): a reader never sees half of one.
+        self.0.lock().unwrap().write_all(format!("{recording} {}\n", ctx.attempt).as_bytes())?;
         if body["data"]["abort"] == true {
             tokio::time::sleep(Duration::from_millis(300)).await;
             std::process::abort();
@@ -119,7 +120,10 @@ impl Drop for ChildReceiver {
 /// How often each recording's handler was started, from the run log.
 fn runs(path: &Path) -> HashMap<String, Vec<u32>> {
     let mut runs: HashMap<String, Vec<u32>> = HashMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Only whole lines: one may be being written right now.
+    let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    for line in whole.lines() {
         let (recording, attempt) = line.split_once(' ').unwrap();
         runs.entry(recording.to_owned()).or_default().push(attempt.parse().unwrap());
     }
