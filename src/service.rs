@@ -28,7 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::app::{self, Receiver};
 use crate::generated::{self, WEBHOOKS, WebhookHandler};
-use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, RetryPolicy, SqliteInbox, StoreError};
+use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, PgInbox, RetryPolicy, SqliteInbox, StoreError};
 use crate::middleware::Gate;
 use crate::verify::{KeyError, Policy, Verifier};
 
@@ -38,6 +38,8 @@ use crate::defaults;
 pub enum Storage {
     /// The SQLite inbox in this directory (the default: [`crate::defaults::DATA_DIR`]).
     Sqlite(PathBuf),
+    /// The PostgreSQL inbox at this URL, shared with the other replicas that use it.
+    Postgres(String),
     /// An inbox of your own.
     Inbox(Arc<dyn Inbox>),
     /// None: each delivery is handled before it is answered, and retries are recognised in
@@ -52,7 +54,7 @@ pub enum ServiceError {
     Keys(#[from] KeyError),
     #[error("{setting}: {problem}")]
     Setting { setting: &'static str, problem: String },
-    #[error("--data-dir: {0}")]
+    #[error("the inbox: {0}")]
     Storage(#[from] StoreError),
 }
 
@@ -70,6 +72,7 @@ pub struct ServiceBuilder<H> {
     retry: RetryPolicy,
     retention: Duration,
     shutdown_grace: Duration,
+    lease: Duration,
     replica_id: String,
     metrics: Option<PrometheusHandle>,
     signals: bool,
@@ -92,6 +95,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
             retry: RetryPolicy::default(),
             retention: defaults::RETENTION,
             shutdown_grace: defaults::SHUTDOWN_GRACE,
+            lease: defaults::LEASE,
             replica_id: default_replica_id(),
             metrics: None,
             signals: true,
@@ -166,6 +170,13 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         self
     }
 
+    /// How long a claim lasts unless renewed ([`crate::defaults::LEASE`]): how long another
+    /// replica waits before it takes over the deliveries of one that stopped.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// The name this process claims deliveries under (host name and pid).
     pub fn replica_id(mut self, id: impl Into<String>) -> Self {
         self.replica_id = id.into();
@@ -194,6 +205,9 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         if self.request_timeout.is_zero() {
             return invalid("--request-timeout", "must be more than 0".into());
         }
+        if self.lease < Duration::from_millis(30) {
+            return invalid("--lease", "must be at least 30 ms".into());
+        }
         if self.concurrency == 0 {
             return invalid("--concurrency", "must be at least 1".into());
         }
@@ -218,6 +232,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         let handler = Arc::new(self.handler);
         let (inbox, replay_capacity): (Option<Arc<dyn Inbox>>, usize) = match self.storage {
             Storage::Sqlite(dir) => (Some(Arc::new(SqliteInbox::open(&dir, &self.replica_id)?)), 0),
+            Storage::Postgres(url) => (Some(Arc::new(PgInbox::connect(&url, &self.replica_id)?)), 0),
             Storage::Inbox(inbox) => (Some(inbox), 0),
             Storage::Inline { replay_capacity } => (None, replay_capacity),
         };
@@ -228,7 +243,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
                     handler: handler.clone(),
                     concurrency: self.concurrency,
                     retry: self.retry,
-                    lease: defaults::LEASE,
+                    lease: self.lease,
                     retention: self.retention,
                     shutdown_grace: self.shutdown_grace,
                 }

@@ -3,12 +3,20 @@
 use std::process::ExitCode;
 
 use super::{InboxAction, InboxCommand, StateFilter};
-use crate::inbox::{Filter, Inbox, SqliteInbox, State};
+use crate::inbox::{Filter, Inbox, PgInbox, SqliteInbox, State};
 
 pub(super) fn inbox(command: InboxCommand) -> Result<ExitCode, String> {
-    let inbox = SqliteInbox::open_existing(&command.data.data_dir).map_err(|e| format!("--data-dir: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
-    runtime.block_on(run(&inbox, command.action))
+    match &command.data.database_url {
+        Some(url) => {
+            let inbox = PgInbox::connect(url, "cli").map_err(|e| format!("--database-url: {e}"))?;
+            runtime.block_on(run(&inbox, command.action))
+        }
+        None => {
+            let inbox = SqliteInbox::open_existing(&command.data.data_dir).map_err(|e| format!("--data-dir: {e}"))?;
+            runtime.block_on(run(&inbox, command.action))
+        }
+    }
 }
 
 async fn run(inbox: &dyn Inbox, action: InboxAction) -> Result<ExitCode, String> {

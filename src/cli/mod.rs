@@ -39,7 +39,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Receive webhooks (the default when no command is given).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Sign and send one event, exactly as OpenVidu Meet does.
     Send(SendArgs),
     /// Check a captured delivery (body on standard input) and say which check it fails.
@@ -165,6 +165,10 @@ struct DataDirArg {
     /// Where the inbox (an SQLite file) lives; created on first start.
     #[arg(long, env = "MEET_WEBHOOKS_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
+    /// Keep the inbox in PostgreSQL instead (postgres://user:password@host/database), shared by
+    /// every replica that uses it.
+    #[arg(long, env = "MEET_WEBHOOKS_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Clone, Args)]
@@ -189,6 +193,13 @@ struct InboxArgs {
     /// Hours a handled delivery is kept before it is pruned (dead ones are kept until replayed).
     #[arg(long, env = "MEET_WEBHOOKS_RETENTION_HOURS", default_value_t = Hours(defaults::RETENTION), allow_hyphen_values = true)]
     retention_hours: Hours,
+    /// This replica's name in claims and logs (default: host name and pid).
+    #[arg(long, env = "MEET_WEBHOOKS_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// Seconds a claim lasts unless renewed: how long other replicas wait before they take over
+    /// the deliveries of one that stopped.
+    #[arg(long, env = "MEET_WEBHOOKS_LEASE", default_value_t = Seconds(defaults::LEASE), allow_hyphen_values = true)]
+    lease: Seconds,
     /// Seconds running handlers get to finish on shutdown; the rest stay pending.
     #[arg(long, env = "MEET_WEBHOOKS_SHUTDOWN_GRACE", default_value_t = Seconds(defaults::SHUTDOWN_GRACE), allow_hyphen_values = true)]
     shutdown_grace: Seconds,
@@ -248,7 +259,7 @@ pub fn main() -> ExitCode {
     crate::logging::init();
     let outcome = match cli.command {
         None => serve::serve(cli.serve),
-        Some(Command::Serve(args)) => serve::serve(args),
+        Some(Command::Serve(args)) => serve::serve(*args),
         Some(Command::Send(args)) => send::send(args),
         Some(Command::Verify(args)) => inspect::verify(args),
         Some(Command::Spec) => {

@@ -9,12 +9,16 @@ use crate::service::{ServiceBuilder, Storage};
 
 pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let metrics = crate::metrics::install().map_err(|e| format!("cannot set up metrics: {e}"))?;
-    let storage = if args.inbox.no_inbox {
-        Storage::Inline { replay_capacity: args.replay_capacity }
-    } else {
-        Storage::Sqlite(args.inbox.data.data_dir.clone())
+    let storage = match (&args.inbox.data.database_url, args.inbox.no_inbox) {
+        (_, true) => Storage::Inline { replay_capacity: args.replay_capacity },
+        (Some(url), false) => Storage::Postgres(url.clone()),
+        (None, false) => Storage::Sqlite(args.inbox.data.data_dir.clone()),
     };
-    let service = ServiceBuilder::new(ServiceHandler, args.keys.collect()?)
+    let mut builder = ServiceBuilder::new(ServiceHandler, args.keys.collect()?);
+    if let Some(id) = &args.inbox.replica_id {
+        builder = builder.replica_id(id);
+    }
+    let service = builder
         .policy(args.policy.policy())
         .path(&args.path)
         .body_limit(args.body_limit)
@@ -29,6 +33,7 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         })
         .retention(args.inbox.retention_hours.0)
         .shutdown_grace(args.inbox.shutdown_grace.0)
+        .lease(args.inbox.lease.0)
         .metrics(metrics)
         .build()
         .map_err(|e| e.to_string())?;

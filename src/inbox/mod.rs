@@ -35,6 +35,7 @@
 //! appends, outcomes and claims that queue together in one transaction on a writer thread.
 
 mod dispatch;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -46,6 +47,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
+pub use postgres::PgInbox;
 pub use sqlite::SqliteInbox;
 
 /// What the request path stores.

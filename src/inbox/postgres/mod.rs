@@ -1,0 +1,736 @@
+//! The inbox on PostgreSQL, shared by several replicas of the receiver.
+//!
+//! - **Its own runtime.** actix runs a single-threaded runtime per HTTP worker, and a database
+//!   connection belongs to the runtime that made it: the pool lives on a runtime of its own
+//!   (one thread), and the inbox's methods hand their work to it.
+//! - **Group commit.** Appends that arrive while a commit runs go into the next one: one
+//!   multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`, rows sorted by their
+//!   unique key, in a transaction that commits (`synchronous_commit` as the server has it: on by
+//!   default) before any of them is acknowledged. A retry that another replica is committing
+//!   waits for that commit, then is a duplicate.
+//! - **Rooms in commit order.** A transaction that adds to a room first locks the room's row
+//!   (rooms sorted, so batches never deadlock) and numbers its deliveries from it: a room's
+//!   deliveries are numbered in the order they were committed, that is acknowledged, whichever
+//!   replica took them.
+//! - **Claims** lock the due heads with `FOR UPDATE SKIP LOCKED` and set a lease on the
+//!   database's clock (`now()`), never a replica's; outcomes and renewals count only for the
+//!   claim that holds the delivery (fencing). A replica that stops renewing loses its claims
+//!   once the lease runs out, and another replica takes them.
+
+mod schema;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_postgres::{NoTls, Row, Transaction};
+
+pub use schema::VERSION as SCHEMA_VERSION;
+
+use super::{
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, NewDelivery, Outcome,
+    Selection, State, Stats, StoreError, Stored,
+};
+use crate::clock::millis;
+
+/// Milliseconds since the epoch, on the database's clock.
+const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
+/// Most appends committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Connections in the pool: the appender, the dispatcher, and the rest (readiness, the CLI).
+const POOL_SIZE: usize = 8;
+
+const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, signature, body, \
+                       last_error, owner, (extract(epoch from lease_until) * 1000)::bigint";
+
+/// [`COLUMNS`] of a claimed row (`d`).
+const CLAIMED_COLUMNS: &str = "d.id, d.event, d.state, d.kind, d.attempts, d.received_at, d.timestamp, d.timestamp_ms, \
+                               d.room, d.signature, d.body, d.last_error, d.owner, \
+                               (extract(epoch from d.lease_until) * 1000)::bigint";
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// The PostgreSQL inbox (cheap to clone).
+#[derive(Clone)]
+pub struct PgInbox {
+    pool: Pool,
+    runtime: tokio::runtime::Handle,
+    appends: mpsc::Sender<(NewDelivery, Reply<Appended>)>,
+    /// Who claims deliveries through this inbox.
+    owner: Arc<str>,
+    /// Where it is, without a password.
+    target: Arc<str>,
+    /// Notified after a commit of this replica stored something new (other replicas' appends
+    /// are found by polling).
+    wake: Arc<Notify>,
+}
+
+impl PgInbox {
+    /// Connects to `url` (`postgres://user:password@host/db?sslmode=...`), creates or upgrades
+    /// the tables, and claims deliveries as `owner`.
+    pub fn connect(url: &str, owner: &str) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+            StoreError::invalid("--database-url is not a PostgreSQL URL (postgres://user@host/database)").caused_by(e)
+        })?;
+        let target = describe(&config);
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(StoreError::invalid(format!(
+                "{target}: sslmode=require is not supported yet (this build connects without TLS)"
+            )));
+        }
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("inbox-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::unavailable("cannot start the inbox's runtime").caused_by(e))?;
+        let handle = runtime.handle().clone();
+        // The runtime lives as long as the process: its thread parks when idle.
+        std::thread::Builder::new()
+            .name("inbox-postgres".into())
+            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .map_err(|e| StoreError::unavailable("cannot start the inbox's thread").caused_by(e))?;
+        let pool = {
+            let _entered = handle.enter();
+            Pool::builder(manager)
+                .max_size(POOL_SIZE)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .create_timeout(Some(Duration::from_secs(5)))
+                .wait_timeout(Some(Duration::from_secs(5)))
+                .build()
+                .map_err(|e| StoreError::invalid("cannot set up the connection pool").caused_by(e))?
+        };
+        let migrated = {
+            let pool = pool.clone();
+            let target = target.clone();
+            handle.block_on(async move {
+                let mut client = connection(&pool, &target).await?;
+                schema::migrate(&mut client).await
+            })
+        };
+        migrated.map_err(|e| StoreError { context: format!("{target}: {}", e.context), ..e })?;
+        let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
+        let wake = Arc::new(Notify::new());
+        handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone()));
+        Ok(Self { pool, runtime: handle, appends, owner: owner.into(), target: target.into(), wake })
+    }
+
+    /// Runs `work` with a connection, on the inbox's runtime.
+    async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client, Arc<str>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+    {
+        let (pool, owner, target) = (self.pool.clone(), self.owner.clone(), self.target.clone());
+        let task = self.runtime.spawn(async move { work(connection(&pool, &target).await?, owner).await });
+        task.await.map_err(|e| StoreError::unavailable("the inbox's task failed").caused_by(e))?
+    }
+}
+
+async fn connection(pool: &Pool, target: &str) -> Result<Client, StoreError> {
+    pool.get().await.map_err(|e| StoreError::unavailable(format!("cannot reach the database {target}")).caused_by(e))
+}
+
+/// `host:port/database` as the URL names it, without user or password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("postgres://{host}:{port}/{}", config.get_dbname().unwrap_or_default())
+}
+
+fn failed(e: tokio_postgres::Error) -> StoreError {
+    StoreError::unavailable("the database").caused_by(e)
+}
+
+/// Collects appends and commits them in batches.
+async fn appender(
+    pool: Pool,
+    target: String,
+    mut queue: mpsc::Receiver<(NewDelivery, Reply<Appended>)>,
+    wake: Arc<Notify>,
+) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (deliveries, replies): (Vec<NewDelivery>, Vec<Reply<Appended>>) = batch.drain(..).unzip();
+        let result = match connection(&pool, &target).await {
+            Ok(mut client) => insert(&mut client, &deliveries).await,
+            Err(e) => Err(e),
+        };
+        crate::metrics::inbox_commit(deliveries.len(), Duration::ZERO, result.is_ok());
+        match result {
+            Ok(answers) => {
+                if answers.iter().any(|a| matches!(a, Appended::New(_))) {
+                    wake.notify_one();
+                }
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Stores a batch in one transaction: rooms locked in order and numbered, rows inserted in key
+/// order, heads set; one answer per delivery, in order.
+async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Appended>, StoreError> {
+    let tx = client.transaction().await.map_err(failed)?;
+    let mut rooms: Vec<&str> = batch.iter().filter_map(|d| d.room.as_deref()).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    if !rooms.is_empty() {
+        tx.execute("INSERT INTO rooms (room, last_seq) SELECT r, 0 FROM unnest($1::text[]) r ORDER BY r ON CONFLICT DO NOTHING", &[&rooms])
+            .await
+            .map_err(failed)?;
+        for row in tx
+            .query("SELECT room, last_seq FROM rooms WHERE room = ANY($1) ORDER BY room FOR UPDATE", &[&rooms])
+            .await
+            .map_err(failed)?
+        {
+            last_seq.insert(row.get(0), row.get(1));
+        }
+    }
+    // Numbered in arrival order; inserted in key order.
+    let seqs: Vec<Option<i64>> = batch
+        .iter()
+        .map(|d| {
+            d.room.as_ref().map(|room| {
+                let seq = last_seq.entry(room.clone()).or_insert(0);
+                *seq += 1;
+                *seq
+            })
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_by(|&a, &b| {
+        (batch[a].timestamp_ms, batch[a].signature).cmp(&(batch[b].timestamp_ms, batch[b].signature))
+    });
+    let column = |f: &dyn Fn(usize) -> Option<String>| order.iter().map(|&i| f(i)).collect::<Vec<_>>();
+    let timestamp_ms: Vec<i64> = order.iter().map(|&i| batch[i].timestamp_ms).collect();
+    let signature: Vec<&[u8]> = order.iter().map(|&i| &batch[i].signature[..]).collect();
+    let timestamp = column(&|i| Some(batch[i].timestamp.clone()));
+    let event = column(&|i| batch[i].event.clone());
+    let kind = column(&|i| Some(batch[i].kind.as_str().to_owned()));
+    let room = column(&|i| batch[i].room.clone());
+    let room_seq: Vec<Option<i64>> = order.iter().map(|&i| seqs[i]).collect();
+    let body: Vec<&[u8]> = order.iter().map(|&i| &batch[i].body[..]).collect();
+    let received_at: Vec<i64> = order.iter().map(|&i| batch[i].received_at_ms).collect();
+    let inserted = tx
+        .query(
+            &format!(
+                "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
+                                         received_at, due_at, head)
+                 SELECT t.*, {NOW_MS}, t.room IS NULL
+                   FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
+                               $7::bigint[], $8::bytea[], $9::bigint[])
+                        AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at)
+                 ON CONFLICT (timestamp_ms, signature) DO NOTHING
+                 RETURNING id, timestamp_ms, signature"
+            ),
+            &[&timestamp_ms, &signature, &timestamp, &event, &kind, &room, &room_seq, &body, &received_at],
+        )
+        .await
+        .map_err(failed)?;
+    let mut ids: std::collections::HashMap<(i64, Vec<u8>), (i64, bool)> =
+        inserted.iter().map(|r| ((r.get(1), r.get(2)), (r.get(0), true))).collect();
+    if ids.len() < batch.len() {
+        for row in tx
+            .query(
+                "SELECT id, timestamp_ms, signature FROM deliveries
+                  WHERE (timestamp_ms, signature) IN (SELECT * FROM unnest($1::bigint[], $2::bytea[]))",
+                &[&timestamp_ms, &signature],
+            )
+            .await
+            .map_err(failed)?
+        {
+            ids.entry((row.get(1), row.get(2))).or_insert((row.get(0), false));
+        }
+    }
+    if !rooms.is_empty() {
+        let numbered: Vec<&str> = last_seq.keys().map(String::as_str).collect();
+        let seqs: Vec<i64> = numbered.iter().map(|r| last_seq[*r]).collect();
+        tx.execute(
+            "UPDATE rooms SET last_seq = v.seq FROM unnest($1::text[], $2::bigint[]) v(room, seq) WHERE rooms.room = v.room",
+            &[&numbered, &seqs],
+        )
+        .await
+        .map_err(failed)?;
+        promote(&tx, &rooms).await?;
+    }
+    tx.commit().await.map_err(failed)?;
+    // A key that appears twice in one batch is new for its first copy only.
+    let mut answered: std::collections::HashSet<(i64, Vec<u8>)> = std::collections::HashSet::new();
+    batch
+        .iter()
+        .map(|d| {
+            let key = (d.timestamp_ms, d.signature.to_vec());
+            let (id, new) = *ids.get(&key).ok_or_else(|| StoreError::unavailable("a stored delivery vanished"))?;
+            Ok(if new && answered.insert(key) { Appended::New(id) } else { Appended::Duplicate(id) })
+        })
+        .collect()
+}
+
+/// Each room's first pending delivery is its head (the caller holds the rooms' locks).
+async fn promote(tx: &Transaction<'_>, rooms: &[&str]) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE deliveries d SET head = true
+           FROM (SELECT DISTINCT ON (room) id, head FROM deliveries
+                  WHERE room = ANY($1) AND state = 'pending' ORDER BY room, room_seq) first
+          WHERE d.id = first.id AND NOT first.head",
+        &[&rooms],
+    )
+    .await
+    .map_err(failed)?;
+    Ok(())
+}
+
+/// Locks these rooms' rows, in order.
+async fn lock_rooms(tx: &Transaction<'_>, rooms: &mut Vec<String>) -> Result<(), StoreError> {
+    rooms.sort_unstable();
+    rooms.dedup();
+    if !rooms.is_empty() {
+        tx.query("SELECT 1 FROM rooms WHERE room = ANY($1) ORDER BY room FOR UPDATE", &[&*rooms])
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+fn stored(row: &Row, offset: usize) -> Stored {
+    let text = |i: usize| row.get::<_, String>(offset + i);
+    let signature: Vec<u8> = row.get(offset + 9);
+    let claimed_by: Option<String> = row.get(offset + 12);
+    Stored {
+        id: row.get(offset),
+        event: row.get(offset + 1),
+        state: State::parse(&text(2)).unwrap_or(State::Pending),
+        kind: Kind::parse(&text(3)).unwrap_or(Kind::Fallback),
+        attempts: u32::try_from(row.get::<_, i32>(offset + 4)).unwrap_or(0),
+        received_at: row.get(offset + 5),
+        timestamp: text(6),
+        timestamp_ms: row.get(offset + 7),
+        room: row.get(offset + 8),
+        signature: signature.try_into().unwrap_or([0; 32]),
+        body: row.get(offset + 10),
+        last_error: row.get(offset + 11),
+        claimed_until: if claimed_by.is_some() { row.get(offset + 13) } else { None },
+        claimed_by,
+    }
+}
+
+/// Buries deliveries whose last claim ran out on their last attempt, then claims due heads.
+async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
+    let max = i32::try_from(request.max_attempts).unwrap_or(i32::MAX);
+    let expired = tx
+        .query(
+            "SELECT id, room FROM deliveries
+              WHERE head AND owner IS NOT NULL AND lease_until <= now() AND attempts >= $1 LIMIT 100",
+            &[&max],
+        )
+        .await
+        .map_err(failed)?;
+    if !expired.is_empty() {
+        let ids: Vec<i64> = expired.iter().map(|r| r.get(0)).collect();
+        let mut rooms: Vec<String> = expired.iter().filter_map(|r| r.get::<_, Option<String>>(1)).collect();
+        lock_rooms(tx, &mut rooms).await?;
+        let error = format!(
+            "its last attempt (of {}) never finished: the replica handling it stopped or lost its claim",
+            request.max_attempts
+        );
+        tx.execute(
+            &format!(
+                "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
+                        done_at = {NOW_MS}, last_error = $3
+                  WHERE id = ANY($1) AND head AND owner IS NOT NULL AND lease_until <= now() AND attempts >= $2"
+            ),
+            &[&ids, &max, &error],
+        )
+        .await
+        .map_err(failed)?;
+        let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+        promote(tx, &rooms).await?;
+    }
+    let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+    let lease_ms = millis(request.lease) as f64;
+    let rows = tx
+        .query(
+            &format!(
+                "WITH due AS (
+                    SELECT id FROM deliveries
+                     WHERE head AND due_at <= {NOW_MS} AND (owner IS NULL OR lease_until <= now()) AND attempts < $4
+                     ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                 UPDATE deliveries d
+                    SET owner = $2, fence = d.fence + 1, attempts = d.attempts + 1,
+                        lease_until = now() + make_interval(secs => $3::float8 / 1000)
+                   FROM due WHERE d.id = due.id
+                 RETURNING d.fence, {CLAIMED_COLUMNS}"
+            ),
+            &[&limit, &owner, &lease_ms, &max],
+        )
+        .await
+        .map_err(failed)?;
+    let mut claimed: Vec<Claimed> = rows
+        .iter()
+        .map(|row| {
+            let delivery = stored(row, 1);
+            Claimed { claim: Claim { id: delivery.id, fence: row.get(0) }, attempt: delivery.attempts, delivery }
+        })
+        .collect();
+    claimed.sort_by_key(|c| c.claim.id);
+    Ok(claimed)
+}
+
+/// Records outcomes for the claims that still hold their deliveries.
+async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Result<Vec<Completed>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
+    let mut rooms: Vec<String> = tx
+        .query("SELECT room FROM deliveries WHERE id = ANY($1) AND room IS NOT NULL", &[&ids])
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    lock_rooms(tx, &mut rooms).await?;
+    let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending' RETURNING room";
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut freed: Vec<String> = Vec::new();
+    for c in batch {
+        let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
+        let row = match &c.outcome {
+            Outcome::Done => {
+                tx.query_opt(
+                    &format!(
+                        "UPDATE deliveries SET state = 'done', head = false, owner = NULL, lease_until = NULL,
+                                kind = $4, last_error = NULL, done_at = {NOW_MS} {held}"
+                    ),
+                    &[&id, &fence, &owner, &kind],
+                )
+                .await
+            }
+            Outcome::Retry { after, error } => {
+                tx.query_opt(
+                    &format!(
+                        "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
+                                due_at = {NOW_MS} + $6 {held}"
+                    ),
+                    &[&id, &fence, &owner, &kind, error, &millis(*after)],
+                )
+                .await
+            }
+            Outcome::Dead { error } => {
+                tx.query_opt(
+                    &format!(
+                        "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
+                                kind = $4, last_error = $5, done_at = {NOW_MS} {held}"
+                    ),
+                    &[&id, &fence, &owner, &kind, error],
+                )
+                .await
+            }
+            Outcome::Interrupted => {
+                tx.query_opt(
+                    &format!("UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1 {held}"),
+                    &[&id, &fence, &owner],
+                )
+                .await
+            }
+        }
+        .map_err(failed)?;
+        answers.push(match row {
+            None => Completed::Fenced,
+            Some(row) => {
+                if let (Some(room), Outcome::Done | Outcome::Dead { .. }) =
+                    (row.get::<_, Option<String>>(0), &c.outcome)
+                {
+                    freed.push(room);
+                }
+                Completed::Recorded
+            }
+        });
+    }
+    let freed: Vec<&str> = freed.iter().map(String::as_str).collect();
+    if !freed.is_empty() {
+        promote(tx, &freed).await?;
+    }
+    Ok(answers)
+}
+
+#[async_trait::async_trait]
+impl Inbox for PgInbox {
+    async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let closed = || StoreError::unavailable("the inbox is closed");
+        self.appends.send((delivery, tx)).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
+        self.run(move |mut client, owner| async move {
+            let tx = client.transaction().await.map_err(failed)?;
+            let claimed = claim(&tx, &owner, &request).await?;
+            tx.commit().await.map_err(failed)?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn renew(&self, claims: &[Claim], lease: Duration) -> Result<Vec<Claim>, StoreError> {
+        let claims = claims.to_vec();
+        self.run(move |client, owner| async move {
+            let ids: Vec<i64> = claims.iter().map(|c| c.id).collect();
+            let fences: Vec<i64> = claims.iter().map(|c| c.fence).collect();
+            let held: Vec<i64> = client
+                .query(
+                    "UPDATE deliveries d SET lease_until = now() + make_interval(secs => $4::float8 / 1000)
+                       FROM unnest($1::bigint[], $2::bigint[]) c(id, fence)
+                      WHERE d.id = c.id AND d.fence = c.fence AND d.owner = $3 AND d.state = 'pending'
+                      RETURNING d.id",
+                    &[&ids, &fences, &&*owner, &(millis(lease) as f64)],
+                )
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            Ok(claims.into_iter().filter(|c| !held.contains(&c.id)).collect())
+        })
+        .await
+    }
+
+    async fn complete(&self, completions: &[Completion]) -> Result<Vec<Completed>, StoreError> {
+        let completions = completions.to_vec();
+        self.run(move |mut client, owner| async move {
+            let tx = client.transaction().await.map_err(failed)?;
+            let completed = complete(&tx, &owner, &completions).await?;
+            tx.commit().await.map_err(failed)?;
+            Ok(completed)
+        })
+        .await
+    }
+
+    async fn complete_and_claim(
+        &self,
+        completions: &[Completion],
+        request: ClaimRequest,
+    ) -> Result<(Vec<Completed>, Vec<Claimed>), StoreError> {
+        let completions = completions.to_vec();
+        self.run(move |mut client, owner| async move {
+            let tx = client.transaction().await.map_err(failed)?;
+            let completed = complete(&tx, &owner, &completions).await?;
+            let claimed = claim(&tx, &owner, &request).await?;
+            tx.commit().await.map_err(failed)?;
+            Ok((completed, claimed))
+        })
+        .await
+    }
+
+    async fn replay(&self, selection: Selection) -> Result<usize, StoreError> {
+        let replayed = self
+            .run(move |mut client, _| async move {
+                let tx = client.transaction().await.map_err(failed)?;
+                let (condition, id) = match selection {
+                    Selection::One(id) => ("id = $1", Some(id)),
+                    Selection::Dead => ("state = 'dead' AND $1::bigint IS NULL", None),
+                    Selection::Fallback => ("kind = 'fallback' AND $1::bigint IS NULL", None),
+                };
+                let mut rooms: Vec<String> = tx
+                    .query(&format!("SELECT room FROM deliveries WHERE {condition} AND state != 'pending' AND room IS NOT NULL"), &[&id])
+                    .await
+                    .map_err(failed)?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                lock_rooms(&tx, &mut rooms).await?;
+                let replayed = tx
+                    .execute(
+                        &format!(
+                            "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = {NOW_MS}, last_error = NULL,
+                                    done_at = NULL, owner = NULL, lease_until = NULL, head = room IS NULL
+                              WHERE {condition} AND state != 'pending'"
+                        ),
+                        &[&id],
+                    )
+                    .await
+                    .map_err(failed)?;
+                // The first pending delivery of each room is its head again, unless one of the
+                // room's deliveries is claimed right now: that one stays the head.
+                tx.execute(
+                    "UPDATE deliveries d SET head = (d.id = (SELECT id FROM deliveries WHERE room = d.room AND state = 'pending' ORDER BY room_seq LIMIT 1))
+                      WHERE room = ANY($1) AND state = 'pending'
+                        AND NOT EXISTS (SELECT 1 FROM deliveries c WHERE c.room = d.room AND c.state = 'pending' AND c.owner IS NOT NULL)",
+                    &[&rooms],
+                )
+                .await
+                .map_err(failed)?;
+                tx.commit().await.map_err(failed)?;
+                Ok(usize::try_from(replayed).unwrap_or(usize::MAX))
+            })
+            .await?;
+        if replayed > 0 {
+            self.wake.notify_one();
+        }
+        Ok(replayed)
+    }
+
+    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        let event = event.map(str::to_owned);
+        self.run(move |client, _| async move {
+            let (condition, value) = match filter {
+                Filter::State(state) => ("state = $1", state.as_str()),
+                Filter::Fallback => ("kind = $1", Kind::Fallback.as_str()),
+                Filter::All => ("$1::text IS NOT NULL", ""),
+            };
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {COLUMNS} FROM deliveries WHERE {condition} AND ($2::text IS NULL OR event = $2)
+                          ORDER BY id LIMIT $3"
+                    ),
+                    &[&value, &event, &i64::try_from(limit).unwrap_or(i64::MAX)],
+                )
+                .await
+                .map_err(failed)?;
+            Ok(rows.iter().map(|r| stored(r, 0)).collect())
+        })
+        .await
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
+        self.run(move |client, _| async move {
+            let row = client
+                .query_opt(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = $1"), &[&id])
+                .await
+                .map_err(failed)?;
+            Ok(row.map(|r| stored(&r, 0)))
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        self.run(|client, _| async move {
+            let mut stats = Stats::default();
+            for row in
+                client.query("SELECT state, COUNT(*) FROM deliveries GROUP BY state", &[]).await.map_err(failed)?
+            {
+                let count = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+                match State::parse(row.get(0)) {
+                    Some(State::Pending) => stats.pending = count,
+                    Some(State::Done) => stats.done = count,
+                    Some(State::Dead) => stats.dead = count,
+                    None => {}
+                }
+            }
+            let row = client
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'),
+                            (SELECT MIN(received_at) FROM deliveries WHERE state = 'pending')",
+                    &[],
+                )
+                .await
+                .map_err(failed)?;
+            stats.fallback = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+            stats.oldest_pending_received_at = row.get(1);
+            stats.claimed_by = client
+                .query(
+                    "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
+                      GROUP BY owner ORDER BY owner",
+                    &[],
+                )
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+                .collect();
+            Ok(stats)
+        })
+        .await
+    }
+
+    async fn depth(&self) -> Result<Depth, StoreError> {
+        self.run(|client, _| async move {
+            let row = client
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM deliveries WHERE state = 'pending'),
+                            (SELECT COUNT(*) FROM deliveries WHERE state = 'dead')",
+                    &[],
+                )
+                .await
+                .map_err(failed)?;
+            let count = |i| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+            Ok(Depth { pending: count(0), dead: count(1) })
+        })
+        .await
+    }
+
+    async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.run(move |client, _| async move {
+            // Small batches, skipping rows another replica is pruning: never a long lock.
+            let mut pruned = 0;
+            loop {
+                let n = client
+                    .execute(
+                        "DELETE FROM deliveries WHERE id = ANY(ARRAY(
+                            SELECT id FROM deliveries WHERE state = 'done' AND done_at < $1
+                             LIMIT 5000 FOR UPDATE SKIP LOCKED))",
+                        &[&before_ms],
+                    )
+                    .await
+                    .map_err(failed)?;
+                pruned += usize::try_from(n).unwrap_or(0);
+                if n < 5000 {
+                    return Ok(pruned);
+                }
+            }
+        })
+        .await
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.run(|client, owner| async move {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO meta (key, value) VALUES ('ready:' || $1, {NOW_MS})
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                    ),
+                    &[&&*owner],
+                )
+                .await
+                .map_err(failed)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        self.pool.close();
+    }
+
+    fn wakeups(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn describe(&self) -> String {
+        self.target.to_string()
+    }
+}

@@ -1,0 +1,92 @@
+//! The PostgreSQL inbox's tables, created and brought up to date at start: versioned, in one
+//! transaction, and safe when several replicas start at once (they take turns on a
+//! transaction-level advisory lock; a newer version than this build knows is refused).
+
+use deadpool_postgres::Client;
+
+use crate::inbox::StoreError;
+
+/// Migration `n` (1-based) brings the database from version `n - 1` to `n`.
+const MIGRATIONS: &[&str] = &[
+    // 1: deliveries, their rooms, and a row to prove writes with.
+    //
+    // `room_seq` orders a room's deliveries as they were committed, which with several replicas
+    // is not `id` order (an id is taken at insert, visible at commit): every transaction that
+    // adds to a room holds that room's row in `rooms` (and takes the next number from it) until
+    // it commits. `head` marks the one delivery of each room that may be claimed (its first
+    // pending one; every pending delivery without a room); the room's row lock guards every
+    // change of it. `due_at` (ms, the database's clock) is when it may next be claimed; a claim
+    // sets `owner`, a new `fence` and `lease_until` (the database's clock too).
+    "
+    CREATE TABLE deliveries (
+        id           bigserial PRIMARY KEY,
+        signature    bytea   NOT NULL,
+        timestamp    text    NOT NULL,
+        timestamp_ms bigint  NOT NULL,
+        event        text,
+        kind         text    NOT NULL,
+        room         text,
+        room_seq     bigint,
+        body         bytea   NOT NULL,
+        received_at  bigint  NOT NULL,
+        state        text    NOT NULL DEFAULT 'pending',
+        attempts     integer NOT NULL DEFAULT 0,
+        due_at       bigint  NOT NULL,
+        last_error   text,
+        done_at      bigint,
+        head         boolean NOT NULL DEFAULT false,
+        owner        text,
+        fence        bigint  NOT NULL DEFAULT 0,
+        lease_until  timestamptz,
+        UNIQUE (timestamp_ms, signature)
+    ) WITH (fillfactor = 80);
+    CREATE INDEX deliveries_ready ON deliveries (due_at, id) WHERE head;
+    CREATE INDEX deliveries_pending ON deliveries (id) WHERE state = 'pending';
+    CREATE INDEX deliveries_pending_room ON deliveries (room, room_seq) WHERE state = 'pending' AND room IS NOT NULL;
+    CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead';
+    CREATE INDEX deliveries_done ON deliveries (done_at) WHERE state = 'done';
+    CREATE TABLE rooms (room text PRIMARY KEY, last_seq bigint NOT NULL);
+    CREATE TABLE meta (key text PRIMARY KEY, value bigint);
+    ",
+];
+
+/// The schema version this build writes.
+pub const VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Serializes replicas that migrate at once (any constant will do; this one spells "meet").
+const MIGRATION_LOCK: i64 = 0x6d65_6574;
+
+/// Brings the database up to [`VERSION`] in one transaction; refuses a newer one.
+pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let failed = |e: tokio_postgres::Error| StoreError::unavailable("cannot set up the inbox's tables").caused_by(e);
+    let tx = client.transaction().await.map_err(failed)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(failed)?;
+    // "already exists, skipping" is no news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning").await.map_err(failed)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS meet_webhooks_schema (version integer NOT NULL)")
+        .await
+        .map_err(failed)?;
+    let version: i32 = tx
+        .query_opt("SELECT version FROM meet_webhooks_schema", &[])
+        .await
+        .map_err(failed)?
+        .map_or(0, |row| row.get(0));
+    if version > VERSION {
+        return Err(StoreError::invalid(format!(
+            "the database's inbox has schema version {version}, written by a newer meet-webhooks; this one knows \
+             up to version {VERSION}: run the newer version"
+        )));
+    }
+    for migration in MIGRATIONS.iter().skip(usize::try_from(version).unwrap_or(0)) {
+        tx.batch_execute(migration).await.map_err(failed)?;
+    }
+    if version != VERSION {
+        tx.execute("DELETE FROM meet_webhooks_schema", &[]).await.map_err(failed)?;
+        tx.execute("INSERT INTO meet_webhooks_schema (version) VALUES ($1)", &[&VERSION]).await.map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed)?;
+    if version != 0 && version != VERSION {
+        log::info!("inbox: schema upgraded from version {version} to {VERSION}");
+    }
+    Ok(())
+}
