@@ -119,6 +119,8 @@ pub struct Options {
     pub inbox: Option<InboxOptions>,
     /// Without the inbox: deliveries remembered for duplicate detection.
     pub replay_capacity: usize,
+    /// Where the inbox is, instead of `inbox.dir` (whose other settings still apply).
+    pub storage: Option<Storage>,
 }
 
 pub struct InboxOptions {
@@ -144,6 +146,7 @@ impl Default for Options {
             timeout: Duration::from_secs(5),
             inbox: None,
             replay_capacity: 1000,
+            storage: None,
         }
     }
 }
@@ -172,10 +175,11 @@ impl TestServer {
 impl<H: WebhookHandler> TestServer<H> {
     /// Starts a server with `handler`, assembled as `meet-webhooks serve` assembles its own, on
     /// its own thread; it lives until the test process ends.
-    pub fn with_handler(options: Options, handler: H) -> Self {
-        let storage = match &options.inbox {
-            None => Storage::Inline { replay_capacity: options.replay_capacity },
-            Some(settings) => Storage::Sqlite(settings.dir.clone()),
+    pub fn with_handler(mut options: Options, handler: H) -> Self {
+        let storage = match (options.storage.take(), &options.inbox) {
+            (Some(storage), _) => storage,
+            (None, None) => Storage::Inline { replay_capacity: options.replay_capacity },
+            (None, Some(settings)) => Storage::Sqlite(settings.dir.clone()),
         };
         let mut builder = ServiceBuilder::new(handler, &options.keys)
             .policy(options.policy)

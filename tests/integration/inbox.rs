@@ -358,7 +358,7 @@ fn strict_mode_with_the_inbox_refuses_and_stores_nothing_that_matches_no_webhook
 
 /// A distinct signed body for every `n`: the spec's webhooks in turn, and the admin screen's
 /// `testEvent` (no room) every fifth, over `rooms` rooms.
-fn mixed_delivery(n: usize, rooms: usize) -> String {
+pub fn mixed_delivery(n: usize, rooms: usize) -> String {
     if n % 5 == 4 {
         return json!({"event": "testEvent", "creationDate": now_ms(), "data": {"message": format!("test {n}")}})
             .to_string();

@@ -8,4 +8,5 @@ mod common;
 mod crash;
 mod delivery;
 mod inbox;
+mod postgres;
 mod verification;
