@@ -222,3 +222,35 @@ fn two_replicas_on_one_database_handle_each_delivery_once_whichever_took_it() {
     eprintln!("postgres: {N} deliveries, handled {by_replica:?} by the two replicas");
     block_on(inbox.close());
 }
+
+#[test]
+fn tls_is_used_when_the_url_requires_it_and_the_password_never_shows() {
+    let Some(db) = TestDatabase::create() else { return };
+    // Trust authentication ignores the password; it only has to stay out of sight.
+    let url = db.url.replacen("://postgres@", "://postgres:hunter2-secret@", 1);
+    assert_ne!(url, db.url, "{}", db.url);
+    let inbox = PgInbox::connect(&format!("{url}?sslmode=require"), "tls").unwrap();
+    assert!(!inbox.describe().contains("hunter2"), "{}", inbox.describe());
+    block_on(inbox.append(delivery(1, None))).unwrap();
+    let encrypted: bool = block_on(async {
+        let (client, connection) = tokio_postgres::connect(&db.admin, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT COALESCE(bool_and(s.ssl), false) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                  WHERE a.datname = $1 AND a.backend_type = 'client backend'",
+                &[&db.name],
+            )
+            .await
+            .unwrap();
+        row.get(0)
+    });
+    assert!(encrypted, "every connection of the inbox is encrypted");
+    block_on(inbox.close());
+
+    // Nor in what the CLI prints when the database is not there.
+    let missing = url.replace(&db.name, "mw_no_such_database");
+    let (code, stdout, stderr) = crate::binary::run(&["inbox", "--database-url", &missing, "stats"], b"");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("mw_no_such_database") && !format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
+}
