@@ -132,6 +132,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
             let free = self.concurrency.saturating_sub(running.len());
             if storage.ready() && (!unrecorded.is_empty() || (look && free > 0)) {
                 let request = ClaimRequest { limit: free, lease: self.lease, max_attempts: self.retry.max_attempts };
+                let asked = Instant::now();
                 let settled = if unrecorded.is_empty() {
                     self.inbox.claim(request).await.map(|claimed| (Vec::new(), claimed))
                 } else {
@@ -143,8 +144,21 @@ impl<H: WebhookHandler> Dispatcher<H> {
                         report_fenced(&unrecorded, &completed);
                         unrecorded.clear();
                         look = claimed.len() == free;
-                        for claimed in claimed {
-                            self.start(claimed, &mut running, &mut held);
+                        // A claim is good for its lease from when it was made, at the latest when
+                        // it was asked for. One that took half of that to arrive (this process
+                        // was paused, or the database stalled) may be another replica's by the
+                        // time its handler runs: it is left to run out and be taken again.
+                        if asked.elapsed() >= self.lease / 2 && !claimed.is_empty() {
+                            log::warn!(
+                                "{} claim(s) arrived {} ms after they were asked for (the process was paused?): \
+                                 not started; they are handled once their lease has run out",
+                                claimed.len(),
+                                asked.elapsed().as_millis()
+                            );
+                        } else {
+                            for claimed in claimed {
+                                self.start(claimed, &mut running, &mut held);
+                            }
                         }
                     }
                     Err(e) => storage.failed("cannot record outcomes or claim deliveries (outcomes are kept)", &e),

@@ -127,12 +127,15 @@ pub struct InboxOptions {
     pub dir: std::path::PathBuf,
     pub retry: RetryPolicy,
     pub concurrency: usize,
+    pub lease: Duration,
+    /// This server's name in claims.
+    pub replica: String,
 }
 
 impl InboxOptions {
     pub fn new(dir: &std::path::Path) -> Self {
         let retry = RetryPolicy { max_attempts: 3, base: Duration::from_millis(20), max: Duration::from_millis(100) };
-        Self { dir: dir.to_path_buf(), retry, concurrency: 4 }
+        Self { dir: dir.to_path_buf(), retry, concurrency: 4, lease: Duration::from_secs(30), replica: "test".into() }
     }
 }
 
@@ -188,12 +191,15 @@ impl<H: WebhookHandler> TestServer<H> {
             .body_limit(options.body_limit)
             .request_timeout(options.timeout)
             .storage(storage)
-            .replica_id("test")
             .retention(Duration::from_secs(3600))
             .shutdown_grace(Duration::from_secs(1))
             .signals(false);
         if let Some(settings) = &options.inbox {
-            builder = builder.retry(settings.retry).concurrency(settings.concurrency);
+            builder = builder
+                .retry(settings.retry)
+                .concurrency(settings.concurrency)
+                .lease(settings.lease)
+                .replica_id(&settings.replica);
         }
         let bound = builder.build().unwrap().bind("127.0.0.1:0".parse().unwrap(), Some(1)).unwrap();
         let running = bound.spawn().unwrap();

@@ -14,6 +14,7 @@ use std::time::Duration;
 use meet_webhooks::WEBHOOKS;
 use meet_webhooks::inbox::{Inbox, RetryPolicy, State};
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
+use meet_webhooks::service::Storage;
 use meet_webhooks::{WebhookHandler, inbox::Filter};
 
 use crate::common::{InboxOptions, Options, TestServer, admin, block_on, eventually, example, now_ms};
@@ -22,23 +23,43 @@ use crate::inbox::try_deliver;
 const CONCURRENCY: usize = 4;
 const MAX_ATTEMPTS: u32 = 3;
 
-/// Appends `<recordingId> <attempt>` for every run it starts; aborts the process when the body
-/// asks it to (`data.abort`), as a handler with a fatal bug would, a moment after it started
-/// (so that the deliveries sent beside it are acknowledged first).
-struct RunLog(Mutex<std::fs::File>);
+/// The handler's own record of its runs, a line per event, one write each (O_APPEND: lines of
+/// several processes never mix): `start <recordingId> <attempt> <room> <replica> <ns>` when a
+/// run starts, `end ... <ns> ok|failed` when it ends. It fails a delivery's first attempt when
+/// the body asks (`data.failFirst`), and aborts the process when it asks for that
+/// (`data.abort`, a moment after it started, so that deliveries sent beside it are
+/// acknowledged first), as a handler with a fatal bug would.
+struct RunLog {
+    file: Mutex<std::fs::File>,
+    replica: String,
+}
 
 impl RunLog {
+    fn line(&self, line: String) -> std::io::Result<()> {
+        self.file.lock().unwrap().write_all(line.as_bytes())
+    }
+
     async fn run(&self, ctx: &DeliveryContext) -> HandlerResult {
         let body: serde_json::Value = serde_json::from_slice(&ctx.body)?;
         let recording = body["data"]["recordingId"].as_str().unwrap_or("-");
-        // One write per line (O_APPEND): a reader never sees half of one.
-        self.0.lock().unwrap().write_all(format!("{recording} {}\n", ctx.attempt).as_bytes())?;
+        let room = body["data"]["roomId"].as_str().unwrap_or("-");
+        let what = format!("{recording} {} {room} {}", ctx.attempt, self.replica);
+        self.line(format!("start {what} {}\n", nanos()))?;
         if body["data"]["abort"] == true {
             tokio::time::sleep(Duration::from_millis(300)).await;
             std::process::abort();
         }
-        Ok(())
+        // Long enough that two runs of one room at once would overlap.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let fail = body["data"]["failFirst"] == true && ctx.attempt == 1;
+        self.line(format!("end {what} {} {}\n", nanos(), if fail { "failed" } else { "ok" }))?;
+        if fail { Err("failing the first attempt on purpose".into()) } else { Ok(()) }
     }
+}
+
+/// Wall-clock nanoseconds: comparable across processes on one machine.
+pub fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
 impl WebhookHandler for RunLog {
@@ -52,7 +73,7 @@ impl WebhookHandler for RunLog {
 }
 
 /// Not a test of its own: the receiver the tests below start, kill and restart. It runs only
-/// in a child process that names its data directory and run log.
+/// in a child process that names its data directory (or database) and run log.
 #[test]
 #[ignore = "the child process of the crash tests"]
 fn crash_child() {
@@ -60,11 +81,16 @@ fn crash_child() {
         return;
     };
     let file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
-    let retry =
-        RetryPolicy { max_attempts: MAX_ATTEMPTS, base: Duration::from_millis(20), max: Duration::from_millis(100) };
-    let inbox = InboxOptions { dir: PathBuf::from(dir), retry, concurrency: CONCURRENCY };
-    let server =
-        TestServer::with_handler(Options { inbox: Some(inbox), ..Options::default() }, RunLog(Mutex::new(file)));
+    let replica = std::env::var("CRASH_CHILD_REPLICA").unwrap_or_else(|_| "child".into());
+    let max_attempts = std::env::var("CRASH_CHILD_MAX_ATTEMPTS").map_or(MAX_ATTEMPTS, |n| n.parse().unwrap());
+    let retry = RetryPolicy { max_attempts, base: Duration::from_millis(20), max: Duration::from_millis(100) };
+    let lease = std::env::var("CRASH_CHILD_LEASE_MS")
+        .map_or(Duration::from_secs(30), |ms| Duration::from_millis(ms.parse().unwrap()));
+    let inbox =
+        InboxOptions { dir: PathBuf::from(dir), retry, concurrency: CONCURRENCY, lease, replica: replica.clone() };
+    let storage = std::env::var("CRASH_CHILD_DATABASE_URL").ok().map(Storage::Postgres);
+    let options = Options { inbox: Some(inbox), storage, ..Options::default() };
+    let server = TestServer::with_handler(options, RunLog { file: Mutex::new(file), replica });
     println!("listening on {}", server.addr);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
@@ -72,17 +98,23 @@ fn crash_child() {
 }
 
 /// A running child receiver; killed when dropped.
-struct ChildReceiver {
-    child: Child,
-    addr: SocketAddr,
+pub struct ChildReceiver {
+    pub child: Child,
+    pub addr: SocketAddr,
 }
 
 impl ChildReceiver {
     fn start(dir: &Path, runs: &Path) -> Self {
+        Self::start_with(dir, runs, &[])
+    }
+
+    /// With more settings for the child (`CRASH_CHILD_*`).
+    pub fn start_with(dir: &Path, runs: &Path, env: &[(&str, &str)]) -> Self {
         let child = Command::new(std::env::current_exe().unwrap())
             .args(["crash::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
             .env("CRASH_CHILD_DIR", dir)
             .env("CRASH_CHILD_RUNS", runs)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -117,15 +149,44 @@ impl Drop for ChildReceiver {
     }
 }
 
-/// How often each recording's handler was started, from the run log.
+/// One line of the run log.
+pub struct Logged {
+    pub start: bool,
+    pub recording: String,
+    pub attempt: u32,
+    pub room: String,
+    pub replica: String,
+    pub nanos: u128,
+    /// For an end: whether the run succeeded.
+    pub ok: bool,
+}
+
+/// The run log's whole lines (one may be being written right now).
+pub fn logged(path: &Path) -> Vec<Logged> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    whole
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split(' ').collect();
+            Logged {
+                start: f[0] == "start",
+                recording: f[1].to_owned(),
+                attempt: f[2].parse().unwrap(),
+                room: f[3].to_owned(),
+                replica: f[4].to_owned(),
+                nanos: f[5].parse().unwrap(),
+                ok: f.get(6) == Some(&"ok"),
+            }
+        })
+        .collect()
+}
+
+/// The attempts each recording's handler was started with, from the run log.
 fn runs(path: &Path) -> HashMap<String, Vec<u32>> {
     let mut runs: HashMap<String, Vec<u32>> = HashMap::new();
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    // Only whole lines: one may be being written right now.
-    let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
-    for line in whole.lines() {
-        let (recording, attempt) = line.split_once(' ').unwrap();
-        runs.entry(recording.to_owned()).or_default().push(attempt.parse().unwrap());
+    for line in logged(path).into_iter().filter(|l| l.start) {
+        runs.entry(line.recording).or_default().push(line.attempt);
     }
     runs
 }

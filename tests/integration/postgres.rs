@@ -254,3 +254,202 @@ fn tls_is_used_when_the_url_requires_it_and_the_password_never_shows() {
     assert_eq!(code, 2);
     assert!(stderr.contains("mw_no_such_database") && !format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
 }
+
+/// One handler run from the run log: its start line, and when it ended (and how) if it did.
+struct Run<'a> {
+    line: &'a crate::crash::Logged,
+    end: Option<u128>,
+    ok: bool,
+}
+
+/// Sends a signed delivery; `None` if no answer came within `timeout` (the replica is down or
+/// frozen).
+fn deliver_within(addr: std::net::SocketAddr, timestamp: &str, body: &str, timeout: Duration) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let signature = meet_webhooks::verify::sign(crate::common::KEY.as_bytes(), timestamp, body.as_bytes());
+    let headers = [("content-type", "application/json"), ("x-timestamp", timestamp), ("x-signature", &signature)];
+    stream.write_all(&crate::common::post_request("x", &headers, body.as_bytes())).ok()?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).ok()?;
+    String::from_utf8_lossy(&bytes).split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in_order() {
+    use crate::crash::{ChildReceiver, logged, nanos};
+    const ROOMS: usize = 24;
+    const PER_ROOM: usize = 30;
+    const SENDERS: usize = 6;
+    const LEASE_MS: u64 = 1000;
+    let Some(db) = TestDatabase::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run_log = dir.path().join("runs");
+    let mut replicas: Vec<ChildReceiver> = (0..3)
+        .map(|i| {
+            let (replica, lease) = (format!("replica-{i}"), LEASE_MS.to_string());
+            let env = [
+                ("CRASH_CHILD_DATABASE_URL", db.url.as_str()),
+                ("CRASH_CHILD_REPLICA", replica.as_str()),
+                ("CRASH_CHILD_LEASE_MS", lease.as_str()),
+                // A delivery may lose attempts to the kill and to the freeze besides failing once.
+                ("CRASH_CHILD_MAX_ATTEMPTS", "6"),
+            ];
+            ChildReceiver::start_with(&dir.path().join(format!("unused-{i}")), &run_log, &env)
+        })
+        .collect();
+    let addrs: Vec<std::net::SocketAddr> = replicas.iter().map(|r| r.addr).collect();
+    let webhook = meet_webhooks::WEBHOOKS.iter().find(|w| w.event == "recordingStarted").unwrap();
+
+    // Each sender owns some rooms and sends a room's events one after another, each to a
+    // replica in turn; without an answer it tries the next replica, as the provider retries.
+    // Every ninth is sent again to another replica after its answer: a retry, a duplicate.
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (addrs, acked) = (addrs.clone(), acked.clone());
+            let webhook = *webhook;
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                for seq in 0..PER_ROOM {
+                    for room in (s..ROOMS).step_by(SENDERS) {
+                        let mut body = crate::common::example(&webhook);
+                        let recording = format!("r{room}-{seq}");
+                        body["data"]["recordingId"] = recording.clone().into();
+                        body["data"]["roomId"] = format!("room-{room}").into();
+                        body["data"]["failFirst"] = ((room + seq) % 7 == 0).into();
+                        let (timestamp, body) = (now_ms().to_string(), body.to_string());
+                        let mut target = room + seq;
+                        let status = (0..30).find_map(|_| {
+                            target += 1;
+                            deliver_within(addrs[target % 3], &timestamp, &body, Duration::from_millis(700))
+                                .filter(|s| *s == 200)
+                        });
+                        if status.is_some() {
+                            acked.lock().unwrap().push((format!("room-{room}"), recording));
+                            if seq % 9 == 0 {
+                                deliver_within(addrs[(target + 1) % 3], &timestamp, &body, Duration::from_millis(700));
+                            }
+                        }
+                        statuses.push(status);
+                        std::thread::sleep(Duration::from_millis(8));
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let total = ROOMS * PER_ROOM;
+    let acked_count = || acked.lock().unwrap().len();
+    eventually("a quarter acknowledged", || acked_count() >= total / 4);
+    replicas[0].child.kill().unwrap(); // SIGKILL, mid-flood
+    let killed_at = nanos();
+    replicas[0].child.wait().unwrap();
+    eventually("two fifths acknowledged", || acked_count() >= total * 2 / 5);
+    let signal = |name: &str, pid: u32| {
+        assert!(std::process::Command::new("kill").args(["-s", name, &pid.to_string()]).status().unwrap().success())
+    };
+    let frozen = replicas[1].child.id();
+    signal("STOP", frozen);
+    let stopped_at = nanos();
+    std::thread::sleep(Duration::from_millis(LEASE_MS * 5 / 2));
+    // Before the signal: whatever the frozen replica writes after this, it wrote after the freeze.
+    let continued_at = nanos();
+    signal("CONT", frozen);
+    for sender in senders {
+        assert!(sender.join().unwrap().iter().all(Option::is_some), "every delivery was acknowledged by some replica");
+    }
+
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    eventually("nothing pending", || block_on(inbox.stats()).unwrap().pending == 0);
+    let stored = block_on(inbox.list(Filter::All, None, 100_000)).unwrap();
+    block_on(inbox.close());
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), total);
+    let mut stored_by_recording: HashMap<String, Vec<State>> = HashMap::new();
+    for row in &stored {
+        let body: serde_json::Value = serde_json::from_slice(&row.body).unwrap();
+        stored_by_recording
+            .entry(body["data"]["recordingId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(row.state);
+    }
+    for (_, recording) in &acked {
+        assert_eq!(
+            stored_by_recording.get(recording),
+            Some(&vec![State::Done]),
+            "{recording}: stored once, handled: {:?}",
+            stored.iter().find(|r| String::from_utf8_lossy(&r.body).contains(&format!("\"{recording}\"")))
+        );
+    }
+
+    // The handler's own record: runs per room never overlap, and succeed in acknowledgement
+    // order. A run cut off by the kill counts as ended then; a run of the frozen replica that
+    // spans the freeze is out of the overlap check (its outcome is fenced, changes nothing).
+    let lines = logged(&run_log);
+    let mut runs: Vec<Run> = Vec::new();
+    for line in &lines {
+        if line.start {
+            runs.push(Run { line, end: None, ok: false });
+        } else if let Some(run) = runs.iter_mut().rev().find(|r| {
+            (&r.line.recording, r.line.attempt, &r.line.replica) == (&line.recording, line.attempt, &line.replica)
+        }) {
+            run.end = Some(line.nanos);
+            run.ok = line.ok;
+        }
+    }
+    let mut by_room: HashMap<&str, Vec<(u128, u128, &Run)>> = HashMap::new();
+    for run in &runs {
+        let (start, replica) = (run.line.nanos, run.line.replica.as_str());
+        // (A thread of a stopped process may still run for a moment after `kill` returns.)
+        let spans_the_freeze =
+            replica == "replica-1" && start < stopped_at + 50_000_000 && run.end.is_none_or(|e| e > continued_at);
+        let end = match run.end {
+            _ if spans_the_freeze => continue,
+            Some(end) => end,
+            None if replica == "replica-0" => killed_at,
+            None => continue, // stopped when its claim was lost
+        };
+        by_room.entry(run.line.room.as_str()).or_default().push((start, end, run));
+    }
+    for (room, mut runs) in by_room {
+        runs.sort_by_key(|(start, end, _)| (*start, *end));
+        for pair in runs.windows(2) {
+            assert!(
+                pair[0].1 <= pair[1].0,
+                "{room}: {} ({}, {}..{}) and {} ({}, {}..{}) ran at once (killed at {killed_at}, frozen from \
+                 {stopped_at} to {continued_at})",
+                pair[0].2.line.recording,
+                pair[0].2.line.replica,
+                pair[0].0,
+                pair[0].1,
+                pair[1].2.line.recording,
+                pair[1].2.line.replica,
+                pair[1].0,
+                pair[1].1
+            );
+        }
+        // A run whose outcome the kill or the freeze kept from being recorded runs again, at once
+        // and in its place: the same delivery twice in a row.
+        let mut handled: Vec<&str> = runs.iter().filter(|r| r.2.ok).map(|r| r.2.line.recording.as_str()).collect();
+        handled.dedup();
+        let expected: Vec<&str> = acked.iter().filter(|(r, _)| r == room).map(|(_, rec)| rec.as_str()).collect();
+        assert_eq!(handled, expected, "{room}: handled in acknowledgement order");
+    }
+    let starts = lines.iter().filter(|l| l.start).count();
+    let failing = acked
+        .iter()
+        .filter(|(_, rec)| {
+            stored.iter().any(|s| {
+                String::from_utf8_lossy(&s.body).contains(&format!("\"{rec}\""))
+                    && String::from_utf8_lossy(&s.body).contains("\"failFirst\":true")
+            })
+        })
+        .count();
+    eprintln!(
+        "three replicas: {total} deliveries, {starts} handler runs ({failing} first attempts failed on purpose), replica-0 killed, replica-1 frozen for {} ms",
+        (continued_at - stopped_at) / 1_000_000
+    );
+    assert!(starts <= total + failing + 2 * 4, "runs beyond failures, the kill and the freeze: {starts}");
+}
