@@ -23,11 +23,29 @@ pub struct TestDatabase {
     admin: String,
     name: String,
     pub url: String,
+    /// Shared by the tests that use the server; one that restarts it has it alone.
+    _turn: Turn,
 }
+
+enum Turn {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Alone(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
+}
+
+static SERVER: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 impl TestDatabase {
     /// `None` (and one printed line) when there is no server and none is required.
     pub fn create() -> Option<Self> {
+        Self::create_in(Turn::Shared(SERVER.read().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    /// For a test that stops the server: no other test uses it meanwhile.
+    fn create_alone() -> Option<Self> {
+        Self::create_in(Turn::Alone(SERVER.write().unwrap_or_else(|e| e.into_inner())))
+    }
+
+    fn create_in(turn: Turn) -> Option<Self> {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let admin = std::env::var("MEET_WEBHOOKS_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
         let name = format!("mw_test_{}_{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
@@ -45,7 +63,7 @@ impl TestDatabase {
         }
         let base = admin.split('?').next().unwrap();
         let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
-        Some(Self { admin, name, url })
+        Some(Self { admin, name, url, _turn: turn })
     }
 }
 
@@ -452,4 +470,91 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
         (continued_at - stopped_at) / 1_000_000
     );
     assert!(starts <= total + failing + 2 * 4, "runs beyond failures, the kill and the freeze: {starts}");
+}
+
+/// `pg_ctlcluster <version> main <action>`: the server the tests use, on this machine.
+fn cluster(action: &[&str]) -> Result<(), String> {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .map_err(|e| format!("/etc/postgresql: {e}"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .max()
+        .ok_or("no cluster in /etc/postgresql")?;
+    let status = std::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main"])
+        .args(action)
+        .status()
+        .map_err(|e| format!("pg_ctlcluster: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("pg_ctlcluster {action:?}: {status}")) }
+}
+
+#[test]
+fn the_database_restarted_under_load_loses_nothing_acknowledged_and_the_service_recovers() {
+    let Some(db) = TestDatabase::create_alone() else { return };
+    if let Err(e) = cluster(&["status"]) {
+        assert!(std::env::var_os("MEET_WEBHOOKS_REQUIRE_POSTGRES").is_none(), "cannot control the server: {e}");
+        eprintln!("skipped: this test restarts the local PostgreSQL with pg_ctlcluster ({e})");
+        return;
+    }
+    let server = postgres_server(&db.url, 4);
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut answers: Vec<(String, Option<u16>)> = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let body = mixed_delivery(n, 5);
+                let status = deliver_within(addr, &now_ms().to_string(), &body, Duration::from_secs(3));
+                answers.push((body, status));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            answers
+        })
+    };
+    let ready = || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        std::io::Write::write_all(&mut stream, b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        crate::common::read_response(&mut stream).status
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // A clean restart, then a crash of the server (no checkpoint, no goodbye to clients).
+    cluster(&["restart"]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    cluster(&["stop", "-m", "immediate"]).unwrap();
+    eventually("not ready while the database is down", || ready() == 503);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster(&["start"]).unwrap();
+    eventually("ready again once it is back", || ready() == 200);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let answers = sender.join().unwrap();
+
+    let acknowledged: Vec<&String> = answers.iter().filter(|(_, s)| *s == Some(200)).map(|(b, _)| b).collect();
+    let refused = answers.iter().filter(|(_, s)| *s == Some(503)).count();
+    let unanswered = answers.iter().filter(|(_, s)| s.is_none()).count();
+    assert!(answers.iter().all(|(_, s)| matches!(s, Some(200 | 503) | None)), "only 200 and 503");
+    assert!(refused > 0, "503 while the database was down");
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    eventually("everything handled", || block_on(inbox.stats()).unwrap().pending == 0);
+    let stored: Vec<String> = block_on(inbox.list(Filter::All, None, 100_000))
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.state, State::Done);
+            String::from_utf8(r.body).unwrap()
+        })
+        .collect();
+    for body in &acknowledged {
+        assert!(stored.contains(body), "acknowledged, then lost: {body}");
+    }
+    eprintln!(
+        "database restarts: {} deliveries sent, {} acknowledged and kept, {refused} refused with 503, {unanswered} unanswered",
+        answers.len(),
+        acknowledged.len()
+    );
+    block_on(inbox.close());
 }
