@@ -239,6 +239,32 @@ fn two_replicas_on_one_database_handle_each_delivery_once_whichever_took_it() {
     let by_replica: Vec<usize> = replicas.iter().map(|r| r.recorder().runs.lock().unwrap().len()).collect();
     eprintln!("postgres: {N} deliveries, handled {by_replica:?} by the two replicas");
     block_on(inbox.close());
+
+    // The CLI reads the same inbox while the replicas run.
+    let (code, stdout, stderr) = crate::binary::run(&["inbox", "--database-url", &db.url, "stats"], b"");
+    assert_eq!(code, 0, "{stderr}");
+    let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((stats["done"].as_u64(), stats["pending"].as_u64()), (Some(N as u64), Some(0)), "{stats}");
+    let (code, stdout, _) = crate::binary::run(&["inbox", "--database-url", &db.url, "show", "1"], b"");
+    assert_eq!(code, 0);
+    assert!(stdout.contains("state: done") && stdout.contains("X-Signature: "), "{stdout}");
+}
+
+#[test]
+fn replicas_that_start_at_once_set_the_schema_up_once_and_a_newer_one_is_refused() {
+    let Some(db) = TestDatabase::create() else { return };
+    let starting: Vec<_> = (0..4)
+        .map(|i| {
+            let url = db.url.clone();
+            std::thread::spawn(move || PgInbox::connect(&url, &format!("replica-{i}")).map(|_| ()))
+        })
+        .collect();
+    for start in starting {
+        start.join().unwrap().unwrap();
+    }
+    execute(&db.url, "UPDATE meet_webhooks_schema SET version = 99").unwrap();
+    let error = PgInbox::connect(&db.url, "old").err().unwrap().to_string();
+    assert!(error.contains("schema version 99") && error.contains("newer"), "{error}");
 }
 
 #[test]

@@ -168,11 +168,12 @@ async fn appender(
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (deliveries, replies): (Vec<NewDelivery>, Vec<Reply<Appended>>) = batch.drain(..).unzip();
+        let started = std::time::Instant::now();
         let result = match connection(&pool, &target).await {
             Ok(mut client) => insert(&mut client, &deliveries).await,
             Err(e) => Err(e),
         };
-        crate::metrics::inbox_commit(deliveries.len(), Duration::ZERO, result.is_ok());
+        crate::metrics::inbox_commit(deliveries.len(), started.elapsed(), result.is_ok());
         match result {
             Ok(answers) => {
                 if answers.iter().any(|a| matches!(a, Appended::New(_))) {
