@@ -17,6 +17,12 @@
 # each run's ratio taken against the axum bare verifier of its own round. Bounded: ROUNDS
 # (default 3) of every configuration, SECONDS_PER_RUN (default 5) each, CONNECTIONS (default
 # 64) keep-alive connections, 127.0.0.1 only. LONG=60 adds a 60 s inbox run (memory over time).
+#
+# With PostgreSQL reachable (MEET_WEBHOOKS_TEST_DATABASE_URL, default the local server), each
+# round also runs: the PostgreSQL floor (examples/pg_floor.rs: the inbox's batched insert driven
+# straight at the database, nothing else), and 1, 2 and 3 replicas on one database, the load's
+# connections spread over them. Each on a fresh database `mw_bench`. POSTGRES_ONLY=1 runs just
+# those and the SQLite inbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_PER_RUN:-5}
@@ -26,15 +32,20 @@ port=${PORT:-5099}
 key=bench-key
 work=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
+replicas=()
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; [ ${#replicas[@]} -gt 0 ] && kill "${replicas[@]}" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-cargo build --release --locked --quiet --bin meet-webhooks --example load --example baseline
+cargo build --release --locked --quiet --bin meet-webhooks --example load --example baseline --example pg_floor
 cargo build --release --locked --quiet --manifest-path bench/axum-baseline/Cargo.toml
 bin=target/release/meet-webhooks
 load=target/release/examples/load
 axum=bench/axum-baseline/target/release/axum-baseline
 actix=target/release/examples/baseline
+pg_floor=target/release/examples/pg_floor
+pg_admin=${MEET_WEBHOOKS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+postgres=
+if command -v psql >/dev/null && psql "$pg_admin" -qc 'SELECT 1' >/dev/null 2>&1; then postgres=1; fi
 
 # run <label> <receiver cpu list or ""> <load cpu list or ""> <receiver command...>
 run() {
@@ -53,6 +64,37 @@ run() {
   echo "{\"run\":\"$label\",${report#\{}" | tee -a "$work/results.jsonl"
 }
 
+# A fresh, empty database for one run; prints its URL (no TLS on loopback).
+pg_database() {
+  psql "$pg_admin" -qc "DROP DATABASE IF EXISTS mw_bench WITH (FORCE)" -c "CREATE DATABASE mw_bench" >/dev/null
+  echo "${pg_admin%/*}/mw_bench?sslmode=disable"
+}
+
+# run_postgres <label> <replicas>: that many `serve --database-url` on one fresh database, on
+# ports from $port up, the load spread over them.
+run_postgres() {
+  local label=$1 count=$2 url report i
+  local load_args=()
+  url=$(pg_database)
+  replicas=()
+  for i in $(seq 0 $((count - 1))); do
+    "$bin" serve --key "$key" --bind "127.0.0.1:$((port + i))" --database-url "$url" --replica-id "bench-$i" \
+      2>"$work/serve-$i.log" &
+    replicas+=($!)
+    for _ in $(seq 100); do grep -q "listening on" "$work/serve-$i.log" && break; sleep 0.1; done
+    load_args+=(--url "http://127.0.0.1:$((port + i))/webhook" --pid "$!")
+  done
+  report=$("$load" --key "$key" --connections "$connections" --seconds "$seconds" "${load_args[@]}")
+  kill -TERM "${replicas[@]}"; wait "${replicas[@]}" || true; replicas=()
+  echo "{\"run\":\"$label\",${report#\{}" | tee -a "$work/results.jsonl"
+}
+
+run_postgres_floor() {
+  local report
+  report=$("$pg_floor" --database-url "$(pg_database)" --in-flight "$connections" --seconds "$seconds")
+  echo "{\"run\":\"postgres floor (batched insert, no HTTP)\",${report#\{}" | tee -a "$work/results.jsonl"
+}
+
 serve=("$bin" serve --key "$key" --bind "127.0.0.1:$port" --data-dir "$work/data")
 # Verification only remembers every delivery until its timestamp is too old to be accepted
 # (120 s): at ~100k/s a 5 s run needs about half a million entries, above the default cap.
@@ -60,6 +102,10 @@ inline=("${serve[@]}" --no-inbox --replay-capacity 4000000)
 
 echo "# $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ); $rounds rounds of ${seconds} s"
 for _ in $(seq "$rounds"); do
+  if [ -n "${POSTGRES_ONLY:-}" ]; then
+    run "axum bare verifier" "" "" "$axum" --mode verify --key "$key" --bind "127.0.0.1:$port"
+    run "inbox on" "" "" "${serve[@]}"
+  else
   run "axum floor (checks nothing)" "" "" "$axum" --mode floor --key "$key" --bind "127.0.0.1:$port"
   run "axum bare verifier" "" "" "$axum" --mode verify --key "$key" --bind "127.0.0.1:$port"
   run "actix bare verifier, 1 worker" "" "" "$actix" --mode verify --key "$key" --bind "127.0.0.1:$port" --workers 1
@@ -69,6 +115,13 @@ for _ in $(seq "$rounds"); do
   run "inbox on, a worker per core" "" "" "${serve[@]}" --workers "$(nproc)"
   if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     run "inbox on, receiver on cpu 0, load on cpu 1" 0 1 "${serve[@]}"
+  fi
+  fi
+  if [ -n "$postgres" ]; then
+    run_postgres_floor
+    run_postgres "postgres, 1 replica" 1
+    run_postgres "postgres, 2 replicas" 2
+    run_postgres "postgres, 3 replicas" 3
   fi
 done
 if [ -n "${LONG:-}" ]; then
@@ -103,4 +156,24 @@ for label in dict.fromkeys(r["run"] for r in runs):
           f"| {med(lambda r: r.get('receiver_cpu_us_per_delivery', 0)):.1f} "
           f"| {med(lambda r: r.get('load_cpu_us_per_delivery', 0)):.1f} "
           f"| {max(r.get('receiver_rss_mib', 0) for r in rs)} ({max(r.get('receiver_peak_rss_mib', 0) for r in rs)}) |")
+
+# PostgreSQL: each run against the floor of its own round.
+floor = None
+for r in runs:
+    if r["run"].startswith("postgres floor"):
+        floor = r["deliveries_per_second"]
+    r["floor_ratio"] = r["deliveries_per_second"] / floor if floor else float("nan")
+pg = [label for label in dict.fromkeys(r["run"] for r in runs) if label.startswith("postgres")]
+if pg:
+    print()
+    print("| PostgreSQL | runs | acknowledged/s | × the floor | p50 | p99 | receiver CPU µs/delivery (all replicas) |")
+    print("|---|---|---|---|---|---|---|")
+    for label in pg:
+        rs = [r for r in runs if r["run"] == label]
+        med = lambda f: median(f(r) for r in rs)
+        print(f"| {label} | {len(rs)} | {med(lambda r: r['deliveries_per_second']):,.0f} "
+              f"| {med(lambda r: r['floor_ratio']):.2f} | {med(lambda r: r['latency_us']['p50']) / 1000:.2f} ms "
+              f"| {med(lambda r: r['latency_us']['p99']) / 1000:.2f} ms "
+              f"| {med(lambda r: r.get('receiver_cpu_us_per_delivery', 0)):.1f} |")
 PY
+[ -z "$postgres" ] || psql "$pg_admin" -qc "DROP DATABASE IF EXISTS mw_bench WITH (FORCE)" >/dev/null

@@ -29,9 +29,10 @@ use tokio::net::TcpStream;
 /// Drives a receiver with distinct, freshly signed deliveries and reports what it saw.
 #[derive(clap::Parser)]
 struct Args {
-    /// The receiver's webhook URL (http, 127.0.0.1).
-    #[arg(long, default_value = "http://127.0.0.1:5080/webhook")]
-    url: String,
+    /// The receiver's webhook URL (http, 127.0.0.1); repeat it for several replicas: the
+    /// connections are spread over them in turn.
+    #[arg(long = "url", default_value = "http://127.0.0.1:5080/webhook")]
+    urls: Vec<String>,
     /// The key to sign with.
     #[arg(long, env = "MEET_WEBHOOKS_KEY", hide_env_values = true)]
     key: String,
@@ -41,9 +42,10 @@ struct Args {
     /// How long to send, at most 600 s.
     #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     seconds: f64,
-    /// The receiver's process: its CPU time per delivery is reported too.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// The receiver's process (repeat it for several): their CPU time per delivery is reported
+    /// too.
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
     /// Runtime threads of the load tool itself.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
@@ -136,10 +138,17 @@ struct Totals {
 
 fn main() {
     let args = <Args as clap::Parser>::parse();
-    let (addr, host, path) = split_url(&args.url).unwrap_or_else(|e| {
-        eprintln!("error: --url: {e}");
-        std::process::exit(2)
-    });
+    let targets: Vec<(SocketAddr, Arc<String>)> = args
+        .urls
+        .iter()
+        .map(|url| {
+            let (addr, host, path) = split_url(url).unwrap_or_else(|e| {
+                eprintln!("error: --url {url}: {e}");
+                std::process::exit(2)
+            });
+            (addr, Arc::new(format!("POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n")))
+        })
+        .collect();
     let runtime = if args.threads == 1 {
         // One thread: no wake-ups across threads.
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
@@ -154,17 +163,16 @@ fn main() {
     let totals = Arc::new(Totals::default());
     let counter = Arc::new(AtomicU64::new(0));
     let key = Arc::new(args.key.clone().into_bytes());
-    let request_line = Arc::new(format!("POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"));
-
-    let cpu_before = args.pid.map(cpu_ticks);
+    let receivers_cpu = || args.pids.iter().map(|&pid| cpu_ticks(pid)).sum::<u64>();
+    let cpu_before = receivers_cpu();
     let own_cpu_before = cpu_ticks(std::process::id());
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let histograms = runtime.block_on(async {
-        let tasks: Vec<_> = (0..args.connections)
-            .map(|_| {
-                let (templates, totals, counter, key, request_line) =
-                    (templates.clone(), totals.clone(), counter.clone(), key.clone(), request_line.clone());
+        let tasks: Vec<_> = (0..usize::from(args.connections))
+            .map(|i| {
+                let (addr, request_line) = targets[i % targets.len()].clone();
+                let (templates, totals, counter, key) = (templates.clone(), totals.clone(), counter.clone(), key.clone());
                 tokio::spawn(async move {
                     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
                     while Instant::now() < deadline {
@@ -202,7 +210,7 @@ fn main() {
     let non_2xx = totals.non_2xx.load(Ordering::Relaxed);
     let delivered = ok + non_2xx;
     let mut report = serde_json::json!({
-        "url": args.url,
+        "url": args.urls.join(" "),
         "connections": args.connections,
         "seconds": (elapsed * 100.0).round() / 100.0,
         "deliveries": delivered,
@@ -223,13 +231,14 @@ fn main() {
     };
     // What the load itself costs: on shared cores it is taken from the receiver.
     report["load_cpu_us_per_delivery"] = us_per_delivery(cpu_ticks(std::process::id()) - own_cpu_before).into();
-    if let (Some(pid), Some(before)) = (args.pid, cpu_before) {
-        let ticks = cpu_ticks(pid) - before;
+    if !args.pids.is_empty() {
+        let ticks = receivers_cpu() - cpu_before;
         report["receiver_cpu_us_per_delivery"] = us_per_delivery(ticks).into();
         report["receiver_cpu_cores"] = (((ticks as f64 / per_second / elapsed) * 100.0).round() / 100.0).into();
-        if let Some((rss, hwm)) = memory_kib(pid) {
-            report["receiver_rss_mib"] = (rss / 1024).into();
-            report["receiver_peak_rss_mib"] = (hwm / 1024).into();
+        let memory: Vec<(u64, u64)> = args.pids.iter().filter_map(|&pid| memory_kib(pid)).collect();
+        if !memory.is_empty() {
+            report["receiver_rss_mib"] = (memory.iter().map(|m| m.0).sum::<u64>() / 1024).into();
+            report["receiver_peak_rss_mib"] = (memory.iter().map(|m| m.1).sum::<u64>() / 1024).into();
         }
     }
     println!("{report}");
