@@ -172,7 +172,8 @@ fn main() {
         let tasks: Vec<_> = (0..usize::from(args.connections))
             .map(|i| {
                 let (addr, request_line) = targets[i % targets.len()].clone();
-                let (templates, totals, counter, key) = (templates.clone(), totals.clone(), counter.clone(), key.clone());
+                let (templates, totals, counter, key) =
+                    (templates.clone(), totals.clone(), counter.clone(), key.clone());
                 tokio::spawn(async move {
                     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
                     while Instant::now() < deadline {

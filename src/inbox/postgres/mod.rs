@@ -196,20 +196,29 @@ async fn appender(
 /// order, heads set; one answer per delivery, in order.
 async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Appended>, StoreError> {
     let tx = client.transaction().await.map_err(failed)?;
-    let mut rooms: Vec<&str> = batch.iter().filter_map(|d| d.room.as_deref()).collect();
-    rooms.sort_unstable();
-    rooms.dedup();
-    let mut last_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    // Each room's row, locked (rooms in order: batches never deadlock) and advanced by the
+    // number of this batch's deliveries in it, in one statement: they are numbered from there.
+    let mut counts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for room in batch.iter().filter_map(|d| d.room.as_deref()) {
+        *counts.entry(room).or_default() += 1;
+    }
+    let rooms: Vec<&str> = counts.keys().copied().collect();
+    let mut next_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     if !rooms.is_empty() {
-        tx.execute("INSERT INTO rooms (room, last_seq) SELECT r, 0 FROM unnest($1::text[]) r ORDER BY r ON CONFLICT DO NOTHING", &[&rooms])
-            .await
-            .map_err(failed)?;
+        let added: Vec<i64> = counts.values().copied().collect();
         for row in tx
-            .query("SELECT room, last_seq FROM rooms WHERE room = ANY($1) ORDER BY room FOR UPDATE", &[&rooms])
+            .query(
+                "INSERT INTO rooms AS r (room, last_seq)
+                 SELECT room, added FROM unnest($1::text[], $2::bigint[]) AS t(room, added) ORDER BY room
+                 ON CONFLICT (room) DO UPDATE SET last_seq = r.last_seq + excluded.last_seq
+                 RETURNING room, last_seq",
+                &[&rooms, &added],
+            )
             .await
             .map_err(failed)?
         {
-            last_seq.insert(row.get(0), row.get(1));
+            let (room, last): (String, i64) = (row.get(0), row.get(1));
+            next_seq.insert(room.clone(), last - counts[room.as_str()] + 1);
         }
     }
     // Numbered in arrival order; inserted in key order.
@@ -217,9 +226,9 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
         .iter()
         .map(|d| {
             d.room.as_ref().map(|room| {
-                let seq = last_seq.entry(room.clone()).or_insert(0);
+                let seq = next_seq.get_mut(room).expect("every room of the batch is numbered");
                 *seq += 1;
-                *seq
+                *seq - 1
             })
         })
         .collect();
@@ -269,14 +278,6 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
         }
     }
     if !rooms.is_empty() {
-        let numbered: Vec<&str> = last_seq.keys().map(String::as_str).collect();
-        let seqs: Vec<i64> = numbered.iter().map(|r| last_seq[*r]).collect();
-        tx.execute(
-            "UPDATE rooms SET last_seq = v.seq FROM unnest($1::text[], $2::bigint[]) v(room, seq) WHERE rooms.room = v.room",
-            &[&numbered, &seqs],
-        )
-        .await
-        .map_err(failed)?;
         promote(&tx, &rooms).await?;
     }
     tx.commit().await.map_err(failed)?;
