@@ -4,7 +4,7 @@
 //! ```text
 //!  request path ──append──▶ ┌─────────────────┐ ◀──claim──── ┌────────────┐
 //!   (200 once committed)    │  dyn Inbox      │ ◀─complete── │ dispatcher │──▶ WebhookHandler
-//!                           │ (SQLite; later  │ ◀──renew──── │            │
+//!                           │ (SQLite, or     │ ◀──renew──── │            │
 //!  `inbox` CLI ─list/show/─▶│  PostgreSQL)    │ ──wake─────▶ └────────────┘
 //!              replay/stats └─────────────────┘
 //! ```
@@ -32,7 +32,9 @@
 //! the dispatcher's `concurrency` deliveries.
 //!
 //! How a backend makes this fast is its own business: the SQLite one ([`sqlite`]) commits
-//! appends, outcomes and claims that queue together in one transaction on a writer thread.
+//! appends, outcomes and claims that queue together in one transaction on a writer thread; the
+//! PostgreSQL one ([`postgres`]), shared by several replicas, batches appends into multi-row
+//! inserts and claims with `FOR UPDATE SKIP LOCKED`.
 
 mod dispatch;
 pub mod postgres;
