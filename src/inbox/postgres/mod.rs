@@ -341,13 +341,17 @@ fn stored(row: &Row, offset: usize) -> Stored {
     }
 }
 
-/// Buries deliveries whose last claim ran out on their last attempt, then claims due heads.
+/// Buries the due heads that have no attempt left (their last claim ran out: the replica that
+/// ran it stopped), then claims due heads.
 async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
     let max = i32::try_from(request.max_attempts).unwrap_or(i32::MAX);
     let expired = tx
         .query(
-            "SELECT id, room FROM deliveries
-              WHERE head AND owner IS NOT NULL AND lease_until <= now() AND attempts >= $1 LIMIT 100",
+            &format!(
+                "SELECT id, room FROM deliveries
+                  WHERE head AND due_at <= {NOW_MS} AND (owner IS NULL OR lease_until <= now()) AND attempts >= $1
+                  LIMIT 100"
+            ),
             &[&max],
         )
         .await
@@ -364,7 +368,7 @@ async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Res
             &format!(
                 "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
                         done_at = {NOW_MS}, last_error = $3
-                  WHERE id = ANY($1) AND head AND owner IS NOT NULL AND lease_until <= now() AND attempts >= $2"
+                  WHERE id = ANY($1) AND head AND (owner IS NULL OR lease_until <= now()) AND attempts >= $2"
             ),
             &[&ids, &max, &error],
         )
