@@ -23,9 +23,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio_postgres::{Row, Transaction};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 pub use schema::VERSION as SCHEMA_VERSION;
 
@@ -71,10 +73,14 @@ impl PgInbox {
     /// Connects to `url` (`postgres://user:password@host/db?sslmode=...`), creates or upgrades
     /// the tables, and claims deliveries as `owner`.
     pub fn connect(url: &str, owner: &str) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             StoreError::invalid("--database-url is not a PostgreSQL URL (postgres://user@host/database)").caused_by(e)
         })?;
         let target = describe(&config);
+        // An acknowledged delivery is on the server's disk (and its synchronous standbys'),
+        // whatever the server's default.
+        let options = config.get_options().map(|o| format!("{o} ")).unwrap_or_default();
+        config.options(format!("{options}-c synchronous_commit=on"));
         // `sslmode` in the URL decides (`disable`, `prefer` (the default), `require`). As with
         // libpq's `require`, the connection is encrypted but the server's certificate is not
         // checked: put the database on a network you trust, or behind a verifying proxy.
@@ -293,17 +299,37 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
         .collect()
 }
 
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+// Statements are prepared once per connection and kept (`prepare_cached`): a round trip and a
+// parse fewer for each.
+
+async fn query(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
+    let statement = tx.prepare_cached(sql).await.map_err(failed)?;
+    tx.query(&statement, params).await.map_err(failed)
+}
+
+async fn query_opt(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
+    let statement = tx.prepare_cached(sql).await.map_err(failed)?;
+    tx.query_opt(&statement, params).await.map_err(failed)
+}
+
+async fn execute(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
+    let statement = tx.prepare_cached(sql).await.map_err(failed)?;
+    tx.execute(&statement, params).await.map_err(failed)
+}
+
 /// Each room's first pending delivery is its head (the caller holds the rooms' locks).
 async fn promote(tx: &Transaction<'_>, rooms: &[&str]) -> Result<(), StoreError> {
-    tx.execute(
+    execute(
+        tx,
         "UPDATE deliveries d SET head = true
            FROM (SELECT DISTINCT ON (room) id, head FROM deliveries
                   WHERE room = ANY($1) AND state = 'pending' ORDER BY room, room_seq) first
           WHERE d.id = first.id AND NOT first.head",
         &[&rooms],
     )
-    .await
-    .map_err(failed)?;
+    .await?;
     Ok(())
 }
 
@@ -312,9 +338,7 @@ async fn lock_rooms(tx: &Transaction<'_>, rooms: &mut Vec<String>) -> Result<(),
     rooms.sort_unstable();
     rooms.dedup();
     if !rooms.is_empty() {
-        tx.query("SELECT 1 FROM rooms WHERE room = ANY($1) ORDER BY room FOR UPDATE", &[&*rooms])
-            .await
-            .map_err(failed)?;
+        query(tx, "SELECT 1 FROM rooms WHERE room = ANY($1) ORDER BY room FOR UPDATE", &[&*rooms]).await?;
     }
     Ok(())
 }
@@ -364,7 +388,8 @@ async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Res
             "its last attempt (of {}) never finished: the replica handling it stopped or lost its claim",
             request.max_attempts
         );
-        tx.execute(
+        execute(
+            tx,
             &format!(
                 "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
                         done_at = {NOW_MS}, last_error = $3
@@ -372,8 +397,7 @@ async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Res
             ),
             &[&ids, &max, &error],
         )
-        .await
-        .map_err(failed)?;
+        .await?;
         let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
         promote(tx, &rooms).await?;
     }
@@ -428,7 +452,8 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
         let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
         let row = match &c.outcome {
             Outcome::Done => {
-                tx.query_opt(
+                query_opt(
+                    tx,
                     &format!(
                         "UPDATE deliveries SET state = 'done', head = false, owner = NULL, lease_until = NULL,
                                 kind = $4, last_error = NULL, done_at = {NOW_MS} {held}"
@@ -438,7 +463,8 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
                 .await
             }
             Outcome::Retry { after, error } => {
-                tx.query_opt(
+                query_opt(
+                    tx,
                     &format!(
                         "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
                                 due_at = {NOW_MS} + $6 {held}"
@@ -448,7 +474,8 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
                 .await
             }
             Outcome::Dead { error } => {
-                tx.query_opt(
+                query_opt(
+                    tx,
                     &format!(
                         "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
                                 kind = $4, last_error = $5, done_at = {NOW_MS} {held}"
@@ -458,14 +485,14 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
                 .await
             }
             Outcome::Interrupted => {
-                tx.query_opt(
+                query_opt(
+                    tx,
                     &format!("UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1 {held}"),
                     &[&id, &fence, &owner],
                 )
                 .await
             }
-        }
-        .map_err(failed)?;
+        }?;
         answers.push(match row {
             None => Completed::Fenced,
             Some(row) => {
@@ -584,14 +611,13 @@ impl Inbox for PgInbox {
                     .map_err(failed)?;
                 // The first pending delivery of each room is its head again, unless one of the
                 // room's deliveries is claimed right now: that one stays the head.
-                tx.execute(
+                execute(&tx,
                     "UPDATE deliveries d SET head = (d.id = (SELECT id FROM deliveries WHERE room = d.room AND state = 'pending' ORDER BY room_seq LIMIT 1))
                       WHERE room = ANY($1) AND state = 'pending'
                         AND NOT EXISTS (SELECT 1 FROM deliveries c WHERE c.room = d.room AND c.state = 'pending' AND c.owner IS NOT NULL)",
                     &[&rooms],
                 )
-                .await
-                .map_err(failed)?;
+                .await?;
                 tx.commit().await.map_err(failed)?;
                 Ok(usize::try_from(replayed).unwrap_or(usize::MAX))
             })
