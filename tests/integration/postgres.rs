@@ -584,3 +584,23 @@ fn the_database_restarted_under_load_loses_nothing_acknowledged_and_the_service_
     );
     block_on(inbox.close());
 }
+
+#[test]
+fn pruning_deletes_handled_deliveries_only() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "replica").unwrap();
+    block_on(async {
+        for n in 1..=4 {
+            inbox.append(delivery(n, None)).await.unwrap();
+        }
+        let claimed = inbox.claim(request(3, Duration::from_secs(30))).await.unwrap();
+        let outcome = |i: usize, outcome| Completion { claim: claimed[i].claim, kind: Kind::Fallback, outcome };
+        let dead = Outcome::Dead { error: "boom".into() };
+        inbox.complete(&[outcome(0, Outcome::Done), outcome(1, Outcome::Done), outcome(2, dead)]).await.unwrap();
+        assert_eq!(inbox.prune(now_ms() + 60_000).await.unwrap(), 2, "the two done");
+        let left: Vec<State> = inbox.list(Filter::All, None, 10).await.unwrap().iter().map(|r| r.state).collect();
+        assert_eq!(left, [State::Dead, State::Pending], "dead ones wait for a replay, pending ones for a handler");
+        assert_eq!(inbox.depth().await.unwrap(), meet_webhooks::inbox::Depth { pending: 1, dead: 1 });
+        inbox.close().await;
+    });
+}
