@@ -321,11 +321,14 @@ async fn execute(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<
 
 /// Each room's first pending delivery is its head (the caller holds the rooms' locks).
 async fn promote(tx: &Transaction<'_>, rooms: &[&str]) -> Result<(), StoreError> {
+    // Per room, its first pending delivery through the (room, room_seq) index: a plan that
+    // stays cheap however long the rooms' backlogs and whatever the plan cache chose.
     execute(
         tx,
         "UPDATE deliveries d SET head = true
-           FROM (SELECT DISTINCT ON (room) id, head FROM deliveries
-                  WHERE room = ANY($1) AND state = 'pending' ORDER BY room, room_seq) first
+           FROM unnest($1::text[]) AS r(room),
+                LATERAL (SELECT id, head FROM deliveries
+                          WHERE room = r.room AND state = 'pending' ORDER BY room_seq LIMIT 1) first
           WHERE d.id = first.id AND NOT first.head",
         &[&rooms],
     )
@@ -365,70 +368,86 @@ fn stored(row: &Row, offset: usize) -> Stored {
     }
 }
 
-/// Buries the due heads that have no attempt left (their last claim ran out: the replica that
-/// ran it stopped), then claims due heads.
+/// Claims due heads, oldest first: locks up to `limit` of them (skipping those another replica
+/// is locking), buries those that have no attempt left (their last claim ran out: the replica
+/// that ran it stopped) and claims the rest.
 async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
-    let max = i32::try_from(request.max_attempts).unwrap_or(i32::MAX);
-    let expired = tx
-        .query(
-            &format!(
-                "SELECT id, room FROM deliveries
-                  WHERE head AND due_at <= {NOW_MS} AND (owner IS NULL OR lease_until <= now()) AND attempts >= $1
-                  LIMIT 100"
-            ),
-            &[&max],
-        )
-        .await
-        .map_err(failed)?;
-    if !expired.is_empty() {
-        let ids: Vec<i64> = expired.iter().map(|r| r.get(0)).collect();
-        let mut rooms: Vec<String> = expired.iter().filter_map(|r| r.get::<_, Option<String>>(1)).collect();
-        lock_rooms(tx, &mut rooms).await?;
-        let error = format!(
-            "its last attempt (of {}) never finished: the replica handling it stopped or lost its claim",
-            request.max_attempts
-        );
-        execute(
+    let max = i64::from(request.max_attempts);
+    let lease_ms = millis(request.lease) as f64;
+    let mut claimed: Vec<Claimed> = Vec::new();
+    loop {
+        let limit = i64::try_from(request.limit - claimed.len()).unwrap_or(i64::MAX);
+        let due = query(
             tx,
             &format!(
-                "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
-                        done_at = {NOW_MS}, last_error = $3
-                  WHERE id = ANY($1) AND head AND (owner IS NULL OR lease_until <= now()) AND attempts >= $2"
+                "SELECT id, attempts, room FROM deliveries
+                  WHERE head AND due_at <= {NOW_MS} AND (owner IS NULL OR lease_until <= now())
+                  ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
             ),
-            &[&ids, &max, &error],
+            &[&limit],
         )
         .await?;
-        let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
-        promote(tx, &rooms).await?;
-    }
-    let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-    let lease_ms = millis(request.lease) as f64;
-    let rows = tx
-        .query(
+        let (spent, ready): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| i64::from(r.get::<_, i32>(1)) >= max);
+        let ids: Vec<i64> = ready.iter().map(|r| r.get(0)).collect();
+        let rows = query(
+            tx,
             &format!(
-                "WITH due AS (
-                    SELECT id FROM deliveries
-                     WHERE head AND due_at <= {NOW_MS} AND (owner IS NULL OR lease_until <= now()) AND attempts < $4
-                     ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
-                 UPDATE deliveries d
+                "UPDATE deliveries d
                     SET owner = $2, fence = d.fence + 1, attempts = d.attempts + 1,
                         lease_until = now() + make_interval(secs => $3::float8 / 1000)
-                   FROM due WHERE d.id = due.id
+                  WHERE d.id = ANY($1)
                  RETURNING d.fence, {CLAIMED_COLUMNS}"
             ),
-            &[&limit, &owner, &lease_ms, &max],
+            &[&ids, &owner, &lease_ms],
         )
-        .await
-        .map_err(failed)?;
-    let mut claimed: Vec<Claimed> = rows
-        .iter()
-        .map(|row| {
+        .await?;
+        claimed.extend(rows.iter().map(|row| {
             let delivery = stored(row, 1);
             Claimed { claim: Claim { id: delivery.id, fence: row.get(0) }, attempt: delivery.attempts, delivery }
-        })
-        .collect();
+        }));
+        // Burying may have unblocked rooms: look again for the places it took.
+        if spent.is_empty() || claimed.len() >= request.limit || !bury(tx, &spent, request.max_attempts).await? {
+            break;
+        }
+    }
     claimed.sort_by_key(|c| c.claim.id);
     Ok(claimed)
+}
+
+/// Dead, with why, and their rooms go on. A room whose row another transaction holds is left
+/// for the next claim: waiting for it while holding these rows could deadlock.
+/// Whether it buried any.
+async fn bury(tx: &Transaction<'_>, spent: &[&Row], max_attempts: u32) -> Result<bool, StoreError> {
+    let mut rooms: Vec<String> = spent.iter().filter_map(|r| r.get::<_, Option<String>>(2)).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    let locked: Vec<String> =
+        query(tx, "SELECT room FROM rooms WHERE room = ANY($1) ORDER BY room FOR UPDATE SKIP LOCKED", &[&rooms])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    let ids: Vec<i64> = spent
+        .iter()
+        .filter(|r| r.get::<_, Option<String>>(2).is_none_or(|room| locked.contains(&room)))
+        .map(|r| r.get(0))
+        .collect();
+    let error = format!(
+        "its last attempt (of {max_attempts}) never finished: the replica handling it stopped or lost its claim"
+    );
+    execute(
+        tx,
+        &format!(
+            "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
+                    done_at = {NOW_MS}, last_error = $2
+              WHERE id = ANY($1)"
+        ),
+        &[&ids, &error],
+    )
+    .await?;
+    let locked: Vec<&str> = locked.iter().map(String::as_str).collect();
+    promote(tx, &locked).await?;
+    Ok(!ids.is_empty())
 }
 
 /// Records outcomes for the claims that still hold their deliveries.
