@@ -604,3 +604,30 @@ fn pruning_deletes_handled_deliveries_only() {
         inbox.close().await;
     });
 }
+
+#[test]
+fn a_replica_whose_claim_was_taken_stops_that_handler_and_changes_nothing() {
+    let Some(db) = TestDatabase::create() else { return };
+    let mut inbox = InboxOptions::new(std::path::Path::new("unused"));
+    inbox.lease = Duration::from_millis(300);
+    let server = TestServer::with(Options {
+        inbox: Some(inbox),
+        storage: Some(Storage::Postgres(db.url.clone())),
+        ..Options::default()
+    });
+    let recorder = server.recorder();
+    recorder.paused.store(true, Ordering::SeqCst);
+    assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(200));
+    eventually("its handler runs", || recorder.runs.lock().unwrap().len() == 1);
+    // Another replica takes the delivery over (as after this one's lease ran out).
+    execute(&db.url, "UPDATE deliveries SET owner = 'other-replica', fence = fence + 1").unwrap();
+    // The next renewal finds the claim gone and stops the handler: released now, it never ends.
+    std::thread::sleep(Duration::from_millis(400));
+    recorder.release.add_permits(1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(recorder.calls().is_empty(), "the handler was stopped before it finished");
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    let row = block_on(inbox.list(Filter::All, None, 10)).unwrap().remove(0);
+    assert_eq!((row.state, row.claimed_by.as_deref()), (State::Pending, Some("other-replica")), "nothing changed");
+    block_on(inbox.close());
+}
