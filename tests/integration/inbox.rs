@@ -548,3 +548,125 @@ fn readiness_is_a_real_write_and_fails_on_a_full_disk() {
     assert_eq!(service.get("/readyz").status, 200, "ready again once there is room");
     assert_eq!(try_deliver(service.addr, &now_ms().to_string(), &mixed_delivery(5, 3)), Some(200));
 }
+
+/// The SQLite inbox, with claims that take `delay` to arrive (a paused process, a stalled
+/// database).
+struct SlowClaims {
+    inner: SqliteInbox,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Inbox for SlowClaims {
+    async fn append(&self, d: NewDelivery) -> Result<Appended, meet_webhooks::inbox::StoreError> {
+        self.inner.append(d).await
+    }
+    async fn claim(
+        &self,
+        r: ClaimRequest,
+    ) -> Result<Vec<meet_webhooks::inbox::Claimed>, meet_webhooks::inbox::StoreError> {
+        let claimed = self.inner.claim(r).await;
+        tokio::time::sleep(self.delay).await;
+        claimed
+    }
+    async fn renew(
+        &self,
+        c: &[meet_webhooks::inbox::Claim],
+        l: Duration,
+    ) -> Result<Vec<meet_webhooks::inbox::Claim>, meet_webhooks::inbox::StoreError> {
+        self.inner.renew(c, l).await
+    }
+    async fn complete(
+        &self,
+        c: &[Completion],
+    ) -> Result<Vec<meet_webhooks::inbox::Completed>, meet_webhooks::inbox::StoreError> {
+        self.inner.complete(c).await
+    }
+    async fn complete_and_claim(
+        &self,
+        c: &[Completion],
+        r: ClaimRequest,
+    ) -> Result<
+        (Vec<meet_webhooks::inbox::Completed>, Vec<meet_webhooks::inbox::Claimed>),
+        meet_webhooks::inbox::StoreError,
+    > {
+        let settled = self.inner.complete_and_claim(c, r).await;
+        tokio::time::sleep(self.delay).await;
+        settled
+    }
+    async fn replay(&self, s: meet_webhooks::inbox::Selection) -> Result<usize, meet_webhooks::inbox::StoreError> {
+        self.inner.replay(s).await
+    }
+    async fn list(
+        &self,
+        f: Filter,
+        e: Option<&str>,
+        l: usize,
+    ) -> Result<Vec<meet_webhooks::inbox::Stored>, meet_webhooks::inbox::StoreError> {
+        self.inner.list(f, e, l).await
+    }
+    async fn get(&self, id: i64) -> Result<Option<meet_webhooks::inbox::Stored>, meet_webhooks::inbox::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn stats(&self) -> Result<meet_webhooks::inbox::Stats, meet_webhooks::inbox::StoreError> {
+        self.inner.stats().await
+    }
+    async fn depth(&self) -> Result<meet_webhooks::inbox::Depth, meet_webhooks::inbox::StoreError> {
+        self.inner.depth().await
+    }
+    async fn prune(&self, before_ms: i64) -> Result<usize, meet_webhooks::inbox::StoreError> {
+        self.inner.prune(before_ms).await
+    }
+    async fn check(&self) -> Result<(), meet_webhooks::inbox::StoreError> {
+        self.inner.check().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+    fn wakeups(&self) -> &tokio::sync::Notify {
+        self.inner.wakeups()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[test]
+fn claims_that_arrive_after_half_their_lease_are_not_started() {
+    use meet_webhooks::inbox::{Dispatcher, RetryPolicy};
+    use std::sync::Arc;
+
+    let lease = Duration::from_millis(200);
+    let run = |delay: Duration| {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = SqliteInbox::open(dir.path(), "slow").unwrap();
+        let body = json!({"event": "slowTest", "creationDate": now_ms(), "data": {}}).to_string();
+        let delivery = NewDelivery {
+            signature: [7; 32],
+            timestamp: "1".into(),
+            timestamp_ms: 1,
+            event: Some("slowTest".into()),
+            kind: Kind::Fallback,
+            room: None,
+            body: body.into(),
+            received_at_ms: now_ms(),
+        };
+        block_on(inner.append(delivery)).unwrap();
+        let recorder = Arc::new(crate::common::Recorder::default());
+        let dispatcher = Dispatcher {
+            inbox: Arc::new(SlowClaims { inner, delay }),
+            handler: recorder.clone(),
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+            lease,
+            retention: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(1),
+        }
+        .spawn();
+        std::thread::sleep(Duration::from_millis(800));
+        dispatcher.stop();
+        recorder.runs.lock().unwrap().len()
+    };
+    assert_eq!(run(Duration::from_millis(10)), 1, "a claim that arrives in time is handled");
+    assert_eq!(run(Duration::from_millis(120)), 0, "one that took over half its lease is left to run out");
+}
