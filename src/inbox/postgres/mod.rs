@@ -212,19 +212,19 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
     let mut next_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     if !rooms.is_empty() {
         let added: Vec<i64> = counts.values().copied().collect();
-        for row in tx
-            .query(
-                "INSERT INTO rooms AS r (room, last_seq)
+        for row in query(
+            &tx,
+            "INSERT INTO rooms AS r (room, last_seq)
                  SELECT room, added FROM unnest($1::text[], $2::bigint[]) AS t(room, added) ORDER BY room
                  ON CONFLICT (room) DO UPDATE SET last_seq = r.last_seq + excluded.last_seq
                  RETURNING room, last_seq",
-                &[&rooms, &added],
-            )
-            .await
-            .map_err(failed)?
+            &[&rooms, &added],
+        )
+        .await?
         {
             let (room, last): (String, i64) = (row.get(0), row.get(1));
-            next_seq.insert(room.clone(), last - counts[room.as_str()] + 1);
+            let first = last - counts[room.as_str()] + 1;
+            next_seq.insert(room, first);
         }
     }
     // Numbered in arrival order; inserted in key order.
@@ -242,20 +242,19 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
     order.sort_by(|&a, &b| {
         (batch[a].timestamp_ms, batch[a].signature).cmp(&(batch[b].timestamp_ms, batch[b].signature))
     });
-    let column = |f: &dyn Fn(usize) -> Option<String>| order.iter().map(|&i| f(i)).collect::<Vec<_>>();
     let timestamp_ms: Vec<i64> = order.iter().map(|&i| batch[i].timestamp_ms).collect();
     let signature: Vec<&[u8]> = order.iter().map(|&i| &batch[i].signature[..]).collect();
-    let timestamp = column(&|i| Some(batch[i].timestamp.clone()));
-    let event = column(&|i| batch[i].event.clone());
-    let kind = column(&|i| Some(batch[i].kind.as_str().to_owned()));
-    let room = column(&|i| batch[i].room.clone());
+    let timestamp: Vec<&str> = order.iter().map(|&i| batch[i].timestamp.as_str()).collect();
+    let event: Vec<Option<&str>> = order.iter().map(|&i| batch[i].event.as_deref()).collect();
+    let kind: Vec<&str> = order.iter().map(|&i| batch[i].kind.as_str()).collect();
+    let room: Vec<Option<&str>> = order.iter().map(|&i| batch[i].room.as_deref()).collect();
     let room_seq: Vec<Option<i64>> = order.iter().map(|&i| seqs[i]).collect();
     let body: Vec<&[u8]> = order.iter().map(|&i| &batch[i].body[..]).collect();
     let received_at: Vec<i64> = order.iter().map(|&i| batch[i].received_at_ms).collect();
-    let inserted = tx
-        .query(
-            &format!(
-                "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
+    let inserted = query(
+        &tx,
+        &format!(
+            "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
                                          received_at, due_at, head)
                  SELECT t.*, {NOW_MS}, t.room IS NULL
                    FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -263,24 +262,24 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
                         AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at)
                  ON CONFLICT (timestamp_ms, signature) DO NOTHING
                  RETURNING id, timestamp_ms, signature"
-            ),
-            &[&timestamp_ms, &signature, &timestamp, &event, &kind, &room, &room_seq, &body, &received_at],
-        )
-        .await
-        .map_err(failed)?;
-    let mut ids: std::collections::HashMap<(i64, Vec<u8>), (i64, bool)> =
-        inserted.iter().map(|r| ((r.get(1), r.get(2)), (r.get(0), true))).collect();
+        ),
+        &[&timestamp_ms, &signature, &timestamp, &event, &kind, &room, &room_seq, &body, &received_at],
+    )
+    .await?;
+    // By key: the delivery's id, and whether this batch inserted it.
+    let key = |row: &Row| -> (i64, [u8; 32]) { (row.get(1), row.get::<_, &[u8]>(2).try_into().unwrap_or([0; 32])) };
+    let mut ids: std::collections::HashMap<(i64, [u8; 32]), (i64, bool)> =
+        inserted.iter().map(|r| (key(r), (r.get(0), true))).collect();
     if ids.len() < batch.len() {
-        for row in tx
-            .query(
-                "SELECT id, timestamp_ms, signature FROM deliveries
-                  WHERE (timestamp_ms, signature) IN (SELECT * FROM unnest($1::bigint[], $2::bytea[]))",
-                &[&timestamp_ms, &signature],
-            )
-            .await
-            .map_err(failed)?
+        for row in query(
+            &tx,
+            "SELECT id, timestamp_ms, signature FROM deliveries
+              WHERE (timestamp_ms, signature) IN (SELECT * FROM unnest($1::bigint[], $2::bytea[]))",
+            &[&timestamp_ms, &signature],
+        )
+        .await?
         {
-            ids.entry((row.get(1), row.get(2))).or_insert((row.get(0), false));
+            ids.entry(key(&row)).or_insert((row.get(0), false));
         }
     }
     if !rooms.is_empty() {
@@ -288,11 +287,11 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
     }
     tx.commit().await.map_err(failed)?;
     // A key that appears twice in one batch is new for its first copy only.
-    let mut answered: std::collections::HashSet<(i64, Vec<u8>)> = std::collections::HashSet::new();
+    let mut answered: std::collections::HashSet<(i64, [u8; 32])> = std::collections::HashSet::new();
     batch
         .iter()
         .map(|d| {
-            let key = (d.timestamp_ms, d.signature.to_vec());
+            let key = (d.timestamp_ms, d.signature);
             let (id, new) = *ids.get(&key).ok_or_else(|| StoreError::unavailable("a stored delivery vanished"))?;
             Ok(if new && answered.insert(key) { Appended::New(id) } else { Appended::Duplicate(id) })
         })
@@ -456,13 +455,12 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
         return Ok(Vec::new());
     }
     let ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
-    let mut rooms: Vec<String> = tx
-        .query("SELECT room FROM deliveries WHERE id = ANY($1) AND room IS NOT NULL", &[&ids])
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let mut rooms: Vec<String> =
+        query(tx, "SELECT room FROM deliveries WHERE id = ANY($1) AND room IS NOT NULL", &[&ids])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
     lock_rooms(tx, &mut rooms).await?;
     let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending' RETURNING room";
     let mut answers = Vec::with_capacity(batch.len());
