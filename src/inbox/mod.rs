@@ -22,7 +22,8 @@
 //!   on it is live, and the holder renews the lease of a handler that runs long.
 //! - **Fenced outcomes.** [`Inbox::complete`] records an outcome only for the claim that
 //!   holds the delivery; a late or repeated outcome (its lease ran out and the delivery was
-//!   claimed again) changes nothing and is answered [`Completed::Fenced`].
+//!   claimed again) changes nothing and is answered [`Completed::Fenced`]. An outcome whose lease
+//!   ran out while nobody claimed the delivery again is recorded: it was handled once.
 //! - **One room at a time, in order.** A delivery is claimable only while it is the oldest
 //!   pending delivery of its room (`data.roomId`): a room's later events wait while an earlier
 //!   one runs or waits for its retry.
