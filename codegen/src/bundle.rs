@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use heck::ToUpperCamelCase;
 use serde_json::{Map, Value, json};
 
-use crate::error::{Error, Location, Result};
+use crate::error::{Error, Location, Result, Warning};
 use crate::load::{Files, Target, resolve};
 
 /// How the bundle is shaped for its consumer.
@@ -73,6 +73,8 @@ pub struct Bundle {
     pub files: Vec<PathBuf>,
     /// Which part of the bundled document came from where (for error messages).
     pub(crate) origins: Vec<(String, Location)>,
+    /// What had to be degraded or made up, where.
+    pub warnings: Vec<Warning>,
 }
 
 impl Bundle {
@@ -96,26 +98,49 @@ const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "
 const ANNOTATIONS: [&str; 9] =
     ["description", "summary", "title", "example", "examples", "deprecated", "readOnly", "writeOnly", "$comment"];
 
-/// 3.1 (JSON Schema 2020-12) keywords that change the shape of the data and have no 3.0 form.
-const NO_3_0_FORM: [&str; 8] =
-    ["if", "then", "else", "prefixItems", "patternProperties", "dependentSchemas", "$dynamicRef", "unevaluatedItems"];
+/// The types JSON Schema has.
+const TYPES: [&str; 7] = ["string", "number", "integer", "boolean", "array", "object", "null"];
+
+/// 3.1 (JSON Schema 2020-12) keywords that only constrain the data and have no 3.0 form: dropped
+/// with a warning (the receiver accepts more than the spec, never less).
+const CONSTRAINTS_WITHOUT_3_0_FORM: [&str; 8] =
+    ["if", "then", "else", "dependentSchemas", "unevaluatedItems", "patternProperties", "prefixItems", "not"];
 
 /// Keywords that only constrain or annotate: safe to drop for a receiver that must accept
-/// whatever the provider sends.
-const DROPPED: [&str; 12] = [
+/// whatever the provider sends. (`pattern` too: typify would check it with the `regress`
+/// crate, which a receiver need not depend on.)
+const DROPPED: [&str; 16] = [
     "$schema",
     "$id",
     "$anchor",
+    "$dynamicAnchor",
     "$comment",
     "$defs",
     "definitions",
+    "$vocabulary",
     "contentMediaType",
     "contentEncoding",
+    "contentSchema",
     "unevaluatedProperties",
     "propertyNames",
     "contains",
     "dependentRequired",
+    "pattern",
 ];
+
+/// `minContains`/`maxContains` only make sense with `contains`, dropped above.
+const DROPPED_WITH_CONTAINS: [&str; 2] = ["minContains", "maxContains"];
+
+/// Keywords that belong to one type, for splitting `type: [string, number]` into `oneOf`.
+fn keyword_type(keyword: &str) -> Option<&'static str> {
+    Some(match keyword {
+        "minLength" | "maxLength" => "string",
+        "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" => "number",
+        "items" | "minItems" | "maxItems" | "uniqueItems" => "array",
+        "properties" | "required" | "additionalProperties" | "minProperties" | "maxProperties" => "object",
+        _ => return None,
+    })
+}
 
 pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
     let mut bundler = Bundler {
@@ -127,6 +152,7 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
         schemas: Map::new(),
         origins: Vec::new(),
         operation_ids: HashMap::new(),
+        warnings: Vec::new(),
     };
     let root = bundler.files.load(spec)?.clone();
     let root_at = Location::new(spec, "");
@@ -160,9 +186,14 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
         paths.insert(path, Value::Object(path_item));
     }
 
-    let info = root.get("info").and_then(Value::as_object);
-    let text =
-        |key: &str, default: &str| info.and_then(|i| i.get(key)).and_then(Value::as_str).unwrap_or(default).to_owned();
+    // The provider writes `info: {$ref: ./shared/info.yaml}`.
+    let info = match root.get("info") {
+        Some(info) => Some(bundler.deref(info.clone(), root_at.child("info"))?.0),
+        None => None,
+    };
+    let text = |key: &str, default: &str| {
+        info.as_ref().and_then(|i| i.get(key)).and_then(Value::as_str).unwrap_or(default).to_owned()
+    };
     let document = json!({
         "openapi": "3.0.3",
         "info": { "title": text("title", "Webhooks"), "version": text("version", "0.0.0") },
@@ -171,7 +202,7 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
     });
     let mut files: Vec<PathBuf> = vec![spec.to_path_buf()];
     files.extend(bundler.files.paths().filter(|p| *p != spec).map(Path::to_path_buf));
-    Ok(Bundle { document, webhooks: found, files, origins: bundler.origins })
+    Ok(Bundle { document, webhooks: found, files, origins: bundler.origins, warnings: bundler.warnings })
 }
 
 struct Bundler<'a> {
@@ -187,6 +218,7 @@ struct Bundler<'a> {
     schemas: Map<String, Value>,
     origins: Vec<(String, Location)>,
     operation_ids: HashMap<String, Location>,
+    warnings: Vec<Warning>,
 }
 
 impl Bundler<'_> {
@@ -266,10 +298,22 @@ impl Bundler<'_> {
         let operation_id = match operation.get("operationId") {
             Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
             _ => {
-                return Err(Error::unsupported(
-                    at,
-                    "the operation has no operationId; it names the handler method, so it is required",
-                ));
+                // The webhook's key names it instead: `recordingDeleted` → `recording_deleted`.
+                let base = if method == "post" { event.to_owned() } else { format!("{event}-{method}") };
+                let mut derived = base.clone();
+                let mut n = 2;
+                while self.operation_ids.contains_key(&derived) {
+                    derived = format!("{base}{n}");
+                    n += 1;
+                }
+                self.warnings.push(Warning {
+                    at: at.clone(),
+                    message: format!(
+                        "no operationId: the handler method is named after the webhook's key, `{}`",
+                        crate::emit::method_name(&derived)
+                    ),
+                });
+                derived
             }
         };
         if let Some(first) = self.operation_ids.get(&operation_id) {
@@ -305,6 +349,19 @@ impl Bundler<'_> {
                 _ => {}
             }
         }
+        if body.is_none() {
+            // Nothing typed to hand over; the handler gets the JSON as it came.
+            self.warnings.push(Warning {
+                at: at.clone(),
+                message: "no application/json request body: the handler gets the body as serde_json::Value".into(),
+            });
+            body = Some(json!({}));
+            out.insert(
+                "requestBody".into(),
+                json!({ "required": true, "content": { "application/json": { "schema": {} } } }),
+            );
+        }
+        out.insert("operationId".into(), Value::String(operation_id.clone()));
         out.entry("responses").or_insert_with(|| json!({ "200": { "description": "OK" } }));
         let text = |key: &str| operation.get(key).and_then(Value::as_str).map(str::to_owned);
         let webhook = Webhook {
@@ -387,7 +444,10 @@ impl Bundler<'_> {
             let mut kept = Map::new();
             kept.insert("description".into(), response.get("description").cloned().unwrap_or_else(|| json!("")));
             if let Some(content) = response.get("content") {
-                kept.insert("content".into(), self.content(content, &at.child("content"))?);
+                let content = self.content(content, &at.child("content"))?;
+                if content.as_object().is_some_and(|c| !c.is_empty()) {
+                    kept.insert("content".into(), content);
+                }
             }
             out.insert(status.clone(), Value::Object(kept));
         }
@@ -398,8 +458,14 @@ impl Bundler<'_> {
         let Value::Object(content) = value else {
             return Err(Error::unsupported(at, "content must be a map of media types"));
         };
+        // Only JSON is delivered. `application/json; charset=utf-8` and `application/x+json`
+        // are JSON too; progenitor knows them only as `application/json`.
         let mut out = Map::new();
         for (media_type, media) in content {
+            let essence = media_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            if !(essence == "application/json" || essence.ends_with("+json")) || out.contains_key("application/json") {
+                continue;
+            }
             let at = at.child(media_type);
             let mut kept = Map::new();
             if let Some(schema) = media.get("schema") {
@@ -408,7 +474,7 @@ impl Bundler<'_> {
             if let Some(example) = media.get("example") {
                 kept.insert("example".into(), example.clone());
             }
-            out.insert(media_type.clone(), Value::Object(kept));
+            out.insert("application/json".to_owned(), Value::Object(kept));
         }
         Ok(Value::Object(out))
     }
@@ -419,6 +485,13 @@ impl Bundler<'_> {
             Value::Object(map) => map,
             // JSON Schema allows `true` (anything) as a schema.
             Value::Bool(true) => return Ok(json!({})),
+            Value::Bool(false) => {
+                self.warn(
+                    at,
+                    "the schema `false` (nothing is valid) has no OpenAPI 3.0 form: typed as serde_json::Value",
+                );
+                return Ok(json!({}));
+            }
             _ => return Err(Error::unsupported(at, "a schema must be a map")),
         };
         let Some(reference) = map.get("$ref") else {
@@ -446,45 +519,67 @@ impl Bundler<'_> {
     }
 
     fn schema_keywords(&mut self, map: &Map<String, Value>, at: &Location) -> Result<Map<String, Value>> {
+        if let Some(Value::Array(types)) = map.get("type") {
+            let others: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+            if others.len() > 1 {
+                return self.type_list(map, types, at);
+            }
+        }
+        if let (None, Some(Value::Array(values))) = (map.get("type"), map.get("enum")) {
+            // An enum without a type whose values are of several types: typify would panic.
+            let mut types: Vec<Value> = Vec::new();
+            for value in values {
+                let name = TYPES.iter().find(|t| fits(value, t) && **t != "integer").copied().unwrap_or("null");
+                if !types.contains(&json!(name)) {
+                    types.push(json!(name));
+                }
+            }
+            if types.iter().filter(|t| *t != "null").count() > 1 {
+                let mut typed = map.clone();
+                typed.insert("type".into(), Value::Array(types.clone()));
+                return self.type_list(&typed, &types, at);
+            }
+        }
+        if map.contains_key("$dynamicRef") {
+            self.warn(at, "`$dynamicRef` has no OpenAPI 3.0 form: this value is serde_json::Value");
+            return Ok(Map::new());
+        }
         let mut out = Map::new();
         let relax = self.options.relax_enums;
+        let numeric = matches!(single_type(map), Some("integer" | "number"));
         for (key, value) in map {
             let child = at.child(key);
             match key.as_str() {
-                "type" => match value {
-                    Value::String(_) => {
-                        out.insert(key.clone(), value.clone());
-                    }
-                    Value::Array(types) => {
-                        let nullable = types.iter().any(|t| t == "null");
-                        let others: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
-                        match others.as_slice() {
-                            [one] => {
-                                out.insert(key.clone(), (*one).clone());
-                            }
-                            [] => {
-                                return Err(Error::unsupported(
-                                    &child,
-                                    "`type: ['null']` has no OpenAPI 3.0 equivalent",
-                                ));
-                            }
-                            _ => {
-                                return Err(Error::unsupported(
-                                    &child,
-                                    format!(
-                                        "a type list with several non-null types ({value}) has no OpenAPI 3.0 equivalent; use oneOf"
-                                    ),
-                                ));
-                            }
+                "type" => {
+                    let (one, nullable) = match value {
+                        Value::String(t) => (Some(t.as_str()), false),
+                        Value::Array(types) => {
+                            let one = types.iter().find(|t| *t != "null");
+                            (one.and_then(Value::as_str), types.iter().any(|t| t == "null"))
                         }
-                        if nullable {
-                            out.insert("nullable".into(), Value::Bool(true));
+                        _ => {
+                            return Err(Error::unsupported(&child, "`type` must be a string or a list of strings"));
+                        }
+                    };
+                    for name in match value {
+                        Value::Array(types) => types.iter().collect(),
+                        other => vec![other],
+                    } {
+                        if !name.as_str().is_some_and(|n| TYPES.contains(&n)) {
+                            return Err(Error::unsupported(
+                                &child,
+                                format!("{name} is not a JSON Schema type (one of {})", TYPES.join(", ")),
+                            ));
                         }
                     }
-                    _ => {
-                        return Err(Error::unsupported(&child, "`type` must be a string or a list of strings"));
+                    // `type: 'null'` (or `['null']`) alone: openapiv3 has no null type.
+                    if let Some(one) = one.filter(|t| *t != "null") {
+                        out.insert(key.clone(), Value::String(one.to_owned()));
                     }
-                },
+                    if nullable || one == Some("null") {
+                        out.insert("nullable".into(), Value::Bool(true));
+                    }
+                }
                 "const" => {
                     if !(relax && value.is_string()) {
                         out.insert("enum".into(), json!([value]));
@@ -498,8 +593,39 @@ impl Bundler<'_> {
                     if non_null.len() != values.len() {
                         out.insert("nullable".into(), Value::Bool(true));
                     }
-                    if !(relax && non_null.iter().all(Value::is_string)) {
-                        out.insert(key.clone(), Value::Array(non_null));
+                    if relax && non_null.iter().all(Value::is_string) {
+                        continue;
+                    }
+                    // `''` and `' '` (or `a-b` and `a_b`) would be the same Rust variant.
+                    let mut variants: Vec<String> = non_null
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|v| crate::emit::method_name(v).to_upper_camel_case())
+                        .collect();
+                    let count = variants.len();
+                    variants.sort();
+                    variants.dedup();
+                    if variants.len() < count || variants.iter().any(String::is_empty) {
+                        self.warn(&child, "values of this enum would be the same Rust variant: typed as String");
+                        continue;
+                    }
+                    out.insert(key.clone(), Value::Array(non_null));
+                }
+                "default" => {
+                    let outside_enum = map.get("enum").and_then(Value::as_array).is_some_and(|e| !e.contains(value));
+                    if single_type(map).is_some_and(|t| !fits(value, t)) || outside_enum {
+                        self.warn(&child, format!("the default {value} does not fit the schema: dropped"));
+                    } else {
+                        out.insert(key.clone(), value.clone());
+                    }
+                }
+                // Formats on strings become `String`: typify would name `uuid::Uuid` or
+                // `chrono::DateTime`, crates a receiver need not depend on, and a value the
+                // provider formats differently would send the whole delivery to the fallback.
+                // Integer and number formats choose the Rust width (`int32` → `i32`).
+                "format" => {
+                    if numeric {
+                        out.insert(key.clone(), value.clone());
                     }
                 }
                 "examples" => {
@@ -514,14 +640,35 @@ impl Bundler<'_> {
                         return Err(Error::unsupported(&child, "`properties` must be a map"));
                     };
                     let mut kept = Map::new();
+                    // `a-b`, `a.b` and `a_b` would all be the Rust field `a_b`.
+                    let mut fields: HashMap<String, &str> = HashMap::new();
                     for (name, schema) in properties {
+                        if let Some(first) = fields.get(&crate::emit::method_name(name)) {
+                            self.warn(
+                                &child.child(name),
+                                format!(
+                                    "property {name:?} would be the same Rust field as {first:?}: left out of the typed body (it is still in the delivery's raw body)"
+                                ),
+                            );
+                            continue;
+                        }
+                        fields.insert(crate::emit::method_name(name), name);
                         kept.insert(name.clone(), self.schema(schema, &child.child(name))?);
                     }
                     out.insert(key.clone(), Value::Object(kept));
                 }
-                "items" | "not" => {
-                    out.insert(key.clone(), self.schema(value, &child)?);
-                }
+                "items" => match value {
+                    // 2019-09 tuple form: an array of schemas.
+                    Value::Array(_) => {
+                        self.warn(
+                            &child,
+                            "a list of item schemas (a tuple) has no OpenAPI 3.0 form: items are serde_json::Value",
+                        );
+                    }
+                    _ => {
+                        out.insert(key.clone(), self.schema(value, &child)?);
+                    }
+                },
                 "additionalProperties" => match value {
                     // Dropped on purpose: `false` would make typify deny unknown fields, and the
                     // provider adds fields before anyone regenerates.
@@ -553,9 +700,12 @@ impl Bundler<'_> {
                     out.insert(bound.into(), value.clone());
                     out.insert(key.clone(), Value::Bool(true));
                 }
-                k if DROPPED.contains(&k) => {}
-                k if NO_3_0_FORM.contains(&k) => {
-                    return Err(Error::unsupported(&child, format!("`{k}` has no OpenAPI 3.0 equivalent")));
+                k if DROPPED.contains(&k) || DROPPED_WITH_CONTAINS.contains(&k) => {}
+                k if CONSTRAINTS_WITHOUT_3_0_FORM.contains(&k) => {
+                    self.warn(
+                        &child,
+                        format!("`{k}` has no OpenAPI 3.0 form: dropped (the typed body accepts more than the spec)"),
+                    );
                 }
                 _ => {
                     out.insert(key.clone(), value.clone());
@@ -563,6 +713,71 @@ impl Bundler<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// `type: [string, number, 'null']` → `oneOf` of one schema per type, each with the keywords
+    /// that belong to it (`minLength` to the string, `properties` to the object); the rest
+    /// (`description`, `enum`, ...) stays around the `oneOf`. An integer is tried before a number.
+    fn type_list(&mut self, map: &Map<String, Value>, types: &[Value], at: &Location) -> Result<Map<String, Value>> {
+        let mut names: Vec<&str> = Vec::new();
+        for t in types {
+            match t.as_str() {
+                Some(name) if TYPES.contains(&name) => names.push(name),
+                _ => {
+                    return Err(Error::unsupported(
+                        &at.child("type"),
+                        format!("{t} is not a JSON Schema type (one of {})", TYPES.join(", ")),
+                    ));
+                }
+            }
+        }
+        names.sort_by_key(|n| TYPES.iter().position(|t| t == n).map(|i| if *n == "integer" { 0 } else { i + 1 }));
+        let nullable = names.contains(&"null");
+        let mut branches = Vec::new();
+        for name in names.iter().filter(|n| **n != "null") {
+            let mut branch = Map::new();
+            branch.insert("type".into(), Value::String((*name).to_owned()));
+            for (key, value) in map {
+                let belongs = match keyword_type(key) {
+                    Some("number") => matches!(*name, "number" | "integer"),
+                    Some(t) => t == *name,
+                    None => key == "format" || key == "enum" || key == "const",
+                };
+                if belongs && key != "type" {
+                    // Values of an enum go to the branch of their own type.
+                    let value = match (key.as_str(), value) {
+                        ("enum", Value::Array(values)) => {
+                            let fitting: Vec<Value> = values.iter().filter(|v| fits(v, name)).cloned().collect();
+                            if fitting.is_empty() {
+                                continue;
+                            }
+                            Value::Array(fitting)
+                        }
+                        ("const", v) if !fits(v, name) => continue,
+                        (_, v) => v.clone(),
+                    };
+                    branch.insert(key.clone(), value);
+                }
+            }
+            branches.push(Value::Object(branch));
+        }
+        let mut outer: Map<String, Value> = map
+            .iter()
+            .filter(|(k, _)| {
+                *k != "type" && keyword_type(k).is_none() && !matches!(k.as_str(), "format" | "enum" | "const")
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        outer.insert("oneOf".into(), Value::Array(branches));
+        let mut out = self.schema_keywords(&outer, at)?;
+        if nullable {
+            out.insert("nullable".into(), Value::Bool(true));
+        }
+        Ok(out)
+    }
+
+    fn warn(&mut self, at: &Location, message: impl Into<String>) {
+        self.warnings.push(Warning { at: at.clone(), message: message.into() });
     }
 
     /// Hoists the schema a `$ref` points to into `components/schemas` and returns its name.
@@ -647,4 +862,30 @@ fn cycle(at: &Location, reference: &str, chain: &[Target], target: &Target) -> E
     let mut steps: Vec<String> = chain.iter().map(|t| t.location().to_string()).collect();
     steps.push(target.location().to_string());
     Error::CyclicRef { at: at.clone(), reference: reference.to_owned(), cycle: steps.join(" → ") }
+}
+
+/// The one non-null `type` of a schema, if it has one.
+fn single_type(map: &Map<String, Value>) -> Option<&str> {
+    match map.get("type")? {
+        Value::String(t) => Some(t),
+        Value::Array(types) => {
+            let mut others = types.iter().filter(|t| *t != "null");
+            let one = others.next()?.as_str();
+            others.next().is_none().then_some(one).flatten()
+        }
+        _ => None,
+    }
+}
+
+/// Whether a JSON value is of a JSON Schema type.
+fn fits(value: &Value, type_name: &str) -> bool {
+    match type_name {
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        _ => value.is_null(),
+    }
 }

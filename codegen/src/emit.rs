@@ -62,7 +62,15 @@ pub(crate) fn run_progenitor(
     let progenitor_error = |message: String| Error::Progenitor { spec: spec.to_path_buf(), message };
     let (client, types, mut type_names) = match outcome {
         Ok(Ok(generated)) => generated,
-        Ok(Err(e)) => return Err(progenitor_error(e.to_string())),
+        Ok(Err(e)) => {
+            return Err(match locate_failure(bundle) {
+                Some(at) => Error::Unsupported {
+                    at,
+                    message: format!("progenitor could not generate code for this schema: {e}"),
+                },
+                None => progenitor_error(e.to_string()),
+            });
+        }
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
@@ -71,7 +79,13 @@ pub(crate) fn run_progenitor(
                 .unwrap_or_else(|| "unknown panic".to_owned());
             // The first line says what; the rest is typify's debug dump of the schema.
             let first_line = message.lines().next().unwrap_or_default().trim_end_matches(['(', ' ']);
-            return Err(progenitor_error(format!("it panicked: {first_line}")));
+            return Err(match locate_failure(bundle) {
+                Some(at) => Error::Unsupported {
+                    at,
+                    message: format!("progenitor could not generate code for this schema: it panicked: {first_line}"),
+                },
+                None => progenitor_error(format!("it panicked: {first_line}")),
+            });
         }
     };
     let body_types = body_types(bundle, &client, spec)?;
@@ -101,6 +115,44 @@ fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
     let outcome = catch_unwind(AssertUnwindSafe(f));
     QUIET.with(|quiet| quiet.set(false));
     outcome
+}
+
+/// Which schema progenitor failed (or panicked) on: each component alone (the others stubbed
+/// with `{}`, so references still resolve), then each webhook alone. Only runs after a failure.
+fn locate_failure(bundle: &Bundle) -> Option<crate::error::Location> {
+    let panics = |document: Value| {
+        let Ok(document) = serde_json::from_value::<openapiv3::OpenAPI>(document) else {
+            return false;
+        };
+        !matches!(
+            quietly(|| Generator::new(&GenerationSettings::new()).generate_tokens(&document).map(|_| ())),
+            Ok(Ok(()))
+        )
+    };
+    let schemas = bundle.document.pointer("/components/schemas").and_then(Value::as_object)?;
+    let stubbed: serde_json::Map<String, Value> = schemas.keys().map(|k| (k.clone(), serde_json::json!({}))).collect();
+    for (name, schema) in schemas {
+        let mut only = stubbed.clone();
+        only.insert(name.clone(), schema.clone());
+        let mut document = bundle.document.clone();
+        document["paths"] = serde_json::json!({});
+        document["components"]["schemas"] = Value::Object(only);
+        if panics(document) {
+            return Some(
+                bundle.origin_of(&format!("/components/schemas/{}", name.replace('~', "~0").replace('/', "~1"))),
+            );
+        }
+    }
+    let paths = bundle.document.get("paths").and_then(Value::as_object)?;
+    for (path, item) in paths {
+        let mut document = bundle.document.clone();
+        document["paths"] = serde_json::json!({ path: item });
+        document["components"]["schemas"] = Value::Object(stubbed.clone());
+        if panics(document) {
+            return Some(bundle.origin_of(&format!("/paths/{}", path.replace('~', "~0").replace('/', "~1"))));
+        }
+    }
+    None
 }
 
 /// Parses the bundled document with openapiv3; a failure is reported at the user's file.

@@ -33,6 +33,21 @@ impl fmt::Display for Location {
     }
 }
 
+/// Something the generator had to do differently from what the spec says, for the build to
+/// succeed: a construct it degraded (to `serde_json::Value`, or by dropping a constraint), or a
+/// name it had to make up. Printed by `compile` as a cargo warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub at: Location,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.at, self.message)
+    }
+}
+
 /// Why the spec could not be turned into code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -43,7 +43,7 @@ mod load;
 use std::path::{Path, PathBuf};
 
 pub use bundle::{Bundle, Webhook};
-pub use error::{Error, Location, Result};
+pub use error::{Error, Location, Result, Warning};
 use progenitor::HooksMode;
 
 /// The environment variable that points the build at another spec, unless changed with
@@ -63,6 +63,9 @@ pub struct Generated {
     pub files: Vec<PathBuf>,
     /// The webhooks, in spec order.
     pub webhooks: Vec<Webhook>,
+    /// What the generator degraded or made up, and where ([`Config::compile`] prints them as
+    /// cargo warnings).
+    pub warnings: Vec<Warning>,
 }
 
 /// What to generate from which spec. Every setter documents its default.
@@ -240,17 +243,23 @@ impl Config {
             shown.display(),
             prettyplease::unparse(&file)
         );
-        Ok(Generated { code, files: bundle.files, webhooks: bundle.webhooks })
+        Ok(Generated { code, files: bundle.files, webhooks: bundle.webhooks, warnings: bundle.warnings })
     }
 
-    /// For `build.rs`: generates the server module into `OUT_DIR`.
+    /// For `build.rs`: generates the server module into `OUT_DIR`, and prints a cargo warning
+    /// for each [`Warning`].
     pub fn compile(&self) -> Result<()> {
         self.emit_rerun_env();
         let generated = self.generate()?;
+        for warning in &generated.warnings {
+            // One line each: cargo shows a `cargo:warning` line by line.
+            println!("cargo:warning={}", warning.to_string().replace(['\n', '\r'], " "));
+        }
         self.write(generated, "meet_webhooks.rs")
     }
 
-    /// For `build.rs`: generates the client module into `OUT_DIR`.
+    /// For `build.rs`: generates the client module into `OUT_DIR`. (Its warnings are the
+    /// server's, printed by [`Config::compile`].)
     pub fn compile_client(&self) -> Result<()> {
         self.emit_rerun_env();
         let generated = self.generate_client()?;

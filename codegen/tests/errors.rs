@@ -3,18 +3,28 @@
 
 use std::path::Path;
 
-use meet_webhooks_codegen::{Config, Error};
+use meet_webhooks_codegen::{Config, Error, Generated};
 
 /// Writes `files` into a fresh directory and generates from its `openapi.yaml`.
-fn generate(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<String, Error>) {
+fn generate_all(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Generated, Error>) {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
         let path = dir.path().join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let result = Config::new().spec_env(None).base_dir(dir.path()).spec("openapi.yaml").generate().map(|g| g.code);
+    let result = Config::new().spec_env(None).base_dir(dir.path()).spec("openapi.yaml").generate();
     (dir, result)
+}
+
+fn generate(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<String, Error>) {
+    let (dir, result) = generate_all(files);
+    (dir, result.map(|g| g.code))
+}
+
+/// Paths in messages are the user's; strip the temporary directory to compare.
+fn relative(dir: &tempfile::TempDir, text: &str) -> String {
+    text.replace(&format!("{}/", dir.path().display()), "")
 }
 
 const ROOT: &str = "openapi: 3.1.0\ninfo: {title: t, version: '1'}\nwebhooks:\n  $ref: ./webhooks.yaml\n";
@@ -28,9 +38,7 @@ fn webhook(schema: &str) -> String {
 
 fn error_text(files: &[(&str, &str)]) -> String {
     let (dir, result) = generate(files);
-    let error = result.expect_err("the spec should be refused").to_string();
-    // Paths in messages are the user's; strip the temporary directory to compare.
-    error.replace(&format!("{}/", dir.path().display()), "")
+    relative(&dir, &result.expect_err("the spec should be refused").to_string())
 }
 
 #[test]
@@ -110,29 +118,57 @@ fn a_duplicate_operation_id_names_both_places() {
 }
 
 #[test]
-fn a_missing_operation_id_is_named() {
-    let text = error_text(&[
+fn a_missing_operation_id_is_taken_from_the_webhook_key_with_a_warning() {
+    let (dir, result) = generate_all(&[
         ("openapi.yaml", ROOT),
         ("webhooks.yaml", &webhook("type: object").replace("    operationId: recordingStartedWebhook\n", "")),
     ]);
-    assert!(text.starts_with("webhooks.yaml#/recordingStarted/post: the operation has no operationId"), "{text}");
+    let generated = result.unwrap();
+    assert!(generated.code.contains("fn recording_started("), "{}", generated.code);
+    let warnings: Vec<String> = generated.warnings.iter().map(|w| relative(&dir, &w.to_string())).collect();
+    assert_eq!(
+        warnings,
+        [
+            "webhooks.yaml#/recordingStarted/post: no operationId: the handler method is named after the webhook's key, `recording_started`"
+        ]
+    );
 }
 
 #[test]
-fn constructs_without_a_3_0_form_are_named() {
-    let text = error_text(&[
+fn a_type_list_becomes_one_of_and_constraints_without_a_3_0_form_are_dropped_with_a_warning() {
+    let (dir, result) = generate_all(&[
         ("openapi.yaml", ROOT),
-        ("webhooks.yaml", &webhook("type: object\nproperties:\n  n:\n    type: [string, number]")),
+        (
+            "webhooks.yaml",
+            &webhook(
+                "type: object\nproperties:\n  n:\n    type: [string, number, boolean, 'null']\nif: {required: [a]}\nthen: {required: [b]}",
+            ),
+        ),
     ]);
+    let generated = result.unwrap();
     assert!(
-        text.starts_with("webhooks.yaml#/recordingStarted/post/requestBody/content/application~1json/schema/properties/n/type: a type list with several non-null types"),
-        "{text}"
+        generated.code.contains("pub n: ::std::option::Option<RecordingStartedWebhookBodyN>"),
+        "{}",
+        generated.code
     );
+    for variant in ["String(::std::string::String)", "Number(f64)", "Boolean(bool)"] {
+        assert!(generated.code.contains(variant), "{variant}: {}", generated.code);
+    }
+    let warnings: Vec<String> = generated.warnings.iter().map(|w| relative(&dir, &w.to_string())).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].starts_with("webhooks.yaml#/recordingStarted/post/requestBody/content/application~1json/schema/if: `if` has no OpenAPI 3.0 form: dropped"), "{warnings:?}");
+}
+
+#[test]
+fn a_type_that_is_not_one_names_the_place() {
     let text = error_text(&[
         ("openapi.yaml", ROOT),
-        ("webhooks.yaml", &webhook("type: object\nif: {required: [a]}\nthen: {required: [b]}")),
+        ("webhooks.yaml", &webhook("type: object\nproperties:\n  n:\n    type: numbr")),
     ]);
-    assert!(text.contains("schema/if: `if` has no OpenAPI 3.0 equivalent"), "{text}");
+    assert_eq!(
+        text,
+        "webhooks.yaml#/recordingStarted/post/requestBody/content/application~1json/schema/properties/n/type: \"numbr\" is not a JSON Schema type (one of string, number, integer, boolean, array, object, null)"
+    );
 }
 
 #[test]
@@ -158,15 +194,30 @@ fn the_rest_api_part_of_a_root_document_is_never_read() {
 }
 
 #[test]
-fn a_panic_inside_typify_becomes_a_named_error() {
-    // typify 0.8 has `todo!()` for this shape of `not`; the build must still say where.
+fn a_panic_inside_typify_becomes_an_error_at_the_webhook() {
+    // typify 0.8 panics rendering a default that does not fit the item type.
     let text = error_text(&[
         ("openapi.yaml", ROOT),
-        ("webhooks.yaml", &webhook("type: object\nproperties:\n  a:\n    not: {type: string}")),
+        (
+            "webhooks.yaml",
+            &webhook("type: object\nproperties:\n  a:\n    type: array\n    items: {type: string}\n    default: [1]"),
+        ),
     ]);
-    assert!(
-        text.starts_with("openapi.yaml: progenitor could not generate code: it panicked: not yet implemented"),
-        "{text}"
+    assert_eq!(
+        text,
+        "webhooks.yaml#/recordingStarted: progenitor could not generate code for this schema: it panicked: The default value could not be rendered for this type"
     );
-    assert!(!text.contains('\n'), "one line, not a dump: {text}");
+}
+
+#[test]
+fn a_failing_component_is_named() {
+    let text = error_text(&[
+        ("openapi.yaml", ROOT),
+        ("webhooks.yaml", &webhook("$ref: ./types.yaml#/Level")),
+        ("types.yaml", "Level: {type: integer, format: int8, default: 1000}\n"),
+    ]);
+    assert_eq!(
+        text,
+        "types.yaml#/Level: progenitor could not generate code for this schema: type error value does not conform to the given schema"
+    );
 }
