@@ -217,6 +217,7 @@ struct Bundler<'a> {
     /// The output `components/schemas`, in the order they were first referenced.
     schemas: Map<String, Value>,
     origins: Vec<(String, Location)>,
+    /// Where each handler method's operationId is (by method name).
     operation_ids: HashMap<String, Location>,
     warnings: Vec<Warning>,
 }
@@ -302,7 +303,7 @@ impl Bundler<'_> {
                 let base = if method == "post" { event.to_owned() } else { format!("{event}-{method}") };
                 let mut derived = base.clone();
                 let mut n = 2;
-                while self.operation_ids.contains_key(&derived) {
+                while self.operation_ids.contains_key(&crate::emit::method_name(&derived)) {
                     derived = format!("{base}{n}");
                     n += 1;
                 }
@@ -316,14 +317,15 @@ impl Bundler<'_> {
                 derived
             }
         };
-        if let Some(first) = self.operation_ids.get(&operation_id) {
+        // `recordingEnded` and `recording-ended` would be one handler method.
+        if let Some(first) = self.operation_ids.get(&crate::emit::method_name(&operation_id)) {
             return Err(Error::DuplicateOperationId {
                 at: at.child("operationId"),
                 operation_id,
                 first: first.clone(),
             });
         }
-        self.operation_ids.insert(operation_id.clone(), at.child("operationId"));
+        self.operation_ids.insert(crate::emit::method_name(&operation_id), at.child("operationId"));
 
         let mut out = Map::new();
         let mut body = None;
@@ -534,10 +536,18 @@ impl Bundler<'_> {
                     types.push(json!(name));
                 }
             }
-            if types.iter().filter(|t| *t != "null").count() > 1 {
-                let mut typed = map.clone();
-                typed.insert("type".into(), Value::Array(types.clone()));
-                return self.type_list(&typed, &types, at);
+            let mut typed = map.clone();
+            match types.iter().filter(|t| *t != "null").count() {
+                0 => {}
+                // An enum of strings (and null): typed, as openapiv3 and typify need it.
+                1 => {
+                    typed.insert("type".into(), Value::Array(types));
+                    return self.schema_keywords(&typed, at);
+                }
+                _ => {
+                    typed.insert("type".into(), Value::Array(types.clone()));
+                    return self.type_list(&typed, &types, at);
+                }
             }
         }
         if map.contains_key("$dynamicRef") {

@@ -63,7 +63,7 @@ pub enum Error {
     #[error("{at}: $ref {reference:?} is part of a cycle of references: {cycle}")]
     CyclicRef { at: Location, reference: String, cycle: String },
 
-    #[error("{at}: operationId {operation_id:?} is already used at {first}")]
+    #[error("{at}: operationId {operation_id:?} names the same handler method as the operationId at {first}")]
     DuplicateOperationId { at: Location, operation_id: String, first: Location },
 
     #[error("{at}: {message}")]

@@ -50,6 +50,9 @@ use progenitor::HooksMode;
 /// [`Config::spec_env`].
 pub const SPEC_ENV: &str = "MEET_WEBHOOKS_SPEC";
 
+/// The spec read when none is named.
+const DEFAULT_SPEC: &str = "openapi/openapi.yaml";
+
 /// The headers the provider signs with. The client adds them itself, over the exact bytes it
 /// sends, so they are not parameters of the generated client methods.
 pub const SIGNING_HEADERS: [&str; 2] = ["X-Timestamp", "X-Signature"];
@@ -92,7 +95,7 @@ impl Config {
     /// to the crate being built; typed enums; runtime `::meet_webhooks::runtime`.
     pub fn new() -> Self {
         Self {
-            spec: PathBuf::from("openapi/openapi.yaml"),
+            spec: PathBuf::from(DEFAULT_SPEC),
             spec_env: Some(SPEC_ENV.to_owned()),
             base_dir: None,
             relax_enums: false,
@@ -175,7 +178,8 @@ impl Config {
         load::normalize(&base)
     }
 
-    /// The spec file this configuration reads, after the environment override.
+    /// The spec this configuration names, after the environment override: a file, or a folder
+    /// to find the root document in (see [`Config::spec_file`]).
     pub fn spec_path(&self) -> PathBuf {
         let chosen = self
             .spec_env
@@ -187,9 +191,24 @@ impl Config {
         load::normalize(&self.base().join(chosen))
     }
 
+    /// The root document read. [`Config::spec_path`] when it is a file; when it is a folder, or
+    /// the default `openapi/openapi.yaml` does not exist, the one document in that folder that
+    /// has `openapi:` and webhooks (the provider names its root `openvidu-meet-api.yaml`).
+    pub fn spec_file(&self) -> Result<PathBuf> {
+        let path = self.spec_path();
+        let dir = if path.is_dir() {
+            path
+        } else if !path.exists() && self.spec == Path::new(DEFAULT_SPEC) && path.parent().is_some_and(Path::is_dir) {
+            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            return Ok(path);
+        };
+        load::find_root(&dir)
+    }
+
     /// The spec as one OpenAPI 3.0.3 document (what progenitor is given).
     pub fn bundle(&self) -> Result<Bundle> {
-        bundle::bundle(&self.spec_path(), &bundle::Options { relax_enums: self.relax_enums, drop_headers: vec![] })
+        bundle::bundle(&self.spec_file()?, &bundle::Options { relax_enums: self.relax_enums, drop_headers: vec![] })
     }
 
     /// Generates the server module: types, `WEBHOOKS`, `Event`, `WebhookHandler`, `dispatch`.
@@ -197,7 +216,7 @@ impl Config {
         let bundle = self.bundle()?;
         let runtime: syn::Path = syn::parse_str(&self.runtime_path)
             .map_err(|e| Error::Config(format!("runtime path {:?} is not a Rust path: {e}", self.runtime_path)))?;
-        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Optional, None)?;
+        let generated = emit::run_progenitor(&bundle, &bundle.files[0], HooksMode::Optional, None)?;
         let implemented = self.handler_impl.as_ref().map(|(file, type_name)| {
             let file = self.base().join(file);
             (implemented::methods(&file, type_name), type_name.as_str(), file)
@@ -205,7 +224,20 @@ impl Config {
         let tokens =
             emit::server(&bundle, &generated, &runtime, implemented.as_ref().map(|(m, t, _)| (m.as_slice(), *t)))?;
         let mut result = self.finish(bundle, tokens)?;
-        if let Some((_, _, file)) = implemented {
+        if let Some((methods, type_name, file)) = implemented {
+            // A webhook the provider withdrew: rustc will say the method is not a member of the
+            // trait; this says why.
+            for method in methods.iter().filter(|m| {
+                !matches!(m.as_str(), "unimplemented" | "fallback")
+                    && !result.webhooks.iter().any(|w| emit::method_name(&w.operation_id) == **m)
+            }) {
+                result.warnings.push(Warning {
+                    at: Location { file: file.clone(), pointer: String::new() },
+                    message: format!(
+                        "`impl WebhookHandler for {type_name}` has `{method}`, but the spec has no such webhook (any more): remove it, or handle those deliveries in `fallback`"
+                    ),
+                });
+            }
             result.files.push(file);
         }
         Ok(result)
@@ -218,7 +250,7 @@ impl Config {
             relax_enums: self.relax_enums,
             drop_headers: SIGNING_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
         };
-        let bundle = bundle::bundle(&self.spec_path(), &options)?;
+        let bundle = bundle::bundle(&self.spec_file()?, &options)?;
         let inner = match &self.client_inner_type {
             Some(path) => Some(
                 syn::parse_str::<syn::Type>(path)
@@ -226,13 +258,13 @@ impl Config {
             ),
             None => None,
         };
-        let generated = emit::run_progenitor(&bundle, &self.spec_path(), HooksMode::Expected, inner)?;
+        let generated = emit::run_progenitor(&bundle, &bundle.files[0], HooksMode::Expected, inner)?;
         let tokens = emit::client(&bundle, &generated);
         self.finish(bundle, tokens)
     }
 
     fn finish(&self, bundle: Bundle, tokens: proc_macro2::TokenStream) -> Result<Generated> {
-        let spec = self.spec_path();
+        let spec = bundle.files[0].clone();
         let file: syn::File = syn::parse2(tokens).map_err(|e| Error::Progenitor {
             spec: spec.clone(),
             message: format!("generated code does not parse: {e}"),
@@ -269,6 +301,11 @@ impl Config {
     fn emit_rerun_env(&self) {
         if let Some(var) = &self.spec_env {
             println!("cargo:rerun-if-env-changed={var}");
+        }
+        // A root document added to (or renamed in) the spec's folder is found again.
+        let path = self.spec_path();
+        if let Some(dir) = if path.is_dir() { Some(path.as_path()) } else { path.parent() } {
+            println!("cargo:rerun-if-changed={}", dir.display());
         }
     }
 

@@ -11,6 +11,46 @@ use serde_json::Value;
 
 use crate::error::{Error, Location, Result};
 
+/// The root document in `dir`: the one YAML or JSON file there with `openapi:` and `webhooks:`
+/// (or `x-webhooks:`).
+pub(crate) fn find_root(dir: &Path) -> Result<PathBuf> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Read { file: dir.to_path_buf(), source })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+        .collect();
+    files.sort();
+    let roots: Vec<&PathBuf> = files
+        .iter()
+        .filter(|file| {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            yaml_serde::from_str::<yaml_serde::Value>(&text).is_ok_and(|doc| {
+                doc.get("openapi").is_some() && (doc.get("webhooks").is_some() || doc.get("x-webhooks").is_some())
+            })
+        })
+        .collect();
+    let names = |files: &[&PathBuf]| {
+        files
+            .iter()
+            .map(|f| f.file_name().unwrap_or_default().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match roots.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(Error::Config(format!(
+            "{}: no OpenAPI document with webhooks here (looked at: {}); name the spec with MEET_WEBHOOKS_SPEC",
+            dir.display(),
+            names(&files.iter().collect::<Vec<_>>())
+        ))),
+        several => Err(Error::Config(format!(
+            "{}: several root documents ({}); name the one to use with MEET_WEBHOOKS_SPEC",
+            dir.display(),
+            names(several)
+        ))),
+    }
+}
+
 /// The target of a `$ref`: a file and a pointer into it. Two refs that name the same target by
 /// different routes (`./x.yaml` from one folder, `../a/x.yaml` from another) get the same key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

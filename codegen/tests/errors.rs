@@ -113,7 +113,7 @@ fn a_duplicate_operation_id_names_both_places() {
     let text = error_text(&[("openapi.yaml", ROOT), ("webhooks.yaml", &twice)]);
     assert_eq!(
         text,
-        "webhooks.yaml#/recordingEnded/post/operationId: operationId \"recordingStartedWebhook\" is already used at webhooks.yaml#/recordingStarted/post/operationId"
+        "webhooks.yaml#/recordingEnded/post/operationId: operationId \"recordingStartedWebhook\" names the same handler method as the operationId at webhooks.yaml#/recordingStarted/post/operationId"
     );
 }
 
@@ -219,5 +219,56 @@ fn a_failing_component_is_named() {
     assert_eq!(
         text,
         "types.yaml#/Level: progenitor could not generate code for this schema: type error value does not conform to the given schema"
+    );
+}
+
+#[test]
+fn the_root_document_is_found_in_the_folder_whatever_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("openapi");
+    std::fs::create_dir_all(&spec).unwrap();
+    // The provider's root name, beside a file that is not a root.
+    std::fs::write(spec.join("openvidu-meet-api.yaml"), ROOT).unwrap();
+    std::fs::write(spec.join("webhooks.yaml"), webhook("type: object")).unwrap();
+    let config = Config::new().spec_env(None).base_dir(dir.path());
+    assert_eq!(config.spec_file().unwrap(), spec.join("openvidu-meet-api.yaml"));
+    assert!(config.generate().unwrap().code.contains("fn recording_started_webhook("));
+    // The folder itself may be named too.
+    let named = Config::new().spec_env(None).base_dir(dir.path()).spec("openapi");
+    assert_eq!(named.spec_file().unwrap(), spec.join("openvidu-meet-api.yaml"));
+
+    // Two roots: which one is meant is for the user to say.
+    std::fs::write(spec.join("other.json"), r#"{"openapi": "3.1.0", "webhooks": {}}"#).unwrap();
+    let text = relative(&dir, &config.spec_file().unwrap_err().to_string());
+    assert_eq!(
+        text,
+        "openapi: several root documents (openvidu-meet-api.yaml, other.json); name the one to use with MEET_WEBHOOKS_SPEC"
+    );
+    // A named file that does not exist is not looked for elsewhere.
+    let missing = Config::new().spec_env(None).base_dir(dir.path()).spec("openapi/nope.yaml");
+    assert!(missing.generate().unwrap_err().to_string().contains("nope.yaml: cannot read"));
+}
+
+#[test]
+fn a_handler_method_for_a_withdrawn_webhook_is_named_in_a_warning() {
+    let (dir, _) = generate(&[("openapi.yaml", ROOT), ("webhooks.yaml", &webhook("type: object"))]);
+    std::fs::write(
+        dir.path().join("handler.rs"),
+        "impl WebhookHandler for H {\n    async fn recording_started_webhook(&self) {}\n    async fn meeting_ended_webhook(&self) {}\n    async fn fallback(&self) {}\n}\n",
+    )
+    .unwrap();
+    let generated = Config::new()
+        .spec_env(None)
+        .base_dir(dir.path())
+        .spec("openapi.yaml")
+        .handler_impl("handler.rs", "H")
+        .generate()
+        .unwrap();
+    let warnings: Vec<String> = generated.warnings.iter().map(|w| relative(&dir, &w.to_string())).collect();
+    assert_eq!(
+        warnings,
+        [
+            "handler.rs#: `impl WebhookHandler for H` has `meeting_ended_webhook`, but the spec has no such webhook (any more): remove it, or handle those deliveries in `fallback`"
+        ]
     );
 }
