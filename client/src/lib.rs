@@ -12,6 +12,8 @@
 //! use meet_webhooks_client::{Client, Signing, deliver};
 //! let client = Client::new("http://127.0.0.1:5080/webhook", Signing::new("my-api-key"));
 //! let body = serde_json::json!({"event": "recordingStarted", "creationDate": 1764230400000u64, "data": {}});
+//! // Checked against the typed body, then sent as the provider would (`event` first, integers
+//! // as integers); `deliver_bytes` sends bytes of your own, signed, unchanged.
 //! let delivered = deliver(&client, "recordingStarted", body).await?;
 //! # Ok(()) }
 //! ```
@@ -93,18 +95,6 @@ impl ClientHooks<Signing> for Client {
         *request.url_mut() = url;
         self.inner().apply(request);
         Ok(())
-    }
-}
-
-impl Client {
-    /// Signs and posts `body` as it is, byte for byte: for events the spec does not know
-    /// (`testEvent`) and for bodies a typed struct would rewrite.
-    pub async fn deliver_raw(&self, body: impl Into<Vec<u8>>) -> Result<Delivered, DeliverError> {
-        let failed = |e: reqwest::Error| DeliverError::Http(e.to_string());
-        let mut request = self.client().post(self.baseurl()).body(body.into()).build().map_err(failed)?;
-        self.inner().apply(&mut request);
-        let response = self.client().execute(request).await.map_err(failed)?;
-        Delivered::from_response(response).await
     }
 }
 

@@ -257,8 +257,12 @@ impl Config {
             ),
             None => None,
         };
+        let inner_tokens = match &inner {
+            Some(inner) => quote::quote!(#inner),
+            None => quote::quote!(()),
+        };
         let generated = emit::run_progenitor(&bundle, &bundle.files[0], HooksMode::Expected, inner)?;
-        let tokens = emit::client(&bundle, &generated);
+        let tokens = emit::client(&bundle, &generated, &inner_tokens);
         self.finish(bundle, tokens)
     }
 

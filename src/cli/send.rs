@@ -4,58 +4,49 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use super::SendArgs;
-use crate::WEBHOOKS;
 use crate::clock::millis_since_epoch;
+use crate::{Event, WEBHOOKS};
 
 pub(super) fn send(args: SendArgs) -> Result<ExitCode, String> {
-    use meet_webhooks_client::{Client, Signing, deliver};
+    use meet_webhooks_client::{Client, Signing, deliver_bytes, provider_bytes};
 
     let webhook = WEBHOOKS.iter().find(|w| [w.event, w.operation_id, w.method].contains(&args.webhook.as_str()));
     let event = webhook.map_or(args.webhook.as_str(), |w| w.event);
     let data = match &args.data {
+        // Sent as written: a body that does not fit the typed schema is how the fallback is
+        // tried out.
         Some(file) => {
             let text = std::fs::read_to_string(file).map_err(|e| format!("--data {}: {e}", file.display()))?;
-            Some(
-                serde_json::from_str::<serde_json::Value>(&text)
-                    .map_err(|e| format!("--data {}: not JSON: {e}", file.display()))?,
-            )
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| format!("--data {}: not JSON: {e}", file.display()))?
         }
-        None => None,
+        None => match (webhook, event) {
+            (Some(w), _) => {
+                let example: serde_json::Value = serde_json::from_str(w.example)
+                    .map_err(|e| format!("the spec's example for {event} is not JSON: {e}"))?;
+                example.get("data").cloned().unwrap_or_else(|| serde_json::json!({}))
+            }
+            (None, "testEvent") => serde_json::json!({ "message": "Test webhook from meet-webhooks send" }),
+            (None, other) => {
+                let known: Vec<&str> = WEBHOOKS.iter().map(|w| w.event).collect();
+                return Err(format!(
+                    "the spec has no webhook {other:?} (it has: {}, and testEvent); give its --data to send it anyway",
+                    known.join(", ")
+                ));
+            }
+        },
     };
-    let mut body = match (webhook, event) {
-        (Some(w), _) => {
-            serde_json::from_str(w.example).map_err(|e| format!("the spec's example for {event} is not JSON: {e}"))?
-        }
-        (None, "testEvent") => {
-            serde_json::json!({ "data": { "message": "Test webhook from meet-webhooks send" } })
-        }
-        (None, _) if data.is_some() => serde_json::json!({}),
-        (None, other) => {
-            let known: Vec<&str> = WEBHOOKS.iter().map(|w| w.event).collect();
-            return Err(format!(
-                "the spec has no webhook {other:?} (it has: {}, and testEvent); give its --data to send it anyway",
-                known.join(", ")
-            ));
-        }
-    };
-    body["event"] = event.into();
-    let creation_ms = millis_since_epoch(SystemTime::now());
-    body["creationDate"] = creation_ms.into();
-    if let Some(data) = data {
-        body["data"] = data;
-    }
     // As the provider does: X-Timestamp is the event's creationDate.
+    let creation_ms = millis_since_epoch(SystemTime::now());
+    let body = provider_bytes(&serde_json::json!({ "event": event, "creationDate": creation_ms, "data": data }));
+    // What the receiver will make of it, said before it is sent.
+    if let Err(reason) = Event::parse(event, &body) {
+        eprintln!("note: {event} will go to the receiver's fallback: {reason}");
+    }
     let timestamp = args.timestamp_unit.from_millis(creation_ms);
     let client = Client::new(&args.url, Signing::new(&args.key).fixed_timestamp(timestamp));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let delivered = runtime.block_on(async {
-        match deliver(&client, event, body.clone()).await {
-            Ok(Some(delivered)) => Ok(delivered),
-            Ok(None) => client.deliver_raw(body.to_string()).await,
-            Err(e) => Err(e),
-        }
-    });
-    let delivered = delivered.map_err(|e| e.to_string())?;
+    let delivered = runtime.block_on(deliver_bytes(&client, body)).map_err(|e| e.to_string())?;
     match delivered.body.as_str() {
         "" => println!("{}", delivered.status),
         body => println!("{} {body}", delivered.status),

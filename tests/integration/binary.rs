@@ -292,3 +292,39 @@ fn send_with_data_from_a_file_delivers_that_data_signed_with_seconds_when_asked(
     assert_eq!(code, 2);
     assert!(stderr.contains("the spec has no webhook \"noSuchWebhook\""), "{stderr}");
 }
+
+#[test]
+fn send_sends_what_the_provider_sends_and_prints_the_id_of_every_answer() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let service = Service::start_in(data_dir.path(), &[]);
+    let id_of = |stdout: &str| -> i64 {
+        assert!(stdout.starts_with("200 OK {"), "{stdout}");
+        let answer: serde_json::Value = serde_json::from_str(&stdout["200 OK ".len()..]).unwrap();
+        answer["id"].as_i64().unwrap_or_else(|| panic!("no id: {stdout}"))
+    };
+    let events: Vec<&str> = WEBHOOKS.iter().map(|w| w.event).chain(["testEvent"]).collect();
+    for event in &events {
+        let (code, stdout, stderr) = run(&["send", event, "--url", &service.url(), "--key", KEY], b"");
+        assert_eq!(code, 0, "send {event}: {stdout} {stderr}");
+        let stored = crate::common::row(data_dir.path(), id_of(&stdout));
+        // `JSON.stringify` of {event, creationDate, data}: in that order, the date an integer.
+        let body = String::from_utf8(stored.body.clone()).unwrap();
+        let prefix = format!("{{\"event\":\"{event}\",\"creationDate\":");
+        let rest = body.strip_prefix(&prefix).unwrap_or_else(|| panic!("{body}"));
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap();
+        assert!(digits >= 13 && rest[digits..].starts_with(",\"data\":{"), "{body}");
+        assert_eq!(stored.timestamp, rest[..digits], "X-Timestamp is the creationDate");
+    }
+
+    // A body that does not fit the typed schema is sent as written, and said to go to the fallback.
+    let file = data_dir.path().join("misfit.json");
+    std::fs::write(&file, r#"{"recordingId": 5, "status": "brand-new", "size": 1024.0}"#).unwrap();
+    let event = WEBHOOKS[0].event;
+    let (code, stdout, stderr) =
+        run(&["send", event, "--url", &service.url(), "--key", KEY, "--data", file.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("note: {event} will go to the receiver's fallback")), "{stderr}");
+    let body = String::from_utf8(crate::common::row(data_dir.path(), id_of(&stdout)).body).unwrap();
+    assert!(body.contains(r#""data":{"recordingId":5,"#) && body.contains(r#""size":1024"#), "{body}");
+    assert!(!body.contains("1024.0"), "{body}");
+}

@@ -1135,8 +1135,7 @@ pub const EVENTS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     pub status: ::reqwest::StatusCode,
-    /// The response body; empty when the typed client did not read it (a success the
-    /// spec declares without content).
+    /// The response body (the receiver's `{"status":"accepted","id":N}`).
     pub body: ::std::string::String,
 }
 impl Delivered {
@@ -1167,70 +1166,111 @@ impl ::std::fmt::Display for DeliverError {
     }
 }
 impl ::std::error::Error for DeliverError {}
-/// Turns a generated method's result into what the receiver answered.
-async fn outcome<T>(
-    result: ::std::result::Result<
-        ::progenitor_client::ResponseValue<T>,
-        ::progenitor_client::Error<()>,
-    >,
-) -> ::std::result::Result<Delivered, DeliverError> {
-    match result {
-        ::std::result::Result::Ok(response) => {
-            ::std::result::Result::Ok(Delivered {
-                status: response.status(),
-                body: ::std::string::String::new(),
-            })
-        }
-        ::std::result::Result::Err(
-            ::progenitor_client::Error::UnexpectedResponse(response),
-        ) => Delivered::from_response(response).await,
-        ::std::result::Result::Err(
-            ::progenitor_client::Error::ErrorResponse(response),
-        ) => {
-            ::std::result::Result::Ok(Delivered {
-                status: response.status(),
-                body: ::std::string::String::new(),
-            })
-        }
-        ::std::result::Result::Err(other) => {
-            ::std::result::Result::Err(DeliverError::Http(other.to_string()))
-        }
-    }
-}
-/// Sends `body` as the typed webhook `event` through its generated method.
-/// `Ok(None)` when the spec has no such webhook.
+/// Checks `body` against the typed webhook `event`, then sends it as the provider would
+/// ([`provider_bytes`]). `Ok(None)` when the spec has no such webhook.
 pub async fn deliver(
     client: &Client,
     event: &str,
     body: ::serde_json::Value,
-) -> ::std::result::Result<::std::option::Option<Delivered>, DeliverError> {
-    let delivered = match event {
+) -> ::std::result::Result<::std::option::Option<Delivered>, DeliverError>
+where
+    Client: ::progenitor_client::ClientHooks<crate::Signing>,
+{
+    match event {
         "recordingStarted" => {
-            let body: types::RecordingStartedWebhookBody = ::serde_json::from_value(body)
+            ::serde_json::from_value::<types::RecordingStartedWebhookBody>(body.clone())
                 .map_err(DeliverError::Body)?;
-            outcome(client.recording_started_webhook(&body).await).await
         }
         "recordingUpdated" => {
-            let body: types::RecordingUpdatedWebhookBody = ::serde_json::from_value(body)
+            ::serde_json::from_value::<types::RecordingUpdatedWebhookBody>(body.clone())
                 .map_err(DeliverError::Body)?;
-            outcome(client.recording_updated_webhook(&body).await).await
         }
         "recordingEnded" => {
-            let body: types::RecordingEndedWebhookBody = ::serde_json::from_value(body)
+            ::serde_json::from_value::<types::RecordingEndedWebhookBody>(body.clone())
                 .map_err(DeliverError::Body)?;
-            outcome(client.recording_ended_webhook(&body).await).await
         }
         "meetingStarted" => {
-            let body: types::MeetingStartedWebhookBody = ::serde_json::from_value(body)
+            ::serde_json::from_value::<types::MeetingStartedWebhookBody>(body.clone())
                 .map_err(DeliverError::Body)?;
-            outcome(client.meeting_started_webhook(&body).await).await
         }
         "meetingEnded" => {
-            let body: types::MeetingEndedWebhookBody = ::serde_json::from_value(body)
+            ::serde_json::from_value::<types::MeetingEndedWebhookBody>(body.clone())
                 .map_err(DeliverError::Body)?;
-            outcome(client.meeting_ended_webhook(&body).await).await
         }
         _ => return ::std::result::Result::Ok(::std::option::Option::None),
+    }
+    deliver_bytes(client, provider_bytes(&body)).await.map(::std::option::Option::Some)
+}
+/// Posts `body` byte for byte to the client's URL, through the client's hooks (which
+/// sign it): for events the spec does not know (`testEvent`), and bodies that must not
+/// be rewritten.
+pub async fn deliver_bytes(
+    client: &Client,
+    body: ::std::vec::Vec<u8>,
+) -> ::std::result::Result<Delivered, DeliverError>
+where
+    Client: ::progenitor_client::ClientHooks<crate::Signing>,
+{
+    use ::progenitor_client::{ClientHooks, ClientInfo};
+    let failed = |e: ::reqwest::Error| DeliverError::Http(e.to_string());
+    let hook = |e: ::progenitor_client::Error<()>| DeliverError::Http(e.to_string());
+    let mut request = client
+        .client()
+        .post(client.baseurl())
+        .header(::reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .build()
+        .map_err(failed)?;
+    let info = ::progenitor_client::OperationInfo {
+        operation_id: "deliver",
     };
-    delivered.map(::std::option::Option::Some)
+    client.pre::<()>(&mut request, &info).await.map_err(hook)?;
+    let result = client.exec(request, &info).await;
+    client.post::<()>(&result, &info).await.map_err(hook)?;
+    Delivered::from_response(result.map_err(failed)?).await
+}
+/// The bytes the provider sends for `body`: its sender builds the object as `event`,
+/// `creationDate`, `data` and serializes it with `JSON.stringify`, so those three come
+/// first, in that order (any other field after them), and a number with no fraction is
+/// written as an integer (`1796048768187`, never `1796048768187.0`).
+pub fn provider_bytes(body: &::serde_json::Value) -> ::std::vec::Vec<u8> {
+    fn js(value: &::serde_json::Value) -> ::serde_json::Value {
+        match value {
+            ::serde_json::Value::Number(n) => {
+                match n.as_f64() {
+                    ::std::option::Option::Some(
+                        f,
+                    ) if n.is_f64() && f.fract() == 0.0
+                        && f.abs() < 9_007_199_254_740_992.0 => {
+                        ::serde_json::Value::from(f as i64)
+                    }
+                    _ => value.clone(),
+                }
+            }
+            ::serde_json::Value::Array(items) => items.iter().map(js).collect(),
+            ::serde_json::Value::Object(fields) => {
+                fields.iter().map(|(k, v)| (k.clone(), js(v))).collect()
+            }
+            other => other.clone(),
+        }
+    }
+    let ::serde_json::Value::Object(fields) = body else {
+        return ::serde_json::to_vec(&js(body)).unwrap_or_default();
+    };
+    const FIRST: [&str; 3] = ["event", "creationDate", "data"];
+    let mut out = ::std::vec::Vec::from(&b"{"[..]);
+    let ordered = FIRST
+        .iter()
+        .filter_map(|k| fields.get_key_value(*k))
+        .chain(fields.iter().filter(|(k, _)| !FIRST.contains(&k.as_str())));
+    for (i, (key, value)) in ordered.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend(::serde_json::to_vec(key).unwrap_or_default());
+        out.push(b':');
+        out.extend(::serde_json::to_vec(&js(value)).unwrap_or_default());
+    }
+    out.push(b'}');
+    out
 }
