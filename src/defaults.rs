@@ -17,8 +17,13 @@ pub const PATH: &str = "/webhook";
 pub const DATA_DIR: &str = "./data";
 /// The provider's deliveries are a few KB.
 pub const BODY_LIMIT: usize = 1024 * 1024;
-/// For the request head, and again for the body.
+/// For each request head, and again for its body.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes of request bodies being received at once (before they are verified), across every
+/// connection: what a flood of large unsigned bodies can make the receiver hold.
+pub const BODY_MEMORY: usize = 64 * 1024 * 1024;
+/// Client connections open at once; more wait in the kernel's queue.
+pub const MAX_CONNECTIONS: usize = 1000;
 /// Without the inbox: deliveries remembered to recognise retries.
 pub const REPLAY_CAPACITY: usize = 200_000;
 /// Handlers running at once.

@@ -37,6 +37,12 @@ pub enum Rejection {
     BodyTooLarge { limit: usize },
     #[error("the body did not arrive within {ms} ms")]
     BodyTimeout { ms: u128 },
+    /// A request head (after the first of its connection) that trickled in too slowly.
+    #[error("the request head did not arrive within {ms} ms")]
+    HeadTimeout { ms: u128 },
+    /// Bodies being received at once take all the memory set aside for them.
+    #[error("too many deliveries are being received at once; retry later")]
+    Overloaded,
     #[error("the body could not be read")]
     BodyUnreadable,
     #[error("{0}")]
@@ -78,12 +84,12 @@ impl Rejection {
             | Self::BodyUnreadable
             | Self::InvalidJson => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTimeout { .. } | Self::HeadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Verify(VerifyError::MalformedTimestamp | VerifyError::MalformedSignature) => StatusCode::BAD_REQUEST,
             Self::Verify(_) => StatusCode::UNAUTHORIZED,
             Self::UnmatchedEvent(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InProgress => StatusCode::CONFLICT,
-            Self::Busy | Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Busy | Self::StorageUnavailable | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::HandlerFailed | Self::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +104,8 @@ impl Rejection {
             Self::MalformedLength => "malformed_header",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyTimeout { .. } => "body_timeout",
+            Self::HeadTimeout { .. } => "head_timeout",
+            Self::Overloaded => "overloaded",
             Self::BodyUnreadable => "body_unreadable",
             Self::Verify(e) => e.code(),
             Self::InvalidJson => "invalid_json",
@@ -112,7 +120,14 @@ impl Rejection {
 
     /// Whether the connection is closed after the answer: the rest of the request was not read.
     pub fn closes(&self) -> bool {
-        matches!(self, Self::BodyTooLarge { .. } | Self::BodyTimeout { .. } | Self::BodyUnreadable)
+        matches!(
+            self,
+            Self::BodyTooLarge { .. }
+                | Self::BodyTimeout { .. }
+                | Self::HeadTimeout { .. }
+                | Self::BodyUnreadable
+                | Self::Overloaded
+        )
     }
 
     /// One of each kind, for tests and docs that must cover them all.
@@ -124,6 +139,8 @@ impl Rejection {
             Self::MalformedLength,
             Self::BodyTooLarge { limit: 1 },
             Self::BodyTimeout { ms: 1 },
+            Self::HeadTimeout { ms: 1 },
+            Self::Overloaded,
             Self::BodyUnreadable,
             Self::Verify(VerifyError::MalformedTimestamp),
             Self::Verify(VerifyError::MalformedSignature),
@@ -140,12 +157,25 @@ impl Rejection {
         ]
     }
 
+    /// The JSON body of the answer.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&Body { error: self.code(), message: &self.to_string() }).unwrap_or_default()
+    }
+
+    /// Seconds after which a retry may succeed, for the answers that invite one.
+    fn retry_after(&self) -> Option<&'static str> {
+        matches!(self, Self::Overloaded | Self::Busy).then_some("1")
+    }
+
     pub fn response(&self) -> HttpResponse {
         let mut builder = HttpResponse::build(self.status());
         if self.closes() {
             builder.force_close();
         }
-        builder.json(Body { error: self.code(), message: &self.to_string() })
+        if let Some(seconds) = self.retry_after() {
+            builder.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        builder.content_type(ContentType::json()).body(self.body())
     }
 
     /// The response, carrying the request's unread `payload` until it has been sent.
@@ -154,13 +184,14 @@ impl Rejection {
     /// connection: a client could then make us read an endless body. A payload still alive
     /// when the response ends makes actix close the connection instead.
     pub fn response_holding(&self, payload: Payload) -> HttpResponse {
-        let message = self.to_string();
-        let body =
-            serde_json::to_vec(&Body { error: self.code(), message: &message }).map(Bytes::from).unwrap_or_default();
-        HttpResponse::build(self.status())
+        let mut builder = HttpResponse::build(self.status());
+        if let Some(seconds) = self.retry_after() {
+            builder.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        builder
             .force_close()
             .content_type(ContentType::json())
-            .body(HoldingPayload { body: Some(body), _payload: payload })
+            .body(HoldingPayload { body: Some(Bytes::from(self.body())), _payload: payload })
     }
 }
 

@@ -56,6 +56,7 @@ pub mod metrics;
 pub mod middleware;
 mod replay;
 pub mod runtime;
+mod server;
 pub mod service;
 pub mod verify;
 

@@ -99,13 +99,50 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
         }
         line.text.clear();
         // Writing to a String cannot fail.
-        let _ = writeln!(line.text, "[{} {:<5} {}] {}", line.stamp, record.level(), record.target(), record.args());
+        let _ = write!(line.text, "[{} {:<5} {}] ", line.stamp, record.level(), record.target());
+        let start = line.text.len();
+        let _ = write!(line.text, "{}", record.args());
+        // One record, one line: a newline or an escape sequence that came with a request (an
+        // `event` name, a JSON key) must not forge lines or colours in the log.
+        if line.text[start..].chars().any(char::is_control) {
+            let message = escaped(&line.text[start..]).into_owned();
+            line.text.truncate(start);
+            line.text.push_str(&message);
+        }
+        line.text.push('\n');
         write(line.text.as_bytes());
         // A huge line should not pin its capacity for the thread's life.
         if line.text.capacity() > 16 * 1024 {
             line.text = String::new();
         }
     });
+}
+
+/// `text` with its control characters escaped as Rust writes them (`\n`, `\u{1b}`): for
+/// whatever came from a request and is logged or printed.
+pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// Whether `interval` has passed since the last time this returned `true` for `last` (which
+/// holds milliseconds since the Unix epoch): for lines that would repeat under load.
+pub fn every(last: &std::sync::atomic::AtomicU64, interval: Duration) -> bool {
+    use std::sync::atomic::Ordering;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let previous = last.load(Ordering::Relaxed);
+    (previous == 0 || now.saturating_sub(previous) >= interval.as_millis() as u64)
+        && last.compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
 
 fn append(line: &[u8]) {

@@ -28,6 +28,8 @@ pub const COMMIT_LATENCY: &str = "meet_webhooks_inbox_commit_seconds";
 pub const COMMIT_FAILURES: &str = "meet_webhooks_inbox_commit_failures_total";
 /// Handler attempts by event and outcome (`done`, `retry`, `dead`).
 pub const HANDLER_ATTEMPTS: &str = "meet_webhooks_handler_attempts_total";
+/// Client connections open now.
+pub const OPEN_CONNECTIONS: &str = "meet_webhooks_open_connections";
 
 /// Installs the Prometheus recorder, with buckets fit for each histogram, and a thread that
 /// drains recorded histogram samples into their buckets (without it they pile up in memory
@@ -102,6 +104,10 @@ pub fn inbox_depth(pending: u64, dead: u64) {
     for (state, n) in [("pending", pending), ("dead", dead)] {
         metrics::gauge!(INBOX_DEPTH, "state" => state).set(n as f64);
     }
+}
+
+pub fn open_connections(open: usize) {
+    metrics::gauge!(OPEN_CONNECTIONS).set(open as f64);
 }
 
 pub fn handler_attempt(event: &str, outcome: &'static str) {

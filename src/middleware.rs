@@ -8,6 +8,7 @@
 //! carrying the verified [`Delivery`] in its extensions; unauthenticated bytes never reach
 //! serde. Refusals are returned as `Ok(response)` so the access log still sees them.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix_web::body::{EitherBody, MessageBody};
@@ -17,6 +18,7 @@ use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{Error, HttpMessage};
 use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Rejection;
 use crate::metrics;
@@ -28,6 +30,41 @@ pub struct Gate {
     pub verifier: Verifier,
     pub body_limit: usize,
     pub body_timeout: Duration,
+    pub body_memory: BodyMemory,
+}
+
+/// Memory set aside for request bodies while they are received and verified, shared by every
+/// connection: a flood of large bodies (which anyone can send; none is verified yet) gets
+/// 503 `overloaded` past it instead of growing the process.
+#[derive(Debug)]
+pub struct BodyMemory {
+    bytes: Arc<Semaphore>,
+}
+
+impl BodyMemory {
+    pub fn new(bytes: usize) -> Self {
+        Self { bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))) }
+    }
+
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    /// Sets `bytes` aside, adding them to `held`; `false` if they are not free.
+    fn take(&self, bytes: usize, held: &mut Option<OwnedSemaphorePermit>) -> bool {
+        let Ok(n) = u32::try_from(bytes) else { return false };
+        match self.bytes.clone().try_acquire_many_owned(n) {
+            Ok(permit) => {
+                match held {
+                    Some(held) => held.merge(permit),
+                    None => *held = Some(permit),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// An authentic delivery, as received.
@@ -78,7 +115,8 @@ async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Resu
     if declared.is_some_and(|n| n > gate.body_limit) {
         return Err(Rejection::BodyTooLarge { limit: gate.body_limit });
     }
-    let body = read_body(gate, payload, declared).await?;
+    // The memory set aside for the body is let go once it is verified (or refused).
+    let (body, _held) = read_body(gate, payload, declared).await?;
     let received_at = SystemTime::now();
     let verified = gate.verifier.verify(timestamp.as_bytes(), signature.as_bytes(), &body, received_at)?;
     Ok(Delivery { verified, timestamp: timestamp.clone(), body, received_at })
@@ -116,8 +154,12 @@ fn declared_length(req: &ServiceRequest) -> Result<Option<usize>, Rejection> {
     }
 }
 
-async fn read_body(gate: &Gate, payload: &mut Payload, declared: Option<usize>) -> Result<Bytes, Rejection> {
-    let mut body = Body::new(gate.body_limit, declared);
+async fn read_body(
+    gate: &Gate,
+    payload: &mut Payload,
+    declared: Option<usize>,
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Rejection> {
+    let mut body = Body::new(gate, declared);
     // A delivery of a few KB arrives with its headers, but actix calls the service as soon as
     // it has parsed them and feeds it the body just after: let it do that once, then take the
     // whole body without arming a timer (which costs more than the rest of this function).
@@ -158,24 +200,29 @@ fn body_chunk(chunk: Result<Bytes, actix_web::error::PayloadError>) -> Result<By
     })
 }
 
-/// A body being read: a single chunk is kept as it is (no copy), several are joined.
-struct Body {
-    limit: usize,
+/// A body being read: a single chunk is kept as it is (no copy), several are joined. The
+/// memory it takes is set aside from [`BodyMemory`] until the body is verified (dropped).
+struct Body<'g> {
+    gate: &'g Gate,
     declared: Option<usize>,
     len: usize,
     first: Option<Bytes>,
     joined: Option<BytesMut>,
+    held: Option<OwnedSemaphorePermit>,
 }
 
-impl Body {
-    fn new(limit: usize, declared: Option<usize>) -> Self {
-        Self { limit, declared, len: 0, first: None, joined: None }
+impl<'g> Body<'g> {
+    fn new(gate: &'g Gate, declared: Option<usize>) -> Self {
+        Self { gate, declared, len: 0, first: None, joined: None, held: None }
     }
 
     fn push(&mut self, chunk: Bytes) -> Result<(), Rejection> {
         self.len += chunk.len();
-        if self.len > self.limit {
-            return Err(Rejection::BodyTooLarge { limit: self.limit });
+        if self.len > self.gate.body_limit {
+            return Err(Rejection::BodyTooLarge { limit: self.gate.body_limit });
+        }
+        if !self.gate.body_memory.take(chunk.len(), &mut self.held) {
+            return Err(Rejection::Overloaded);
         }
         if self.joined.is_none() && self.first.is_none() {
             self.first = Some(chunk);
@@ -184,8 +231,9 @@ impl Body {
         let joined = self.joined.get_or_insert_with(|| {
             // Reserve what the client declared only up to 64 KiB: a declared length costs the
             // client nothing, so it must not make us allocate a megabyte up front.
-            let mut joined =
-                BytesMut::with_capacity(self.declared.unwrap_or(4096).min(self.limit).min(64 * 1024).max(self.len));
+            let mut joined = BytesMut::with_capacity(
+                self.declared.unwrap_or(4096).min(self.gate.body_limit).min(64 * 1024).max(self.len),
+            );
             joined.extend_from_slice(&self.first.take().unwrap_or_default());
             joined
         });
@@ -193,10 +241,12 @@ impl Body {
         Ok(())
     }
 
-    fn finish(self) -> Bytes {
-        match self.joined {
+    /// The body, and the memory it holds (let go once it is verified).
+    fn finish(self) -> (Bytes, Option<OwnedSemaphorePermit>) {
+        let bytes = match self.joined {
             Some(joined) => joined.freeze(),
             None => self.first.unwrap_or_default(),
-        }
+        };
+        (bytes, self.held)
     }
 }

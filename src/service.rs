@@ -21,9 +21,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::HttpResponse;
 use actix_web::dev::ServerHandle;
 use actix_web::web::{self, ServiceConfig};
-use actix_web::{App, HttpResponse, HttpServer};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::app::{self, Receiver};
@@ -65,7 +65,9 @@ pub struct ServiceBuilder<H> {
     policy: Policy,
     path: String,
     body_limit: usize,
+    body_memory: usize,
     request_timeout: Duration,
+    max_connections: usize,
     strict: bool,
     storage: Storage,
     concurrency: usize,
@@ -88,7 +90,9 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
             policy: Policy::default(),
             path: defaults::PATH.to_owned(),
             body_limit: defaults::BODY_LIMIT,
+            body_memory: defaults::BODY_MEMORY,
             request_timeout: defaults::REQUEST_TIMEOUT,
+            max_connections: defaults::MAX_CONNECTIONS,
             strict: false,
             storage: Storage::Sqlite(PathBuf::from(defaults::DATA_DIR)),
             concurrency: defaults::CONCURRENCY,
@@ -120,10 +124,23 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         self
     }
 
-    /// How long a client gets to send a request head, and again its body
+    /// Bytes of request bodies received at once, across connections, before they are
+    /// verified ([`crate::defaults::BODY_MEMORY`]); past it a delivery gets 503 `overloaded`.
+    pub fn body_memory(mut self, bytes: usize) -> Self {
+        self.body_memory = bytes;
+        self
+    }
+
+    /// How long a client gets to send each request head, and again its body
     /// ([`crate::defaults::REQUEST_TIMEOUT`]).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// Client connections open at once ([`crate::defaults::MAX_CONNECTIONS`]); more wait.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
         self
     }
 
@@ -211,6 +228,21 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         if self.concurrency == 0 {
             return invalid("--concurrency", "must be at least 1".into());
         }
+        if self.max_connections == 0 {
+            return invalid("--max-connections", "must be at least 1".into());
+        }
+        if self.body_memory < self.body_limit {
+            return invalid(
+                "--body-memory",
+                format!("{} bytes cannot hold one body of --body-limit ({} bytes)", self.body_memory, self.body_limit),
+            );
+        }
+        if let Storage::Inline { replay_capacity: 0 } = self.storage {
+            return invalid(
+                "--replay-capacity",
+                "must be at least 1 without the inbox: every delivery is remembered to recognise its retries".into(),
+            );
+        }
         if self.retry.base > self.retry.max {
             return invalid(
                 "--retry-delay",
@@ -228,7 +260,12 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
             );
         }
         let verifier = Verifier::new(&self.keys, self.policy)?;
-        let gate = web::Data::new(Gate { verifier, body_limit: self.body_limit, body_timeout: self.request_timeout });
+        let gate = web::Data::new(Gate {
+            verifier,
+            body_limit: self.body_limit,
+            body_timeout: self.request_timeout,
+            body_memory: crate::middleware::BodyMemory::new(self.body_memory),
+        });
         let handler = Arc::new(self.handler);
         let (inbox, replay_capacity): (Option<Arc<dyn Inbox>>, usize) = match self.storage {
             Storage::Sqlite(dir) => (Some(Arc::new(SqliteInbox::open(&dir, &self.replica_id)?)), 0),
@@ -260,6 +297,8 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
             path: self.path,
             metrics: self.metrics,
             request_timeout: self.request_timeout,
+            max_connections: self.max_connections,
+            body_limit: self.body_limit,
             signals: self.signals,
         })
     }
@@ -274,6 +313,8 @@ pub struct Service<H> {
     path: String,
     metrics: Option<PrometheusHandle>,
     request_timeout: Duration,
+    max_connections: usize,
+    body_limit: usize,
     signals: bool,
 }
 
@@ -316,17 +357,15 @@ impl<H: WebhookHandler> Service<H> {
     }
 
     fn server(&self, listener: TcpListener, workers: usize) -> std::io::Result<actix_web::dev::Server> {
-        let routes = self.routes();
-        let server = HttpServer::new(move || App::new().configure(routes.clone()))
-            .workers(workers)
-            // Time to receive the request head; the body has its own limit in the middleware.
-            .client_request_timeout(self.request_timeout)
-            .client_disconnect_timeout(Duration::from_secs(1))
-            .keep_alive(defaults::KEEP_ALIVE)
-            // On SIGINT/SIGTERM: stop accepting, give in-flight deliveries this long, then exit.
-            .shutdown_timeout(defaults::SHUTDOWN_TIMEOUT.as_secs())
-            .listen(listener)?;
-        Ok(if self.signals { server } else { server.disable_signals() }.run())
+        let limits = crate::server::Limits {
+            workers,
+            request_timeout: self.request_timeout,
+            max_connections: self.max_connections,
+            path: self.path.clone(),
+            body_limit: self.body_limit,
+            signals: self.signals,
+        };
+        crate::server::serve(listener, limits, self.routes())
     }
 
     fn describe(&self, addr: SocketAddr) -> String {

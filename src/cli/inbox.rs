@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use super::{InboxAction, InboxCommand, StateFilter};
 use crate::inbox::{Filter, Inbox, PgInbox, SqliteInbox, State};
+use crate::logging::escaped;
 
 pub(super) fn inbox(command: InboxCommand) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
@@ -39,8 +40,9 @@ async fn run(inbox: &dyn Inbox, action: InboxAction) -> Result<ExitCode, String>
                         row.state,
                         row.kind,
                         row.attempts,
-                        row.event.as_deref().unwrap_or("-"),
-                        row.last_error.as_deref().unwrap_or("")
+                        // What came with a request stays on its row.
+                        escaped(row.event.as_deref().unwrap_or("-")),
+                        escaped(row.last_error.as_deref().unwrap_or(""))
                     );
                 }
             }
@@ -48,12 +50,15 @@ async fn run(inbox: &dyn Inbox, action: InboxAction) -> Result<ExitCode, String>
         InboxAction::Show { id } => {
             let row = inbox.get(id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no delivery {id}"))?;
             println!("id: {}\nstate: {} ({}), attempts: {}", row.id, row.state, row.kind, row.attempts);
+            if let Some(event) = &row.event {
+                println!("event: {}", escaped(event));
+            }
             println!("received_at: {}", row.received_at);
             if let (Some(owner), Some(until)) = (&row.claimed_by, row.claimed_until) {
                 println!("claimed_by: {owner} (lease until {until})");
             }
             if let Some(error) = &row.last_error {
-                println!("last_error: {error}");
+                println!("last_error: {}", escaped(error));
             }
             println!("X-Timestamp: {}\nX-Signature: {}\n", row.timestamp, hex::encode(row.signature));
             println!("{}", String::from_utf8_lossy(&row.body));

@@ -102,11 +102,16 @@ enum StateFilter {
     All,
 }
 
+/// The keys from the environment when no `--key` is given: comma-separated, as a list is
+/// written in one variable. (A flag's value is one key, commas and all: a key may hold one.)
+const KEY_ENV: &str = "MEET_WEBHOOKS_KEY";
+
 #[derive(Clone, Args)]
 struct KeyArgs {
-    /// Key(s) that sign deliveries: the OpenVidu Meet API key. Repeat the flag, or separate
-    /// keys with commas in the variable, to accept several during a rotation.
-    #[arg(long = "key", env = "MEET_WEBHOOKS_KEY", value_delimiter = ',', hide_env_values = true)]
+    /// A key that signs deliveries: the OpenVidu Meet API key. Repeat the flag to accept
+    /// several during a rotation. Without it, MEET_WEBHOOKS_KEY is read: keys separated by
+    /// commas.
+    #[arg(long = "key")]
     keys: Vec<String>,
     /// A file with one key per line (added to --key).
     #[arg(long, env = "MEET_WEBHOOKS_KEY_FILE")]
@@ -139,22 +144,30 @@ struct ServeArgs {
     #[arg(long, env = "MEET_WEBHOOKS_PATH", default_value = defaults::PATH, value_parser = parse_path)]
     path: String,
     /// Largest accepted body, in bytes.
-    #[arg(long, env = "MEET_WEBHOOKS_BODY_LIMIT", default_value_t = defaults::BODY_LIMIT, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "MEET_WEBHOOKS_BODY_LIMIT", default_value_t = defaults::BODY_LIMIT, value_parser = in_range(1, 1 << 30))]
     body_limit: usize,
-    /// Seconds a client gets to send its request head, and again its body.
+    /// Bytes of request bodies received at once, across connections, before they are
+    /// verified; past it a delivery gets 503 overloaded (the provider retries).
+    #[arg(long, env = "MEET_WEBHOOKS_BODY_MEMORY", default_value_t = defaults::BODY_MEMORY, value_parser = in_range(1, 1 << 40))]
+    body_memory: usize,
+    /// Seconds a client gets to send each request head, and again its body.
     #[arg(long, env = "MEET_WEBHOOKS_REQUEST_TIMEOUT", default_value_t = Seconds(defaults::REQUEST_TIMEOUT), allow_hyphen_values = true)]
     request_timeout: Seconds,
+    /// Client connections open at once; more wait in the kernel's queue (keep it under the
+    /// process's file limit, `ulimit -n`).
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = in_range(1, 1_000_000))]
+    max_connections: usize,
     /// Refuse (422) deliveries that match no typed webhook instead of handing them to the
     /// fallback handler.
     #[arg(long, env = "MEET_WEBHOOKS_STRICT")]
     strict: bool,
     /// How many recent deliveries are remembered to acknowledge retries without handling them
     /// twice.
-    #[arg(long, env = "MEET_WEBHOOKS_REPLAY_CAPACITY", default_value_t = defaults::REPLAY_CAPACITY)]
+    #[arg(long, env = "MEET_WEBHOOKS_REPLAY_CAPACITY", default_value_t = defaults::REPLAY_CAPACITY, value_parser = in_range(1, 100_000_000))]
     replay_capacity: usize,
     /// HTTP worker threads (default: one per core but one, at least one: the inbox's writer
     /// and dispatcher threads need a core too).
-    #[arg(long, env = "MEET_WEBHOOKS_WORKERS", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "MEET_WEBHOOKS_WORKERS", value_parser = in_range(1, 1024))]
     workers: Option<usize>,
     #[command(flatten)]
     inbox: InboxArgs,
@@ -179,10 +192,10 @@ struct InboxArgs {
     #[arg(long, env = "MEET_WEBHOOKS_NO_INBOX")]
     no_inbox: bool,
     /// Handlers running at once (events of one room always run one at a time, in order).
-    #[arg(long, env = "MEET_WEBHOOKS_CONCURRENCY", default_value_t = defaults::CONCURRENCY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    #[arg(long, env = "MEET_WEBHOOKS_CONCURRENCY", default_value_t = defaults::CONCURRENCY, value_parser = in_range(1, 100_000))]
     concurrency: usize,
     /// Attempts per delivery before it is dead (kept for `inbox replay`).
-    #[arg(long, env = "MEET_WEBHOOKS_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MEET_WEBHOOKS_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_attempts: u32,
     /// Seconds before the first retry of a failed handler; doubled for each further one.
     #[arg(long, env = "MEET_WEBHOOKS_RETRY_DELAY", default_value_t = Seconds(defaults::RETRY_DELAY), allow_hyphen_values = true)]
@@ -255,7 +268,7 @@ fn parse_path(path: &str) -> Result<String, String> {
 
 /// Runs the command line; the exit code says whether it worked.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|error| exit_naming_the_variable(&error));
     crate::logging::init();
     let outcome = match cli.command {
         None => serve::serve(cli.serve),
@@ -275,10 +288,59 @@ pub fn main() -> ExitCode {
     })
 }
 
+/// A whole number from `min` to `max`, said so when it is not.
+fn in_range(min: usize, max: usize) -> impl clap::builder::TypedValueParser<Value = usize> {
+    move |text: &str| -> Result<usize, String> {
+        text.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| format!("must be a whole number from {min} to {max}"))
+    }
+}
+
+/// clap's error, and for a bad value the environment variable that may have set it: a value
+/// that came from the environment is not on the command line for the user to see.
+fn exit_naming_the_variable(error: &clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(error.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        error.exit();
+    }
+    let flag = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.split(' ').next().unwrap_or_default().trim_start_matches('-').to_owned(),
+        _ => String::new(),
+    };
+    let _ = error.print();
+    if let Some(variable) = variable_of(&flag) {
+        eprintln!("(--{flag} may also come from {variable})");
+    }
+    std::process::exit(2);
+}
+
+/// The environment variable of a flag (`max-age` → `MEET_WEBHOOKS_MAX_AGE`), from clap's
+/// own description of the command line.
+fn variable_of(flag: &str) -> Option<String> {
+    use clap::CommandFactory;
+    fn find(command: &clap::Command, flag: &str) -> Option<String> {
+        command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .and_then(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .or_else(|| command.get_subcommands().find_map(|c| find(c, flag)))
+    }
+    find(&Cli::command(), flag.trim_start_matches('-'))
+}
+
 impl KeyArgs {
     fn collect(&self) -> Result<Vec<Vec<u8>>, String> {
+        let from_env: Vec<String> = match std::env::var(KEY_ENV) {
+            Ok(list) if self.keys.is_empty() => list.split(',').map(str::to_owned).collect(),
+            _ => Vec::new(),
+        };
+        let given = if self.keys.is_empty() { &from_env } else { &self.keys };
         let mut keys: Vec<Vec<u8>> =
-            self.keys.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()).collect();
+            given.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()).collect();
         if let Some(file) = &self.key_file {
             let text = std::fs::read_to_string(file).map_err(|e| format!("--key-file {}: {e}", file.display()))?;
             keys.extend(

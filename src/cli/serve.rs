@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::ServeArgs;
 use crate::handler::ServiceHandler;
 use crate::inbox::RetryPolicy;
-use crate::service::{ServiceBuilder, Storage};
+use crate::service::{ServiceBuilder, ServiceError, Storage};
 
 pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     let metrics = crate::metrics::install().map_err(|e| format!("cannot set up metrics: {e}"))?;
@@ -22,7 +22,9 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .policy(args.policy.policy())
         .path(&args.path)
         .body_limit(args.body_limit)
+        .body_memory(args.body_memory)
         .request_timeout(args.request_timeout.0)
+        .max_connections(args.max_connections)
         .strict(args.strict)
         .storage(storage)
         .concurrency(args.inbox.concurrency)
@@ -36,7 +38,13 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         .lease(args.inbox.lease.0)
         .metrics(metrics)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            ServiceError::Setting { setting, problem } => match super::variable_of(setting) {
+                Some(variable) => format!("{setting} ({variable}): {problem}"),
+                None => format!("{setting}: {problem}"),
+            },
+            other => other.to_string(),
+        })?;
     let bound = service.bind(args.bind, args.workers).map_err(|e| format!("--bind {}: {e}", args.bind))?;
     bound.run().map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,328 @@
+//! The HTTP server under the routes: actix-web's own parts (actix-server accepting, actix-http's
+//! HTTP/1.1 dispatcher), assembled here rather than through `HttpServer` for three guards that
+//! `HttpServer` has no place for:
+//!
+//! - **Every request head is timed.** actix times the head of a connection's *first* request
+//!   only: after one complete request, a client could trickle the next head for ever and hold a
+//!   connection (and a file handle) at no cost. [`Connection`] times each head from its first
+//!   byte to its blank line, and cuts off a client that takes longer than `--request-timeout`
+//!   (`408 head_timeout`, closed). Bodies have their own limit in the middleware; idle
+//!   keep-alive connections are closed by actix after [`defaults::KEEP_ALIVE`].
+//! - **Open connections are capped** (`--max-connections`); past the cap, new connections wait
+//!   in the kernel's queue, and the log says so.
+//! - **`Expect: 100-continue` is answered only for a body we would read**: a wrong content type
+//!   or a declared length over `--body-limit` is refused before the client sends the body.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_http::body::BoxBody;
+use actix_http::{HttpMessage, HttpService, Request, Response};
+use actix_server::Server;
+use actix_service::{ServiceFactoryExt, fn_service, map_config};
+use actix_web::dev::AppConfig;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::defaults;
+use crate::error::Rejection;
+use crate::logging::{escaped, every};
+
+/// How the server treats connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub workers: usize,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+    /// The webhook path and its body limit, for `Expect: 100-continue`.
+    pub path: String,
+    pub body_limit: usize,
+    pub signals: bool,
+}
+
+/// Serves the `routes` (an actix-web `App` of them per worker) on `listener`.
+pub(crate) fn serve(
+    listener: TcpListener,
+    limits: Limits,
+    routes: impl Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static,
+) -> io::Result<Server> {
+    let local = listener.local_addr()?;
+    let open = Arc::new(Open::new(limits.max_connections));
+    let per_worker = limits.max_connections.div_ceil(limits.workers.max(1)).max(1);
+    let mut builder = Server::build()
+        .workers(limits.workers)
+        .max_concurrent_connections(per_worker)
+        // On SIGINT/SIGTERM: stop accepting, give in-flight deliveries this long, then exit.
+        .shutdown_timeout(defaults::SHUTDOWN_TIMEOUT.as_secs());
+    let shutdown = builder.graceful_shutdown_signal();
+    let signals = limits.signals;
+    builder = builder.listen("meet-webhooks", listener, move || {
+        let (limits, open, shutdown) = (limits.clone(), open.clone(), shutdown.clone());
+        let expect = {
+            let (path, body_limit) = (limits.path.clone(), limits.body_limit);
+            fn_service(move |req: Request| {
+                let answer = expect_continue(&req, &path, body_limit).map(|()| req);
+                std::future::ready(answer)
+            })
+        };
+        let app = actix_web::App::new().configure(routes.clone());
+        let http = HttpService::build()
+            .keep_alive(defaults::KEEP_ALIVE)
+            // The first request's head; `Connection` times every later one.
+            .client_request_timeout(limits.request_timeout)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .local_addr(local)
+            .graceful_shutdown_signal(move || {
+                let shutdown = shutdown.clone();
+                async move { shutdown.notified().await }
+            })
+            .expect(expect)
+            .h1(map_config(app, |()| AppConfig::default()));
+        fn_service(move |io: TcpStream| {
+            let peer = io.peer_addr().ok();
+            let connection = Connection::new(io, peer, limits.request_timeout, open.enter());
+            std::future::ready(Ok::<_, actix_http::error::DispatchError>((connection, peer)))
+        })
+        .and_then(http)
+    })?;
+    if !signals {
+        builder = builder.disable_signals();
+    }
+    Ok(builder.run())
+}
+
+/// `Expect: 100-continue` on the webhook path: the body is invited only if it could be
+/// accepted; otherwise the refusal goes out at once, and the connection is closed.
+fn expect_continue(req: &Request, path: &str, body_limit: usize) -> Result<(), Response<BoxBody>> {
+    if req.path() != path {
+        return Ok(());
+    }
+    let headers = req.headers();
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    let refusal = if !json {
+        Some(Rejection::UnsupportedMediaType)
+    } else {
+        match headers.get(CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.parse::<usize>().ok())) {
+            Some(None) => Some(Rejection::MalformedLength),
+            Some(Some(n)) if n > body_limit => Some(Rejection::BodyTooLarge { limit: body_limit }),
+            _ => None,
+        }
+    };
+    let Some(rejection) = refusal else { return Ok(()) };
+    let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    log::warn!(
+        "rejected delivery from {peer} before its body (Expect: 100-continue): {} {} ({})",
+        rejection.status().as_u16(),
+        rejection.code(),
+        escaped(&rejection.to_string())
+    );
+    crate::metrics::rejected(rejection.code());
+    let mut response: Response<BoxBody> = rejection.response().into();
+    response.head_mut().set_connection_type(actix_http::ConnectionType::Close);
+    Err(response)
+}
+
+/// The count of open connections against the cap.
+struct Open {
+    count: AtomicUsize,
+    cap: usize,
+    /// When the cap was last reported (seconds since start), to say it once per interval.
+    reported: AtomicU64,
+}
+
+impl Open {
+    fn new(cap: usize) -> Self {
+        Self { count: AtomicUsize::new(0), cap, reported: AtomicU64::new(0) }
+    }
+
+    fn enter(self: &Arc<Self>) -> Entered {
+        let now = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::metrics::open_connections(now);
+        if now >= self.cap && every(&self.reported, Duration::from_secs(10)) {
+            log::warn!(
+                "{now} connections are open, the limit (--max-connections {}): new connections wait until some close",
+                self.cap
+            );
+        }
+        Entered(self.clone())
+    }
+}
+
+/// One open connection, counted until dropped.
+struct Entered(Arc<Open>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let now = self.0.count.fetch_sub(1, Ordering::Relaxed) - 1;
+        crate::metrics::open_connections(now);
+    }
+}
+
+/// Where a connection is in its current request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Between requests (or before the first): no clock runs.
+    Idle,
+    /// Part of a head arrived; the last four bytes read, to spot the blank line.
+    Reading { last: u32 },
+    /// The head is complete; the body and the answer are timed elsewhere.
+    Read,
+}
+
+/// A client connection whose every request head must arrive within `limit` of its first byte.
+///
+/// It sees only bytes, not requests: a head starts with the first byte read after an answer
+/// (or at the start) and ends at the first blank line (`\r\n\r\n`, or `\n\n`); an answer starts
+/// with the first bytes written that are not an interim `100 Continue`.
+pub(crate) struct Connection {
+    io: TcpStream,
+    peer: Option<SocketAddr>,
+    limit: Duration,
+    head: Head,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    _entered: Entered,
+}
+
+impl Connection {
+    fn new(io: TcpStream, peer: Option<SocketAddr>, limit: Duration, entered: Entered) -> Self {
+        Self { io, peer, limit, head: Head::Idle, deadline: None, _entered: entered }
+    }
+
+    fn observe_read(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            match self.head {
+                Head::Read => return,
+                Head::Idle => {
+                    self.head = Head::Reading { last: 0 };
+                    self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
+                }
+                Head::Reading { .. } => {}
+            }
+            if let Head::Reading { last } = &mut self.head {
+                *last = (*last << 8) | u32::from(byte);
+                if *last == u32::from_be_bytes(*b"\r\n\r\n")
+                    || *last & 0xffff == u32::from(u16::from_be_bytes(*b"\n\n"))
+                {
+                    self.head = Head::Read;
+                    self.deadline = None;
+                }
+            }
+        }
+    }
+
+    fn observe_write(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() && !bytes.starts_with(b"HTTP/1.1 1") {
+            self.head = Head::Idle;
+            self.deadline = None;
+        }
+    }
+
+    /// The head took too long: say so if the socket takes it at once, and fail the read so
+    /// that actix closes the connection.
+    fn cut_off(&mut self) -> io::Error {
+        static REPORTED: AtomicU64 = AtomicU64::new(0);
+        let rejection = Rejection::HeadTimeout { ms: self.limit.as_millis() };
+        let body = rejection.body();
+        let answer = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            rejection.status().as_u16(),
+            rejection.status().canonical_reason().unwrap_or_default(),
+            body.len()
+        );
+        let _ = self.io.try_write(&[answer.as_bytes(), &body].concat());
+        crate::metrics::rejected(rejection.code());
+        if every(&REPORTED, Duration::from_secs(1)) {
+            let peer = self.peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+            log::warn!(
+                "cut off a connection from {peer}: 408 head_timeout ({rejection}) (at most one such line a second)"
+            );
+        }
+        self.deadline = None;
+        io::Error::new(io::ErrorKind::TimedOut, "the request head did not arrive in time")
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(this.cut_off()));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            this.observe_read(&buf.filled()[before..]);
+            // A new head's clock must wake this task even if no byte comes again.
+            if let Some(deadline) = &mut this.deadline
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Err(this.cut_off()));
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.observe_write(&buf[..n]);
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(n)), Some(first)) = (&written, bufs.iter().find(|b| !b.is_empty()))
+            && *n > 0
+        {
+            this.observe_write(&first[..(*n).min(first.len())]);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_head_ends_at_its_blank_line_and_an_answer_resets_the_clock() {
+        // Exercised over real sockets in tests/integration/hostile.rs; here the byte logic.
+        let line = u32::from_be_bytes(*b"\r\n\r\n");
+        let mut last = 0u32;
+        for &b in b"POST /webhook HTTP/1.1\r\nhost: x\r\n\r\n" {
+            last = (last << 8) | u32::from(b);
+        }
+        assert_eq!(last, line);
+    }
+}
