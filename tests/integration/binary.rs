@@ -17,6 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_meet-webhooks");
 pub struct Service {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its log, line by line, from after the start-up line.
+    pub log: mpsc::Receiver<String>,
     /// The data directory, when the service made its own.
     _data: Option<tempfile::TempDir>,
 }
@@ -53,7 +55,7 @@ impl Service {
         // Its address, from its start-up line.
         let line = wait_for(&log, "listening on http://");
         let addr = line.split("listening on http://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
-        Self { child, addr, _data: None }
+        Self { child, addr, log, _data: None }
     }
 
     pub fn url(&self) -> String {

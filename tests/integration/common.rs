@@ -121,6 +121,8 @@ pub struct Options {
     pub replay_capacity: usize,
     /// Where the inbox is, instead of `inbox.dir` (whose other settings still apply).
     pub storage: Option<Storage>,
+    pub body_memory: usize,
+    pub max_connections: usize,
 }
 
 pub struct InboxOptions {
@@ -150,6 +152,8 @@ impl Default for Options {
             inbox: None,
             replay_capacity: 1000,
             storage: None,
+            body_memory: meet_webhooks::defaults::BODY_MEMORY,
+            max_connections: meet_webhooks::defaults::MAX_CONNECTIONS,
         }
     }
 }
@@ -190,6 +194,8 @@ impl<H: WebhookHandler> TestServer<H> {
             .strict(options.strict)
             .body_limit(options.body_limit)
             .request_timeout(options.timeout)
+            .body_memory(options.body_memory)
+            .max_connections(options.max_connections)
             .storage(storage)
             .retention(Duration::from_secs(3600))
             .shutdown_grace(Duration::from_secs(1))

@@ -1,0 +1,208 @@
+//! Hostile and careless clients: slow heads on kept-alive connections, floods of large bodies,
+//! `Expect: 100-continue`, log injection, and raw bytes of every shape (a bounded fuzz run).
+//! Each test is bounded in count and time.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use meet_webhooks::verify::sign;
+
+use crate::common::{KEY, Options, TestServer, now_ms};
+
+/// Reads one answer off a kept-alive connection: its head and a `content-length` body.
+fn read_one(stream: &mut TcpStream) -> (u16, String) {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).unwrap(), 1, "closed mid-head: {:?}", String::from_utf8_lossy(&bytes));
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&bytes).to_lowercase();
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length: ")).map_or(0, |n| n.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    (head.split(' ').nth(1).unwrap().parse().unwrap(), String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Reads until the server closes the connection (or `within` passes): what it sent, and
+/// whether it closed.
+fn read_to_close(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    let deadline = Instant::now() + within;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&bytes).into_owned(), true),
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return (String::from_utf8_lossy(&bytes).into_owned(), true),
+        }
+    }
+    (String::from_utf8_lossy(&bytes).into_owned(), false)
+}
+
+#[test]
+fn a_kept_alive_connection_that_trickles_its_next_head_is_cut_off_within_the_timeout() {
+    let timeout = Duration::from_millis(800);
+    let server = TestServer::with(Options { timeout, ..Options::default() });
+    let mut stream = server.connect();
+    // Requests sent at a normal pace keep the connection, one after another.
+    for _ in 0..3 {
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        assert_eq!(read_one(&mut stream).0, 200);
+    }
+    // The next head, one byte every 50 ms: it would take 1.9 s, and never end.
+    let started = Instant::now();
+    let head = b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-padding: aaaa\r\n";
+    let mut answer = String::new();
+    let mut closed = false;
+    for byte in head.iter().cycle().take(200) {
+        if stream.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let (got, gone) = read_to_close(&mut stream, Duration::from_millis(50));
+        answer.push_str(&got);
+        if gone {
+            closed = true;
+            break;
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "the connection was still open after {took:?}");
+    assert!(took < timeout + Duration::from_millis(1500), "cut off after {took:?}, the timeout is {timeout:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains(r#""error":"head_timeout""#), "{answer:?}");
+
+    // The server still serves.
+    let mut fresh = server.connect();
+    fresh.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    assert_eq!(read_one(&mut fresh).0, 200);
+}
+
+#[test]
+fn a_slow_handler_after_a_complete_head_is_not_cut_off() {
+    // Without the inbox the answer waits for the handler; no head timer may run meanwhile.
+    let timeout = Duration::from_millis(300);
+    let server = TestServer::with(Options { timeout, ..Options::default() });
+    let recorder = server.recorder();
+    recorder.paused.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut stream = server.connect();
+    for n in 0..2 {
+        let mut body = crate::common::example(&meet_webhooks::WEBHOOKS[0]);
+        body["data"]["roomId"] = format!("slow-{n}").into();
+        let body = body.to_string();
+        let timestamp = now_ms().to_string();
+        let signature = sign(KEY.as_bytes(), &timestamp, body.as_bytes());
+        std::thread::scope(|scope| {
+            // The handler finishes 700 ms after the request: more than twice the timeout.
+            scope.spawn(|| {
+                std::thread::sleep(Duration::from_millis(700));
+                recorder.release.add_permits(1);
+            });
+            write!(
+                stream,
+                "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+                 x-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let (status, answer) = read_one(&mut stream);
+            assert_eq!(status, 200, "{answer}");
+        });
+    }
+    assert_eq!(recorder.calls().len(), 2);
+}
+
+#[test]
+fn expect_100_continue_is_refused_before_the_body_when_the_body_would_be() {
+    let server = TestServer::with(Options { body_limit: 64 * 1024, ..Options::default() });
+    let timestamp = now_ms().to_string();
+    let signature = sign(KEY.as_bytes(), &timestamp, b"{}");
+    let head = |content_type: &str, length: usize| {
+        format!(
+            "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\n\
+             expect: 100-continue\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n"
+        )
+    };
+    for (content_type, length, status, code) in [
+        ("application/json", 10_000_000, "413", "body_too_large"),
+        ("text/plain", 100, "415", "unsupported_media_type"),
+    ] {
+        let mut stream = server.connect();
+        stream.write_all(head(content_type, length).as_bytes()).unwrap();
+        let (answer, closed) = read_to_close(&mut stream, Duration::from_secs(5));
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "no 100 Continue first: {answer:?}");
+        assert!(answer.contains(code), "{answer:?}");
+        assert!(closed, "the body was never invited, so the connection ends");
+    }
+
+    // A body that can be taken is invited, then verified as any other.
+    let body = crate::common::example(&meet_webhooks::WEBHOOKS[0]).to_string();
+    let timestamp = now_ms().to_string();
+    let signature = sign(KEY.as_bytes(), &timestamp, body.as_bytes());
+    let mut stream = server.connect();
+    write!(
+        stream,
+        "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         expect: 100-continue\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(body.as_bytes()).unwrap();
+    assert_eq!(read_one(&mut stream).0, 200);
+}
+
+#[test]
+fn bodies_in_flight_beyond_the_memory_set_aside_get_503_and_the_rest_are_served() {
+    // 256 KiB for bodies in flight; each client declares 64 KiB and sends 40 KiB of it, then
+    // waits: four fit, the others are refused, and the memory does not grow with them.
+    let server = TestServer::with(Options {
+        body_limit: 64 * 1024,
+        body_memory: 256 * 1024,
+        timeout: Duration::from_secs(10),
+        ..Options::default()
+    });
+    let timestamp = now_ms().to_string();
+    let signature = sign(KEY.as_bytes(), &timestamp, b"x");
+    let mut streams = Vec::new();
+    for _ in 0..12 {
+        let mut stream = server.connect();
+        write!(
+            stream,
+            "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 65536\r\n\
+             x-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n"
+        )
+        .unwrap();
+        stream.write_all(&vec![b' '; 40 * 1024]).unwrap();
+        streams.push(stream);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut refused = 0;
+    let mut waiting = 0;
+    for stream in &mut streams {
+        let (answer, closed) = read_to_close(stream, Duration::from_millis(300));
+        if answer.starts_with("HTTP/1.1 503") {
+            assert!(answer.contains(r#""error":"overloaded""#) && answer.contains("retry-after: 1"), "{answer}");
+            assert!(closed, "{answer}");
+            refused += 1;
+        } else {
+            assert_eq!(answer, "", "still reading its body");
+            waiting += 1;
+        }
+    }
+    assert!(waiting >= 4, "bodies that fit are read on: {waiting} waiting, {refused} refused");
+    assert!(refused >= 4, "the rest are refused: {waiting} waiting, {refused} refused");
+    // The memory comes back: once the waiting ones are gone, a delivery is taken again.
+    drop(streams);
+    crate::common::eventually("the memory of closed bodies is let go", || {
+        let body = crate::common::example(&meet_webhooks::WEBHOOKS[0]).to_string();
+        server.deliver(KEY, &now_ms().to_string(), body.as_bytes()).status == 200
+    });
+}
