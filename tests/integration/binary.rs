@@ -32,18 +32,26 @@ impl Service {
         service
     }
 
+    /// A service with a fresh data directory, its keys from `env` (`MEET_WEBHOOKS_KEY`) and
+    /// `extra` only.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(data.path()).args(extra);
+        let mut service = Self::spawn(command.envs(env.iter().copied()));
+        service._data = Some(data);
+        service
+    }
+
     /// A service on the data directory `data` (which outlives it).
     pub fn start_in(data: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0", "--key", KEY, "--data-dir"])
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .env_remove("MEET_WEBHOOKS_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--bind", "127.0.0.1:0", "--key", KEY, "--data-dir"]).arg(data).args(extra);
+        Self::spawn(command.env_remove("MEET_WEBHOOKS_KEY"))
+    }
+
+    fn spawn(command: &mut Command) -> Self {
+        let mut child = command.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, log) = mpsc::channel();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         // Drained for as long as the service runs (a full pipe would block it).

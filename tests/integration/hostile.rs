@@ -206,3 +206,142 @@ fn bodies_in_flight_beyond_the_memory_set_aside_get_503_and_the_rest_are_served(
         server.deliver(KEY, &now_ms().to_string(), body.as_bytes()).status == 200
     });
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn many_large_unsigned_bodies_do_not_grow_the_process_past_the_memory_set_aside() {
+    // 400 clients each declare a body one byte under the limit and send 1 MiB of it; 8 MiB is
+    // set aside. Without the bound, the receiver held 400 MiB (the issue measured 17 → 910 MB
+    // with 1,000).
+    const CLIENTS: usize = 400;
+    let service = crate::binary::Service::start(&[
+        "--body-memory",
+        "8388608",
+        "--max-connections",
+        "2000",
+        "--request-timeout",
+        "20",
+    ]);
+    assert_eq!(service.get("/healthz").status, 200);
+    let before = rss_kib(service.child.id());
+    let limit = meet_webhooks::defaults::BODY_LIMIT;
+    let chunk = vec![b' '; 64 * 1024];
+    let mut streams = Vec::new();
+    let mut refused = 0;
+    for _ in 0..CLIENTS {
+        let mut stream = TcpStream::connect(service.addr).unwrap();
+        stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+        let head = format!(
+            "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             x-timestamp: {}\r\nx-signature: {}\r\n\r\n",
+            limit - 1,
+            now_ms(),
+            "0".repeat(64)
+        );
+        if stream.write_all(head.as_bytes()).is_err() {
+            refused += 1;
+            continue;
+        }
+        for _ in 0..(limit - 1) / chunk.len() {
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        streams.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = rss_kib(service.child.id());
+    for stream in &mut streams {
+        let (answer, _) = read_to_close(stream, Duration::from_millis(5));
+        if answer.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        }
+    }
+    eprintln!(
+        "{CLIENTS} clients with ~1 MiB bodies: RSS {} → {} MiB, {refused} refused with 503",
+        before / 1024,
+        during / 1024
+    );
+    assert!(refused > CLIENTS / 2, "most are refused: {refused}");
+    // The 8 MiB set aside, plus what actix and the allocator keep per connection (measured:
+    // about 200 KiB): far from the 420 MiB this took without the bound.
+    let allowance = 8 * 1024 + CLIENTS as u64 * 256;
+    assert!(during < before + allowance, "RSS grew from {before} KiB to {during} KiB");
+    drop(streams);
+}
+
+#[test]
+fn an_injected_event_name_stays_one_line_in_the_log_and_in_inbox_list_and_values_stay_out() {
+    let data = tempfile::tempdir().unwrap();
+    let service = crate::binary::Service::start_in(data.path(), &[]);
+    let forged = "[2026-01-01T00:00:00Z INFO  meet_webhooks] forged";
+    let event = format!("recordingStarted\n{forged} \u{1b}[31mred");
+    let body = serde_json::json!({"event": event, "creationDate": now_ms(), "data": {"roomId": "r"}}).to_string();
+    assert_eq!(crate::inbox::try_deliver(service.addr, &now_ms().to_string(), &body), Some(200));
+    // A typed webhook with a field of the wrong type: the reason names the field, not the value.
+    let mut mistyped = crate::common::example(&meet_webhooks::WEBHOOKS[0]);
+    mistyped["creationDate"] = "alice@example.com".into();
+    let mistyped = mistyped.to_string();
+    assert_eq!(crate::inbox::try_deliver(service.addr, &now_ms().to_string(), &mistyped), Some(200));
+
+    // Both are handled (logged), then the log is read up to the second's handling.
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && lines.iter().filter(|l: &&String| l.contains("delivery ")).count() < 2 {
+        if let Ok(line) = service.log.recv_timeout(Duration::from_millis(100)) {
+            lines.push(line);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    lines.extend(service.log.try_iter());
+    let log = lines.join("\n");
+    assert!(lines.iter().all(|l| l.starts_with('[')), "every line is a log record: {log}");
+    assert!(!lines.iter().any(|l| l.starts_with(forged)), "no forged line: {log}");
+    assert!(!log.contains('\u{1b}'), "no escape sequence reaches the terminal: {log:?}");
+    assert!(log.contains(r"recordingStarted\n[2026-01-01T00:00:00Z"), "the name is shown, escaped: {log}");
+    assert!(log.contains("`creationDate`"), "the reason names the field: {log}");
+    assert!(!log.contains("alice@example.com"), "the provider's values stay out of the log: {log}");
+
+    let (code, stdout, _) = crate::binary::run(&["inbox", "--data-dir", data.path().to_str().unwrap(), "list"], b"");
+    assert_eq!(code, 0);
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("forged")).collect();
+    assert_eq!(rows.len(), 1, "one row, one line: {stdout}");
+    assert!(!stdout.contains('\u{1b}') && !stdout.contains("alice@example.com"), "{stdout:?}");
+}
+
+#[test]
+fn a_key_flag_is_one_key_even_with_a_comma_and_the_variable_is_a_list() {
+    let body = crate::common::example(&meet_webhooks::WEBHOOKS[0]).to_string();
+    let deliver = |service: &crate::binary::Service, key: &str| {
+        let timestamp = now_ms().to_string();
+        let signature = sign(key.as_bytes(), &timestamp, body.as_bytes());
+        let mut stream = TcpStream::connect(service.addr).unwrap();
+        write!(
+            stream,
+            "POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        crate::common::read_response(&mut stream).status
+    };
+    let flag = crate::binary::Service::start(&["--key", "a,b"]);
+    assert_eq!(deliver(&flag, "b"), 401, "`b` alone is no key of --key a,b");
+    assert_eq!(deliver(&flag, "a,b"), 200);
+    let variable = crate::binary::Service::start_with_env(&[], &[("MEET_WEBHOOKS_KEY", "c,d")]);
+    assert_eq!(deliver(&variable, "d"), 200, "the variable lists keys");
+    assert_eq!(deliver(&variable, "c"), 200);
+}
