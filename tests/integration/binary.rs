@@ -141,11 +141,20 @@ fn bad_flag_values_name_the_flag() {
         (&["serve", "--key", "k", "--request-timeout", "0"][..], "--request-timeout"),
         (&["serve", "--key", "k", "--retry-delay", "10", "--retry-max-delay", "1"][..], "--retry-delay"),
         (&["serve", "--key", "k", "--retention-hours", "0.01"][..], "--retention-hours"),
+        (&["serve", "--key", "k", "--no-inbox", "--replay-capacity", "0"][..], "--replay-capacity"),
+        (&["serve", "--key", "k", "--max-connections", "0"][..], "--max-connections"),
+        (&["serve", "--key", "k", "--body-memory", "10"][..], "--body-memory"),
     ] {
         let (code, _, stderr) = run(args, b"");
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+        // A value may come from the environment, where the user does not see it: named too.
+        if needle != "--key-file" {
+            let variable =
+                format!("MEET_WEBHOOKS_{}", needle.trim_start_matches("--").replace('-', "_").to_uppercase());
+            assert!(stderr.contains(&variable), "{args:?}: {stderr}");
+        }
     }
 }
 
