@@ -345,3 +345,21 @@ fn a_key_flag_is_one_key_even_with_a_comma_and_the_variable_is_a_list() {
     assert_eq!(deliver(&variable, "d"), 200, "the variable lists keys");
     assert_eq!(deliver(&variable, "c"), 200);
 }
+
+#[test]
+fn connections_past_the_cap_wait_until_one_closes() {
+    let server = TestServer::with(Options { max_connections: 4, ..Options::default() });
+    let mut held: Vec<TcpStream> = (0..4).map(|_| server.connect()).collect();
+    // Make sure all four are accepted (each answers).
+    for stream in &mut held {
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        assert_eq!(read_one(stream).0, 200);
+    }
+    let mut fifth = server.connect();
+    fifth.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let (answer, _) = read_to_close(&mut fifth, Duration::from_millis(700));
+    assert_eq!(answer, "", "the fifth waits while four are open");
+    held.pop();
+    let (answer, _) = read_to_close(&mut fifth, Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 200"), "then it is served: {answer:?}");
+}
