@@ -87,31 +87,47 @@ async fn receive<H: WebhookHandler>(req: HttpRequest, receiver: web::Data<Receiv
     };
     let receiver = receiver.into_inner();
     let id = delivery_id(&delivery);
-    let Handled { event, outcome, response, stored } = handle(&receiver, &delivery, &id).await;
+    let Handled { event, outcome, response, stored, reason } = handle(&receiver, &delivery, &id).await;
     let latency = started.elapsed();
     let event = event.as_deref().unwrap_or("");
-    log::info!(
-        "delivery {id}{} event={} outcome={} status={} latency={}us",
-        InboxId(stored),
-        if event.is_empty() { "-" } else { event },
-        outcome,
-        response.status().as_u16(),
-        latency.as_micros()
-    );
+    let shown = if event.is_empty() { "-" } else { event };
+    let status = response.status().as_u16();
+    // One line per delivery: info when it is taken, a warning with the peer when refused.
+    let name = DeliveryName { stored, signature: &id };
+    if response.status().is_success() {
+        match &reason {
+            Some(reason) => log::info!(
+                "delivery {name} event={shown} outcome={outcome} status={status} latency={}us reason: {reason}",
+                latency.as_micros()
+            ),
+            None => log::info!(
+                "delivery {name} event={shown} outcome={outcome} status={status} latency={}us",
+                latency.as_micros()
+            ),
+        }
+    } else {
+        let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        log::warn!(
+            "delivery {name} from {peer} event={shown} refused: {status} {outcome}{}",
+            reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        );
+    }
     metrics::delivered(event, outcome, latency);
     response
 }
 
-/// ` id=N` after the signature prefix in the log line, when the delivery is stored: the prefix
-/// is the same for every retry, the inbox id is what `inbox show` takes. Formatted only if the
-/// line is logged.
-struct InboxId(Option<i64>);
+/// How a delivery is named in the log: its inbox id (what `inbox show` takes) once stored,
+/// else the start of its signature (the same for every retry). Formatted only if logged.
+struct DeliveryName<'a> {
+    stored: Option<i64>,
+    signature: &'a str,
+}
 
-impl std::fmt::Display for InboxId {
+impl std::fmt::Display for DeliveryName<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(id) => write!(f, " id={id}"),
-            None => Ok(()),
+        match self.stored {
+            Some(id) => write!(f, "{id}"),
+            None => write!(f, "sig:{}", self.signature),
         }
     }
 }
@@ -123,20 +139,27 @@ struct Handled {
     response: HttpResponse,
     /// The inbox id, when it is stored.
     stored: Option<i64>,
+    /// Why it went to the fallback, or was refused.
+    reason: Option<String>,
 }
 
 impl Handled {
     fn new(event: Option<String>, outcome: &'static str, response: HttpResponse) -> Self {
-        Self { event, outcome, response, stored: None }
+        Self { event, outcome, response, stored: None, reason: None }
     }
 
     /// Refused: the outcome is the rejection's code.
     fn refused(event: Option<String>, rejection: Rejection) -> Self {
-        Self::new(event, rejection.code(), rejection.response())
+        Self::new(event, rejection.code(), rejection.response()).because(rejection.to_string())
     }
 
     fn stored(mut self, id: i64) -> Self {
         self.stored = Some(id);
+        self
+    }
+
+    fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
         self
     }
 }
@@ -155,8 +178,7 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
     let Envelope { event, room } = match envelope(body) {
         Ok(envelope) => envelope,
         Err(e) => {
-            log::warn!("delivery {id}: the body is signed but is not a JSON object: {e}");
-            return Handled::refused(None, Rejection::InvalidJson);
+            return Handled::refused(None, Rejection::InvalidJson).because(format!("{}: {e}", Rejection::InvalidJson));
         }
     };
     match &receiver.mode {
@@ -172,8 +194,18 @@ fn refuse_unmatched(event: Option<String>, reason: &Unmatched) -> Handled {
     Handled::refused(event, Rejection::UnmatchedEvent(reason.clone()))
 }
 
-fn warn_unmatched(id: &str, event: Option<&str>, reason: &Unmatched) {
-    log::warn!("delivery {id} (event {}) matched no typed webhook: {reason}", event.unwrap_or("<none>"));
+/// The first delivery of each event name that matches no typed webhook gets a warning (the
+/// admin screen's test button, a webhook newer than the build, a body that changed shape);
+/// the rest say why on their own delivery line, and are counted by the deliveries metric
+/// (`outcome="fallback"`).
+fn warn_unmatched(event: Option<&str>, reason: &Unmatched) {
+    if crate::logging::first_time("unmatched", event.unwrap_or("")) {
+        log::warn!(
+            "event {} matches no typed webhook ({reason}): such deliveries go to WebhookHandler::fallback (said once \
+             per event name)",
+            event.unwrap_or("<none>")
+        );
+    }
 }
 
 /// Inbox mode: answered 200 only once the delivery is committed.
@@ -190,7 +222,7 @@ async fn store(
     // while the provider is still connected, and the answer's outcome is counted by kind.
     let reason = Event::classify(event.as_deref(), &delivery.body).err();
     if let Some(reason) = &reason {
-        warn_unmatched(id, event.as_deref(), reason);
+        warn_unmatched(event.as_deref(), reason);
         if strict {
             return refuse_unmatched(event, reason);
         }
@@ -208,14 +240,20 @@ async fn store(
     match inbox.append(new).await {
         Ok(Appended::New(id)) => {
             let outcome = if reason.is_none() { "accepted" } else { "fallback" };
-            Handled::new(event, outcome, HttpResponse::Ok().json(json!({ "status": "accepted", "id": id }))).stored(id)
+            let handled =
+                Handled::new(event, outcome, HttpResponse::Ok().json(json!({ "status": "accepted", "id": id })))
+                    .stored(id);
+            match reason {
+                Some(reason) => handled.because(reason.to_string()),
+                None => handled,
+            }
         }
         Ok(Appended::Duplicate(id)) => {
             Handled::new(event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate", "id": id })))
                 .stored(id)
         }
         Err(error) => {
-            log::error!("delivery {id} not stored, answered 503 (the provider will retry): {error}");
+            log::error!("delivery sig:{id} not stored, answered 503 (the provider will retry): {error}");
             Handled::refused(event, Rejection::StorageUnavailable)
         }
     }
@@ -255,11 +293,12 @@ async fn handle_inline<H: WebhookHandler>(
         event: event.clone(),
         body: body.clone(),
     };
-    if let Err(reason) = &classified {
-        warn_unmatched(id, event.as_deref(), reason);
+    let reason = classified.as_ref().err().map(ToString::to_string);
+    if let Err(unmatched) = &classified {
+        warn_unmatched(event.as_deref(), unmatched);
         if receiver.strict {
             replay.abort(key, expires_ms);
-            return refuse_unmatched(event, reason);
+            return refuse_unmatched(event, unmatched);
         }
     }
     let outcome = if classified.is_ok() { "handled" } else { "fallback" };
@@ -267,17 +306,16 @@ async fn handle_inline<H: WebhookHandler>(
     match result {
         Ok(()) => {
             replay.complete(key, expires_ms);
-            Handled::new(event, outcome, ok_status(outcome))
+            let handled = Handled::new(event, outcome, ok_status(outcome));
+            match reason {
+                Some(reason) => handled.because(reason),
+                None => handled,
+            }
         }
         Err(error) => {
             replay.abort(key, expires_ms);
-            log::error!(
-                "delivery {} (event {}): handler failed: {error}",
-                ctx.delivery_id,
-                event.as_deref().unwrap_or("<none>")
-            );
             metrics::handler_failed(event.as_deref().unwrap_or(""));
-            Handled::refused(event, Rejection::HandlerFailed)
+            Handled::refused(event, Rejection::HandlerFailed).because(format!("the handler failed: {error}"))
         }
     }
 }

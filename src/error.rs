@@ -25,6 +25,11 @@ use crate::verify::VerifyError;
 /// cause, a peer) goes to the log, never to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// A path that is not the webhook's (a misconfigured webhook URL, a scanner).
+    #[error("there is nothing at this path; OpenVidu Meet posts deliveries to the receiver's webhook path")]
+    NotFound,
+    #[error("deliveries are sent with POST")]
+    MethodNotAllowed,
     #[error("deliveries must be sent with Content-Type: application/json")]
     UnsupportedMediaType,
     #[error("the {0} header is missing")]
@@ -77,6 +82,8 @@ struct Body<'a> {
 impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MissingHeader(_)
             | Self::DuplicateHeader(_)
@@ -98,6 +105,8 @@ impl Rejection {
     /// deliveries metric.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::MissingHeader(_) => "missing_header",
             Self::DuplicateHeader(_) => "duplicate_header",
@@ -133,6 +142,8 @@ impl Rejection {
     /// One of each kind, for tests and docs that must cover them all.
     pub fn examples() -> Vec<Self> {
         vec![
+            Self::NotFound,
+            Self::MethodNotAllowed,
             Self::UnsupportedMediaType,
             Self::MissingHeader("x-signature"),
             Self::DuplicateHeader("x-signature"),
@@ -174,6 +185,9 @@ impl Rejection {
         }
         if let Some(seconds) = self.retry_after() {
             builder.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        if *self == Self::MethodNotAllowed {
+            builder.insert_header((actix_web::http::header::ALLOW, "POST"));
         }
         builder.content_type(ContentType::json()).body(self.body())
     }

@@ -60,9 +60,30 @@ impl log::Log for Batched {
 }
 
 /// Installs the logger. Call once, first thing.
-pub fn init() {
-    let filter = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+/// How each line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// env_logger's: `[2026-11-27T09:15:22Z INFO  target] message`.
+    #[default]
+    Text,
+    /// One JSON object a line, for log pipelines:
+    /// `{"time":"2026-11-27T09:15:22Z","level":"INFO","target":"…","message":"…"}`.
+    Json,
+}
+
+static FORMAT: OnceLock<Format> = OnceLock::new();
+
+/// Installs the logger: `RUST_LOG` filters (default `info`; actix-server's start-up chatter
+/// only from `warn`, unless `RUST_LOG` names it), lines in `format`.
+pub fn init(format: Format) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Info).filter_module("actix_server", log::LevelFilter::Warn);
+    if let Ok(directives) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&directives);
+    }
+    let filter = builder.build();
     let max_level = filter.filter();
+    let _ = FORMAT.set(format);
     if log::set_boxed_logger(Box::new(Batched { filter })).is_err() {
         return; // a logger is installed already (an embedding application's)
     }
@@ -98,6 +119,19 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
             line.stamp = jiff::Timestamp::from_second(second).map_or_else(|_| second.to_string(), |t| t.to_string());
         }
         line.text.clear();
+        if FORMAT.get() == Some(&Format::Json) {
+            let message = record.args().to_string();
+            let _ = writeln!(
+                line.text,
+                r#"{{"time":"{}","level":"{}","target":{},"message":{}}}"#,
+                line.stamp,
+                record.level(),
+                serde_json::Value::from(record.target()),
+                serde_json::Value::from(message)
+            );
+            write(line.text.as_bytes());
+            return;
+        }
         // Writing to a String cannot fail.
         let _ = write!(line.text, "[{} {:<5} {}] ", line.stamp, record.level(), record.target());
         let start = line.text.len();
@@ -143,6 +177,19 @@ pub fn every(last: &std::sync::atomic::AtomicU64, interval: Duration) -> bool {
     let previous = last.load(Ordering::Relaxed);
     (previous == 0 || now.saturating_sub(previous) >= interval.as_millis() as u64)
         && last.compare_exchange(previous, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
+/// Whether this is the first time `name` (of `kind`) is seen by this process: for warnings
+/// said once. Remembers up to 1,000 names (they may come from requests); past that, every
+/// name counts as seen.
+pub fn first_time(kind: &'static str, name: &str) -> bool {
+    static SEEN: Mutex<Option<std::collections::HashSet<(&'static str, String)>>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = seen.get_or_insert_with(Default::default);
+    if seen.len() >= 1000 || seen.contains(&(kind, name.to_owned())) {
+        return false;
+    }
+    seen.insert((kind, name.to_owned()))
 }
 
 fn append(line: &[u8]) {

@@ -28,6 +28,9 @@ pub const COMMIT_LATENCY: &str = "meet_webhooks_inbox_commit_seconds";
 pub const COMMIT_FAILURES: &str = "meet_webhooks_inbox_commit_failures_total";
 /// Handler attempts by event and outcome (`done`, `retry`, `dead`).
 pub const HANDLER_ATTEMPTS: &str = "meet_webhooks_handler_attempts_total";
+/// Deliveries a default method acknowledged without handling them (an unimplemented webhook,
+/// or the default fallback), by event.
+pub const UNHANDLED: &str = "meet_webhooks_unhandled_total";
 /// Client connections open now.
 pub const OPEN_CONNECTIONS: &str = "meet_webhooks_open_connections";
 
@@ -104,6 +107,10 @@ pub fn inbox_depth(pending: u64, dead: u64) {
     for (state, n) in [("pending", pending), ("dead", dead)] {
         metrics::gauge!(INBOX_DEPTH, "state" => state).set(n as f64);
     }
+}
+
+pub fn unhandled(event: &str) {
+    metrics::counter!(UNHANDLED, "event" => event_label(event)).increment(1);
 }
 
 pub fn open_connections(open: usize) {

@@ -108,6 +108,9 @@ pub async fn verify_delivery<B: MessageBody>(
 }
 
 async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Result<Delivery, Rejection> {
+    if req.method() != actix_web::http::Method::POST {
+        return Err(Rejection::MethodNotAllowed);
+    }
     check_content_type(req)?;
     let timestamp = single_header(req, &TIMESTAMP)?;
     let signature = single_header(req, &SIGNATURE)?;

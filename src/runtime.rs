@@ -358,23 +358,31 @@ presence!(String, bool, f64, i64, u64, serde_json::Value, serde_json::Map<String
 
 /// The default body of every unimplemented typed method.
 pub fn unimplemented_webhook(ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> Ready<HandlerResult> {
-    log::warn!(
-        "webhook {} (delivery {}) is not handled yet: implement WebhookHandler::{} to handle it; acknowledged",
-        webhook.event,
-        ctx.delivery_id,
-        webhook.method
-    );
+    let _ = ctx;
+    crate::metrics::unhandled(webhook.event);
+    if crate::logging::first_time("unimplemented", webhook.event) {
+        log::warn!(
+            "webhook {} is not handled yet: its deliveries are acknowledged and dropped until \
+             WebhookHandler::{} is implemented (said once; counted in meet_webhooks_unhandled_total)",
+            webhook.event,
+            webhook.method
+        );
+    }
     ready(Ok(()))
 }
 
-/// The default fallback.
+/// The default fallback: acknowledges, says so once per event name, and counts.
 pub fn unhandled_fallback(ctx: &DeliveryContext, event: UnmatchedEvent) -> Ready<HandlerResult> {
-    // Why it did not match was logged at warn when it was classified.
-    log::info!(
-        "delivery {} (event {}) acknowledged by the default fallback: implement WebhookHandler::fallback to keep it",
-        ctx.delivery_id,
-        event.event.as_deref().unwrap_or("<none>")
-    );
+    let _ = ctx;
+    let name = event.event.as_deref().unwrap_or("");
+    crate::metrics::unhandled(name);
+    if crate::logging::first_time("fallback", name) {
+        log::warn!(
+            "event {} went to the default fallback: acknowledged and dropped until WebhookHandler::fallback is \
+             implemented (said once per event name; counted in meet_webhooks_unhandled_total)",
+            if name.is_empty() { "<none>" } else { name }
+        );
+    }
     ready(Ok(()))
 }
 

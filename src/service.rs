@@ -335,6 +335,8 @@ impl<H: WebhookHandler> Service<H> {
         move |config: &mut ServiceConfig| {
             app::configure(&path, gate.clone(), receiver.clone())(config);
             operations(config, metrics.clone(), inbox.clone());
+            let path = path.clone();
+            config.default_service(web::to(move |req: actix_web::HttpRequest| not_found(req, path.clone())));
         }
     }
 
@@ -371,14 +373,14 @@ impl<H: WebhookHandler> Service<H> {
     fn describe(&self, addr: SocketAddr) -> String {
         let policy = self.gate.verifier.policy();
         format!(
-            "meet-webhooks {} listening on http://{addr}{} (spec {} {}, {} webhooks, {} key(s), max age {} s, max \
+            "meet-webhooks {} listening on http://{addr}{} (spec {} {}, {}, {}, max age {} s, max \
              future {} s, unit {}{}{})",
             env!("CARGO_PKG_VERSION"),
             self.path,
             generated::SPEC_TITLE,
             generated::SPEC_VERSION,
-            WEBHOOKS.len(),
-            self.gate.verifier.key_count(),
+            counted(WEBHOOKS.len(), "webhook"),
+            counted(self.gate.verifier.key_count(), "key"),
             policy.max_age.as_secs(),
             policy.max_future.as_secs(),
             policy.unit,
@@ -405,6 +407,16 @@ impl<H: WebhookHandler> Bound<H> {
     pub fn run(self) -> std::io::Result<()> {
         let Self { service, listener, workers } = self;
         log::info!("{}", service.describe(listener.local_addr()?));
+        if let Some(inbox) = &service.inbox {
+            match actix_web::rt::System::new().block_on(inbox.depth()) {
+                Ok(depth) => log::info!(
+                    "inbox: {} pending (handled from now on), {} dead (see `meet-webhooks inbox list --state dead`)",
+                    depth.pending,
+                    depth.dead
+                ),
+                Err(e) => log::warn!("inbox: cannot count its deliveries: {e}"),
+            }
+        }
         let served = actix_web::rt::System::new().block_on(async { service.server(listener, workers)?.await });
         service.shut_down();
         log::info!("stopped");
@@ -472,6 +484,23 @@ fn operations(config: &mut ServiceConfig, metrics: Option<PrometheusHandle>, inb
     }
 }
 
+/// Anything but the webhook and ops routes: 404, counted, and said in the log (at most once
+/// every 10 s): a POST here is most likely OpenVidu Meet with a wrong webhook URL.
+async fn not_found(req: actix_web::HttpRequest, path: String) -> HttpResponse {
+    static REPORTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    crate::metrics::rejected(crate::error::Rejection::NotFound.code());
+    if crate::logging::every(&REPORTED, Duration::from_secs(10)) {
+        let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        log::warn!(
+            "{} {} from {peer}: 404, not the webhook path {path}; if this is OpenVidu Meet, its webhook URL is \
+             wrong (said at most every 10 s; counted as outcome=\"not_found\")",
+            req.method(),
+            req.path()
+        );
+    }
+    crate::error::Rejection::NotFound.response()
+}
+
 async fn ready(inbox: web::Data<Option<Arc<dyn Inbox>>>) -> HttpResponse {
     if let Some(inbox) = inbox.as_ref()
         && let Err(e) = inbox.check().await
@@ -481,6 +510,11 @@ async fn ready(inbox: web::Data<Option<Arc<dyn Inbox>>>) -> HttpResponse {
         return crate::error::Rejection::StorageUnavailable.response();
     }
     HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+}
+
+/// `1 webhook`, `5 webhooks`.
+fn counted(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }
 
 /// This machine's name and this process's id, for claims and logs.

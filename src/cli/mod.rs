@@ -23,17 +23,24 @@ use crate::verify::{Policy, TimestampUnit};
 
 // No `Debug` on the argument types: they hold keys, which must never be printed.
 #[derive(Parser)]
-#[command(
-    name = "meet-webhooks",
-    version,
-    about = "A verified webhook receiver for OpenVidu Meet",
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "meet-webhooks", version, about = "A verified webhook receiver for OpenVidu Meet")]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
+    /// Where the inbox is: for `serve` and `inbox` alike, before or after the command.
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Log lines as text, or as one JSON object a line (for log pipelines).
+    #[arg(long, global = true, env = "MEET_WEBHOOKS_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -52,15 +59,13 @@ enum Command {
 
 #[derive(Args)]
 struct InboxCommand {
-    #[command(flatten)]
-    data: DataDirArg,
     #[command(subcommand)]
     action: InboxAction,
 }
 
 #[derive(Subcommand)]
 enum InboxAction {
-    /// List deliveries, oldest first.
+    /// List the newest deliveries (oldest of them first, so the newest is last).
     List {
         /// Which deliveries: fallback means those that matched no typed webhook.
         #[arg(long, value_enum, default_value_t = StateFilter::All)]
@@ -71,11 +76,17 @@ enum InboxAction {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value_t = 1000)]
+        /// How many of the newest to show.
+        #[arg(long, default_value_t = 50)]
         limit: usize,
     },
     /// Show one delivery: headers and body as received.
-    Show { id: i64 },
+    Show {
+        id: i64,
+        /// Print only the body, byte for byte (nothing added): to pipe into `verify`.
+        #[arg(long)]
+        body: bool,
+    },
     /// Hand deliveries to the handlers again.
     Replay {
         /// The delivery to replay.
@@ -88,8 +99,12 @@ enum InboxAction {
         #[arg(long)]
         fallback: bool,
     },
-    /// Count deliveries by state.
-    Stats,
+    /// Count deliveries by state, and say which replica holds which claims.
+    Stats {
+        /// As one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `inbox list --state`.
@@ -176,18 +191,16 @@ struct ServeArgs {
 #[derive(Clone, Args)]
 struct DataDirArg {
     /// Where the inbox (an SQLite file) lives; created on first start.
-    #[arg(long, env = "MEET_WEBHOOKS_DATA_DIR", default_value = defaults::DATA_DIR)]
+    #[arg(long, global = true, env = "MEET_WEBHOOKS_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
     /// Keep the inbox in PostgreSQL instead (postgres://user:password@host/database), shared by
     /// every replica that uses it.
-    #[arg(long, env = "MEET_WEBHOOKS_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, global = true, env = "MEET_WEBHOOKS_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 }
 
 #[derive(Clone, Args)]
 struct InboxArgs {
-    #[command(flatten)]
-    data: DataDirArg,
     /// Handle deliveries before answering, without storing them (nothing survives a crash).
     #[arg(long, env = "MEET_WEBHOOKS_NO_INBOX")]
     no_inbox: bool,
@@ -269,17 +282,20 @@ fn parse_path(path: &str) -> Result<String, String> {
 /// Runs the command line; the exit code says whether it worked.
 pub fn main() -> ExitCode {
     let cli = Cli::try_parse().unwrap_or_else(|error| exit_naming_the_variable(&error));
-    crate::logging::init();
+    crate::logging::init(match cli.log_format {
+        LogFormat::Text => crate::logging::Format::Text,
+        LogFormat::Json => crate::logging::Format::Json,
+    });
     let outcome = match cli.command {
-        None => serve::serve(cli.serve),
-        Some(Command::Serve(args)) => serve::serve(*args),
+        None => serve::serve(cli.serve, &cli.data),
+        Some(Command::Serve(args)) => serve::serve(*args, &cli.data),
         Some(Command::Send(args)) => send::send(args),
         Some(Command::Verify(args)) => inspect::verify(args),
         Some(Command::Spec) => {
             inspect::spec();
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Inbox(command)) => inbox::inbox(command),
+        Some(Command::Inbox(command)) => inbox::inbox(command, &cli.data),
     };
     crate::logging::flush();
     outcome.unwrap_or_else(|message| {

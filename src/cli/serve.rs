@@ -2,17 +2,17 @@
 
 use std::process::ExitCode;
 
-use super::ServeArgs;
+use super::{DataDirArg, ServeArgs};
 use crate::handler::ServiceHandler;
 use crate::inbox::RetryPolicy;
 use crate::service::{ServiceBuilder, ServiceError, Storage};
 
-pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+pub(super) fn serve(args: ServeArgs, data: &DataDirArg) -> Result<ExitCode, String> {
     let metrics = crate::metrics::install().map_err(|e| format!("cannot set up metrics: {e}"))?;
-    let storage = match (&args.inbox.data.database_url, args.inbox.no_inbox) {
+    let storage = match (&data.database_url, args.inbox.no_inbox) {
         (_, true) => Storage::Inline { replay_capacity: args.replay_capacity },
         (Some(url), false) => Storage::Postgres(url.clone()),
-        (None, false) => Storage::Sqlite(args.inbox.data.data_dir.clone()),
+        (None, false) => Storage::Sqlite(data.data_dir.clone()),
     };
     let mut builder = ServiceBuilder::new(ServiceHandler, args.keys.collect()?);
     if let Some(id) = &args.inbox.replica_id {

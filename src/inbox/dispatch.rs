@@ -94,6 +94,7 @@ struct Held {
     /// How the delivery was classified for this attempt.
     kind: Kind,
     abort: AbortHandle,
+    started: std::time::Instant,
 }
 
 /// What a handler task returns.
@@ -200,7 +201,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let handler = self.handler.clone();
         let task =
             running.spawn(async move { hand_over(&*handler, &ctx, classified).await.map_err(|e| e.to_string()) });
-        held.insert(task.id(), Held { claim, attempt, event, kind, abort: task });
+        held.insert(task.id(), Held { claim, attempt, event, kind, abort: task, started: std::time::Instant::now() });
     }
 
     /// Turns a finished handler into the outcome to record.
@@ -216,10 +217,19 @@ impl<H: WebhookHandler> Dispatcher<H> {
             Err(e) if e.is_cancelled() => return,
             Err(e) => (e.id(), Err(format!("the handler panicked: {e}"))),
         };
-        let Some(Held { claim, attempt, event, kind, .. }) = held.remove(&task) else { return };
+        let Some(Held { claim, attempt, event, kind, started, .. }) = held.remove(&task) else { return };
         let event = event.as_deref().unwrap_or("");
         let outcome = match result {
-            Ok(()) => Outcome::Done,
+            Ok(()) => {
+                log::info!(
+                    "delivery {} event={} handled: attempt {attempt}, {} ms{}",
+                    claim.id,
+                    if event.is_empty() { "-" } else { event },
+                    started.elapsed().as_millis(),
+                    if kind == Kind::Fallback { ", by the fallback" } else { "" }
+                );
+                Outcome::Done
+            }
             Err(error) => {
                 let retry = attempt < self.retry.max_attempts;
                 log::warn!(

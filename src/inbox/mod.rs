@@ -323,7 +323,7 @@ pub trait Inbox: Send + Sync + 'static {
     /// attempts; returns how many. A pending delivery is left as it is.
     async fn replay(&self, selection: Selection) -> Result<usize, StoreError>;
 
-    /// Deliveries, oldest first.
+    /// The newest `limit` deliveries that pass the filter, oldest first.
     async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError>;
 
     async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError>;

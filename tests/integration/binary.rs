@@ -214,11 +214,23 @@ fn verify_explains_a_good_and_a_tampered_capture() {
     let args = ["verify", "--key", KEY, "--timestamp", &timestamp, "--signature", &signature];
     let (code, stdout, _) = run(&args, body);
     assert_eq!(code, 0, "{stdout}");
-    assert!(stdout.contains("signature: valid (key #0") && stdout.contains("would accept"), "{stdout}");
+    assert!(stdout.contains("signature: valid (key 1 of 1") && stdout.contains("would accept"), "{stdout}");
 
     let (code, stdout, _) = run(&args, br#"{"event":"recordingStarted","creationDate":2,"data":{}}"#);
     assert_eq!(code, 1);
-    assert!(stdout.contains("invalid: invalid_signature"), "{stdout}");
+    assert!(stdout.contains("invalid: invalid_signature") && !stdout.contains("hint"), "{stdout}");
+
+    // Saved with a newline at the end (an editor, `echo`): said so.
+    let (code, stdout, _) = run(&args, &[&body[..], b"\n"].concat());
+    assert_eq!(code, 1);
+    assert!(stdout.contains("hint: it verifies without the newline at the end"), "{stdout}");
+
+    // Milliseconds read as seconds: the window says too far ahead, and the hint says why.
+    let seconds =
+        ["verify", "--key", KEY, "--timestamp", &timestamp, "--signature", &signature, "--timestamp-unit", "s"];
+    let (code, stdout, _) = run(&seconds, body);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("hint: 13 digits look like milliseconds, but --timestamp-unit is s"), "{stdout}");
 
     // Validly signed but captured long ago: the signature is fine, the window is not.
     let old = (now_ms() - 3_600_000).to_string();
@@ -346,4 +358,28 @@ fn send_sends_what_the_provider_sends_and_prints_the_id_of_every_answer() {
     let body = String::from_utf8(crate::common::row(data_dir.path(), id_of(&stdout)).body).unwrap();
     assert!(body.contains(r#""data":{"recordingId":5,"#) && body.contains(r#""size":1024"#), "{body}");
     assert!(!body.contains("1024.0"), "{body}");
+}
+
+#[test]
+fn inbox_show_body_prints_the_exact_bytes_that_verify_checks_and_data_dir_goes_anywhere() {
+    let data = tempfile::tempdir().unwrap();
+    let service = Service::start_in(data.path(), &[]);
+    let timestamp = now_ms().to_string();
+    // Spaces and key order as the provider might send them: only the exact bytes verify.
+    let body = format!(r#"{{ "event":"testEvent", "creationDate":{timestamp}, "data":{{"message":"é"}} }}"#);
+    assert_eq!(crate::inbox::try_deliver(service.addr, &timestamp, &body), Some(200));
+    let dir = data.path().to_str().unwrap();
+    for args in [
+        &["inbox", "show", "1", "--body", "--data-dir", dir][..],
+        &["--data-dir", dir, "inbox", "show", "1", "--body"][..],
+        &["inbox", "--data-dir", dir, "show", "--body", "1"][..],
+    ] {
+        let (code, stdout, stderr) = run(args, b"");
+        assert_eq!((code, stdout.as_str()), (0, body.as_str()), "{args:?}: {stderr}");
+    }
+    let signature = sign(KEY.as_bytes(), &timestamp, body.as_bytes());
+    let (code, stdout, _) =
+        run(&["verify", "--key", KEY, "--timestamp", &timestamp, "--signature", &signature], body.as_bytes());
+    assert_eq!(code, 0, "{stdout}");
+    drop(service);
 }

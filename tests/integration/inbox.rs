@@ -266,7 +266,7 @@ fn inbox_stats_and_show_read_the_same_directory() {
     let id = accepted_id(&server.deliver(KEY, &timestamp, body.as_bytes()));
     eventually("handled", || row(dir.path(), id).state == State::Done);
     let path = dir.path().to_str().unwrap();
-    let (code, stdout, _) = run(&["inbox", "--data-dir", path, "stats"], b"");
+    let (code, stdout, _) = run(&["inbox", "--data-dir", path, "stats", "--json"], b"");
     assert_eq!(code, 0);
     let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((stats["done"].as_u64(), stats["pending"].as_u64()), (Some(1), Some(0)), "{stats}");

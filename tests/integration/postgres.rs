@@ -251,7 +251,7 @@ fn two_replicas_on_one_database_handle_each_delivery_once_whichever_took_it() {
     block_on(inbox.close());
 
     // The CLI reads the same inbox while the replicas run.
-    let (code, stdout, stderr) = crate::binary::run(&["inbox", "--database-url", &db.url, "stats"], b"");
+    let (code, stdout, stderr) = crate::binary::run(&["inbox", "--database-url", &db.url, "stats", "--json"], b"");
     assert_eq!(code, 0, "{stderr}");
     let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((stats["done"].as_u64(), stats["pending"].as_u64()), (Some(N as u64), Some(0)), "{stats}");

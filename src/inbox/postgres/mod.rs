@@ -656,8 +656,10 @@ impl Inbox for PgInbox {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT {COLUMNS} FROM deliveries WHERE {condition} AND ($2::text IS NULL OR event = $2)
-                          ORDER BY id LIMIT $3"
+                        "SELECT * FROM (SELECT {COLUMNS} FROM deliveries
+                                          WHERE {condition} AND ($2::text IS NULL OR event = $2)
+                                          ORDER BY id DESC LIMIT $3) newest
+                          ORDER BY id"
                     ),
                     &[&value, &event, &i64::try_from(limit).unwrap_or(i64::MAX)],
                 )

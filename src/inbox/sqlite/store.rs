@@ -251,7 +251,9 @@ impl Store {
             Filter::All => ("?1 = ?1", ""),
         };
         let sql = format!(
-            "SELECT {COLUMNS} FROM deliveries WHERE {condition} AND (?2 IS NULL OR event = ?2) ORDER BY id LIMIT ?3"
+            "SELECT * FROM (SELECT {COLUMNS} FROM deliveries WHERE {condition} AND (?2 IS NULL OR event = ?2)
+                             ORDER BY id DESC LIMIT ?3)
+              ORDER BY id"
         );
         let query = || -> rusqlite::Result<Vec<Stored>> {
             let mut statement = self.conn.prepare(&sql)?;
