@@ -383,3 +383,28 @@ fn inbox_show_body_prints_the_exact_bytes_that_verify_checks_and_data_dir_goes_a
     assert_eq!(code, 0, "{stdout}");
     drop(service);
 }
+
+#[test]
+fn send_speaks_tls_to_an_https_url_and_says_why_a_delivery_failed() {
+    // A listener that records what arrives: a TLS ClientHello starts with 0x16 0x03.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 2];
+        std::io::Read::read_exact(&mut stream, &mut hello).unwrap();
+        hello
+    });
+    let url = format!("https://localhost:{}/webhook", addr.port());
+    let (code, _, stderr) = run(&["send", WEBHOOKS[0].event, "--url", &url, "--key", KEY], b"");
+    assert_eq!(first.join().unwrap(), [0x16, 0x03], "a TLS handshake");
+    assert_ne!(code, 0);
+    // The cause is said, not only "error sending request".
+    assert!(stderr.contains("error sending request") && stderr.matches(": ").count() >= 2, "{stderr}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let url = format!("http://{closed}/webhook");
+    let (code, _, stderr) = run(&["send", WEBHOOKS[0].event, "--url", &url, "--key", KEY], b"");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+}

@@ -233,7 +233,16 @@ where
     Client: ::progenitor_client::ClientHooks<crate::Signing>,
 {
     use ::progenitor_client::{ClientHooks, ClientInfo};
-    let failed = |e: ::reqwest::Error| DeliverError::Http(e.to_string());
+    let failed = |e: ::reqwest::Error| {
+        let mut message = e.to_string();
+        let mut source = ::std::error::Error::source(&e);
+        while let ::std::option::Option::Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        DeliverError::Http(message)
+    };
     let hook = |e: ::progenitor_client::Error<()>| DeliverError::Http(e.to_string());
     let mut request = client
         .client()
