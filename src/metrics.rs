@@ -31,6 +31,8 @@ pub const HANDLER_ATTEMPTS: &str = "meet_webhooks_handler_attempts_total";
 /// Deliveries a default method acknowledged without handling them (an unimplemented webhook,
 /// or the default fallback), by event.
 pub const UNHANDLED: &str = "meet_webhooks_unhandled_total";
+/// Keys in use (after the last reload).
+pub const KEYS: &str = "meet_webhooks_keys";
 /// Client connections open now.
 pub const OPEN_CONNECTIONS: &str = "meet_webhooks_open_connections";
 
@@ -111,6 +113,10 @@ pub fn inbox_depth(pending: u64, dead: u64) {
 
 pub fn unhandled(event: &str) {
     metrics::counter!(UNHANDLED, "event" => event_label(event)).increment(1);
+}
+
+pub fn keys_loaded(count: usize) {
+    metrics::gauge!(KEYS).set(count as f64);
 }
 
 pub fn open_connections(open: usize) {

@@ -17,6 +17,7 @@ use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderVa
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{Error, HttpMessage};
+use arc_swap::ArcSwap;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -27,7 +28,9 @@ use crate::verify::{SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, Verifier};
 /// What the middleware checks deliveries against (defaults: [`crate::defaults`]).
 #[derive(Debug)]
 pub struct Gate {
-    pub verifier: Verifier,
+    /// Swapped whole when the keys are reloaded (SIGHUP); a delivery is checked against the
+    /// keys of one moment.
+    pub verifier: ArcSwap<Verifier>,
     pub body_limit: usize,
     pub body_timeout: Duration,
     pub body_memory: BodyMemory,
@@ -121,7 +124,7 @@ async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Resu
     // The memory set aside for the body is let go once it is verified (or refused).
     let (body, _held) = read_body(gate, payload, declared).await?;
     let received_at = SystemTime::now();
-    let verified = gate.verifier.verify(timestamp.as_bytes(), signature.as_bytes(), &body, received_at)?;
+    let verified = gate.verifier.load().verify(timestamp.as_bytes(), signature.as_bytes(), &body, received_at)?;
     Ok(Delivery { verified, timestamp: timestamp.clone(), body, received_at })
 }
 

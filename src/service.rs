@@ -62,6 +62,7 @@ pub enum ServiceError {
 pub struct ServiceBuilder<H> {
     handler: H,
     keys: Vec<Vec<u8>>,
+    key_file: Option<PathBuf>,
     policy: Policy,
     path: String,
     body_limit: usize,
@@ -87,6 +88,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         Self {
             handler,
             keys: keys.into_iter().map(|k| k.as_ref().to_vec()).collect(),
+            key_file: None,
             policy: Policy::default(),
             path: defaults::PATH.to_owned(),
             body_limit: defaults::BODY_LIMIT,
@@ -104,6 +106,13 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
             metrics: None,
             signals: true,
         }
+    }
+
+    /// Keys from this file too, one per line (`#` starts a comment): read at start, and again
+    /// on SIGHUP (with [`ServiceBuilder::signals`] on), so a rotation needs no restart.
+    pub fn key_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.key_file = Some(file.into());
+        self
     }
 
     /// The timestamp window and unit ([`Policy::default`]).
@@ -259,9 +268,10 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
                 ),
             );
         }
-        let verifier = Verifier::new(&self.keys, self.policy)?;
+        let keys = Keys { given: self.keys, file: self.key_file, policy: self.policy };
+        let verifier = keys.verifier().map_err(|problem| ServiceError::Setting { setting: "--key-file", problem })?;
         let gate = web::Data::new(Gate {
-            verifier,
+            verifier: arc_swap::ArcSwap::from_pointee(verifier),
             body_limit: self.body_limit,
             body_timeout: self.request_timeout,
             body_memory: crate::middleware::BodyMemory::new(self.body_memory),
@@ -290,6 +300,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
             None => (Receiver::inline(handler, self.policy.max_age, self.strict, replay_capacity), None),
         };
         Ok(Service {
+            keys: Arc::new(keys),
             gate,
             receiver: web::Data::new(receiver),
             inbox,
@@ -306,6 +317,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
 
 /// A receiver ready to serve: its routes, its inbox and its running dispatcher.
 pub struct Service<H> {
+    keys: Arc<Keys>,
     gate: web::Data<Gate>,
     receiver: web::Data<Receiver<H>>,
     inbox: Option<Arc<dyn Inbox>>,
@@ -359,6 +371,9 @@ impl<H: WebhookHandler> Service<H> {
     }
 
     fn server(&self, listener: TcpListener, workers: usize) -> std::io::Result<actix_web::dev::Server> {
+        if self.signals && self.keys.file.is_some() {
+            actix_web::rt::spawn(reload_on_hangup(self.keys.clone(), self.gate.clone()));
+        }
         let limits = crate::server::Limits {
             workers,
             request_timeout: self.request_timeout,
@@ -371,7 +386,8 @@ impl<H: WebhookHandler> Service<H> {
     }
 
     fn describe(&self, addr: SocketAddr) -> String {
-        let policy = self.gate.verifier.policy();
+        let verifier = self.gate.verifier.load();
+        let policy = verifier.policy();
         format!(
             "meet-webhooks {} listening on http://{addr}{} (spec {} {}, {}, {}, max age {} s, max \
              future {} s, unit {}{}{})",
@@ -380,7 +396,7 @@ impl<H: WebhookHandler> Service<H> {
             generated::SPEC_TITLE,
             generated::SPEC_VERSION,
             counted(WEBHOOKS.len(), "webhook"),
-            counted(self.gate.verifier.key_count(), "key"),
+            counted(verifier.key_count(), "key"),
             policy.max_age.as_secs(),
             policy.max_future.as_secs(),
             policy.unit,
@@ -510,6 +526,54 @@ async fn ready(inbox: web::Data<Option<Arc<dyn Inbox>>>) -> HttpResponse {
         return crate::error::Rejection::StorageUnavailable.response();
     }
     HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+}
+
+/// Where the keys come from: given, and a file read again on SIGHUP.
+struct Keys {
+    given: Vec<Vec<u8>>,
+    file: Option<PathBuf>,
+    policy: Policy,
+}
+
+impl Keys {
+    fn verifier(&self) -> Result<Verifier, String> {
+        let mut keys = self.given.clone();
+        if let Some(file) = &self.file {
+            keys.extend(read_key_file(file)?);
+        }
+        Verifier::new(&keys, self.policy).map_err(|e| e.to_string())
+    }
+}
+
+/// The keys in `file`: one per line; blank lines and lines starting with `#` are skipped.
+pub fn read_key_file(file: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.as_bytes().to_vec())
+        .collect())
+}
+
+/// On SIGHUP, the key file is read again and the keys replaced at once; if it cannot be read
+/// (or holds no key) the keys in use stay, and the log says why.
+async fn reload_on_hangup(keys: Arc<Keys>, gate: web::Data<Gate>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        log::warn!("cannot listen for SIGHUP: the key file is read at start only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match keys.verifier() {
+            Ok(verifier) => {
+                let count = verifier.key_count();
+                gate.verifier.store(Arc::new(verifier));
+                crate::metrics::keys_loaded(count);
+                log::info!("SIGHUP: keys reloaded ({})", counted(count, "key"));
+            }
+            Err(e) => log::error!("SIGHUP: the keys were not reloaded, the ones in use stay: {e}"),
+        }
+    }
 }
 
 /// `1 webhook`, `5 webhooks`.

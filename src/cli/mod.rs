@@ -349,31 +349,31 @@ fn variable_of(flag: &str) -> Option<String> {
 }
 
 impl KeyArgs {
-    fn collect(&self) -> Result<Vec<Vec<u8>>, String> {
+    /// The keys given by flag, or else by the variable.
+    fn given(&self) -> Vec<Vec<u8>> {
         let from_env: Vec<String> = match std::env::var(KEY_ENV) {
             Ok(list) if self.keys.is_empty() => list.split(',').map(str::to_owned).collect(),
             _ => Vec::new(),
         };
         let given = if self.keys.is_empty() { &from_env } else { &self.keys };
-        let mut keys: Vec<Vec<u8>> =
-            given.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()).collect();
+        given.iter().map(|k| k.trim()).filter(|k| !k.is_empty()).map(|k| k.as_bytes().to_vec()).collect()
+    }
+
+    /// Every key: given, and from the key file.
+    fn collect(&self) -> Result<Vec<Vec<u8>>, String> {
+        let mut keys = self.given();
         if let Some(file) = &self.key_file {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("--key-file {}: {e}", file.display()))?;
-            keys.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|l| l.as_bytes().to_vec()),
-            );
+            keys.extend(crate::service::read_key_file(file).map_err(|e| format!("--key-file {e}"))?);
         }
         if keys.is_empty() {
-            return Err("no key: give the OpenVidu Meet API key that signs the webhooks with --key <KEY>, \
-                        MEET_WEBHOOKS_KEY=<KEY> or --key-file <FILE>"
-                .to_owned());
+            return Err(NO_KEY.to_owned());
         }
         Ok(keys)
     }
 }
+
+const NO_KEY: &str = "no key: give the OpenVidu Meet API key that signs the webhooks with --key <KEY>, \
+                      MEET_WEBHOOKS_KEY=<KEY> or --key-file <FILE>";
 
 impl PolicyArgs {
     fn policy(&self) -> Policy {

@@ -14,7 +14,13 @@ pub(super) fn serve(args: ServeArgs, data: &DataDirArg) -> Result<ExitCode, Stri
         (Some(url), false) => Storage::Postgres(url.clone()),
         (None, false) => Storage::Sqlite(data.data_dir.clone()),
     };
-    let mut builder = ServiceBuilder::new(ServiceHandler, args.keys.collect()?);
+    // Checked now for a clear message; the service reads the key file itself (and again on
+    // SIGHUP).
+    args.keys.collect()?;
+    let mut builder = ServiceBuilder::new(ServiceHandler, args.keys.given());
+    if let Some(file) = &args.keys.key_file {
+        builder = builder.key_file(file);
+    }
     if let Some(id) = &args.inbox.replica_id {
         builder = builder.replica_id(id);
     }

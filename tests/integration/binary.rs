@@ -38,7 +38,7 @@ impl Service {
         let data = tempfile::tempdir().unwrap();
         let mut command = Command::new(BIN);
         command.args(["serve", "--bind", "127.0.0.1:0", "--data-dir"]).arg(data.path()).args(extra);
-        let mut service = Self::spawn(command.envs(env.iter().copied()));
+        let mut service = Self::spawn(command.env_remove("MEET_WEBHOOKS_KEY").envs(env.iter().copied()));
         service._data = Some(data);
         service
     }
@@ -407,4 +407,47 @@ fn send_speaks_tls_to_an_https_url_and_says_why_a_delivery_failed() {
     let (code, _, stderr) = run(&["send", WEBHOOKS[0].event, "--url", &url, "--key", KEY], b"");
     assert_eq!(code, 2);
     assert!(stderr.contains("Connection refused"), "{stderr}");
+}
+
+#[test]
+fn sighup_reloads_the_key_file_and_a_broken_one_keeps_the_keys_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys");
+    std::fs::write(&file, "# the API key\nold-key\n").unwrap();
+    let service = Service::start_with_env(&["--key-file", file.to_str().unwrap()], &[]);
+    let body = serde_json::json!({"event": "testEvent", "creationDate": now_ms(), "data": {}}).to_string();
+    let status = |key: &str| {
+        let timestamp = now_ms().to_string();
+        let signature = sign(key.as_bytes(), &timestamp, body.as_bytes());
+        let mut stream = TcpStream::connect(service.addr).unwrap();
+        write!(
+            stream,
+            "POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        read_response(&mut stream).status
+    };
+    assert_eq!((status("old-key"), status("new-key")), (200, 401));
+
+    // A rotation: the new key first, the old one still accepted, without a restart.
+    std::fs::write(&file, "new-key\nold-key\n").unwrap();
+    service.signal("HUP");
+    crate::common::eventually("the new key is in use", || status("new-key") == 200);
+    assert_eq!(status("old-key"), 200);
+
+    // The old key retired.
+    std::fs::write(&file, "new-key\n").unwrap();
+    service.signal("HUP");
+    crate::common::eventually("the old key is gone", || status("old-key") == 401);
+
+    // A file that cannot be read, or holds no key: the keys in use stay.
+    std::fs::remove_file(&file).unwrap();
+    service.signal("HUP");
+    std::fs::write(&file, "# nothing\n").unwrap();
+    service.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status("new-key"), 200, "still serving with the keys it had");
+    assert_eq!(status("old-key"), 401);
 }
