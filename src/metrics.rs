@@ -31,6 +31,11 @@ pub const HANDLER_ATTEMPTS: &str = "meet_webhooks_handler_attempts_total";
 /// Deliveries a default method acknowledged without handling them (an unimplemented webhook,
 /// or the default fallback), by event.
 pub const UNHANDLED: &str = "meet_webhooks_unhandled_total";
+/// Deliveries verified, by the key that signed them (`key="1"` for the first given): during a
+/// rotation, when the old key stops being used. Never the key itself.
+pub const VERIFIED: &str = "meet_webhooks_verified_total";
+/// This build: version and spec, as labels of a gauge that is always 1.
+pub const BUILD_INFO: &str = "meet_webhooks_build_info";
 /// Keys in use (after the last reload).
 pub const KEYS: &str = "meet_webhooks_keys";
 /// Client connections open now.
@@ -46,6 +51,14 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         .set_buckets(&seconds)?
         .set_buckets_for_metric(Matcher::Full(COMMIT_BATCH.to_owned()), &sizes)?
         .install_recorder()?;
+    describe();
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "spec_title" => crate::generated::SPEC_TITLE,
+        "spec_version" => crate::generated::SPEC_VERSION
+    )
+    .set(1.0);
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
@@ -57,6 +70,27 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         })
         .expect("spawning the metrics upkeep thread");
     Ok(handle)
+}
+
+/// The `# HELP` line of every metric.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        DELIVERIES,
+        "Deliveries by event and outcome: accepted, fallback, duplicate, handled, or the code of a refusal"
+    );
+    describe_counter!(HANDLER_FAILURES, "Handler calls that returned an error (without the inbox)");
+    describe_histogram!(LATENCY, metrics::Unit::Seconds, "From a delivery's body to its answer, for accepted ones");
+    describe_gauge!(INBOX_DEPTH, "Deliveries in the inbox waiting to be handled (pending) or replayed (dead)");
+    describe_histogram!(COMMIT_BATCH, "Deliveries per inbox commit");
+    describe_histogram!(COMMIT_LATENCY, metrics::Unit::Seconds, "Inbox commits, their fsync included");
+    describe_counter!(COMMIT_FAILURES, "Inbox commits that failed");
+    describe_counter!(HANDLER_ATTEMPTS, "Handler attempts by event and outcome: done, retry, dead");
+    describe_counter!(UNHANDLED, "Deliveries a default method acknowledged without handling them, by event");
+    describe_counter!(VERIFIED, "Deliveries verified, by the key that signed them (1 = the first key given)");
+    describe_gauge!(KEYS, "Keys in use");
+    describe_gauge!(OPEN_CONNECTIONS, "Client connections open");
+    describe_gauge!(BUILD_INFO, "1, labelled with this build's version and the spec it was generated from");
 }
 
 /// The `event` label for an event name from a body: a webhook of the spec, the admin screen's
@@ -113,6 +147,19 @@ pub fn inbox_depth(pending: u64, dead: u64) {
 
 pub fn unhandled(event: &str) {
     metrics::counter!(UNHANDLED, "event" => event_label(event)).increment(1);
+}
+
+/// A delivery verified with the key at `index` (from 0).
+pub fn verified(index: usize) {
+    const LABELS: [&str; 9] = ["1", "2", "3", "4", "5", "6", "7", "8", "9+"];
+    // As for `delivered`: each thread keeps its handles.
+    thread_local! {
+        static COUNTERS: RefCell<[Option<Counter>; 9]> = const { RefCell::new([const { None }; 9]) };
+    }
+    let slot = index.min(LABELS.len() - 1);
+    COUNTERS.with_borrow_mut(|counters| {
+        counters[slot].get_or_insert_with(|| metrics::counter!(VERIFIED, "key" => LABELS[slot])).increment(1);
+    });
 }
 
 pub fn keys_loaded(count: usize) {

@@ -125,6 +125,7 @@ async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Resu
     let (body, _held) = read_body(gate, payload, declared).await?;
     let received_at = SystemTime::now();
     let verified = gate.verifier.load().verify(timestamp.as_bytes(), signature.as_bytes(), &body, received_at)?;
+    metrics::verified(verified.key_index);
     Ok(Delivery { verified, timestamp: timestamp.clone(), body, received_at })
 }
 

@@ -270,6 +270,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         }
         let keys = Keys { given: self.keys, file: self.key_file, policy: self.policy };
         let verifier = keys.verifier().map_err(|problem| ServiceError::Setting { setting: "--key-file", problem })?;
+        crate::metrics::keys_loaded(verifier.key_count());
         let gate = web::Data::new(Gate {
             verifier: arc_swap::ArcSwap::from_pointee(verifier),
             body_limit: self.body_limit,

@@ -23,7 +23,7 @@ use crate::verify::{Policy, TimestampUnit};
 
 // No `Debug` on the argument types: they hold keys, which must never be printed.
 #[derive(Parser)]
-#[command(name = "meet-webhooks", version, about = "A verified webhook receiver for OpenVidu Meet")]
+#[command(name = "meet-webhooks", version = version_line(), about = "A verified webhook receiver for OpenVidu Meet")]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -302,6 +302,20 @@ pub fn main() -> ExitCode {
         eprintln!("error: {message}");
         ExitCode::from(2)
     })
+}
+
+/// `0.1.0 (spec OpenVidu Meet Webhooks 1.0.0)`: which spec a binary was built from matters
+/// as much as its version.
+fn version_line() -> &'static str {
+    static LINE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} (spec {} {})",
+            env!("CARGO_PKG_VERSION"),
+            crate::generated::SPEC_TITLE,
+            crate::generated::SPEC_VERSION
+        )
+    });
+    &LINE
 }
 
 /// A whole number from `min` to `max`, said so when it is not.

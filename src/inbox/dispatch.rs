@@ -139,11 +139,16 @@ impl<H: WebhookHandler> Dispatcher<H> {
                 } else {
                     self.inbox.complete_and_claim(&unrecorded, request).await
                 };
+                let died = unrecorded.iter().any(|c| matches!(c.outcome, Outcome::Dead { .. }));
                 match settled {
                     Ok((completed, claimed)) => {
                         storage.recovered();
                         report_fenced(&unrecorded, &completed);
                         unrecorded.clear();
+                        // A dead letter shows in the gauge now, not at the next maintenance.
+                        if died {
+                            self.count(&mut storage).await;
+                        }
                         look = claimed.len() == free;
                         // A claim is good for its lease from when it was made, at the latest when
                         // it was asked for. One that took half of that to arrive (this process
@@ -299,6 +304,11 @@ impl<H: WebhookHandler> Dispatcher<H> {
             Ok(n) => log::info!("pruned {n} done deliveries older than {} s", self.retention.as_secs()),
             Err(e) => return storage.failed("cannot prune the inbox", &e),
         }
+        self.count(storage).await;
+    }
+
+    /// Sets the inbox gauges.
+    async fn count(&self, storage: &mut Health) {
         match self.inbox.depth().await {
             Ok(depth) => crate::metrics::inbox_depth(depth.pending, depth.dead),
             Err(e) => storage.failed("cannot count the inbox", &e),

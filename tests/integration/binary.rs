@@ -207,6 +207,53 @@ fn send_delivers_every_webhook_and_the_test_event_and_metrics_count_them() {
 }
 
 #[test]
+fn metrics_describe_themselves_name_the_build_and_the_key_and_count_strays() {
+    let service = Service::start(&["--key", "second-key"]);
+    let deliver = |key: &str, event: &str| {
+        let body = serde_json::json!({"event": event, "creationDate": now_ms(), "data": {}}).to_string();
+        let timestamp = now_ms().to_string();
+        let signature = sign(key.as_bytes(), &timestamp, body.as_bytes());
+        let mut stream = TcpStream::connect(service.addr).unwrap();
+        write!(
+            stream,
+            "POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        read_response(&mut stream).status
+    };
+    assert_eq!(deliver(KEY, "testEvent"), 200);
+    assert_eq!(deliver("second-key", "testEvent"), 200);
+    assert_eq!(deliver("second-key", "testEvent"), 200);
+    // A wrong webhook URL, and a GET where a POST belongs.
+    let mut stream = TcpStream::connect(service.addr).unwrap();
+    write!(stream, "POST /hooks HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{{}}").unwrap();
+    assert_eq!(read_response(&mut stream).status, 404);
+    let get = service.get("/webhook");
+    assert_eq!(get.status, 405, "{get:?}");
+
+    crate::common::eventually("the fallbacks handled", || {
+        service.get("/metrics").body.contains("meet_webhooks_unhandled_total{event=\"testEvent\"} 3")
+    });
+    let metrics = service.get("/metrics").body;
+    for line in [
+        "# HELP meet_webhooks_deliveries_total ",
+        "# HELP meet_webhooks_verified_total ",
+        "meet_webhooks_verified_total{key=\"1\"} 1",
+        "meet_webhooks_verified_total{key=\"2\"} 2",
+        "meet_webhooks_keys 2",
+        "meet_webhooks_deliveries_total{event=\"\",outcome=\"not_found\"} 1",
+        "meet_webhooks_deliveries_total{event=\"\",outcome=\"method_not_allowed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    let build = metrics.lines().find(|l| l.starts_with("meet_webhooks_build_info{")).expect("build info");
+    assert!(build.contains(&format!("spec_title=\"{}\"", meet_webhooks::generated::SPEC_TITLE)), "{build}");
+    assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with(" 1"), "{build}");
+}
+
+#[test]
 fn verify_explains_a_good_and_a_tampered_capture() {
     let timestamp = now_ms().to_string();
     let body = br#"{"event":"recordingStarted","creationDate":1,"data":{}}"#;
@@ -450,4 +497,47 @@ fn sighup_reloads_the_key_file_and_a_broken_one_keeps_the_keys_in_use() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(status("new-key"), 200, "still serving with the keys it had");
     assert_eq!(status("old-key"), 401);
+}
+
+#[test]
+fn the_log_has_a_line_per_delivery_and_warns_once_per_unhandled_event_name() {
+    let service = Service::start(&[]);
+    for _ in 0..10 {
+        let body = serde_json::json!({"event": "testEvent", "creationDate": now_ms(), "data": {"message": "hi"}});
+        assert_eq!(crate::inbox::try_deliver(service.addr, &now_ms().to_string(), &body.to_string()), Some(200));
+    }
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline
+        && lines.iter().filter(|l: &&String| l.contains(" handled: ")).count() < 10
+    {
+        if let Ok(line) = service.log.recv_timeout(Duration::from_millis(100)) {
+            lines.push(line);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    lines.extend(service.log.try_iter());
+    let count = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(count("outcome=fallback"), 10, "one line as each is taken:\n{}", lines.join("\n"));
+    assert_eq!(count(" handled: "), 10, "one line as each is handled:\n{}", lines.join("\n"));
+    assert_eq!(
+        count(" WARN "),
+        2,
+        "the event matches nothing, the fallback drops it: once each:\n{}",
+        lines.join("\n")
+    );
+    // And nothing else but the inbox's count at start.
+    assert_eq!(count("inbox: 0 pending"), 1);
+    assert_eq!(lines.len(), 23, "{}", lines.join("\n"));
+
+    let (code, stdout, _) = run(&["--version"], b"");
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains(&format!(
+            "(spec {} {})",
+            meet_webhooks::generated::SPEC_TITLE,
+            meet_webhooks::generated::SPEC_VERSION
+        )),
+        "{stdout}"
+    );
 }
