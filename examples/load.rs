@@ -49,7 +49,25 @@ struct Args {
     /// Runtime threads of the load tool itself.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// What to send: `provider` (what OpenVidu Meet sends: every recording and meeting event
+    /// over 1,000 rooms, and a `testEvent` every 50th; events the spec lacks go to the
+    /// fallback, those it has but the handler does not implement to their default method) or
+    /// `typed` (the spec's webhooks in turn, each room its own).
+    #[arg(long, value_enum, default_value_t = Mix::Provider)]
+    mix: Mix,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mix {
+    Provider,
+    Typed,
+}
+
+/// The provider's events, in the order a recording and a meeting produce them.
+const PROVIDER_EVENTS: [&str; 5] =
+    ["meetingStarted", "recordingStarted", "recordingUpdated", "recordingEnded", "meetingEnded"];
+/// Rooms the provider mix spreads over.
+const ROOMS: u64 = 1000;
 
 fn seconds(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -58,9 +76,13 @@ fn seconds(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Each webhook's example body from the spec, serialized once with markers where the
-/// per-delivery values go, so that a delivery costs a few copies, not a JSON round trip.
-struct Templates(Vec<Vec<Part>>);
+/// Each body the load sends, serialized once with markers where the per-delivery values go,
+/// so that a delivery costs a few copies, not a JSON round trip.
+struct Templates {
+    mix: Mix,
+    /// By the event they are for.
+    bodies: Vec<(&'static str, Vec<Part>)>,
+}
 
 enum Part {
     Text(String),
@@ -73,23 +95,63 @@ enum Slot {
     CreationDate,
     Room,
     Recording,
+    /// The delivery's number: what makes a meeting or test event distinct from the last one of
+    /// its room (the room's creation date, the test message).
+    Unique,
 }
 
-const MARKERS: [(&str, Slot); 3] =
-    [("@@CREATION@@", Slot::CreationDate), ("@@ROOM@@", Slot::Room), ("@@RECORDING@@", Slot::Recording)];
+const MARKERS: [(&str, Slot); 4] = [
+    ("@@CREATION@@", Slot::CreationDate),
+    ("@@ROOM@@", Slot::Room),
+    ("@@RECORDING@@", Slot::Recording),
+    ("@@UNIQUE@@", Slot::Unique),
+];
 
 impl Templates {
-    fn new() -> Self {
-        Self(WEBHOOKS.iter().map(|w| Self::parts(w.example)).collect())
+    fn new(mix: Mix) -> Self {
+        let bodies = match mix {
+            Mix::Typed => WEBHOOKS.iter().map(|w| (w.event, Self::parts(w.example))).collect(),
+            // The spec's example where it has the event, else what the provider sends for it.
+            Mix::Provider => PROVIDER_EVENTS
+                .iter()
+                .chain(&["testEvent"])
+                .map(|&event| {
+                    let example = WEBHOOKS.iter().find(|w| w.event == event).map_or_else(
+                        || match event {
+                            "testEvent" => serde_json::json!({"event": event, "creationDate": 0,
+                                "data": {"message": "Test webhook from OpenVidu Meet"}})
+                            .to_string(),
+                            e if e.starts_with("meeting") => serde_json::json!({"event": e, "creationDate": 0,
+                                "data": {"roomId": "r", "roomName": "room", "creationDate": 1796040000000u64,
+                                         "status": "active_meeting", "config": {"chat": {"enabled": true}}}})
+                            .to_string(),
+                            e => serde_json::json!({"event": e, "creationDate": 0,
+                                "data": {"recordingId": "x", "roomId": "r", "roomName": "room", "status": "active",
+                                         "filename": "room.mp4", "startDate": 1796048768000u64}})
+                            .to_string(),
+                        },
+                        |w| w.example.to_owned(),
+                    );
+                    (event, Self::parts(&example))
+                })
+                .collect(),
+        };
+        Self { mix, bodies }
     }
 
     fn parts(example: &str) -> Vec<Part> {
         let mut body: serde_json::Value = serde_json::from_str(example).expect("spec examples are JSON");
         body["creationDate"] = "@@CREATION@@".into();
         if let Some(data) = body.get_mut("data").and_then(|d| d.as_object_mut()) {
-            data.insert("roomId".into(), "@@ROOM@@".into());
+            if data.contains_key("message") {
+                data.insert("message".into(), "test @@UNIQUE@@".into());
+            } else {
+                data.insert("roomId".into(), "@@ROOM@@".into());
+            }
             if data.contains_key("recordingId") {
                 data.insert("recordingId".into(), "@@RECORDING@@".into());
+            } else if data.get("creationDate").is_some_and(serde_json::Value::is_number) {
+                data.insert("creationDate".into(), "@@UNIQUE@@".into());
             }
         }
         // The provider's member order: `event` first, then the rest (the receiver must not
@@ -101,8 +163,11 @@ impl Templates {
             Some("") | None => format!("{{\"event\":{event}}}"),
             Some(members) => format!("{{\"event\":{event},{members}}}"),
         };
-        // The creation date is a number: drop the quotes the marker string got.
-        let mut text = text.replace("\"@@CREATION@@\"", "@@CREATION@@");
+        // The dates are numbers: drop the quotes the marker strings got.
+        let mut text = text
+            .replace("\"@@CREATION@@\"", "@@CREATION@@")
+            .replace("\"@@UNIQUE@@\"", "@@UNIQUE@@")
+            .replace("test @@UNIQUE@@", "Test webhook @@UNIQUE@@");
         let mut parts = Vec::new();
         while let Some((at, marker, slot)) =
             MARKERS.iter().filter_map(|(m, slot)| text.find(m).map(|at| (at, *m, *slot))).min_by_key(|(at, ..)| *at)
@@ -115,15 +180,24 @@ impl Templates {
         parts
     }
 
-    /// Delivery number `n`: a webhook in turn, a recording and room no other delivery has.
+    /// Delivery number `n`: an event in turn (`typed`: a room of its own; `provider`: the five
+    /// events of a room's meeting in order, over 1,000 rooms, a `testEvent` every 50th), a
+    /// recording no other delivery has.
     fn body(&self, n: u64, now_ms: u64, out: &mut Vec<u8>) {
         use std::io::Write as _;
-        for part in &self.0[(n % self.0.len() as u64) as usize] {
+        let (index, room) = match self.mix {
+            Mix::Typed => ((n % self.bodies.len() as u64) as usize, n),
+            // A room's meeting and recording, five events in order, then the next room's.
+            Mix::Provider if n % 50 == 49 => (PROVIDER_EVENTS.len(), 0),
+            Mix::Provider => ((n % PROVIDER_EVENTS.len() as u64) as usize, (n / PROVIDER_EVENTS.len() as u64) % ROOMS),
+        };
+        for part in &self.bodies[index].1 {
             let _ = match part {
                 Part::Text(text) => std::io::Write::write_all(out, text.as_bytes()),
                 Part::Value(Slot::CreationDate) => write!(out, "{now_ms}"),
-                Part::Value(Slot::Room) => write!(out, "room-{n}"),
-                Part::Value(Slot::Recording) => write!(out, "room-{n}--EG_{n:x}--XX445"),
+                Part::Value(Slot::Room) => write!(out, "room-{room}"),
+                Part::Value(Slot::Recording) => write!(out, "room-{room}--EG_{n:x}--XX445"),
+                Part::Value(Slot::Unique) => write!(out, "{}", 1_796_040_000_000u64 + n),
             };
         }
     }
@@ -159,7 +233,7 @@ fn main() {
             .build()
             .unwrap()
     };
-    let templates = Arc::new(Templates::new());
+    let templates = Arc::new(Templates::new(args.mix));
     let totals = Arc::new(Totals::default());
     let counter = Arc::new(AtomicU64::new(0));
     let key = Arc::new(args.key.clone().into_bytes());
@@ -212,6 +286,7 @@ fn main() {
     let delivered = ok + non_2xx;
     let mut report = serde_json::json!({
         "url": args.urls.join(" "),
+        "mix": match args.mix { Mix::Provider => "provider", Mix::Typed => "typed" },
         "connections": args.connections,
         "seconds": (elapsed * 100.0).round() / 100.0,
         "deliveries": delivered,
@@ -369,8 +444,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_delivery_is_new_typed_and_in_the_providers_order() {
-        let templates = Templates::new();
+    fn every_typed_delivery_is_new_typed_and_in_the_providers_order() {
+        let templates = Templates::new(Mix::Typed);
         let mut seen = std::collections::HashSet::new();
         for n in 0..(10 * WEBHOOKS.len() as u64) {
             let mut body = Vec::new();
@@ -382,6 +457,45 @@ mod tests {
             assert_eq!(json["creationDate"], 1_795_769_705_355u64);
             assert!(meet_webhooks::Event::parse(event, &body).is_ok(), "typed: {json}");
             assert!(seen.insert(body), "delivery {n} repeats an earlier one");
+        }
+    }
+
+    #[test]
+    fn the_provider_mix_sends_every_event_and_test_events_over_a_thousand_rooms_never_twice() {
+        let templates = Templates::new(Mix::Provider);
+        let mut seen = std::collections::HashSet::new();
+        let mut events = std::collections::BTreeMap::<String, u64>::new();
+        let mut rooms = std::collections::HashSet::new();
+        for n in 0..5000 {
+            let mut body = Vec::new();
+            templates.body(n, 1_795_769_705_355, &mut body);
+            assert!(body.starts_with(b"{\"event\":"), "{}", String::from_utf8_lossy(&body));
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            *events.entry(json["event"].as_str().unwrap().to_owned()).or_default() += 1;
+            rooms.insert(json["data"]["roomId"].as_str().map(str::to_owned));
+            assert!(seen.insert(body), "delivery {n} repeats an earlier one");
+        }
+        assert_eq!(events["testEvent"], 100);
+        for event in PROVIDER_EVENTS {
+            assert!(events[event] >= 900, "{event}: {events:?}");
+        }
+        assert_eq!(rooms.len(), 1001, "1,000 rooms, and the test event's none");
+        // What the receiver will make of them: typed where the spec has the event.
+        for (event, _) in &templates.bodies {
+            let mut body = Vec::new();
+            let n = (0..60).find(|n| {
+                body.clear();
+                templates.body(*n, 1, &mut body);
+                body.starts_with(format!("{{\"event\":\"{event}\"").as_bytes())
+            });
+            assert!(n.is_some(), "{event} is sent");
+            let typed = meet_webhooks::Event::parse(event, &body).is_ok();
+            assert_eq!(
+                typed,
+                WEBHOOKS.iter().any(|w| w.event == *event),
+                "{event}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
     }
 }

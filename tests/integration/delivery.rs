@@ -86,7 +86,9 @@ fn a_body_that_does_not_fit_its_type_goes_to_the_fallback_with_the_field_path() 
     };
     assert_eq!(event.as_deref(), Some(webhook.event));
     assert_eq!(path, "creationDate");
-    assert!(message.contains("yesterday"), "{message}");
+    // Why, without the value: the provider's data stays out of logs.
+    assert!(message.starts_with("invalid type: a string, expected f64"), "{message}");
+    assert!(!message.contains("yesterday"), "{message}");
 }
 
 #[test]
