@@ -11,6 +11,14 @@
 #                                     workers (a core is left for others) and one per core
 #   inbox on                          meet-webhooks as it ships: every 2xx after an fsynced
 #                                     commit; also pinned (receiver on cpu 0, load on cpu 1)
+#   durable floor                     the axum baseline that verifies, appends the delivery to
+#                                     a file and answers after the group fdatasync: the limit
+#                                     of this disk for any receiver that acknowledges only what
+#                                     is on it
+#
+# The load is the provider's mix (examples/load.rs --mix provider: every recording and meeting
+# event over 1,000 rooms, a testEvent every 50th: typed, default-method, unknown-event and test
+# deliveries); "(typed mix)" runs send only the spec's typed webhooks, for comparison.
 #
 # The configurations take turns, round after round, so that a slow minute on a shared machine
 # hits all of them alike. Prints one JSON line per run, then a Markdown table of medians, with
@@ -59,7 +67,7 @@ run() {
   for _ in $(seq 100); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
   local report
   report=$("${pin_load[@]}" "$load" --url "http://127.0.0.1:$port/webhook" --key "$key" \
-    --connections "$connections" --seconds "${RUN_SECONDS:-$seconds}" --pid "$pid")
+    --connections "$connections" --seconds "${RUN_SECONDS:-$seconds}" --pid "$pid" --mix "${MIX:-provider}")
   kill -TERM "$pid"; wait "$pid" || true; pid=
   echo "{\"run\":\"$label\",${report#\{}" | tee -a "$work/results.jsonl"
 }
@@ -108,7 +116,12 @@ for _ in $(seq "$rounds"); do
   else
   run "axum floor (checks nothing)" "" "" "$axum" --mode floor --key "$key" --bind "127.0.0.1:$port"
   run "axum bare verifier" "" "" "$axum" --mode verify --key "$key" --bind "127.0.0.1:$port"
+  rm -f "$work/durable.log"
+  run "durable floor (verify, append, group fdatasync)" "" "" "$axum" --mode durable --key "$key" \
+    --bind "127.0.0.1:$port" --file "$work/durable.log"
   run "actix bare verifier, 1 worker" "" "" "$actix" --mode verify --key "$key" --bind "127.0.0.1:$port" --workers 1
+  MIX=typed run "verification only (typed mix)" "" "" "${inline[@]}"
+  MIX=typed run "inbox on (typed mix)" "" "" "${serve[@]}"
   run "verification only" "" "" "${inline[@]}"
   run "verification only, a worker per core" "" "" "${inline[@]}" --workers "$(nproc)"
   run "inbox on" "" "" "${serve[@]}"
@@ -125,7 +138,13 @@ for _ in $(seq "$rounds"); do
   fi
 done
 if [ -n "${LONG:-}" ]; then
+  # Memory over a long run, in every mode: RSS at the end beside its peak.
+  RUN_SECONDS=$LONG run "verification only, ${LONG} s" "" "" "${inline[@]}"
   RUN_SECONDS=$LONG run "inbox on, ${LONG} s" "" "" "${serve[@]}"
+fi
+if [ -z "${POSTGRES_ONLY:-}" ] && [ -z "${NO_DRAIN:-}" ]; then
+  # How fast a backlog drains, one room and 1,000 rooms (criterion, benches/inbox.rs).
+  cargo bench --locked --quiet --bench inbox 2>/dev/null | grep -E "^drain|time:|thrpt:" || true
 fi
 
 python3 - "$work/results.jsonl" <<'PY'
@@ -133,25 +152,29 @@ import json, sys
 from statistics import median
 
 runs = [json.loads(line) for line in open(sys.argv[1])]
-# Each run's ratio to the axum bare verifier of its round (the last one before it).
-bare = None
+# Each run's ratio to the axum bare verifier and to the durable floor of its round (the last
+# ones before it).
+bare = durable = None
 for r in runs:
     if r["run"] == "axum bare verifier":
         bare = r["deliveries_per_second"]
+    if r["run"].startswith("durable floor"):
+        durable = r["deliveries_per_second"]
     r["ratio"] = r["deliveries_per_second"] / bare if bare else float("nan")
+    r["durable_ratio"] = r["deliveries_per_second"] / durable if durable else float("nan")
 # The provider measured its Rust receiver at 106k/s where its bare axum verifier did 120k/s.
 provider = 106 / 120
 print()
-print("| configuration | runs | deliveries/s | × axum bare verifier | × provider's receiver (est.) "
+print("| configuration | runs | deliveries/s | × axum bare verifier | × durable floor | × provider's receiver (est.) "
       "| p50 | p99 | p99.9 | non-2xx | receiver CPU µs/delivery | load CPU µs/delivery | RSS MiB (peak) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for label in dict.fromkeys(r["run"] for r in runs):
     rs = [r for r in runs if r["run"] == label]
     med = lambda f: median(f(r) for r in rs)
     ratio = med(lambda r: r["ratio"])
     latency = lambda q: med(lambda r: r["latency_us"][q]) / 1000
     print(f"| {label} | {len(rs)} | {med(lambda r: r['deliveries_per_second']):,.0f} | {ratio:.2f} "
-          f"| {ratio / provider:.2f} | {latency('p50'):.2f} ms | {latency('p99'):.2f} ms "
+          f"| {med(lambda r: r['durable_ratio']):.2f} | {ratio / provider:.2f} | {latency('p50'):.2f} ms | {latency('p99'):.2f} ms "
           f"| {latency('p99.9'):.2f} ms | {sum(r['non_2xx'] for r in rs)} "
           f"| {med(lambda r: r.get('receiver_cpu_us_per_delivery', 0)):.1f} "
           f"| {med(lambda r: r.get('load_cpu_us_per_delivery', 0)):.1f} "
