@@ -140,7 +140,7 @@ done
 if [ -n "${LONG:-}" ]; then
   # Memory over a long run, in every mode: RSS at the end beside its peak.
   # (its replay memory holds every delivery of the last 120 s: room for 60 s at ~100k/s)
-  RUN_SECONDS=$LONG run "verification only, ${LONG} s" "" "" "${inline[@]}" --replay-capacity 12000000
+  RUN_SECONDS=$LONG run "verification only, ${LONG} s" "" "" "${serve[@]}" --no-inbox --replay-capacity 12000000
   RUN_SECONDS=$LONG run "inbox on, ${LONG} s" "" "" "${serve[@]}"
 fi
 if [ -z "${POSTGRES_ONLY:-}" ] && [ -z "${NO_DRAIN:-}" ]; then
