@@ -53,6 +53,10 @@ pub struct Webhook {
     pub location: Location,
     /// The down-leveled JSON request body schema, if the operation has one.
     pub(crate) body: Option<Value>,
+    /// The component of `components/schemas` that is the body (an inline body is made one,
+    /// named `{OperationId}Body` as progenitor would name it); `None`: any JSON
+    /// (`serde_json::Value`). The handler's body type is this component's type.
+    pub(crate) body_component: Option<String>,
 }
 
 impl Webhook {
@@ -329,6 +333,7 @@ impl Bundler<'_> {
 
         let mut out = Map::new();
         let mut body = None;
+        let mut body_at = at.child("requestBody");
         for (key, value) in operation {
             let child = at.child(key);
             match key.as_str() {
@@ -339,9 +344,10 @@ impl Bundler<'_> {
                     out.insert(key.clone(), self.parameters(value, &child)?);
                 }
                 "requestBody" => {
-                    let (request_body, body_at) = self.deref(value.clone(), child)?;
-                    let request_body = self.request_body(&request_body, &body_at)?;
+                    let (request_body, request_at) = self.deref(value.clone(), child)?;
+                    let request_body = self.request_body(&request_body, &request_at)?;
                     body = request_body.pointer("/content/application~1json/schema").cloned();
+                    body_at = request_at.child("content").child("application/json").child("schema");
                     out.insert(key.clone(), request_body);
                 }
                 "responses" => {
@@ -363,6 +369,7 @@ impl Bundler<'_> {
                 json!({ "required": true, "content": { "application/json": { "schema": {} } } }),
             );
         }
+        let body_component = self.body_component(body.as_ref(), &body_at, &operation_id, &mut out);
         out.insert("operationId".into(), Value::String(operation_id.clone()));
         out.entry("responses").or_insert_with(|| json!({ "200": { "description": "OK" } }));
         let text = |key: &str| operation.get(key).and_then(Value::as_str).map(str::to_owned);
@@ -374,8 +381,41 @@ impl Bundler<'_> {
             description: text("description"),
             location: at.clone(),
             body,
+            body_component,
         };
         Ok((out, webhook))
+    }
+
+    /// Names the body's type here rather than leave it to progenitor: an inline schema
+    /// becomes the component `{OperationId}Body` (the operation then refers to it), a
+    /// reference names its component, an empty schema is any JSON (`None`).
+    fn body_component(
+        &mut self,
+        body: Option<&Value>,
+        at: &Location,
+        operation_id: &str,
+        operation: &mut Map<String, Value>,
+    ) -> Option<String> {
+        let schema = body?.as_object()?;
+        if schema.is_empty() {
+            return None;
+        }
+        if let (1, Some(name)) = (
+            schema.len(),
+            schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix("#/components/schemas/")),
+        ) {
+            return Some(name.to_owned());
+        }
+        let target = Target { file: at.file.clone(), pointer: at.pointer.clone() };
+        let name = self.unique(format!("{operation_id}-body").to_upper_camel_case(), &target);
+        self.schemas.insert(name.clone(), Value::Object(schema.clone()));
+        self.origins.push((format!("/components/schemas/{name}"), at.clone()));
+        if let Some(slot) =
+            operation.get_mut("requestBody").and_then(|b| b.pointer_mut("/content/application~1json/schema"))
+        {
+            *slot = json!({ "$ref": format!("#/components/schemas/{name}") });
+        }
+        Some(name)
     }
 
     fn parameters(&mut self, value: &Value, at: &Location) -> Result<Value> {

@@ -47,7 +47,8 @@ pub(crate) fn run_progenitor(
         let mut generator = Generator::new(&settings);
         let client = generator.generate_tokens(&document)?;
         let space = generator.get_type_space();
-        // The types typify defined for the spec (not `Option<String>` and the like).
+        // The types typify defined for the spec (not `Option<String>` and the like): each
+        // component of the bundle is one, the bodies among them.
         let names: Vec<String> = space
             .iter_types()
             .filter(|t| {
@@ -88,8 +89,8 @@ pub(crate) fn run_progenitor(
             });
         }
     };
-    let body_types = body_types(bundle, &client, spec)?;
     type_names.sort();
+    let body_types = body_types(bundle, &type_names, spec)?;
     Ok(Progenitor { client, types, body_types, type_names })
 }
 
@@ -174,53 +175,28 @@ fn parse_openapi(bundle: &Bundle) -> Result<openapiv3::OpenAPI> {
     })
 }
 
-/// progenitor names request bodies itself (`{OperationId}Body`, or the component's name); the
-/// generated client method's `body` argument is the authority on what it chose.
-fn body_types(bundle: &Bundle, client: &TokenStream, spec: &Path) -> Result<HashMap<String, syn::Type>> {
-    let file: syn::File = syn::parse2(client.clone())
-        .map_err(|e| Error::Progenitor { spec: spec.to_path_buf(), message: format!("unparsable output: {e}") })?;
-    let mut by_method: HashMap<String, syn::Type> = HashMap::new();
-    for item in &file.items {
-        let syn::Item::Impl(block) = item else {
-            continue;
-        };
-        let syn::Type::Path(self_ty) = block.self_ty.as_ref() else {
-            continue;
-        };
-        if !self_ty.path.is_ident("Client") {
-            continue;
-        }
-        for item in &block.items {
-            let syn::ImplItem::Fn(method) = item else {
-                continue;
-            };
-            for input in &method.sig.inputs {
-                let syn::FnArg::Typed(arg) = input else {
-                    continue;
-                };
-                let syn::Pat::Ident(name) = arg.pat.as_ref() else {
-                    continue;
-                };
-                if name.ident != "body" {
-                    continue;
-                }
-                let ty = match arg.ty.as_ref() {
-                    syn::Type::Reference(reference) => reference.elem.as_ref().clone(),
-                    other => other.clone(),
-                };
-                by_method.insert(method.sig.ident.to_string(), ty);
-            }
-        }
-    }
+/// Each webhook's body type: the component the bundle made of its body, as typify made it
+/// (`types::RecordingStartedWebhookBody`), or any JSON. A component typify made no type for is
+/// an error here, not a compile error in the user's build.
+fn body_types(bundle: &Bundle, type_names: &[String], spec: &Path) -> Result<HashMap<String, syn::Type>> {
     let mut out = HashMap::new();
     for webhook in &bundle.webhooks {
-        let method = method_name(&webhook.operation_id);
-        let ty = by_method.get(&method).or_else(|| by_method.get(&format!("{method}_"))).cloned().ok_or_else(|| {
-            Error::unsupported(
-                &webhook.location,
-                "the webhook has no application/json request body; there is nothing to hand to a handler",
-            )
-        })?;
+        let ty: syn::Type = match &webhook.body_component {
+            None => syn::parse_quote!(::serde_json::Value),
+            Some(name) => {
+                if type_names.binary_search(name).is_err() {
+                    return Err(Error::Progenitor {
+                        spec: spec.to_path_buf(),
+                        message: format!(
+                            "typify made no type `{name}` for the body of webhook {:?} (at {})",
+                            webhook.event, webhook.location
+                        ),
+                    });
+                }
+                let ident = format_ident!("{}", name);
+                syn::parse_quote!(types::#ident)
+            }
+        };
         out.insert(webhook.operation_id.clone(), ty);
     }
     Ok(out)

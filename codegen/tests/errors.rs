@@ -194,7 +194,7 @@ fn the_rest_api_part_of_a_root_document_is_never_read() {
 }
 
 #[test]
-fn a_panic_inside_typify_becomes_an_error_at_the_webhook() {
+fn a_panic_inside_typify_becomes_an_error_at_the_body_schema() {
     // typify 0.8 panics rendering a default that does not fit the item type.
     let text = error_text(&[
         ("openapi.yaml", ROOT),
@@ -205,7 +205,7 @@ fn a_panic_inside_typify_becomes_an_error_at_the_webhook() {
     ]);
     assert_eq!(
         text,
-        "webhooks.yaml#/recordingStarted: progenitor could not generate code for this schema: it panicked: The default value could not be rendered for this type"
+        "webhooks.yaml#/recordingStarted/post/requestBody/content/application~1json/schema: progenitor could not generate code for this schema: it panicked: The default value could not be rendered for this type"
     );
 }
 
