@@ -211,17 +211,7 @@ fn metrics_describe_themselves_name_the_build_and_the_key_and_count_strays() {
     let service = Service::start(&["--key", "second-key"]);
     let deliver = |key: &str, event: &str| {
         let body = serde_json::json!({"event": event, "creationDate": now_ms(), "data": {}}).to_string();
-        let timestamp = now_ms().to_string();
-        let signature = sign(key.as_bytes(), &timestamp, body.as_bytes());
-        let mut stream = TcpStream::connect(service.addr).unwrap();
-        write!(
-            stream,
-            "POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        read_response(&mut stream).status
+        crate::common::signed_status(service.addr, key, &body)
     };
     assert_eq!(deliver(KEY, "testEvent"), 200);
     assert_eq!(deliver("second-key", "testEvent"), 200);
@@ -463,19 +453,7 @@ fn sighup_reloads_the_key_file_and_a_broken_one_keeps_the_keys_in_use() {
     std::fs::write(&file, "# the API key\nold-key\n").unwrap();
     let service = Service::start_with_env(&["--key-file", file.to_str().unwrap()], &[]);
     let body = serde_json::json!({"event": "testEvent", "creationDate": now_ms(), "data": {}}).to_string();
-    let status = |key: &str| {
-        let timestamp = now_ms().to_string();
-        let signature = sign(key.as_bytes(), &timestamp, body.as_bytes());
-        let mut stream = TcpStream::connect(service.addr).unwrap();
-        write!(
-            stream,
-            "POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        read_response(&mut stream).status
-    };
+    let status = |key: &str| crate::common::signed_status(service.addr, key, &body);
     assert_eq!((status("old-key"), status("new-key")), (200, 401));
 
     // A rotation: the new key first, the old one still accepted, without a restart.

@@ -349,3 +349,15 @@ pub fn post_request(host: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8
     bytes.extend_from_slice(body);
     bytes
 }
+
+/// POSTs `body` to the webhook path of `addr`, signed with `key` now: the answer's status.
+pub fn signed_status(addr: SocketAddr, key: &str, body: &str) -> u16 {
+    let timestamp = now_ms().to_string();
+    let signature = sign(key.as_bytes(), &timestamp, body.as_bytes());
+    let headers =
+        [("content-type", "application/json"), ("x-timestamp", timestamp.as_str()), ("x-signature", &signature)];
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream.write_all(&post_request(&addr.to_string(), &headers, body.as_bytes())).unwrap();
+    read_response(&mut stream).status
+}

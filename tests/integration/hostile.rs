@@ -325,19 +325,7 @@ fn an_injected_event_name_stays_one_line_in_the_log_and_in_inbox_list_and_values
 #[test]
 fn a_key_flag_is_one_key_even_with_a_comma_and_the_variable_is_a_list() {
     let body = crate::common::example(&meet_webhooks::WEBHOOKS[0]).to_string();
-    let deliver = |service: &crate::binary::Service, key: &str| {
-        let timestamp = now_ms().to_string();
-        let signature = sign(key.as_bytes(), &timestamp, body.as_bytes());
-        let mut stream = TcpStream::connect(service.addr).unwrap();
-        write!(
-            stream,
-            "POST /webhook HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\n\
-             content-length: {}\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        crate::common::read_response(&mut stream).status
-    };
+    let deliver = |service: &crate::binary::Service, key: &str| crate::common::signed_status(service.addr, key, &body);
     let flag = crate::binary::Service::start(&["--key", "a,b"]);
     assert_eq!(deliver(&flag, "b"), 401, "`b` alone is no key of --key a,b");
     assert_eq!(deliver(&flag, "a,b"), 200);
