@@ -670,3 +670,24 @@ fn claims_that_arrive_after_half_their_lease_are_not_started() {
     assert_eq!(run(Duration::from_millis(10)), 1, "a claim that arrives in time is handled");
     assert_eq!(run(Duration::from_millis(120)), 0, "one that took over half its lease is left to run out");
 }
+
+/// The process's metrics recorder (one per process), for tests that read a metric.
+fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| meet_webhooks::metrics::install().unwrap())
+}
+
+#[test]
+fn the_dead_letter_gauge_shows_a_delivery_as_it_dies_not_at_the_next_count() {
+    let metrics = metrics();
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    server.recorder().failures_left.store(u32::MAX, Ordering::SeqCst);
+    // Past the dispatcher's first count at start: the next one is 10 s away.
+    std::thread::sleep(Duration::from_millis(200));
+    let id = accepted_id(&server.deliver(KEY, &now_ms().to_string(), example(&WEBHOOKS[0]).to_string().as_bytes()));
+    eventually("dead after the last attempt", || row(dir.path(), id).state == State::Dead);
+    let died = std::time::Instant::now();
+    eventually("the gauge says so", || metrics.render().contains("meet_webhooks_inbox_deliveries{state=\"dead\"} 1"));
+    assert!(died.elapsed() < Duration::from_secs(5), "the gauge took {:?}", died.elapsed());
+}
