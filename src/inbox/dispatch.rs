@@ -97,8 +97,9 @@ struct Held {
     started: std::time::Instant,
 }
 
-/// What a handler task returns.
-type Finished = Result<(), String>;
+/// What a handler task returns: `None` when it did not call the handler (its claim had grown
+/// too old by the time the task ran: see [`Dispatcher::start`]).
+type Finished = Option<Result<(), String>>;
 
 impl<H: WebhookHandler> Dispatcher<H> {
     /// Runs the dispatcher on a thread of its own.
@@ -124,6 +125,10 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let mut look = true;
         let mut renewal = tokio::time::interval(self.lease / 3);
         let mut maintenance = tokio::time::interval(MAINTENANCE);
+        // A timer of its own: a sleep made anew each turn of the loop would never fire while
+        // anything else (renewals, finishing handlers) woke the loop more often than this.
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *stop.borrow() {
                 break;
@@ -163,7 +168,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
                             );
                         } else {
                             for claimed in claimed {
-                                self.start(claimed, &mut running, &mut held);
+                                self.start(claimed, asked, &mut running, &mut held);
                             }
                         }
                     }
@@ -178,7 +183,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
                     }
                 }
                 () = self.inbox.wakeups().notified() => look = true,
-                () = tokio::time::sleep(POLL) => look = true,
+                _ = poll.tick() => look = true,
                 () = tokio::time::sleep_until(storage.retry_at), if !storage.ready() => {}
                 _ = renewal.tick() => self.renew(&mut held, &mut storage).await,
                 _ = maintenance.tick() => self.maintain(&mut storage).await,
@@ -188,7 +193,18 @@ impl<H: WebhookHandler> Dispatcher<H> {
         self.shut_down(running, held, unrecorded, storage).await;
     }
 
-    fn start(&self, claimed: Claimed, running: &mut JoinSet<Finished>, held: &mut HashMap<tokio::task::Id, Held>) {
+    /// Runs the handler of a claim asked for at `asked`. The claim is checked again when the
+    /// task gets to run: a process paused (or starved) between taking the claim and starting
+    /// its handler may have lost it to another replica meanwhile, and must not run the handler
+    /// of a delivery that another replica may be running, or has run, since.
+    fn start(
+        &self,
+        claimed: Claimed,
+        asked: Instant,
+        running: &mut JoinSet<Finished>,
+        held: &mut HashMap<tokio::task::Id, Held>,
+    ) {
+        let good_until = asked + self.lease / 2;
         let Claimed { claim, attempt, delivery } = claimed;
         let event = delivery.event.clone();
         let ctx = DeliveryContext {
@@ -204,8 +220,12 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let classified = Event::classify(ctx.event.as_deref(), &ctx.body);
         let kind = if classified.is_ok() { Kind::Typed } else { Kind::Fallback };
         let handler = self.handler.clone();
-        let task =
-            running.spawn(async move { hand_over(&*handler, &ctx, classified).await.map_err(|e| e.to_string()) });
+        let task = running.spawn(async move {
+            if Instant::now() >= good_until {
+                return None;
+            }
+            Some(hand_over(&*handler, &ctx, classified).await.map_err(|e| e.to_string()))
+        });
         held.insert(task.id(), Held { claim, attempt, event, kind, abort: task, started: std::time::Instant::now() });
     }
 
@@ -217,7 +237,17 @@ impl<H: WebhookHandler> Dispatcher<H> {
         unrecorded: &mut Vec<Completion>,
     ) {
         let (task, result) = match finished {
-            Ok(finished) => finished,
+            Ok((task, Some(result))) => (task, result),
+            Ok((task, None)) => {
+                if let Some(held) = held.remove(&task) {
+                    log::warn!(
+                        "delivery {}: its handler was not started, its claim was too old by then (the process was \
+                         paused?); it is handled once the claim has run out",
+                        held.claim.id
+                    );
+                }
+                return;
+            }
             // Stopped: its claim was lost (nothing to record), or shutdown stopped it.
             Err(e) if e.is_cancelled() => return,
             Err(e) => (e.id(), Err(format!("the handler panicked: {e}"))),

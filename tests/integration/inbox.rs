@@ -691,3 +691,67 @@ fn the_dead_letter_gauge_shows_a_delivery_as_it_dies_not_at_the_next_count() {
     eventually("the gauge says so", || metrics.render().contains("meet_webhooks_inbox_deliveries{state=\"dead\"} 1"));
     assert!(died.elapsed() < Duration::from_secs(5), "the gauge took {:?}", died.elapsed());
 }
+
+/// Blocks its thread for `block` on the delivery whose body says `"block": true`; records every
+/// run as (n, attempt).
+struct Blocking {
+    block: Duration,
+    runs: std::sync::Mutex<Vec<(u64, u32)>>,
+}
+
+impl meet_webhooks::WebhookHandler for Blocking {
+    async fn fallback(
+        &self,
+        ctx: &meet_webhooks::runtime::DeliveryContext,
+        event: meet_webhooks::runtime::UnmatchedEvent,
+    ) -> meet_webhooks::runtime::HandlerResult {
+        self.runs.lock().unwrap().push((event.body["n"].as_u64().unwrap(), ctx.attempt));
+        if event.body["block"] == true {
+            std::thread::sleep(self.block); // a handler that blocks its thread: it happens
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_claim_whose_handler_could_not_start_in_time_is_not_run_late() {
+    use meet_webhooks::inbox::{Dispatcher, RetryPolicy};
+    use std::sync::Arc;
+
+    // Two deliveries of two rooms, claimed together; the first handler blocks the dispatcher's
+    // thread past half the lease, so the second's task only gets to run after that: by then its
+    // claim may be another replica's. It is not run then; it runs after the claim ran out.
+    let lease = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = SqliteInbox::open(dir.path(), "blocked").unwrap();
+    for (n, block) in [(1u8, true), (2, false)] {
+        let body = json!({"event": "blockTest", "creationDate": now_ms(), "data": {"roomId": format!("room-{n}")}, "n": n, "block": block});
+        let delivery = NewDelivery {
+            signature: [n; 32],
+            timestamp: n.to_string(),
+            timestamp_ms: i64::from(n),
+            event: Some("blockTest".into()),
+            kind: Kind::Fallback,
+            room: Some(format!("room-{n}")),
+            body: body.to_string().into(),
+            received_at_ms: now_ms(),
+        };
+        block_on(inbox.append(delivery)).unwrap();
+    }
+    let handler = Arc::new(Blocking { block: lease, runs: std::sync::Mutex::default() });
+    let dispatcher = Dispatcher {
+        inbox: Arc::new(inbox),
+        handler: handler.clone(),
+        concurrency: 2,
+        retry: RetryPolicy::default(),
+        lease,
+        retention: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(1),
+    }
+    .spawn();
+    eventually("both handled", || handler.runs.lock().unwrap().iter().filter(|r| r.0 == 2).count() == 1);
+    std::thread::sleep(Duration::from_millis(100));
+    dispatcher.stop();
+    let runs = handler.runs.lock().unwrap().clone();
+    assert_eq!(runs, [(1, 1), (2, 2)], "the second ran once, on its next claim");
+}

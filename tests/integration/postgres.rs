@@ -500,7 +500,29 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
         let mut handled: Vec<&str> = succeeded.into_iter().map(|(_, recording)| recording).collect();
         handled.dedup();
         let expected: Vec<&str> = acked.iter().filter(|(r, _)| *r == room).map(|(_, rec)| rec.as_str()).collect();
-        assert_eq!(handled, expected, "{room}: handled in acknowledgement order");
+        let record = || {
+            runs.iter()
+                .filter(|r| r.line.room == room)
+                .map(|r| {
+                    format!(
+                        "{} attempt {} on {} {}..{:?} {}",
+                        r.line.recording,
+                        r.line.attempt,
+                        r.line.replica,
+                        r.line.nanos,
+                        r.end,
+                        if r.ok { "ok" } else { "-" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            handled,
+            expected,
+            "{room}: handled in acknowledgement order (killed at {killed_at}, frozen {stopped_at}..{continued_at}); its runs:\n{}",
+            record()
+        );
     }
     let starts = lines.iter().filter(|l| l.start).count();
     let failing = acked
@@ -641,7 +663,11 @@ fn a_replica_whose_claim_was_taken_stops_that_handler_and_changes_nothing() {
     assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(200));
     eventually("its handler runs", || recorder.runs.lock().unwrap().len() == 1);
     // Another replica takes the delivery over (as after this one's lease ran out).
-    execute(&db.url, "UPDATE deliveries SET owner = 'other-replica', fence = fence + 1").unwrap();
+    execute(
+        &db.url,
+        "UPDATE deliveries SET owner = 'other-replica', fence = fence + 1, lease_until = now() + interval '1 hour'",
+    )
+    .unwrap();
     // The next renewal finds the claim gone and stops the handler: released now, it never ends.
     std::thread::sleep(Duration::from_millis(400));
     recorder.release.add_permits(1);
