@@ -4,7 +4,9 @@
 //! A handler slot is taken from the claim until its outcome is committed, so what a crash can
 //! make run again is at most `concurrency` deliveries. The dispatcher claims only what it can
 //! start now (the attempt counts from the claim), renews the leases of handlers that run long,
-//! and stops a handler whose claim was lost. When storage fails it pauses, keeps the outcomes
+//! and stops a handler whose claim was lost. A claim that comes back, or whose handler gets to
+//! start, after half its lease is not run then (a paused process may have lost it to another
+//! replica): it runs out and is claimed again. When storage fails it pauses, keeps the outcomes
 //! it could not record, and tries again with backoff: one log line when storage fails and one
 //! when it is back, never a handler run it cannot record.
 
