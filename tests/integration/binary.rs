@@ -519,3 +519,49 @@ fn the_log_has_a_line_per_delivery_and_warns_once_per_unhandled_event_name() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_webhook_the_handler_leaves_out_warns_once_and_is_counted_each_time() {
+    let unimplemented: Vec<&str> = WEBHOOKS
+        .iter()
+        .filter(|w| meet_webhooks::generated::IMPLEMENTED.is_some_and(|(_, methods)| !methods.contains(&w.method)))
+        .map(|w| w.event)
+        .collect();
+    let service = Service::start(&[]);
+    for webhook in WEBHOOKS {
+        for _ in 0..3 {
+            let body = crate::common::example(webhook).to_string();
+            assert_eq!(crate::inbox::try_deliver(service.addr, &now_ms().to_string(), &body), Some(200));
+        }
+    }
+    crate::common::eventually("every delivery handled", || {
+        let metrics = service.get("/metrics").body;
+        WEBHOOKS.iter().all(|w| {
+            metrics
+                .contains(&format!("meet_webhooks_handler_attempts_total{{event=\"{}\",outcome=\"done\"}} 3", w.event))
+        })
+    });
+    let metrics = service.get("/metrics").body;
+    for event in &unimplemented {
+        assert!(
+            metrics.contains(&format!("meet_webhooks_unhandled_total{{event=\"{event}\"}} 3")),
+            "{event}: {metrics}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let lines: Vec<String> = service.log.try_iter().collect();
+    for event in &unimplemented {
+        let warned = lines
+            .iter()
+            .filter(|l| l.contains(" WARN ") && l.contains(&format!("webhook {event} is not handled yet")))
+            .count();
+        assert_eq!(warned, 1, "{event}:\n{}", lines.join("\n"));
+    }
+    // The implemented ones are neither warned about nor counted as unhandled.
+    for webhook in WEBHOOKS.iter().filter(|w| !unimplemented.contains(&w.event)) {
+        assert!(
+            !metrics.contains(&format!("meet_webhooks_unhandled_total{{event=\"{}\"}}", webhook.event)),
+            "{metrics}"
+        );
+    }
+}
