@@ -320,6 +320,18 @@ fn an_injected_event_name_stays_one_line_in_the_log_and_in_inbox_list_and_values
     let rows: Vec<&str> = stdout.lines().filter(|l| l.contains("forged")).collect();
     assert_eq!(rows.len(), 1, "one row, one line: {stdout}");
     assert!(!stdout.contains('\u{1b}') && !stdout.contains("alice@example.com"), "{stdout:?}");
+    // A header, when each came, and why each went to the fallback.
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap();
+    assert!(
+        header.trim_start().starts_with("ID") && header.contains("RECEIVED (UTC)") && header.contains("NOTE"),
+        "{stdout}"
+    );
+    assert!(rows[0].contains("the spec has no webhook of this name"), "{stdout}");
+    let mistyped = lines.find(|l| l.contains("creationDate")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(mistyped.contains("does not fit the spec at `creationDate`"), "{stdout}");
+    let year = jiff::Timestamp::now().strftime("%Y-").to_string();
+    assert!(mistyped.contains(&year), "a readable time: {stdout}");
 }
 
 #[test]

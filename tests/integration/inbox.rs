@@ -270,6 +270,9 @@ fn inbox_stats_and_show_read_the_same_directory() {
     assert_eq!(code, 0);
     let stats: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!((stats["done"].as_u64(), stats["pending"].as_u64()), (Some(1), Some(0)), "{stats}");
+    let (code, stdout, _) = run(&["inbox", "--data-dir", path, "stats"], b"");
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("deliveries by state: 0 pending, 1 done, 0 dead\n"), "for people: {stdout}");
     let (code, stdout, _) = run(&["inbox", "--data-dir", path, "show", &id.to_string()], b"");
     assert_eq!(code, 0);
     assert!(stdout.contains(&format!("X-Timestamp: {timestamp}")) && stdout.contains(&body), "{stdout}");
