@@ -63,7 +63,9 @@ async fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("error: {problem}\nusage: axum-baseline [--mode floor|verify|durable] [--key KEY] [--bind ADDR] [--file F]");
+    eprintln!(
+        "error: {problem}\nusage: axum-baseline [--mode floor|verify|durable] [--key KEY] [--bind ADDR] [--file F]"
+    );
     std::process::exit(2)
 }
 
@@ -99,7 +101,8 @@ impl Log {
             while let Ok(first) = waiting.recv() {
                 let mut batch = vec![first];
                 batch.extend(waiting.try_iter());
-                let written = batch.iter().all(|(record, _)| file.write_all(record).is_ok()) && file.sync_data().is_ok();
+                let written =
+                    batch.iter().all(|(record, _)| file.write_all(record).is_ok()) && file.sync_data().is_ok();
                 for (_, done) in batch {
                     let _ = done.send(written);
                 }
