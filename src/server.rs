@@ -7,7 +7,7 @@
 //!   connection (and a file handle) at no cost. [`Connection`] times each head from its first
 //!   byte to its blank line, and cuts off a client that takes longer than `--request-timeout`
 //!   (`408 head_timeout`, closed). Bodies have their own limit in the middleware; idle
-//!   keep-alive connections are closed by actix after [`defaults::KEEP_ALIVE`].
+//!   keep-alive connections are closed by actix after `--keep-alive` ([`defaults::KEEP_ALIVE`]).
 //! - **Open connections are capped** (`--max-connections`); past the cap, new connections wait
 //!   in the kernel's queue, and the log says so.
 //! - **`Expect: 100-continue` is answered only for a body we would read**: a wrong content type
@@ -39,6 +39,8 @@ use crate::logging::{escaped, every};
 pub(crate) struct Limits {
     pub workers: usize,
     pub request_timeout: Duration,
+    /// How long an idle kept-alive connection stays open.
+    pub keep_alive: Duration,
     pub max_connections: usize,
     /// The webhook path and its body limit, for `Expect: 100-continue`.
     pub path: String,
@@ -73,7 +75,7 @@ pub(crate) fn serve(
         };
         let app = actix_web::App::new().configure(routes.clone());
         let http = HttpService::build()
-            .keep_alive(defaults::KEEP_ALIVE)
+            .keep_alive(limits.keep_alive)
             // The first request's head; `Connection` times every later one.
             .client_request_timeout(limits.request_timeout)
             .client_disconnect_timeout(Duration::from_secs(1))

@@ -68,6 +68,7 @@ pub struct ServiceBuilder<H> {
     body_limit: usize,
     body_memory: usize,
     request_timeout: Duration,
+    keep_alive: Duration,
     max_connections: usize,
     strict: bool,
     storage: Storage,
@@ -94,6 +95,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
             body_limit: defaults::BODY_LIMIT,
             body_memory: defaults::BODY_MEMORY,
             request_timeout: defaults::REQUEST_TIMEOUT,
+            keep_alive: defaults::KEEP_ALIVE,
             max_connections: defaults::MAX_CONNECTIONS,
             strict: false,
             storage: Storage::Sqlite(PathBuf::from(defaults::DATA_DIR)),
@@ -144,6 +146,12 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
     /// ([`crate::defaults::REQUEST_TIMEOUT`]).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// How long an idle kept-alive connection stays open ([`crate::defaults::KEEP_ALIVE`]).
+    pub fn keep_alive(mut self, idle: Duration) -> Self {
+        self.keep_alive = idle;
         self
     }
 
@@ -237,6 +245,9 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         if self.concurrency == 0 {
             return invalid("--concurrency", "must be at least 1".into());
         }
+        if self.keep_alive.is_zero() {
+            return invalid("--keep-alive", "must be more than 0".into());
+        }
         if self.max_connections == 0 {
             return invalid("--max-connections", "must be at least 1".into());
         }
@@ -309,6 +320,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
             path: self.path,
             metrics: self.metrics,
             request_timeout: self.request_timeout,
+            keep_alive: self.keep_alive,
             max_connections: self.max_connections,
             body_limit: self.body_limit,
             signals: self.signals,
@@ -326,6 +338,7 @@ pub struct Service<H> {
     path: String,
     metrics: Option<PrometheusHandle>,
     request_timeout: Duration,
+    keep_alive: Duration,
     max_connections: usize,
     body_limit: usize,
     signals: bool,
@@ -378,6 +391,7 @@ impl<H: WebhookHandler> Service<H> {
         let limits = crate::server::Limits {
             workers,
             request_timeout: self.request_timeout,
+            keep_alive: self.keep_alive,
             max_connections: self.max_connections,
             path: self.path.clone(),
             body_limit: self.body_limit,

@@ -168,6 +168,9 @@ struct ServeArgs {
     /// Seconds a client gets to send each request head, and again its body.
     #[arg(long, env = "MEET_WEBHOOKS_REQUEST_TIMEOUT", default_value_t = Seconds(defaults::REQUEST_TIMEOUT), allow_hyphen_values = true)]
     request_timeout: Seconds,
+    /// Seconds an idle kept-alive connection stays open.
+    #[arg(long, env = "MEET_WEBHOOKS_KEEP_ALIVE", default_value_t = Seconds(defaults::KEEP_ALIVE), allow_hyphen_values = true)]
+    keep_alive: Seconds,
     /// Client connections open at once; more wait in the kernel's queue (keep it under the
     /// process's file limit, `ulimit -n`).
     #[arg(long, env = "MEET_WEBHOOKS_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = in_range(1, 1_000_000))]

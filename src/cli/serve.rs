@@ -30,6 +30,7 @@ pub(super) fn serve(args: ServeArgs, data: &DataDirArg) -> Result<ExitCode, Stri
         .body_limit(args.body_limit)
         .body_memory(args.body_memory)
         .request_timeout(args.request_timeout.0)
+        .keep_alive(args.keep_alive.0)
         .max_connections(args.max_connections)
         .strict(args.strict)
         .storage(storage)

@@ -123,6 +123,7 @@ pub struct Options {
     pub storage: Option<Storage>,
     pub body_memory: usize,
     pub max_connections: usize,
+    pub keep_alive: Duration,
 }
 
 pub struct InboxOptions {
@@ -154,6 +155,7 @@ impl Default for Options {
             storage: None,
             body_memory: meet_webhooks::defaults::BODY_MEMORY,
             max_connections: meet_webhooks::defaults::MAX_CONNECTIONS,
+            keep_alive: meet_webhooks::defaults::KEEP_ALIVE,
         }
     }
 }
@@ -196,6 +198,7 @@ impl<H: WebhookHandler> TestServer<H> {
             .request_timeout(options.timeout)
             .body_memory(options.body_memory)
             .max_connections(options.max_connections)
+            .keep_alive(options.keep_alive)
             .storage(storage)
             .retention(Duration::from_secs(3600))
             .shutdown_grace(Duration::from_secs(1))

@@ -363,3 +363,20 @@ fn connections_past_the_cap_wait_until_one_closes() {
     let (answer, _) = read_to_close(&mut fifth, Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 200"), "then it is served: {answer:?}");
 }
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_after_the_keep_alive() {
+    let keep_alive = Duration::from_millis(400);
+    let server = TestServer::with(Options { keep_alive, ..Options::default() });
+    let mut stream = server.connect();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    assert_eq!(read_one(&mut stream).0, 200);
+    let idle = Instant::now();
+    let (answer, closed) = read_to_close(&mut stream, Duration::from_secs(5));
+    assert!(closed && answer.is_empty(), "closed without a word: {answer:?}");
+    let after = idle.elapsed();
+    assert!(
+        after >= keep_alive - Duration::from_millis(50) && after < keep_alive + Duration::from_secs(2),
+        "{after:?}"
+    );
+}
