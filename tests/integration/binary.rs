@@ -144,6 +144,7 @@ fn bad_flag_values_name_the_flag() {
         (&["serve", "--key", "k", "--no-inbox", "--replay-capacity", "0"][..], "--replay-capacity"),
         (&["serve", "--key", "k", "--max-connections", "0"][..], "--max-connections"),
         (&["serve", "--key", "k", "--body-memory", "10"][..], "--body-memory"),
+        (&["serve", "--key", "k", "--keep-alive", "0"][..], "--keep-alive"),
     ] {
         let (code, _, stderr) = run(args, b"");
         assert_eq!(code, 2, "{args:?}: {stderr}");
