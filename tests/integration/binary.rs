@@ -210,8 +210,11 @@ fn send_delivers_every_webhook_and_the_test_event_and_metrics_count_them() {
 #[test]
 fn metrics_describe_themselves_name_the_build_and_the_key_and_count_strays() {
     let service = Service::start(&["--key", "second-key"]);
+    let sent = std::sync::atomic::AtomicU32::new(0);
     let deliver = |key: &str, event: &str| {
-        let body = serde_json::json!({"event": event, "creationDate": now_ms(), "data": {}}).to_string();
+        // Each its own (the same body in the same millisecond would be a duplicate).
+        let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let body = serde_json::json!({"event": event, "creationDate": now_ms(), "data": {"n": n}}).to_string();
         crate::common::signed_status(service.addr, key, &body)
     };
     assert_eq!(deliver(KEY, "testEvent"), 200);
@@ -481,8 +484,10 @@ fn sighup_reloads_the_key_file_and_a_broken_one_keeps_the_keys_in_use() {
 #[test]
 fn the_log_has_a_line_per_delivery_and_warns_once_per_unhandled_event_name() {
     let service = Service::start(&[]);
-    for _ in 0..10 {
-        let body = serde_json::json!({"event": "testEvent", "creationDate": now_ms(), "data": {"message": "hi"}});
+    for n in 0..10 {
+        // Each its own (the same body in the same millisecond would be a duplicate).
+        let body =
+            serde_json::json!({"event": "testEvent", "creationDate": now_ms(), "data": {"message": format!("hi {n}")}});
         assert_eq!(crate::inbox::try_deliver(service.addr, &now_ms().to_string(), &body.to_string()), Some(200));
     }
     let mut lines = Vec::new();
@@ -530,8 +535,11 @@ fn a_webhook_the_handler_leaves_out_warns_once_and_is_counted_each_time() {
         .collect();
     let service = Service::start(&[]);
     for webhook in WEBHOOKS {
-        for _ in 0..3 {
-            let body = crate::common::example(webhook).to_string();
+        for n in 0..3 {
+            // Each its own (the same body in the same millisecond would be a duplicate).
+            let mut body = crate::common::example(webhook);
+            body["data"]["roomId"] = format!("room-{n}").into();
+            let body = body.to_string();
             assert_eq!(crate::inbox::try_deliver(service.addr, &now_ms().to_string(), &body), Some(200));
         }
     }
