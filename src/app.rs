@@ -140,7 +140,7 @@ struct Handled {
     /// The inbox id, when it is stored.
     stored: Option<i64>,
     /// Why it went to the fallback, or was refused.
-    reason: Option<String>,
+    reason: Option<Reason>,
 }
 
 impl Handled {
@@ -150,7 +150,8 @@ impl Handled {
 
     /// Refused: the outcome is the rejection's code.
     fn refused(event: Option<String>, rejection: Rejection) -> Self {
-        Self::new(event, rejection.code(), rejection.response()).because(rejection.to_string())
+        let response = rejection.response();
+        Self::new(event, rejection.code(), response).because(Reason::Refused(rejection))
     }
 
     fn stored(mut self, id: i64) -> Self {
@@ -158,9 +159,27 @@ impl Handled {
         self
     }
 
-    fn because(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
+    fn because(mut self, reason: Reason) -> Self {
+        self.reason = Some(reason);
         self
+    }
+}
+
+/// Why a delivery went to the fallback or was refused: kept as it is, formatted only if the
+/// line is logged (most deliveries of the provider's mix go to the fallback).
+enum Reason {
+    Unmatched(Unmatched),
+    Refused(Rejection),
+    Text(String),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unmatched(reason) => reason.fmt(f),
+            Self::Refused(rejection) => rejection.fmt(f),
+            Self::Text(text) => f.write_str(text),
+        }
     }
 }
 
@@ -178,7 +197,8 @@ async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Deliv
     let Envelope { event, room } = match envelope(body) {
         Ok(envelope) => envelope,
         Err(e) => {
-            return Handled::refused(None, Rejection::InvalidJson).because(format!("{}: {e}", Rejection::InvalidJson));
+            let why = format!("{}: {e}", Rejection::InvalidJson);
+            return Handled::refused(None, Rejection::InvalidJson).because(Reason::Text(why));
         }
     };
     match &receiver.mode {
@@ -244,7 +264,7 @@ async fn store(
                 Handled::new(event, outcome, HttpResponse::Ok().json(json!({ "status": "accepted", "id": id })))
                     .stored(id);
             match reason {
-                Some(reason) => handled.because(reason.to_string()),
+                Some(reason) => handled.because(Reason::Unmatched(reason)),
                 None => handled,
             }
         }
@@ -293,7 +313,7 @@ async fn handle_inline<H: WebhookHandler>(
         event: event.clone(),
         body: body.clone(),
     };
-    let reason = classified.as_ref().err().map(ToString::to_string);
+    let reason = classified.as_ref().err().cloned();
     if let Err(unmatched) = &classified {
         warn_unmatched(event.as_deref(), unmatched);
         if receiver.strict {
@@ -308,14 +328,15 @@ async fn handle_inline<H: WebhookHandler>(
             replay.complete(key, expires_ms);
             let handled = Handled::new(event, outcome, ok_status(outcome));
             match reason {
-                Some(reason) => handled.because(reason),
+                Some(reason) => handled.because(Reason::Unmatched(reason)),
                 None => handled,
             }
         }
         Err(error) => {
             replay.abort(key, expires_ms);
             metrics::handler_failed(event.as_deref().unwrap_or(""));
-            Handled::refused(event, Rejection::HandlerFailed).because(format!("the handler failed: {error}"))
+            Handled::refused(event, Rejection::HandlerFailed)
+                .because(Reason::Text(format!("the handler failed: {error}")))
         }
     }
 }

@@ -181,15 +181,23 @@ pub fn every(last: &std::sync::atomic::AtomicU64, interval: Duration) -> bool {
 
 /// Whether this is the first time `name` (of `kind`) is seen by this process: for warnings
 /// said once. Remembers up to 1,000 names (they may come from requests); past that, every
-/// name counts as seen.
+/// name counts as seen. Called per delivery: a name seen before costs a shared read lock and
+/// no allocation.
 pub fn first_time(kind: &'static str, name: &str) -> bool {
-    static SEEN: Mutex<Option<std::collections::HashSet<(&'static str, String)>>> = Mutex::new(None);
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    let seen = seen.get_or_insert_with(Default::default);
-    if seen.len() >= 1000 || seen.contains(&(kind, name.to_owned())) {
+    type Seen = std::collections::HashMap<&'static str, std::collections::HashSet<String>>;
+    static SEEN: std::sync::RwLock<Option<Seen>> = std::sync::RwLock::new(None);
+    let known = |seen: &Option<Seen>| {
+        seen.as_ref().is_some_and(|seen| {
+            seen.get(kind).is_some_and(|names| names.contains(name))
+                || seen.values().map(|n| n.len()).sum::<usize>() >= 1000
+        })
+    };
+    if known(&SEEN.read().unwrap_or_else(|p| p.into_inner())) {
         return false;
     }
-    seen.insert((kind, name.to_owned()))
+    let mut seen = SEEN.write().unwrap_or_else(|p| p.into_inner());
+    // Another thread may have come first.
+    !known(&seen) && seen.get_or_insert_with(Default::default).entry(kind).or_default().insert(name.to_owned())
 }
 
 fn append(line: &[u8]) {

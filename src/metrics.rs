@@ -146,7 +146,14 @@ pub fn inbox_depth(pending: u64, dead: u64) {
 }
 
 pub fn unhandled(event: &str) {
-    metrics::counter!(UNHANDLED, "event" => event_label(event)).increment(1);
+    // Per delivery a default method acknowledges: handles kept per thread, as in `delivered`.
+    thread_local! {
+        static COUNTERS: RefCell<HashMap<&'static str, Counter>> = RefCell::new(HashMap::new());
+    }
+    let event = event_label(event);
+    COUNTERS.with_borrow_mut(|counters| {
+        counters.entry(event).or_insert_with(|| metrics::counter!(UNHANDLED, "event" => event)).increment(1);
+    });
 }
 
 /// A delivery verified with the key at `index` (from 0).

@@ -8,18 +8,17 @@
 //! carrying the verified [`Delivery`] in its extensions; unauthenticated bytes never reach
 //! serde. Refusals are returned as `Ok(response)` so the access log still sees them.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{Error, HttpMessage};
 use arc_swap::ArcSwap;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::Rejection;
 use crate::metrics;
@@ -41,23 +40,18 @@ pub struct Gate {
 /// 503 `overloaded` past it instead of growing the process.
 #[derive(Debug)]
 pub struct BodyMemory {
-    bytes: Arc<Semaphore>,
+    bytes: Semaphore,
 }
 
 impl BodyMemory {
     pub fn new(bytes: usize) -> Self {
-        Self { bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))) }
-    }
-
-    /// Bytes free now.
-    pub fn available(&self) -> usize {
-        self.bytes.available_permits()
+        Self { bytes: Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)) }
     }
 
     /// Sets `bytes` aside, adding them to `held`; `false` if they are not free.
-    fn take(&self, bytes: usize, held: &mut Option<OwnedSemaphorePermit>) -> bool {
+    fn take<'m>(&'m self, bytes: usize, held: &mut Option<SemaphorePermit<'m>>) -> bool {
         let Ok(n) = u32::try_from(bytes) else { return false };
-        match self.bytes.clone().try_acquire_many_owned(n) {
+        match self.bytes.try_acquire_many(n) {
             Ok(permit) => {
                 match held {
                     Some(held) => held.merge(permit),
@@ -114,13 +108,10 @@ async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Resu
     if req.method() != actix_web::http::Method::POST {
         return Err(Rejection::MethodNotAllowed);
     }
-    check_content_type(req)?;
+    check_content_type(req.headers())?;
     let timestamp = single_header(req, &TIMESTAMP)?;
     let signature = single_header(req, &SIGNATURE)?;
-    let declared = declared_length(req)?;
-    if declared.is_some_and(|n| n > gate.body_limit) {
-        return Err(Rejection::BodyTooLarge { limit: gate.body_limit });
-    }
+    let declared = declared_length(req.headers(), gate.body_limit)?;
     // The memory set aside for the body is let go once it is verified (or refused).
     let (body, _held) = read_body(gate, payload, declared).await?;
     let received_at = SystemTime::now();
@@ -129,9 +120,9 @@ async fn admit(gate: &Gate, req: &ServiceRequest, payload: &mut Payload) -> Resu
     Ok(Delivery { verified, timestamp: timestamp.clone(), body, received_at })
 }
 
-fn check_content_type(req: &ServiceRequest) -> Result<(), Rejection> {
-    let is_json = req
-        .headers()
+/// 415 unless the body is declared JSON (shared with the `Expect: 100-continue` check).
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
@@ -154,18 +145,24 @@ fn single_header<'r>(req: &'r ServiceRequest, name: &'static HeaderName) -> Resu
     Ok(value)
 }
 
-fn declared_length(req: &ServiceRequest) -> Result<Option<usize>, Rejection> {
-    match req.headers().get(CONTENT_LENGTH) {
-        None => Ok(None),
-        Some(v) => v.to_str().ok().and_then(|s| s.parse().ok()).map(Some).ok_or(Rejection::MalformedLength),
+/// The declared `Content-Length`, refused if it is not a number or over `limit` (shared with
+/// the `Expect: 100-continue` check: the body is not even invited then).
+pub(crate) fn declared_length(headers: &HeaderMap, limit: usize) -> Result<Option<usize>, Rejection> {
+    let declared = match headers.get(CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|s| s.parse().ok()).ok_or(Rejection::MalformedLength)?),
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Rejection::BodyTooLarge { limit });
     }
+    Ok(declared)
 }
 
-async fn read_body(
-    gate: &Gate,
+async fn read_body<'g>(
+    gate: &'g Gate,
     payload: &mut Payload,
     declared: Option<usize>,
-) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Rejection> {
+) -> Result<(Bytes, Option<SemaphorePermit<'g>>), Rejection> {
     let mut body = Body::new(gate, declared);
     // A delivery of a few KB arrives with its headers, but actix calls the service as soon as
     // it has parsed them and feeds it the body just after: let it do that once, then take the
@@ -215,7 +212,7 @@ struct Body<'g> {
     len: usize,
     first: Option<Bytes>,
     joined: Option<BytesMut>,
-    held: Option<OwnedSemaphorePermit>,
+    held: Option<SemaphorePermit<'g>>,
 }
 
 impl<'g> Body<'g> {
@@ -249,7 +246,7 @@ impl<'g> Body<'g> {
     }
 
     /// The body, and the memory it holds (let go once it is verified).
-    fn finish(self) -> (Bytes, Option<OwnedSemaphorePermit>) {
+    fn finish(self) -> (Bytes, Option<SemaphorePermit<'g>>) {
         let bytes = match self.joined {
             Some(joined) => joined.freeze(),
             None => self.first.unwrap_or_default(),

@@ -357,8 +357,7 @@ macro_rules! presence {
 presence!(String, bool, f64, i64, u64, serde_json::Value, serde_json::Map<String, serde_json::Value>);
 
 /// The default body of every unimplemented typed method.
-pub fn unimplemented_webhook(ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> Ready<HandlerResult> {
-    let _ = ctx;
+pub fn unimplemented_webhook(_ctx: &DeliveryContext, webhook: &'static WebhookInfo) -> Ready<HandlerResult> {
     crate::metrics::unhandled(webhook.event);
     if crate::logging::first_time("unimplemented", webhook.event) {
         log::warn!(
@@ -372,8 +371,7 @@ pub fn unimplemented_webhook(ctx: &DeliveryContext, webhook: &'static WebhookInf
 }
 
 /// The default fallback: acknowledges, says so once per event name, and counts.
-pub fn unhandled_fallback(ctx: &DeliveryContext, event: UnmatchedEvent) -> Ready<HandlerResult> {
-    let _ = ctx;
+pub fn unhandled_fallback(_ctx: &DeliveryContext, event: UnmatchedEvent) -> Ready<HandlerResult> {
     let name = event.event.as_deref().unwrap_or("");
     crate::metrics::unhandled(name);
     if crate::logging::first_time("fallback", name) {

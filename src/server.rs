@@ -26,13 +26,13 @@ use actix_http::{HttpMessage, HttpService, Request, Response};
 use actix_server::Server;
 use actix_service::{ServiceFactoryExt, fn_service, map_config};
 use actix_web::dev::AppConfig;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::defaults;
 use crate::error::Rejection;
 use crate::logging::{escaped, every};
+use crate::middleware::{check_content_type, declared_length};
 
 /// How the server treats connections.
 #[derive(Debug, Clone)]
@@ -105,22 +105,10 @@ fn expect_continue(req: &Request, path: &str, body_limit: usize) -> Result<(), R
     if req.path() != path {
         return Ok(());
     }
+    // The middleware's own first checks, before the body is invited.
     let headers = req.headers();
-    let json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
-    let refusal = if !json {
-        Some(Rejection::UnsupportedMediaType)
-    } else {
-        match headers.get(CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.parse::<usize>().ok())) {
-            Some(None) => Some(Rejection::MalformedLength),
-            Some(Some(n)) if n > body_limit => Some(Rejection::BodyTooLarge { limit: body_limit }),
-            _ => None,
-        }
-    };
-    let Some(rejection) = refusal else { return Ok(()) };
+    let checked = check_content_type(headers).and_then(|()| declared_length(headers, body_limit));
+    let Err(rejection) = checked else { return Ok(()) };
     let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
     log::warn!(
         "rejected delivery from {peer} before its body (Expect: 100-continue): {} {} ({})",
@@ -181,6 +169,36 @@ enum Head {
     Read,
 }
 
+impl Head {
+    /// Where the head is once `bytes` more were read: the first byte between requests starts
+    /// one, the first blank line (`\r\n\r\n`, or `\n\n`) ends it.
+    fn after_read(self, bytes: &[u8]) -> Self {
+        let mut head = self;
+        for &byte in bytes {
+            let last = match head {
+                Head::Read => return head,
+                Head::Idle => 0,
+                Head::Reading { last } => last,
+            };
+            let last = (last << 8) | u32::from(byte);
+            head = if last == u32::from_be_bytes(*b"\r\n\r\n")
+                || last & 0xffff == u32::from(u16::from_be_bytes(*b"\n\n"))
+            {
+                Head::Read
+            } else {
+                Head::Reading { last }
+            };
+        }
+        head
+    }
+
+    /// Where the head is once `bytes` were written: an answer (not an interim `100 Continue`)
+    /// ends the request, and the next byte read starts the next head.
+    fn after_write(self, bytes: &[u8]) -> Self {
+        if bytes.is_empty() || bytes.starts_with(b"HTTP/1.1 1") { self } else { Head::Idle }
+    }
+}
+
 /// A client connection whose every request head must arrive within `limit` of its first byte.
 ///
 /// It sees only bytes, not requests: a head starts with the first byte read after an answer
@@ -201,30 +219,20 @@ impl Connection {
     }
 
     fn observe_read(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            match self.head {
-                Head::Read => return,
-                Head::Idle => {
-                    self.head = Head::Reading { last: 0 };
-                    self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
-                }
-                Head::Reading { .. } => {}
+        let before = self.head;
+        self.head = before.after_read(bytes);
+        match self.head {
+            Head::Reading { .. } if !matches!(before, Head::Reading { .. }) => {
+                self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
             }
-            if let Head::Reading { last } = &mut self.head {
-                *last = (*last << 8) | u32::from(byte);
-                if *last == u32::from_be_bytes(*b"\r\n\r\n")
-                    || *last & 0xffff == u32::from(u16::from_be_bytes(*b"\n\n"))
-                {
-                    self.head = Head::Read;
-                    self.deadline = None;
-                }
-            }
+            Head::Reading { .. } => {}
+            Head::Idle | Head::Read => self.deadline = None,
         }
     }
 
     fn observe_write(&mut self, bytes: &[u8]) {
-        if !bytes.is_empty() && !bytes.starts_with(b"HTTP/1.1 1") {
-            self.head = Head::Idle;
+        self.head = self.head.after_write(bytes);
+        if self.head == Head::Idle {
             self.deadline = None;
         }
     }
@@ -317,14 +325,23 @@ impl AsyncWrite for Connection {
 
 #[cfg(test)]
 mod tests {
+    use super::Head;
+
     #[test]
-    fn a_head_ends_at_its_blank_line_and_an_answer_resets_the_clock() {
-        // Exercised over real sockets in tests/integration/hostile.rs; here the byte logic.
-        let line = u32::from_be_bytes(*b"\r\n\r\n");
-        let mut last = 0u32;
-        for &b in b"POST /webhook HTTP/1.1\r\nhost: x\r\n\r\n" {
-            last = (last << 8) | u32::from(b);
-        }
-        assert_eq!(last, line);
+    fn a_head_runs_from_its_first_byte_to_its_blank_line_and_an_answer_ends_the_request() {
+        let reading = |head: Head| matches!(head, Head::Reading { .. });
+        // Whole, or in pieces that split the blank line.
+        assert_eq!(Head::Idle.after_read(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"), Head::Read);
+        let head = Head::Idle.after_read(b"POST / HTTP/1.1\r\nhost: x\r\n\r");
+        assert!(reading(head), "{head:?}");
+        assert_eq!(head.after_read(b"\n{\"body\"}"), Head::Read);
+        assert_eq!(Head::Idle.after_read(b"GET / HTTP/1.0\nhost: x\n\n"), Head::Read, "bare line feeds");
+        // The body's bytes, and more of them, change nothing; nor does a 100 Continue.
+        assert_eq!(Head::Read.after_read(b"\r\n\r\nPOST"), Head::Read);
+        assert_eq!(Head::Read.after_write(b"HTTP/1.1 100 Continue\r\n\r\n"), Head::Read);
+        // The answer ends the request; nothing read yet means no head is being waited for.
+        assert_eq!(Head::Read.after_write(b"HTTP/1.1 200 OK\r\n"), Head::Idle);
+        assert_eq!(Head::Idle.after_read(b""), Head::Idle);
+        assert!(reading(Head::Idle.after_read(b"P")));
     }
 }

@@ -311,13 +311,11 @@ impl Bundler<'_> {
                     derived = format!("{base}{n}");
                     n += 1;
                 }
-                self.warnings.push(Warning {
-                    at: at.clone(),
-                    message: format!(
-                        "no operationId: the handler method is named after the webhook's key, `{}`",
-                        crate::emit::method_name(&derived)
-                    ),
-                });
+                let method = crate::emit::method_name(&derived);
+                self.warn(
+                    at,
+                    format!("no operationId: the handler method is named after the webhook's key, `{method}`"),
+                );
                 derived
             }
         };
@@ -359,10 +357,7 @@ impl Bundler<'_> {
         }
         if body.is_none() {
             // Nothing typed to hand over; the handler gets the JSON as it came.
-            self.warnings.push(Warning {
-                at: at.clone(),
-                message: "no application/json request body: the handler gets the body as serde_json::Value".into(),
-            });
+            self.warn(at, "no application/json request body: the handler gets the body as serde_json::Value");
             body = Some(json!({}));
             out.insert(
                 "requestBody".into(),

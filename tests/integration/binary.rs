@@ -574,3 +574,25 @@ fn a_webhook_the_handler_leaves_out_warns_once_and_is_counted_each_time() {
         );
     }
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_a_line() {
+    let service = Service::start(&["--log-format", "json"]);
+    let body = serde_json::json!({"event": "testEvent\nforged", "creationDate": now_ms(), "data": {}}).to_string();
+    assert_eq!(crate::inbox::try_deliver(service.addr, &now_ms().to_string(), &body), Some(200));
+    // Until the delivery was both taken and handled (the two lines may come in either order).
+    let mut lines: Vec<String> = Vec::new();
+    let seen = |lines: &[String], what: &str| lines.iter().any(|l| l.contains(what));
+    while !(seen(&lines, "outcome=fallback") && seen(&lines, "handled: ")) {
+        match service.log.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    assert!(lines.iter().any(|l| l.contains("outcome=fallback")), "{lines:?}");
+    for line in &lines {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(record["time"].is_string() && record["level"].is_string() && record["target"].is_string(), "{line}");
+        assert!(record["message"].is_string(), "{line}");
+    }
+}
