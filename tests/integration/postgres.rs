@@ -540,7 +540,43 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
         "three replicas: {total} deliveries, {starts} handler runs ({failing} first attempts failed on purpose), replica-0 killed, replica-1 frozen for {} ms",
         (continued_at - stopped_at) / 1_000_000
     );
-    assert!(starts <= total + failing + 2 * 4, "runs beyond failures, the kill and the freeze: {starts}");
+    // Which deliveries ran more often than once (twice for a deliberate failure), with their
+    // runs: what a failure of the bound below must be read from.
+    let repeated = || {
+        let mut by_recording: HashMap<&str, Vec<&Run>> = HashMap::new();
+        for run in &runs {
+            by_recording.entry(run.line.recording.as_str()).or_default().push(run);
+        }
+        let mut out: Vec<String> = by_recording
+            .into_iter()
+            .filter(|(_, runs)| {
+                runs.len() > 1 + usize::from(runs.iter().any(|r| r.line.attempt == 1 && !r.ok && r.end.is_some()))
+            })
+            .map(|(recording, runs)| {
+                let runs: Vec<String> = runs
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "attempt {} on {} {}..{:?} {}",
+                            r.line.attempt,
+                            r.line.replica,
+                            r.line.nanos,
+                            r.end,
+                            if r.ok { "ok" } else { "-" }
+                        )
+                    })
+                    .collect();
+                format!("{recording}: {}", runs.join("; "))
+            })
+            .collect();
+        out.sort();
+        out.join("\n")
+    };
+    assert!(
+        starts <= total + failing + 2 * 4,
+        "runs beyond failures, the kill and the freeze: {starts} (killed at {killed_at}, frozen {stopped_at}..{continued_at}); repeated:\n{}",
+        repeated()
+    );
 }
 
 /// `pg_ctlcluster <version> main <action>`: the server the tests use, on this machine.
