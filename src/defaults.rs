@@ -7,8 +7,10 @@ use std::time::Duration;
 pub const MAX_AGE: Duration = Duration::from_secs(120);
 /// Clock skew allowed for a timestamp in the future.
 pub const MAX_FUTURE: Duration = Duration::from_secs(30);
-/// How long a claim on a delivery lasts unless renewed. Renewed every third of it while its
-/// handler runs, so only a process that stopped (or froze) for this long loses its claims.
+/// How long a claim on a delivery lasts unless renewed. Renewed every quarter of it while its
+/// handler runs; a handler goes on only while a renewal asked for within the last half of it
+/// succeeded, so a process that stopped (or froze) for half of this stops its handlers at their
+/// next `await`, and one stopped for all of it loses its claims.
 pub const LEASE: Duration = Duration::from_secs(30);
 
 pub const BIND: &str = "127.0.0.1:5080";

@@ -4,14 +4,26 @@
 //! A handler slot is taken from the claim until its outcome is committed, so what a crash can
 //! make run again is at most `concurrency` deliveries. The dispatcher claims only what it can
 //! start now (the attempt counts from the claim), renews the leases of handlers that run long,
-//! and stops a handler whose claim was lost. A claim that comes back, or whose handler gets to
-//! start, after half its lease is not run then (a paused process may have lost it to another
-//! replica): it runs out and is claimed again. When storage fails it pauses, keeps the outcomes
-//! it could not record, and tries again with backoff: one log line when storage fails and one
-//! when it is back, never a handler run it cannot record.
+//! and stops a handler whose claim was lost.
+//!
+//! A handler runs only while its claim is known to be live: until half its lease after the
+//! claim or its last renewal was asked for. Its task checks that each time it is polled, before
+//! the handler starts and each time it resumes after an `await`; past it the handler is
+//! stopped there (its process was paused, and the claim may be another replica's by now), and
+//! the claim runs out and is taken again. A claim that arrives that late is not started. What
+//! a handler does between two `await`s it does whole: a pause inside such a stretch cannot be
+//! seen from inside the process, and that stretch ends after the pause; its outcome is fenced.
+//!
+//! When storage fails the dispatcher pauses, keeps the outcomes it could not record, and tries
+//! again with backoff: one log line when storage fails and one when it is back, never a handler
+//! run it cannot record.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -91,6 +103,7 @@ const STORAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Durat
 /// A claim whose handler runs.
 struct Held {
     claim: Claim,
+    live: KnownLive,
     attempt: u32,
     event: Option<String>,
     /// How the delivery was classified for this attempt.
@@ -99,9 +112,46 @@ struct Held {
     started: std::time::Instant,
 }
 
-/// What a handler task returns: `None` when it did not call the handler (its claim had grown
-/// too old by the time the task ran: see [`Dispatcher::start`]).
+/// What a handler task returns: `None` when its claim was no longer known to be live when the
+/// handler was to start or resume, so it was not started or was stopped (see [`KnownLive`]).
 type Finished = Option<Result<(), String>>;
+
+/// Until when a claim is known to be live, on this process's monotonic clock: half its lease
+/// after the claim, or its last renewal, was asked for. The lease itself ends on the storage's
+/// clock a whole lease after that at the earliest; the other half is the margin for what a
+/// handler does between two checks. Shared by the dispatcher, which extends it as renewals
+/// succeed, and the handler's task, which checks it whenever it is polled.
+#[derive(Debug, Clone)]
+struct KnownLive {
+    since: Instant,
+    /// Nanoseconds after `since`.
+    until: Arc<AtomicU64>,
+}
+
+impl KnownLive {
+    fn new(asked: Instant, lease: Duration) -> Self {
+        let live = Self { since: asked, until: Arc::new(AtomicU64::new(0)) };
+        live.extend(asked, lease);
+        live
+    }
+
+    /// A renewal asked for at `asked` succeeded.
+    fn extend(&self, asked: Instant, lease: Duration) {
+        let until = (asked + lease / 2).saturating_duration_since(self.since);
+        self.until.fetch_max(u64::try_from(until.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn holds(&self) -> bool {
+        let elapsed = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        elapsed < self.until.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work`, polling it only while the claim is known to be live: `None` once it is not.
+    async fn guard<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| if self.holds() { work.as_mut().poll(cx).map(Some) } else { Poll::Ready(None) }).await
+    }
+}
 
 impl<H: WebhookHandler> Dispatcher<H> {
     /// Runs the dispatcher on a thread of its own.
@@ -125,7 +175,9 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let mut storage = Health::default();
         // Whether due deliveries may be waiting (cleared when a claim came back short).
         let mut look = true;
-        let mut renewal = tokio::time::interval(self.lease / 3);
+        // A claim is known to be live for half its lease: a renewal every quarter leaves the
+        // other quarter for the renewal's round trip.
+        let mut renewal = tokio::time::interval(self.lease / 4);
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
         // anything else (renewals, finishing handlers) woke the loop more often than this.
@@ -195,10 +247,10 @@ impl<H: WebhookHandler> Dispatcher<H> {
         self.shut_down(running, held, unrecorded, storage).await;
     }
 
-    /// Runs the handler of a claim asked for at `asked`. The claim is checked again when the
-    /// task gets to run: a process paused (or starved) between taking the claim and starting
-    /// its handler may have lost it to another replica meanwhile, and must not run the handler
-    /// of a delivery that another replica may be running, or has run, since.
+    /// Runs the handler of a claim asked for at `asked`, while the claim is known to be live: a
+    /// process paused (or starved) between taking the claim and starting its handler, or while
+    /// the handler waits, may have lost it to another replica meanwhile, and must not go on
+    /// with a delivery that another replica may be running, or has run, since.
     fn start(
         &self,
         claimed: Claimed,
@@ -206,7 +258,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
         running: &mut JoinSet<Finished>,
         held: &mut HashMap<tokio::task::Id, Held>,
     ) {
-        let good_until = asked + self.lease / 2;
+        let live = KnownLive::new(asked, self.lease);
         let Claimed { claim, attempt, delivery } = claimed;
         let event = delivery.event.clone();
         let ctx = DeliveryContext {
@@ -222,13 +274,13 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let classified = Event::classify(ctx.event.as_deref(), &ctx.body);
         let kind = if classified.is_ok() { Kind::Typed } else { Kind::Fallback };
         let handler = self.handler.clone();
+        let guard = live.clone();
         let task = running.spawn(async move {
-            if Instant::now() >= good_until {
-                return None;
-            }
-            Some(hand_over(&*handler, &ctx, classified).await.map_err(|e| e.to_string()))
+            let run = guard.guard(hand_over(&*handler, &ctx, classified)).await;
+            run.map(|result| result.map_err(|e| e.to_string()))
         });
-        held.insert(task.id(), Held { claim, attempt, event, kind, abort: task, started: std::time::Instant::now() });
+        let started = std::time::Instant::now();
+        held.insert(task.id(), Held { claim, live, attempt, event, kind, abort: task, started });
     }
 
     /// Turns a finished handler into the outcome to record.
@@ -243,8 +295,9 @@ impl<H: WebhookHandler> Dispatcher<H> {
             Ok((task, None)) => {
                 if let Some(held) = held.remove(&task) {
                     log::warn!(
-                        "delivery {}: its handler was not started, its claim was too old by then (the process was \
-                         paused?); it is handled once the claim has run out",
+                        "delivery {}: its claim was no longer known to be live when its handler was to start or go \
+                         on (the process was paused?): not run further; it is handled again once the claim has run \
+                         out",
                         held.claim.id
                     );
                 }
@@ -306,11 +359,15 @@ impl<H: WebhookHandler> Dispatcher<H> {
             return;
         }
         let claims: Vec<Claim> = held.values().map(|h| h.claim).collect();
+        let asked = Instant::now();
         match self.inbox.renew(&claims, self.lease).await {
             Ok(lost) => {
                 storage.recovered();
                 held.retain(|_, h| {
                     let keep = !lost.contains(&h.claim);
+                    if keep {
+                        h.live.extend(asked, self.lease);
+                    }
                     if !keep {
                         log::warn!(
                             "delivery {}: lost the claim on it (its lease ran out); its handler is stopped and \

@@ -553,10 +553,11 @@ fn readiness_is_a_real_write_and_fails_on_a_full_disk() {
 }
 
 /// The SQLite inbox, with claims that take `delay` to arrive (a paused process, a stalled
-/// database).
+/// database), and renewals `renew_delay`.
 struct SlowClaims {
     inner: SqliteInbox,
     delay: Duration,
+    renew_delay: Duration,
 }
 
 #[async_trait::async_trait]
@@ -577,7 +578,9 @@ impl Inbox for SlowClaims {
         c: &[meet_webhooks::inbox::Claim],
         l: Duration,
     ) -> Result<Vec<meet_webhooks::inbox::Claim>, meet_webhooks::inbox::StoreError> {
-        self.inner.renew(c, l).await
+        let lost = self.inner.renew(c, l).await;
+        tokio::time::sleep(self.renew_delay).await;
+        lost
     }
     async fn complete(
         &self,
@@ -657,7 +660,7 @@ fn claims_that_arrive_after_half_their_lease_are_not_started() {
         block_on(inner.append(delivery)).unwrap();
         let recorder = Arc::new(crate::common::Recorder::default());
         let dispatcher = Dispatcher {
-            inbox: Arc::new(SlowClaims { inner, delay }),
+            inbox: Arc::new(SlowClaims { inner, delay, renew_delay: Duration::ZERO }),
             handler: recorder.clone(),
             concurrency: 1,
             retry: RetryPolicy::default(),
@@ -757,4 +760,78 @@ fn a_claim_whose_handler_could_not_start_in_time_is_not_run_late() {
     dispatcher.stop();
     let runs = handler.runs.lock().unwrap().clone();
     assert_eq!(runs, [(1, 1), (2, 2)], "the second ran once, on its next claim");
+}
+
+/// On its first attempt, blocks its thread for `pause` (as a paused process would be paused)
+/// between recording that it started and an `await`; records (attempt, "start" | "end").
+struct PausedMidway {
+    pause: Duration,
+    runs: std::sync::Mutex<Vec<(u32, &'static str)>>,
+}
+
+impl meet_webhooks::WebhookHandler for PausedMidway {
+    async fn fallback(
+        &self,
+        ctx: &meet_webhooks::runtime::DeliveryContext,
+        _event: meet_webhooks::runtime::UnmatchedEvent,
+    ) -> meet_webhooks::runtime::HandlerResult {
+        self.runs.lock().unwrap().push((ctx.attempt, "start"));
+        if ctx.attempt == 1 {
+            std::thread::sleep(self.pause);
+        }
+        tokio::task::yield_now().await;
+        self.runs.lock().unwrap().push((ctx.attempt, "end"));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_handler_paused_past_its_claim_does_not_go_on() {
+    use meet_webhooks::inbox::{Dispatcher, RetryPolicy};
+    use std::sync::Arc;
+
+    // The first attempt's process "pauses" mid-handler for two leases; meanwhile its claim runs
+    // out and someone else claims the delivery (attempt 2, for 200 ms). When the process comes
+    // back, the handler must not go on past its await: a renewal would say the claim is lost,
+    // but only a round trip later (100 ms here), and the handler would have finished by then.
+    // Once the other claim runs out, attempt 3 handles the delivery.
+    let lease = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteInbox::open(dir.path(), "paused").unwrap();
+    let body = json!({"event": "pauseTest", "creationDate": now_ms(), "data": {"roomId": "room-1"}});
+    let delivery = NewDelivery {
+        signature: [9; 32],
+        timestamp: "1".into(),
+        timestamp_ms: 1,
+        event: Some("pauseTest".into()),
+        kind: Kind::Fallback,
+        room: Some("room-1".into()),
+        body: body.to_string().into(),
+        received_at_ms: now_ms(),
+    };
+    block_on(inner.append(delivery)).unwrap();
+    let inbox = Arc::new(SlowClaims { inner, delay: Duration::ZERO, renew_delay: Duration::from_millis(100) });
+    let handler = Arc::new(PausedMidway { pause: lease * 2, runs: std::sync::Mutex::default() });
+    let dispatcher = Dispatcher {
+        inbox: inbox.clone(),
+        handler: handler.clone(),
+        concurrency: 1,
+        retry: RetryPolicy::default(),
+        lease,
+        retention: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(1),
+    }
+    .spawn();
+    eventually("the first attempt started", || !handler.runs.lock().unwrap().is_empty());
+    std::thread::sleep(lease + Duration::from_millis(100));
+    let request = ClaimRequest { limit: 1, lease: Duration::from_millis(200), max_attempts: 5 };
+    let taken = block_on(inbox.claim(request)).unwrap();
+    assert_eq!(taken.iter().map(|c| c.attempt).collect::<Vec<_>>(), [2], "claimed while the first was paused");
+    eventually("a run ended", || handler.runs.lock().unwrap().iter().any(|(_, what)| *what == "end"));
+    std::thread::sleep(Duration::from_millis(100));
+    dispatcher.stop();
+    let runs = handler.runs.lock().unwrap().clone();
+    assert_eq!(runs, [(1, "start"), (3, "start"), (3, "end")], "the paused attempt did not go on");
+    let stored = block_on(inbox.list(Filter::All, None, 10)).unwrap();
+    assert_eq!(stored.iter().map(|s| (s.state, s.attempts)).collect::<Vec<_>>(), [(State::Done, 3)]);
 }

@@ -377,18 +377,22 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
                         body["data"]["failFirst"] = ((room + seq) % 7 == 0).into();
                         let (timestamp, body) = (now_ms().to_string(), body.to_string());
                         let mut target = room + seq;
+                        // Each try's answer, for a failure message: the status, or none in time.
+                        let mut tries = Vec::new();
                         let status = (0..30).find_map(|_| {
                             target += 1;
-                            deliver_within(addrs[target % 3], &timestamp, &body, Duration::from_millis(700))
-                                .filter(|s| *s == 200)
+                            let status =
+                                deliver_within(addrs[target % 3], &timestamp, &body, Duration::from_millis(700));
+                            tries.push((target % 3, status));
+                            status.filter(|s| *s == 200)
                         });
                         if status.is_some() {
-                            acked.lock().unwrap().push((format!("room-{room}"), recording));
+                            acked.lock().unwrap().push((format!("room-{room}"), recording.clone()));
                             if seq % 9 == 0 {
                                 deliver_within(addrs[(target + 1) % 3], &timestamp, &body, Duration::from_millis(700));
                             }
                         }
-                        statuses.push(status);
+                        statuses.push(status.map(|_| ()).ok_or_else(|| format!("{recording}: {tries:?}")));
                         std::thread::sleep(Duration::from_millis(8));
                     }
                 }
@@ -414,7 +418,12 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
     let continued_at = nanos();
     signal("CONT", frozen);
     for sender in senders {
-        assert!(sender.join().unwrap().iter().all(Option::is_some), "every delivery was acknowledged by some replica");
+        let unacknowledged: Vec<String> = sender.join().unwrap().into_iter().filter_map(Result::err).collect();
+        assert!(
+            unacknowledged.is_empty(),
+            "every delivery is acknowledged by some replica (killed at {killed_at}, frozen {stopped_at}..{continued_at}); \
+             not these, after (replica, status) tries: {unacknowledged:?}"
+        );
     }
 
     let inbox = PgInbox::connect(&db.url, "test").unwrap();
