@@ -3,7 +3,7 @@
 //! inbox (before the answer) and for the inbox's dispatcher (after it).
 
 use crate::generated::{Event, WebhookHandler, dispatch};
-use crate::runtime::{DeliveryContext, HandlerResult, Unmatched, UnmatchedEvent};
+use crate::runtime::{DeliveryContext, HandlerResult, JsonBody, Unmatched, UnmatchedEvent};
 
 /// Runs the method `classified` names for the delivery `ctx`.
 pub async fn hand_over<H: WebhookHandler>(
@@ -14,8 +14,9 @@ pub async fn hand_over<H: WebhookHandler>(
     match classified {
         Ok(event) => dispatch(handler, ctx, event).await,
         Err(reason) => {
-            // The body was read as a JSON object before it was classified or stored.
-            let body = serde_json::from_slice(&ctx.body).unwrap_or(serde_json::Value::Null);
+            // Checked to be a JSON object before it was classified or stored; parsed only if the
+            // fallback reads it.
+            let body = JsonBody::new(ctx.body.clone());
             handler.fallback(ctx, UnmatchedEvent { event: ctx.event.clone(), reason, body }).await
         }
     }

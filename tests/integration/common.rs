@@ -100,7 +100,7 @@ impl WebhookHandler for Recorder {
         {
             self.room_overlaps.fetch_add(1, Ordering::SeqCst);
         }
-        self.fallback_bodies.lock().unwrap().push(event.body.clone());
+        self.fallback_bodies.lock().unwrap().push(event.body.into_value());
         self.pause().await;
         if let Some(room) = &room {
             self.active_rooms.lock().unwrap().remove(room);
