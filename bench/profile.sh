@@ -5,8 +5,8 @@
 # compared on a shared machine where wall-clock figures cannot.
 #
 # Builds release with line tables into target/prof, runs the receiver (one HTTP worker)
-# under callgrind, collects only while the load runs (DELIVERIES_SECONDS, default 5, 4
-# connections), and prints the inclusive instructions per delivery of the functions that
+# under callgrind, collects only while the load runs (DELIVERIES_SECONDS, default 5; CONNECTIONS,
+# default 64, so that the inbox commits in batches as it does under load), and prints the inclusive instructions per delivery of the functions that
 # matter, then the total. Under valgrind sha2 takes its portable path (valgrind hides the SHA
 # extensions), so HMAC counts are several times what the machine runs natively.
 #
@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 port=${PORT:-5098}
 key=bench-key
 seconds=${DELIVERIES_SECONDS:-5}
+connections=${CONNECTIONS:-64}
 work=$(mktemp -d)
 server=
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }
@@ -38,7 +39,7 @@ profile() {
   for _ in $(seq 300); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
   callgrind_control -i on "$server" >/dev/null
   local report deliveries
-  report=$("$load" --url "http://127.0.0.1:$port/webhook" --key "$key" --connections 4 --seconds "$seconds" \
+  report=$("$load" --url "http://127.0.0.1:$port/webhook" --key "$key" --connections "$connections" --seconds "$seconds" \
     --mix "${MIX:-provider}")
   # The inbox's dispatcher finishes what was acknowledged before counting stops.
   sleep 2
@@ -64,7 +65,9 @@ wanted = [
     ("SqliteInbox as meet_webhooks::inbox::Inbox>::append", "inbox append (request side)"),
     ("meet_webhooks::inbox::sqlite", "inbox storage (SQLite writer)"),
     ("sqlite3VdbeExec", "SQLite statements"),
-    ("Dispatcher<H>::run", "dispatcher (claims, outcomes, handlers)"),
+    ("meet_webhooks::inbox::sqlite::store::Store::commit", "inbox transactions (appends, claims, outcomes)"),
+    ("sqlite3Reprepare", "statements planned again"),
+    ("sqlite3BtreeOpen", "temporary tables opened"),
 ]
 seen = set()
 for line in sys.stdin:

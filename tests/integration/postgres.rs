@@ -337,8 +337,9 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
     const PER_ROOM: usize = 30;
     const SENDERS: usize = 6;
     // Long enough that a replica merely starved of CPU (CI runs many tests at once on two cores)
-    // does not miss its renewals and lose claims: only the kill and the freeze may cost repeats.
-    const LEASE_MS: u64 = 2000;
+    // does not miss its renewals, nor get a renewal back too late to go on with its handlers
+    // (a quarter lease): only the kill and the freeze may cost repeats.
+    const LEASE_MS: u64 = 3000;
     let Some(db) = TestDatabase::create() else { return };
     let dir = tempfile::tempdir().unwrap();
     let run_log = dir.path().join("runs");
