@@ -589,6 +589,47 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
     );
 }
 
+#[test]
+fn a_replica_frozen_in_the_middle_of_a_commit_holds_its_room_for_seconds_not_for_ever() {
+    use std::sync::mpsc;
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "a").unwrap();
+    assert!(matches!(block_on(inbox.append(delivery(1, Some("room-1")))), Ok(Appended::New(_))));
+
+    // A replica frozen mid-commit: a session with the inbox's settings that has locked the
+    // room's row, as an append does, and then says nothing more (its thread blocks, so it does
+    // not even read its socket) until the test lets it go.
+    let mut config: tokio_postgres::Config = db.url.parse().unwrap();
+    config.options(meet_webhooks::inbox::postgres::SESSION_SETTINGS);
+    let (locked, is_locked) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let frozen = std::thread::spawn(move || {
+        block_on(async move {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client.batch_execute("BEGIN; SELECT 1 FROM rooms WHERE room = 'room-1' FOR UPDATE").await.unwrap();
+            locked.send(()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(90));
+            // What the replica finds when it comes back.
+            client.batch_execute("COMMIT").await
+        })
+    });
+    is_locked.recv().unwrap();
+
+    // Another replica's append to that room waits for the lock until the server ends the
+    // silent session (without the setting: for as long as the replica stays frozen).
+    let other = PgInbox::connect(&db.url, "b").unwrap();
+    let (done, appended) = mpsc::channel();
+    std::thread::spawn(move || done.send(block_on(other.append(delivery(2, Some("room-1"))))));
+    let appended = appended.recv_timeout(Duration::from_secs(45));
+    let _ = release.send(());
+    assert!(matches!(appended, Ok(Ok(Appended::New(_)))), "the other replica's append went through: {appended:?}");
+    assert!(frozen.join().unwrap().is_err(), "the frozen replica's transaction was ended, not committed");
+    let stored = block_on(inbox.list(Filter::All, None, 10)).unwrap();
+    assert_eq!(stored.len(), 2);
+    block_on(inbox.close());
+}
+
 /// `pg_ctlcluster <version> main <action>`: the server the tests use, on this machine.
 fn cluster(action: &[&str]) -> Result<(), String> {
     let version = std::fs::read_dir("/etc/postgresql")

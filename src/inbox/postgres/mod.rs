@@ -5,13 +5,14 @@
 //!   (one thread), and the inbox's methods hand their work to it.
 //! - **Group commit.** Appends that arrive while a commit runs go into the next one: one
 //!   multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`, rows sorted by their
-//!   unique key, in a transaction that commits (`synchronous_commit` as the server has it: on by
+//!   unique key, in a transaction that commits (`synchronous_commit=on`, whatever the server's
 //!   default) before any of them is acknowledged. A retry that another replica is committing
 //!   waits for that commit, then is a duplicate.
 //! - **Rooms in commit order.** A transaction that adds to a room first locks the room's row
 //!   (rooms sorted, so batches never deadlock) and numbers its deliveries from it: a room's
 //!   deliveries are numbered in the order they were committed, that is acknowledged, whichever
-//!   replica took them.
+//!   replica took them. A replica frozen inside such a transaction holds its rooms for 5 s at
+//!   most ([`SESSION_SETTINGS`]).
 //! - **Claims** lock the due heads with `FOR UPDATE SKIP LOCKED` and set a lease on the
 //!   database's clock (`now()`), never a replica's; outcomes and renewals count only for the
 //!   claim that holds the delivery (fencing). A replica that stops renewing loses its claims
@@ -39,6 +40,15 @@ use crate::clock::millis;
 
 /// Milliseconds since the epoch, on the database's clock.
 const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
+/// What every connection of the inbox runs with, whatever the server's defaults:
+/// - `synchronous_commit=on`: an acknowledged delivery is on the server's disk (and its
+///   synchronous standbys');
+/// - `idle_in_transaction_session_timeout`: a replica frozen in the middle of a transaction
+///   (SIGSTOP, a paused VM) holds the rows it locked, its rooms among them, and every other
+///   replica's appends to those rooms wait for it; the server ends such a session after 5 s
+///   of silence, its transaction rolled back (nothing of it was acknowledged). Our
+///   transactions never wait between statements for anything but the database.
+pub const SESSION_SETTINGS: &str = "-c synchronous_commit=on -c idle_in_transaction_session_timeout=5s";
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 1024;
 /// Connections in the pool: the appender, the dispatcher, and the rest (readiness, the CLI).
@@ -77,10 +87,8 @@ impl PgInbox {
             StoreError::invalid("--database-url is not a PostgreSQL URL (postgres://user@host/database)").caused_by(e)
         })?;
         let target = describe(&config);
-        // An acknowledged delivery is on the server's disk (and its synchronous standbys'),
-        // whatever the server's default.
         let options = config.get_options().map(|o| format!("{o} ")).unwrap_or_default();
-        config.options(format!("{options}-c synchronous_commit=on"));
+        config.options(format!("{options}{SESSION_SETTINGS}"));
         // `sslmode` in the URL decides (`disable`, `prefer` (the default), `require`). As with
         // libpq's `require`, the connection is encrypted but the server's certificate is not
         // checked: put the database on a network you trust, or behind a verifying proxy.
