@@ -637,38 +637,54 @@ impl Inbox for SlowClaims {
     }
 }
 
+/// A fallback delivery `n` of `room` (its body: `body`, with the event and room put in).
+fn test_delivery(n: u8, event: &str, room: Option<&str>, mut body: serde_json::Value) -> NewDelivery {
+    body["event"] = event.into();
+    body["creationDate"] = now_ms().into();
+    body["data"] = json!({ "roomId": room });
+    NewDelivery {
+        signature: [n; 32],
+        timestamp: n.to_string(),
+        timestamp_ms: i64::from(n),
+        event: Some(event.into()),
+        kind: Kind::Fallback,
+        room: room.map(Into::into),
+        body: body.to_string().into(),
+        received_at_ms: now_ms(),
+    }
+}
+
+/// A dispatcher of `concurrency` handlers on `inbox` with `lease`, the rest as the service has it.
+fn dispatcher<H: meet_webhooks::WebhookHandler>(
+    inbox: std::sync::Arc<dyn Inbox>,
+    handler: std::sync::Arc<H>,
+    concurrency: usize,
+    lease: Duration,
+) -> meet_webhooks::inbox::DispatcherHandle {
+    meet_webhooks::inbox::Dispatcher {
+        inbox,
+        handler,
+        concurrency,
+        retry: meet_webhooks::inbox::RetryPolicy::default(),
+        lease,
+        retention: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(1),
+    }
+    .spawn()
+}
+
 #[test]
 fn claims_that_arrive_after_half_their_lease_are_not_started() {
-    use meet_webhooks::inbox::{Dispatcher, RetryPolicy};
     use std::sync::Arc;
 
     let lease = Duration::from_millis(200);
     let run = |delay: Duration| {
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteInbox::open(dir.path(), "slow").unwrap();
-        let body = json!({"event": "slowTest", "creationDate": now_ms(), "data": {}}).to_string();
-        let delivery = NewDelivery {
-            signature: [7; 32],
-            timestamp: "1".into(),
-            timestamp_ms: 1,
-            event: Some("slowTest".into()),
-            kind: Kind::Fallback,
-            room: None,
-            body: body.into(),
-            received_at_ms: now_ms(),
-        };
-        block_on(inner.append(delivery)).unwrap();
+        block_on(inner.append(test_delivery(7, "slowTest", None, json!({})))).unwrap();
         let recorder = Arc::new(crate::common::Recorder::default());
-        let dispatcher = Dispatcher {
-            inbox: Arc::new(SlowClaims { inner, delay, renew_delay: Duration::ZERO }),
-            handler: recorder.clone(),
-            concurrency: 1,
-            retry: RetryPolicy::default(),
-            lease,
-            retention: Duration::from_secs(3600),
-            shutdown_grace: Duration::from_secs(1),
-        }
-        .spawn();
+        let inbox = Arc::new(SlowClaims { inner, delay, renew_delay: Duration::ZERO });
+        let dispatcher = dispatcher(inbox, recorder.clone(), 1, lease);
         std::thread::sleep(Duration::from_millis(800));
         dispatcher.stop();
         recorder.runs.lock().unwrap().len()
@@ -721,7 +737,6 @@ impl meet_webhooks::WebhookHandler for Blocking {
 
 #[test]
 fn a_claim_whose_handler_could_not_start_in_time_is_not_run_late() {
-    use meet_webhooks::inbox::{Dispatcher, RetryPolicy};
     use std::sync::Arc;
 
     // Two deliveries of two rooms, claimed together; the first handler blocks the dispatcher's
@@ -731,30 +746,12 @@ fn a_claim_whose_handler_could_not_start_in_time_is_not_run_late() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = SqliteInbox::open(dir.path(), "blocked").unwrap();
     for (n, block) in [(1u8, true), (2, false)] {
-        let body = json!({"event": "blockTest", "creationDate": now_ms(), "data": {"roomId": format!("room-{n}")}, "n": n, "block": block});
-        let delivery = NewDelivery {
-            signature: [n; 32],
-            timestamp: n.to_string(),
-            timestamp_ms: i64::from(n),
-            event: Some("blockTest".into()),
-            kind: Kind::Fallback,
-            room: Some(format!("room-{n}")),
-            body: body.to_string().into(),
-            received_at_ms: now_ms(),
-        };
+        let room = format!("room-{n}");
+        let delivery = test_delivery(n, "blockTest", Some(&room), json!({"n": n, "block": block}));
         block_on(inbox.append(delivery)).unwrap();
     }
     let handler = Arc::new(Blocking { block: lease, runs: std::sync::Mutex::default() });
-    let dispatcher = Dispatcher {
-        inbox: Arc::new(inbox),
-        handler: handler.clone(),
-        concurrency: 2,
-        retry: RetryPolicy::default(),
-        lease,
-        retention: Duration::from_secs(3600),
-        shutdown_grace: Duration::from_secs(1),
-    }
-    .spawn();
+    let dispatcher = dispatcher(Arc::new(inbox), handler.clone(), 2, lease);
     eventually("both handled", || handler.runs.lock().unwrap().iter().filter(|r| r.0 == 2).count() == 1);
     std::thread::sleep(Duration::from_millis(100));
     dispatcher.stop();
@@ -787,7 +784,6 @@ impl meet_webhooks::WebhookHandler for PausedMidway {
 
 #[test]
 fn a_handler_paused_past_its_claim_does_not_go_on() {
-    use meet_webhooks::inbox::{Dispatcher, RetryPolicy};
     use std::sync::Arc;
 
     // The first attempt's process "pauses" mid-handler for two leases; meanwhile its claim runs
@@ -798,30 +794,10 @@ fn a_handler_paused_past_its_claim_does_not_go_on() {
     let lease = Duration::from_millis(300);
     let dir = tempfile::tempdir().unwrap();
     let inner = SqliteInbox::open(dir.path(), "paused").unwrap();
-    let body = json!({"event": "pauseTest", "creationDate": now_ms(), "data": {"roomId": "room-1"}});
-    let delivery = NewDelivery {
-        signature: [9; 32],
-        timestamp: "1".into(),
-        timestamp_ms: 1,
-        event: Some("pauseTest".into()),
-        kind: Kind::Fallback,
-        room: Some("room-1".into()),
-        body: body.to_string().into(),
-        received_at_ms: now_ms(),
-    };
-    block_on(inner.append(delivery)).unwrap();
+    block_on(inner.append(test_delivery(9, "pauseTest", Some("room-1"), json!({})))).unwrap();
     let inbox = Arc::new(SlowClaims { inner, delay: Duration::ZERO, renew_delay: Duration::from_millis(100) });
     let handler = Arc::new(PausedMidway { pause: lease * 2, runs: std::sync::Mutex::default() });
-    let dispatcher = Dispatcher {
-        inbox: inbox.clone(),
-        handler: handler.clone(),
-        concurrency: 1,
-        retry: RetryPolicy::default(),
-        lease,
-        retention: Duration::from_secs(3600),
-        shutdown_grace: Duration::from_secs(1),
-    }
-    .spawn();
+    let dispatcher = dispatcher(inbox.clone(), handler.clone(), 1, lease);
     eventually("the first attempt started", || !handler.runs.lock().unwrap().is_empty());
     std::thread::sleep(lease + Duration::from_millis(100));
     let request = ClaimRequest { limit: 1, lease: Duration::from_millis(200), max_attempts: 5 };
