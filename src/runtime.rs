@@ -118,18 +118,16 @@ impl JsonBody {
 
     /// The parsed value.
     pub fn value(&self) -> &serde_json::Value {
-        self.parsed.get_or_init(|| serde_json::from_slice(&self.bytes).unwrap_or(serde_json::Value::Null))
+        self.parsed.get_or_init(|| Self::parse(&self.bytes))
     }
 
     /// The parsed value, owned.
     pub fn into_value(self) -> serde_json::Value {
-        self.value();
-        self.parsed.into_inner().unwrap_or(serde_json::Value::Null)
+        self.parsed.into_inner().unwrap_or_else(|| Self::parse(&self.bytes))
     }
 
-    /// The bytes as received.
-    pub fn bytes(&self) -> &actix_web::web::Bytes {
-        &self.bytes
+    fn parse(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
     }
 }
 

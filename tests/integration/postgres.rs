@@ -316,6 +316,15 @@ struct Run<'a> {
     ok: bool,
 }
 
+/// `r3-11 attempt 1 on replica-1 <start>..<end> ok`, for failure messages.
+impl std::fmt::Display for Run<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { line, end, ok } = self;
+        let outcome = if *ok { "ok" } else { "-" };
+        write!(f, "{} attempt {} on {} {}..{end:?} {outcome}", line.recording, line.attempt, line.replica, line.nanos)
+    }
+}
+
 /// Sends a signed delivery; `None` if no answer came within `timeout` (the replica is down or
 /// frozen).
 fn deliver_within(addr: std::net::SocketAddr, timestamp: &str, body: &str, timeout: Duration) -> Option<u16> {
@@ -512,23 +521,7 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
         let mut handled: Vec<&str> = succeeded.into_iter().map(|(_, recording)| recording).collect();
         handled.dedup();
         let expected: Vec<&str> = acked.iter().filter(|(r, _)| *r == room).map(|(_, rec)| rec.as_str()).collect();
-        let record = || {
-            runs.iter()
-                .filter(|r| r.line.room == room)
-                .map(|r| {
-                    format!(
-                        "{} attempt {} on {} {}..{:?} {}",
-                        r.line.recording,
-                        r.line.attempt,
-                        r.line.replica,
-                        r.line.nanos,
-                        r.end,
-                        if r.ok { "ok" } else { "-" }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
+        let record = || runs.iter().filter(|r| r.line.room == room).map(Run::to_string).collect::<Vec<_>>().join("\n");
         assert_eq!(
             handled,
             expected,
@@ -562,21 +555,9 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
             .filter(|(_, runs)| {
                 runs.len() > 1 + usize::from(runs.iter().any(|r| r.line.attempt == 1 && !r.ok && r.end.is_some()))
             })
-            .map(|(recording, runs)| {
-                let runs: Vec<String> = runs
-                    .iter()
-                    .map(|r| {
-                        format!(
-                            "attempt {} on {} {}..{:?} {}",
-                            r.line.attempt,
-                            r.line.replica,
-                            r.line.nanos,
-                            r.end,
-                            if r.ok { "ok" } else { "-" }
-                        )
-                    })
-                    .collect();
-                format!("{recording}: {}", runs.join("; "))
+            .map(|(_, runs)| {
+                let runs: Vec<String> = runs.iter().map(ToString::to_string).collect();
+                runs.join("; ")
             })
             .collect();
         out.sort();
