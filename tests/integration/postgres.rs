@@ -563,8 +563,13 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
         out.sort();
         out.join("\n")
     };
+    // What may run again: the kill's claims (4, the concurrency), the frozen replica's (4), and
+    // the claims of outcomes the freeze held up on the surviving replica: its commits wait on
+    // the rows the frozen replica had locked, and its dispatcher renews no claim while it
+    // waits, so those claims can run out and be taken again (4 more; seen in CI: four
+    // deliveries handled on replica-2 during the freeze ran a third time on replica-1 after it).
     assert!(
-        starts <= total + failing + 2 * 4,
+        starts <= total + failing + 3 * 4,
         "runs beyond failures, the kill and the freeze: {starts} (killed at {killed_at}, frozen {stopped_at}..{continued_at}); repeated:\n{}",
         repeated()
     );
