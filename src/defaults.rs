@@ -7,8 +7,8 @@ use std::time::Duration;
 pub const MAX_AGE: Duration = Duration::from_secs(120);
 /// Clock skew allowed for a timestamp in the future.
 pub const MAX_FUTURE: Duration = Duration::from_secs(30);
-/// How long a claim on a delivery lasts unless renewed. Renewed every quarter of it while its
-/// handler runs; a handler goes on only while a renewal asked for within the last half of it
+/// How long a claim on a delivery lasts unless renewed. Renewed every quarter of it until its
+/// outcome is committed; a handler goes on only while a renewal asked for within the last half of it
 /// succeeded, so a process that stopped (or froze) for half of this stops its handlers at their
 /// next `await`, and one stopped for all of it loses its claims.
 pub const LEASE: Duration = Duration::from_secs(30);

@@ -3,8 +3,12 @@
 //!
 //! A handler slot is taken from the claim until its outcome is committed, so what a crash can
 //! make run again is at most `concurrency` deliveries. The dispatcher claims only what it can
-//! start now (the attempt counts from the claim), renews the leases of handlers that run long,
-//! and stops a handler whose claim was lost.
+//! start now (the attempt counts from the claim), and stops a handler whose claim was lost.
+//!
+//! Every claim is renewed from when it is made until its outcome is committed, by a task of
+//! its own every quarter lease, whatever the dispatcher is waiting for: a commit that takes
+//! longer than a lease (a database that stalls, rows another replica holds) costs neither the
+//! claims it is committing, whose handlers have run, nor those of handlers still running.
 //!
 //! A handler runs only while its claim is known to be live: until half its lease after the
 //! claim or its last renewal was asked for. Its task checks that each time it is polled, before
@@ -21,8 +25,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -103,13 +107,88 @@ const STORAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Durat
 /// A claim whose handler runs.
 struct Held {
     claim: Claim,
-    live: KnownLive,
     attempt: u32,
     event: Option<String>,
     /// How the delivery was classified for this attempt.
     kind: Kind,
-    abort: AbortHandle,
     started: std::time::Instant,
+}
+
+/// The claims the dispatcher holds, from the claim until the outcome of its attempt is
+/// committed (or the claim is known to be lost), shared by the dispatcher's loop and the task
+/// that renews them.
+#[derive(Clone, Default)]
+struct Leases(Arc<Mutex<HashMap<Claim, Leased>>>);
+
+struct Leased {
+    live: KnownLive,
+    /// The handler's task while it runs; `None` once its outcome waits to be committed.
+    running: Option<AbortHandle>,
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Claim, Leased>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn hold(&self, claim: Claim, live: KnownLive, task: AbortHandle) {
+        self.lock().insert(claim, Leased { live, running: Some(task) });
+    }
+
+    /// The claim's handler has finished: its outcome waits to be committed. Whether the claim
+    /// is still held (not lost meanwhile).
+    fn finished(&self, claim: &Claim) -> bool {
+        self.lock().get_mut(claim).map(|leased| leased.running = None).is_some()
+    }
+
+    /// Renews no more.
+    fn release<'a>(&self, claims: impl IntoIterator<Item = &'a Claim>) {
+        let mut leases = self.lock();
+        for claim in claims {
+            leases.remove(claim);
+        }
+    }
+
+    /// Every quarter lease, extends the leases of the claims held; stops the handlers of those
+    /// that were lost. Runs until aborted.
+    async fn renew(self, inbox: Arc<dyn Inbox>, lease: Duration) {
+        let mut storage = Health::default();
+        let mut tick = tokio::time::interval(lease / 4);
+        loop {
+            tick.tick().await;
+            let claims: Vec<Claim> = self.lock().keys().copied().collect();
+            if claims.is_empty() || !storage.ready() {
+                continue;
+            }
+            let asked = Instant::now();
+            let lost = match inbox.renew(&claims, lease).await {
+                Ok(lost) => lost,
+                Err(e) => {
+                    storage.failed("cannot renew claims", &e);
+                    continue;
+                }
+            };
+            storage.recovered();
+            let mut leases = self.lock();
+            for claim in &claims {
+                if !lost.contains(claim) {
+                    if let Some(leased) = leases.get(claim) {
+                        leased.live.extend(asked, lease);
+                    }
+                    continue;
+                }
+                // An outcome committed meanwhile reads as lost too: only a running handler is news.
+                if let Some(Leased { running: Some(task), .. }) = leases.remove(claim) {
+                    log::warn!(
+                        "delivery {}: lost the claim on it (its lease ran out); its handler is stopped and another \
+                         attempt handles it",
+                        claim.id
+                    );
+                    task.abort();
+                }
+            }
+        }
+    }
 }
 
 /// What a handler task returns: `None` when its claim was no longer known to be live when the
@@ -177,10 +256,11 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let mut look = true;
         // A claim is known to be live for half its lease: a renewal every quarter leaves the
         // other quarter for the renewal's round trip.
-        let mut renewal = tokio::time::interval(self.lease / 4);
+        let leases = Leases::default();
+        let renewals = tokio::spawn(leases.clone().renew(self.inbox.clone(), self.lease));
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
-        // anything else (renewals, finishing handlers) woke the loop more often than this.
+        // anything else (finishing handlers, wakeups) woke the loop more often than this.
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -203,6 +283,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
                     Ok((completed, claimed)) => {
                         storage.recovered();
                         report_fenced(&unrecorded, &completed);
+                        leases.release(unrecorded.iter().map(|c| &c.claim));
                         unrecorded.clear();
                         // A dead letter shows in the gauge now, not at the next maintenance.
                         if died {
@@ -222,7 +303,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
                             );
                         } else {
                             for claimed in claimed {
-                                self.start(claimed, asked, &mut running, &mut held);
+                                self.start(claimed, asked, &mut running, &mut held, &leases);
                             }
                         }
                     }
@@ -231,20 +312,20 @@ impl<H: WebhookHandler> Dispatcher<H> {
             }
             tokio::select! {
                 Some(finished) = running.join_next_with_id() => {
-                    self.finished(finished, &mut held, &mut unrecorded);
+                    self.finished(finished, &mut held, &mut unrecorded, &leases);
                     while let Some(finished) = running.try_join_next_with_id() {
-                        self.finished(finished, &mut held, &mut unrecorded);
+                        self.finished(finished, &mut held, &mut unrecorded, &leases);
                     }
                 }
                 () = self.inbox.wakeups().notified() => look = true,
                 _ = poll.tick() => look = true,
                 () = tokio::time::sleep_until(storage.retry_at), if !storage.ready() => {}
-                _ = renewal.tick() => self.renew(&mut held, &mut storage).await,
                 _ = maintenance.tick() => self.maintain(&mut storage).await,
                 _ = stop.changed() => {}
             }
         }
-        self.shut_down(running, held, unrecorded, storage).await;
+        self.shut_down(running, held, unrecorded, storage, &leases).await;
+        renewals.abort();
     }
 
     /// Runs the handler of a claim asked for at `asked`, while the claim is known to be live: a
@@ -257,6 +338,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
         asked: Instant,
         running: &mut JoinSet<Finished>,
         held: &mut HashMap<tokio::task::Id, Held>,
+        leases: &Leases,
     ) {
         let live = KnownLive::new(asked, self.lease);
         let Claimed { claim, attempt, delivery } = claimed;
@@ -280,7 +362,8 @@ impl<H: WebhookHandler> Dispatcher<H> {
             run.map(|result| result.map_err(|e| e.to_string()))
         });
         let started = std::time::Instant::now();
-        held.insert(task.id(), Held { claim, live, attempt, event, kind, abort: task, started });
+        held.insert(task.id(), Held { claim, attempt, event, kind, started });
+        leases.hold(claim, live, task);
     }
 
     /// Turns a finished handler into the outcome to record.
@@ -289,11 +372,13 @@ impl<H: WebhookHandler> Dispatcher<H> {
         finished: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
         held: &mut HashMap<tokio::task::Id, Held>,
         unrecorded: &mut Vec<Completion>,
+        leases: &Leases,
     ) {
         let (task, result) = match finished {
             Ok((task, Some(result))) => (task, result),
             Ok((task, None)) => {
                 if let Some(held) = held.remove(&task) {
+                    leases.release([&held.claim]);
                     log::warn!(
                         "delivery {}: its claim was no longer known to be live when its handler was to start or go \
                          on (the process was paused?): not run further; it is handled again once the claim has run \
@@ -303,11 +388,20 @@ impl<H: WebhookHandler> Dispatcher<H> {
                 }
                 return;
             }
-            // Stopped: its claim was lost (nothing to record), or shutdown stopped it.
-            Err(e) if e.is_cancelled() => return,
+            // Stopped: its claim was lost (nothing to record), or shutdown stopped it (the
+            // delivery is pending again, this attempt not counted).
+            Err(e) if e.is_cancelled() => {
+                if let Some(held) = held.remove(&e.id())
+                    && leases.finished(&held.claim)
+                {
+                    unrecorded.push(Completion { claim: held.claim, kind: held.kind, outcome: Outcome::Interrupted });
+                }
+                return;
+            }
             Err(e) => (e.id(), Err(format!("the handler panicked: {e}"))),
         };
-        let Some(Held { claim, attempt, event, kind, started, .. }) = held.remove(&task) else { return };
+        let Some(Held { claim, attempt, event, kind, started }) = held.remove(&task) else { return };
+        leases.finished(&claim);
         let event = event.as_deref().unwrap_or("");
         let outcome = match result {
             Ok(()) => {
@@ -342,44 +436,15 @@ impl<H: WebhookHandler> Dispatcher<H> {
     }
 
     /// Records the outcomes waiting for it (at shutdown).
-    async fn record(&self, unrecorded: &mut Vec<Completion>, storage: &mut Health) {
+    async fn record(&self, unrecorded: &mut Vec<Completion>, storage: &mut Health, leases: &Leases) {
         match self.inbox.complete(unrecorded).await {
             Ok(completed) => {
                 storage.recovered();
                 report_fenced(unrecorded, &completed);
+                leases.release(unrecorded.iter().map(|c| &c.claim));
                 unrecorded.clear();
             }
             Err(e) => storage.failed("cannot record handler outcomes", &e),
-        }
-    }
-
-    /// Extends the leases of running handlers; stops those whose claim was lost.
-    async fn renew(&self, held: &mut HashMap<tokio::task::Id, Held>, storage: &mut Health) {
-        if held.is_empty() || !storage.ready() {
-            return;
-        }
-        let claims: Vec<Claim> = held.values().map(|h| h.claim).collect();
-        let asked = Instant::now();
-        match self.inbox.renew(&claims, self.lease).await {
-            Ok(lost) => {
-                storage.recovered();
-                held.retain(|_, h| {
-                    let keep = !lost.contains(&h.claim);
-                    if keep {
-                        h.live.extend(asked, self.lease);
-                    }
-                    if !keep {
-                        log::warn!(
-                            "delivery {}: lost the claim on it (its lease ran out); its handler is stopped and \
-                             another attempt handles it",
-                            h.claim.id
-                        );
-                        h.abort.abort();
-                    }
-                    keep
-                });
-            }
-            Err(e) => storage.failed("cannot renew claims", &e),
         }
     }
 
@@ -412,11 +477,12 @@ impl<H: WebhookHandler> Dispatcher<H> {
         mut held: HashMap<tokio::task::Id, Held>,
         mut unrecorded: Vec<Completion>,
         mut storage: Health,
+        leases: &Leases,
     ) {
         let deadline = Instant::now() + self.shutdown_grace;
         while !running.is_empty() {
             match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
-                Ok(Some(finished)) => self.finished(finished, &mut held, &mut unrecorded),
+                Ok(Some(finished)) => self.finished(finished, &mut held, &mut unrecorded, leases),
                 Ok(None) => break,
                 Err(_) => {
                     log::warn!(
@@ -427,22 +493,17 @@ impl<H: WebhookHandler> Dispatcher<H> {
                     running.abort_all();
                     // One may have finished just before: its outcome counts.
                     while let Some(finished) = running.join_next_with_id().await {
-                        self.finished(finished, &mut held, &mut unrecorded);
+                        self.finished(finished, &mut held, &mut unrecorded, leases);
                     }
                 }
             }
         }
-        // What is still held was stopped before it finished.
-        unrecorded.extend(held.drain().map(|(_, h)| Completion {
-            claim: h.claim,
-            kind: h.kind,
-            outcome: Outcome::Interrupted,
-        }));
+        debug_assert!(held.is_empty(), "every handler's task was joined");
         // A few tries: storage may be failing right now.
         let give_up = Instant::now() + Duration::from_secs(5);
         while !unrecorded.is_empty() && Instant::now() < give_up {
             tokio::time::sleep_until(storage.retry_at.min(give_up)).await;
-            self.record(&mut unrecorded, &mut storage).await;
+            self.record(&mut unrecorded, &mut storage, leases).await;
         }
     }
 }

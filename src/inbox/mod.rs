@@ -19,7 +19,7 @@
 //!   storage: its holder, a fencing token, and a lease that ends on the storage's clock. The
 //!   attempt is counted when it is claimed, so a handler that kills the process uses up its
 //!   attempts like one that fails, and ends dead. A delivery is never claimed while a claim
-//!   on it is live, and the holder renews the lease of a handler that runs long.
+//!   on it is live, and the holder renews it until the outcome is committed.
 //! - **Fenced outcomes.** [`Inbox::complete`] records an outcome only for the claim that
 //!   holds the delivery; a late or repeated outcome (its lease ran out and the delivery was
 //!   claimed again) changes nothing and is answered [`Completed::Fenced`]. An outcome whose lease

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use meet_webhooks::WEBHOOKS;
@@ -553,11 +553,21 @@ fn readiness_is_a_real_write_and_fails_on_a_full_disk() {
 }
 
 /// The SQLite inbox, with claims that take `delay` to arrive (a paused process, a stalled
-/// database), and renewals `renew_delay`.
+/// database), renewals `renew_delay`, and the first outcomes `outcome_delay` to be committed
+/// (rows another replica holds).
 struct SlowClaims {
     inner: SqliteInbox,
     delay: Duration,
     renew_delay: Duration,
+    outcome_delay: Duration,
+    outcomes_delayed: AtomicBool,
+}
+
+impl SlowClaims {
+    fn new(inner: SqliteInbox) -> Self {
+        let zero = Duration::ZERO;
+        Self { inner, delay: zero, renew_delay: zero, outcome_delay: zero, outcomes_delayed: AtomicBool::new(false) }
+    }
 }
 
 #[async_trait::async_trait]
@@ -596,6 +606,9 @@ impl Inbox for SlowClaims {
         (Vec<meet_webhooks::inbox::Completed>, Vec<meet_webhooks::inbox::Claimed>),
         meet_webhooks::inbox::StoreError,
     > {
+        if !c.is_empty() && !self.outcomes_delayed.swap(true, Ordering::SeqCst) {
+            tokio::time::sleep(self.outcome_delay).await;
+        }
         let settled = self.inner.complete_and_claim(c, r).await;
         tokio::time::sleep(self.delay).await;
         settled
@@ -683,7 +696,7 @@ fn claims_that_arrive_after_half_their_lease_are_not_started() {
         let inner = SqliteInbox::open(dir.path(), "slow").unwrap();
         block_on(inner.append(test_delivery(7, "slowTest", None, json!({})))).unwrap();
         let recorder = Arc::new(crate::common::Recorder::default());
-        let inbox = Arc::new(SlowClaims { inner, delay, renew_delay: Duration::ZERO });
+        let inbox = Arc::new(SlowClaims { delay, ..SlowClaims::new(inner) });
         let dispatcher = dispatcher(inbox, recorder.clone(), 1, lease);
         std::thread::sleep(Duration::from_millis(800));
         dispatcher.stop();
@@ -795,7 +808,7 @@ fn a_handler_paused_past_its_claim_does_not_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let inner = SqliteInbox::open(dir.path(), "paused").unwrap();
     block_on(inner.append(test_delivery(9, "pauseTest", Some("room-1"), json!({})))).unwrap();
-    let inbox = Arc::new(SlowClaims { inner, delay: Duration::ZERO, renew_delay: Duration::from_millis(100) });
+    let inbox = Arc::new(SlowClaims { renew_delay: Duration::from_millis(100), ..SlowClaims::new(inner) });
     let handler = Arc::new(PausedMidway { pause: lease * 2, runs: std::sync::Mutex::default() });
     let dispatcher = dispatcher(inbox.clone(), handler.clone(), 1, lease);
     eventually("the first attempt started", || !handler.runs.lock().unwrap().is_empty());
@@ -810,4 +823,62 @@ fn a_handler_paused_past_its_claim_does_not_go_on() {
     assert_eq!(runs, [(1, "start"), (3, "start"), (3, "end")], "the paused attempt did not go on");
     let stored = block_on(inbox.list(Filter::All, None, 10)).unwrap();
     assert_eq!(stored.iter().map(|s| (s.state, s.attempts)).collect::<Vec<_>>(), [(State::Done, 3)]);
+}
+
+/// Takes as long as the delivery's body says (`"ms"`), awaiting a timer; records each run's
+/// delivery (its `"n"`) and attempt.
+#[derive(Default)]
+struct Sleeping {
+    runs: std::sync::Mutex<Vec<(u64, u32)>>,
+}
+
+impl meet_webhooks::WebhookHandler for Sleeping {
+    async fn fallback(
+        &self,
+        ctx: &meet_webhooks::runtime::DeliveryContext,
+        event: meet_webhooks::runtime::UnmatchedEvent,
+    ) -> meet_webhooks::runtime::HandlerResult {
+        self.runs.lock().unwrap().push((event.body["n"].as_u64().unwrap(), ctx.attempt));
+        tokio::time::sleep(Duration::from_millis(event.body["ms"].as_u64().unwrap())).await;
+        Ok(())
+    }
+}
+
+#[test]
+fn claims_are_renewed_while_an_outcome_takes_longer_than_a_lease_to_commit() {
+    use std::sync::Arc;
+
+    // Two rooms' deliveries, claimed together: the first handler is done at once, the second
+    // takes a lease and a half. The first's outcome takes three leases to commit (a database
+    // that stalls; rows another replica holds). Meanwhile both claims are renewed: no one else
+    // can take either delivery, and the second handler is not stopped half-way.
+    let lease = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteInbox::open(dir.path(), "slow-outcome").unwrap();
+    for (n, ms) in [(1u8, 0u64), (2, 450)] {
+        let room = format!("room-{n}");
+        block_on(inner.append(test_delivery(n, "slowOutcome", Some(&room), json!({"n": n, "ms": ms})))).unwrap();
+    }
+    let inbox = Arc::new(SlowClaims { outcome_delay: lease * 3, ..SlowClaims::new(inner) });
+    let handler = Arc::new(Sleeping::default());
+    let dispatcher = dispatcher(inbox.clone(), handler.clone(), 2, lease);
+    eventually("both started", || handler.runs.lock().unwrap().len() == 2);
+    std::thread::sleep(lease * 2);
+    let request = ClaimRequest { limit: 2, lease, max_attempts: 5 };
+    let taken = block_on(inbox.claim(request)).unwrap();
+    assert_eq!(
+        taken.iter().map(|c| c.claim.id).collect::<Vec<i64>>(),
+        Vec::<i64>::new(),
+        "a claim ran out while its outcome waited"
+    );
+    eventually("both done", || {
+        let stored = block_on(inbox.list(Filter::All, None, 10)).unwrap();
+        stored.iter().all(|s| s.state == State::Done)
+    });
+    dispatcher.stop();
+    let mut runs = handler.runs.lock().unwrap().clone();
+    runs.sort_unstable();
+    assert_eq!(runs, [(1, 1), (2, 1)], "each handler ran once");
+    let stored = block_on(inbox.list(Filter::All, None, 10)).unwrap();
+    assert_eq!(stored.iter().map(|s| (s.state, s.attempts)).collect::<Vec<_>>(), [(State::Done, 1), (State::Done, 1)]);
 }

@@ -471,9 +471,14 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
             .collect();
     lock_rooms(tx, &mut rooms).await?;
     let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending' RETURNING room";
-    let mut answers = Vec::with_capacity(batch.len());
+    let mut answers = vec![Completed::Fenced; batch.len()];
     let mut freed: Vec<String> = Vec::new();
-    for c in batch {
+    // In the order of their ids, as renewals lock them: the two run at once, and rows locked in
+    // two orders could deadlock.
+    let mut order: Vec<usize> = (0..batch.len()).collect();
+    order.sort_unstable_by_key(|&i| batch[i].claim.id);
+    for i in order {
+        let c = &batch[i];
         let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
         let row = match &c.outcome {
             Outcome::Done => {
@@ -518,17 +523,12 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
                 .await
             }
         }?;
-        answers.push(match row {
-            None => Completed::Fenced,
-            Some(row) => {
-                if let (Some(room), Outcome::Done | Outcome::Dead { .. }) =
-                    (row.get::<_, Option<String>>(0), &c.outcome)
-                {
-                    freed.push(room);
-                }
-                Completed::Recorded
+        if let Some(row) = row {
+            if let (Some(room), Outcome::Done | Outcome::Dead { .. }) = (row.get::<_, Option<String>>(0), &c.outcome) {
+                freed.push(room);
             }
-        });
+            answers[i] = Completed::Recorded;
+        }
     }
     let freed: Vec<&str> = freed.iter().map(String::as_str).collect();
     if !freed.is_empty() {
@@ -563,9 +563,13 @@ impl Inbox for PgInbox {
             let fences: Vec<i64> = claims.iter().map(|c| c.fence).collect();
             let held: Vec<i64> = client
                 .query(
+                    // Locked in the order of their ids, as outcomes lock them (see `complete`).
                     "UPDATE deliveries d SET lease_until = now() + make_interval(secs => $4::float8 / 1000)
-                       FROM unnest($1::bigint[], $2::bigint[]) c(id, fence)
-                      WHERE d.id = c.id AND d.fence = c.fence AND d.owner = $3 AND d.state = 'pending'
+                       FROM (SELECT d.id FROM deliveries d JOIN unnest($1::bigint[], $2::bigint[]) c(id, fence)
+                                    ON d.id = c.id AND d.fence = c.fence
+                              WHERE d.owner = $3 AND d.state = 'pending'
+                              ORDER BY d.id FOR UPDATE OF d) held
+                      WHERE d.id = held.id
                       RETURNING d.id",
                     &[&ids, &fences, &&*owner, &(millis(lease) as f64)],
                 )
