@@ -10,7 +10,7 @@
 # matter, then the total. Under valgrind sha2 takes its portable path (valgrind hides the SHA
 # extensions), so HMAC counts are several times what the machine runs natively.
 #
-# Also records a perf profile of a real-speed run when PERF=1 (needs perf): the share of
+# KEEP=dir keeps the callgrind files. Also records a perf profile of a real-speed run when PERF=1 (needs perf): the share of
 # kernel, receiver and libc time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,17 +24,16 @@ cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --locked --quiet --target-dir target/prof \
-  --bin meet-webhooks --example load
+  --bin meet-webhooks --example load --example baseline
 bin=target/prof/release/meet-webhooks
 load=target/prof/release/examples/load
+actix=target/prof/release/examples/baseline
 
-# profile <label> <serve args...>
+# profile <label> <receiver command...>
 profile() {
   local label=$1; shift
   rm -rf "$work/data" "$work/callgrind.out"
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" \
-    "$bin" serve --key "$key" --bind "127.0.0.1:$port" --data-dir "$work/data" --workers 1 "$@" \
-    2>"$work/serve.log" &
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/callgrind.out" "$@" 2>"$work/serve.log" &
   server=$!
   for _ in $(seq 300); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
   callgrind_control -i on "$server" >/dev/null
@@ -45,6 +44,8 @@ profile() {
   sleep 2
   callgrind_control -i off "$server" >/dev/null
   kill -TERM "$server"; wait "$server" || true; server=
+  # KEEP=dir keeps each profile there, for callgrind_annotate.
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$work/callgrind.out" "$KEEP/${label%% (*}.callgrind"
   deliveries=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["deliveries"])' "$report")
   echo
   echo "## $label: $deliveries deliveries, instructions per delivery (inclusive)"
@@ -56,6 +57,7 @@ wanted = [
     ("InnerDispatcher<T,S,B,X,U>::poll_response", "the request, from its parsed head to its answer"),
     ("Codec as tokio_util::codec::decoder::Decoder>::decode", "HTTP/1 parsing (actix-http)"),
     ("meet_webhooks::verify::Verifier::verify", "verification (HMAC: portable SHA-256 here)"),
+    ("baseline::verifies", "verification (HMAC: portable SHA-256 here)"),
     ("meet_webhooks::app::handle_inline", "no inbox: replay check, handler"),
     ("meet_webhooks::runtime::envelope", "the envelope read (event, roomId)"),
     ("meet_webhooks::generated::Event::parse", "typed parse"),
@@ -83,8 +85,13 @@ for line in sys.stdin:
 ' "$deliveries"
 }
 
-profile "verification only (--no-inbox)" --no-inbox --replay-capacity 4000000
-profile "inbox on (SQLite)"
+serve=("$bin" serve --key "$key" --bind "127.0.0.1:$port" --data-dir "$work/data" --workers 1)
+if [ -z "${SKIP_BASELINE:-}" ]; then
+  profile "actix bare verifier (examples/baseline.rs)" "$actix" --mode verify --key "$key" --bind "127.0.0.1:$port" \
+    --workers 1
+fi
+profile "verification only (--no-inbox)" "${serve[@]}" --no-inbox --replay-capacity 4000000
+profile "inbox on (SQLite)" "${serve[@]}"
 
 if [ -n "${PERF:-}" ]; then
   "$bin" serve --key "$key" --bind "127.0.0.1:$port" --data-dir "$work/data-perf" --no-inbox \

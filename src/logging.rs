@@ -138,7 +138,7 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
         let _ = write!(line.text, "{}", record.args());
         // One record, one line: a newline or an escape sequence that came with a request (an
         // `event` name, a JSON key) must not forge lines or colours in the log.
-        if line.text[start..].chars().any(char::is_control) {
+        if has_control(&line.text[start..]) {
             let message = escaped(&line.text[start..]).into_owned();
             line.text.truncate(start);
             line.text.push_str(&message);
@@ -155,7 +155,7 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
 /// `text` with its control characters escaped as Rust writes them (`\n`, `\u{1b}`): for
 /// whatever came from a request and is logged or printed.
 pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !has_control(text) {
         return text.into();
     }
     let mut out = String::with_capacity(text.len() + 8);
@@ -167,6 +167,12 @@ pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out.into()
+}
+
+/// Whether `text` holds a control character (`char::is_control`: C0, DEL and C1), read a byte
+/// at a time: a C1 control's first byte in UTF-8 is 0xC2, which only a few letters share.
+fn has_control(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) && text.chars().any(char::is_control)
 }
 
 /// Whether `interval` has passed since the last time this returned `true` for `last` (which
@@ -181,10 +187,10 @@ pub fn every(last: &std::sync::atomic::AtomicU64, interval: Duration) -> bool {
 
 /// Whether this is the first time `name` (of `kind`) is seen by this process: for warnings
 /// said once. Remembers up to 1,000 names (they may come from requests); past that, every
-/// name counts as seen. Called per delivery: a name seen before costs a shared read lock and
-/// no allocation.
+/// name counts as seen. Called per delivery: a name seen before costs a shared read lock, two
+/// short hashes (foldhash: a thousand names cannot be made to collide much) and no allocation.
 pub fn first_time(kind: &'static str, name: &str) -> bool {
-    type Seen = std::collections::HashMap<&'static str, std::collections::HashSet<String>>;
+    type Seen = foldhash::HashMap<&'static str, foldhash::HashSet<String>>;
     static SEEN: std::sync::RwLock<Option<Seen>> = std::sync::RwLock::new(None);
     let known = |seen: &Option<Seen>| {
         seen.as_ref().is_some_and(|seen| {
@@ -237,6 +243,14 @@ fn write_out(bytes: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_found_whatever_their_encoding() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let text = format!("é{c}x");
+            assert_eq!(has_control(&text), c.is_control(), "{:?}", c);
+        }
+    }
 
     #[test]
     fn a_line_looks_like_env_loggers_default() {
