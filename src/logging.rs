@@ -138,8 +138,7 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
         let _ = write!(line.text, "{}", record.args());
         // One record, one line: a newline or an escape sequence that came with a request (an
         // `event` name, a JSON key) must not forge lines or colours in the log.
-        if has_control(&line.text[start..]) {
-            let message = escaped(&line.text[start..]).into_owned();
+        if let std::borrow::Cow::Owned(message) = escaped(&line.text[start..]) {
             line.text.truncate(start);
             line.text.push_str(&message);
         }

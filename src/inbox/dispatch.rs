@@ -282,9 +282,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
                 match settled {
                     Ok((completed, claimed)) => {
                         storage.recovered();
-                        report_fenced(&unrecorded, &completed);
-                        leases.release(unrecorded.iter().map(|c| &c.claim));
-                        unrecorded.clear();
+                        recorded(&mut unrecorded, &completed, &leases);
                         // A dead letter shows in the gauge now, not at the next maintenance.
                         if died {
                             self.count(&mut storage).await;
@@ -440,9 +438,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
         match self.inbox.complete(unrecorded).await {
             Ok(completed) => {
                 storage.recovered();
-                report_fenced(unrecorded, &completed);
-                leases.release(unrecorded.iter().map(|c| &c.claim));
-                unrecorded.clear();
+                recorded(unrecorded, &completed, leases);
             }
             Err(e) => storage.failed("cannot record handler outcomes", &e),
         }
@@ -508,9 +504,10 @@ impl<H: WebhookHandler> Dispatcher<H> {
     }
 }
 
-/// Logs the outcomes that were not recorded because their claim was lost.
-fn report_fenced(completions: &[Completion], answers: &[Completed]) {
-    for (completion, answer) in completions.iter().zip(answers) {
+/// The outcomes waiting were committed, or answered fenced (logged): their claims are renewed
+/// no more.
+fn recorded(unrecorded: &mut Vec<Completion>, answers: &[Completed], leases: &Leases) {
+    for (completion, answer) in unrecorded.iter().zip(answers) {
         if *answer == Completed::Fenced {
             log::warn!(
                 "delivery {}: the outcome of an attempt was not recorded: its claim ran out and the delivery was \
@@ -519,6 +516,8 @@ fn report_fenced(completions: &[Completion], answers: &[Completed]) {
             );
         }
     }
+    leases.release(unrecorded.iter().map(|c| &c.claim));
+    unrecorded.clear();
 }
 
 /// Whether storage works, and when to try again if not: logs once when it fails and once

@@ -727,24 +727,39 @@ fn the_dead_letter_gauge_shows_a_delivery_as_it_dies_not_at_the_next_count() {
     assert!(died.elapsed() < Duration::from_secs(5), "the gauge took {:?}", died.elapsed());
 }
 
-/// Blocks its thread for `block` on the delivery whose body says `"block": true`; records every
-/// run as (n, attempt).
-struct Blocking {
-    block: Duration,
+/// Records every run as (n, attempt), then takes as long as the delivery's body says:
+/// `"block_ms"` blocking its thread (a handler that does: it happens), `"await_ms"` awaiting a
+/// timer.
+#[derive(Default)]
+struct Paced {
     runs: std::sync::Mutex<Vec<(u64, u32)>>,
 }
 
-impl meet_webhooks::WebhookHandler for Blocking {
+impl meet_webhooks::WebhookHandler for Paced {
     async fn fallback(
         &self,
         ctx: &meet_webhooks::runtime::DeliveryContext,
         event: meet_webhooks::runtime::UnmatchedEvent,
     ) -> meet_webhooks::runtime::HandlerResult {
         self.runs.lock().unwrap().push((event.body["n"].as_u64().unwrap(), ctx.attempt));
-        if event.body["block"] == true {
-            std::thread::sleep(self.block); // a handler that blocks its thread: it happens
+        // No `await` unless asked for: past one, a handler whose claim is no longer known to be
+        // live is stopped.
+        if let Some(ms) = event.body["block_ms"].as_u64() {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        if let Some(ms) = event.body["await_ms"].as_u64() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         Ok(())
+    }
+}
+
+/// Appends a fallback delivery `n` (1, 2, …) of `event` to room `room-<n>` for each body, with
+/// `"n"` put in.
+fn append_one_per_room(inbox: &SqliteInbox, event: &str, bodies: impl IntoIterator<Item = serde_json::Value>) {
+    for (n, mut body) in (1u8..).zip(bodies) {
+        body["n"] = n.into();
+        block_on(inbox.append(test_delivery(n, event, Some(&format!("room-{n}")), body))).unwrap();
     }
 }
 
@@ -758,12 +773,8 @@ fn a_claim_whose_handler_could_not_start_in_time_is_not_run_late() {
     let lease = Duration::from_millis(300);
     let dir = tempfile::tempdir().unwrap();
     let inbox = SqliteInbox::open(dir.path(), "blocked").unwrap();
-    for (n, block) in [(1u8, true), (2, false)] {
-        let room = format!("room-{n}");
-        let delivery = test_delivery(n, "blockTest", Some(&room), json!({"n": n, "block": block}));
-        block_on(inbox.append(delivery)).unwrap();
-    }
-    let handler = Arc::new(Blocking { block: lease, runs: std::sync::Mutex::default() });
+    append_one_per_room(&inbox, "blockTest", [json!({"block_ms": lease.as_millis()}), json!({})]);
+    let handler = Arc::new(Paced::default());
     let dispatcher = dispatcher(Arc::new(inbox), handler.clone(), 2, lease);
     eventually("both handled", || handler.runs.lock().unwrap().iter().filter(|r| r.0 == 2).count() == 1);
     std::thread::sleep(Duration::from_millis(100));
@@ -825,25 +836,6 @@ fn a_handler_paused_past_its_claim_does_not_go_on() {
     assert_eq!(stored.iter().map(|s| (s.state, s.attempts)).collect::<Vec<_>>(), [(State::Done, 3)]);
 }
 
-/// Takes as long as the delivery's body says (`"ms"`), awaiting a timer; records each run's
-/// delivery (its `"n"`) and attempt.
-#[derive(Default)]
-struct Sleeping {
-    runs: std::sync::Mutex<Vec<(u64, u32)>>,
-}
-
-impl meet_webhooks::WebhookHandler for Sleeping {
-    async fn fallback(
-        &self,
-        ctx: &meet_webhooks::runtime::DeliveryContext,
-        event: meet_webhooks::runtime::UnmatchedEvent,
-    ) -> meet_webhooks::runtime::HandlerResult {
-        self.runs.lock().unwrap().push((event.body["n"].as_u64().unwrap(), ctx.attempt));
-        tokio::time::sleep(Duration::from_millis(event.body["ms"].as_u64().unwrap())).await;
-        Ok(())
-    }
-}
-
 #[test]
 fn claims_are_renewed_while_an_outcome_takes_longer_than_a_lease_to_commit() {
     use std::sync::Arc;
@@ -855,12 +847,9 @@ fn claims_are_renewed_while_an_outcome_takes_longer_than_a_lease_to_commit() {
     let lease = Duration::from_millis(300);
     let dir = tempfile::tempdir().unwrap();
     let inner = SqliteInbox::open(dir.path(), "slow-outcome").unwrap();
-    for (n, ms) in [(1u8, 0u64), (2, 450)] {
-        let room = format!("room-{n}");
-        block_on(inner.append(test_delivery(n, "slowOutcome", Some(&room), json!({"n": n, "ms": ms})))).unwrap();
-    }
+    append_one_per_room(&inner, "slowOutcome", [json!({}), json!({"await_ms": (lease * 3 / 2).as_millis()})]);
     let inbox = Arc::new(SlowClaims { outcome_delay: lease * 3, ..SlowClaims::new(inner) });
-    let handler = Arc::new(Sleeping::default());
+    let handler = Arc::new(Paced::default());
     let dispatcher = dispatcher(inbox.clone(), handler.clone(), 2, lease);
     eventually("both started", || handler.runs.lock().unwrap().len() == 2);
     std::thread::sleep(lease * 2);
