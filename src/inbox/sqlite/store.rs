@@ -42,8 +42,14 @@ pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
 /// a batch of deliveries either.
 const PROBE_BYTES: usize = 64 * 1024;
 
-const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, signature, body, \
-                       last_error, owner, lease_until";
+/// The columns a [`Stored`] is read from (a macro, so that statements can be `concat!`ed).
+macro_rules! columns {
+    () => {
+        "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, signature, body, last_error, \
+         owner, lease_until"
+    };
+}
+const COLUMNS: &str = columns!();
 
 /// What one writer cycle commits together.
 #[derive(Default)]
@@ -576,51 +582,71 @@ fn promote(tx: &Transaction<'_>, room: Option<&str>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The heads that may be claimed at `?1`, oldest first. No `LIMIT ?`: SQLite reads a bound
-/// LIMIT when it plans a statement, and then any new binding of it makes the statement be
-/// planned again (84,000 instructions a claim, measured with callgrind). The index gives the
-/// rows in order, one step at a time: the caller takes as many as it wants.
-const DUE_HEADS: &str = "SELECT id, attempts, room FROM deliveries
-                          WHERE head = 1 AND due_at <= ?1 AND (owner IS NULL OR lease_until <= ?1)
-                          ORDER BY due_at, id";
+/// The oldest pending delivery of the room of `?1` becomes its head (after `?1` left `pending`);
+/// one statement where reading the room and then promoting took two.
+const PROMOTE_AFTER: &str = "UPDATE deliveries SET head = 1
+                              WHERE id = (SELECT n.id FROM deliveries n
+                                           WHERE n.room = (SELECT room FROM deliveries WHERE id = ?1)
+                                             AND n.state = 'pending'
+                                           ORDER BY n.id LIMIT 1)";
+
+/// The heads that may be claimed at `?1`, oldest first, each read whole (the index leads to
+/// the row, which the lease check reads anyway; a second lookup per claim cost more). No
+/// `LIMIT ?`: SQLite reads a bound LIMIT when it plans a statement, and then any new binding of
+/// it makes the statement be planned again (84,000 instructions a claim, measured with
+/// callgrind). The index gives the rows in order, one step at a time: the caller takes as many
+/// as it wants.
+const DUE_HEADS: &str = concat!(
+    "SELECT fence, ",
+    columns!(),
+    " FROM deliveries
+     WHERE head = 1 AND due_at <= ?1 AND (owner IS NULL OR lease_until <= ?1)
+     ORDER BY due_at, id"
+);
 
 fn claim(tx: &Transaction<'_>, owner: &str, now: i64, request: &ClaimRequest) -> rusqlite::Result<Vec<Claimed>> {
     let mut claimed = Vec::new();
     let until = now.saturating_add(millis(request.lease));
     let mut due = tx.prepare_cached(DUE_HEADS)?;
     let mut take = tx.prepare_cached(
-        "UPDATE deliveries SET owner = ?2, fence = fence + 1, attempts = attempts + 1, lease_until = ?3 WHERE id = ?1",
+        "UPDATE deliveries SET owner = ?2, fence = ?3, attempts = ?4, lease_until = ?5 WHERE id = ?1",
     )?;
-    let mut taken = tx.prepare_cached(&format!("SELECT fence, {COLUMNS} FROM deliveries WHERE id = ?1"))?;
     let mut bury = tx.prepare_cached(
         "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, lease_until = NULL, done_at = ?2, last_error = ?3
           WHERE id = ?1",
     )?;
     loop {
         let wanted = request.limit - claimed.len();
-        let candidates: Vec<(i64, u32, Option<String>)> = due
-            .query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let candidates: Vec<(i64, Stored)> = due
+            .query_map(params![now], |r| Ok((r.get(0)?, stored_at(r, 1)?)))?
             .take(wanted)
             .collect::<Result<_, _>>()?;
         let mut buried = false;
-        for (id, attempts, room) in &candidates {
-            if *attempts >= request.max_attempts {
+        let found = candidates.len();
+        for (fence, mut delivery) in candidates {
+            let attempts = delivery.attempts;
+            if attempts >= request.max_attempts {
                 // Its last claim ran out: the process that ran it stopped (or froze) mid-handler.
                 let error = format!(
                     "attempt {attempts} of {} never finished: the process handling it stopped or lost its claim",
                     request.max_attempts
                 );
-                bury.execute(params![id, now, error])?;
-                promote(tx, room.as_deref())?;
+                bury.execute(params![delivery.id, now, error])?;
+                promote(tx, delivery.room.as_deref())?;
                 buried = true;
             } else {
-                take.execute(params![id, owner, until])?;
-                let (fence, delivery) = taken.query_row([id], |r| Ok((r.get::<_, i64>(0)?, stored_at(r, 1)?)))?;
-                claimed.push(Claimed { claim: Claim { id: *id, fence }, attempt: delivery.attempts, delivery });
+                // The row as this claim leaves it.
+                let fence = fence + 1;
+                delivery.attempts += 1;
+                delivery.claimed_by = Some(owner.to_owned());
+                delivery.claimed_until = Some(until);
+                take.execute(params![delivery.id, owner, fence, delivery.attempts, until])?;
+                let claim = Claim { id: delivery.id, fence };
+                claimed.push(Claimed { claim, attempt: delivery.attempts, delivery });
             }
         }
         // A buried delivery may have unblocked its room: look again.
-        if !buried || claimed.len() >= request.limit || candidates.is_empty() {
+        if !buried || claimed.len() >= request.limit || found == 0 {
             return Ok(claimed);
         }
     }
@@ -666,9 +692,7 @@ fn complete(tx: &Transaction<'_>, owner: &str, now: i64, batch: &[Completion]) -
             continue;
         }
         if matches!(c.outcome, Outcome::Done | Outcome::Dead { .. }) {
-            let room: Option<String> =
-                tx.prepare_cached("SELECT room FROM deliveries WHERE id = ?1")?.query_row([id], |r| r.get(0))?;
-            promote(tx, room.as_deref())?;
+            tx.prepare_cached(PROMOTE_AFTER)?.execute([id])?;
         }
         answers.push(Completed::Recorded);
     }
@@ -885,11 +909,10 @@ mod tests {
             let rows = statement.query_map([], |r| r.get::<_, String>(3)).unwrap();
             rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
-        let due = plan(
-            "SELECT id FROM deliveries WHERE head = 1 AND due_at <= 5 AND (owner IS NULL OR lease_until <= 5)
-             ORDER BY due_at, id LIMIT 4",
-        );
+        let due = plan(&DUE_HEADS.replace("?1", "5"));
         assert!(due.contains("deliveries_ready") && !due.contains("TEMP B-TREE"), "{due}");
+        let after = plan(&PROMOTE_AFTER.replace("?1", "1"));
+        assert!(after.contains("deliveries_pending_room") && after.contains("INTEGER PRIMARY KEY"), "{after}");
         let next = plan("SELECT id FROM deliveries WHERE room = 'a' AND state = 'pending' ORDER BY id LIMIT 1");
         assert!(next.contains("deliveries_pending_room"), "{next}");
         let busy = plan("SELECT 1 FROM deliveries WHERE room = 'a' AND state = 'pending'");
