@@ -12,6 +12,15 @@
 //!   in the kernel's queue, and the log says so.
 //! - **`Expect: 100-continue` is answered only for a body we would read**: a wrong content type
 //!   or a declared length over `--body-limit` is refused before the client sends the body.
+//! - **Nothing is read after an answer that closes the connection** (`connection: close`, which
+//!   every refusal of a body sends). actix would otherwise read the rest of a refused body, up
+//!   to its declared length, before closing: a refused client could keep us reading (and
+//!   buffering) a megabyte per connection. The client has the answer; what it still sends is
+//!   not read, and the connection is closed.
+//! - **A connection hands actix at most [`READ_SLICE`] before actix handles it**: actix reads
+//!   on until 128 KiB wait in its buffer, so 400 clients sending large bodies held 50 MB in
+//!   buffers before any body was refused; a slice at a time, the body's reader takes (or
+//!   refuses) what came before more is read.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -171,25 +180,22 @@ enum Head {
 
 impl Head {
     /// Where the head is once `bytes` more were read: the first byte between requests starts
-    /// one, the first blank line (`\r\n\r\n`, or `\n\n`) ends it.
+    /// one, the first blank line (`\r\n\r\n`, or `\n\n`) ends it. Only line feeds can end a
+    /// blank line, so they are looked for (memchr) rather than every byte stepped through.
     fn after_read(self, bytes: &[u8]) -> Self {
-        let mut head = self;
-        for &byte in bytes {
-            let last = match head {
-                Head::Read => return head,
-                Head::Idle => 0,
-                Head::Reading { last } => last,
-            };
-            let last = (last << 8) | u32::from(byte);
-            head = if last == u32::from_be_bytes(*b"\r\n\r\n")
-                || last & 0xffff == u32::from(u16::from_be_bytes(*b"\n\n"))
-            {
-                Head::Read
-            } else {
-                Head::Reading { last }
-            };
-        }
-        head
+        let last = match self {
+            Head::Read => return self,
+            Head::Idle if bytes.is_empty() => return self,
+            Head::Idle => 0,
+            Head::Reading { last } => last,
+        };
+        // The four bytes read up to `end` (exclusive): those before `bytes` count too.
+        let window = |end: usize| bytes[end.saturating_sub(4)..end].iter().fold(last, |w, &b| (w << 8) | u32::from(b));
+        let blank = memchr::memchr_iter(b'\n', bytes).any(|i| {
+            let w = window(i + 1);
+            w == u32::from_be_bytes(*b"\r\n\r\n") || w & 0xffff == u32::from(u16::from_be_bytes(*b"\n\n"))
+        });
+        if blank { Head::Read } else { Head::Reading { last: window(bytes.len()) } }
     }
 
     /// Where the head is once `bytes` were written: an answer (not an interim `100 Continue`)
@@ -210,12 +216,16 @@ pub(crate) struct Connection {
     limit: Duration,
     head: Head,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// An answer that closes the connection was written: reads end here.
+    closing: bool,
+    /// Bytes read since the last time the reader was told to wait.
+    unyielded: usize,
     _entered: Entered,
 }
 
 impl Connection {
     fn new(io: TcpStream, peer: Option<SocketAddr>, limit: Duration, entered: Entered) -> Self {
-        Self { io, peer, limit, head: Head::Idle, deadline: None, _entered: entered }
+        Self { io, peer, limit, head: Head::Idle, deadline: None, closing: false, unyielded: 0, _entered: entered }
     }
 
     fn observe_read(&mut self, bytes: &[u8]) {
@@ -231,6 +241,7 @@ impl Connection {
     }
 
     fn observe_write(&mut self, bytes: &[u8]) {
+        self.closing |= closes(bytes);
         self.head = self.head.after_write(bytes);
         if self.head == Head::Idle {
             self.deadline = None;
@@ -262,17 +273,44 @@ impl Connection {
     }
 }
 
+/// Most bytes read before actix is made to handle them: what a connection buffers.
+const READ_SLICE: usize = 16 * 1024;
+
+/// Whether `bytes` start an answer whose head says `connection: close` (as actix writes it).
+fn closes(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(b"HTTP/1.") {
+        return false;
+    }
+    let head = memchr::memmem::find(bytes, b"\r\n\r\n").map_or(bytes, |end| &bytes[..end + 2]);
+    memchr::memmem::find(head, b"\r\nconnection: close\r\n").is_some()
+}
+
 impl AsyncRead for Connection {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.closing {
+            // The end of the stream, as far as actix is concerned: it closes the connection.
+            return Poll::Ready(Ok(()));
+        }
         if let Some(deadline) = &mut this.deadline
             && deadline.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Err(this.cut_off()));
         }
+        if this.unyielded >= READ_SLICE {
+            // actix reads on until 128 KiB wait in its buffer; a slice at a time, it passes
+            // what it has on to the body's reader in between.
+            this.unyielded = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if read.is_pending() {
+            this.unyielded = 0;
+        }
         if let Poll::Ready(Ok(())) = read {
+            this.unyielded += buf.filled().len() - before;
             this.observe_read(&buf.filled()[before..]);
             // A new head's clock must wake this task even if no byte comes again.
             if let Some(deadline) = &mut this.deadline
@@ -325,7 +363,91 @@ impl AsyncWrite for Connection {
 
 #[cfg(test)]
 mod tests {
-    use super::Head;
+    use std::io::Write as _;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    use super::{Connection, Head, Open, READ_SLICE};
+
+    #[derive(Default)]
+    struct Woken(AtomicBool);
+
+    impl Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_hands_on_a_slice_at_a_time_and_asks_to_be_polled_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (io, _) = listener.accept().await.unwrap();
+        let mut connection = Connection::new(io, None, Duration::from_secs(30), Arc::new(Open::new(8)).enter());
+        client.write_all(&[b'x'; 64 * 1024]).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Read as actix does, 8 KiB at a time, until told to wait.
+        let mut total = 0;
+        let mut buf = [0u8; 8 * 1024];
+        loop {
+            let mut read = ReadBuf::new(&mut buf);
+            let Poll::Ready(result) = Pin::new(&mut connection).poll_read(&mut cx, &mut read) else { break };
+            result.unwrap();
+            assert!(!read.filled().is_empty(), "the client's bytes are all there");
+            total += read.filled().len();
+            assert!(total < READ_SLICE + 8 * 1024, "{total} bytes read without a pause");
+        }
+        assert!(total >= READ_SLICE, "paused after {total} bytes, before a slice");
+        assert!(woken.0.load(Ordering::SeqCst), "a pause that is not an empty socket wakes the reader");
+        let mut again = ReadBuf::new(&mut buf);
+        assert!(Pin::new(&mut connection).poll_read(&mut cx, &mut again).is_ready(), "the next poll reads on");
+    }
+
+    /// The blank line found a byte at a time, as the scan did before it looked for line feeds.
+    fn byte_at_a_time(head: Head, bytes: &[u8]) -> Head {
+        let mut head = head;
+        for &byte in bytes {
+            let last = match head {
+                Head::Read => return head,
+                Head::Idle => 0,
+                Head::Reading { last } => last,
+            };
+            let last = (last << 8) | u32::from(byte);
+            head = if last == u32::from_be_bytes(*b"\r\n\r\n") || last & 0xffff == 0x0a0a {
+                Head::Read
+            } else {
+                Head::Reading { last }
+            };
+        }
+        head
+    }
+
+    proptest! {
+        #[test]
+        fn looking_for_line_feeds_finds_what_a_byte_at_a_time_finds(
+            bytes in proptest::collection::vec(prop::sample::select(vec![b'\r', b'\n', b'a']), 0..24),
+            cuts in proptest::collection::vec(0usize..24, 0..4),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let (mut fast, mut slow, mut from) = (Head::Idle, Head::Idle, 0);
+            for to in cuts.into_iter().chain([bytes.len()]) {
+                fast = fast.after_read(&bytes[from..to]);
+                slow = byte_at_a_time(slow, &bytes[from..to]);
+                prop_assert_eq!(fast, slow, "after {:?}", &bytes[..to]);
+                from = to;
+            }
+        }
+    }
 
     #[test]
     fn a_head_runs_from_its_first_byte_to_its_blank_line_and_an_answer_ends_the_request() {

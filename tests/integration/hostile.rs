@@ -207,6 +207,54 @@ fn bodies_in_flight_beyond_the_memory_set_aside_get_503_and_the_rest_are_served(
     });
 }
 
+#[test]
+fn the_rest_of_a_refused_body_is_not_read() {
+    // One client holds the memory set aside for bodies; the next is refused with 503 after
+    // 128 KiB of the megabyte it declared.
+    let limit = meet_webhooks::defaults::BODY_LIMIT;
+    let server = TestServer::with(Options { body_limit: limit, body_memory: limit, ..Options::default() });
+    let head = |stream: &mut TcpStream| {
+        write!(
+            stream,
+            "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             x-timestamp: {}\r\nx-signature: {}\r\n\r\n",
+            limit - 1,
+            now_ms(),
+            "0".repeat(64)
+        )
+        .unwrap();
+    };
+    let mut holder = server.connect();
+    head(&mut holder);
+    holder.write_all(&vec![b' '; limit - 64 * 1024]).unwrap();
+    let mut refused = server.connect();
+    refused.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Time for the receiver to read the first body into the memory it sets aside.
+    std::thread::sleep(Duration::from_millis(300));
+    head(&mut refused);
+    refused.write_all(&[b' '; 128 * 1024]).unwrap();
+    let (status, answer) = read_one(&mut refused);
+    assert_eq!(status, 503, "{answer}");
+    // The client goes on sending the rest of its body, a piece every 50 ms: the receiver closed
+    // the connection with its answer, and the second piece already finds it closed. (Before,
+    // actix went on reading, and threw away, whatever came for another second.)
+    let piece = [b' '; 16 * 1024];
+    let mut sent = 0;
+    let error = loop {
+        std::thread::sleep(Duration::from_millis(50));
+        match refused.write(&piece) {
+            Ok(n) => sent += n,
+            Err(e) => break e,
+        }
+        assert!(sent < 4 * piece.len(), "the receiver still reads the refused body: {sent} bytes more");
+    };
+    assert!(
+        matches!(error.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset),
+        "{error} after {sent} more bytes"
+    );
+    drop(holder);
+}
+
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
