@@ -13,10 +13,9 @@
 //! - **`Expect: 100-continue` is answered only for a body we would read**: a wrong content type
 //!   or a declared length over `--body-limit` is refused before the client sends the body.
 //! - **Nothing is read after an answer that closes the connection** (`connection: close`, which
-//!   every refusal of a body sends). actix would otherwise read the rest of a refused body, up
-//!   to its declared length, before closing: a refused client could keep us reading (and
-//!   buffering) a megabyte per connection. The client has the answer; what it still sends is
-//!   not read, and the connection is closed.
+//!   every refusal of a body sends). actix would otherwise go on reading, and throwing away,
+//!   what a refused client sends for up to a second (its disconnect timeout) before closing.
+//!   The client has the answer; what it still sends is not read, and the connection is closed.
 //! - **A connection hands actix at most [`READ_SLICE`] before actix handles it**: actix reads
 //!   on until 128 KiB wait in its buffer, so 400 clients sending large bodies held 50 MB in
 //!   buffers before any body was refused; a slice at a time, the body's reader takes (or
