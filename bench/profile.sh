@@ -10,8 +10,9 @@
 # matter, then the total. Under valgrind sha2 takes its portable path (valgrind hides the SHA
 # extensions), so HMAC counts are several times what the machine runs natively.
 #
-# KEEP=dir keeps the callgrind files. Also records a perf profile of a real-speed run when PERF=1 (needs perf): the share of
-# kernel, receiver and libc time.
+# KEEP=dir keeps the callgrind files; SKIP_BASELINE=1 leaves out the bare actix verifier. Also
+# records a perf profile of a real-speed run when PERF=1 (needs perf): the share of kernel,
+# receiver and libc time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-5098}

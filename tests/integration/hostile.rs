@@ -207,31 +207,31 @@ fn bodies_in_flight_beyond_the_memory_set_aside_get_503_and_the_rest_are_served(
     });
 }
 
+/// The head of a webhook delivery declaring a body of `length` bytes, signed with a signature
+/// that verifies for no key.
+fn unsigned_head(length: usize) -> String {
+    format!(
+        "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {length}\r\n\
+         x-timestamp: {}\r\nx-signature: {}\r\n\r\n",
+        now_ms(),
+        "0".repeat(64)
+    )
+}
+
 #[test]
 fn the_rest_of_a_refused_body_is_not_read() {
     // One client holds the memory set aside for bodies; the next is refused with 503 after
     // 128 KiB of the megabyte it declared.
     let limit = meet_webhooks::defaults::BODY_LIMIT;
     let server = TestServer::with(Options { body_limit: limit, body_memory: limit, ..Options::default() });
-    let head = |stream: &mut TcpStream| {
-        write!(
-            stream,
-            "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-             x-timestamp: {}\r\nx-signature: {}\r\n\r\n",
-            limit - 1,
-            now_ms(),
-            "0".repeat(64)
-        )
-        .unwrap();
-    };
     let mut holder = server.connect();
-    head(&mut holder);
+    holder.write_all(unsigned_head(limit - 1).as_bytes()).unwrap();
     holder.write_all(&vec![b' '; limit - 64 * 1024]).unwrap();
     let mut refused = server.connect();
     refused.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
     // Time for the receiver to read the first body into the memory it sets aside.
     std::thread::sleep(Duration::from_millis(300));
-    head(&mut refused);
+    refused.write_all(unsigned_head(limit - 1).as_bytes()).unwrap();
     refused.write_all(&[b' '; 128 * 1024]).unwrap();
     let (status, answer) = read_one(&mut refused);
     assert_eq!(status, 503, "{answer}");
@@ -292,13 +292,7 @@ fn many_large_unsigned_bodies_do_not_grow_the_process_past_the_memory_set_aside(
     for _ in 0..CLIENTS {
         let mut stream = TcpStream::connect(service.addr).unwrap();
         stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
-        let head = format!(
-            "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-             x-timestamp: {}\r\nx-signature: {}\r\n\r\n",
-            limit - 1,
-            now_ms(),
-            "0".repeat(64)
-        );
+        let head = unsigned_head(limit - 1);
         if stream.write_all(head.as_bytes()).is_err() {
             refused += 1;
             continue;

@@ -570,25 +570,19 @@ fn insert(tx: &Transaction<'_>, batch: &[NewDelivery]) -> rusqlite::Result<Vec<A
     Ok(answers)
 }
 
-/// The room's oldest pending delivery becomes its head (after its head left `pending`).
-fn promote(tx: &Transaction<'_>, room: Option<&str>) -> rusqlite::Result<()> {
-    if let Some(room) = room {
-        tx.prepare_cached(
-            "UPDATE deliveries SET head = 1
-              WHERE id = (SELECT id FROM deliveries WHERE room = ?1 AND state = 'pending' ORDER BY id LIMIT 1)",
-        )?
-        .execute([room])?;
-    }
-    Ok(())
-}
-
-/// The oldest pending delivery of the room of `?1` becomes its head (after `?1` left `pending`);
-/// one statement where reading the room and then promoting took two.
+/// The oldest pending delivery of the room of `?1` becomes its head, after `?1` left `pending`
+/// (done, dead or buried): one statement, the room read in it. A delivery without a room has
+/// no next.
 const PROMOTE_AFTER: &str = "UPDATE deliveries SET head = 1
                               WHERE id = (SELECT n.id FROM deliveries n
                                            WHERE n.room = (SELECT room FROM deliveries WHERE id = ?1)
                                              AND n.state = 'pending'
                                            ORDER BY n.id LIMIT 1)";
+
+fn promote_after(tx: &Transaction<'_>, id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(PROMOTE_AFTER)?.execute([id])?;
+    Ok(())
+}
 
 /// The heads that may be claimed at `?1`, oldest first, each read whole (the index leads to
 /// the row, which the lease check reads anyway; a second lookup per claim cost more). No
@@ -632,7 +626,7 @@ fn claim(tx: &Transaction<'_>, owner: &str, now: i64, request: &ClaimRequest) ->
                     request.max_attempts
                 );
                 bury.execute(params![delivery.id, now, error])?;
-                promote(tx, delivery.room.as_deref())?;
+                promote_after(tx, delivery.id)?;
                 buried = true;
             } else {
                 // The row as this claim leaves it.
@@ -692,7 +686,7 @@ fn complete(tx: &Transaction<'_>, owner: &str, now: i64, batch: &[Completion]) -
             continue;
         }
         if matches!(c.outcome, Outcome::Done | Outcome::Dead { .. }) {
-            tx.prepare_cached(PROMOTE_AFTER)?.execute([id])?;
+            promote_after(tx, id)?;
         }
         answers.push(Completed::Recorded);
     }
