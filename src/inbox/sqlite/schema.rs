@@ -59,6 +59,17 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_ready ON deliveries (due_at, id) WHERE head = 1;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
     ",
+    // 3: one index of pending deliveries instead of two. Every pending delivery is in it by
+    // (room, id), those without a room first (NULL sorts first): a room's backlog is a range of
+    // it, and so is the whole pending set (counts, the oldest, claims to release). Each index
+    // a delivery passes through costs its arrival and its outcome an insert and a delete, and
+    // each commit a page of the log: the second one was about 6% of the writer's instructions
+    // per delivery (callgrind), for lookups this one serves as well.
+    "
+    DROP INDEX deliveries_pending;
+    DROP INDEX deliveries_pending_room;
+    CREATE INDEX deliveries_pending ON deliveries (room, id) WHERE state = 'pending';
+    ",
 ];
 
 /// The schema version this build writes.
