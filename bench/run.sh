@@ -68,8 +68,25 @@ run() {
   local report
   report=$("${pin_load[@]}" "$load" --url "http://127.0.0.1:$port/webhook" --key "$key" \
     --connections "$connections" --seconds "${RUN_SECONDS:-$seconds}" --pid "$pid" --mix "${MIX:-provider}")
+  report=$(with_handled "$report" "$port")
   kill -TERM "$pid"; wait "$pid" || true; pid=
   echo "{\"run\":\"$label\",${report#\{}" | tee -a "$work/results.jsonl"
+}
+
+# with_handled <report> <port...>: the report with "handled", the deliveries whose handler had
+# finished (done) when the load stopped, read from each receiver's /metrics at once: with the
+# inbox, a delivery is acknowledged when stored and handled after; what is acknowledged faster
+# than it is handled waits in the inbox. Receivers without those metrics add nothing.
+with_handled() {
+  local report=$1 port handled=0 any=
+  shift
+  for port in "$@"; do
+    local n
+    n=$(curl -s --max-time 2 "http://127.0.0.1:$port/metrics" \
+      | awk '/^meet_webhooks_handler_attempts_total\{.*outcome="done"/ {s += $NF; f = 1} END {if (f) print s}') || true
+    [ -n "$n" ] && handled=$((handled + n)) && any=1
+  done
+  if [ -n "$any" ]; then echo "{\"handled\":$handled,${report#\{}"; else echo "$report"; fi
 }
 
 # A fresh, empty database for one run; prints its URL (no TLS on loopback).
@@ -93,6 +110,7 @@ run_postgres() {
     load_args+=(--url "http://127.0.0.1:$((port + i))/webhook" --pid "$!")
   done
   report=$("$load" --key "$key" --connections "$connections" --seconds "$seconds" "${load_args[@]}")
+  report=$(with_handled "$report" $(seq "$port" $((port + count - 1))))
   kill -TERM "${replicas[@]}"; wait "${replicas[@]}" || true; replicas=()
   echo "{\"run\":\"$label\",${report#\{}" | tee -a "$work/results.jsonl"
 }
@@ -163,12 +181,18 @@ for r in runs:
         durable = r["deliveries_per_second"]
     r["ratio"] = r["deliveries_per_second"] / bare if bare else float("nan")
     r["durable_ratio"] = r["deliveries_per_second"] / durable if durable else float("nan")
+def handled(rs):
+    """Of the acknowledged deliveries, the share handled when the load stopped (median); "-" for
+    receivers that handle before answering or have no such metric."""
+    shares = [r["handled"] / r["deliveries"] for r in rs if "handled" in r and r["deliveries"]]
+    return f"{median(shares):.0%}" if shares else "-"
 # The provider measured its Rust receiver at 106k/s where its bare axum verifier did 120k/s.
 provider = 106 / 120
 print()
 print("| configuration | runs | deliveries/s | × axum bare verifier | × durable floor | × provider's receiver (est.) "
-      "| p50 | p99 | p99.9 | non-2xx | receiver CPU µs/delivery | load CPU µs/delivery | RSS MiB (peak) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| p50 | p99 | p99.9 | non-2xx | receiver CPU µs/delivery | load CPU µs/delivery | RSS MiB (peak) "
+      "| handled when the load stopped |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for label in dict.fromkeys(r["run"] for r in runs):
     rs = [r for r in runs if r["run"] == label]
     med = lambda f: median(f(r) for r in rs)
@@ -179,7 +203,8 @@ for label in dict.fromkeys(r["run"] for r in runs):
           f"| {latency('p99.9'):.2f} ms | {sum(r['non_2xx'] for r in rs)} "
           f"| {med(lambda r: r.get('receiver_cpu_us_per_delivery', 0)):.1f} "
           f"| {med(lambda r: r.get('load_cpu_us_per_delivery', 0)):.1f} "
-          f"| {max(r.get('receiver_rss_mib', 0) for r in rs)} ({max(r.get('receiver_peak_rss_mib', 0) for r in rs)}) |")
+          f"| {max(r.get('receiver_rss_mib', 0) for r in rs)} ({max(r.get('receiver_peak_rss_mib', 0) for r in rs)}) "
+          f"| {handled(rs)} |")
 
 # PostgreSQL: each run against the floor of its own round.
 floor = None
@@ -190,14 +215,15 @@ for r in runs:
 pg = [label for label in dict.fromkeys(r["run"] for r in runs) if label.startswith("postgres")]
 if pg:
     print()
-    print("| PostgreSQL | runs | acknowledged/s | × the floor | p50 | p99 | receiver CPU µs/delivery (all replicas) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| PostgreSQL | runs | acknowledged/s | × the floor | p50 | p99 | receiver CPU µs/delivery (all replicas) "
+          "| handled when the load stopped |")
+    print("|---|---|---|---|---|---|---|---|")
     for label in pg:
         rs = [r for r in runs if r["run"] == label]
         med = lambda f: median(f(r) for r in rs)
         print(f"| {label} | {len(rs)} | {med(lambda r: r['deliveries_per_second']):,.0f} "
               f"| {med(lambda r: r['floor_ratio']):.2f} | {med(lambda r: r['latency_us']['p50']) / 1000:.2f} ms "
               f"| {med(lambda r: r['latency_us']['p99']) / 1000:.2f} ms "
-              f"| {med(lambda r: r.get('receiver_cpu_us_per_delivery', 0)):.1f} |")
+              f"| {med(lambda r: r.get('receiver_cpu_us_per_delivery', 0)):.1f} | {handled(rs)} |")
 PY
 [ -z "$postgres" ] || psql "$pg_admin" -qc "DROP DATABASE IF EXISTS mw_bench WITH (FORCE)" >/dev/null

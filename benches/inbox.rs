@@ -2,7 +2,8 @@
 //!
 //! - `drain/one room`: 20,000 pending deliveries of one room (handled one at a time, in
 //!   order), worked through by the dispatcher with a handler that only counts.
-//! - `drain/1000 rooms`: the same backlog spread over 1,000 rooms (4 handlers at once).
+//! - `drain/1000 rooms`: the same backlog spread over 1,000 rooms (the default number of
+//!   handlers at once, `defaults::CONCURRENCY`).
 //!
 //! Throughput is deliveries handled per second, from the dispatcher's start until the handler
 //! has seen the last one. `cargo bench --bench inbox`
@@ -68,7 +69,7 @@ fn drain_once(rooms: usize) -> Duration {
     let dispatcher = Dispatcher {
         inbox: inbox.clone(),
         handler: handler.clone(),
-        concurrency: 4,
+        concurrency: meet_webhooks::defaults::CONCURRENCY,
         retry: RetryPolicy::default(),
         lease: meet_webhooks::defaults::LEASE,
         retention: Duration::from_secs(3600),
