@@ -22,7 +22,8 @@
 #
 # The configurations take turns, round after round, so that a slow minute on a shared machine
 # hits all of them alike. Prints one JSON line per run, then a Markdown table of medians, with
-# each run's ratio taken against the axum bare verifier of its own round. Bounded: ROUNDS
+# each run's ratio taken against the axum bare verifier of its own round, and for receivers with
+# the inbox the share of acknowledged deliveries already handled when the load stopped. Bounded: ROUNDS
 # (default 3) of every configuration, SECONDS_PER_RUN (default 5) each, CONNECTIONS (default
 # 64) keep-alive connections, 127.0.0.1 only. LONG=60 adds a 60 s inbox run (memory over time).
 #
