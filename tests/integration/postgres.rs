@@ -788,3 +788,63 @@ fn outcomes_and_renewals_of_the_same_claims_at_once_do_not_deadlock() {
         inbox.close().await;
     });
 }
+
+#[test]
+fn a_batch_of_outcomes_is_answered_in_its_own_order_each_recorded_as_given() {
+    // The dispatcher sends outcomes in the order its handlers finished; the inbox records them
+    // in the order of their ids, all at once: each answer must still be its own outcome's.
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "replica").unwrap();
+    block_on(async {
+        let rooms: Vec<String> = (0..40).map(|n| format!("r{n}")).collect();
+        for (n, room) in (1..).zip(&rooms) {
+            inbox.append(delivery(n, Some(room))).await.unwrap();
+        }
+        let Appended::New(waiting) = inbox.append(delivery(100, Some("r0"))).await.unwrap() else { panic!() };
+        let claimed = inbox.claim(request(100, Duration::from_secs(30))).await.unwrap();
+        assert_eq!(claimed.len(), 40, "the room heads");
+        let outcome = |i: usize| match i % 4 {
+            0 => Outcome::Done,
+            1 => Outcome::Retry { after: Duration::from_secs(3600), error: format!("retry {i}") },
+            2 => Outcome::Dead { error: format!("dead {i}") },
+            _ => Outcome::Interrupted,
+        };
+        // Newest first; the seventh with a fence that is no longer its claim's.
+        let mut completions: Vec<Completion> = claimed
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, c)| Completion { claim: c.claim, kind: Kind::Typed, outcome: outcome(i) })
+            .collect();
+        completions[6].claim.fence += 1;
+        let answers = inbox.complete(&completions).await.unwrap();
+        for (k, answer) in answers.iter().enumerate() {
+            let expected = if k == 6 { Completed::Fenced } else { Completed::Recorded };
+            assert_eq!(*answer, expected, "answer {k}");
+        }
+        for (k, c) in completions.iter().enumerate() {
+            let stored = inbox.get(c.claim.id).await.unwrap().unwrap();
+            let seen = (stored.state, stored.last_error.as_deref(), stored.claimed_by.is_some(), stored.attempts);
+            let expected = match (&c.outcome, k) {
+                (_, 6) => (State::Pending, None, true, 1),
+                (Outcome::Done, _) => (State::Done, None, false, 1),
+                (Outcome::Retry { error, .. }, _) => (State::Pending, Some(error.as_str()), false, 1),
+                (Outcome::Dead { error }, _) => (State::Dead, Some(error.as_str()), false, 1),
+                (Outcome::Interrupted, _) => (State::Pending, None, false, 0),
+            };
+            assert_eq!(seen, expected, "delivery {} ({:?})", c.claim.id, c.outcome);
+        }
+        // Room r0's head was done: its next is claimable, the failed and dead ones are not.
+        let next = ids(&inbox.claim(request(100, Duration::from_secs(30))).await.unwrap());
+        let interrupted: Vec<i64> = completions
+            .iter()
+            .enumerate()
+            .filter(|&(k, c)| k != 6 && c.outcome == Outcome::Interrupted)
+            .map(|(_, c)| c.claim.id)
+            .collect();
+        let mut expected = [interrupted, vec![waiting]].concat();
+        expected.sort_unstable();
+        assert_eq!(next, expected);
+        inbox.close().await;
+    });
+}

@@ -470,61 +470,20 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
             .map(|r| r.get(0))
             .collect();
     lock_rooms(tx, &mut rooms).await?;
-    let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending' RETURNING room";
-    let mut answers = vec![Completed::Fenced; batch.len()];
-    let mut freed: Vec<String> = Vec::new();
     // In the order of their ids, as renewals lock them: the two run at once, and rows locked in
-    // two orders could deadlock.
+    // two orders could deadlock. Sent together (pipelined: the connection sends each statement
+    // without waiting for the answer to the one before, and the server runs them in the order
+    // sent): one round trip for the batch instead of one per outcome, which held a turn of the
+    // dispatcher (and its handler slots) for as many round trips as it had outcomes.
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_unstable_by_key(|&i| batch[i].claim.id);
-    for i in order {
-        let c = &batch[i];
-        let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
-        let row = match &c.outcome {
-            Outcome::Done => {
-                query_opt(
-                    tx,
-                    &format!(
-                        "UPDATE deliveries SET state = 'done', head = false, owner = NULL, lease_until = NULL,
-                                kind = $4, last_error = NULL, done_at = {NOW_MS} {held}"
-                    ),
-                    &[&id, &fence, &owner, &kind],
-                )
-                .await
-            }
-            Outcome::Retry { after, error } => {
-                query_opt(
-                    tx,
-                    &format!(
-                        "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
-                                due_at = {NOW_MS} + $6 {held}"
-                    ),
-                    &[&id, &fence, &owner, &kind, error, &millis(*after)],
-                )
-                .await
-            }
-            Outcome::Dead { error } => {
-                query_opt(
-                    tx,
-                    &format!(
-                        "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
-                                kind = $4, last_error = $5, done_at = {NOW_MS} {held}"
-                    ),
-                    &[&id, &fence, &owner, &kind, error],
-                )
-                .await
-            }
-            Outcome::Interrupted => {
-                query_opt(
-                    tx,
-                    &format!("UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1 {held}"),
-                    &[&id, &fence, &owner],
-                )
-                .await
-            }
-        }?;
+    let rows = futures_util::future::try_join_all(order.iter().map(|&i| record(tx, owner, &batch[i]))).await?;
+    let mut answers = vec![Completed::Fenced; batch.len()];
+    let mut freed: Vec<String> = Vec::new();
+    for (&i, row) in order.iter().zip(rows) {
         if let Some(row) = row {
-            if let (Some(room), Outcome::Done | Outcome::Dead { .. }) = (row.get::<_, Option<String>>(0), &c.outcome) {
+            let outcome = &batch[i].outcome;
+            if let (Some(room), Outcome::Done | Outcome::Dead { .. }) = (row.get::<_, Option<String>>(0), outcome) {
                 freed.push(room);
             }
             answers[i] = Completed::Recorded;
@@ -535,6 +494,55 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
         promote(tx, &freed).await?;
     }
     Ok(answers)
+}
+
+/// Records one outcome if its claim still holds the delivery: the delivery's room if so.
+async fn record(tx: &Transaction<'_>, owner: &str, c: &Completion) -> Result<Option<Row>, StoreError> {
+    let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending' RETURNING room";
+    let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
+    match &c.outcome {
+        Outcome::Done => {
+            query_opt(
+                tx,
+                &format!(
+                    "UPDATE deliveries SET state = 'done', head = false, owner = NULL, lease_until = NULL,
+                            kind = $4, last_error = NULL, done_at = {NOW_MS} {held}"
+                ),
+                &[&id, &fence, &owner, &kind],
+            )
+            .await
+        }
+        Outcome::Retry { after, error } => {
+            query_opt(
+                tx,
+                &format!(
+                    "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
+                            due_at = {NOW_MS} + $6 {held}"
+                ),
+                &[&id, &fence, &owner, &kind, error, &millis(*after)],
+            )
+            .await
+        }
+        Outcome::Dead { error } => {
+            query_opt(
+                tx,
+                &format!(
+                    "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
+                            kind = $4, last_error = $5, done_at = {NOW_MS} {held}"
+                ),
+                &[&id, &fence, &owner, &kind, error],
+            )
+            .await
+        }
+        Outcome::Interrupted => {
+            query_opt(
+                tx,
+                &format!("UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1 {held}"),
+                &[&id, &fence, &owner],
+            )
+            .await
+        }
+    }
 }
 
 #[async_trait::async_trait]
