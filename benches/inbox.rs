@@ -4,6 +4,9 @@
 //!   order), worked through by the dispatcher with a handler that only counts.
 //! - `drain/1000 rooms`: the same backlog spread over 1,000 rooms (the default number of
 //!   handlers at once, `defaults::CONCURRENCY`).
+//! - `drain/postgres, 1000 rooms`: that backlog in the PostgreSQL inbox, one replica, on a
+//!   fresh database `mw_bench_drain` of the server `MEET_WEBHOOKS_TEST_DATABASE_URL` (default
+//!   the local one); left out when there is none.
 //!
 //! Throughput is deliveries handled per second, from the dispatcher's start until the handler
 //! has seen the last one. `cargo bench --bench inbox`
@@ -13,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use meet_webhooks::inbox::{Dispatcher, Inbox, Kind, NewDelivery, RetryPolicy, SqliteInbox};
+use meet_webhooks::inbox::{Dispatcher, Inbox, Kind, NewDelivery, PgInbox, RetryPolicy, SqliteInbox};
 use meet_webhooks::runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
 use meet_webhooks::{WEBHOOKS, WebhookHandler};
 
@@ -34,10 +37,42 @@ impl WebhookHandler for Count {
     }
 }
 
+/// Where the backlog is kept.
+#[derive(Clone, Copy)]
+enum Storage<'a> {
+    Sqlite,
+    /// A database of this server (its admin URL), made anew for each run.
+    Postgres(&'a str),
+}
+
+const PG_DATABASE: &str = "mw_bench_drain";
+
+/// Runs `sql` on the server of `admin`.
+fn pg_execute(admin: &str, sql: &str) -> Result<(), tokio_postgres::Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let result = client.batch_execute(sql).await;
+        drop(client);
+        let _ = connection.await;
+        result
+    })
+}
+
 /// Fills a new inbox with the backlog, then times the dispatcher working through it.
-fn drain_once(rooms: usize) -> Duration {
+fn drain_once(storage: Storage<'_>, rooms: usize) -> Duration {
     let dir = tempfile::tempdir().unwrap();
-    let inbox: Arc<dyn Inbox> = Arc::new(SqliteInbox::open(dir.path(), "bench").unwrap());
+    let inbox: Arc<dyn Inbox> = match storage {
+        Storage::Sqlite => Arc::new(SqliteInbox::open(dir.path(), "bench").unwrap()),
+        Storage::Postgres(admin) => {
+            pg_execute(admin, &format!("DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")).unwrap();
+            pg_execute(admin, &format!("CREATE DATABASE {PG_DATABASE}")).unwrap();
+            let base = admin.split('?').next().unwrap();
+            let url = format!("{}/{PG_DATABASE}?sslmode=disable", &base[..base.rfind('/').unwrap()]);
+            Arc::new(PgInbox::connect(&url, "bench").unwrap())
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let appends = (0..BACKLOG).map(|n| {
@@ -89,7 +124,19 @@ fn drain(c: &mut Criterion) {
     let mut group = c.benchmark_group("drain");
     group.sample_size(10).throughput(Throughput::Elements(BACKLOG as u64));
     for (name, rooms) in [("one room", 1), ("1000 rooms", 1000)] {
-        group.bench_function(name, |b| b.iter_custom(|iters| (0..iters).map(|_| drain_once(rooms)).sum()));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| drain_once(Storage::Sqlite, rooms)).sum())
+        });
+    }
+    let admin = std::env::var("MEET_WEBHOOKS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    if pg_execute(&admin, "SELECT 1").is_ok() {
+        group.bench_function("postgres, 1000 rooms", |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| drain_once(Storage::Postgres(&admin), 1000)).sum())
+        });
+        let _ = pg_execute(&admin, &format!("DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)"));
+    } else {
+        eprintln!("drain/postgres left out: no PostgreSQL at {admin}");
     }
     group.finish();
 }

@@ -20,6 +20,7 @@
 
 mod schema;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -316,30 +317,24 @@ async fn query(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<Ve
     tx.query(&statement, params).await.map_err(failed)
 }
 
-async fn query_opt(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
-    let statement = tx.prepare_cached(sql).await.map_err(failed)?;
-    tx.query_opt(&statement, params).await.map_err(failed)
-}
-
 async fn execute(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<u64, StoreError> {
     let statement = tx.prepare_cached(sql).await.map_err(failed)?;
     tx.execute(&statement, params).await.map_err(failed)
 }
 
+/// Each room of `$1` whose first pending delivery is not its head makes it its head (the
+/// caller holds the rooms' locks). Per room, its first pending delivery through the (room,
+/// room_seq) index: a plan that stays cheap however long the rooms' backlogs and whatever the
+/// plan cache chose.
+const PROMOTE: &str = "UPDATE deliveries d SET head = true
+                         FROM unnest($1::text[]) AS r(room),
+                              LATERAL (SELECT id, head FROM deliveries
+                                        WHERE room = r.room AND state = 'pending' ORDER BY room_seq LIMIT 1) first
+                        WHERE d.id = first.id AND NOT first.head";
+
 /// Each room's first pending delivery is its head (the caller holds the rooms' locks).
 async fn promote(tx: &Transaction<'_>, rooms: &[&str]) -> Result<(), StoreError> {
-    // Per room, its first pending delivery through the (room, room_seq) index: a plan that
-    // stays cheap however long the rooms' backlogs and whatever the plan cache chose.
-    execute(
-        tx,
-        "UPDATE deliveries d SET head = true
-           FROM unnest($1::text[]) AS r(room),
-                LATERAL (SELECT id, head FROM deliveries
-                          WHERE room = r.room AND state = 'pending' ORDER BY room_seq LIMIT 1) first
-          WHERE d.id = first.id AND NOT first.head",
-        &[&rooms],
-    )
-    .await?;
+    execute(tx, PROMOTE, &[&rooms]).await?;
     Ok(())
 }
 
@@ -458,91 +453,97 @@ async fn bury(tx: &Transaction<'_>, spent: &[&Row], max_attempts: u32) -> Result
 }
 
 /// Records outcomes for the claims that still hold their deliveries.
+///
+/// Three round trips whatever the batch: the rooms locked; the outcomes and the rooms' next
+/// heads, sent together (pipelined: each statement is sent without waiting for the answer to
+/// the one before, and the server runs them in the order sent); the answers. The outcomes go in
+/// the order of their ids, as renewals lock them: the two run at once, and rows locked in two
+/// orders could deadlock.
 async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Result<Vec<Completed>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
-    let mut rooms: Vec<String> =
-        query(tx, "SELECT room FROM deliveries WHERE id = ANY($1) AND room IS NOT NULL", &[&ids])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-    lock_rooms(tx, &mut rooms).await?;
-    // In the order of their ids, as renewals lock them: the two run at once, and rows locked in
-    // two orders could deadlock. Sent together (pipelined: the connection sends each statement
-    // without waiting for the answer to the one before, and the server runs them in the order
-    // sent): one round trip for the batch instead of one per outcome, which held a turn of the
-    // dispatcher (and its handler slots) for as many round trips as it had outcomes.
+    let rooms: Vec<String> = query(
+        tx,
+        "SELECT room FROM rooms WHERE room IN (SELECT room FROM deliveries WHERE id = ANY($1)) ORDER BY room FOR UPDATE",
+        &[&ids],
+    )
+    .await?
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     let mut order: Vec<usize> = (0..batch.len()).collect();
     order.sort_unstable_by_key(|&i| batch[i].claim.id);
-    let rows = futures_util::future::try_join_all(order.iter().map(|&i| record(tx, owner, &batch[i]))).await?;
-    let mut answers = vec![Completed::Fenced; batch.len()];
-    let mut freed: Vec<String> = Vec::new();
-    for (&i, row) in order.iter().zip(rows) {
-        if let Some(row) = row {
-            let outcome = &batch[i].outcome;
-            if let (Some(room), Outcome::Done | Outcome::Dead { .. }) = (row.get::<_, Option<String>>(0), outcome) {
-                freed.push(room);
-            }
-            answers[i] = Completed::Recorded;
+    // Prepared first (once per connection): a statement that had to be prepared on the way
+    // would be sent after the ones behind it.
+    let mut statements = HashMap::new();
+    for c in batch {
+        let sql = outcome_sql(&c.outcome);
+        if !statements.contains_key(sql.as_str()) {
+            let statement = tx.prepare_cached(&sql).await.map_err(failed)?;
+            statements.insert(sql, statement);
         }
     }
-    let freed: Vec<&str> = freed.iter().map(String::as_str).collect();
-    if !freed.is_empty() {
-        promote(tx, &freed).await?;
+    let promote_statement = tx.prepare_cached(PROMOTE).await.map_err(failed)?;
+    let updates = order.iter().map(|&i| {
+        let c = &batch[i];
+        record(tx, &statements[outcome_sql(&c.outcome).as_str()], owner, c)
+    });
+    // Each room's first pending delivery is its head: a room whose head is done or dead goes on;
+    // in the others the head is still the first, and nothing changes.
+    let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let promote = async { tx.execute(&promote_statement, &[&rooms]).await.map_err(failed) };
+    let (rows, _) = futures_util::future::try_join(futures_util::future::try_join_all(updates), promote).await?;
+    let mut answers = vec![Completed::Fenced; batch.len()];
+    for (&i, recorded) in order.iter().zip(rows) {
+        if recorded {
+            answers[i] = Completed::Recorded;
+        }
     }
     Ok(answers)
 }
 
-/// Records one outcome if its claim still holds the delivery: the delivery's room if so.
-async fn record(tx: &Transaction<'_>, owner: &str, c: &Completion) -> Result<Option<Row>, StoreError> {
-    let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending' RETURNING room";
-    let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
-    match &c.outcome {
-        Outcome::Done => {
-            query_opt(
-                tx,
-                &format!(
-                    "UPDATE deliveries SET state = 'done', head = false, owner = NULL, lease_until = NULL,
-                            kind = $4, last_error = NULL, done_at = {NOW_MS} {held}"
-                ),
-                &[&id, &fence, &owner, &kind],
-            )
-            .await
-        }
-        Outcome::Retry { after, error } => {
-            query_opt(
-                tx,
-                &format!(
-                    "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
-                            due_at = {NOW_MS} + $6 {held}"
-                ),
-                &[&id, &fence, &owner, &kind, error, &millis(*after)],
-            )
-            .await
-        }
-        Outcome::Dead { error } => {
-            query_opt(
-                tx,
-                &format!(
-                    "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
-                            kind = $4, last_error = $5, done_at = {NOW_MS} {held}"
-                ),
-                &[&id, &fence, &owner, &kind, error],
-            )
-            .await
-        }
+/// The statement that records `outcome` for the claim `$1` (id), `$2` (fence), `$3` (owner).
+fn outcome_sql(outcome: &Outcome) -> String {
+    let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending'";
+    match outcome {
+        Outcome::Done => format!(
+            "UPDATE deliveries SET state = 'done', head = false, owner = NULL, lease_until = NULL,
+                    kind = $4, last_error = NULL, done_at = {NOW_MS} {held}"
+        ),
+        Outcome::Retry { .. } => format!(
+            "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
+                    due_at = {NOW_MS} + $6 {held}"
+        ),
+        Outcome::Dead { .. } => format!(
+            "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
+                    kind = $4, last_error = $5, done_at = {NOW_MS} {held}"
+        ),
         Outcome::Interrupted => {
-            query_opt(
-                tx,
-                &format!("UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1 {held}"),
-                &[&id, &fence, &owner],
-            )
-            .await
+            format!("UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1 {held}")
         }
     }
+}
+
+/// Records one outcome with its statement (from [`outcome_sql`]): whether its claim still held
+/// the delivery.
+async fn record(
+    tx: &Transaction<'_>,
+    statement: &tokio_postgres::Statement,
+    owner: &str,
+    c: &Completion,
+) -> Result<bool, StoreError> {
+    let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
+    let updated = match &c.outcome {
+        Outcome::Done => tx.execute(statement, &[&id, &fence, &owner, &kind]).await,
+        Outcome::Retry { after, error } => {
+            tx.execute(statement, &[&id, &fence, &owner, &kind, error, &millis(*after)]).await
+        }
+        Outcome::Dead { error } => tx.execute(statement, &[&id, &fence, &owner, &kind, error]).await,
+        Outcome::Interrupted => tx.execute(statement, &[&id, &fence, &owner]).await,
+    };
+    Ok(updated.map_err(failed)? == 1)
 }
 
 #[async_trait::async_trait]
