@@ -22,7 +22,7 @@ mod schema;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -370,44 +370,44 @@ fn stored(row: &Row, offset: usize) -> Stored {
     }
 }
 
-/// Claims due heads, oldest first: locks up to `limit` of them (skipping those another replica
-/// is locking), buries those that have no attempt left (their last claim ran out: the replica
-/// that ran it stopped) and claims the rest.
+/// Claims up to `$1` due heads, oldest first, in one statement: locks them (skipping those
+/// another replica is locking) and takes those with an attempt left, as `$2` for `$3` ms; one
+/// whose last claim ran out on its last attempt (`$4`: the replica that ran it stopped) is left
+/// as it is, to be buried. Each row: whether it was taken, its fence, then [`CLAIMED_COLUMNS`].
+static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH due AS (SELECT id, attempts < $4 AS taken FROM deliveries
+                   WHERE head AND due_at <= {NOW_MS}
+                     AND (owner IS NULL OR lease_until <= now())
+                   ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+     UPDATE deliveries d
+        SET owner = CASE WHEN due.taken THEN $2 ELSE d.owner END,
+            fence = d.fence + due.taken::int,
+            attempts = d.attempts + due.taken::int,
+            lease_until = CASE WHEN due.taken THEN now() + make_interval(secs => $3::float8 / 1000)
+                               ELSE d.lease_until END
+       FROM due
+      WHERE d.id = due.id
+     RETURNING due.taken, d.fence, {CLAIMED_COLUMNS}"
+    )
+});
+
+/// Claims due heads, oldest first, up to the request's limit, burying on the way those that
+/// have no attempt left (their last claim ran out: the replica that ran it stopped).
 async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
-    let max = i64::from(request.max_attempts);
-    let lease_ms = millis(request.lease) as f64;
     let mut claimed: Vec<Claimed> = Vec::new();
+    let lease_ms = millis(request.lease) as f64;
+    let max = i32::try_from(request.max_attempts).unwrap_or(i32::MAX);
     loop {
         let limit = i64::try_from(request.limit - claimed.len()).unwrap_or(i64::MAX);
-        let due = query(
-            tx,
-            &format!(
-                "SELECT id, attempts, room FROM deliveries
-                  WHERE head AND due_at <= {NOW_MS} AND (owner IS NULL OR lease_until <= now())
-                  ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED"
-            ),
-            &[&limit],
-        )
-        .await?;
-        let (spent, ready): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| i64::from(r.get::<_, i32>(1)) >= max);
-        let ids: Vec<i64> = ready.iter().map(|r| r.get(0)).collect();
-        let rows = query(
-            tx,
-            &format!(
-                "UPDATE deliveries d
-                    SET owner = $2, fence = d.fence + 1, attempts = d.attempts + 1,
-                        lease_until = now() + make_interval(secs => $3::float8 / 1000)
-                  WHERE d.id = ANY($1)
-                 RETURNING d.fence, {CLAIMED_COLUMNS}"
-            ),
-            &[&ids, &owner, &lease_ms],
-        )
-        .await?;
-        claimed.extend(rows.iter().map(|row| {
-            let delivery = stored(row, 1);
-            Claimed { claim: Claim { id: delivery.id, fence: row.get(0) }, attempt: delivery.attempts, delivery }
+        let due = query(tx, &CLAIM, &[&limit, &owner, &lease_ms, &max]).await?;
+        let (taken, spent): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| r.get::<_, bool>(0));
+        claimed.extend(taken.iter().map(|row| {
+            let delivery = stored(row, 2);
+            Claimed { claim: Claim { id: delivery.id, fence: row.get(1) }, attempt: delivery.attempts, delivery }
         }));
         // Burying may have unblocked rooms: look again for the places it took.
+        let spent: Vec<(i64, Option<String>)> = spent.iter().map(|r| (r.get(2), r.get(10))).collect();
         if spent.is_empty() || claimed.len() >= request.limit || !bury(tx, &spent, request.max_attempts).await? {
             break;
         }
@@ -419,8 +419,8 @@ async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Res
 /// Dead, with why, and their rooms go on. A room whose row another transaction holds is left
 /// for the next claim: waiting for it while holding these rows could deadlock.
 /// Whether it buried any.
-async fn bury(tx: &Transaction<'_>, spent: &[&Row], max_attempts: u32) -> Result<bool, StoreError> {
-    let mut rooms: Vec<String> = spent.iter().filter_map(|r| r.get::<_, Option<String>>(2)).collect();
+async fn bury(tx: &Transaction<'_>, spent: &[(i64, Option<String>)], max_attempts: u32) -> Result<bool, StoreError> {
+    let mut rooms: Vec<String> = spent.iter().filter_map(|(_, room)| room.clone()).collect();
     rooms.sort_unstable();
     rooms.dedup();
     let locked: Vec<String> =
@@ -431,8 +431,8 @@ async fn bury(tx: &Transaction<'_>, spent: &[&Row], max_attempts: u32) -> Result
             .collect();
     let ids: Vec<i64> = spent
         .iter()
-        .filter(|r| r.get::<_, Option<String>>(2).is_none_or(|room| locked.contains(&room)))
-        .map(|r| r.get(0))
+        .filter(|(_, room)| room.as_ref().is_none_or(|room| locked.contains(room)))
+        .map(|(id, _)| *id)
         .collect();
     let error = format!(
         "its last attempt (of {max_attempts}) never finished: the replica handling it stopped or lost its claim"
@@ -494,9 +494,9 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     // in the others the head is still the first, and nothing changes.
     let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
     let promote = async { tx.execute(&promote_statement, &[&rooms]).await.map_err(failed) };
-    let (rows, _) = futures_util::future::try_join(futures_util::future::try_join_all(updates), promote).await?;
+    let (recorded, _) = futures_util::future::try_join(futures_util::future::try_join_all(updates), promote).await?;
     let mut answers = vec![Completed::Fenced; batch.len()];
-    for (&i, recorded) in order.iter().zip(rows) {
+    for (&i, recorded) in order.iter().zip(recorded) {
         if recorded {
             answers[i] = Completed::Recorded;
         }
