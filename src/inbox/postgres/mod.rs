@@ -17,6 +17,11 @@
 //!   database's clock (`now()`), never a replica's; outcomes and renewals count only for the
 //!   claim that holds the delivery (fencing). A replica that stops renewing loses its claims
 //!   once the lease runs out, and another replica takes them.
+//! - **A dispatcher's turn in few round trips.** A claim is one statement (`WITH … FOR UPDATE
+//!   SKIP LOCKED` feeding the `UPDATE` that takes the rows). A turn's outcomes, however many, and
+//!   the next heads of their rooms are sent together (pipelined) after their rooms are locked:
+//!   the server runs them in the order sent, the outcomes in the order of their ids as renewals
+//!   lock them (rows locked in two orders could deadlock).
 
 mod schema;
 
