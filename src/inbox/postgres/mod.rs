@@ -484,16 +484,14 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     // would be sent after the ones behind it.
     let mut statements = HashMap::new();
     for c in batch {
-        let sql = outcome_sql(&c.outcome);
-        if !statements.contains_key(sql.as_str()) {
-            let statement = tx.prepare_cached(&sql).await.map_err(failed)?;
-            statements.insert(sql, statement);
+        if let std::collections::hash_map::Entry::Vacant(entry) = statements.entry(std::mem::discriminant(&c.outcome)) {
+            entry.insert(tx.prepare_cached(&outcome_sql(&c.outcome)).await.map_err(failed)?);
         }
     }
     let promote_statement = tx.prepare_cached(PROMOTE).await.map_err(failed)?;
     let updates = order.iter().map(|&i| {
         let c = &batch[i];
-        record(tx, &statements[outcome_sql(&c.outcome).as_str()], owner, c)
+        record(tx, &statements[&std::mem::discriminant(&c.outcome)], owner, c)
     });
     // Each room's first pending delivery is its head: a room whose head is done or dead goes on;
     // in the others the head is still the first, and nothing changes.
