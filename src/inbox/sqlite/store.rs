@@ -360,15 +360,18 @@ impl Store {
         self.guard()?;
         // In bounded batches, oldest first (done deliveries cluster at the low ids), so a large
         // backlog never holds the writer, and with it the request path, for long.
+        let bound: i64 = self
+            .conn
+            .prepare_cached(PRUNE_BOUND)
+            .and_then(|mut s| s.query_row([before_ms], |r| r.get(0)).optional())
+            .map_err(|e| self.failed(e))?
+            .unwrap_or(i64::MAX);
         let mut pruned = 0;
         loop {
             let n = self
                 .conn
-                .execute(
-                    "DELETE FROM deliveries WHERE id IN
-                       (SELECT id FROM deliveries WHERE state = 'done' AND done_at < ?1 ORDER BY id LIMIT 5000)",
-                    [before_ms],
-                )
+                .prepare_cached(PRUNE)
+                .and_then(|mut s| s.execute([before_ms, bound]))
                 .map_err(|e| self.failed(e))?;
             pruned += n;
             if n < 5000 {
@@ -439,6 +442,21 @@ impl Store {
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The first delivery received at or after `?1`: none before it was handled after `?1` or
+/// later (a delivery is handled after it is received, and ids follow arrival), so pruning reads
+/// only the rows before it. Read in id order from the oldest, it stops at the first such row:
+/// after the last prune that is within the last few seconds' deliveries.
+const PRUNE_BOUND: &str = "SELECT id FROM deliveries WHERE received_at >= ?1 ORDER BY id LIMIT 1";
+
+/// Up to 5,000 deliveries handled before `?1` with ids below `?2`, oldest first, deleted.
+/// Without the bound, finding nothing to delete read the whole table, every retained delivery,
+/// at every maintenance (every 10 s, on the writer thread that every acknowledgement waits for):
+/// 0.37 s for 1.9 million rows. A delivery received just before one with a lower id is left
+/// for the next time.
+const PRUNE: &str = "DELETE FROM deliveries WHERE id IN
+                       (SELECT id FROM deliveries WHERE id < ?2 AND state = 'done' AND done_at < ?1
+                         ORDER BY id LIMIT 5000)";
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let configure = || -> rusqlite::Result<Connection> {
@@ -771,6 +789,52 @@ mod tests {
         let due = store.conn.prepare_cached(DUE_HEADS).unwrap();
         assert_eq!(due.get_status(rusqlite::StatementStatus::Run), 6, "the statement the claims used");
         assert_eq!(due.get_status(rusqlite::StatementStatus::RePrepare), 0, "planned once");
+    }
+
+    #[test]
+    fn pruning_deletes_the_deliveries_handled_before_the_cutoff_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, (1..=5).map(|n| delivery(n, None)).collect());
+        let claimed = claim_with(&mut store, 4, LEASE, 1);
+        for (c, outcome) in claimed.iter().zip([Outcome::Done, Outcome::Done, Outcome::Dead { error: "x".into() }]) {
+            complete(&mut store, c.claim, outcome);
+        }
+        // Handled a moment ago: kept until the cutoff passes them.
+        assert_eq!(store.prune(now_ms() - 60_000).unwrap(), 0);
+        assert_eq!(store.prune(now_ms() + 60_000).unwrap(), 2, "the two done");
+        let left: Vec<(i64, State)> =
+            store.list(Filter::All, None, 10).unwrap().iter().map(|d| (d.id, d.state)).collect();
+        assert_eq!(left, [(3, State::Dead), (4, State::Pending), (5, State::Pending)]);
+    }
+
+    #[test]
+    fn pruning_reads_the_old_end_of_the_table_not_every_retained_delivery() {
+        // Maintenance prunes every 10 s on the writer thread: with a week of handled deliveries
+        // retained and none old enough yet, it must not read them all to find that out.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let now = now_ms();
+        let batch: Vec<NewDelivery> = (0..3000u32)
+            .map(|n| {
+                let mut d = delivery(0, None);
+                d.signature[..4].copy_from_slice(&n.to_be_bytes());
+                d.received_at_ms = now;
+                d
+            })
+            .collect();
+        append(&mut store, batch);
+        let claimed = claim(&mut store, 3000);
+        let completions =
+            claimed.iter().map(|c| Completion { claim: c.claim, kind: Kind::Typed, outcome: Outcome::Done }).collect();
+        store.commit(&Work { completions: vec![completions], ..Work::default() }).unwrap();
+
+        assert_eq!(store.prune(now - 60_000).unwrap(), 0);
+        let steps = |sql: &str| store.conn.prepare_cached(sql).unwrap().get_status(rusqlite::StatementStatus::VmStep);
+        let (bound, delete) = (steps(PRUNE_BOUND), steps(PRUNE));
+        assert!(bound < 100 && delete < 100, "{bound} and {delete} steps for 3,000 retained deliveries");
+        // And the old ones do go, however many.
+        assert_eq!(store.prune(now + 60_000).unwrap(), 3000);
     }
 
     #[test]
