@@ -459,11 +459,11 @@ async fn bury(tx: &Transaction<'_>, spent: &[(i64, Option<String>)], max_attempt
 
 /// Records outcomes for the claims that still hold their deliveries.
 ///
-/// Three round trips whatever the batch: the rooms locked; the outcomes and the rooms' next
-/// heads, sent together (pipelined: each statement is sent without waiting for the answer to
-/// the one before, and the server runs them in the order sent); the answers. The outcomes go in
-/// the order of their ids, as renewals lock them: the two run at once, and rows locked in two
-/// orders could deadlock.
+/// Two round trips whatever the batch (once its statements are prepared): the rooms locked;
+/// then the outcomes and the rooms' next heads, sent together (pipelined: each statement is sent
+/// without waiting for the answer to the one before, and the server runs them in the order
+/// sent). The outcomes go in the order of their ids, as renewals lock them: the two run at once,
+/// and rows locked in two orders could deadlock.
 async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Result<Vec<Completed>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());

@@ -358,8 +358,9 @@ impl Store {
 
     pub fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError> {
         self.guard()?;
-        // In bounded batches, oldest first (done deliveries cluster at the low ids), so a large
-        // backlog never holds the writer, and with it the request path, for long.
+        // Oldest first (done deliveries cluster at the low ids), in statements of 5,000 rows; all
+        // of them run before the writer takes the next commit, so a large backlog of prunable
+        // deliveries (a retention lowered on a big inbox) holds arrivals back while it goes.
         let bound: i64 = self
             .conn
             .prepare_cached(PRUNE_BOUND)
