@@ -27,7 +27,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use mailbox::{Answer, Mailbox, ToWake};
 pub use schema::VERSION as SCHEMA_VERSION;
 pub use store::{FILE_NAME, LOCK_NAME, WAL_LIMIT};
-use store::{Store, Work};
+use store::{PRUNE_BATCH, Store, Work};
 
 use super::{
     Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, NewDelivery, Selection, Stats,
@@ -173,7 +173,24 @@ impl Inbox for SqliteInbox {
     }
 
     async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
-        self.run(move |store| store.prune(before_ms)).await
+        // A writer query per batch, each queued behind what arrived during the one before: a
+        // large backlog (a retention lowered on a big inbox) does not hold deliveries back
+        // until all of it is gone.
+        let bound = self.run(move |store| store.prune_bound(before_ms)).await?;
+        let mut pruned = 0;
+        loop {
+            let n = self.run(move |store| store.prune_batch(before_ms, bound)).await?;
+            pruned += n;
+            if n < PRUNE_BATCH {
+                break;
+            }
+        }
+        self.run(|store| {
+            store.fold_log();
+            Ok(())
+        })
+        .await?;
+        Ok(pruned)
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -341,6 +358,7 @@ fn fail<T>(slots: &mut Vec<Slot<T>>, error: &StoreError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now_ms;
     use crate::inbox::{Kind, Outcome, State};
 
     fn delivery(n: u8, room: &str) -> NewDelivery {
@@ -354,6 +372,57 @@ mod tests {
             body: "{}".into(),
             received_at_ms: i64::from(n),
         }
+    }
+
+    #[test]
+    fn deliveries_arriving_while_a_large_backlog_is_pruned_are_committed_between_its_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let inbox = SqliteInbox::open(dir.path(), "me").unwrap();
+            let numbered = |n: u32| {
+                let mut d = delivery(0, "unused");
+                d.room = None;
+                d.signature[..4].copy_from_slice(&n.to_be_bytes());
+                d
+            };
+            // Five batches of pruning, handled a moment ago.
+            let backlog = 4 * PRUNE_BATCH as u32 + 1;
+            futures_util::future::try_join_all((0..backlog).map(|n| inbox.append(numbered(n)))).await.unwrap();
+            let request = ClaimRequest { limit: backlog as usize, lease: Duration::from_secs(30), max_attempts: 3 };
+            let claimed = inbox.claim(request).await.unwrap();
+            let done: Vec<Completion> = claimed
+                .iter()
+                .map(|c| Completion { claim: c.claim, kind: Kind::Fallback, outcome: Outcome::Done })
+                .collect();
+            assert!(inbox.complete(&done).await.unwrap().iter().all(|c| *c == Completed::Recorded));
+
+            // Deliveries keep arriving, one at a time, while the backlog goes.
+            let pruning = std::cell::Cell::new(true);
+            let (pruned, arrived_meanwhile) = tokio::join!(
+                async {
+                    let pruned = inbox.prune(now_ms() + 60_000).await.unwrap();
+                    pruning.set(false);
+                    pruned
+                },
+                async {
+                    for (arrived, n) in (backlog..).enumerate() {
+                        assert!(matches!(inbox.append(numbered(n)).await.unwrap(), Appended::New(_)));
+                        if !pruning.get() {
+                            return arrived as u64;
+                        }
+                    }
+                    unreachable!()
+                }
+            );
+            assert_eq!(pruned, backlog as usize);
+            // Were the batches one writer query, only the first delivery (queued with it) would go
+            // before them all (checked: 1).
+            assert!(arrived_meanwhile >= 3, "{arrived_meanwhile} deliveries committed while 5 batches were pruned");
+            let left = inbox.stats().await.unwrap();
+            assert_eq!((left.done, left.pending), (0, arrived_meanwhile + 1));
+            inbox.close().await;
+        });
     }
 
     #[test]

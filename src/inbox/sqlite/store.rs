@@ -356,36 +356,27 @@ impl Store {
         query().map_err(|e| self.failed(e))
     }
 
-    pub fn prune(&mut self, before_ms: i64) -> Result<usize, StoreError> {
-        self.guard()?;
-        // Oldest first (done deliveries cluster at the low ids), in statements of 5,000 rows; all
-        // of them run before the writer takes the next commit, so a large backlog of prunable
-        // deliveries (a retention lowered on a big inbox) holds arrivals back while it goes.
-        let bound: i64 = self
+    /// Where pruning before `before_ms` stops reading: see [`PRUNE_BOUND`].
+    pub fn prune_bound(&self, before_ms: i64) -> Result<i64, StoreError> {
+        let bound = self
             .conn
             .prepare_cached(PRUNE_BOUND)
             .and_then(|mut s| s.query_row([before_ms], |r| r.get(0)).optional())
-            .map_err(|e| self.failed(e))?
-            .unwrap_or(i64::MAX);
-        let mut pruned = 0;
-        loop {
-            let n = self
-                .conn
-                .prepare_cached(PRUNE)
-                .and_then(|mut s| s.execute([before_ms, bound]))
-                .map_err(|e| self.failed(e))?;
-            pruned += n;
-            if n < 5000 {
-                break;
-            }
-        }
-        self.fold_log();
-        Ok(pruned)
+            .map_err(|e| self.failed(e))?;
+        Ok(bound.unwrap_or(i64::MAX))
+    }
+
+    /// Deletes up to [`PRUNE_BATCH`] deliveries handled before `before_ms`, oldest first (done
+    /// deliveries cluster at the low ids), among those before `bound` ([`Self::prune_bound`]).
+    /// Fewer than [`PRUNE_BATCH`]: nothing is left to prune.
+    pub fn prune_batch(&mut self, before_ms: i64, bound: i64) -> Result<usize, StoreError> {
+        self.guard()?;
+        self.conn.prepare_cached(PRUNE).and_then(|mut s| s.execute([before_ms, bound])).map_err(|e| self.failed(e))
     }
 
     /// Folds the write-ahead log back into the file and cuts it back, if it has outgrown
     /// [`WAL_LIMIT`] and no reader stands in the way (it never waits for one).
-    fn fold_log(&mut self) {
+    pub fn fold_log(&mut self) {
         let oversized = std::fs::metadata(self.wal_path()).is_ok_and(|m| m.len() > WAL_LIMIT);
         if oversized {
             let _ = self.conn.busy_timeout(Duration::ZERO);
@@ -450,14 +441,28 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// after the last prune that is within the last few seconds' deliveries.
 const PRUNE_BOUND: &str = "SELECT id FROM deliveries WHERE received_at >= ?1 ORDER BY id LIMIT 1";
 
-/// Up to 5,000 deliveries handled before `?1` with ids below `?2`, oldest first, deleted.
+macro_rules! prune_batch {
+    () => {
+        5000
+    };
+}
+
+/// Most deliveries one [`PRUNE`] deletes: each is a writer query of its own, so what arrives
+/// while a large backlog goes (a retention lowered on a big inbox) is committed between them.
+pub const PRUNE_BATCH: usize = prune_batch!();
+
+/// Up to [`PRUNE_BATCH`] deliveries handled before `?1` with ids below `?2`, oldest first, deleted.
 /// Without the bound, finding nothing to delete read the whole table, every retained delivery,
 /// at every maintenance (every 10 s, on the writer thread that every acknowledgement waits for):
 /// 0.37 s for 1.9 million rows. A delivery received just before one with a lower id is left
 /// for the next time.
-const PRUNE: &str = "DELETE FROM deliveries WHERE id IN
-                       (SELECT id FROM deliveries WHERE id < ?2 AND state = 'done' AND done_at < ?1
-                         ORDER BY id LIMIT 5000)";
+const PRUNE: &str = concat!(
+    "DELETE FROM deliveries WHERE id IN
+       (SELECT id FROM deliveries WHERE id < ?2 AND state = 'done' AND done_at < ?1
+         ORDER BY id LIMIT ",
+    prune_batch!(),
+    ")"
+);
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let configure = || -> rusqlite::Result<Connection> {
@@ -792,6 +797,12 @@ mod tests {
         assert_eq!(due.get_status(rusqlite::StatementStatus::RePrepare), 0, "planned once");
     }
 
+    /// One batch of pruning (these tests prune fewer than [`PRUNE_BATCH`]).
+    fn prune(store: &mut Store, before_ms: i64) -> usize {
+        let bound = store.prune_bound(before_ms).unwrap();
+        store.prune_batch(before_ms, bound).unwrap()
+    }
+
     #[test]
     fn pruning_deletes_the_deliveries_handled_before_the_cutoff_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -802,8 +813,8 @@ mod tests {
             complete(&mut store, c.claim, outcome);
         }
         // Handled a moment ago: kept until the cutoff passes them.
-        assert_eq!(store.prune(now_ms() - 60_000).unwrap(), 0);
-        assert_eq!(store.prune(now_ms() + 60_000).unwrap(), 2, "the two done");
+        assert_eq!(prune(&mut store, now_ms() - 60_000), 0);
+        assert_eq!(prune(&mut store, now_ms() + 60_000), 2, "the two done");
         let left: Vec<(i64, State)> =
             store.list(Filter::All, None, 10).unwrap().iter().map(|d| (d.id, d.state)).collect();
         assert_eq!(left, [(3, State::Dead), (4, State::Pending), (5, State::Pending)]);
@@ -830,12 +841,12 @@ mod tests {
             claimed.iter().map(|c| Completion { claim: c.claim, kind: Kind::Typed, outcome: Outcome::Done }).collect();
         store.commit(&Work { completions: vec![completions], ..Work::default() }).unwrap();
 
-        assert_eq!(store.prune(now - 60_000).unwrap(), 0);
+        assert_eq!(prune(&mut store, now - 60_000), 0);
         let steps = |sql: &str| store.conn.prepare_cached(sql).unwrap().get_status(rusqlite::StatementStatus::VmStep);
         let (bound, delete) = (steps(PRUNE_BOUND), steps(PRUNE));
         assert!(bound < 100 && delete < 100, "{bound} and {delete} steps for 3,000 retained deliveries");
         // And the old ones do go, however many.
-        assert_eq!(store.prune(now + 60_000).unwrap(), 3000);
+        assert_eq!(prune(&mut store, now + 60_000), 3000);
     }
 
     #[test]
