@@ -374,12 +374,17 @@ mod tests {
         }
     }
 
+    /// Runs `test` on a new inbox in a directory of its own (given too), on a runtime of its own.
+    fn with_inbox(test: impl AsyncFnOnce(SqliteInbox, &Path)) {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = SqliteInbox::open(dir.path(), "me").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(test(inbox, dir.path()));
+    }
+
     #[test]
     fn deliveries_arriving_while_a_large_backlog_is_pruned_are_committed_between_its_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let inbox = SqliteInbox::open(dir.path(), "me").unwrap();
+        with_inbox(async |inbox, _| {
             let numbered = |n: u32| {
                 let mut d = delivery(0, "unused");
                 d.room = None;
@@ -427,10 +432,7 @@ mod tests {
 
     #[test]
     fn an_outcome_and_the_claim_of_the_next_in_its_room_commit_together_or_not_at_all() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let inbox = SqliteInbox::open(dir.path(), "me").unwrap();
+        with_inbox(async |inbox, dir| {
             for n in 1..=3 {
                 inbox.append(delivery(n, "a")).await.unwrap();
             }
@@ -442,7 +444,7 @@ mod tests {
             assert_eq!(next.iter().map(|c| c.claim.id).collect::<Vec<_>>(), [2], "the room's next, in the same commit");
 
             // A commit that fails records neither the outcome nor the claim.
-            let file = dir.path().join(FILE_NAME);
+            let file = dir.join(FILE_NAME);
             let mut permissions = std::fs::metadata(&file).unwrap().permissions();
             permissions.set_readonly(true);
             std::fs::set_permissions(&file, permissions.clone()).unwrap();
