@@ -15,6 +15,7 @@
 //! metrics, readiness) run between batches.
 
 mod mailbox;
+mod schedule;
 mod schema;
 mod store;
 

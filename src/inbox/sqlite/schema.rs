@@ -71,6 +71,13 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX deliveries_pending_room;
     CREATE INDEX deliveries_pending ON deliveries (room, id) WHERE state = 'pending';
     ",
+    // 4: the heads are kept in the writer's memory (`schedule.rs`), read from the pending
+    // index when the service starts: the `head` column is no longer written or read (left in
+    // place: dropping a column rewrites every row), and its index goes. A delivery's arrival, its
+    // outcome and each claim no longer maintain it.
+    "
+    DROP INDEX deliveries_ready;
+    ",
 ];
 
 /// The schema version this build writes.

@@ -13,6 +13,9 @@
 //!   they are acknowledged. Claims and outcomes alone are committed without an fsync: they
 //!   survive a crash of the process (the log is in the OS's cache), and a power cut can only
 //!   lose an attempt count or make a delivery run again.
+//! - **Heads in memory.** Which delivery of each room may be claimed next is kept by the writer
+//!   (`schedule.rs`), derived from the file: read when the service starts, read again when
+//!   another process (the CLI) committed to the file or a transaction failed.
 //! - **Bounded log.** The write-ahead log is truncated to [`WAL_LIMIT`] once it has been folded
 //!   back into the file, and emptied when the inbox is closed. While another process holds a
 //!   read transaction open, nothing can be folded back and the log grows; it shrinks again
@@ -25,6 +28,7 @@ use std::time::Duration;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
+use super::schedule::{NotAHead, Schedule};
 use super::schema::{self, Status};
 use crate::clock::{millis, now_ms};
 use crate::inbox::{
@@ -87,6 +91,16 @@ pub struct Store {
     wal_id: Option<FileId>,
     /// What `PRAGMA synchronous` is set to: FULL (`true`) or NORMAL; `None` if unknown.
     sync_full: Option<bool>,
+    /// Which deliveries may be claimed next; `None` until it is read from the file (at the
+    /// next commit).
+    schedule: Option<Schedule>,
+    /// The deliveries this store has claimed, carried over to the next reading of the schedule
+    /// when the file changed under it; `None` if they are not known here (after a transaction
+    /// failed): the reading then looks for them in the file.
+    claims: Option<Vec<i64>>,
+    /// The file's `PRAGMA data_version` at the last commit: it changes when another connection
+    /// (the CLI's) commits, and then the schedule is read again.
+    data_version: Option<i64>,
     /// Held while the store lives (service mode only).
     _lock: Option<File>,
 }
@@ -116,6 +130,7 @@ impl Store {
             );
         }
         let mut store = Self::new(conn, path, owner, Some(lock));
+        store.claims = Some(Vec::new()); // just released
         store.note_wal();
         Ok(store)
     }
@@ -146,7 +161,18 @@ impl Store {
 
     fn new(conn: Connection, path: PathBuf, owner: &str, lock: Option<File>) -> Self {
         let db_id = file_id(&path);
-        Self { conn, path, owner: owner.to_owned(), db_id, wal_id: None, sync_full: Some(true), _lock: lock }
+        Self {
+            conn,
+            path,
+            owner: owner.to_owned(),
+            db_id,
+            wal_id: None,
+            sync_full: Some(true),
+            schedule: None,
+            claims: None,
+            data_version: None,
+            _lock: lock,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -172,30 +198,55 @@ impl Store {
 
     /// Commits one writer cycle's work in one transaction: appends, then outcomes, then
     /// renewals, then claims (which see the rooms those outcomes unblocked). Fsynced if it
-    /// stores a delivery.
+    /// stores a delivery. The schedule follows each step; if the transaction fails, it is read
+    /// again from the file at the next commit.
     pub fn commit(&mut self, work: &Work) -> Result<Answers, StoreError> {
         self.guard()?;
         self.set_sync_full(!work.appends.is_empty())?;
         let now = now_ms();
-        let owner = self.owner.clone();
-        let tx = self.conn.transaction().map_err(|e| failed(&self.path, e))?;
-        let run = || -> rusqlite::Result<Answers> {
-            let appended = insert(&tx, &work.appends)?;
-            let completed =
-                work.completions.iter().map(|batch| complete(&tx, &owner, now, batch)).collect::<Result<_, _>>()?;
-            let lost = work
-                .renewals
-                .iter()
-                .map(|(claims, lease)| renew(&tx, &owner, now, claims, *lease))
-                .collect::<Result<_, _>>()?;
-            let claimed =
-                work.claims.iter().map(|request| claim(&tx, &owner, now, request)).collect::<Result<_, _>>()?;
-            Ok(Answers { appended, completed, lost, claimed })
+        let result = self.try_commit(work, now);
+        if result.is_err() {
+            self.schedule = None;
+            self.claims = None;
+        }
+        result.map_err(|e| failed(&self.path, e))
+    }
+
+    fn try_commit(&mut self, work: &Work, now: i64) -> rusqlite::Result<Answers> {
+        // IMMEDIATE: no other connection can commit between the `data_version` read here and
+        // this transaction's end.
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = tx.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+        if self.data_version.replace(version).is_some_and(|seen| seen != version) {
+            forget(&mut self.schedule, &mut self.claims);
+        }
+        let owner = self.owner.as_str();
+        let schedule = match &mut self.schedule {
+            Some(schedule) => schedule,
+            empty => empty.insert(read_schedule(&tx, owner, self.claims.take())?),
         };
-        let answers = run().map_err(|e| failed(&self.path, e))?;
-        tx.commit().map_err(|e| failed(&self.path, e))?;
+        let appended = insert(&tx, schedule, &work.appends)?;
+        let completed = work
+            .completions
+            .iter()
+            .map(|batch| complete(&tx, schedule, owner, now, batch))
+            .collect::<Result<_, _>>()?;
+        let lost = work
+            .renewals
+            .iter()
+            .map(|(claims, lease)| renew(&tx, schedule, owner, now, claims, *lease))
+            .collect::<Result<_, _>>()?;
+        let claimed =
+            work.claims.iter().map(|request| claim(&tx, schedule, owner, now, request)).collect::<Result<_, _>>()?;
+        if schedule.out_of_step() {
+            // Not even its claims are trusted: the next reading looks for them in the file.
+            log::warn!("the inbox's schedule no longer matched the file {}: read again", self.path.display());
+            self.schedule = None;
+            self.claims = None;
+        }
+        tx.commit()?;
         self.note_wal();
-        Ok(answers)
+        Ok(Answers { appended, completed, lost, claimed })
     }
 
     /// `PRAGMA synchronous`, set only when it changes (each one is parsed and run anew).
@@ -290,37 +341,24 @@ impl Store {
         };
         let path = self.path.clone();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| failed(&path, e))?;
-        let run = || -> rusqlite::Result<usize> {
-            let mut statement = tx.prepare(&format!(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, last_error = NULL, done_at = NULL,
-                        owner = NULL, lease_until = NULL, head = 0
-                 WHERE {condition} AND state != 'pending' RETURNING id, room"
-            ))?;
-            let replayed: Vec<(i64, Option<String>)> =
-                statement.query_map(params![now, id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-            let mut rooms: Vec<&str> = replayed.iter().filter_map(|(_, room)| room.as_deref()).collect();
-            rooms.sort_unstable();
-            rooms.dedup();
-            for (id, _) in replayed.iter().filter(|(_, room)| room.is_none()) {
-                tx.execute("UPDATE deliveries SET head = 1 WHERE id = ?1", [id])?;
-            }
-            // The oldest pending delivery of each room is its head again, unless one of the
-            // room's deliveries is claimed right now: that one stays the head, and the oldest
-            // follows it when it is done.
-            for room in rooms {
-                tx.execute(
-                    "UPDATE deliveries
-                        SET head = (id = (SELECT MIN(id) FROM deliveries WHERE room = ?1 AND state = 'pending'))
-                      WHERE room = ?1 AND state = 'pending'
-                        AND NOT EXISTS (SELECT 1 FROM deliveries
-                                        WHERE room = ?1 AND state = 'pending' AND owner IS NOT NULL)",
-                    [room],
-                )?;
-            }
-            Ok(replayed.len())
-        };
-        let replayed = run().map_err(|e| failed(&path, e))?;
+        let replayed = tx
+            .execute(
+                &format!(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, last_error = NULL, done_at = NULL,
+                            owner = NULL, lease_until = NULL
+                     WHERE {condition} AND state != 'pending'"
+                ),
+                params![now, id],
+            )
+            .map_err(|e| failed(&path, e))?;
         tx.commit().map_err(|e| failed(&path, e))?;
+        // Each replayed delivery is back in its room; the room's oldest pending delivery is its
+        // next head, after the one being handled if there is one (the schedule is read again,
+        // keeping this store's claims; a service beside this CLI reads it again too, seeing the
+        // file's `data_version` change).
+        if replayed > 0 {
+            forget(&mut self.schedule, &mut self.claims);
+        }
         Ok(replayed)
     }
 
@@ -559,19 +597,17 @@ fn stored_at(row: &Row<'_>, offset: usize) -> rusqlite::Result<Stored> {
     })
 }
 
-fn insert(tx: &Transaction<'_>, batch: &[NewDelivery]) -> rusqlite::Result<Vec<Appended>> {
+fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) -> rusqlite::Result<Vec<Appended>> {
     let mut answers = Vec::with_capacity(batch.len());
     if batch.is_empty() {
         return Ok(answers);
     }
-    // A delivery is its room's head if nothing of its room is pending before it. (No
-    // `RETURNING` on the statements run per delivery: SQLite gathers what they return in a
-    // temporary table that it opens and closes at each run, about 7,000 instructions, where
-    // the connection already knows the new row's id, or a lookup by id costs a fraction.)
+    // (No `RETURNING`: SQLite gathers what a statement returns in a temporary table that it
+    // opens and closes at each run, about 7,000 instructions, where the connection already
+    // knows the new row's id, or a lookup by id costs a fraction.)
     let mut insert = tx.prepare_cached(
-        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at, due_at, head)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8,
-                 ?6 IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries WHERE room = ?6 AND state = 'pending'))
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at, due_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
          ON CONFLICT (timestamp_ms, signature) DO NOTHING",
     )?;
     let mut existing = tx.prepare_cached("SELECT id FROM deliveries WHERE timestamp_ms = ?1 AND signature = ?2")?;
@@ -587,92 +623,178 @@ fn insert(tx: &Transaction<'_>, batch: &[NewDelivery]) -> rusqlite::Result<Vec<A
             d.received_at_ms
         ])?;
         answers.push(match inserted {
-            1 => Appended::New(tx.last_insert_rowid()),
+            1 => {
+                let id = tx.last_insert_rowid();
+                schedule.arrived(id, d.room.as_deref(), d.received_at_ms);
+                Appended::New(id)
+            }
             _ => Appended::Duplicate(existing.query_row(params![d.timestamp_ms, &d.signature[..]], |r| r.get(0))?),
         });
     }
     Ok(answers)
 }
 
-/// The oldest pending delivery of the room of `?1` becomes its head, after `?1` left `pending`
-/// (done, dead or buried): one statement, the room read in it. A delivery without a room has
-/// no next.
-const PROMOTE_AFTER: &str = "UPDATE deliveries SET head = 1
-                              WHERE id = (SELECT n.id FROM deliveries n
-                                           WHERE n.room = (SELECT room FROM deliveries WHERE id = ?1)
-                                             AND n.state = 'pending'
-                                           ORDER BY n.id LIMIT 1)";
+/// The schedule as the file has it: the heads this store has claimed (`claims`, or all claimed
+/// pending deliveries when they are not known), each other room's oldest pending delivery, and
+/// the first window of pending deliveries without a room. At start-up and after another process
+/// changed the file: the rooms are read from the pending index alone, one row read per room.
+fn read_schedule(tx: &Transaction<'_>, owner: &str, claims: Option<Vec<i64>>) -> rusqlite::Result<Schedule> {
+    let mut schedule = Schedule::default();
+    let mut claimed = |row: &Row<'_>| -> rusqlite::Result<()> {
+        let room: Option<String> = row.get(1)?;
+        schedule.claimed_head(row.get(0)?, room.as_deref(), row.get(2)?, row.get(3)?);
+        Ok(())
+    };
+    const CLAIMED: &str = "SELECT id, room, due_at, lease_until FROM deliveries
+                            WHERE state = 'pending' AND owner = ?1 AND lease_until IS NOT NULL";
+    match claims {
+        Some(ids) => {
+            let mut one = tx.prepare(&format!("{CLAIMED} AND id = ?2"))?;
+            for id in ids {
+                one.query_row(params![owner, id], &mut claimed).optional()?;
+            }
+        }
+        None => {
+            let mut all = tx.prepare(CLAIMED)?;
+            let mut rows = all.query([owner])?;
+            while let Some(row) = rows.next()? {
+                claimed(row)?;
+            }
+        }
+    }
+    let mut next = tx.prepare_cached(NEXT_HEAD)?;
+    let mut rooms = tx.prepare("SELECT DISTINCT room FROM deliveries WHERE state = 'pending' AND room IS NOT NULL")?;
+    let mut rows = rooms.query([])?;
+    while let Some(row) = rows.next()? {
+        let room = row.get_ref(0)?.as_str()?;
+        if !schedule.has_room(room)
+            && let Some((id, due_at)) = next.query_row([room], |r| Ok((r.get(0)?, r.get(1)?))).optional()?
+        {
+            schedule.room_head(room, id, due_at);
+        }
+    }
+    drop(rows);
+    load_roomless(tx, &mut schedule)?;
+    Ok(schedule)
+}
 
-/// The heads that may be claimed at `?1`, oldest first, each read whole (the index leads to
-/// the row, which the lease check reads anyway; a second lookup per claim cost more). No
-/// `LIMIT ?`: SQLite reads a bound LIMIT when it plans a statement, and then any new binding of
-/// it makes the statement be planned again (84,000 instructions a claim, measured with
-/// callgrind). The index gives the rows in order, one step at a time: the caller takes as many
-/// as it wants.
-const DUE_HEADS: &str = concat!(
-    "SELECT fence, ",
-    columns!(),
-    " FROM deliveries
-     WHERE head = 1 AND due_at <= ?1 AND (owner IS NULL OR lease_until <= ?1)
-     ORDER BY due_at, id"
-);
+/// Drops the schedule, to be read again at the next commit, keeping the claims it holds.
+fn forget(schedule: &mut Option<Schedule>, claims: &mut Option<Vec<i64>>) {
+    if let Some(schedule) = schedule.take() {
+        *claims = Some(schedule.claimed_ids());
+    }
+}
 
-fn claim(tx: &Transaction<'_>, owner: &str, now: i64, request: &ClaimRequest) -> rusqlite::Result<Vec<Claimed>> {
+/// A room's oldest pending delivery, `(id, due_at)`: its next head.
+const NEXT_HEAD: &str = "SELECT id, due_at FROM deliveries WHERE room = ?1 AND state = 'pending' ORDER BY id LIMIT 1";
+
+/// The pending deliveries without a room after `?1`, oldest first. No `LIMIT ?`: SQLite reads a
+/// bound LIMIT when it plans a statement, and then any new binding of it makes the statement be
+/// planned again (84,000 instructions, measured with callgrind). The index gives the rows in
+/// order, one step at a time: the caller takes as many as it wants.
+const ROOMLESS: &str =
+    "SELECT id, due_at FROM deliveries WHERE room IS NULL AND state = 'pending' AND id > ?1 ORDER BY id";
+
+/// Tops the schedule's window of deliveries without a room up from the file, if it asks;
+/// whether any were read.
+fn load_roomless(tx: &Transaction<'_>, schedule: &mut Schedule) -> rusqlite::Result<bool> {
+    let Some((after, wanted)) = schedule.wants_roomless() else { return Ok(false) };
+    let mut statement = tx.prepare_cached(ROOMLESS)?;
+    let loaded: Vec<(i64, i64)> =
+        statement.query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?.take(wanted).collect::<Result<_, _>>()?;
+    schedule.roomless_loaded(&loaded, wanted);
+    Ok(!loaded.is_empty())
+}
+
+/// The head `id` left `pending`: its room's next pending delivery, read from the file with
+/// `next` ([`NEXT_HEAD`]), becomes the room's head.
+fn advance(next: &mut CachedStatement<'_>, schedule: &mut Schedule, id: i64) -> rusqlite::Result<()> {
+    match schedule.left(id) {
+        Ok(Some(room)) => {
+            let head = next.query_row([&*room], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            schedule.advanced(room, head);
+        }
+        Ok(None) => {}
+        Err(NotAHead) => schedule.lost_step(),
+    }
+    Ok(())
+}
+
+/// A head as a claim reads it. Its lease is read too: the schedule says it is free, and the
+/// file must agree.
+const HEAD: &str = concat!("SELECT fence, ", columns!(), " FROM deliveries WHERE id = ?1 AND state = 'pending'");
+
+fn claim(
+    tx: &Transaction<'_>,
+    schedule: &mut Schedule,
+    owner: &str,
+    now: i64,
+    request: &ClaimRequest,
+) -> rusqlite::Result<Vec<Claimed>> {
     let mut claimed = Vec::new();
     let until = now.saturating_add(millis(request.lease));
-    let mut due = tx.prepare_cached(DUE_HEADS)?;
+    load_roomless(tx, schedule)?;
+    let mut head = tx.prepare_cached(HEAD)?;
     let mut take = tx.prepare_cached(
         "UPDATE deliveries SET owner = ?2, fence = ?3, attempts = ?4, lease_until = ?5 WHERE id = ?1",
     )?;
-    let mut promote = tx.prepare_cached(PROMOTE_AFTER)?;
+    let mut next = tx.prepare_cached(NEXT_HEAD)?;
     let mut bury = tx.prepare_cached(
-        "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, lease_until = NULL, done_at = ?2, last_error = ?3
+        "UPDATE deliveries SET state = 'dead', owner = NULL, lease_until = NULL, done_at = ?2, last_error = ?3
           WHERE id = ?1",
     )?;
-    loop {
-        let wanted = request.limit - claimed.len();
-        let candidates: Vec<(i64, Stored)> = due
-            .query_map(params![now], |r| Ok((r.get(0)?, stored_at(r, 1)?)))?
-            .take(wanted)
-            .collect::<Result<_, _>>()?;
-        let mut buried = false;
-        let found = candidates.len();
-        for (fence, mut delivery) in candidates {
-            let attempts = delivery.attempts;
-            if attempts >= request.max_attempts {
-                // Its last claim ran out: the process that ran it stopped (or froze) mid-handler.
-                let error = format!(
-                    "attempt {attempts} of {} never finished: the process handling it stopped or lost its claim",
-                    request.max_attempts
-                );
-                bury.execute(params![delivery.id, now, error])?;
-                promote.execute([delivery.id])?;
-                buried = true;
-            } else {
-                // The row as this claim leaves it.
-                let fence = fence + 1;
-                delivery.attempts += 1;
-                delivery.claimed_by = Some(owner.to_owned());
-                delivery.claimed_until = Some(until);
-                take.execute(params![delivery.id, owner, fence, delivery.attempts, until])?;
-                let claim = Claim { id: delivery.id, fence };
-                claimed.push(Claimed { claim, attempt: delivery.attempts, delivery });
-            }
-        }
-        // A buried delivery may have unblocked its room: look again.
-        if !buried || claimed.len() >= request.limit || found == 0 {
-            return Ok(claimed);
+    while claimed.len() < request.limit {
+        let id = match schedule.take_due(now) {
+            Some(id) => id,
+            // The window of deliveries without a room ran dry: more may be in the file.
+            None if load_roomless(tx, schedule)? => match schedule.take_due(now) {
+                Some(id) => id,
+                None => break,
+            },
+            None => break,
+        };
+        let row = head.query_row([id], |r| Ok((r.get::<_, i64>(0)?, stored_at(r, 1)?))).optional()?;
+        let Some((fence, mut delivery)) = row.filter(|(_, d)| d.claimed_until.is_none_or(|until| until <= now)) else {
+            // Not pending, or claimed, in the file: the schedule is out of step with it.
+            schedule.lost_step();
+            continue;
+        };
+        let attempts = delivery.attempts;
+        if attempts >= request.max_attempts {
+            // Its last claim ran out: the process that ran it stopped (or froze) mid-handler.
+            let error = format!(
+                "attempt {attempts} of {} never finished: the process handling it stopped or lost its claim",
+                request.max_attempts
+            );
+            bury.execute(params![id, now, error])?;
+            advance(&mut next, schedule, id)?;
+        } else {
+            // The row as this claim leaves it.
+            let fence = fence + 1;
+            delivery.attempts += 1;
+            delivery.claimed_by = Some(owner.to_owned());
+            delivery.claimed_until = Some(until);
+            take.execute(params![id, owner, fence, delivery.attempts, until])?;
+            schedule.claimed(id, until);
+            claimed.push(Claimed { claim: Claim { id, fence }, attempt: delivery.attempts, delivery });
         }
     }
+    Ok(claimed)
 }
 
 /// Records each outcome if its claim still holds the delivery; a room whose head leaves
 /// `pending` gets its next head. Each statement is taken from the connection's cache once a
 /// batch, not once an outcome: a lookup hashes the statement's text to take it out of the
 /// cache and again to put it back (about 1,700 instructions, callgrind).
-fn complete(tx: &Transaction<'_>, owner: &str, now: i64, batch: &[Completion]) -> rusqlite::Result<Vec<Completed>> {
+fn complete(
+    tx: &Transaction<'_>,
+    schedule: &mut Schedule,
+    owner: &str,
+    now: i64,
+    batch: &[Completion],
+) -> rusqlite::Result<Vec<Completed>> {
     let mut answers = Vec::with_capacity(batch.len());
-    let mut promote = tx.prepare_cached(PROMOTE_AFTER)?;
+    let mut next = tx.prepare_cached(NEXT_HEAD)?;
     let mut statements: [Option<CachedStatement<'_>>; 4] = Default::default();
     for c in batch {
         let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
@@ -693,8 +815,10 @@ fn complete(tx: &Transaction<'_>, owner: &str, now: i64, batch: &[Completion]) -
             answers.push(Completed::Fenced);
             continue;
         }
-        if matches!(c.outcome, Outcome::Done | Outcome::Dead { .. }) {
-            promote.execute([id])?;
+        match &c.outcome {
+            Outcome::Done | Outcome::Dead { .. } => advance(&mut next, schedule, id)?,
+            Outcome::Retry { after, .. } => schedule.released(id, Some(now.saturating_add(millis(*after)))),
+            Outcome::Interrupted => schedule.released(id, None),
         }
         answers.push(Completed::Recorded);
     }
@@ -707,7 +831,7 @@ fn outcome_statement(outcome: &Outcome) -> (usize, &'static str) {
     match outcome {
         Outcome::Done => (
             0,
-            "UPDATE deliveries SET state = 'done', head = 0, owner = NULL, lease_until = NULL, kind = ?4, last_error = NULL,
+            "UPDATE deliveries SET state = 'done', owner = NULL, lease_until = NULL, kind = ?4, last_error = NULL,
                     done_at = ?5
               WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
         ),
@@ -718,7 +842,7 @@ fn outcome_statement(outcome: &Outcome) -> (usize, &'static str) {
         ),
         Outcome::Dead { .. } => (
             2,
-            "UPDATE deliveries SET state = 'dead', head = 0, owner = NULL, lease_until = NULL, kind = ?4, last_error = ?5,
+            "UPDATE deliveries SET state = 'dead', owner = NULL, lease_until = NULL, kind = ?4, last_error = ?5,
                     done_at = ?6
               WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
         ),
@@ -733,6 +857,7 @@ fn outcome_statement(outcome: &Outcome) -> (usize, &'static str) {
 
 fn renew(
     tx: &Transaction<'_>,
+    schedule: &mut Schedule,
     owner: &str,
     now: i64,
     claims: &[Claim],
@@ -746,6 +871,8 @@ fn renew(
     for claim in claims {
         if statement.execute(params![claim.id, claim.fence, owner, until])? == 0 {
             lost.push(*claim);
+        } else {
+            schedule.renewed(claim.id, until);
         }
     }
     Ok(lost)
@@ -754,6 +881,7 @@ fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbox::sqlite::schedule::ROOMLESS_WINDOW;
 
     const LEASE: Duration = Duration::from_secs(30);
 
@@ -796,19 +924,109 @@ mod tests {
         store.commit(&Work { completions: vec![vec![completion]], ..Work::default() }).unwrap().completed[0][0]
     }
 
+    /// `n` deliveries without a room, received at `n`.
+    fn roomless(range: std::ops::RangeInclusive<u32>) -> Vec<NewDelivery> {
+        range
+            .map(|n| {
+                let mut d = delivery(0, None);
+                d.signature[..4].copy_from_slice(&n.to_be_bytes());
+                d.timestamp_ms = i64::from(n);
+                d.received_at_ms = i64::from(n);
+                d
+            })
+            .collect()
+    }
+
     #[test]
-    fn claiming_does_not_plan_its_statements_again_each_time() {
+    fn a_backlog_without_rooms_beyond_the_schedule_s_window_is_claimed_in_order_and_each_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path());
-        for n in 1..=6u8 {
-            append(&mut store, vec![delivery(n, Some(&format!("room-{n}")))]);
-            for c in claim(&mut store, usize::from(n)) {
-                complete(&mut store, c.claim, Outcome::Done);
+        let total = u32::try_from(ROOMLESS_WINDOW).unwrap() * 2 + 100;
+        append(&mut store, roomless(1..=total));
+        let held = |store: &Store| store.schedule.as_ref().unwrap().len().0;
+        assert_eq!(held(&store), ROOMLESS_WINDOW, "the rest stay in the file");
+        let mut seen = Vec::new();
+        loop {
+            let claimed = claim(&mut store, 1000);
+            if claimed.is_empty() {
+                break;
             }
+            assert!(held(&store) <= ROOMLESS_WINDOW);
+            let completions = claimed
+                .iter()
+                .map(|c| Completion { claim: c.claim, kind: Kind::Typed, outcome: Outcome::Done })
+                .collect();
+            store.commit(&Work { completions: vec![completions], ..Work::default() }).unwrap();
+            seen.extend(ids(&claimed));
         }
-        let due = store.conn.prepare_cached(DUE_HEADS).unwrap();
-        assert_eq!(due.get_status(rusqlite::StatementStatus::Run), 6, "the statement the claims used");
-        assert_eq!(due.get_status(rusqlite::StatementStatus::RePrepare), 0, "planned once");
+        assert_eq!(seen, (1..=i64::from(total)).collect::<Vec<_>>(), "each once, oldest first");
+        // Topping the window up does not plan its statement again each time (a bound LIMIT would).
+        let statement = store.conn.prepare_cached(ROOMLESS).unwrap();
+        assert!(statement.get_status(rusqlite::StatementStatus::Run) >= 3, "the window was topped up");
+        assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0, "planned once");
+    }
+
+    #[test]
+    fn a_replay_by_another_process_reaches_the_running_service_s_schedule() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, Some("a")), delivery(2, Some("b")), delivery(3, Some("b"))]);
+        let claimed = claim_with(&mut store, 10, LEASE, 1);
+        assert_eq!(ids(&claimed), [1, 2]);
+        complete(&mut store, claimed[0].claim, Outcome::Dead { error: "boom".into() });
+        complete(&mut store, claimed[1].claim, Outcome::Dead { error: "boom".into() });
+        let [c3] = &claim(&mut store, 10)[..] else { panic!() };
+        assert_eq!(c3.claim.id, 3);
+        // The CLI, on the same file: 1 goes back to its empty room, 2 behind 3 (being handled).
+        let mut cli = Store::open_admin(dir.path()).unwrap();
+        assert_eq!(cli.replay(Selection::Dead).unwrap(), 2);
+        drop(cli);
+        assert_eq!(ids(&claim(&mut store, 10)), [1], "room a's replayed head; room b's waits for 3");
+        complete(&mut store, c3.claim, Outcome::Done);
+        assert_eq!(ids(&claim(&mut store, 10)), [2], "then b's replayed one");
+    }
+
+    #[test]
+    fn a_schedule_that_no_longer_matches_the_file_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, Some("a")), delivery(2, Some("a")), delivery(3, Some("b"))]);
+        // Changed behind the schedule's back, on its own connection (`data_version` does not
+        // see it): room a's head is no longer pending.
+        store.conn.execute("UPDATE deliveries SET state = 'done' WHERE id = 1", []).unwrap();
+        assert_eq!(ids(&claim(&mut store, 10)), [3], "room a's head is not claimed: the file says it is done");
+        assert_eq!(ids(&claim(&mut store, 10)), [2], "read again: room a goes on");
+    }
+
+    #[test]
+    fn a_transaction_that_fails_leaves_the_schedule_as_the_file_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(
+            &mut store,
+            vec![delivery(1, Some("a")), delivery(2, Some("b")), delivery(3, Some("a")), delivery(4, Some("b"))],
+        );
+        let heads = claim(&mut store, 10);
+        assert_eq!(ids(&heads), [1, 2]);
+        // 1's outcome is written and room a advanced (here), then 2's fails: nothing of it stays.
+        store
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER fail AFTER UPDATE OF state ON deliveries WHEN NEW.id = 2
+                 BEGIN SELECT RAISE(ABORT, 'the disk is gone'); END",
+            )
+            .unwrap();
+        let done = |c: &Claimed| Completion { claim: c.claim, kind: Kind::Typed, outcome: Outcome::Done };
+        let completions = vec![done(&heads[0]), done(&heads[1])];
+        let request = ClaimRequest { limit: 10, lease: LEASE, max_attempts: 8 };
+        let failed = store.commit(&Work { completions: vec![completions], claims: vec![request], ..Work::default() });
+        assert!(failed.is_err());
+        store.conn.execute_batch("DROP TRIGGER fail").unwrap();
+        assert_eq!(store.get(1).unwrap().unwrap().state, State::Pending, "rolled back");
+        assert!(claim(&mut store, 10).is_empty(), "1 and 2 are still being handled: their rooms wait");
+        assert_eq!(complete(&mut store, heads[0].claim, Outcome::Done), Completed::Recorded);
+        assert_eq!(complete(&mut store, heads[1].claim, Outcome::Done), Completed::Recorded);
+        assert_eq!(ids(&claim(&mut store, 10)), [3, 4]);
     }
 
     /// One batch of pruning (these tests prune fewer than [`PRUNE_BATCH`]).
@@ -1035,19 +1253,18 @@ mod tests {
             let rows = statement.query_map([], |r| r.get::<_, String>(3)).unwrap();
             rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
         };
-        let due = plan(&DUE_HEADS.replace("?1", "5"));
-        assert!(due.contains("deliveries_ready") && !due.contains("TEMP B-TREE"), "{due}");
-        let after = plan(&PROMOTE_AFTER.replace("?1", "1"));
-        assert!(after.contains("deliveries_pending (room=?") && after.contains("INTEGER PRIMARY KEY"), "{after}");
-        let next = plan("SELECT id FROM deliveries WHERE room = 'a' AND state = 'pending' ORDER BY id LIMIT 1");
+        let head = plan(&HEAD.replace("?1", "5"));
+        assert!(head.contains("INTEGER PRIMARY KEY"), "{head}");
+        let next = plan(&NEXT_HEAD.replace("?1", "'a'"));
         assert!(next.contains("deliveries_pending (room=?") && !next.contains("TEMP B-TREE"), "{next}");
-        let busy = plan("SELECT 1 FROM deliveries WHERE room = 'a' AND state = 'pending'");
-        assert!(busy.contains("deliveries_pending (room=?"), "{busy}");
+        let window = plan(&ROOMLESS.replace("?1", "5"));
+        assert!(window.contains("deliveries_pending (room=? AND id>?)") && !window.contains("TEMP B-TREE"), "{window}");
         // The whole pending set, deliveries without a room included, is the same index (a
         // backlog of done deliveries is never read to count or release what is pending).
         for sql in [
             "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'",
             "SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'",
+            "SELECT DISTINCT room FROM deliveries WHERE state = 'pending' AND room IS NOT NULL",
             "UPDATE deliveries SET owner = NULL, lease_until = NULL WHERE state = 'pending' AND owner IS NOT NULL",
         ] {
             let whole = plan(sql);
@@ -1106,7 +1323,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_at_version_2_gets_one_pending_index_and_keeps_its_queue() {
+    fn a_file_at_version_2_is_brought_up_to_date_and_keeps_its_queue() {
         let dir = tempfile::tempdir().unwrap();
         {
             // Version 2: two indexes of pending deliveries; room a has a backlog behind its head,
@@ -1139,7 +1356,8 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(indexes, ["deliveries_dead", "deliveries_pending", "deliveries_ready"]);
+        // One index of pending deliveries (version 3), none of heads (version 4).
+        assert_eq!(indexes, ["deliveries_dead", "deliveries_pending"]);
         assert_eq!(store.depth().unwrap().pending, 3, "pending with and without a room");
         let first = claim(&mut store, 10);
         assert_eq!(ids(&first), [1, 3]);
