@@ -20,7 +20,7 @@ mod schema;
 mod store;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -63,6 +63,9 @@ pub struct SqliteInbox {
     /// Woken after a commit that stored something new.
     wake: Arc<Notify>,
     path: PathBuf,
+    /// Counts are read here, off the writer thread (`store::open_reader`); opened when first
+    /// needed.
+    reader: Arc<Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl SqliteInbox {
@@ -87,7 +90,7 @@ impl SqliteInbox {
             .name("inbox-writer".into())
             .spawn(move || writer(store, rx, &notify))
             .expect("spawning the inbox writer thread");
-        Self { ops, wake, path }
+        Self { ops, wake, path, reader: Arc::default() }
     }
 
     /// The inbox's file.
@@ -169,8 +172,20 @@ impl Inbox for SqliteInbox {
         self.run(|store| store.stats()).await
     }
 
+    /// Read on a connection of its own, in a blocking task: the writer goes on committing.
     async fn depth(&self) -> Result<Depth, StoreError> {
-        self.run(|store| store.depth()).await
+        let (reader, path) = (self.reader.clone(), self.path.clone());
+        let count = move || {
+            let mut reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            let conn = match &mut *reader {
+                Some(conn) => conn,
+                none => none.insert(store::open_reader(&path)?),
+            };
+            store::depth(conn, &path)
+        };
+        tokio::task::spawn_blocking(count)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("counting the inbox {} failed: {e}", self.path.display())))?
     }
 
     async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
@@ -456,6 +471,31 @@ mod tests {
             let second = inbox.get(2).await.unwrap().unwrap();
             assert_eq!((second.state, second.claimed_by.as_deref()), (State::Pending, Some("me")));
             assert_eq!(inbox.get(3).await.unwrap().unwrap().claimed_by, None);
+            inbox.close().await;
+        });
+    }
+
+    #[test]
+    fn the_inbox_is_counted_while_its_writer_is_busy() {
+        with_inbox(async |inbox, _| {
+            for n in 1..=3 {
+                inbox.append(delivery(n, "a")).await.unwrap();
+            }
+            // The writer thread stays in a query until the count has answered.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = inbox.run(move |_| {
+                let _ = held.recv_timeout(Duration::from_secs(30));
+                Ok(())
+            });
+            let count = async {
+                let depth = tokio::time::timeout(Duration::from_secs(10), inbox.depth()).await;
+                release.send(()).unwrap();
+                depth
+            };
+            let (busy, depth) = tokio::join!(busy, count);
+            busy.unwrap();
+            let depth = depth.expect("the count waited for the writer").unwrap();
+            assert_eq!((depth.pending, depth.dead), (3, 0));
             inbox.close().await;
         });
     }

@@ -26,7 +26,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    CachedStatement, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
+};
 
 use super::schedule::{NotAHead, Schedule};
 use super::schema::{self, Status};
@@ -431,15 +433,6 @@ impl Store {
         }
     }
 
-    pub fn depth(&self) -> Result<Depth, StoreError> {
-        // Literal states, not parameters: only then can SQLite use the partial indexes.
-        let number = |sql: &str| self.conn.query_row(sql, [], |r| r.get(0).map(count)).map_err(|e| self.failed(e));
-        Ok(Depth {
-            pending: number("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?,
-            dead: number("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")?,
-        })
-    }
-
     /// A real durable write: a row in the file (fsynced) and [`PROBE_BYTES`] in a scratch file
     /// beside it (SQLite reuses its log's space, so its write alone succeeds on a full disk).
     pub fn check(&mut self) -> Result<(), StoreError> {
@@ -472,6 +465,29 @@ impl Store {
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A read-only connection to the inbox in `path`, beside the writer's: for counts that read
+/// an index whole, which on the writer's connection would hold back every acknowledgement for as
+/// long as they read (0.11 s for 1.9 million pending deliveries, measured). In WAL mode it reads
+/// the last commit without waiting for the writer, and keeps nothing open between queries.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| failed(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| failed(path, e))?;
+    Ok(conn)
+}
+
+/// How many deliveries are pending and dead, read on `conn`.
+pub fn depth(conn: &Connection, path: &Path) -> Result<Depth, StoreError> {
+    // Literal states, not parameters: only then can SQLite use the partial indexes.
+    let number = |sql: &str| {
+        conn.prepare_cached(sql).and_then(|mut s| s.query_row([], |r| r.get(0).map(count))).map_err(|e| failed(path, e))
+    };
+    Ok(Depth {
+        pending: number("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?,
+        dead: number("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")?,
+    })
+}
 
 /// The first delivery received at or after `?1`: none before it was handled after `?1` or
 /// later (a delivery is handled after it is received, and ids follow arrival), so pruning reads
@@ -1358,7 +1374,7 @@ mod tests {
             .unwrap();
         // One index of pending deliveries (version 3), none of heads (version 4).
         assert_eq!(indexes, ["deliveries_dead", "deliveries_pending"]);
-        assert_eq!(store.depth().unwrap().pending, 3, "pending with and without a room");
+        assert_eq!(depth(&store.conn, &store.path).unwrap().pending, 3, "pending with and without a room");
         let first = claim(&mut store, 10);
         assert_eq!(ids(&first), [1, 3]);
         complete(&mut store, first[0].claim, Outcome::Done);
