@@ -31,8 +31,6 @@ struct Head {
     lease_until: Option<i64>,
 }
 
-/// `Schedule::default()` is one about to be read from a file: it holds nothing yet and asks for
-/// the deliveries without a room ([`Schedule::wants_roomless`]).
 #[derive(Debug, Default)]
 pub struct Schedule {
     heads: HashMap<i64, Head>,
@@ -43,8 +41,9 @@ pub struct Schedule {
     leased: BTreeSet<(i64, i64)>,
     /// Rooms with at least one pending delivery (one of them their head).
     rooms: HashSet<Box<str>>,
-    /// Heads without a room in `ready`.
+    /// Heads without a room in `ready`: at most `window`.
     roomless_ready: usize,
+    window: usize,
     /// Every pending delivery without a room up to this id is held here; those after it are
     /// held too if `roomless_complete`, else they are in the file only.
     roomless_until: i64,
@@ -54,11 +53,18 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// A schedule about to be read from a file, holding up to `window` deliveries without a
+    /// room ([`ROOMLESS_WINDOW`]) ready: it holds nothing yet and asks for those
+    /// ([`Self::wants_roomless`]).
+    pub fn reading(window: usize) -> Self {
+        Self { window: window.max(2), ..Self::default() }
+    }
+
     /// The schedule of an empty file: it holds every delivery without a room that arrives (up
     /// to the window).
     #[cfg(test)]
     pub fn new() -> Self {
-        Self { roomless_complete: true, ..Self::default() }
+        Self { roomless_complete: true, ..Self::reading(ROOMLESS_WINDOW) }
     }
 
     /// A delivery stored with `id` (ids grow with arrival), due at `due_at`. It is a head if its
@@ -71,7 +77,7 @@ impl Schedule {
                     self.add(id, Some(room.into()), due_at, None);
                 }
             }
-            None if self.roomless_complete && self.roomless_ready < ROOMLESS_WINDOW => {
+            None if self.roomless_complete && self.roomless_ready < self.window => {
                 self.add(id, None, due_at, None);
                 self.roomless_until = id;
             }
@@ -83,8 +89,8 @@ impl Schedule {
     /// is under half full and more are there): `(after, wanted)`, for [`Self::roomless_loaded`]
     /// with the next ones after `after`, at most `wanted`.
     pub fn wants_roomless(&self) -> Option<(i64, usize)> {
-        (!self.roomless_complete && self.roomless_ready < ROOMLESS_WINDOW / 2)
-            .then(|| (self.roomless_until, ROOMLESS_WINDOW - self.roomless_ready))
+        (!self.roomless_complete && self.roomless_ready < self.window / 2)
+            .then(|| (self.roomless_until, self.window - self.roomless_ready))
     }
 
     /// The next pending deliveries without a room (`(id, due_at)`, in id order) read from the

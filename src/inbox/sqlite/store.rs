@@ -30,7 +30,7 @@ use rusqlite::{
     CachedStatement, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
 };
 
-use super::schedule::{NotAHead, Schedule};
+use super::schedule::{NotAHead, ROOMLESS_WINDOW, Schedule};
 use super::schema::{self, Status};
 use crate::clock::{millis, now_ms};
 use crate::inbox::{
@@ -103,6 +103,9 @@ pub struct Store {
     /// The file's `PRAGMA data_version` at the last commit: it changes when another connection
     /// (the CLI's) commits, and then the schedule is read again.
     data_version: Option<i64>,
+    /// How many deliveries without a room the schedule holds ready ([`ROOMLESS_WINDOW`]; tests
+    /// make it small to read them from the file often).
+    roomless_window: usize,
     /// Held while the store lives (service mode only).
     _lock: Option<File>,
 }
@@ -173,6 +176,7 @@ impl Store {
             schedule: None,
             claims: None,
             data_version: None,
+            roomless_window: ROOMLESS_WINDOW,
             _lock: lock,
         }
     }
@@ -225,7 +229,7 @@ impl Store {
         let owner = self.owner.as_str();
         let schedule = match &mut self.schedule {
             Some(schedule) => schedule,
-            empty => empty.insert(read_schedule(&tx, owner, self.claims.take())?),
+            empty => empty.insert(read_schedule(&tx, owner, self.claims.take(), self.roomless_window)?),
         };
         let appended = insert(&tx, schedule, &work.appends)?;
         let completed = work
@@ -654,8 +658,13 @@ fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) 
 /// pending deliveries when they are not known), each other room's oldest pending delivery, and
 /// the first window of pending deliveries without a room. At start-up and after another process
 /// changed the file: the rooms are read from the pending index alone, one row read per room.
-fn read_schedule(tx: &Transaction<'_>, owner: &str, claims: Option<Vec<i64>>) -> rusqlite::Result<Schedule> {
-    let mut schedule = Schedule::default();
+fn read_schedule(
+    tx: &Transaction<'_>,
+    owner: &str,
+    claims: Option<Vec<i64>>,
+    window: usize,
+) -> rusqlite::Result<Schedule> {
+    let mut schedule = Schedule::reading(window);
     let mut claimed = |row: &Row<'_>| -> rusqlite::Result<()> {
         let room: Option<String> = row.get(1)?;
         schedule.claimed_head(row.get(0)?, room.as_deref(), row.get(2)?, row.get(3)?);
@@ -897,7 +906,6 @@ fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inbox::sqlite::schedule::ROOMLESS_WINDOW;
 
     const LEASE: Duration = Duration::from_secs(30);
 
@@ -980,6 +988,186 @@ mod tests {
         let statement = store.conn.prepare_cached(ROOMLESS).unwrap();
         assert!(statement.get_status(rusqlite::StatementStatus::Run) >= 3, "the window was topped up");
         assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0, "planned once");
+    }
+
+    /// What a test does to a running inbox, in [`the_schedule_keeps_each_room_in_order_whatever_happens`].
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A delivery to one of three rooms, or without a room.
+        Append(Option<u8>),
+        Claim(usize),
+        /// An outcome for one of the live claims (by position), of one of four kinds.
+        Complete(usize, u8),
+        /// `inbox replay --dead`, from another process.
+        Replay,
+        /// The service stops and starts again.
+        Restart,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => proptest::option::weighted(0.8, 0..3u8).prop_map(Step::Append),
+            3 => (1..5usize).prop_map(Step::Claim),
+            4 => (0..64usize, 0..4u8).prop_map(|(i, kind)| Step::Complete(i, kind)),
+            1 => Just(Step::Replay),
+            1 => Just(Step::Restart),
+        ]
+    }
+
+    /// The file's truth as the test keeps it: what is pending (and its room), what is dead,
+    /// each room's head (the one delivery of the room that may be claimed: chosen as its oldest
+    /// pending one, and kept until it leaves `pending`), and the live claims.
+    #[derive(Default)]
+    struct Model {
+        pending: std::collections::BTreeMap<i64, Option<u8>>,
+        dead: Vec<i64>,
+        heads: std::collections::HashMap<u8, i64>,
+        live: Vec<(Claim, Option<u8>)>,
+        appended: usize,
+    }
+
+    impl Model {
+        fn oldest(&self, room: u8) -> Option<i64> {
+            self.pending.iter().find(|(_, r)| **r == Some(room)).map(|(id, _)| *id)
+        }
+
+        fn is_live(&self, id: i64) -> bool {
+            self.live.iter().any(|(c, _)| c.id == id)
+        }
+
+        /// What a claim may take now: each room's head (or oldest), each pending delivery
+        /// without a room, that is not claimed already.
+        fn claimable(&self) -> usize {
+            let roomless = self.pending.iter().filter(|(id, r)| r.is_none() && !self.is_live(**id)).count();
+            let rooms = (0..3u8)
+                .filter_map(|room| self.heads.get(&room).copied().or_else(|| self.oldest(room)))
+                .filter(|id| !self.is_live(*id))
+                .count();
+            roomless + rooms
+        }
+
+        /// A claim of `id` is the one the model allows.
+        fn claimed(&mut self, claim: Claim) {
+            let room = *self.pending.get(&claim.id).expect("claimed a delivery that is not pending");
+            assert!(!self.is_live(claim.id), "claimed {} twice", claim.id);
+            if let Some(room) = room {
+                let oldest = self.oldest(room).unwrap();
+                let head = *self.heads.entry(room).or_insert(oldest);
+                assert_eq!(claim.id, head, "room {room}: claimed {} out of turn", claim.id);
+            }
+            self.live.push((claim, room));
+        }
+
+        fn left(&mut self, id: i64, room: Option<u8>) {
+            self.pending.remove(&id);
+            if let Some(room) = room {
+                self.heads.remove(&room);
+            }
+        }
+    }
+
+    fn run_steps(steps: &[Step]) {
+        let dir = tempfile::tempdir().unwrap();
+        // A window of three deliveries without a room: they are read from the file often.
+        let open = |dir: &Path| Store { roomless_window: 3, ..open(dir) };
+        let mut store = open(dir.path());
+        let mut model = Model::default();
+        let mut next_signature = 0u32;
+        let claim_up_to = |store: &mut Store, model: &mut Model, limit: usize| {
+            let claimable = model.claimable();
+            let claimed = claim_with(store, limit, LEASE, 1000);
+            assert_eq!(claimed.len(), limit.min(claimable), "a claim took what it could, no more");
+            for c in &claimed {
+                model.claimed(c.claim);
+            }
+            claimed.len()
+        };
+        for step in steps {
+            match step {
+                Step::Append(room) => {
+                    next_signature += 1;
+                    let mut d = delivery(0, room.map(|r| ["a", "b", "c"][usize::from(r)]));
+                    d.signature[..4].copy_from_slice(&next_signature.to_be_bytes());
+                    let [Appended::New(id)] = append(&mut store, vec![d])[..] else { panic!("stored once") };
+                    model.pending.insert(id, *room);
+                    model.appended += 1;
+                }
+                Step::Claim(limit) => {
+                    claim_up_to(&mut store, &mut model, *limit);
+                }
+                Step::Complete(i, kind) => {
+                    if model.live.is_empty() {
+                        continue;
+                    }
+                    let (claim, room) = model.live.remove(i % model.live.len());
+                    let outcome = match kind {
+                        0 => Outcome::Done,
+                        1 => Outcome::Dead { error: "boom".into() },
+                        2 => Outcome::Retry { after: Duration::ZERO, error: "again".into() },
+                        _ => Outcome::Interrupted,
+                    };
+                    assert_eq!(complete(&mut store, claim, outcome), Completed::Recorded);
+                    match kind {
+                        0 => model.left(claim.id, room),
+                        1 => {
+                            model.left(claim.id, room);
+                            model.dead.push(claim.id);
+                        }
+                        _ => {} // still pending, still its room's head
+                    }
+                }
+                Step::Replay => {
+                    let mut cli = Store::open_admin(dir.path()).unwrap();
+                    assert_eq!(cli.replay(Selection::Dead).unwrap(), model.dead.len());
+                    if model.dead.is_empty() {
+                        continue; // nothing changed
+                    }
+                    for id in model.dead.drain(..) {
+                        let room = store.get(id).unwrap().unwrap().room.map(|r| r.as_bytes()[0] - b'a');
+                        model.pending.insert(id, room);
+                    }
+                    // A room whose head is being handled keeps it; the others start again from
+                    // their oldest pending delivery.
+                    let live: Vec<i64> = model.live.iter().map(|(c, _)| c.id).collect();
+                    model.heads.retain(|_, head| live.contains(head));
+                }
+                Step::Restart => {
+                    drop(store);
+                    store = open(dir.path());
+                    model.live.clear();
+                    model.heads.clear();
+                }
+            }
+        }
+        // Everything left is handled, each room in turn.
+        loop {
+            for (claim, room) in std::mem::take(&mut model.live) {
+                assert_eq!(complete(&mut store, claim, Outcome::Done), Completed::Recorded);
+                model.left(claim.id, room);
+            }
+            if claim_up_to(&mut store, &mut model, 100) == 0 {
+                break;
+            }
+        }
+        assert!(model.pending.is_empty(), "left pending: {:?}", model.pending);
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.pending, stats.done + stats.dead), (0, model.appended as u64));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
+
+        /// The heads kept in memory against the file's truth: whatever arrives, is claimed,
+        /// finishes, dies, is replayed from another process or survives a restart, each claim
+        /// takes its room's head (never two of a room at once, never one out of turn), takes all
+        /// it can, and in the end every delivery is handled.
+        #[test]
+        fn the_schedule_keeps_each_room_in_order_whatever_happens(
+            steps in proptest::collection::vec(step(), 1..80)
+        ) {
+            run_steps(&steps);
+        }
     }
 
     #[test]
