@@ -29,11 +29,13 @@ pub const MAX_CONNECTIONS: usize = 1000;
 /// Without the inbox: deliveries remembered to recognise retries.
 pub const REPLAY_CAPACITY: usize = 200_000;
 /// Handlers running at once. Each turn of the dispatcher (outcomes recorded, free slots claimed)
-/// waits for a commit, which it shares with the deliveries arriving: with 4 slots, a flood of
-/// the provider's mix was handled at 7-8k deliveries/s while 29k/s were acknowledged (the rest
-/// waited in the inbox); with 64, every acknowledged delivery was handled by the end of the
-/// flood (bench/results/2026-12-01-c.md). What a crash can run a second time is at most this many.
-pub const CONCURRENCY: usize = 64;
+/// waits for a commit, which it shares with the deliveries arriving, so a turn takes at most this
+/// many: with 4 slots, a flood of the provider's mix was handled at 7-8k deliveries/s while 29k/s
+/// were acknowledged (the rest waited in the inbox; bench/results/2026-12-01-c.md). With 64, 5 s
+/// floods had 72-100% handled when they stopped (SQLite) and 60-62% (PostgreSQL, one replica);
+/// with 128, 100% and 87-88% (bench/results/2026-12-01-h.md, runs alternated). What a crash can
+/// run a second time is at most this many.
+pub const CONCURRENCY: usize = 128;
 pub const MAX_ATTEMPTS: u32 = 8;
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
