@@ -998,7 +998,7 @@ mod tests {
         Claim(usize),
         /// An outcome for one of the live claims (by position), of one of four kinds.
         Complete(usize, u8),
-        /// `inbox replay --dead`, from another process.
+        /// `inbox replay --dead`, on a connection of its own (as the CLI, another process, does).
         Replay,
         /// The service stops and starts again.
         Restart,
@@ -1159,7 +1159,7 @@ mod tests {
         #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
 
         /// The heads kept in memory against the file's truth: whatever arrives, is claimed,
-        /// finishes, dies, is replayed from another process or survives a restart, each claim
+        /// finishes, dies, is replayed on another connection or survives a restart, each claim
         /// takes its room's head (never two of a room at once, never one out of turn), takes all
         /// it can, and in the end every delivery is handled.
         #[test]
