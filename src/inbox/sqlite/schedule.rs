@@ -153,10 +153,10 @@ impl Schedule {
         }
     }
 
-    /// The oldest head due at `now` (a head whose lease ran out is due again, at its own due
-    /// time), taken out of the ready ones: the caller claims it ([`Self::claimed`]) or buries
-    /// it ([`Self::left`]).
-    pub fn take_due(&mut self, now: i64) -> Option<i64> {
+    /// Heads whose lease ran out by `now` are ready again, at their own due time (their
+    /// process stopped or froze mid-handler). Once per claim, before [`Self::take_due`]: a head
+    /// claimed with a lease that ends at once is not taken twice by one claim.
+    pub fn expire(&mut self, now: i64) {
         while let Some(&(until, id)) = self.leased.first().filter(|(until, _)| *until <= now) {
             self.leased.remove(&(until, id));
             if let Some(head) = self.heads.get_mut(&id) {
@@ -165,6 +165,11 @@ impl Schedule {
                 self.make_ready(id, due_at, roomless);
             }
         }
+    }
+
+    /// The oldest head due at `now`, taken out of the ready ones: the caller claims it
+    /// ([`Self::claimed`]) or buries it ([`Self::left`]).
+    pub fn take_due(&mut self, now: i64) -> Option<i64> {
         let &(due_at, id) = self.ready.first().filter(|(due_at, _)| *due_at <= now)?;
         let head = &self.heads[&id];
         Self::unready(&mut self.ready, &mut self.roomless_ready, id, head);
@@ -294,8 +299,11 @@ mod tests {
         s.claimed(1, 150);
         assert_eq!(s.take_due(100), Some(2));
         s.claimed(2, 300);
+        s.expire(149);
         assert_eq!(s.take_due(149), None);
         s.renewed(2, 140);
+        assert_eq!(s.take_due(150), None, "not before the leases are looked at");
+        s.expire(150);
         assert_eq!(s.take_due(150), Some(1), "due at 10, before 2 (due at 20)");
         assert_eq!(s.take_due(150), Some(2));
     }

@@ -758,6 +758,8 @@ fn claim(
 ) -> rusqlite::Result<Vec<Claimed>> {
     let mut claimed = Vec::new();
     let until = now.saturating_add(millis(request.lease));
+    // Once a claim: a head it takes is not due again within it, however short its lease.
+    schedule.expire(now);
     load_roomless(tx, schedule)?;
     let mut head = tx.prepare_cached(HEAD)?;
     let mut take = tx.prepare_cached(
@@ -996,8 +998,13 @@ mod tests {
         /// A delivery to one of three rooms, or without a room.
         Append(Option<u8>),
         Claim(usize),
+        /// A claim whose lease runs out at once (its process froze): what it took may be claimed
+        /// again, and until then its own outcome still counts.
+        ClaimExpiring(usize),
         /// An outcome for one of the live claims (by position), of one of four kinds.
         Complete(usize, u8),
+        /// An outcome for a claim taken over since (by position): it changes nothing.
+        Late(usize),
         /// `inbox replay --dead`, on a connection of its own (as the CLI, another process, does).
         Replay,
         /// The service stops and starts again.
@@ -1009,7 +1016,9 @@ mod tests {
         prop_oneof![
             4 => proptest::option::weighted(0.8, 0..3u8).prop_map(Step::Append),
             3 => (1..5usize).prop_map(Step::Claim),
+            1 => (1..3usize).prop_map(Step::ClaimExpiring),
             4 => (0..64usize, 0..4u8).prop_map(|(i, kind)| Step::Complete(i, kind)),
+            1 => (0..64usize).prop_map(Step::Late),
             1 => Just(Step::Replay),
             1 => Just(Step::Restart),
         ]
@@ -1017,13 +1026,15 @@ mod tests {
 
     /// The file's truth as the test keeps it: what is pending (and its room), what is dead,
     /// each room's head (the one delivery of the room that may be claimed: chosen as its oldest
-    /// pending one, and kept until it leaves `pending`), and the live claims.
+    /// pending one, and kept until it leaves `pending`), the live claims (and whether their
+    /// lease ran out), and the claims taken over since.
     #[derive(Default)]
     struct Model {
         pending: std::collections::BTreeMap<i64, Option<u8>>,
         dead: Vec<i64>,
         heads: std::collections::HashMap<u8, i64>,
-        live: Vec<(Claim, Option<u8>)>,
+        live: Vec<(Claim, Option<u8>, bool)>,
+        taken_over: Vec<Claim>,
         appended: usize,
     }
 
@@ -1032,8 +1043,9 @@ mod tests {
             self.pending.iter().find(|(_, r)| **r == Some(room)).map(|(id, _)| *id)
         }
 
+        /// Claimed, with a lease that has not run out.
         fn is_live(&self, id: i64) -> bool {
-            self.live.iter().any(|(c, _)| c.id == id)
+            self.live.iter().any(|(c, _, expired)| c.id == id && !expired)
         }
 
         /// What a claim may take now: each room's head (or oldest), each pending delivery
@@ -1048,15 +1060,20 @@ mod tests {
         }
 
         /// A claim of `id` is the one the model allows.
-        fn claimed(&mut self, claim: Claim) {
+        fn claimed(&mut self, claim: Claim, expiring: bool) {
             let room = *self.pending.get(&claim.id).expect("claimed a delivery that is not pending");
             assert!(!self.is_live(claim.id), "claimed {} twice", claim.id);
+            if let Some(at) = self.live.iter().position(|(c, _, _)| c.id == claim.id) {
+                let (old, _, _) = self.live.remove(at);
+                assert!(claim.fence > old.fence, "a claim taken over gets a new fence");
+                self.taken_over.push(old);
+            }
             if let Some(room) = room {
                 let oldest = self.oldest(room).unwrap();
                 let head = *self.heads.entry(room).or_insert(oldest);
                 assert_eq!(claim.id, head, "room {room}: claimed {} out of turn", claim.id);
             }
-            self.live.push((claim, room));
+            self.live.push((claim, room, expiring));
         }
 
         fn left(&mut self, id: i64, room: Option<u8>) {
@@ -1074,12 +1091,12 @@ mod tests {
         let mut store = open(dir.path());
         let mut model = Model::default();
         let mut next_signature = 0u32;
-        let claim_up_to = |store: &mut Store, model: &mut Model, limit: usize| {
+        let claim_up_to = |store: &mut Store, model: &mut Model, limit: usize, lease: Duration| {
             let claimable = model.claimable();
-            let claimed = claim_with(store, limit, LEASE, 1000);
+            let claimed = claim_with(store, limit, lease, 1000);
             assert_eq!(claimed.len(), limit.min(claimable), "a claim took what it could, no more");
             for c in &claimed {
-                model.claimed(c.claim);
+                model.claimed(c.claim, lease.is_zero());
             }
             claimed.len()
         };
@@ -1094,13 +1111,23 @@ mod tests {
                     model.appended += 1;
                 }
                 Step::Claim(limit) => {
-                    claim_up_to(&mut store, &mut model, *limit);
+                    claim_up_to(&mut store, &mut model, *limit, LEASE);
+                }
+                Step::ClaimExpiring(limit) => {
+                    claim_up_to(&mut store, &mut model, *limit, Duration::ZERO);
+                    std::thread::sleep(Duration::from_millis(1)); // the lease is over
+                }
+                Step::Late(i) => {
+                    if !model.taken_over.is_empty() {
+                        let claim = model.taken_over[i % model.taken_over.len()];
+                        assert_eq!(complete(&mut store, claim, Outcome::Done), Completed::Fenced);
+                    }
                 }
                 Step::Complete(i, kind) => {
                     if model.live.is_empty() {
                         continue;
                     }
-                    let (claim, room) = model.live.remove(i % model.live.len());
+                    let (claim, room, _) = model.live.remove(i % model.live.len());
                     let outcome = match kind {
                         0 => Outcome::Done,
                         1 => Outcome::Dead { error: "boom".into() },
@@ -1129,24 +1156,25 @@ mod tests {
                     }
                     // A room whose head is being handled keeps it; the others start again from
                     // their oldest pending delivery.
-                    let live: Vec<i64> = model.live.iter().map(|(c, _)| c.id).collect();
+                    let live: Vec<i64> = model.live.iter().map(|(c, _, _)| c.id).collect();
                     model.heads.retain(|_, head| live.contains(head));
                 }
                 Step::Restart => {
                     drop(store);
                     store = open(dir.path());
                     model.live.clear();
+                    model.taken_over.clear();
                     model.heads.clear();
                 }
             }
         }
         // Everything left is handled, each room in turn.
         loop {
-            for (claim, room) in std::mem::take(&mut model.live) {
+            for (claim, room, _) in std::mem::take(&mut model.live) {
                 assert_eq!(complete(&mut store, claim, Outcome::Done), Completed::Recorded);
                 model.left(claim.id, room);
             }
-            if claim_up_to(&mut store, &mut model, 100) == 0 {
+            if claim_up_to(&mut store, &mut model, 100, LEASE) == 0 {
                 break;
             }
         }
@@ -1158,8 +1186,9 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
 
-        /// The heads kept in memory against the file's truth: whatever arrives, is claimed,
-        /// finishes, dies, is replayed on another connection or survives a restart, each claim
+        /// The heads kept in memory against the file's truth: whatever arrives, is claimed (and
+        /// its claim runs out, is taken over, answers late), finishes, dies, is replayed on another
+        /// connection or survives a restart, each claim
         /// takes its room's head (never two of a room at once, never one out of turn), takes all
         /// it can, and in the end every delivery is handled.
         #[test]
@@ -1312,6 +1341,20 @@ mod tests {
         assert_eq!(ids(&claim(&mut store, 10)), [2], "room a goes on once its head is done");
         let row = store.get(1).unwrap().unwrap();
         assert_eq!((row.state, row.attempts, row.claimed_by), (State::Done, 1, None));
+    }
+
+    #[test]
+    fn a_claim_whose_lease_ends_at_once_takes_each_delivery_once() {
+        // Found by the property test below: the lease ran out within the claim that took it,
+        // and the same claim took the delivery again.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, None), delivery(2, Some("a"))]);
+        assert_eq!(ids(&claim_with(&mut store, 10, Duration::ZERO, 8)), [1, 2]);
+        std::thread::sleep(Duration::from_millis(2));
+        let again = claim_with(&mut store, 10, Duration::ZERO, 8);
+        assert_eq!(ids(&again), [1, 2], "taken over once each, the lease having run out");
+        assert!(again.iter().all(|c| c.attempt == 2));
     }
 
     #[test]
