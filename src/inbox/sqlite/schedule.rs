@@ -18,8 +18,8 @@
 //! pending deliveries and each head; deliveries without a room are held up to
 //! [`ROOMLESS_WINDOW`] at a time, the oldest, so that a backlog of them stays on disk. A
 //! property test in `store.rs` (`the_schedule_keeps_each_room_in_order_whatever_happens`) holds
-//! it against a model of the file through random arrivals, claims, outcomes, replays and
-//! restarts.
+//! it against a model of the file through random arrivals, claims (and leases that run out),
+//! outcomes (and late ones), replays and restarts.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
