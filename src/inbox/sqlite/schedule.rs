@@ -188,15 +188,17 @@ impl Schedule {
         }
     }
 
-    /// The claim on `id` was renewed until `until`.
+    /// The claim on `id` was renewed until `until`: also one whose lease had run out here, if no
+    /// claim took its head since (the file kept it: its process was only late).
     pub fn renewed(&mut self, id: i64, until: i64) {
-        match self.heads.get_mut(&id).map(|head| head.lease_until.replace(until)) {
-            Some(Some(old)) => {
+        let Some(head) = self.heads.get_mut(&id) else { return self.lost_step() };
+        match head.lease_until.replace(until) {
+            Some(old) => {
                 self.leased.remove(&(old, id));
-                self.leased.insert((until, id));
             }
-            _ => self.lost_step(),
+            None => Self::unready(&mut self.ready, &mut self.roomless_ready, id, head),
         }
+        self.leased.insert((until, id));
     }
 
     /// The claim on `id` ended with the head still pending (a retry due at `due_at`, or an
@@ -306,6 +308,21 @@ mod tests {
         s.expire(150);
         assert_eq!(s.take_due(150), Some(1), "due at 10, before 2 (due at 20)");
         assert_eq!(s.take_due(150), Some(2));
+    }
+
+    #[test]
+    fn a_renewal_that_comes_after_the_lease_ran_out_here_keeps_the_claim() {
+        let mut s = Schedule::new();
+        s.arrived(1, None, 10);
+        assert_eq!(s.take_due(100), Some(1));
+        s.claimed(1, 150);
+        s.expire(150);
+        s.renewed(1, 300);
+        s.expire(200);
+        assert_eq!(s.take_due(200), None, "claimed again by its renewal");
+        assert!(!s.out_of_step(), "nothing to read again");
+        s.expire(300);
+        assert_eq!(s.take_due(300), Some(1));
     }
 
     #[test]

@@ -945,6 +945,11 @@ mod tests {
         claimed.iter().map(|c| c.claim.id).collect()
     }
 
+    /// The claims among `claim` that were lost.
+    fn renew(store: &mut Store, claim: Claim) -> Vec<Claim> {
+        store.commit(&Work { renewals: vec![(vec![claim], LEASE)], ..Work::default() }).unwrap().lost.remove(0)
+    }
+
     fn complete(store: &mut Store, claim: Claim, outcome: Outcome) -> Completed {
         let completion = Completion { claim, kind: Kind::Typed, outcome };
         store.commit(&Work { completions: vec![vec![completion]], ..Work::default() }).unwrap().completed[0][0]
@@ -1003,7 +1008,10 @@ mod tests {
         ClaimExpiring(usize),
         /// An outcome for one of the live claims (by position), of one of four kinds.
         Complete(usize, u8),
-        /// An outcome for a claim taken over since (by position): it changes nothing.
+        /// A renewal of one of the live claims (by position), whose lease may have run out.
+        Renew(usize),
+        /// A renewal and an outcome for a claim taken over since (by position): they change
+        /// nothing.
         Late(usize),
         /// `inbox replay --dead`, on a connection of its own (as the CLI, another process, does).
         Replay,
@@ -1018,6 +1026,7 @@ mod tests {
             3 => (1..5usize).prop_map(Step::Claim),
             1 => (1..3usize).prop_map(Step::ClaimExpiring),
             4 => (0..64usize, 0..4u8).prop_map(|(i, kind)| Step::Complete(i, kind)),
+            1 => (0..64usize).prop_map(Step::Renew),
             1 => (0..64usize).prop_map(Step::Late),
             1 => Just(Step::Replay),
             1 => Just(Step::Restart),
@@ -1117,9 +1126,18 @@ mod tests {
                     claim_up_to(&mut store, &mut model, *limit, Duration::ZERO);
                     std::thread::sleep(Duration::from_millis(1)); // the lease is over
                 }
+                Step::Renew(i) => {
+                    if !model.live.is_empty() {
+                        let at = i % model.live.len();
+                        let claim = model.live[at].0;
+                        assert_eq!(renew(&mut store, claim), [], "its claim still holds");
+                        model.live[at].2 = false; // live again, if its lease had run out
+                    }
+                }
                 Step::Late(i) => {
                     if !model.taken_over.is_empty() {
                         let claim = model.taken_over[i % model.taken_over.len()];
+                        assert_eq!(renew(&mut store, claim), [claim]);
                         assert_eq!(complete(&mut store, claim, Outcome::Done), Completed::Fenced);
                     }
                 }
@@ -1187,7 +1205,7 @@ mod tests {
         #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
 
         /// The heads kept in memory against the file's truth: whatever arrives, is claimed (and
-        /// its claim runs out, is taken over, answers late), finishes, dies, is replayed on another
+        /// its claim runs out, is renewed, is taken over, answers late), finishes, dies, is replayed on another
         /// connection or survives a restart, each claim
         /// takes its room's head (never two of a room at once, never one out of turn), takes all
         /// it can, and in the end every delivery is handled.
