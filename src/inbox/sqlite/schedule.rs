@@ -20,12 +20,25 @@
 //! property test in `store.rs` (`the_schedule_keeps_each_room_in_order_whatever_happens`) holds
 //! it against a model of the file through random arrivals, claims (and leases that run out),
 //! outcomes (and late ones), replays and restarts.
+//!
+//! It also holds what the writer stored since it was read and no claim has taken yet, as it
+//! arrived ([`Self::keep_unread`], up to [`UNREAD_BYTES`] of bodies): a pending delivery that was
+//! never claimed is in the file exactly as it was inserted (only a claim changes it, or another
+//! process, and then the schedule is read again), so a claim takes it from here instead of
+//! reading its 700-byte row back (the writer's instructions per delivery: see `store.rs`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::inbox::Stored;
 
 /// Most heads without a room held here ready to be claimed; the rest stay in the file, read in
 /// id order as these are claimed. (Claimed ones are held too, as many as are being handled.)
 pub const ROOMLESS_WINDOW: usize = 4096;
+
+/// Most body bytes of unread deliveries held ([`Schedule::keep_unread`]); past it, a claim reads
+/// the row from the file. A flood keeps a few hundred unread at a time; a backlog keeps its
+/// oldest arrivals (those claimed first) up to this.
+pub const UNREAD_BYTES: usize = 4 << 20;
 
 /// A head: the room it stands for, when it is due, and its lease while it is claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +67,11 @@ pub struct Schedule {
     roomless_complete: bool,
     /// Something the file did was not what this schedule expected: it is read again.
     out_of_step: bool,
+    /// Deliveries stored since the schedule was read that no claim has taken, as their rows
+    /// are (copied: a request's body may share a larger buffer, which is not kept).
+    unread: HashMap<i64, Stored>,
+    /// Their bodies' bytes: at most [`UNREAD_BYTES`].
+    unread_bytes: usize,
 }
 
 impl Schedule {
@@ -87,6 +105,24 @@ impl Schedule {
             }
             None => self.roomless_complete = false,
         }
+    }
+
+    /// Holds the delivery just stored as `id` (its row as a claim would read it, made by `row`
+    /// only if its `body_len` bytes fit) for the claim that takes it.
+    pub fn keep_unread(&mut self, id: i64, body_len: usize, row: impl FnOnce() -> Stored) {
+        let bytes = self.unread_bytes + body_len;
+        if bytes <= UNREAD_BYTES {
+            self.unread_bytes = bytes;
+            self.unread.insert(id, row());
+        }
+    }
+
+    /// The row of delivery `id` as it was stored, if it is held here and was never claimed:
+    /// the file's is that, untouched.
+    pub fn take_unread(&mut self, id: i64) -> Option<Stored> {
+        let row = self.unread.remove(&id)?;
+        self.unread_bytes -= row.body.len();
+        Some(row)
     }
 
     /// Whether the window of deliveries without a room should be topped up from the file (it

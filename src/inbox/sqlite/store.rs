@@ -15,7 +15,9 @@
 //!   lose an attempt count or make a delivery run again.
 //! - **Heads in memory.** Which delivery of each room may be claimed next is kept by the writer
 //!   (`schedule.rs`), derived from the file: read when the service starts, read again when
-//!   another process (the CLI) committed to the file or a transaction failed.
+//!   another process (the CLI) committed to the file or a transaction failed. What it stored and
+//!   no claim has taken yet is held there too, so a claim does not read the row back; the
+//!   claim's `UPDATE` checks the fence the row had, so a file that changed anyway is noticed.
 //! - **Bounded log.** The write-ahead log is truncated to [`WAL_LIMIT`] once it has been folded
 //!   back into the file, and emptied when the inbox is closed. While another process holds a
 //!   read transaction open, nothing can be folded back and the log grows; it shrinks again
@@ -617,6 +619,26 @@ fn stored_at(row: &Row<'_>, offset: usize) -> rusqlite::Result<Stored> {
     })
 }
 
+/// The row a delivery stored as `id` got, as [`stored_at`] reads it back before any claim.
+fn unread(id: i64, new: &NewDelivery) -> Stored {
+    Stored {
+        id,
+        event: new.event.clone(),
+        state: State::Pending,
+        kind: new.kind,
+        attempts: 0,
+        received_at: new.received_at_ms,
+        timestamp: new.timestamp.clone(),
+        timestamp_ms: new.timestamp_ms,
+        room: new.room.clone(),
+        signature: new.signature,
+        body: new.body.to_vec(),
+        last_error: None,
+        claimed_by: None,
+        claimed_until: None,
+    }
+}
+
 fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) -> rusqlite::Result<Vec<Appended>> {
     let mut answers = Vec::with_capacity(batch.len());
     if batch.is_empty() {
@@ -646,6 +668,7 @@ fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) 
             1 => {
                 let id = tx.last_insert_rowid();
                 schedule.arrived(id, d.room.as_deref(), d.received_at_ms);
+                schedule.keep_unread(id, d.body.len(), || unread(id, d));
                 Appended::New(id)
             }
             _ => Appended::Duplicate(existing.query_row(params![d.timestamp_ms, &d.signature[..]], |r| r.get(0))?),
@@ -763,7 +786,9 @@ fn claim(
     load_roomless(tx, schedule)?;
     let mut head = tx.prepare_cached(HEAD)?;
     let mut take = tx.prepare_cached(
-        "UPDATE deliveries SET owner = ?2, fence = ?3, attempts = ?4, lease_until = ?5 WHERE id = ?1",
+        // The fence it had is checked: a delivery taken from memory was not read from the file.
+        "UPDATE deliveries SET owner = ?2, fence = ?3, attempts = ?4, lease_until = ?5
+          WHERE id = ?1 AND state = 'pending' AND fence = ?3 - 1",
     )?;
     let mut next = tx.prepare_cached(NEXT_HEAD)?;
     let mut bury = tx.prepare_cached(
@@ -780,7 +805,11 @@ fn claim(
             },
             None => break,
         };
-        let row = head.query_row([id], |r| Ok((r.get::<_, i64>(0)?, stored_at(r, 1)?))).optional()?;
+        let row = match schedule.take_unread(id) {
+            // Never claimed: its row is as it was inserted (fence 0).
+            Some(row) => Some((0, row)),
+            None => head.query_row([id], |r| Ok((r.get::<_, i64>(0)?, stored_at(r, 1)?))).optional()?,
+        };
         let Some((fence, mut delivery)) = row.filter(|(_, d)| d.claimed_until.is_none_or(|until| until <= now)) else {
             // Not pending, or claimed, in the file: the schedule is out of step with it.
             schedule.lost_step();
@@ -801,7 +830,11 @@ fn claim(
             delivery.attempts += 1;
             delivery.claimed_by = Some(owner.to_owned());
             delivery.claimed_until = Some(until);
-            take.execute(params![id, owner, fence, delivery.attempts, until])?;
+            if take.execute(params![id, owner, fence, delivery.attempts, until])? == 0 {
+                // Changed in the file since it was stored: the schedule is out of step with it.
+                schedule.lost_step();
+                continue;
+            }
             schedule.claimed(id, until);
             claimed.push(Claimed { claim: Claim { id, fence }, attempt: delivery.attempts, delivery });
         }
@@ -1105,6 +1138,15 @@ mod tests {
             let claimed = claim_with(store, limit, lease, 1000);
             assert_eq!(claimed.len(), limit.min(claimable), "a claim took what it could, no more");
             for c in &claimed {
+                // What the claim handed out is the file's row as the claim left it, whether it
+                // was read from there or held since it was stored.
+                let row = store.get(c.claim.id).unwrap().unwrap();
+                assert_eq!(format!("{:?}", c.delivery), format!("{row:?}"));
+                let fence: i64 = store
+                    .conn
+                    .query_row("SELECT fence FROM deliveries WHERE id = ?1", [c.claim.id], |r| r.get(0))
+                    .unwrap();
+                assert_eq!((c.claim.fence, c.attempt), (fence, row.attempts));
                 model.claimed(c.claim, lease.is_zero());
             }
             claimed.len()
@@ -1205,10 +1247,11 @@ mod tests {
         #![proptest_config(proptest::test_runner::Config { cases: 48, ..Default::default() })]
 
         /// The heads kept in memory against the file's truth: whatever arrives, is claimed (and
-        /// its claim runs out, is renewed, is taken over, answers late), finishes, dies, is replayed on another
-        /// connection or survives a restart, each claim
-        /// takes its room's head (never two of a room at once, never one out of turn), takes all
-        /// it can, and in the end every delivery is handled.
+        /// its claim runs out, is renewed, is taken over, answers late), finishes, dies, is
+        /// replayed on another connection or survives a restart, each claim takes its room's
+        /// head (never two of a room at once, never one out of turn), takes all it can, and
+        /// hands out the file's row as the claim left it (also one held in memory since it was
+        /// stored); in the end every delivery is handled.
         #[test]
         fn the_schedule_keeps_each_room_in_order_whatever_happens(
             steps in proptest::collection::vec(step(), 1..80)
