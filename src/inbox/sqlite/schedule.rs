@@ -21,13 +21,19 @@
 //! it against a model of the file through random arrivals, claims (and leases that run out),
 //! outcomes (and late ones), replays and restarts.
 //!
+//! Behind each head it holds the room's other pending deliveries when it knows them all (the
+//! room was empty when the first of them arrived here, and it has held no more than
+//! [`WAITING_LIMIT`] in all): the room's next head is then taken from here when its head
+//! leaves, not read from the file. A room read from the file reads its next heads there until
+//! it is empty once.
+//!
 //! It also holds what the writer stored since it was read and no claim has taken yet, as it
 //! arrived ([`Self::keep_unread`], up to [`UNREAD_BYTES`] of bodies): a pending delivery that was
 //! never claimed is in the file exactly as it was inserted (only a claim changes it, or another
 //! process, and then the schedule is read again), so a claim takes it from here instead of
 //! reading its 700-byte row back (the writer's instructions per delivery: see `store.rs`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use crate::inbox::Stored;
 
@@ -39,6 +45,22 @@ pub const ROOMLESS_WINDOW: usize = 4096;
 /// the row from the file. A flood keeps a few hundred unread at a time; a backlog keeps its
 /// oldest arrivals (those claimed first) up to this.
 pub const UNREAD_BYTES: usize = 4 << 20;
+
+/// Most deliveries held waiting behind their room's head ([`Waiting::Known`]), all rooms
+/// together; past it, a room's are left to the file and read from there one by one.
+pub const WAITING_LIMIT: usize = 65_536;
+
+/// What waits behind a room's head.
+#[derive(Debug)]
+enum Waiting {
+    /// Every other pending delivery of the room, `(id, due_at)` in id order: the room had
+    /// nothing pending when its first of these arrived here, and all since arrived here. Its
+    /// next head is taken from here, not read from the file.
+    Known(VecDeque<(i64, i64)>),
+    /// The file may hold more (the room was read from it, or it had too many waiting): its next
+    /// head is read from there.
+    InFile,
+}
 
 /// A head: the room it stands for, when it is due, and its lease while it is claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +78,11 @@ pub struct Schedule {
     /// Claimed heads, by when their lease runs out: `(lease_until, id)`. A lease that ran out
     /// makes its head claimable again (its process stopped or froze mid-handler).
     leased: BTreeSet<(i64, i64)>,
-    /// Rooms with at least one pending delivery (one of them their head).
-    rooms: HashSet<Box<str>>,
+    /// Rooms with at least one pending delivery (one of them their head), and what waits
+    /// behind it.
+    rooms: HashMap<Box<str>, Waiting>,
+    /// Deliveries in the [`Waiting::Known`] queues: at most [`WAITING_LIMIT`].
+    waiting: usize,
     /// Heads without a room in `ready`: at most `window`.
     roomless_ready: usize,
     window: usize,
@@ -93,12 +118,23 @@ impl Schedule {
     /// room had nothing pending, or it has no room (held if the window has room).
     pub fn arrived(&mut self, id: i64, room: Option<&str>, due_at: i64) {
         match room {
-            Some(room) => {
-                if !self.rooms.contains(room) {
-                    self.rooms.insert(room.into());
+            Some(room) => match self.rooms.get_mut(room) {
+                None => {
+                    self.rooms.insert(room.into(), Waiting::Known(VecDeque::new()));
                     self.add(id, Some(room.into()), due_at, None);
                 }
-            }
+                Some(waiting @ Waiting::Known(_)) if self.waiting >= WAITING_LIMIT => {
+                    // Too many held: this room's are left to the file from now on.
+                    if let Waiting::Known(queue) = std::mem::replace(waiting, Waiting::InFile) {
+                        self.waiting -= queue.len();
+                    }
+                }
+                Some(Waiting::Known(queue)) => {
+                    queue.push_back((id, due_at));
+                    self.waiting += 1;
+                }
+                Some(Waiting::InFile) => {}
+            },
             None if self.roomless_complete && self.roomless_ready < self.window => {
                 self.add(id, None, due_at, None);
                 self.roomless_until = id;
@@ -148,21 +184,22 @@ impl Schedule {
     /// A head with a live claim (when the schedule is read from the file).
     pub fn claimed_head(&mut self, id: i64, room: Option<&str>, due_at: i64, lease_until: i64) {
         if let Some(room) = room {
-            self.rooms.insert(room.into());
+            self.rooms.insert(room.into(), Waiting::InFile);
         }
         self.add(id, room.map(Into::into), due_at, Some(lease_until));
     }
 
     /// A room's head read from the file, if it has no claimed head already.
     pub fn room_head(&mut self, room: &str, id: i64, due_at: i64) {
-        if self.rooms.insert(room.into()) {
+        if !self.rooms.contains_key(room) {
+            self.rooms.insert(room.into(), Waiting::InFile);
             self.add(id, Some(room.into()), due_at, None);
         }
     }
 
     /// Whether `room` has a head here.
     pub fn has_room(&self, room: &str) -> bool {
-        self.rooms.contains(room)
+        self.rooms.contains_key(room)
     }
 
     fn add(&mut self, id: i64, room: Option<Box<str>>, due_at: i64, lease_until: Option<i64>) {
@@ -252,20 +289,36 @@ impl Schedule {
         self.make_ready(id, due_at, roomless);
     }
 
-    /// The head `id` left `pending` (done, dead or buried). Its room, if it has one, is
-    /// returned: the caller reads the room's next pending delivery from the file and gives it
-    /// to [`Self::advanced`].
-    pub fn left(&mut self, id: i64) -> Result<Option<Box<str>>, NotAHead> {
+    /// The head `id` left `pending` (done, dead or buried). If it has a room, the room's next
+    /// head is taken from the deliveries known to wait behind it ([`Advance::Done`]), or the
+    /// caller reads it from the file and gives it to [`Self::advanced`] ([`Advance::Read`]).
+    pub fn left(&mut self, id: i64) -> Result<Advance, NotAHead> {
         let head = self.heads.remove(&id).ok_or(NotAHead)?;
         if let Some(until) = head.lease_until {
             self.leased.remove(&(until, id));
         }
         Self::unready(&mut self.ready, &mut self.roomless_ready, id, &head);
-        Ok(head.room)
+        let Some(room) = head.room else { return Ok(Advance::Done) };
+        let next = match self.rooms.get_mut(&room) {
+            Some(Waiting::Known(queue)) => Some(queue.pop_front()),
+            Some(Waiting::InFile) | None => None,
+        };
+        match next {
+            Some(Some((next, due_at))) => {
+                self.waiting -= 1;
+                self.add(next, Some(room), due_at, None);
+            }
+            Some(None) => {
+                self.rooms.remove(&room);
+            }
+            None => return Ok(Advance::Read(room)),
+        }
+        Ok(Advance::Done)
     }
 
-    /// `room`'s next pending delivery (`(id, due_at)`) after its head left, or `None`: the room
-    /// has nothing pending.
+    /// `room`'s next pending delivery (`(id, due_at)`), read from the file after its head left
+    /// ([`Advance::Read`]), or `None`: the room has nothing pending (and what arrives for it
+    /// from now on is known here).
     pub fn advanced(&mut self, room: Box<str>, next: Option<(i64, i64)>) {
         match next {
             Some((id, due_at)) => self.add(id, Some(room), due_at, None),
@@ -298,6 +351,15 @@ impl Schedule {
     }
 }
 
+/// What [`Schedule::left`] leaves to its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advance {
+    /// Nothing: the room, if any, has its next head (or is empty).
+    Done,
+    /// The room's next head is in the file: read it and give it to [`Schedule::advanced`].
+    Read(Box<str>),
+}
+
 /// An outcome for a delivery the schedule did not hold as a head: it no longer matches the
 /// file, and is read again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,16 +378,56 @@ mod tests {
         assert_eq!((s.take_due(100), s.take_due(100), s.take_due(100)), (Some(1), Some(3), None));
         s.claimed(1, 200);
         s.claimed(3, 200);
-        let room = s.left(1).unwrap().unwrap();
-        assert_eq!(&*room, "a");
-        s.advanced(room, Some((2, 11)));
+        assert_eq!(s.left(1), Ok(Advance::Done), "room a's next arrived here: known, not read");
         assert_eq!(s.take_due(100), Some(2));
         s.claimed(2, 200);
-        let room = s.left(2).unwrap().unwrap();
-        s.advanced(room, None);
+        assert_eq!(s.left(2), Ok(Advance::Done));
         assert!(!s.has_room("a") && s.has_room("b"));
         s.arrived(4, Some("a"), 13);
         assert_eq!(s.take_due(100), Some(4), "an empty room's next arrival is its head");
+    }
+
+    #[test]
+    fn a_room_read_from_the_file_reads_its_next_head_there_until_it_is_empty() {
+        let mut s = Schedule::reading(ROOMLESS_WINDOW);
+        s.room_head("a", 1, 10);
+        s.arrived(5, Some("a"), 50);
+        assert_eq!(s.take_due(100), Some(1));
+        s.claimed(1, 200);
+        let Ok(Advance::Read(room)) = s.left(1) else { panic!("the file may hold a's deliveries 2 to 4") };
+        s.advanced(room, Some((2, 20)));
+        assert_eq!(s.take_due(100), Some(2));
+        s.claimed(2, 200);
+        let Ok(Advance::Read(room)) = s.left(2) else { panic!("still the file's") };
+        s.advanced(room, None);
+        assert!(!s.has_room("a"), "read empty");
+        s.arrived(6, Some("a"), 60);
+        s.arrived(7, Some("a"), 70);
+        assert_eq!(s.take_due(100), Some(6));
+        s.claimed(6, 200);
+        assert_eq!(s.left(6), Ok(Advance::Done), "known since it was empty");
+        assert_eq!(s.take_due(100), Some(7));
+    }
+
+    #[test]
+    fn past_the_limit_a_room_s_waiting_deliveries_are_left_to_the_file() {
+        let mut s = Schedule::new();
+        let limit = i64::try_from(WAITING_LIMIT).unwrap();
+        s.arrived(1, Some("a"), 0);
+        for id in 2..=limit + 2 {
+            s.arrived(id, Some("b"), 0);
+        }
+        assert_eq!(s.waiting, WAITING_LIMIT, "b's, behind its head");
+        s.arrived(limit + 3, Some("a"), 0); // over the limit: a's are the file's now
+        assert_eq!(s.waiting, WAITING_LIMIT);
+        assert_eq!(s.take_due(100), Some(1));
+        s.claimed(1, 200);
+        let Ok(Advance::Read(room)) = s.left(1) else { panic!("a's next is read from the file") };
+        s.advanced(room, Some((limit + 3, 0)));
+        assert_eq!(s.take_due(100), Some(2), "b's head");
+        s.claimed(2, 200);
+        assert_eq!(s.left(2), Ok(Advance::Done), "b's are still known");
+        assert_eq!(s.waiting, WAITING_LIMIT - 1);
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //!   another process (the CLI) committed to the file or a transaction failed. What it stored and
 //!   no claim has taken yet is held there too, so a claim does not read the row back; the
 //!   claim's `UPDATE` checks the fence the row had, so a file that changed anyway is noticed.
+//!   So are the deliveries waiting behind a room's head, when all of them arrived here: its
+//!   next head is not read from the file either.
 //! - **Bounded log.** The write-ahead log is truncated to [`WAL_LIMIT`] once it has been folded
 //!   back into the file, and emptied when the inbox is closed. While another process holds a
 //!   read transaction open, nothing can be folded back and the log grows; it shrinks again
@@ -32,7 +34,7 @@ use rusqlite::{
     CachedStatement, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
 };
 
-use super::schedule::{NotAHead, ROOMLESS_WINDOW, Schedule};
+use super::schedule::{Advance, NotAHead, ROOMLESS_WINDOW, Schedule};
 use super::schema::{self, Status};
 use crate::clock::{millis, now_ms};
 use crate::inbox::{
@@ -754,15 +756,15 @@ fn load_roomless(tx: &Transaction<'_>, schedule: &mut Schedule) -> rusqlite::Res
     Ok(!loaded.is_empty())
 }
 
-/// The head `id` left `pending`: its room's next pending delivery, read from the file with
-/// `next` ([`NEXT_HEAD`]), becomes the room's head.
+/// The head `id` left `pending`: its room's next pending delivery becomes the room's head,
+/// read from the file with `next` ([`NEXT_HEAD`]) unless the schedule knows it.
 fn advance(next: &mut CachedStatement<'_>, schedule: &mut Schedule, id: i64) -> rusqlite::Result<()> {
     match schedule.left(id) {
-        Ok(Some(room)) => {
+        Ok(Advance::Read(room)) => {
             let head = next.query_row([&*room], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
             schedule.advanced(room, head);
         }
-        Ok(None) => {}
+        Ok(Advance::Done) => {}
         Err(NotAHead) => schedule.lost_step(),
     }
     Ok(())
@@ -1278,6 +1280,35 @@ mod tests {
         assert_eq!(ids(&claim(&mut store, 10)), [1], "room a's replayed head; room b's waits for 3");
         complete(&mut store, c3.claim, Outcome::Done);
         assert_eq!(ids(&claim(&mut store, 10)), [2], "then b's replayed one");
+    }
+
+    #[test]
+    fn a_room_whose_deliveries_arrived_here_goes_on_without_reading_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs =
+            |store: &Store| store.conn.prepare_cached(NEXT_HEAD).unwrap().get_status(rusqlite::StatementStatus::Run);
+        let handle_all = |store: &mut Store| {
+            let mut order = Vec::new();
+            loop {
+                let claimed = claim(store, 10);
+                if claimed.is_empty() {
+                    return order;
+                }
+                assert_eq!(claimed.len(), 1, "one of the room at a time");
+                order.push(claimed[0].claim.id);
+                assert_eq!(complete(store, claimed[0].claim, Outcome::Done), Completed::Recorded);
+            }
+        };
+        let mut store = open(dir.path());
+        append(&mut store, vec![delivery(1, Some("a")), delivery(2, Some("a")), delivery(3, Some("a"))]);
+        assert_eq!(handle_all(&mut store), [1, 2, 3]);
+        assert_eq!(runs(&store), 0, "each next head was known here");
+        // After a restart the room's deliveries are the file's: their next heads are read there.
+        append(&mut store, vec![delivery(4, Some("a")), delivery(5, Some("a"))]);
+        drop(store);
+        let mut store = open(dir.path());
+        assert_eq!(handle_all(&mut store), [4, 5]);
+        assert!(runs(&store) >= 2, "read from the file");
     }
 
     #[test]
