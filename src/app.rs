@@ -260,18 +260,13 @@ async fn store(
     match inbox.append(new).await {
         Ok(Appended::New(id)) => {
             let outcome = if reason.is_none() { "accepted" } else { "fallback" };
-            let handled =
-                Handled::new(event, outcome, HttpResponse::Ok().json(json!({ "status": "accepted", "id": id })))
-                    .stored(id);
+            let handled = Handled::new(event, outcome, ok_stored("accepted", id)).stored(id);
             match reason {
                 Some(reason) => handled.because(Reason::Unmatched(reason)),
                 None => handled,
             }
         }
-        Ok(Appended::Duplicate(id)) => {
-            Handled::new(event, "duplicate", HttpResponse::Ok().json(json!({ "status": "duplicate", "id": id })))
-                .stored(id)
-        }
+        Ok(Appended::Duplicate(id)) => Handled::new(event, "duplicate", ok_stored("duplicate", id)).stored(id),
         Err(error) => {
             log::error!("delivery sig:{id} not stored, answered 503 (the provider will retry): {error}");
             Handled::refused(event, Rejection::StorageUnavailable)
@@ -349,6 +344,17 @@ fn ok_status(status: &'static str) -> HttpResponse {
         "duplicate" => r#"{"status":"duplicate"}"#,
         _ => return HttpResponse::Ok().json(json!({ "status": status })),
     };
+    json_ok(body)
+}
+
+/// `200 {"status": "<status>", "id": <id>}` (a stored delivery), written as text: through a
+/// `json!` value it cost 1,700 instructions a delivery (callgrind).
+fn ok_stored(status: &'static str, id: i64) -> HttpResponse {
+    json_ok(format!(r#"{{"status":"{status}","id":{id}}}"#))
+}
+
+/// 200 with a JSON body.
+fn json_ok(body: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
     // A static header value: `ContentType::json()` formats and re-validates the MIME type.
     HttpResponse::Ok().insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json"))).body(body)
 }
