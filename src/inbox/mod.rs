@@ -32,8 +32,9 @@
 //! hands the deliveries whose outcome was not committed to another attempt, which is at most
 //! the dispatcher's `concurrency` deliveries.
 //!
-//! How a backend makes this fast is its own business: the SQLite one ([`sqlite`]) commits
-//! appends, outcomes and claims that queue together in one transaction on a writer thread; the
+//! How a backend makes this fast is its own business: the SQLite one ([`sqlite`]) commits the
+//! appends that queue together in one transaction on a writer thread, and the outcomes and
+//! claims that queue together in the next; the
 //! PostgreSQL one ([`postgres`]), shared by several replicas, batches appends into multi-row
 //! inserts and claims with `FOR UPDATE SKIP LOCKED`.
 

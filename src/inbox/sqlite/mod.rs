@@ -8,9 +8,10 @@
 //! ```
 //!
 //! One writer thread owns the connection (`store.rs`). Whatever queued up while it was
-//! committing goes into the next transaction (group commit): appends, outcomes, renewals and
-//! claims together, one fsync per batch rather than per delivery, and each delivery answered
-//! only after the commit that holds it. The answers reach each runtime thread through its
+//! committing goes into the next cycle (group commit): the appends in one transaction, one fsync
+//! per batch rather than per delivery, each delivery answered only after the commit that holds
+//! it; then the outcomes, renewals and claims (which see those deliveries) in a second one,
+//! without an fsync, so that acknowledgements do not wait for the dispatcher's half of the SQL. The answers reach each runtime thread through its
 //! mailbox (`mailbox.rs`): one wake-up per commit, not one per delivery. Queries (the CLI's,
 //! metrics, readiness) run between batches.
 
@@ -276,12 +277,15 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 break;
             }
         }
-        if !work.is_empty() {
+        // The deliveries first, in a transaction of their own, answered once it is fsynced; then
+        // the dispatcher's outcomes, renewals and claims (which see those deliveries) in a second
+        // one, without an fsync. Together the two would keep the acknowledgements waiting for
+        // the dispatcher's half of the SQL too.
+        if !work.appends.is_empty() {
             let started = Instant::now();
-            let result = store.commit(&work);
-            if !work.appends.is_empty() {
-                crate::metrics::inbox_commit(work.appends.len(), started.elapsed(), result.is_ok());
-            }
+            let appends = Work { appends: std::mem::take(&mut work.appends), ..Work::default() };
+            let result = store.commit(&appends);
+            crate::metrics::inbox_commit(appends.appends.len(), started.elapsed(), result.is_ok());
             match result {
                 Ok(answers) => {
                     if answers.appended.iter().any(|a| matches!(a, Appended::New(_))) {
@@ -290,6 +294,20 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                     for ((reply, mailbox), answer) in appended.drain(..).zip(answers.appended) {
                         to_wake.post(mailbox.as_ref(), Answer(reply, Ok(answer)));
                     }
+                }
+                Err(error) => {
+                    for (reply, mailbox) in appended.drain(..) {
+                        to_wake.post(mailbox.as_ref(), Answer(reply, Err(error.clone())));
+                    }
+                }
+            }
+            to_wake.wake_all();
+            work.appends = appends.appends;
+            work.appends.clear();
+        }
+        if !work.is_empty() {
+            match store.commit(&work) {
+                Ok(answers) => {
                     for (slot, answer) in completed.drain(..).zip(answers.completed) {
                         match slot {
                             Slot::Alone(reply) => drop(reply.send(Ok(answer))),
@@ -308,9 +326,6 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                     settled.clear();
                 }
                 Err(error) => {
-                    for (reply, mailbox) in appended.drain(..) {
-                        to_wake.post(mailbox.as_ref(), Answer(reply, Err(error.clone())));
-                    }
                     fail(&mut completed, &error);
                     fail(&mut claimed, &error);
                     for reply in renewed.drain(..) {
@@ -321,8 +336,6 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                     }
                 }
             }
-            to_wake.wake_all();
-            work.appends.clear();
             work.completions.clear();
             work.renewals.clear();
             work.claims.clear();
@@ -471,6 +484,59 @@ mod tests {
             let second = inbox.get(2).await.unwrap().unwrap();
             assert_eq!((second.state, second.claimed_by.as_deref()), (State::Pending, Some("me")));
             assert_eq!(inbox.get(3).await.unwrap().unwrap().claimed_by, None);
+            inbox.close().await;
+        });
+    }
+
+    #[test]
+    fn deliveries_are_stored_and_answered_whatever_becomes_of_the_outcomes_queued_beside_them() {
+        with_inbox(async |inbox, _| {
+            inbox.append(delivery(1, "a")).await.unwrap();
+            let request = ClaimRequest { limit: 1, lease: Duration::from_secs(30), max_attempts: 3 };
+            let [claimed] = &inbox.claim(request).await.unwrap()[..] else { panic!("claimed") };
+            let done = Completion { claim: claimed.claim, kind: Kind::Fallback, outcome: Outcome::Done };
+            // The file refuses the outcome.
+            inbox
+                .run(|store| {
+                    store
+                        .execute_batch(
+                            "CREATE TRIGGER fail AFTER UPDATE OF state ON deliveries
+                             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+                        )
+                        .map_err(|e| StoreError::unavailable(e.to_string()))
+                })
+                .await
+                .unwrap();
+            // The writer is held in a query while the outcome and a new delivery queue: its next
+            // cycle takes both.
+            let (entered, inside) = oneshot::channel();
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = inbox.run(move |_| {
+                let _ = entered.send(());
+                let _ = held.recv_timeout(Duration::from_secs(30));
+                Ok(())
+            });
+            let queued = async {
+                inside.await.unwrap();
+                let complete = tokio::spawn({
+                    let inbox = inbox.clone();
+                    async move { inbox.complete(&[done]).await }
+                });
+                let append = tokio::spawn({
+                    let inbox = inbox.clone();
+                    async move { inbox.append(delivery(2, "b")).await }
+                });
+                while inbox.ops.capacity() > inbox.ops.max_capacity() - 2 {
+                    tokio::task::yield_now().await;
+                }
+                release.send(()).unwrap();
+                (complete.await.unwrap(), append.await.unwrap())
+            };
+            let (busy, (completed, appended)) = tokio::join!(busy, queued);
+            busy.unwrap();
+            assert!(completed.is_err(), "the outcome was refused: {completed:?}");
+            let Ok(Appended::New(id)) = appended else { panic!("the delivery was stored: {appended:?}") };
+            assert_eq!(inbox.get(id).await.unwrap().map(|d| d.state), Some(State::Pending));
             inbox.close().await;
         });
     }

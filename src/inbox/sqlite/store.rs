@@ -206,9 +206,9 @@ impl Store {
         failed(&self.path, e)
     }
 
-    /// Commits one writer cycle's work in one transaction: appends, then outcomes, then
-    /// renewals, then claims (which see the rooms those outcomes unblocked). Fsynced if it
-    /// stores a delivery. The schedule follows each step; if the transaction fails, it is read
+    /// Commits `work` in one transaction: appends, then outcomes, then renewals, then claims
+    /// (which see the rooms those outcomes unblocked). Fsynced if it stores a delivery. (The
+    /// writer commits a cycle's appends alone, then the rest.) The schedule follows each step; if the transaction fails, it is read
     /// again from the file at the next commit.
     pub fn commit(&mut self, work: &Work) -> Result<Answers, StoreError> {
         self.guard()?;
@@ -462,6 +462,12 @@ impl Store {
         written.map_err(|e| {
             StoreError::unavailable(format!("the data directory {} cannot take writes", probe.display())).caused_by(e)
         })
+    }
+
+    /// Runs `sql` on the store's own connection (tests that break the file on purpose).
+    #[cfg(test)]
+    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.execute_batch(sql)
     }
 
     /// Folds the log back into the file and empties it (on shutdown).
