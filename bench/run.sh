@@ -25,7 +25,8 @@
 # each run's ratio taken against the axum bare verifier of its own round, and for receivers with
 # the inbox the share of acknowledged deliveries already handled when the load stopped. Bounded: ROUNDS
 # (default 3) of every configuration, SECONDS_PER_RUN (default 5) each, CONNECTIONS (default
-# 64) keep-alive connections, 127.0.0.1 only. LONG=60 adds a 60 s inbox run (memory over time).
+# 64) keep-alive connections, 127.0.0.1 only. LONG=60 adds 60 s runs of verification only, the
+# inbox and (if reachable) one PostgreSQL replica (memory over time).
 #
 # With PostgreSQL reachable (MEET_WEBHOOKS_TEST_DATABASE_URL, default the local server), each
 # round also runs: the PostgreSQL floor (examples/pg_floor.rs: the inbox's batched insert driven
@@ -110,7 +111,7 @@ run_postgres() {
     for _ in $(seq 100); do grep -q "listening on" "$work/serve-$i.log" && break; sleep 0.1; done
     load_args+=(--url "http://127.0.0.1:$((port + i))/webhook" --pid "$!")
   done
-  report=$("$load" --key "$key" --connections "$connections" --seconds "$seconds" "${load_args[@]}")
+  report=$("$load" --key "$key" --connections "$connections" --seconds "${RUN_SECONDS:-$seconds}" "${load_args[@]}")
   report=$(with_handled "$report" $(seq "$port" $((port + count - 1))))
   kill -TERM "${replicas[@]}"; wait "${replicas[@]}" || true; replicas=()
   echo "{\"run\":\"$label\",${report#\{}" | tee -a "$work/results.jsonl"
@@ -161,6 +162,9 @@ if [ -n "${LONG:-}" ]; then
   # (its replay memory holds every delivery of the last 120 s: room for 60 s at ~100k/s)
   RUN_SECONDS=$LONG run "verification only, ${LONG} s" "" "" "${serve[@]}" --no-inbox --replay-capacity 12000000
   RUN_SECONDS=$LONG run "inbox on, ${LONG} s" "" "" "${serve[@]}"
+  if [ -n "$postgres" ]; then
+    RUN_SECONDS=$LONG run_postgres "postgres, 1 replica, ${LONG} s" 1
+  fi
 fi
 if [ -z "${POSTGRES_ONLY:-}" ] && [ -z "${NO_DRAIN:-}" ]; then
   # How fast a backlog drains, one room and 1,000 rooms (criterion, benches/inbox.rs).
