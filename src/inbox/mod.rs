@@ -34,9 +34,8 @@
 //!
 //! How a backend makes this fast is its own business: the SQLite one ([`sqlite`]) commits the
 //! appends that queue together in one transaction on a writer thread, and the outcomes and
-//! claims that queue together in the next; the
-//! PostgreSQL one ([`postgres`]), shared by several replicas, batches appends into multi-row
-//! inserts and claims with `FOR UPDATE SKIP LOCKED`.
+//! claims that queue together in the next; the PostgreSQL one ([`postgres`]), shared by several
+//! replicas, batches appends into multi-row inserts and claims with `FOR UPDATE SKIP LOCKED`.
 
 mod dispatch;
 pub mod postgres;

@@ -11,9 +11,9 @@
 //! committing goes into the next cycle (group commit): the appends in one transaction, one fsync
 //! per batch rather than per delivery, each delivery answered only after the commit that holds
 //! it; then the outcomes, renewals and claims (which see those deliveries) in a second one,
-//! without an fsync, so that acknowledgements do not wait for the dispatcher's half of the SQL. The answers reach each runtime thread through its
-//! mailbox (`mailbox.rs`): one wake-up per commit, not one per delivery. Queries (the CLI's,
-//! metrics, readiness) run between batches.
+//! without an fsync, so that acknowledgements do not wait for the dispatcher's half of the SQL.
+//! The answers reach each runtime thread through its mailbox (`mailbox.rs`): one wake-up per
+//! commit, not one per delivery. Queries (the CLI's, metrics, readiness) run between batches.
 
 mod mailbox;
 mod schedule;
@@ -232,6 +232,8 @@ impl Inbox for SqliteInbox {
 
 /// The writer thread: commits what queued up together, answers, then runs the queries.
 fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
+    // This cycle's appends, committed on their own; then the rest of its work.
+    let mut arrivals = Work::default();
     let mut work = Work::default();
     let mut appended: Vec<(Reply<Appended>, Option<Arc<Mailbox>>)> = Vec::new();
     let mut completed: Vec<Slot<Vec<Completed>>> = Vec::new();
@@ -246,7 +248,7 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
         while let Some(op) = next.take().or_else(|| ops.try_recv().ok()) {
             match op {
                 Op::Append(delivery, reply, mailbox) => {
-                    work.appends.push(delivery);
+                    arrivals.appends.push(delivery);
                     appended.push((reply, mailbox));
                 }
                 Op::Complete(completions, reply) => {
@@ -273,7 +275,7 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 Op::Run(query) => queries.push(query),
                 Op::Close(done) => close = Some(done),
             }
-            if work.appends.len() >= MAX_BATCH || close.is_some() {
+            if arrivals.appends.len() >= MAX_BATCH || close.is_some() {
                 break;
             }
         }
@@ -281,11 +283,10 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
         // the dispatcher's outcomes, renewals and claims (which see those deliveries) in a second
         // one, without an fsync. Together the two would keep the acknowledgements waiting for
         // the dispatcher's half of the SQL too.
-        if !work.appends.is_empty() {
+        if !arrivals.is_empty() {
             let started = Instant::now();
-            let appends = Work { appends: std::mem::take(&mut work.appends), ..Work::default() };
-            let result = store.commit(&appends);
-            crate::metrics::inbox_commit(appends.appends.len(), started.elapsed(), result.is_ok());
+            let result = store.commit(&arrivals);
+            crate::metrics::inbox_commit(arrivals.appends.len(), started.elapsed(), result.is_ok());
             match result {
                 Ok(answers) => {
                     if answers.appended.iter().any(|a| matches!(a, Appended::New(_))) {
@@ -302,8 +303,7 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
                 }
             }
             to_wake.wake_all();
-            work.appends = appends.appends;
-            work.appends.clear();
+            arrivals.appends.clear();
         }
         if !work.is_empty() {
             match store.commit(&work) {
@@ -411,6 +411,28 @@ mod tests {
         runtime.block_on(test(inbox, dir.path()));
     }
 
+    /// The writer thread held in a query ([`hold_writer`]).
+    struct Held<F> {
+        /// The query: done once released.
+        busy: F,
+        /// Answers once the writer is inside it: what is queued from then on goes into its next
+        /// cycle.
+        inside: oneshot::Receiver<()>,
+        release: std::sync::mpsc::Sender<()>,
+    }
+
+    /// Holds the writer thread in a query until `release` is sent (30 s at most).
+    fn hold_writer(inbox: &SqliteInbox) -> Held<impl Future<Output = Result<(), StoreError>> + '_> {
+        let (entered, inside) = oneshot::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = inbox.run(move |_| {
+            let _ = entered.send(());
+            let _ = held.recv_timeout(Duration::from_secs(30));
+            Ok(())
+        });
+        Held { busy, inside, release }
+    }
+
     #[test]
     fn deliveries_arriving_while_a_large_backlog_is_pruned_are_committed_between_its_batches() {
         with_inbox(async |inbox, _| {
@@ -509,13 +531,7 @@ mod tests {
                 .unwrap();
             // The writer is held in a query while the outcome and a new delivery queue: its next
             // cycle takes both.
-            let (entered, inside) = oneshot::channel();
-            let (release, held) = std::sync::mpsc::channel::<()>();
-            let busy = inbox.run(move |_| {
-                let _ = entered.send(());
-                let _ = held.recv_timeout(Duration::from_secs(30));
-                Ok(())
-            });
+            let Held { busy, inside, release } = hold_writer(&inbox);
             let queued = async {
                 inside.await.unwrap();
                 let complete = tokio::spawn({
@@ -548,11 +564,7 @@ mod tests {
                 inbox.append(delivery(n, "a")).await.unwrap();
             }
             // The writer thread stays in a query until the count has answered.
-            let (release, held) = std::sync::mpsc::channel::<()>();
-            let busy = inbox.run(move |_| {
-                let _ = held.recv_timeout(Duration::from_secs(30));
-                Ok(())
-            });
+            let Held { busy, release, .. } = hold_writer(&inbox);
             let count = async {
                 let depth = tokio::time::timeout(Duration::from_secs(10), inbox.depth()).await;
                 release.send(()).unwrap();

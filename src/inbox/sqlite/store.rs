@@ -208,8 +208,8 @@ impl Store {
 
     /// Commits `work` in one transaction: appends, then outcomes, then renewals, then claims
     /// (which see the rooms those outcomes unblocked). Fsynced if it stores a delivery. (The
-    /// writer commits a cycle's appends alone, then the rest.) The schedule follows each step; if the transaction fails, it is read
-    /// again from the file at the next commit.
+    /// writer commits a cycle's appends alone, then the rest.) The schedule follows each step;
+    /// if the transaction fails, it is read again from the file at the next commit.
     pub fn commit(&mut self, work: &Work) -> Result<Answers, StoreError> {
         self.guard()?;
         self.set_sync_full(!work.appends.is_empty())?;
