@@ -42,9 +42,11 @@ pub enum Rejection {
     BodyTooLarge { limit: usize },
     #[error("the body did not arrive within {ms} ms")]
     BodyTimeout { ms: u128 },
-    /// A request head (after the first of its connection) that trickled in too slowly.
+    /// A request head that did not arrive within the time allowed from its first byte.
     #[error("the request head did not arrive within {ms} ms")]
     HeadTimeout { ms: u128 },
+    #[error("the request head is larger than the limit of {limit} bytes")]
+    HeadTooLarge { limit: usize },
     /// Bodies being received at once take all the memory set aside for them.
     #[error("too many deliveries are being received at once; retry later")]
     Overloaded,
@@ -91,6 +93,7 @@ impl Rejection {
             | Self::BodyUnreadable
             | Self::InvalidJson => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTimeout { .. } | Self::HeadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Verify(VerifyError::MalformedTimestamp | VerifyError::MalformedSignature) => StatusCode::BAD_REQUEST,
             Self::Verify(_) => StatusCode::UNAUTHORIZED,
@@ -114,6 +117,7 @@ impl Rejection {
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyTimeout { .. } => "body_timeout",
             Self::HeadTimeout { .. } => "head_timeout",
+            Self::HeadTooLarge { .. } => "head_too_large",
             Self::Overloaded => "overloaded",
             Self::BodyUnreadable => "body_unreadable",
             Self::Verify(e) => e.code(),
@@ -134,6 +138,7 @@ impl Rejection {
             Self::BodyTooLarge { .. }
                 | Self::BodyTimeout { .. }
                 | Self::HeadTimeout { .. }
+                | Self::HeadTooLarge { .. }
                 | Self::BodyUnreadable
                 | Self::Overloaded
         )
@@ -151,6 +156,7 @@ impl Rejection {
             Self::BodyTooLarge { limit: 1 },
             Self::BodyTimeout { ms: 1 },
             Self::HeadTimeout { ms: 1 },
+            Self::HeadTooLarge { limit: 1 },
             Self::Overloaded,
             Self::BodyUnreadable,
             Self::Verify(VerifyError::MalformedTimestamp),

@@ -47,6 +47,7 @@ pub mod cli;
 pub mod clock;
 pub mod defaults;
 pub mod error;
+mod framing;
 pub mod generated;
 pub mod handler;
 pub mod handling;

@@ -2,12 +2,14 @@
 //! HTTP/1.1 dispatcher), assembled here rather than through `HttpServer` for three guards that
 //! `HttpServer` has no place for:
 //!
-//! - **Every request head is timed.** actix times the head of a connection's *first* request
-//!   only: after one complete request, a client could trickle the next head for ever and hold a
-//!   connection (and a file handle) at no cost. [`Connection`] times each head from its first
-//!   byte to its blank line, and cuts off a client that takes longer than `--request-timeout`
-//!   (`408 head_timeout`, closed). Bodies have their own limit in the middleware; idle
-//!   keep-alive connections are closed by actix after `--keep-alive` ([`defaults::KEEP_ALIVE`]).
+//! - **Every request head is timed, and handed on whole.** actix times the head of a
+//!   connection's *first* request only, and reads up to 128 KiB of a head in progress. Each
+//!   connection's bytes pass through a [`Framer`] that hands actix one whole request at a time;
+//!   [`Connection`] times each head from its first byte, whatever came before it on the
+//!   connection, and cuts off a client that takes longer than `--request-timeout` (`408
+//!   head_timeout`) or sends more than [`HEAD_LIMIT`] of it (`431 head_too_large`), closing
+//!   the connection. Bodies have their own limit in the middleware; idle keep-alive connections
+//!   are closed by actix after `--keep-alive` ([`defaults::KEEP_ALIVE`]).
 //! - **Open connections are capped** (`--max-connections`); past the cap, new connections wait
 //!   in the kernel's queue, and the log says so.
 //! - **`Expect: 100-continue` is answered only for a body we would read**: a wrong content type
@@ -25,7 +27,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,12 +36,12 @@ use actix_http::{HttpMessage, HttpService, Request, Response};
 use actix_server::Server;
 use actix_service::{ServiceFactoryExt, fn_service, map_config};
 use actix_web::dev::AppConfig;
-use memchr::memmem::Finder;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::defaults;
 use crate::error::Rejection;
+use crate::framing::{Framer, HEAD_LIMIT, Refused};
 use crate::logging::{escaped, every};
 use crate::middleware::{check_content_type, declared_length};
 
@@ -85,8 +87,8 @@ pub(crate) fn serve(
         let app = actix_web::App::new().configure(routes.clone());
         let http = HttpService::build()
             .keep_alive(limits.keep_alive)
-            // The first request's head; `Connection` times every later one.
-            .client_request_timeout(limits.request_timeout)
+            // `Connection` times every head, the first from the connection's start.
+            .client_request_timeout(Duration::ZERO)
             .client_disconnect_timeout(Duration::from_secs(1))
             .local_addr(local)
             .graceful_shutdown_signal(move || {
@@ -167,92 +169,59 @@ impl Drop for Entered {
     }
 }
 
-/// Where a connection is in its current request head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Head {
-    /// Between requests (or before the first): no clock runs.
-    Idle,
-    /// Part of a head arrived; the last four bytes read, to spot the blank line.
-    Reading { last: u32 },
-    /// The head is complete; the body and the answer are timed elsewhere.
-    Read,
-}
-
-impl Head {
-    /// Where the head is once `bytes` more were read: the first byte between requests starts
-    /// one, the first blank line (`\r\n\r\n`, or `\n\n`) ends it. Only line feeds can end a
-    /// blank line, so they are looked for (memchr) rather than every byte stepped through.
-    fn after_read(self, bytes: &[u8]) -> Self {
-        let last = match self {
-            Head::Read => return self,
-            Head::Idle if bytes.is_empty() => return self,
-            Head::Idle => 0,
-            Head::Reading { last } => last,
-        };
-        // The four bytes read up to `end` (exclusive): those before `bytes` count too.
-        let window = |end: usize| bytes[end.saturating_sub(4)..end].iter().fold(last, |w, &b| (w << 8) | u32::from(b));
-        let blank = memchr::memchr_iter(b'\n', bytes).any(|i| {
-            let w = window(i + 1);
-            w == u32::from_be_bytes(*b"\r\n\r\n") || w & 0xffff == u32::from(u16::from_be_bytes(*b"\n\n"))
-        });
-        if blank { Head::Read } else { Head::Reading { last: window(bytes.len()) } }
-    }
-
-    /// Where the head is once `bytes` were written: an answer (not an interim `100 Continue`)
-    /// ends the request, and the next byte read starts the next head.
-    fn after_write(self, bytes: &[u8]) -> Self {
-        if bytes.is_empty() || bytes.starts_with(b"HTTP/1.1 1") { self } else { Head::Idle }
-    }
-}
-
-/// A client connection whose every request head must arrive within `limit` of its first byte.
-///
-/// It sees only bytes, not requests: a head starts with the first byte read after an answer
-/// (or at the start) and ends at the first blank line (`\r\n\r\n`, or `\n\n`); an answer starts
-/// with the first bytes written that are not an interim `100 Continue`.
+/// A client connection whose every request head must arrive within `limit` of its first byte,
+/// handed to actix a request at a time ([`Framer`]).
 pub(crate) struct Connection {
     io: TcpStream,
     peer: Option<SocketAddr>,
     limit: Duration,
-    head: Head,
+    framer: Framer,
+    /// When the head being waited for must be here.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     /// An answer that closes the connection was written: reads end here.
     closing: bool,
-    /// Bytes read since the last time the reader was told to wait.
+    /// Bytes handed on since the last time the reader was told to wait.
     unyielded: usize,
     _entered: Entered,
 }
 
 impl Connection {
     fn new(io: TcpStream, peer: Option<SocketAddr>, limit: Duration, entered: Entered) -> Self {
-        Self { io, peer, limit, head: Head::Idle, deadline: None, closing: false, unyielded: 0, _entered: entered }
+        let framer = Framer::default();
+        Self { io, peer, limit, framer, deadline: None, closing: false, unyielded: 0, _entered: entered }
     }
 
-    fn observe_read(&mut self, bytes: &[u8]) {
-        let before = self.head;
-        self.head = before.after_read(bytes);
-        match self.head {
-            Head::Reading { .. } if !matches!(before, Head::Reading { .. }) => {
-                self.deadline = Some(Box::pin(tokio::time::sleep(self.limit)));
-            }
-            Head::Reading { .. } => {}
-            Head::Idle | Head::Read => self.deadline = None,
+    /// Works out what may be handed on, and runs the head's clock: from the first byte of a head
+    /// that is waited for, whatever came before it.
+    fn advance(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Err(Refused::HeadTooLarge) = self.framer.advance() {
+            return Err(self.refuse(Rejection::HeadTooLarge { limit: HEAD_LIMIT }));
         }
-    }
-
-    fn observe_write(&mut self, bytes: &[u8]) {
-        self.closing = self.closing || closes(bytes);
-        self.head = self.head.after_write(bytes);
-        if self.head == Head::Idle {
+        if !self.framer.head_started() {
             self.deadline = None;
+            return Ok(());
+        }
+        let limit = self.limit;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Err(self.refuse(Rejection::HeadTimeout { ms: self.limit.as_millis() }));
+        }
+        Ok(())
+    }
+
+    fn observe_write(&mut self, cx: &mut Context<'_>, bytes: &[u8]) {
+        let written = self.framer.written(bytes);
+        self.closing |= written.closes;
+        if written.answered {
+            // The next request may be handed on now: the reader is asked again.
+            cx.waker().wake_by_ref();
         }
     }
 
-    /// The head took too long: say so if the socket takes it at once, and fail the read so
-    /// that actix closes the connection.
-    fn cut_off(&mut self) -> io::Error {
+    /// Refuses the head being waited for: says so if the socket takes it at once, and fails
+    /// the read so that actix closes the connection.
+    fn refuse(&mut self, rejection: Rejection) -> io::Error {
         static REPORTED: AtomicU64 = AtomicU64::new(0);
-        let rejection = Rejection::HeadTimeout { ms: self.limit.as_millis() };
         let body = rejection.body();
         let answer = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -265,65 +234,62 @@ impl Connection {
         if every(&REPORTED, Duration::from_secs(1)) {
             let peer = self.peer.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
             log::warn!(
-                "cut off a connection from {peer}: 408 head_timeout ({rejection}) (at most one such line a second)"
+                "cut off a connection from {peer}: {} {} ({rejection}) (at most one such line a second)",
+                rejection.status().as_u16(),
+                rejection.code()
             );
         }
         self.deadline = None;
-        io::Error::new(io::ErrorKind::TimedOut, "the request head did not arrive in time")
+        self.closing = true;
+        io::Error::new(io::ErrorKind::InvalidData, rejection.to_string())
     }
 }
 
-/// Most bytes read before actix is made to handle them: what a connection buffers.
+/// Most bytes handed to actix before it is made to handle them: actix reads on until 128 KiB
+/// wait in its buffer; a slice at a time, the body's reader takes (or refuses) what came first.
 const READ_SLICE: usize = 16 * 1024;
 
-/// Whether `bytes` start an answer whose head says `connection: close` (as actix writes it).
-fn closes(bytes: &[u8]) -> bool {
-    // Built once: `memmem::find` builds its searcher on every call, which cost more than the
-    // search itself (about 1,400 instructions an answer, callgrind).
-    static HEAD_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
-    static CLOSE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\nconnection: close\r\n"));
-    if !bytes.starts_with(b"HTTP/1.") {
-        return false;
-    }
-    let head = HEAD_END.find(bytes).map_or(bytes, |end| &bytes[..end + 2]);
-    CLOSE.find(head).is_some()
-}
-
 impl AsyncRead for Connection {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.closing {
-            // The end of the stream, as far as actix is concerned: it closes the connection.
-            return Poll::Ready(Ok(()));
-        }
-        if let Some(deadline) = &mut this.deadline
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(this.cut_off()));
-        }
-        if this.unyielded >= READ_SLICE {
-            // actix reads on until 128 KiB wait in its buffer; a slice at a time, it passes
-            // what it has on to the body's reader in between.
-            this.unyielded = 0;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let before = buf.filled().len();
-        let read = Pin::new(&mut this.io).poll_read(cx, buf);
-        if read.is_pending() {
-            this.unyielded = 0;
-        }
-        if let Poll::Ready(Ok(())) = read {
-            this.unyielded += buf.filled().len() - before;
-            this.observe_read(&buf.filled()[before..]);
-            // A new head's clock must wake this task even if no byte comes again.
-            if let Some(deadline) = &mut this.deadline
-                && deadline.as_mut().poll(cx).is_ready()
-            {
-                return Poll::Ready(Err(this.cut_off()));
+        loop {
+            if this.closing {
+                // The end of the stream, as far as actix is concerned: it closes the connection.
+                return Poll::Ready(Ok(()));
+            }
+            if let Err(e) = this.advance(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if this.framer.giving() > 0 {
+                if this.unyielded >= READ_SLICE {
+                    this.unyielded = 0;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                let bytes = this.framer.take(out.remaining().min(READ_SLICE - this.unyielded));
+                this.unyielded += bytes.len();
+                out.put_slice(bytes);
+                return Poll::Ready(Ok(()));
+            }
+            // Nothing more is read until the current request is answered: the write wakes us.
+            let Some(spare) = this.framer.spare() else {
+                this.unyielded = 0;
+                return Poll::Pending;
+            };
+            let mut read = ReadBuf::new(spare);
+            match Pin::new(&mut this.io).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    let n = read.filled().len();
+                    this.framer.filled(n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    this.unyielded = 0;
+                    return Poll::Pending;
+                }
             }
         }
-        read
     }
 }
 
@@ -332,7 +298,7 @@ impl AsyncWrite for Connection {
         let this = &mut *self;
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
-            this.observe_write(&buf[..n]);
+            this.observe_write(cx, &buf[..n]);
         }
         written
     }
@@ -344,10 +310,14 @@ impl AsyncWrite for Connection {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let (Poll::Ready(Ok(n)), Some(first)) = (&written, bufs.iter().find(|b| !b.is_empty()))
-            && *n > 0
-        {
-            this.observe_write(&first[..(*n).min(first.len())]);
+        if let Poll::Ready(Ok(mut n)) = written {
+            for buf in bufs {
+                if n == 0 {
+                    break;
+                }
+                this.observe_write(cx, &buf[..n.min(buf.len())]);
+                n = n.saturating_sub(buf.len());
+            }
         }
         written
     }
@@ -361,6 +331,8 @@ impl AsyncWrite for Connection {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // actix is done writing: nothing more is read either.
+        self.closing = true;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
@@ -374,10 +346,9 @@ mod tests {
     use std::task::{Context, Poll, Wake, Waker};
     use std::time::Duration;
 
-    use proptest::prelude::*;
     use tokio::io::{AsyncRead, ReadBuf};
 
-    use super::{Connection, Head, Open, READ_SLICE};
+    use super::{Connection, Open, READ_SLICE};
 
     #[derive(Default)]
     struct Woken(AtomicBool);
@@ -394,6 +365,7 @@ mod tests {
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (io, _) = listener.accept().await.unwrap();
         let mut connection = Connection::new(io, None, Duration::from_secs(30), Arc::new(Open::new(8)).enter());
+        client.write_all(b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: 65536\r\n\r\n").unwrap();
         client.write_all(&[b'x'; 64 * 1024]).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let woken = Arc::new(Woken::default());
@@ -414,60 +386,5 @@ mod tests {
         assert!(woken.0.load(Ordering::SeqCst), "a pause that is not an empty socket wakes the reader");
         let mut again = ReadBuf::new(&mut buf);
         assert!(Pin::new(&mut connection).poll_read(&mut cx, &mut again).is_ready(), "the next poll reads on");
-    }
-
-    /// The blank line found a byte at a time, as the scan did before it looked for line feeds.
-    fn byte_at_a_time(head: Head, bytes: &[u8]) -> Head {
-        let mut head = head;
-        for &byte in bytes {
-            let last = match head {
-                Head::Read => return head,
-                Head::Idle => 0,
-                Head::Reading { last } => last,
-            };
-            let last = (last << 8) | u32::from(byte);
-            head = if last == u32::from_be_bytes(*b"\r\n\r\n") || last & 0xffff == 0x0a0a {
-                Head::Read
-            } else {
-                Head::Reading { last }
-            };
-        }
-        head
-    }
-
-    proptest! {
-        #[test]
-        fn looking_for_line_feeds_finds_what_a_byte_at_a_time_finds(
-            bytes in proptest::collection::vec(prop::sample::select(vec![b'\r', b'\n', b'a']), 0..24),
-            cuts in proptest::collection::vec(0usize..24, 0..4),
-        ) {
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
-            cuts.sort_unstable();
-            let (mut fast, mut slow, mut from) = (Head::Idle, Head::Idle, 0);
-            for to in cuts.into_iter().chain([bytes.len()]) {
-                fast = fast.after_read(&bytes[from..to]);
-                slow = byte_at_a_time(slow, &bytes[from..to]);
-                prop_assert_eq!(fast, slow, "after {:?}", &bytes[..to]);
-                from = to;
-            }
-        }
-    }
-
-    #[test]
-    fn a_head_runs_from_its_first_byte_to_its_blank_line_and_an_answer_ends_the_request() {
-        let reading = |head: Head| matches!(head, Head::Reading { .. });
-        // Whole, or in pieces that split the blank line.
-        assert_eq!(Head::Idle.after_read(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"), Head::Read);
-        let head = Head::Idle.after_read(b"POST / HTTP/1.1\r\nhost: x\r\n\r");
-        assert!(reading(head), "{head:?}");
-        assert_eq!(head.after_read(b"\n{\"body\"}"), Head::Read);
-        assert_eq!(Head::Idle.after_read(b"GET / HTTP/1.0\nhost: x\n\n"), Head::Read, "bare line feeds");
-        // The body's bytes, and more of them, change nothing; nor does a 100 Continue.
-        assert_eq!(Head::Read.after_read(b"\r\n\r\nPOST"), Head::Read);
-        assert_eq!(Head::Read.after_write(b"HTTP/1.1 100 Continue\r\n\r\n"), Head::Read);
-        // The answer ends the request; nothing read yet means no head is being waited for.
-        assert_eq!(Head::Read.after_write(b"HTTP/1.1 200 OK\r\n"), Head::Idle);
-        assert_eq!(Head::Idle.after_read(b""), Head::Idle);
-        assert!(reading(Head::Idle.after_read(b"P")));
     }
 }

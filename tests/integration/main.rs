@@ -7,6 +7,7 @@ mod binary;
 mod common;
 mod crash;
 mod delivery;
+mod framing;
 mod fuzz;
 mod hostile;
 mod inbox;
