@@ -92,7 +92,16 @@ pub(crate) struct Framer {
 
 impl Default for Framer {
     fn default() -> Self {
-        Self { buf: Vec::new(), start: 0, end: 0, give: 0, phase: Phase::Head, answered: false, interim: 0, first: true }
+        Self {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            give: 0,
+            phase: Phase::Head,
+            answered: false,
+            interim: 0,
+            first: true,
+        }
     }
 }
 
@@ -267,7 +276,8 @@ fn framing(request: &httparse::Request<'_, '_>, bytes: &[u8]) -> (Phase, Renames
         let value = header.value.trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
-            length = std::str::from_utf8(value).ok().filter(|v| !v.starts_with('+')).and_then(|v| v.parse::<u64>().ok());
+            length =
+                std::str::from_utf8(value).ok().filter(|v| !v.starts_with('+')).and_then(|v| v.parse::<u64>().ok());
             last |= length.is_none();
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             encodings += 1;
@@ -277,7 +287,9 @@ fn framing(request: &httparse::Request<'_, '_>, bytes: &[u8]) -> (Phase, Renames
             last |= !renames.push(offset(name));
         } else if name.eq_ignore_ascii_case(b"connection") {
             let start = offset(header.value);
-            for (at, _) in header.value.windows(IGNORED.len()).enumerate().filter(|(_, w)| w.eq_ignore_ascii_case(b"upgrade")) {
+            for (at, _) in
+                header.value.windows(IGNORED.len()).enumerate().filter(|(_, w)| w.eq_ignore_ascii_case(b"upgrade"))
+            {
                 last |= !renames.push(start + at);
             }
         }
@@ -401,7 +413,9 @@ mod tests {
         match kind % 4 {
             0 => out.extend_from_slice(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"),
             1 => {
-                out.extend_from_slice(format!("POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes());
+                out.extend_from_slice(
+                    format!("POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes(),
+                );
                 out.extend_from_slice(body);
             }
             2 => {
@@ -414,7 +428,9 @@ mod tests {
                 out.extend_from_slice(b"0\r\n\r\n");
             }
             _ => {
-                out.extend_from_slice(b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nexpect: 100-continue\r\n\r\n");
+                out.extend_from_slice(
+                    b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nexpect: 100-continue\r\n\r\n",
+                );
             }
         }
         out
@@ -482,7 +498,11 @@ mod tests {
             framer.filled(head.len());
             framer.advance().unwrap();
             let handed = framer.take(1000).len();
-            assert!(handed <= head.len() - 2 || head.starts_with(b"GET"), "{handed} of {:?}", String::from_utf8_lossy(head));
+            assert!(
+                handed <= head.len() - 2 || head.starts_with(b"GET"),
+                "{handed} of {:?}",
+                String::from_utf8_lossy(head)
+            );
             assert!(framer.spare().is_none(), "nothing more is read: {:?}", String::from_utf8_lossy(head));
             assert!(framer.written(b"HTTP/1.1 400 Bad Request\r\n\r\n").closes, "the answer ends the connection");
         }

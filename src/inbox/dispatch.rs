@@ -35,7 +35,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::{Claim, ClaimRequest, Claimed, Completed, Completion, Inbox, Kind, Outcome, StoreError};
-use crate::clock::{now_ms, system_time};
+use crate::clock::system_time;
 use crate::defaults;
 use crate::generated::{Event, WebhookHandler};
 use crate::handling::hand_over;
@@ -448,8 +448,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
         if !storage.ready() {
             return;
         }
-        let cutoff = now_ms().saturating_sub(crate::clock::millis(self.retention));
-        match self.inbox.prune(cutoff).await {
+        match self.inbox.prune(self.retention).await {
             Ok(0) => {}
             Ok(n) => log::info!("pruned {n} done deliveries older than {} s", self.retention.as_secs()),
             Err(e) => return storage.failed("cannot prune the inbox", &e),

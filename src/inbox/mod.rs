@@ -333,8 +333,10 @@ pub trait Inbox: Send + Sync + 'static {
     /// Pending and dead deliveries (cheap: for metrics).
     async fn depth(&self) -> Result<Depth, StoreError>;
 
-    /// Deletes done deliveries handled before `before_ms`; returns how many.
-    async fn prune(&self, before_ms: i64) -> Result<usize, StoreError>;
+    /// Deletes done deliveries handled longer than `retention` ago, by the storage's own clock
+    /// (a replica whose clock is ahead must not delete what others just handled: those records
+    /// are what turns the provider's retries into duplicates); returns how many.
+    async fn prune(&self, retention: Duration) -> Result<usize, StoreError>;
 
     /// Fails unless a durable write succeeds now (for `/readyz`).
     async fn check(&self) -> Result<(), StoreError>;

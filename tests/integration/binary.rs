@@ -50,6 +50,13 @@ impl Service {
         Self::spawn(command.env_remove("MEET_WEBHOOKS_KEY"))
     }
 
+    /// A service on the data directory `data`, with `env` set (e.g. a clock of its own).
+    pub fn start_in_with_env(data: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--bind", "127.0.0.1:0", "--key", KEY, "--data-dir"]).arg(data).args(extra);
+        Self::spawn(command.env_remove("MEET_WEBHOOKS_KEY").envs(env.iter().copied()))
+    }
+
     fn spawn(command: &mut Command) -> Self {
         let mut child = command.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, log) = mpsc::channel();

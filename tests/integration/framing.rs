@@ -30,7 +30,8 @@ fn trickle_until_closed(stream: &mut TcpStream, head: &[u8], give_up: Duration) 
     (started.elapsed(), String::from_utf8_lossy(&answer).into_owned())
 }
 
-const TRICKLED: &[u8] = b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-padding: aaaaaaaa\r\n";
+const TRICKLED: &[u8] =
+    b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-padding: aaaaaaaa\r\n";
 
 /// What comes before a trickled head on a kept-alive connection, each of which once let the
 /// head go untimed: empty lines sent after an answer, an answer whose `100 Continue` left in the
@@ -164,7 +165,12 @@ fn pipelined_deliveries_are_each_answered_and_stored_in_order() {
         // Each is stored, in the order sent.
         let stored: Vec<String> = crate::common::rows(dir.path())
             .iter()
-            .map(|row| serde_json::from_slice::<serde_json::Value>(&row.body).unwrap()["data"]["roomId"].as_str().unwrap().to_owned())
+            .map(|row| {
+                serde_json::from_slice::<serde_json::Value>(&row.body).unwrap()["data"]["roomId"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect();
         assert_eq!(stored, rooms);
     }
@@ -189,7 +195,8 @@ fn upgrades_on_a_delivery_are_answered_plainly() {
         .unwrap();
         let started = Instant::now();
         let (answers, _) = answers(&mut stream, Duration::from_secs(2));
-        let (status, answer) = answers.first().unwrap_or_else(|| panic!("{upgrade}: no answer in {:?}", started.elapsed()));
+        let (status, answer) =
+            answers.first().unwrap_or_else(|| panic!("{upgrade}: no answer in {:?}", started.elapsed()));
         assert_eq!(*status, 200, "{upgrade}: {answer}");
         assert!(!answer.contains("connection: upgrade"), "{upgrade}: answered with upgrade semantics: {answer}");
     }

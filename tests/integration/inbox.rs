@@ -633,8 +633,8 @@ impl Inbox for SlowClaims {
     async fn depth(&self) -> Result<meet_webhooks::inbox::Depth, meet_webhooks::inbox::StoreError> {
         self.inner.depth().await
     }
-    async fn prune(&self, before_ms: i64) -> Result<usize, meet_webhooks::inbox::StoreError> {
-        self.inner.prune(before_ms).await
+    async fn prune(&self, retention: Duration) -> Result<usize, meet_webhooks::inbox::StoreError> {
+        self.inner.prune(retention).await
     }
     async fn check(&self) -> Result<(), meet_webhooks::inbox::StoreError> {
         self.inner.check().await
@@ -870,4 +870,30 @@ fn claims_are_renewed_while_an_outcome_takes_longer_than_a_lease_to_commit() {
     assert_eq!(runs, [(1, 1), (2, 1)], "each handler ran once");
     let stored = block_on(inbox.list(Filter::All, None, 10)).unwrap();
     assert_eq!(stored.iter().map(|s| (s.state, s.attempts)).collect::<Vec<_>>(), [(State::Done, 1), (State::Done, 1)]);
+}
+
+#[test]
+fn deliveries_stored_before_the_clock_was_set_back_are_handled_at_once() {
+    // Stored by this machine's clock when it ran two hours ahead: after it is set right, they
+    // are due now, not in two hours.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let inbox = meet_webhooks::inbox::SqliteInbox::open(dir.path(), "before").unwrap();
+        for n in 0..3u8 {
+            let delivery = meet_webhooks::inbox::NewDelivery {
+                signature: [n; 32],
+                timestamp: n.to_string(),
+                timestamp_ms: i64::from(n),
+                event: Some("testEvent".into()),
+                kind: meet_webhooks::inbox::Kind::Fallback,
+                room: Some("room".into()),
+                body: format!(r#"{{"event":"testEvent","n":{n}}}"#).into(),
+                received_at_ms: now_ms() + 2 * 3600 * 1000,
+            };
+            block_on(inbox.append(delivery)).unwrap();
+        }
+        block_on(inbox.close());
+    }
+    let server = TestServer::with(Options { inbox: Some(InboxOptions::new(dir.path())), ..Options::default() });
+    eventually("the three are handled", || server.recorder().runs.lock().unwrap().len() == 3);
 }

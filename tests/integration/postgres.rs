@@ -714,7 +714,9 @@ fn pruning_deletes_handled_deliveries_only() {
         let outcome = |i: usize, outcome| Completion { claim: claimed[i].claim, kind: Kind::Fallback, outcome };
         let dead = Outcome::Dead { error: "boom".into() };
         inbox.complete(&[outcome(0, Outcome::Done), outcome(1, Outcome::Done), outcome(2, dead)]).await.unwrap();
-        assert_eq!(inbox.prune(now_ms() + 60_000).await.unwrap(), 2, "the two done");
+        assert_eq!(inbox.prune(Duration::from_secs(60)).await.unwrap(), 0, "handled just now");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(inbox.prune(Duration::ZERO).await.unwrap(), 2, "the two done");
         let left: Vec<State> = inbox.list(Filter::All, None, 10).await.unwrap().iter().map(|r| r.state).collect();
         assert_eq!(left, [State::Dead, State::Pending], "dead ones wait for a replay, pending ones for a handler");
         assert_eq!(inbox.depth().await.unwrap(), meet_webhooks::inbox::Depth { pending: 1, dead: 1 });
@@ -850,4 +852,54 @@ fn a_batch_of_outcomes_is_answered_in_its_own_order_each_recorded_as_given() {
         assert_eq!(ids(&claimed_then), expected);
         inbox.close().await;
     });
+}
+
+/// The environment that runs a process with its wall clock `offset` off (libfaketime, Debian's
+/// `faketime`; its monotonic clock untouched); `None`, and a line, when it is not installed.
+pub fn clock_off_by(offset: &str) -> Option<Vec<(&'static str, String)>> {
+    const LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    if !std::path::Path::new(LIBRARY).exists() {
+        assert!(
+            std::env::var_os("MEET_WEBHOOKS_REQUIRE_POSTGRES").is_none(),
+            "{LIBRARY} is missing: CI installs Debian's faketime"
+        );
+        eprintln!("skipped: a skewed clock needs libfaketime (apt-get install faketime)");
+        return None;
+    }
+    Some(vec![
+        ("LD_PRELOAD", LIBRARY.to_owned()),
+        ("FAKETIME", offset.to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ])
+}
+
+#[test]
+fn a_replica_whose_clock_is_ahead_prunes_nothing_the_others_just_handled() {
+    let Some(db) = TestDatabase::create() else { return };
+    let Some(skewed) = clock_off_by("+170h") else { return };
+    let data = tempfile::tempdir().unwrap();
+    let a = crate::binary::Service::start_in(data.path(), &["--database-url", &db.url, "--replica-id", "a"]);
+    let sent: Vec<(String, String)> = (0..20).map(|n| (now_ms().to_string(), mixed_delivery(n, 3))).collect();
+    for (timestamp, body) in &sent {
+        assert_eq!(try_deliver(a.addr, timestamp, body), Some(200));
+    }
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    eventually("all handled", || block_on(inbox.stats()).unwrap().pending == 0);
+
+    // A replica 170 hours ahead, keeping deliveries the default 168 hours: its pruning, which
+    // runs as it starts, must not take what was handled a moment ago.
+    let env: Vec<(&str, &str)> = skewed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let b =
+        crate::binary::Service::start_in_with_env(data.path(), &["--database-url", &db.url, "--replica-id", "b"], &env);
+    assert_eq!(b.get("/readyz").status, 200);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(block_on(inbox.list(Filter::All, None, 100)).unwrap().len(), sent.len(), "kept");
+    // So the provider's retries are still duplicates, and nothing is handled twice.
+    for (timestamp, body) in &sent {
+        assert_eq!(try_deliver(a.addr, timestamp, body), Some(200));
+    }
+    let rows = block_on(inbox.list(Filter::All, None, 100)).unwrap();
+    assert_eq!(rows.len(), sent.len(), "a retry was stored again");
+    assert!(rows.iter().all(|r| r.attempts == 1), "{rows:?}");
+    block_on(inbox.close());
 }

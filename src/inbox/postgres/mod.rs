@@ -761,17 +761,20 @@ impl Inbox for PgInbox {
         .await
     }
 
-    async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+    async fn prune(&self, retention: Duration) -> Result<usize, StoreError> {
+        let retention_ms = crate::clock::millis(retention);
         self.run(move |client, _| async move {
             // Small batches, skipping rows another replica is pruning: never a long lock.
             let mut pruned = 0;
             loop {
                 let n = client
                     .execute(
-                        "DELETE FROM deliveries WHERE id = ANY(ARRAY(
-                            SELECT id FROM deliveries WHERE state = 'done' AND done_at < $1
-                             LIMIT 5000 FOR UPDATE SKIP LOCKED))",
-                        &[&before_ms],
+                        &format!(
+                            "DELETE FROM deliveries WHERE id = ANY(ARRAY(
+                                SELECT id FROM deliveries WHERE state = 'done' AND done_at < {NOW_MS} - $1
+                                 LIMIT 5000 FOR UPDATE SKIP LOCKED))"
+                        ),
+                        &[&retention_ms],
                     )
                     .await
                     .map_err(failed)?;

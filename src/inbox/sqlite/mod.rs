@@ -189,11 +189,16 @@ impl Inbox for SqliteInbox {
             .map_err(|e| StoreError::unavailable(format!("counting the inbox {} failed: {e}", self.path.display())))?
     }
 
-    async fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+    async fn prune(&self, retention: Duration) -> Result<usize, StoreError> {
         // A writer query per batch, each queued behind what arrived during the one before: a
         // large backlog (a retention lowered on a big inbox) does not hold deliveries back
         // until all of it is gone.
-        let bound = self.run(move |store| store.prune_bound(before_ms)).await?;
+        let (before_ms, bound) = self
+            .run(move |store| {
+                let before_ms = store.now().saturating_sub(crate::clock::millis(retention));
+                Ok((before_ms, store.prune_bound(before_ms)?))
+            })
+            .await?;
         let mut pruned = 0;
         loop {
             let n = self.run(move |store| store.prune_batch(before_ms, bound)).await?;
@@ -387,7 +392,6 @@ fn fail<T>(slots: &mut Vec<Slot<T>>, error: &StoreError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::now_ms;
     use crate::inbox::{Kind, Outcome, State};
 
     fn delivery(n: u8, room: &str) -> NewDelivery {
@@ -452,12 +456,13 @@ mod tests {
                 .map(|c| Completion { claim: c.claim, kind: Kind::Fallback, outcome: Outcome::Done })
                 .collect();
             assert!(inbox.complete(&done).await.unwrap().iter().all(|c| *c == Completed::Recorded));
+            tokio::time::sleep(Duration::from_millis(2)).await;
 
             // Deliveries keep arriving, one at a time, while the backlog goes.
             let pruning = std::cell::Cell::new(true);
             let (pruned, arrived_meanwhile) = tokio::join!(
                 async {
-                    let pruned = inbox.prune(now_ms() + 60_000).await.unwrap();
+                    let pruned = inbox.prune(Duration::ZERO).await.unwrap();
                     pruning.set(false);
                     pruned
                 },

@@ -107,6 +107,10 @@ pub struct Store {
     /// The file's `PRAGMA data_version` at the last commit: it changes when another connection
     /// (the CLI's) commits, and then the schedule is read again.
     data_version: Option<i64>,
+    /// The latest time this store has read off the clock or found stored: what it compares
+    /// stored times with, so that a clock set back does not push the deliveries it stored
+    /// before into the future (see [`Store::now`]).
+    clock: i64,
     /// How many deliveries without a room the schedule holds ready ([`ROOMLESS_WINDOW`]; tests
     /// make it small to read them from the file often).
     roomless_window: usize,
@@ -170,6 +174,17 @@ impl Store {
 
     fn new(conn: Connection, path: PathBuf, owner: &str, lock: Option<File>) -> Self {
         let db_id = file_id(&path);
+        // The newest deliveries' arrival and handling times: the clock never reads earlier.
+        let stored = conn
+            .query_row(
+                "SELECT MAX(MAX(received_at, COALESCE(done_at, 0))) FROM
+                   (SELECT received_at, done_at FROM deliveries ORDER BY id DESC LIMIT 1000)",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(0);
         Self {
             conn,
             path,
@@ -180,6 +195,7 @@ impl Store {
             schedule: None,
             claims: None,
             data_version: None,
+            clock: stored,
             roomless_window: ROOMLESS_WINDOW,
             _lock: lock,
         }
@@ -187,6 +203,14 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Now, by this process's clock, but never earlier than a time this store has read or
+    /// found stored: a clock set back (by hand, or by a time sync) leaves due deliveries due
+    /// and leases as long as they were, instead of pushing them into the future.
+    pub fn now(&mut self) -> i64 {
+        self.clock = self.clock.max(now_ms());
+        self.clock
     }
 
     fn wal_path(&self) -> PathBuf {
@@ -213,7 +237,7 @@ impl Store {
     pub fn commit(&mut self, work: &Work) -> Result<Answers, StoreError> {
         self.guard()?;
         self.set_sync_full(!work.appends.is_empty())?;
-        let now = now_ms();
+        let now = self.now();
         let result = self.try_commit(work, now);
         if result.is_err() {
             self.schedule = None;
@@ -339,7 +363,7 @@ impl Store {
     /// room is pending already, with a fresh count of attempts.
     pub fn replay(&mut self, selection: Selection) -> Result<usize, StoreError> {
         self.guard()?;
-        let now = now_ms();
+        let now = self.now();
         let condition = match selection {
             Selection::One(_) => "id = ?2",
             Selection::Dead => "state = 'dead' AND ?2 IS NULL",
