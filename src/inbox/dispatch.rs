@@ -251,7 +251,7 @@ impl<H: WebhookHandler> Dispatcher<H> {
         let mut running: JoinSet<Finished> = JoinSet::new();
         let mut held: HashMap<tokio::task::Id, Held> = HashMap::new();
         let mut unrecorded: Vec<Completion> = Vec::new();
-        let mut storage = Health::default();
+        let mut storage = Health::within(self.lease);
         // Whether due deliveries may be waiting (cleared when a claim came back short).
         let mut look = true;
         // A claim is known to be live for half its lease: a renewal every quarter leaves the
@@ -525,15 +525,23 @@ struct Health {
     failing_since: Option<Instant>,
     retry_at: Instant,
     delay: Duration,
+    /// The longest wait between tries.
+    most: Duration,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Self { failing_since: None, retry_at: Instant::now(), delay: STORAGE_BACKOFF.0 }
+        Self { failing_since: None, retry_at: Instant::now(), delay: STORAGE_BACKOFF.0, most: STORAGE_BACKOFF.1 }
     }
 }
 
 impl Health {
+    /// Tries at least four times a lease: once storage is back, outcomes waiting for it are
+    /// recorded well within the lease that other replicas give this one before taking over.
+    fn within(lease: Duration) -> Self {
+        Self { most: STORAGE_BACKOFF.1.min(lease / 4).max(STORAGE_BACKOFF.0), ..Self::default() }
+    }
+
     fn ready(&self) -> bool {
         Instant::now() >= self.retry_at
     }
@@ -548,7 +556,7 @@ impl Health {
             self.delay = STORAGE_BACKOFF.0;
         } else {
             log::debug!("{what}: {error}");
-            self.delay = (self.delay * 2).min(STORAGE_BACKOFF.1);
+            self.delay = (self.delay * 2).min(self.most);
         }
         self.retry_at = Instant::now() + self.delay;
     }

@@ -4,6 +4,7 @@
 //! spec fixture (`MEET_WEBHOOKS_SPEC=tests/fixtures/<stage>/openapi.yaml`).
 
 mod binary;
+mod cluster;
 mod common;
 mod crash;
 mod delivery;

@@ -23,29 +23,11 @@ pub struct TestDatabase {
     admin: String,
     name: String,
     pub url: String,
-    /// Shared by the tests that use the server; one that restarts it has it alone.
-    _turn: Turn,
 }
-
-enum Turn {
-    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
-    Alone(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
-}
-
-static SERVER: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 impl TestDatabase {
     /// `None` (and one printed line) when there is no server and none is required.
     pub fn create() -> Option<Self> {
-        Self::create_in(Turn::Shared(SERVER.read().unwrap_or_else(|e| e.into_inner())))
-    }
-
-    /// For a test that stops the server: no other test uses it meanwhile.
-    fn create_alone() -> Option<Self> {
-        Self::create_in(Turn::Alone(SERVER.write().unwrap_or_else(|e| e.into_inner())))
-    }
-
-    fn create_in(turn: Turn) -> Option<Self> {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let admin = std::env::var("MEET_WEBHOOKS_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
         let name = format!("mw_test_{}_{}", std::process::id(), COUNT.fetch_add(1, Ordering::Relaxed));
@@ -63,7 +45,7 @@ impl TestDatabase {
         }
         let base = admin.split('?').next().unwrap();
         let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
-        Some(Self { admin, name, url, _turn: turn })
+        Some(Self { admin, name, url })
     }
 }
 
@@ -615,30 +597,11 @@ fn a_replica_frozen_in_the_middle_of_a_commit_holds_its_room_for_seconds_not_for
     block_on(inbox.close());
 }
 
-/// `pg_ctlcluster <version> main <action>`: the server the tests use, on this machine.
-fn cluster(action: &[&str]) -> Result<(), String> {
-    let version = std::fs::read_dir("/etc/postgresql")
-        .map_err(|e| format!("/etc/postgresql: {e}"))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .max()
-        .ok_or("no cluster in /etc/postgresql")?;
-    let status = std::process::Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main"])
-        .args(action)
-        .status()
-        .map_err(|e| format!("pg_ctlcluster: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("pg_ctlcluster {action:?}: {status}")) }
-}
-
 #[test]
 fn the_database_restarted_under_load_loses_nothing_acknowledged_and_the_service_recovers() {
-    let Some(db) = TestDatabase::create_alone() else { return };
-    if let Err(e) = cluster(&["status"]) {
-        assert!(std::env::var_os("MEET_WEBHOOKS_REQUIRE_POSTGRES").is_none(), "cannot control the server: {e}");
-        eprintln!("skipped: this test restarts the local PostgreSQL with pg_ctlcluster ({e})");
-        return;
-    }
-    let server = postgres_server(&db.url, 4);
+    let Some(cluster) = crate::cluster::Cluster::start(&[]) else { return };
+    let url = cluster.url("postgres");
+    let server = postgres_server(&url, 4);
     let addr = server.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sender = {
@@ -665,12 +628,12 @@ fn the_database_restarted_under_load_loses_nothing_acknowledged_and_the_service_
     };
     std::thread::sleep(Duration::from_millis(500));
     // A clean restart, then a crash of the server (no checkpoint, no goodbye to clients).
-    cluster(&["restart"]).unwrap();
+    cluster.restart();
     std::thread::sleep(Duration::from_millis(500));
-    cluster(&["stop", "-m", "immediate"]).unwrap();
+    cluster.crash();
     eventually("not ready while the database is down", || ready() == 503);
     std::thread::sleep(Duration::from_millis(500));
-    cluster(&["start"]).unwrap();
+    cluster.up();
     eventually("ready again once it is back", || ready() == 200);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
@@ -681,7 +644,7 @@ fn the_database_restarted_under_load_loses_nothing_acknowledged_and_the_service_
     let unanswered = answers.iter().filter(|(_, s)| s.is_none()).count();
     assert!(answers.iter().all(|(_, s)| matches!(s, Some(200 | 503) | None)), "only 200 and 503");
     assert!(refused > 0, "503 while the database was down");
-    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    let inbox = PgInbox::connect(&url, "test").unwrap();
     eventually("everything handled", || block_on(inbox.stats()).unwrap().pending == 0);
     let stored: Vec<String> = block_on(inbox.list(Filter::All, None, 100_000))
         .unwrap()
@@ -901,5 +864,69 @@ fn a_replica_whose_clock_is_ahead_prunes_nothing_the_others_just_handled() {
     let rows = block_on(inbox.list(Filter::All, None, 100)).unwrap();
     assert_eq!(rows.len(), sent.len(), "a retry was stored again");
     assert!(rows.iter().all(|r| r.attempts == 1), "{rows:?}");
+    block_on(inbox.close());
+}
+
+/// A replica on `url` with a lease of `lease`, named `replica`.
+fn replica(url: &str, replica: &str, lease: Duration) -> TestServer {
+    let mut inbox = InboxOptions::new(std::path::Path::new("unused"));
+    inbox.lease = lease;
+    inbox.replica = replica.into();
+    TestServer::with(Options {
+        inbox: Some(inbox),
+        storage: Some(Storage::Postgres(url.to_owned())),
+        ..Options::default()
+    })
+}
+
+#[test]
+fn a_database_outage_longer_than_the_lease_hands_no_claim_to_another_replica() {
+    outage_longer_than_the_lease(true);
+}
+
+#[test]
+fn a_database_out_of_reach_longer_than_the_lease_hands_no_claim_to_another_replica() {
+    outage_longer_than_the_lease(false);
+}
+
+/// Replica a's handler finishes while the database is away (restarted when `restart`, else out
+/// of both replicas' reach) for longer than the lease; a comes back to it a second after b
+/// does, as a replica slower to reconnect would. b must not run the delivery again.
+fn outage_longer_than_the_lease(restart: bool) {
+    let Some(cluster) = crate::cluster::Cluster::start(&[]) else { return };
+    let url = cluster.url("postgres");
+    let proxies = [crate::cluster::Proxy::to(cluster.port), crate::cluster::Proxy::to(cluster.port)];
+    let through = |proxy: &crate::cluster::Proxy| format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port);
+    let lease = Duration::from_secs(3);
+    let a = replica(&through(&proxies[0]), "a", lease);
+    a.recorder().paused.store(true, Ordering::SeqCst);
+    assert_eq!(try_deliver(a.addr, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(200));
+    eventually("replica a runs its handler", || a.recorder().runs.lock().unwrap().len() == 1);
+    let b = replica(&through(&proxies[1]), "b", lease);
+    assert_eq!(b.raw(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").status, 200);
+
+    proxies[0].down();
+    if restart {
+        cluster.crash();
+    } else {
+        proxies[1].down();
+    }
+    a.recorder().paused.store(false, Ordering::SeqCst);
+    a.recorder().release.add_permits(1);
+    std::thread::sleep(lease * 2);
+    if restart {
+        cluster.up();
+    } else {
+        proxies[1].up();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    proxies[0].up();
+
+    let inbox = PgInbox::connect(&url, "test").unwrap();
+    eventually("the outcome is recorded", || block_on(inbox.stats()).is_ok_and(|s| s.pending == 0));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.recorder().runs.lock().unwrap().len(), 0, "replica b ran it again");
+    let rows = block_on(inbox.list(Filter::All, None, 10)).unwrap();
+    assert_eq!((rows.len(), rows[0].state, rows[0].attempts), (1, State::Done, 1), "{rows:?}");
     block_on(inbox.close());
 }

@@ -83,7 +83,16 @@ pub struct PgInbox {
     /// Notified after a commit of this replica stored something new (other replicas' appends
     /// are found by polling).
     wake: Arc<Notify>,
+    /// The last operation failed: the next one first records that the database is reachable
+    /// again ([`REACHABLE_AGAIN`]).
+    away: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Recorded by a replica that could not use the database and now can, before anything else
+/// it does: no claim is taken over until a full lease after it (see [`CLAIM`]).
+const REACHABLE_AGAIN: &str =
+    "INSERT INTO meta (key, value) VALUES ('reachable_since', (extract(epoch from now()) * 1000)::bigint)
+     ON CONFLICT (key) DO UPDATE SET value = GREATEST(meta.value, excluded.value)";
 
 impl PgInbox {
     /// Connects to `url` (`postgres://user:password@host/db?sslmode=...`), creates or upgrades
@@ -139,7 +148,8 @@ impl PgInbox {
         let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
         let wake = Arc::new(Notify::new());
         handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone()));
-        Ok(Self { pool, runtime: handle, appends, owner: owner.into(), target: target.into(), wake })
+        let away = Arc::default();
+        Ok(Self { pool, runtime: handle, appends, owner: owner.into(), target: target.into(), wake, away })
     }
 
     /// Runs `work` with a connection, on the inbox's runtime.
@@ -149,9 +159,19 @@ impl PgInbox {
         F: FnOnce(Client, Arc<str>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send,
     {
-        let (pool, owner, target) = (self.pool.clone(), self.owner.clone(), self.target.clone());
-        let task = self.runtime.spawn(async move { work(connection(&pool, &target).await?, owner).await });
-        task.await.map_err(|e| StoreError::unavailable("the inbox's task failed").caused_by(e))?
+        use std::sync::atomic::Ordering;
+        let (pool, owner, target, away) =
+            (self.pool.clone(), self.owner.clone(), self.target.clone(), self.away.clone());
+        let task = self.runtime.spawn(async move {
+            let client = connection(&pool, &target).await?;
+            if away.load(Ordering::Relaxed) {
+                client.execute(REACHABLE_AGAIN, &[]).await.map_err(failed)?;
+            }
+            work(client, owner).await
+        });
+        let result = task.await.map_err(|e| StoreError::unavailable("the inbox's task failed").caused_by(e))?;
+        self.away.store(result.is_err(), Ordering::Relaxed);
+        result
     }
 }
 
@@ -379,11 +399,20 @@ fn stored(row: &Row, offset: usize) -> Stored {
 /// another replica is locking) and takes those with an attempt left, as `$2` for `$3` ms; one
 /// whose last claim ran out on its last attempt (`$4`: the replica that ran it stopped) is left
 /// as it is, to be buried. Each row: whether it was taken, its fence, then [`CLAIMED_COLUMNS`].
+///
+/// Another replica's claim is taken over only once its lease ran out **and** its owner has had
+/// a full lease of a reachable database to renew it or record its outcome: a lease that ran out
+/// while the database was down (restarted: the server's start time; or unreachable: the time
+/// a replica found it again, [`REACHABLE_AGAIN`]) is not a sign that its owner is gone, and
+/// its handler may have finished meanwhile.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH due AS (SELECT id, attempts < $4 AS taken FROM deliveries
                    WHERE head AND due_at <= {NOW_MS}
-                     AND (owner IS NULL OR lease_until <= now())
+                     AND (owner IS NULL OR (lease_until <= now()
+                          AND GREATEST(pg_postmaster_start_time(),
+                                       to_timestamp(COALESCE((SELECT value FROM meta WHERE key = 'reachable_since'), 0) / 1000.0))
+                              <= now() - make_interval(secs => $3::float8 / 1000)))
                    ORDER BY due_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
      UPDATE deliveries d
         SET owner = CASE WHEN due.taken THEN $2 ELSE d.owner END,
