@@ -897,3 +897,57 @@ fn deliveries_stored_before_the_clock_was_set_back_are_handled_at_once() {
     let server = TestServer::with(Options { inbox: Some(InboxOptions::new(dir.path())), ..Options::default() });
     eventually("the three are handled", || server.recorder().runs.lock().unwrap().len() == 3);
 }
+
+/// The rule `inbox replay` keeps on every inbox: a replayed delivery is handled after whatever
+/// of its room is pending already. Three deliveries of one room: the first handled, the other
+/// two waiting, then the first replayed: it is claimed last.
+pub async fn a_replayed_delivery_goes_behind_its_room_s_pending_ones(inbox: &impl Inbox) {
+    use meet_webhooks::inbox::{Appended, ClaimRequest, Completion, NewDelivery, Outcome, Selection};
+    let delivery = |n: u8| NewDelivery {
+        signature: [n; 32],
+        timestamp: n.to_string(),
+        timestamp_ms: i64::from(n),
+        event: Some("testEvent".into()),
+        kind: Kind::Fallback,
+        room: Some("room".into()),
+        body: format!(r#"{{"n":{n}}}"#).into(),
+        received_at_ms: now_ms(),
+    };
+    let request = ClaimRequest { limit: 10, lease: Duration::from_secs(30), max_attempts: 3 };
+    let mut claimed_in_order = Vec::new();
+    let handle_next = async || {
+        let claimed = inbox.claim(request).await.unwrap();
+        assert!(claimed.len() <= 1, "one of a room at a time");
+        let c = claimed.first()?;
+        inbox.complete(&[Completion { claim: c.claim, kind: Kind::Fallback, outcome: Outcome::Done }]).await.unwrap();
+        Some(c.claim.id)
+    };
+    let Appended::New(first) = inbox.append(delivery(1)).await.unwrap() else { panic!() };
+    assert_eq!(handle_next().await, Some(first));
+    let Appended::New(second) = inbox.append(delivery(2)).await.unwrap() else { panic!() };
+    let Appended::New(third) = inbox.append(delivery(3)).await.unwrap() else { panic!() };
+    assert_eq!(inbox.replay(Selection::One(first)).await.unwrap(), 1);
+    while let Some(id) = handle_next().await {
+        claimed_in_order.push(id);
+    }
+    assert_eq!(claimed_in_order, [second, third, first]);
+    // Replayed one after the other, they are handled in the order replayed.
+    for id in [third, first, second] {
+        assert_eq!(inbox.replay(Selection::One(id)).await.unwrap(), 1);
+    }
+    claimed_in_order.clear();
+    while let Some(id) = handle_next().await {
+        claimed_in_order.push(id);
+    }
+    assert_eq!(claimed_in_order, [third, first, second]);
+}
+
+#[test]
+fn a_replayed_delivery_goes_behind_its_room_s_pending_ones_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = meet_webhooks::inbox::SqliteInbox::open(dir.path(), "test").unwrap();
+    block_on(async {
+        a_replayed_delivery_goes_behind_its_room_s_pending_ones(&inbox).await;
+        inbox.close().await;
+    });
+}

@@ -930,3 +930,13 @@ fn outage_longer_than_the_lease(restart: bool) {
     assert_eq!((rows.len(), rows[0].state, rows[0].attempts), (1, State::Done, 1), "{rows:?}");
     block_on(inbox.close());
 }
+
+#[test]
+fn a_replayed_delivery_goes_behind_its_room_s_pending_ones_on_postgres() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    block_on(async {
+        crate::inbox::a_replayed_delivery_goes_behind_its_room_s_pending_ones(&inbox).await;
+        inbox.close().await;
+    });
+}

@@ -668,12 +668,25 @@ impl Inbox for PgInbox {
                     .map(|r| r.get(0))
                     .collect();
                 lock_rooms(&tx, &mut rooms).await?;
+                // Each replayed delivery is numbered past its room's last (its row in `rooms`
+                // advanced by as many, as an append does): it is handled after whatever of its
+                // room is pending already; replayed ones of one room keep their order.
                 let replayed = tx
                     .execute(
                         &format!(
-                            "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = {NOW_MS}, last_error = NULL,
-                                    done_at = NULL, owner = NULL, lease_until = NULL, head = room IS NULL
-                              WHERE {condition} AND state != 'pending'"
+                            "WITH picked AS (
+                                 SELECT id, room, row_number() OVER (PARTITION BY room ORDER BY room_seq, id) AS n
+                                   FROM deliveries WHERE {condition} AND state != 'pending'),
+                             bumped AS (
+                                 UPDATE rooms r SET last_seq = r.last_seq + c.added
+                                   FROM (SELECT room, count(*) AS added FROM picked WHERE room IS NOT NULL GROUP BY room) c
+                                  WHERE r.room = c.room
+                                 RETURNING r.room, r.last_seq - c.added AS base)
+                             UPDATE deliveries d SET state = 'pending', attempts = 0, due_at = {NOW_MS}, last_error = NULL,
+                                    done_at = NULL, owner = NULL, lease_until = NULL, head = d.room IS NULL,
+                                    room_seq = COALESCE(b.base + p.n, d.room_seq)
+                               FROM picked p LEFT JOIN bumped b ON b.room = p.room
+                              WHERE d.id = p.id"
                         ),
                         &[&id],
                     )

@@ -78,6 +78,14 @@ pub const MIGRATIONS: &[&str] = &[
     "
     DROP INDEX deliveries_ready;
     ",
+    // 5: a room's order is `COALESCE(seq, id)`: the order its deliveries arrived in, except
+    // that a replayed one gets a `seq` past every delivery of the file, so that it is handled
+    // after whatever of its room is pending already (ties, with a later arrival, go by id).
+    "
+    ALTER TABLE deliveries ADD COLUMN seq INTEGER;
+    DROP INDEX deliveries_pending;
+    CREATE INDEX deliveries_pending ON deliveries (room, COALESCE(seq, id)) WHERE state = 'pending';
+    ",
 ];
 
 /// The schema version this build writes.
