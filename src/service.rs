@@ -385,7 +385,8 @@ impl<H: WebhookHandler> Service<H> {
     }
 
     fn server(&self, listener: TcpListener, workers: usize) -> std::io::Result<actix_web::dev::Server> {
-        if self.signals && self.keys.file.is_some() {
+        // Always: SIGHUP's default action would end the process (a service manager's reload).
+        if self.signals {
             actix_web::rt::spawn(reload_on_hangup(self.keys.clone(), self.gate.clone()));
         }
         let limits = crate::server::Limits {
@@ -572,13 +573,21 @@ pub fn read_key_file(file: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// On SIGHUP, the key file is read again and the keys replaced at once; if it cannot be read
-/// (or holds no key) the keys in use stay, and the log says why.
+/// (or holds no key) the keys in use stay, and the log says why. Without a key file there is
+/// nothing to reload, and the log says that.
 async fn reload_on_hangup(keys: Arc<Keys>, gate: web::Data<Gate>) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         log::warn!("cannot listen for SIGHUP: the key file is read at start only");
         return;
     };
     while hangups.recv().await.is_some() {
+        if keys.file.is_none() {
+            log::info!(
+                "SIGHUP: nothing reloaded: the keys come from --key or MEET_WEBHOOKS_KEY, read at start only \
+                 (--key-file keys are read again on SIGHUP)"
+            );
+            continue;
+        }
         match keys.verifier() {
             Ok(verifier) => {
                 let count = verifier.key_count();

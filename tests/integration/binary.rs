@@ -489,6 +489,17 @@ fn sighup_reloads_the_key_file_and_a_broken_one_keeps_the_keys_in_use() {
 }
 
 #[test]
+fn sighup_without_a_key_file_keeps_the_service_running_with_its_keys() {
+    let body = serde_json::json!({"event": "testEvent", "creationDate": now_ms(), "data": {}}).to_string();
+    for mut service in [Service::start(&[]), Service::start_with_env(&[], &[("MEET_WEBHOOKS_KEY", KEY)])] {
+        service.signal("HUP");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(service.child.try_wait().unwrap(), None, "SIGHUP ended the service");
+        assert_eq!(crate::common::signed_status(service.addr, KEY, &body), 200);
+    }
+}
+
+#[test]
 fn the_log_has_a_line_per_delivery_and_warns_once_per_unhandled_event_name() {
     let service = Service::start(&[]);
     for n in 0..10 {
