@@ -940,3 +940,85 @@ fn a_replayed_delivery_goes_behind_its_room_s_pending_ones_on_postgres() {
         inbox.close().await;
     });
 }
+
+#[test]
+fn the_database_s_own_reasons_are_shown_without_the_password() {
+    let Some(db) = TestDatabase::create() else { return };
+    // An unknown database: the server's message and SQLSTATE, at once.
+    let with_password = db.url.replace("postgres@", "postgres:hunter2@");
+    let missing = with_password.replace(&db.name, "mw_no_such_database");
+    let (code, stdout, stderr) = crate::binary::run(&["serve", "--key", "k", "--database-url", &missing], b"");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(r#"database "mw_no_such_database" does not exist (SQLSTATE 3D000)"#), "{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
+
+    // Permission denied, to a role that may read the inbox but not change it.
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    block_on(inbox.close());
+    execute(
+        &db.url,
+        "DROP ROLE IF EXISTS mw_reader; CREATE ROLE mw_reader LOGIN;
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO mw_reader;",
+    )
+    .unwrap();
+    let reader = db.url.replace("postgres@", "mw_reader:hunter2@");
+    let (code, stdout, stderr) = crate::binary::run(&["inbox", "--database-url", &reader, "stats"], b"");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("permission denied for schema public (SQLSTATE 42501)"), "{stderr}");
+    assert!(!format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
+    let _ = execute(&db.url, "DROP OWNED BY mw_reader; DROP ROLE mw_reader;");
+}
+
+#[test]
+fn a_service_started_while_the_database_is_full_waits_for_a_connection_and_says_why() {
+    use std::io::{BufRead, BufReader};
+    let Some(cluster) = crate::cluster::Cluster::start(&["max_connections=12", "superuser_reserved_connections=0"])
+    else {
+        return;
+    };
+    let url = cluster.url("postgres");
+    // Every connection the server allows, taken.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let held: Vec<tokio_postgres::Client> = runtime.block_on(async {
+        let mut held = Vec::new();
+        while let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            tokio::spawn(connection);
+            held.push(client);
+        }
+        held
+    });
+    assert_eq!(held.len(), 12);
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meet-webhooks"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--key", crate::common::KEY, "--database-url", &url])
+        .env("RUST_LOG", "info")
+        .env_remove("MEET_WEBHOOKS_KEY")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || stderr.lines().map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    let waiting = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        waiting.contains("too many clients")
+            && waiting.contains("SQLSTATE 53300")
+            && waiting.contains("max_connections"),
+        "{waiting}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(child.try_wait().unwrap(), None, "it waits rather than exit");
+
+    // Connections free up: it starts and serves.
+    drop(held);
+    drop(runtime);
+    let listening = loop {
+        let line = lines.recv_timeout(Duration::from_secs(30)).unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split('/').next().unwrap().parse::<std::net::SocketAddr>().unwrap();
+        }
+    };
+    assert_eq!(try_deliver(listening, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(200));
+    let _ = child.kill();
+    let _ = child.wait();
+}

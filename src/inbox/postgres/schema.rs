@@ -58,7 +58,9 @@ const MIGRATION_LOCK: i64 = 0x6d65_6574;
 
 /// Brings the database up to [`VERSION`] in one transaction; refuses a newer one.
 pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
-    let failed = |e: tokio_postgres::Error| StoreError::unavailable("cannot set up the inbox's tables").caused_by(e);
+    let failed = |e: tokio_postgres::Error| {
+        StoreError::unavailable(format!("cannot set up the inbox's tables: {}", super::reason(&e)))
+    };
     let tx = client.transaction().await.map_err(failed)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(failed)?;
     // "already exists, skipping" is no news.
