@@ -1022,3 +1022,41 @@ fn a_service_started_while_the_database_is_full_waits_for_a_connection_and_says_
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn readiness_fails_while_deliveries_cannot_be_stored() {
+    let Some(db) = TestDatabase::create() else { return };
+    block_on(PgInbox::connect(&db.url, "setup").unwrap().close());
+    execute(
+        &db.url,
+        "DROP ROLE IF EXISTS mw_service; CREATE ROLE mw_service LOGIN;
+         GRANT CREATE, USAGE ON SCHEMA public TO mw_service;
+         GRANT ALL ON ALL TABLES IN SCHEMA public TO mw_service;
+         GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO mw_service;",
+    )
+    .unwrap();
+    let server = postgres_server(&db.url.replace("postgres@", "mw_service@"), 2);
+    let ready = || server.raw(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").status;
+    assert_eq!(ready(), 200);
+
+    // The deliveries table locked by someone else: deliveries wait, so readiness fails.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let locker = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE").await.unwrap();
+        client
+    });
+    assert_eq!(ready(), 503, "ready while the deliveries table is locked");
+    runtime.block_on(locker.batch_execute("ROLLBACK")).unwrap();
+    assert_eq!(ready(), 200);
+
+    // The right to store deliveries taken away: so is readiness.
+    execute(&db.url, "REVOKE INSERT ON deliveries FROM mw_service").unwrap();
+    assert_eq!(ready(), 503, "ready without the right to store a delivery");
+    assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(503));
+    execute(&db.url, "GRANT INSERT ON deliveries TO mw_service").unwrap();
+    assert_eq!(ready(), 200);
+    drop(server);
+    let _ = execute(&db.url, "DROP OWNED BY mw_service; DROP ROLE mw_service;");
+}
