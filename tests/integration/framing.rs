@@ -202,3 +202,33 @@ fn upgrades_on_a_delivery_are_answered_plainly() {
     }
     assert_eq!(server.recorder().calls().len(), 2);
 }
+
+#[test]
+fn heads_in_progress_do_not_grow_the_process_past_their_limit() {
+    // 400 clients each send 120 KiB of header lines that never end. actix alone held up to
+    // 128 KiB of each (the issue measured +56 MiB at 400 connections); now each connection
+    // holds at most 16 KiB of a head, then is refused.
+    const CLIENTS: usize = 400;
+    let service = crate::binary::Service::start(&["--max-connections", "2000", "--request-timeout", "20"]);
+    assert_eq!(service.get("/healthz").status, 200);
+    let before = crate::hostile::rss_kib(service.child.id());
+    let line = format!("x-padding: {}\r\n", "a".repeat(1000));
+    let mut streams = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut stream = TcpStream::connect(service.addr).unwrap();
+        stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+        let _ = stream.write_all(b"POST /webhook HTTP/1.1\r\nhost: x\r\n");
+        for _ in 0..120 {
+            if stream.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+        streams.push(stream);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = crate::hostile::rss_kib(service.child.id());
+    eprintln!("{CLIENTS} clients with endless heads: RSS {} → {} MiB", before / 1024, during / 1024);
+    let allowance = CLIENTS as u64 * 48;
+    assert!(during < before + allowance, "RSS grew from {before} KiB to {during} KiB");
+    drop(streams);
+}
