@@ -115,7 +115,7 @@ fn drain_once(storage: Storage<'_>, rooms: usize) -> Duration {
         std::thread::sleep(Duration::from_micros(200));
     }
     let elapsed = started.elapsed();
-    dispatcher.stop();
+    runtime.block_on(dispatcher.stop());
     runtime.block_on(inbox.close());
     elapsed
 }

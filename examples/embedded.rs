@@ -48,16 +48,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let routes = service.routes();
 
     println!("listening on http://127.0.0.1:5081/hooks/openvidu");
-    let served = actix_web::rt::System::new().block_on(
-        HttpServer::new(move || {
-            App::new()
-                .configure(routes.clone())
-                .route("/", web::get().to(|| async { HttpResponse::Ok().body("your own routes live here too") }))
-        })
-        .bind("127.0.0.1:5081")?
-        .run(),
-    );
-    // Running handlers get their grace period; the inbox is closed cleanly.
-    service.shut_down();
-    Ok(served?)
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(routes.clone())
+            .route("/", web::get().to(|| async { HttpResponse::Ok().body("your own routes live here too") }))
+    })
+    .bind("127.0.0.1:5081")?
+    .run();
+    actix_web::rt::System::new().block_on(async {
+        let served = server.await;
+        // Running handlers get their grace period; the inbox is closed cleanly.
+        service.shut_down().await;
+        Ok(served?)
+    })
 }

@@ -374,13 +374,15 @@ impl<H: WebhookHandler> Service<H> {
         Ok(Bound { service: self, listener, workers: workers.unwrap_or_else(|| default_workers(cores)) })
     }
 
-    /// Stops the dispatcher (running handlers get the grace period) and lets go of the storage.
-    pub fn shut_down(mut self) {
+    /// Stops the dispatcher (running handlers get the grace period) and lets go of the storage,
+    /// with whatever threads they started. Call it from the runtime that served the routes (or
+    /// any Tokio runtime) once the server has stopped.
+    pub async fn shut_down(mut self) {
         if let Some(dispatcher) = self.dispatcher.take() {
-            dispatcher.stop();
+            dispatcher.stop().await;
         }
         if let Some(inbox) = self.inbox.take() {
-            actix_web::rt::System::new().block_on(inbox.close());
+            inbox.close().await;
         }
     }
 
@@ -449,8 +451,14 @@ impl<H: WebhookHandler> Bound<H> {
                 Err(e) => log::warn!("inbox: cannot count its deliveries: {e}"),
             }
         }
-        let served = actix_web::rt::System::new().block_on(async { service.server(listener, workers)?.await });
-        service.shut_down();
+        let served = actix_web::rt::System::new().block_on(async {
+            let served = match service.server(listener, workers) {
+                Ok(server) => server.await,
+                Err(e) => Err(e),
+            };
+            service.shut_down().await;
+            served
+        });
         log::info!("stopped");
         served
     }
@@ -462,13 +470,17 @@ impl<H: WebhookHandler> Bound<H> {
         let (handler, inbox) = (service.handler().clone(), service.inbox.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("meet-webhooks-server".into()).spawn(move || {
-            let served = actix_web::rt::System::new().block_on(async {
-                let server = service.server(listener, workers)?;
-                let _ = tx.send(server.handle());
-                server.await
-            });
-            service.shut_down();
-            served
+            actix_web::rt::System::new().block_on(async {
+                let served = match service.server(listener, workers) {
+                    Ok(server) => {
+                        let _ = tx.send(server.handle());
+                        server.await
+                    }
+                    Err(e) => Err(e),
+                };
+                service.shut_down().await;
+                served
+            })
         })?;
         let handle = rx.recv().map_err(|_| std::io::Error::other("the server did not start"))?;
         Ok(Running { addr, handler, inbox, handle, thread: Some(thread) })

@@ -91,9 +91,10 @@ impl DispatcherHandle {
     /// Stops claiming, lets running handlers finish (within the grace period), records their
     /// outcomes, and returns when the dispatcher has stopped. Handlers still running then are
     /// stopped; their deliveries are pending again, the attempt not counted.
-    pub fn stop(self) {
+    pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.thread.join();
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 }
 

@@ -324,7 +324,7 @@ fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_
     let first = append(1);
     let dispatcher = start(10_000);
     eventually("the handler started", || recorder.fallback_bodies.lock().unwrap().len() == 1);
-    let stopping = std::thread::spawn(move || dispatcher.stop());
+    let stopping = std::thread::spawn(move || block_on(dispatcher.stop()));
     std::thread::sleep(Duration::from_millis(100));
     recorder.release.add_permits(1);
     stopping.join().unwrap();
@@ -335,14 +335,14 @@ fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_
     let second = append(2);
     let dispatcher = start(200);
     eventually("the handler started", || recorder.fallback_bodies.lock().unwrap().len() == 2);
-    dispatcher.stop();
+    block_on(dispatcher.stop());
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(row(dir.path(), second).state, State::Pending);
     assert_eq!(row(dir.path(), second).attempts, 0);
     recorder.paused.store(false, Ordering::SeqCst);
     let dispatcher = start(1000);
     eventually("handled after the restart", || row(dir.path(), second).state == State::Done);
-    dispatcher.stop();
+    block_on(dispatcher.stop());
 }
 
 #[test]
@@ -699,7 +699,7 @@ fn claims_that_arrive_after_half_their_lease_are_not_started() {
         let inbox = Arc::new(SlowClaims { delay, ..SlowClaims::new(inner) });
         let dispatcher = dispatcher(inbox, recorder.clone(), 1, lease);
         std::thread::sleep(Duration::from_millis(800));
-        dispatcher.stop();
+        block_on(dispatcher.stop());
         recorder.runs.lock().unwrap().len()
     };
     assert_eq!(run(Duration::from_millis(10)), 1, "a claim that arrives in time is handled");
@@ -778,7 +778,7 @@ fn a_claim_whose_handler_could_not_start_in_time_is_not_run_late() {
     let dispatcher = dispatcher(Arc::new(inbox), handler.clone(), 2, lease);
     eventually("both handled", || handler.runs.lock().unwrap().iter().filter(|r| r.0 == 2).count() == 1);
     std::thread::sleep(Duration::from_millis(100));
-    dispatcher.stop();
+    block_on(dispatcher.stop());
     let runs = handler.runs.lock().unwrap().clone();
     assert_eq!(runs, [(1, 1), (2, 2)], "the second ran once, on its next claim");
 }
@@ -829,7 +829,7 @@ fn a_handler_paused_past_its_claim_does_not_go_on() {
     assert_eq!(taken.iter().map(|c| c.attempt).collect::<Vec<_>>(), [2], "claimed while the first was paused");
     eventually("a run ended", || handler.runs.lock().unwrap().iter().any(|(_, what)| *what == "end"));
     std::thread::sleep(Duration::from_millis(100));
-    dispatcher.stop();
+    block_on(dispatcher.stop());
     let runs = handler.runs.lock().unwrap().clone();
     assert_eq!(runs, [(1, "start"), (3, "start"), (3, "end")], "the paused attempt did not go on");
     let stored = block_on(inbox.list(Filter::All, None, 10)).unwrap();
@@ -864,7 +864,7 @@ fn claims_are_renewed_while_an_outcome_takes_longer_than_a_lease_to_commit() {
         let stored = block_on(inbox.list(Filter::All, None, 10)).unwrap();
         stored.iter().all(|s| s.state == State::Done)
     });
-    dispatcher.stop();
+    block_on(dispatcher.stop());
     let mut runs = handler.runs.lock().unwrap().clone();
     runs.sort_unstable();
     assert_eq!(runs, [(1, 1), (2, 1)], "each handler ran once");

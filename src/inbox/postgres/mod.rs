@@ -86,7 +86,12 @@ pub struct PgInbox {
     /// The last operation failed: the next one first records that the database is reachable
     /// again ([`REACHABLE_AGAIN`]).
     away: Arc<std::sync::atomic::AtomicBool>,
+    /// Ends the inbox's runtime, and its thread to join, until [`Inbox::close`].
+    running: Running,
 }
+
+/// What ends the inbox's runtime, and its thread to join; `None` once closed.
+type Running = Arc<std::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>>>;
 
 /// Recorded by a replica that could not use the database and now can, before anything else
 /// it does: no claim is taken over until a full lease after it (see [`CLAIM`]).
@@ -121,11 +126,16 @@ impl PgInbox {
             .build()
             .map_err(|e| StoreError::unavailable("cannot start the inbox's runtime").caused_by(e))?;
         let handle = runtime.handle().clone();
-        // The runtime lives as long as the process: its thread parks when idle.
-        std::thread::Builder::new()
+        // The runtime lives until the inbox is closed: its thread parks when idle.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
             .name("inbox-postgres".into())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+                drop(runtime);
+            })
             .map_err(|e| StoreError::unavailable("cannot start the inbox's thread").caused_by(e))?;
+        let running: Running = Arc::new(std::sync::Mutex::new(Some((stop, thread))));
         let pool = {
             let _entered = handle.enter();
             Pool::builder(manager)
@@ -144,12 +154,15 @@ impl PgInbox {
                 schema::migrate(&mut client).await
             })
         };
-        migrated.map_err(|e| StoreError { context: format!("{target}: {}", e.context), ..e })?;
+        if let Err(e) = migrated {
+            stop_runtime(&running);
+            return Err(StoreError { context: format!("{target}: {}", e.context), ..e });
+        }
         let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
         let wake = Arc::new(Notify::new());
         handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone()));
         let away = Arc::default();
-        Ok(Self { pool, runtime: handle, appends, owner: owner.into(), target: target.into(), wake, away })
+        Ok(Self { pool, runtime: handle, appends, owner: owner.into(), target: target.into(), wake, away, running })
     }
 
     /// Runs `work` with a connection, on the inbox's runtime.
@@ -172,6 +185,14 @@ impl PgInbox {
         let result = task.await.map_err(|e| StoreError::unavailable("the inbox's task failed").caused_by(e))?;
         self.away.store(result.is_err(), Ordering::Relaxed);
         result
+    }
+}
+
+/// Ends the inbox's runtime and waits for its thread (an inbox that failed to open).
+fn stop_runtime(running: &Running) {
+    if let Some((stop, thread)) = running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        let _ = stop.send(());
+        let _ = thread.join();
     }
 }
 
@@ -934,8 +955,14 @@ impl Inbox for PgInbox {
         .await
     }
 
+    /// Closes the connections, ends the inbox's runtime and joins its thread.
     async fn close(&self) {
         self.pool.close();
+        let running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some((stop, thread)) = running {
+            let _ = stop.send(());
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     fn wakeups(&self) -> &Notify {
