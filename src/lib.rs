@@ -18,7 +18,7 @@
 //!    order and one room at a time, retrying failures with backoff until they are dead (kept for
 //!    `meet-webhooks inbox replay`).
 //! 5. **Implement.** [`handler::ServiceHandler`] is the service's handler: fill in methods there.
-//!    [`cli`] is the `meet-webhooks` binary.
+//!    `cli` (feature `cli`) is the `meet-webhooks` binary.
 //!
 //! ```no_run
 //! use meet_webhooks::{WebhookHandler, types, runtime::{DeliveryContext, HandlerResult}};

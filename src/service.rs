@@ -28,7 +28,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::app::{self, Receiver};
 use crate::generated::{self, WEBHOOKS, WebhookHandler};
-use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, PgInbox, RetryPolicy, SqliteInbox, StoreError};
+#[cfg(feature = "postgres")]
+use crate::inbox::PgInbox;
+use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, RetryPolicy, SqliteInbox, StoreError};
 use crate::middleware::Gate;
 use crate::verify::{KeyError, Policy, Verifier};
 
@@ -38,7 +40,9 @@ use crate::defaults;
 pub enum Storage {
     /// The SQLite inbox in this directory (the default: [`crate::defaults::DATA_DIR`]).
     Sqlite(PathBuf),
-    /// The PostgreSQL inbox at this URL, shared with the other replicas that use it.
+    /// The PostgreSQL inbox at this URL, shared with the other replicas that use it (feature
+    /// `postgres`).
+    #[cfg(feature = "postgres")]
     Postgres(String),
     /// An inbox of your own.
     Inbox(Arc<dyn Inbox>),
@@ -291,6 +295,7 @@ impl<H: WebhookHandler> ServiceBuilder<H> {
         let handler = Arc::new(self.handler);
         let (inbox, replay_capacity): (Option<Arc<dyn Inbox>>, usize) = match self.storage {
             Storage::Sqlite(dir) => (Some(Arc::new(SqliteInbox::open(&dir, &self.replica_id)?)), 0),
+            #[cfg(feature = "postgres")]
             Storage::Postgres(url) => (Some(Arc::new(PgInbox::connect(&url, &self.replica_id)?)), 0),
             Storage::Inbox(inbox) => (Some(inbox), 0),
             Storage::Inline { replay_capacity } => (None, replay_capacity),

@@ -54,8 +54,13 @@ fn fifty_services_started_and_stopped_leave_no_thread_behind() {
     let (before, after) = fifty(|n| Storage::Sqlite(dir.path().join(n.to_string())));
     assert!(after <= before, "SQLite: {before} threads before 50 services, {after} after");
     drop(dir);
+    #[cfg(feature = "postgres")]
+    on_postgres();
+}
 
-    // On PostgreSQL (a database of the test's own), when there is a server.
+/// The same on PostgreSQL (a database of the test's own), when there is a server.
+#[cfg(feature = "postgres")]
+fn on_postgres() {
     let admin = std::env::var("MEET_WEBHOOKS_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let name = format!("mw_lifecycle_{}", std::process::id());

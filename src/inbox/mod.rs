@@ -34,10 +34,11 @@
 //!
 //! How a backend makes this fast is its own business: the SQLite one ([`sqlite`]) commits the
 //! appends that queue together in one transaction on a writer thread, and the outcomes and
-//! claims that queue together in the next; the PostgreSQL one ([`postgres`]), shared by several
+//! claims that queue together in the next; the PostgreSQL one (`postgres`, feature `postgres`), shared by several
 //! replicas, batches appends into multi-row inserts and claims with `FOR UPDATE SKIP LOCKED`.
 
 mod dispatch;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
 
@@ -50,6 +51,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
+#[cfg(feature = "postgres")]
 pub use postgres::PgInbox;
 pub use sqlite::SqliteInbox;
 
