@@ -25,7 +25,7 @@ use crate::error::Rejection;
 use crate::generated::{Event, WebhookHandler};
 use crate::handling::hand_over;
 use crate::inbox::{Appended, Inbox, Kind, NewDelivery};
-use crate::metrics;
+use crate::metrics::{self, Outcome};
 use crate::middleware::{Delivery, Gate, verify_delivery};
 use crate::replay::{Begin, ReplayCache};
 use crate::runtime::{DeliveryContext, Envelope, Unmatched, envelope, leading_event};
@@ -135,7 +135,7 @@ impl std::fmt::Display for DeliveryName<'_> {
 /// What became of one delivery: for the answer, the log line and the metrics.
 struct Handled {
     event: Option<String>,
-    outcome: &'static str,
+    outcome: Outcome,
     response: HttpResponse,
     /// The inbox id, when it is stored.
     stored: Option<i64>,
@@ -144,14 +144,14 @@ struct Handled {
 }
 
 impl Handled {
-    fn new(event: Option<String>, outcome: &'static str, response: HttpResponse) -> Self {
+    fn new(event: Option<String>, outcome: Outcome, response: HttpResponse) -> Self {
         Self { event, outcome, response, stored: None, reason: None }
     }
 
     /// Refused: the outcome is the rejection's code.
     fn refused(event: Option<String>, rejection: Rejection) -> Self {
         let response = rejection.response();
-        Self::new(event, rejection.code(), response).because(Reason::Refused(rejection))
+        Self::new(event, Outcome::Refused(rejection.code()), response).because(Reason::Refused(rejection))
     }
 
     fn stored(mut self, id: i64) -> Self {
@@ -183,8 +183,8 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// Handles one verified delivery: `(event name, outcome, response)`.
-/// `id` names the delivery in logs (a prefix of its signature, the same for every retry).
+/// Handles one verified delivery: what became of it, and its answer ([`Handled`]). `id` names
+/// the delivery in logs (a prefix of its signature, the same for every retry).
 async fn handle<H: WebhookHandler>(receiver: &Arc<Receiver<H>>, delivery: &Delivery, id: &str) -> Handled {
     let body = &delivery.body;
     if let Mode::Inline { replay, max_age } = &receiver.mode
@@ -259,14 +259,14 @@ async fn store(
     };
     match inbox.append(new).await {
         Ok(Appended::New(id)) => {
-            let outcome = if reason.is_none() { "accepted" } else { "fallback" };
+            let outcome = if reason.is_none() { Outcome::Accepted } else { Outcome::Fallback };
             let handled = Handled::new(event, outcome, ok_stored("accepted", id)).stored(id);
             match reason {
                 Some(reason) => handled.because(Reason::Unmatched(reason)),
                 None => handled,
             }
         }
-        Ok(Appended::Duplicate(id)) => Handled::new(event, "duplicate", ok_stored("duplicate", id)).stored(id),
+        Ok(Appended::Duplicate(id)) => Handled::new(event, Outcome::Duplicate, ok_stored("duplicate", id)).stored(id),
         Err(error) => {
             log::error!("delivery sig:{id} not stored, answered 503 (the provider will retry): {error}");
             Handled::refused(event, Rejection::StorageUnavailable)
@@ -294,7 +294,7 @@ async fn handle_inline<H: WebhookHandler>(
     match replay.begin(key, expires_ms, millis_since_epoch(delivery.received_at)) {
         Begin::New => {}
         Begin::Duplicate => {
-            return Handled::new(event, "duplicate", ok_status("duplicate"));
+            return Handled::new(event, Outcome::Duplicate, ok_status("duplicate"));
         }
         Begin::InFlight => return Handled::refused(event, Rejection::InProgress),
         Begin::Full => return Handled::refused(event, Rejection::Busy),
@@ -316,12 +316,12 @@ async fn handle_inline<H: WebhookHandler>(
             return refuse_unmatched(event, unmatched);
         }
     }
-    let outcome = if classified.is_ok() { "handled" } else { "fallback" };
+    let outcome = if classified.is_ok() { Outcome::Handled } else { Outcome::Fallback };
     let result = hand_over(&*receiver.handler, &ctx, classified).await;
     match result {
         Ok(()) => {
             replay.complete(key, expires_ms);
-            let handled = Handled::new(event, outcome, ok_status(outcome));
+            let handled = Handled::new(event, outcome, ok_status(outcome.label()));
             match reason {
                 Some(reason) => handled.because(Reason::Unmatched(reason)),
                 None => handled,

@@ -144,8 +144,9 @@ impl Rejection {
         )
     }
 
-    /// One of each kind, for tests and docs that must cover them all.
-    pub fn examples() -> Vec<Self> {
+    /// One of each kind, for the test that holds the README's table of answers to them.
+    #[cfg(test)]
+    fn examples() -> Vec<Self> {
         vec![
             Self::NotFound,
             Self::MethodNotAllowed,

@@ -59,7 +59,6 @@ impl log::Log for Batched {
     }
 }
 
-/// Installs the logger. Call once, first thing.
 /// How each line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -73,8 +72,9 @@ pub enum Format {
 
 static FORMAT: OnceLock<Format> = OnceLock::new();
 
-/// Installs the logger: `RUST_LOG` filters (default `info`; actix-server's start-up chatter
-/// only from `warn`, unless `RUST_LOG` names it), lines in `format`.
+/// Installs the process's global logger: `RUST_LOG` filters (default `info`; actix-server's
+/// start-up chatter only from `warn`, unless `RUST_LOG` names it), lines in `format`. For a
+/// binary, once, first thing; the library never calls it.
 pub fn init(format: Format) {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(log::LevelFilter::Info).filter_module("actix_server", log::LevelFilter::Warn);

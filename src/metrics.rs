@@ -1,7 +1,8 @@
 //! The service's metrics, named in one place.
 //!
 //! Recorded through the `metrics` facade (a no-op until a recorder is installed); `serve`
-//! installs a Prometheus recorder ([`install`]) and exposes it on `GET /metrics`.
+//! installs a Prometheus recorder ([`install`]) and exposes it on `GET /metrics`. The names are
+//! public (for dashboards and alerts); only the receiver records them.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,12 +11,13 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Deliveries by event and outcome (`handled`, `fallback`, `duplicate`, or a rejection code).
-/// The `event` label of every metric is [`event_label`]: bounded, whatever the bodies say.
+/// Deliveries by event and outcome ([`Outcome`]: `accepted`, `fallback`, `duplicate`,
+/// `handled`, or a refusal's code; refusals before verification have `event=""`). The `event`
+/// label of every metric is bounded, whatever the bodies say (see `event_label`).
 pub const DELIVERIES: &str = "meet_webhooks_deliveries_total";
-/// Handler calls that returned an error.
+/// Handler calls that returned an error (without the inbox).
 pub const HANDLER_FAILURES: &str = "meet_webhooks_handler_failures_total";
-/// Seconds from the body's arrival to the answer, for accepted deliveries.
+/// Seconds from a verified delivery's body to its answer, whatever the answer.
 pub const LATENCY: &str = "meet_webhooks_delivery_seconds";
 
 /// Deliveries waiting in the inbox, by state (`pending`, `dead`).
@@ -26,7 +28,7 @@ pub const COMMIT_BATCH: &str = "meet_webhooks_inbox_commit_batch_size";
 pub const COMMIT_LATENCY: &str = "meet_webhooks_inbox_commit_seconds";
 /// Inbox commits that failed.
 pub const COMMIT_FAILURES: &str = "meet_webhooks_inbox_commit_failures_total";
-/// Handler attempts by event and outcome (`done`, `retry`, `dead`).
+/// Handler attempts by event and outcome ([`Attempt`]: `done`, `retry`, `dead`).
 pub const HANDLER_ATTEMPTS: &str = "meet_webhooks_handler_attempts_total";
 /// Deliveries a default method acknowledged without handling them (an unimplemented webhook,
 /// or the default fallback), by event.
@@ -41,9 +43,11 @@ pub const KEYS: &str = "meet_webhooks_keys";
 /// Client connections open now.
 pub const OPEN_CONNECTIONS: &str = "meet_webhooks_open_connections";
 
-/// Installs the Prometheus recorder, with buckets fit for each histogram, and a thread that
-/// drains recorded histogram samples into their buckets (without it they pile up in memory
-/// until the next scrape: a leak when nobody scrapes).
+/// Installs the process's global Prometheus recorder, with buckets fit for each histogram, and
+/// a thread for the life of the process that drains recorded histogram samples into their
+/// buckets (without it they pile up in memory until the next scrape: a leak when nobody
+/// scrapes). For a binary, once; the library never calls it. Pass the handle to
+/// [`crate::service::ServiceBuilder::metrics`] to serve `GET /metrics`.
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     let seconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
     let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
@@ -80,7 +84,7 @@ fn describe() {
         "Deliveries by event and outcome: accepted, fallback, duplicate, handled, or the code of a refusal"
     );
     describe_counter!(HANDLER_FAILURES, "Handler calls that returned an error (without the inbox)");
-    describe_histogram!(LATENCY, metrics::Unit::Seconds, "From a delivery's body to its answer, for accepted ones");
+    describe_histogram!(LATENCY, metrics::Unit::Seconds, "From a verified delivery's body to its answer");
     describe_gauge!(INBOX_DEPTH, "Deliveries in the inbox waiting to be handled (pending) or replayed (dead)");
     describe_histogram!(COMMIT_BATCH, "Deliveries per inbox commit");
     describe_histogram!(COMMIT_LATENCY, metrics::Unit::Seconds, "Inbox commits, their fsync included");
@@ -96,7 +100,7 @@ fn describe() {
 /// The `event` label for an event name from a body: a webhook of the spec, the admin screen's
 /// `testEvent`, `""` for none, and `other` for anything else (the provider's body must not
 /// decide how many series the metrics hold).
-pub fn event_label(event: &str) -> &'static str {
+pub(crate) fn event_label(event: &str) -> &'static str {
     match event {
         "" => "",
         "testEvent" => "testEvent",
@@ -104,20 +108,71 @@ pub fn event_label(event: &str) -> &'static str {
     }
 }
 
+/// What became of a delivery: the `outcome` label of [`DELIVERIES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Stored in the inbox, for a typed method.
+    Accepted,
+    /// Stored for the fallback (or, without the inbox, handled by it).
+    Fallback,
+    /// A retry of a delivery already taken.
+    Duplicate,
+    /// Without the inbox: handled by a typed method before the answer.
+    Handled,
+    /// Refused: the refusal's code.
+    Refused(&'static str),
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Fallback => "fallback",
+            Self::Duplicate => "duplicate",
+            Self::Handled => "handled",
+            Self::Refused(code) => code,
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// How a handler attempt ended: the `outcome` label of [`HANDLER_ATTEMPTS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Done,
+    Retry,
+    Dead,
+}
+
+impl Attempt {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Retry => "retry",
+            Self::Dead => "dead",
+        }
+    }
+}
+
 /// A delivery refused before it was verified (no event is known yet).
-pub fn rejected(code: &'static str) {
+pub(crate) fn rejected(code: &'static str) {
     metrics::counter!(DELIVERIES, "event" => "", "outcome" => code).increment(1);
 }
 
 /// A verified delivery's outcome.
-pub fn delivered(event: &str, outcome: &'static str, latency: Duration) {
+pub(crate) fn delivered(event: &str, outcome: Outcome, latency: Duration) {
     // Looking a labelled counter up in the recorder's registry hashes and allocates its key;
     // per delivery that showed in profiles, so each thread keeps the handles it has used.
     thread_local! {
         static COUNTERS: RefCell<HashMap<(&'static str, &'static str), Counter>> = RefCell::new(HashMap::new());
         static LATENCY_HISTOGRAM: Histogram = metrics::histogram!(LATENCY);
     }
-    let event = event_label(event);
+    let (event, outcome) = (event_label(event), outcome.label());
     COUNTERS.with_borrow_mut(|counters| {
         counters
             .entry((event, outcome))
@@ -127,11 +182,11 @@ pub fn delivered(event: &str, outcome: &'static str, latency: Duration) {
     LATENCY_HISTOGRAM.with(|h| h.record(latency.as_secs_f64()));
 }
 
-pub fn handler_failed(event: &str) {
+pub(crate) fn handler_failed(event: &str) {
     metrics::counter!(HANDLER_FAILURES, "event" => event_label(event)).increment(1);
 }
 
-pub fn inbox_commit(batch: usize, latency: Duration, ok: bool) {
+pub(crate) fn inbox_commit(batch: usize, latency: Duration, ok: bool) {
     metrics::histogram!(COMMIT_BATCH).record(batch as f64);
     metrics::histogram!(COMMIT_LATENCY).record(latency.as_secs_f64());
     if !ok {
@@ -139,13 +194,13 @@ pub fn inbox_commit(batch: usize, latency: Duration, ok: bool) {
     }
 }
 
-pub fn inbox_depth(pending: u64, dead: u64) {
+pub(crate) fn inbox_depth(pending: u64, dead: u64) {
     for (state, n) in [("pending", pending), ("dead", dead)] {
         metrics::gauge!(INBOX_DEPTH, "state" => state).set(n as f64);
     }
 }
 
-pub fn unhandled(event: &str) {
+pub(crate) fn unhandled(event: &str) {
     // Per delivery a default method acknowledges: handles kept per thread, as in `delivered`.
     thread_local! {
         static COUNTERS: RefCell<HashMap<&'static str, Counter>> = RefCell::new(HashMap::new());
@@ -157,7 +212,7 @@ pub fn unhandled(event: &str) {
 }
 
 /// A delivery verified with the key at `index` (from 0).
-pub fn verified(index: usize) {
+pub(crate) fn verified(index: usize) {
     const LABELS: [&str; 9] = ["1", "2", "3", "4", "5", "6", "7", "8", "9+"];
     // As for `delivered`: each thread keeps its handles.
     thread_local! {
@@ -169,16 +224,16 @@ pub fn verified(index: usize) {
     });
 }
 
-pub fn keys_loaded(count: usize) {
+pub(crate) fn keys_loaded(count: usize) {
     metrics::gauge!(KEYS).set(count as f64);
 }
 
-pub fn open_connections(open: usize) {
+pub(crate) fn open_connections(open: usize) {
     metrics::gauge!(OPEN_CONNECTIONS).set(open as f64);
 }
 
-pub fn handler_attempt(event: &str, outcome: &'static str) {
-    metrics::counter!(HANDLER_ATTEMPTS, "event" => event_label(event), "outcome" => outcome).increment(1);
+pub(crate) fn handler_attempt(event: &str, outcome: Attempt) {
+    metrics::counter!(HANDLER_ATTEMPTS, "event" => event_label(event), "outcome" => outcome.label()).increment(1);
 }
 
 #[cfg(test)]

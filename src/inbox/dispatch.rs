@@ -425,12 +425,12 @@ impl<H: WebhookHandler> Dispatcher<H> {
                 if retry { Outcome::Retry { after: self.retry.delay(attempt), error } } else { Outcome::Dead { error } }
             }
         };
-        let label = match outcome {
-            Outcome::Done => "done",
-            Outcome::Retry { .. } => "retry",
-            _ => "dead",
+        let attempt = match outcome {
+            Outcome::Done => crate::metrics::Attempt::Done,
+            Outcome::Retry { .. } => crate::metrics::Attempt::Retry,
+            _ => crate::metrics::Attempt::Dead,
         };
-        crate::metrics::handler_attempt(event, label);
+        crate::metrics::handler_attempt(event, attempt);
         unrecorded.push(Completion { claim, kind, outcome });
     }
 
