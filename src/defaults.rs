@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 /// The provider's own receivers refuse a timestamp this old.
-pub const MAX_AGE: Duration = Duration::from_secs(120);
+pub const MAX_AGE: Duration = meet_webhooks_signature::verify::MAX_AGE;
 /// Clock skew allowed for a timestamp in the future.
-pub const MAX_FUTURE: Duration = Duration::from_secs(30);
+pub const MAX_FUTURE: Duration = meet_webhooks_signature::verify::MAX_FUTURE;
 /// How long a claim on a delivery lasts unless renewed. Renewed every quarter of it until its
 /// outcome is committed; a handler goes on only while a renewal asked for within the last half of it
 /// succeeded, so a process that stopped (or froze) for half of this stops its handlers at their

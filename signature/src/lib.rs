@@ -1,5 +1,7 @@
-//! OpenVidu Meet's webhook signing scheme, in one place: the receiver's verifier, the client
-//! that signs like the provider, the examples and the load tool all use it.
+//! OpenVidu Meet's webhook signing scheme, in one place: the key, signing as the provider
+//! signs, and the receiver's verifier ([`verify`]: its policy, errors and timestamp window).
+//! The receiver, the client that signs like the provider, the examples and the load tool all
+//! use it.
 //!
 //! The provider sends `X-Timestamp: <decimal>` (milliseconds since the epoch today; its spec
 //! once said seconds) and `X-Signature: <lower-case hex of HMAC-SHA256(key, "<X-Timestamp>.<raw
@@ -14,6 +16,8 @@
 //! hex::decode_to_slice(&signature, &mut bytes).unwrap();
 //! assert!(key.verifies(b"1764230400000", br#"{"event":"testEvent"}"#, &bytes));
 //! ```
+
+pub mod verify;
 
 use std::fmt;
 use std::str::FromStr;
