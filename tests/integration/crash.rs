@@ -4,7 +4,7 @@
 //! the OS's cache), and it counts runs whatever the log says.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -91,7 +91,8 @@ fn crash_child() {
     let storage = std::env::var("CRASH_CHILD_DATABASE_URL").ok().map(Storage::Postgres);
     let options = Options { inbox: Some(inbox), storage, ..Options::default() };
     let server = TestServer::with_handler(options, RunLog { file: Mutex::new(file), replica });
-    println!("listening on {}", server.addr);
+    // The parent finds it listening (crate::binary::listening).
+    let _server = server;
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
@@ -122,19 +123,10 @@ impl ChildReceiver {
             .unwrap();
         // Killed and waited for on drop, whatever happens next.
         let mut receiver = Self { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)) };
-        let mut stdout = BufReader::new(receiver.child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "the child exited before listening");
-            // libtest prints the test's name on the same line first.
-            if let Some(addr) = line.trim().split("listening on ").nth(1) {
-                receiver.addr = addr.parse().unwrap();
-                // Keep its stdout drained.
-                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-                return receiver;
-            }
-        }
+        let mut stdout = receiver.child.stdout.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        receiver.addr = crate::binary::listening(&mut receiver.child);
+        receiver
     }
 
     fn exited(&mut self) -> bool {

@@ -1012,12 +1012,7 @@ fn a_service_started_while_the_database_is_full_waits_for_a_connection_and_says_
     // Connections free up: it starts and serves.
     drop(held);
     drop(runtime);
-    let listening = loop {
-        let line = lines.recv_timeout(Duration::from_secs(30)).unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split('/').next().unwrap().parse::<std::net::SocketAddr>().unwrap();
-        }
-    };
+    let listening = crate::binary::listening(&mut child);
     assert_eq!(try_deliver(listening, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(200));
     let _ = child.kill();
     let _ = child.wait();
