@@ -269,6 +269,8 @@ pub enum ErrorKind {
 #[error("{context}{}", .source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
 pub struct StoreError {
     pub kind: ErrorKind,
+    /// The storage could not be reached at all (rather than refusing what was asked).
+    pub(crate) unreachable: bool,
     context: String,
     #[source]
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
@@ -276,11 +278,16 @@ pub struct StoreError {
 
 impl StoreError {
     pub fn unavailable(context: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Unavailable, context: context.into(), source: None }
+        Self { kind: ErrorKind::Unavailable, unreachable: false, context: context.into(), source: None }
     }
 
     pub fn invalid(context: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Invalid, context: context.into(), source: None }
+        Self { kind: ErrorKind::Invalid, unreachable: false, context: context.into(), source: None }
+    }
+
+    /// Unavailable because the storage could not be reached (down, restarting, cut off).
+    pub(crate) fn unreachable(context: impl Into<String>) -> Self {
+        Self { unreachable: true, ..Self::unavailable(context) }
     }
 
     /// Adds the underlying error.

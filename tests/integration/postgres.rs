@@ -1052,6 +1052,13 @@ fn readiness_fails_while_deliveries_cannot_be_stored() {
     assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(503));
     execute(&db.url, "GRANT INSERT ON deliveries TO mw_service").unwrap();
     assert_eq!(ready(), 200);
+    // A database that refused statements was reachable all along: nothing delays takeovers.
+    let reachable_since = block_on(async {
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.query("SELECT value FROM meta WHERE key = 'reachable_since'", &[]).await.unwrap().len()
+    });
+    assert_eq!(reachable_since, 0, "a refused statement was taken for an unreachable database");
     drop(server);
     let _ = execute(&db.url, "DROP OWNED BY mw_service; DROP ROLE mw_service;");
 }

@@ -179,11 +179,16 @@ impl PgInbox {
             let client = connection(&pool, &target).await?;
             if away.load(Ordering::Relaxed) {
                 client.execute(REACHABLE_AGAIN, &[]).await.map_err(failed)?;
+                away.store(false, Ordering::Relaxed);
             }
             work(client, owner).await
         });
         let result = task.await.map_err(|e| StoreError::unavailable("the inbox's task failed").caused_by(e))?;
-        self.away.store(result.is_err(), Ordering::Relaxed);
+        // Only a database out of reach: one that refused a statement (a lock timeout, a
+        // permission) was there all along, and its claims' owners could renew them.
+        if result.as_ref().is_err_and(|e| e.unreachable) {
+            self.away.store(true, Ordering::Relaxed);
+        }
         result
     }
 }
@@ -197,7 +202,7 @@ fn stop_runtime(running: &Running) {
 }
 
 async fn connection(pool: &Pool, target: &str) -> Result<Client, StoreError> {
-    pool.get().await.map_err(|e| StoreError::unavailable(format!("cannot reach the database {target}: {}", reason(&e))))
+    pool.get().await.map_err(|e| StoreError::unreachable(format!("cannot reach the database {target}: {}", reason(&e))))
 }
 
 /// How long the first connection is waited for while the server is starting, unreachable or
@@ -291,7 +296,8 @@ fn describe(config: &tokio_postgres::Config) -> String {
 }
 
 fn failed(e: tokio_postgres::Error) -> StoreError {
-    StoreError::unavailable(format!("the database: {}", reason(&e)))
+    let context = format!("the database: {}", reason(&e));
+    if passes(&e) { StoreError::unreachable(context) } else { StoreError::unavailable(context) }
 }
 
 /// Collects appends and commits them in batches.
