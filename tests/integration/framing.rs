@@ -78,15 +78,16 @@ fn a_head_over_the_limit_is_refused_and_the_connection_closed() {
     assert!(closed);
 }
 
-/// A signed delivery of room `room`, as one request kept alive.
-fn delivery_request(room: &str) -> Vec<u8> {
+/// A signed delivery of room `room`, as one request kept alive, with `headers` (each line
+/// ending in CRLF) among its own.
+fn delivery_request(room: &str, headers: &str) -> Vec<u8> {
     let mut body = crate::common::example(&meet_webhooks::WEBHOOKS[0]);
     body["data"]["roomId"] = room.into();
     let body = body.to_string();
     let timestamp = now_ms().to_string();
     let signature = sign(KEY.as_bytes(), &timestamp, body.as_bytes());
     format!(
-        "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+        "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}\
          x-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
         body.len()
     )
@@ -147,7 +148,7 @@ fn pipelined_deliveries_are_each_answered_and_stored_in_order() {
             ..Options::default()
         });
         let rooms: Vec<String> = (0..count).map(|n| format!("pipelined-{n}")).collect();
-        let all: Vec<u8> = rooms.iter().flat_map(|room| delivery_request(room)).collect();
+        let all: Vec<u8> = rooms.iter().flat_map(|room| delivery_request(room, "")).collect();
         let mut stream = server.connect();
         let writer = {
             let mut stream = stream.try_clone().unwrap();
@@ -180,19 +181,9 @@ fn pipelined_deliveries_are_each_answered_and_stored_in_order() {
 fn upgrades_on_a_delivery_are_answered_plainly() {
     let server = TestServer::start();
     for upgrade in ["websocket", "h2c"] {
-        let mut body = crate::common::example(&meet_webhooks::WEBHOOKS[0]);
-        body["data"]["roomId"] = format!("upgrade-{upgrade}").into();
-        let body = body.to_string();
-        let timestamp = now_ms().to_string();
-        let signature = sign(KEY.as_bytes(), &timestamp, body.as_bytes());
         let mut stream = server.connect();
-        write!(
-            stream,
-            "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-             connection: upgrade\r\nupgrade: {upgrade}\r\nx-timestamp: {timestamp}\r\nx-signature: {signature}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        let headers = format!("connection: upgrade\r\nupgrade: {upgrade}\r\n");
+        stream.write_all(&delivery_request(&format!("upgrade-{upgrade}"), &headers)).unwrap();
         let started = Instant::now();
         let (answers, _) = answers(&mut stream, Duration::from_secs(2));
         let (status, answer) =

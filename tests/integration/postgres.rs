@@ -178,8 +178,13 @@ fn a_replica_that_died_on_its_last_attempt_leaves_the_delivery_dead_and_the_room
 }
 
 fn postgres_server(url: &str, concurrency: usize) -> TestServer {
+    postgres_server_with(url, |inbox| inbox.concurrency = concurrency)
+}
+
+/// A server on the PostgreSQL inbox at `url`, its inbox settings changed by `set`.
+fn postgres_server_with(url: &str, set: impl FnOnce(&mut InboxOptions)) -> TestServer {
     let mut inbox = InboxOptions::new(std::path::Path::new("unused"));
-    inbox.concurrency = concurrency;
+    set(&mut inbox);
     TestServer::with(Options {
         inbox: Some(inbox),
         storage: Some(Storage::Postgres(url.to_owned())),
@@ -869,13 +874,9 @@ fn a_replica_whose_clock_is_ahead_prunes_nothing_the_others_just_handled() {
 
 /// A replica on `url` with a lease of `lease`, named `replica`.
 fn replica(url: &str, replica: &str, lease: Duration) -> TestServer {
-    let mut inbox = InboxOptions::new(std::path::Path::new("unused"));
-    inbox.lease = lease;
-    inbox.replica = replica.into();
-    TestServer::with(Options {
-        inbox: Some(inbox),
-        storage: Some(Storage::Postgres(url.to_owned())),
-        ..Options::default()
+    postgres_server_with(url, |inbox| {
+        inbox.lease = lease;
+        inbox.replica = replica.into();
     })
 }
 
