@@ -136,8 +136,9 @@ mod layering {
     #[test]
     fn each_layer_names_only_what_is_below_it() {
         let rules: &[(&str, &[&str])] = &[
-            // The verifier is pure: no HTTP, no storage.
-            ("src/verify.rs", &["clock", "defaults"]),
+            // The verifier lives in the signature crate (pure: no HTTP, no storage); this module
+            // only re-exports it.
+            ("src/verify.rs", &[]),
             // The inbox knows deliveries, handlers and plain metrics, not the web or the verifier.
             ("src/inbox", &["clock", "defaults", "generated", "handling", "inbox", "metrics", "runtime"]),
             // The CLI parses arguments into the library's builder and commands (and says how the
@@ -159,7 +160,7 @@ mod layering {
                 ],
             ),
         ];
-        assert!(uses("src/verify.rs").contains(&"clock".to_owned()), "the scan finds what a file uses");
+        assert!(uses("src/inbox/dispatch.rs").contains(&"clock".to_owned()), "the scan finds what a file uses");
         for (path, allowed) in rules {
             let sources = if path.ends_with(".rs") { vec![(*path).to_owned()] } else { files(path) };
             for source in sources {

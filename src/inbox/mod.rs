@@ -254,6 +254,12 @@ pub struct Depth {
     pub dead: u64,
 }
 
+/// Why a delivery was buried: its last claim ran out on its last attempt (the process that
+/// ran it stopped, or froze, mid-handler). One text for every inbox.
+pub(crate) fn never_finished(max_attempts: u32) -> String {
+    format!("its last attempt (of {max_attempts}) never finished: the process handling it stopped or lost its claim")
+}
+
 /// Why storage did not do what was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

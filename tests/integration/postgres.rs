@@ -933,16 +933,6 @@ fn outage_longer_than_the_lease(restart: bool) {
 }
 
 #[test]
-fn a_replayed_delivery_goes_behind_its_room_s_pending_ones_on_postgres() {
-    let Some(db) = TestDatabase::create() else { return };
-    let inbox = PgInbox::connect(&db.url, "test").unwrap();
-    block_on(async {
-        crate::inbox::a_replayed_delivery_goes_behind_its_room_s_pending_ones(&inbox).await;
-        inbox.close().await;
-    });
-}
-
-#[test]
 fn the_database_s_own_reasons_are_shown_without_the_password() {
     let Some(db) = TestDatabase::create() else { return };
     // An unknown database: the server's message and SQLSTATE, at once.

@@ -570,9 +570,7 @@ async fn bury(tx: &Transaction<'_>, spent: &[(i64, Option<String>)], max_attempt
         .filter(|(_, room)| room.as_ref().is_none_or(|room| locked.contains(room)))
         .map(|(id, _)| *id)
         .collect();
-    let error = format!(
-        "its last attempt (of {max_attempts}) never finished: the replica handling it stopped or lost its claim"
-    );
+    let error = crate::inbox::never_finished(max_attempts);
     execute(
         tx,
         &format!(
@@ -704,7 +702,7 @@ impl Inbox for PgInbox {
         self.run(move |client, owner| async move {
             let ids: Vec<i64> = claims.iter().map(|c| c.id).collect();
             let fences: Vec<i64> = claims.iter().map(|c| c.fence).collect();
-            let held: Vec<i64> = client
+            let held: Vec<(i64, i64)> = client
                 .query(
                     // Locked in the order of their ids, as outcomes lock them (see `complete`).
                     "UPDATE deliveries d SET lease_until = now() + make_interval(secs => $4::float8 / 1000)
@@ -713,15 +711,16 @@ impl Inbox for PgInbox {
                               WHERE d.owner = $3 AND d.state = 'pending'
                               ORDER BY d.id FOR UPDATE OF d) held
                       WHERE d.id = held.id
-                      RETURNING d.id",
+                      RETURNING d.id, d.fence",
                     &[&ids, &fences, &&*owner, &(millis(lease) as f64)],
                 )
                 .await
                 .map_err(failed)?
                 .iter()
-                .map(|r| r.get(0))
+                .map(|r| (r.get(0), r.get(1)))
                 .collect();
-            Ok(claims.into_iter().filter(|c| !held.contains(&c.id)).collect())
+            // Lost: every claim but the ones renewed, under their own fence.
+            Ok(claims.into_iter().filter(|c| !held.contains(&(c.id, c.fence))).collect())
         })
         .await
     }

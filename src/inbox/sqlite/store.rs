@@ -865,11 +865,7 @@ fn claim(
         let attempts = delivery.attempts;
         if attempts >= request.max_attempts {
             // Its last claim ran out: the process that ran it stopped (or froze) mid-handler.
-            let error = format!(
-                "attempt {attempts} of {} never finished: the process handling it stopped or lost its claim",
-                request.max_attempts
-            );
-            bury.execute(params![id, now, error])?;
+            bury.execute(params![id, now, crate::inbox::never_finished(request.max_attempts)])?;
             advance(&mut next, schedule, id)?;
         } else {
             // The row as this claim leaves it.

@@ -1,0 +1,316 @@
+//! The rules every inbox keeps, written once over the `Inbox` seam and run on each backend
+//! (SQLite, PostgreSQL) under the same test names: `contract::sqlite::<rule>` and
+//! `contract::postgres::<rule>`. A backend that breaks a rule fails its own run of it.
+
+use std::time::Duration;
+
+use meet_webhooks::inbox::{
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Filter, Inbox, Kind, NewDelivery, Outcome,
+    Selection, State,
+};
+
+use crate::common::now_ms;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn delivery(n: u8, room: Option<&str>) -> NewDelivery {
+    NewDelivery {
+        signature: [n; 32],
+        timestamp: n.to_string(),
+        timestamp_ms: i64::from(n),
+        event: Some("testEvent".into()),
+        kind: if n.is_multiple_of(2) { Kind::Typed } else { Kind::Fallback },
+        room: room.map(Into::into),
+        body: format!(r#"{{"n":{n}}}"#).into(),
+        received_at_ms: now_ms(),
+    }
+}
+
+async fn append(inbox: &impl Inbox, n: u8, room: Option<&str>) -> i64 {
+    match inbox.append(delivery(n, room)).await.unwrap() {
+        Appended::New(id) => id,
+        other => panic!("delivery {n}: {other:?}"),
+    }
+}
+
+async fn claim(inbox: &impl Inbox, limit: usize, lease: Duration) -> Vec<Claimed> {
+    inbox.claim(ClaimRequest { limit, lease, max_attempts: 3 }).await.unwrap()
+}
+
+fn ids(claimed: &[Claimed]) -> Vec<i64> {
+    let mut ids: Vec<i64> = claimed.iter().map(|c| c.claim.id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+async fn complete(inbox: &impl Inbox, claim: Claim, outcome: Outcome) -> Completed {
+    inbox.complete(&[Completion { claim, kind: Kind::Fallback, outcome }]).await.unwrap()[0]
+}
+
+/// A retry of a stored delivery (same timestamp and signature) is a duplicate of it.
+pub async fn a_retry_is_a_duplicate_of_what_is_stored(inbox: &impl Inbox) {
+    let id = append(inbox, 1, Some("r")).await;
+    assert_eq!(inbox.append(delivery(1, Some("r"))).await.unwrap(), Appended::Duplicate(id));
+    let mut other_time = delivery(1, Some("r"));
+    other_time.timestamp_ms += 1;
+    assert!(
+        matches!(inbox.append(other_time).await.unwrap(), Appended::New(_)),
+        "another timestamp is another delivery"
+    );
+    assert_eq!(inbox.stats().await.unwrap().pending, 2);
+}
+
+/// A claim takes each room's oldest pending delivery and every one without a room, oldest
+/// first, each once; a room's next waits for its head's outcome.
+pub async fn a_room_is_handled_one_at_a_time_in_order(inbox: &impl Inbox) {
+    let a1 = append(inbox, 1, Some("a")).await;
+    let a2 = append(inbox, 2, Some("a")).await;
+    let b1 = append(inbox, 3, Some("b")).await;
+    let n1 = append(inbox, 4, None).await;
+    let n2 = append(inbox, 5, None).await;
+    let first = claim(inbox, 10, LEASE).await;
+    assert_eq!(ids(&first), [a1, b1, n1, n2]);
+    assert!(first.iter().all(|c| c.attempt == 1));
+    assert!(claim(inbox, 10, LEASE).await.is_empty(), "nothing claimed twice, nothing past a claimed head");
+    let head = first.iter().find(|c| c.claim.id == a1).unwrap().claim;
+    assert_eq!(complete(inbox, head, Outcome::Done).await, Completed::Recorded);
+    assert_eq!(ids(&claim(inbox, 10, LEASE).await), [a2]);
+}
+
+/// A limit is a limit, and the oldest go first.
+pub async fn a_claim_takes_at_most_its_limit_oldest_first(inbox: &impl Inbox) {
+    let all = [append(inbox, 1, None).await, append(inbox, 2, None).await, append(inbox, 3, None).await];
+    assert_eq!(ids(&claim(inbox, 2, LEASE).await), all[..2]);
+    assert_eq!(ids(&claim(inbox, 2, LEASE).await), all[2..]);
+}
+
+/// An outcome or a renewal counts only for the claim that holds the delivery.
+pub async fn a_stale_claim_changes_nothing(inbox: &impl Inbox) {
+    append(inbox, 1, Some("r")).await;
+    let [held] = &claim(inbox, 1, LEASE).await[..] else { panic!() };
+    let stale = Claim { id: held.claim.id, fence: held.claim.fence - 1 };
+    assert_eq!(complete(inbox, stale, Outcome::Done).await, Completed::Fenced);
+    assert_eq!(inbox.renew(&[stale, held.claim], LEASE).await.unwrap(), [stale], "the stale one is lost");
+    assert_eq!(complete(inbox, held.claim, Outcome::Done).await, Completed::Recorded);
+    assert_eq!(complete(inbox, held.claim, Outcome::Done).await, Completed::Fenced, "recorded once");
+}
+
+/// A claim whose lease ran out is taken over with a new fence; its late outcome is fenced.
+pub async fn a_claim_whose_lease_ran_out_is_taken_over(inbox: &impl Inbox) {
+    append(inbox, 1, Some("r")).await;
+    let [first] = &claim(inbox, 1, Duration::from_millis(1)).await[..] else { panic!() };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let [second] = &claim(inbox, 1, LEASE).await[..] else { panic!("taken over") };
+    assert_eq!(second.claim.id, first.claim.id);
+    assert!(second.claim.fence > first.claim.fence);
+    assert_eq!(second.attempt, 2, "the lost attempt counts");
+    assert_eq!(complete(inbox, first.claim, Outcome::Done).await, Completed::Fenced);
+    assert_eq!(complete(inbox, second.claim, Outcome::Done).await, Completed::Recorded);
+}
+
+/// Each outcome leaves the delivery where it says: done; pending for a retry (the attempt
+/// counted); dead, its room going on; interrupted (the attempt not counted).
+pub async fn each_outcome_is_recorded_as_given(inbox: &impl Inbox) {
+    let retry = append(inbox, 1, Some("retry")).await;
+    let dead = append(inbox, 2, Some("dead")).await;
+    let after_dead = append(inbox, 3, Some("dead")).await;
+    let interrupted = append(inbox, 4, Some("interrupted")).await;
+    let claimed = claim(inbox, 10, LEASE).await;
+    let of = |id: i64| claimed.iter().find(|c| c.claim.id == id).unwrap().claim;
+    let outcomes = [
+        Completion {
+            claim: of(retry),
+            kind: Kind::Typed,
+            outcome: Outcome::Retry { after: Duration::ZERO, error: "again".into() },
+        },
+        Completion { claim: of(dead), kind: Kind::Fallback, outcome: Outcome::Dead { error: "boom".into() } },
+        Completion { claim: of(interrupted), kind: Kind::Typed, outcome: Outcome::Interrupted },
+    ];
+    assert_eq!(inbox.complete(&outcomes).await.unwrap(), [Completed::Recorded; 3]);
+    let row = |id| async move { inbox.get(id).await.unwrap().unwrap() };
+    let (r, d, i) = (row(retry).await, row(dead).await, row(interrupted).await);
+    assert_eq!((r.state, r.attempts, r.last_error.as_deref()), (State::Pending, 1, Some("again")));
+    assert_eq!((d.state, d.last_error.as_deref()), (State::Dead, Some("boom")));
+    assert_eq!((i.state, i.attempts), (State::Pending, 0));
+    let again = claim(inbox, 10, LEASE).await;
+    assert_eq!(ids(&again), [retry, after_dead, interrupted], "the dead one's room goes on");
+    assert_eq!(again.iter().find(|c| c.claim.id == retry).unwrap().attempt, 2);
+    assert_eq!(again.iter().find(|c| c.claim.id == interrupted).unwrap().attempt, 1);
+}
+
+/// A delivery whose last claim ran out on its last attempt is buried, with one text on every
+/// inbox, and its room goes on.
+pub async fn a_delivery_that_never_finished_its_last_attempt_is_buried(inbox: &impl Inbox) {
+    let first = append(inbox, 1, Some("r")).await;
+    let second = append(inbox, 2, Some("r")).await;
+    let request = |lease| ClaimRequest { limit: 10, lease, max_attempts: 2 };
+    for _ in 0..2 {
+        assert_eq!(ids(&inbox.claim(request(Duration::from_millis(1))).await.unwrap()), [first]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ids(&inbox.claim(request(LEASE)).await.unwrap()), [second], "buried, and the room goes on");
+    let buried = inbox.get(first).await.unwrap().unwrap();
+    assert_eq!(buried.state, State::Dead);
+    assert_eq!(
+        buried.last_error.as_deref(),
+        Some("its last attempt (of 2) never finished: the process handling it stopped or lost its claim")
+    );
+}
+
+/// A replay makes a dead or done delivery pending again with fresh attempts; a pending one is
+/// left alone.
+pub async fn a_replay_starts_a_delivery_afresh(inbox: &impl Inbox) {
+    let id = append(inbox, 1, None).await;
+    let [c] = &claim(inbox, 1, LEASE).await[..] else { panic!() };
+    assert_eq!(complete(inbox, c.claim, Outcome::Dead { error: "boom".into() }).await, Completed::Recorded);
+    let pending = append(inbox, 2, None).await;
+    assert_eq!(inbox.replay(Selection::One(pending)).await.unwrap(), 0, "a pending delivery is not replayed");
+    assert_eq!(inbox.replay(Selection::Dead).await.unwrap(), 1);
+    let row = inbox.get(id).await.unwrap().unwrap();
+    assert_eq!((row.state, row.attempts, row.last_error), (State::Pending, 0, None));
+    let again = claim(inbox, 10, LEASE).await;
+    let replayed = again.iter().find(|a| a.claim.id == id).expect("the replayed delivery is claimed");
+    assert_eq!(replayed.attempt, 1);
+    assert!(replayed.claim.fence > c.claim.fence, "a fence is never reused");
+}
+
+/// A replayed delivery is handled after whatever of its room is pending already (the README's
+/// promise for `inbox replay`). Three deliveries of one room: the first handled, the other
+/// two waiting, then the first replayed: it is claimed last.
+pub async fn a_replayed_delivery_goes_behind_its_room_s_pending_ones(inbox: &impl Inbox) {
+    let delivery = |n: u8| NewDelivery {
+        signature: [n; 32],
+        timestamp: n.to_string(),
+        timestamp_ms: i64::from(n),
+        event: Some("testEvent".into()),
+        kind: Kind::Fallback,
+        room: Some("room".into()),
+        body: format!(r#"{{"n":{n}}}"#).into(),
+        received_at_ms: now_ms(),
+    };
+    let request = ClaimRequest { limit: 10, lease: Duration::from_secs(30), max_attempts: 3 };
+    let mut claimed_in_order = Vec::new();
+    let handle_next = async || {
+        let claimed = inbox.claim(request).await.unwrap();
+        assert!(claimed.len() <= 1, "one of a room at a time");
+        let c = claimed.first()?;
+        inbox.complete(&[Completion { claim: c.claim, kind: Kind::Fallback, outcome: Outcome::Done }]).await.unwrap();
+        Some(c.claim.id)
+    };
+    let Appended::New(first) = inbox.append(delivery(1)).await.unwrap() else { panic!() };
+    assert_eq!(handle_next().await, Some(first));
+    let Appended::New(second) = inbox.append(delivery(2)).await.unwrap() else { panic!() };
+    let Appended::New(third) = inbox.append(delivery(3)).await.unwrap() else { panic!() };
+    assert_eq!(inbox.replay(Selection::One(first)).await.unwrap(), 1);
+    while let Some(id) = handle_next().await {
+        claimed_in_order.push(id);
+    }
+    assert_eq!(claimed_in_order, [second, third, first]);
+    // Replayed one after the other, they are handled in the order replayed.
+    for id in [third, first, second] {
+        assert_eq!(inbox.replay(Selection::One(id)).await.unwrap(), 1);
+    }
+    claimed_in_order.clear();
+    while let Some(id) = handle_next().await {
+        claimed_in_order.push(id);
+    }
+    assert_eq!(claimed_in_order, [third, first, second]);
+}
+
+/// Pruning deletes handled deliveries older than the retention, by the storage's clock;
+/// pending and dead ones stay.
+pub async fn pruning_deletes_handled_deliveries_only(inbox: &impl Inbox) {
+    for n in 1..=4 {
+        append(inbox, n, None).await;
+    }
+    let claimed = claim(inbox, 3, LEASE).await;
+    let outcomes: Vec<Completion> = claimed
+        .iter()
+        .zip([Outcome::Done, Outcome::Done, Outcome::Dead { error: "boom".into() }])
+        .map(|(c, outcome)| Completion { claim: c.claim, kind: Kind::Fallback, outcome })
+        .collect();
+    inbox.complete(&outcomes).await.unwrap();
+    assert_eq!(inbox.prune(Duration::from_secs(60)).await.unwrap(), 0, "handled just now");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(inbox.prune(Duration::ZERO).await.unwrap(), 2);
+    let left: Vec<State> = inbox.list(Filter::All, None, 10).await.unwrap().iter().map(|r| r.state).collect();
+    assert_eq!(left, [State::Dead, State::Pending]);
+}
+
+/// The counts say what is stored.
+pub async fn stats_count_what_is_stored(inbox: &impl Inbox) {
+    for n in 1..=5 {
+        append(inbox, n, None).await;
+    }
+    let claimed = claim(inbox, 2, LEASE).await;
+    let outcomes = [Outcome::Done, Outcome::Dead { error: "boom".into() }];
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .zip(outcomes)
+        .map(|(c, outcome)| Completion { claim: c.claim, kind: c.delivery.kind, outcome })
+        .collect();
+    inbox.complete(&completions).await.unwrap();
+    let stats = inbox.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.done, stats.dead), (3, 1, 1));
+    assert_eq!(stats.fallback, 3, "deliveries 1, 3 and 5 went to the fallback");
+    assert_eq!(inbox.depth().await.unwrap(), meet_webhooks::inbox::Depth { pending: 3, dead: 1 });
+    assert_eq!(inbox.list(Filter::State(State::Pending), None, 10).await.unwrap().len(), 3);
+    assert_eq!(inbox.list(Filter::Fallback, None, 10).await.unwrap().len(), 3);
+}
+
+/// Runs every rule on a backend: `$open` makes a fresh inbox for a test (and what must live as
+/// long as it), or `None` when the backend is not there.
+macro_rules! rules {
+    ($backend:ident, $open:expr, [$($rule:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[test]
+                fn $rule() {
+                    let opened = $open;
+                    let Some((inbox, _keep)) = opened else { return };
+                    crate::common::block_on(async {
+                        super::$rule(&inbox).await;
+                        meet_webhooks::inbox::Inbox::close(&inbox).await;
+                    });
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_rule {
+    ($backend:ident, $open:expr) => {
+        rules!(
+            $backend,
+            $open,
+            [
+                a_retry_is_a_duplicate_of_what_is_stored,
+                a_room_is_handled_one_at_a_time_in_order,
+                a_claim_takes_at_most_its_limit_oldest_first,
+                a_stale_claim_changes_nothing,
+                a_claim_whose_lease_ran_out_is_taken_over,
+                each_outcome_is_recorded_as_given,
+                a_delivery_that_never_finished_its_last_attempt_is_buried,
+                a_replay_starts_a_delivery_afresh,
+                a_replayed_delivery_goes_behind_its_room_s_pending_ones,
+                pruning_deletes_handled_deliveries_only,
+                stats_count_what_is_stored,
+            ]
+        );
+    };
+}
+
+/// A fresh SQLite inbox in a directory of its own.
+pub fn sqlite() -> Option<(meet_webhooks::inbox::SqliteInbox, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    Some((meet_webhooks::inbox::SqliteInbox::open(dir.path(), "contract").unwrap(), dir))
+}
+
+/// A fresh PostgreSQL inbox in a database of its own, when there is a server.
+pub fn postgres() -> Option<(meet_webhooks::inbox::PgInbox, crate::postgres::TestDatabase)> {
+    let db = crate::postgres::TestDatabase::create()?;
+    Some((meet_webhooks::inbox::PgInbox::connect(&db.url, "contract").unwrap(), db))
+}
+
+every_rule!(sqlite, super::sqlite());
+every_rule!(postgres, super::postgres());
