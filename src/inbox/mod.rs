@@ -38,6 +38,7 @@
 //! replicas, batches appends into multi-row inserts and claims with `FOR UPDATE SKIP LOCKED`.
 
 mod dispatch;
+mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
@@ -51,6 +52,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
+pub use memory::MemoryInbox;
 #[cfg(feature = "postgres")]
 pub use postgres::PgInbox;
 pub use sqlite::SqliteInbox;

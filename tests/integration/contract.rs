@@ -1,6 +1,7 @@
 //! The rules every inbox keeps, written once over the `Inbox` seam and run on each backend
-//! (SQLite, PostgreSQL) under the same test names: `contract::sqlite::<rule>` and
-//! `contract::postgres::<rule>`. A backend that breaks a rule fails its own run of it.
+//! under the same test names: `contract::sqlite::<rule>`, `contract::postgres::<rule>` and
+//! `contract::memory::<rule>` (the in-memory inbox, the contract as plain code). A backend that
+//! breaks a rule fails its own run of it.
 
 use std::time::Duration;
 
@@ -312,5 +313,11 @@ pub fn postgres() -> Option<(meet_webhooks::inbox::PgInbox, crate::postgres::Tes
     Some((meet_webhooks::inbox::PgInbox::connect(&db.url, "contract").unwrap(), db))
 }
 
+/// A fresh in-memory inbox.
+pub fn memory() -> Option<(meet_webhooks::inbox::MemoryInbox, ())> {
+    Some((meet_webhooks::inbox::MemoryInbox::new("contract"), ()))
+}
+
+every_rule!(memory, super::memory());
 every_rule!(sqlite, super::sqlite());
 every_rule!(postgres, super::postgres());

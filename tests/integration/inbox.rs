@@ -897,3 +897,19 @@ fn deliveries_stored_before_the_clock_was_set_back_are_handled_at_once() {
     let server = TestServer::with(Options { inbox: Some(InboxOptions::new(dir.path())), ..Options::default() });
     eventually("the three are handled", || server.recorder().runs.lock().unwrap().len() == 3);
 }
+
+#[test]
+fn a_service_on_the_in_memory_inbox_handles_what_it_acknowledges() {
+    let inbox = std::sync::Arc::new(meet_webhooks::inbox::MemoryInbox::new("test"));
+    let server = TestServer::with(Options {
+        inbox: Some(InboxOptions::new(std::path::Path::new("unused"))),
+        storage: Some(meet_webhooks::service::Storage::Inbox(inbox.clone())),
+        ..Options::default()
+    });
+    for n in 0..5 {
+        assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(n, 2)), Some(200));
+    }
+    eventually("all five handled", || server.recorder().runs.lock().unwrap().len() == 5);
+    let stats = block_on(meet_webhooks::inbox::Inbox::stats(&*inbox)).unwrap();
+    assert_eq!((stats.pending, stats.done), (0, 5));
+}
