@@ -294,6 +294,7 @@ impl StoreError {
     }
 
     /// Unavailable because the storage could not be reached (down, restarting, cut off).
+    #[cfg(feature = "postgres")]
     pub(crate) fn unreachable(context: impl Into<String>) -> Self {
         Self { unreachable: true, ..Self::unavailable(context) }
     }
