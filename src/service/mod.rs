@@ -15,13 +15,15 @@
 //!
 //! To add the routes to an actix-web application of your own instead, call
 //! [`Service::routes`] in its `App::configure`, and [`Service::shut_down`] when it stops.
+//!
+//! Beside the builder here: `keys.rs` (where the verifier's keys come from, and their reload on
+//! SIGHUP) and `ops.rs` (the routes beside the webhook's).
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::HttpResponse;
 use actix_web::dev::ServerHandle;
 use actix_web::web::{self, ServiceConfig};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -32,9 +34,16 @@ use crate::generated::{self, WEBHOOKS, WebhookHandler};
 use crate::inbox::PgInbox;
 use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, RetryPolicy, SqliteInbox, StoreError};
 use crate::middleware::Gate;
-use crate::verify::{KeyError, Policy, Verifier};
+use crate::verify::{KeyError, Policy};
 
 use crate::defaults;
+
+mod keys;
+mod ops;
+
+pub use keys::read_key_file;
+use keys::{Keys, reload_on_hangup};
+use ops::{not_found, operations};
 
 /// Where deliveries are kept.
 pub enum Storage {
@@ -514,106 +523,6 @@ impl<H> Running<H> {
     pub fn stop(mut self) -> std::io::Result<()> {
         actix_web::rt::System::new().block_on(self.handle.stop(true));
         self.thread.take().map_or(Ok(()), |t| t.join().unwrap_or_else(|_| Err(std::io::Error::other("panicked"))))
-    }
-}
-
-/// `/healthz` (the process is up), `/readyz` (storage takes writes), `/metrics`.
-fn operations(config: &mut ServiceConfig, metrics: Option<PrometheusHandle>, inbox: Option<Arc<dyn Inbox>>) {
-    config
-        .app_data(web::Data::new(inbox))
-        .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
-        .route("/readyz", web::get().to(ready));
-    if let Some(metrics) = metrics {
-        config.app_data(web::Data::new(metrics)).route(
-            "/metrics",
-            web::get().to(|metrics: web::Data<PrometheusHandle>| async move {
-                HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
-            }),
-        );
-    }
-}
-
-/// Anything but the webhook and ops routes: 404, counted, and said in the log (at most once
-/// every 10 s): a POST here is most likely OpenVidu Meet with a wrong webhook URL.
-async fn not_found(req: actix_web::HttpRequest, path: String) -> HttpResponse {
-    static REPORTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    crate::metrics::rejected(crate::error::Rejection::NotFound.code());
-    if crate::logging::every(&REPORTED, Duration::from_secs(10)) {
-        let peer = req.peer_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        log::warn!(
-            "{} {} from {peer}: 404, not the webhook path {path}; if this is OpenVidu Meet, its webhook URL is \
-             wrong (said at most every 10 s; counted as outcome=\"not_found\")",
-            req.method(),
-            req.path()
-        );
-    }
-    crate::error::Rejection::NotFound.response()
-}
-
-async fn ready(inbox: web::Data<Option<Arc<dyn Inbox>>>) -> HttpResponse {
-    if let Some(inbox) = inbox.as_ref()
-        && let Err(e) = inbox.check().await
-    {
-        // The detail (paths, causes) is for the log, not the client.
-        log::warn!("not ready: {e}");
-        return crate::error::Rejection::StorageUnavailable.response();
-    }
-    HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
-}
-
-/// Where the keys come from: given, and a file read again on SIGHUP.
-struct Keys {
-    given: Vec<Vec<u8>>,
-    file: Option<PathBuf>,
-    policy: Policy,
-}
-
-impl Keys {
-    fn verifier(&self) -> Result<Verifier, String> {
-        let mut keys = self.given.clone();
-        if let Some(file) = &self.file {
-            keys.extend(read_key_file(file)?);
-        }
-        Verifier::new(&keys, self.policy).map_err(|e| e.to_string())
-    }
-}
-
-/// The keys in `file`: one per line; blank lines and lines starting with `#` are skipped.
-pub fn read_key_file(file: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.as_bytes().to_vec())
-        .collect())
-}
-
-/// On SIGHUP, the key file is read again and the keys replaced at once; if it cannot be read
-/// (or holds no key) the keys in use stay, and the log says why. Without a key file there is
-/// nothing to reload, and the log says that.
-async fn reload_on_hangup(keys: Arc<Keys>, gate: web::Data<Gate>) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        log::warn!("cannot listen for SIGHUP: the key file is read at start only");
-        return;
-    };
-    while hangups.recv().await.is_some() {
-        if keys.file.is_none() {
-            log::info!(
-                "SIGHUP: nothing reloaded: the keys come from --key or MEET_WEBHOOKS_KEY, read at start only \
-                 (--key-file keys are read again on SIGHUP)"
-            );
-            continue;
-        }
-        match keys.verifier() {
-            Ok(verifier) => {
-                let count = verifier.key_count();
-                gate.verifier.store(Arc::new(verifier));
-                crate::metrics::keys_loaded(count);
-                log::info!("SIGHUP: keys reloaded ({})", counted(count, "key"));
-            }
-            Err(e) => log::error!("SIGHUP: the keys were not reloaded, the ones in use stay: {e}"),
-        }
     }
 }
 
