@@ -83,8 +83,8 @@ pub struct PgInbox {
     /// Notified after a commit of this replica stored something new (other replicas' appends
     /// are found by polling).
     wake: Arc<Notify>,
-    /// The last operation failed: the next one first records that the database is reachable
-    /// again ([`REACHABLE_AGAIN`]).
+    /// The database could not be reached: the next operation first records that it is
+    /// reachable again ([`REACHABLE_AGAIN`]).
     away: Arc<std::sync::atomic::AtomicBool>,
     /// Ends the inbox's runtime, and its thread to join, until [`Inbox::close`].
     running: Running,
