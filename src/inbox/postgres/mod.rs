@@ -60,13 +60,14 @@ const MAX_BATCH: usize = 1024;
 /// Connections in the pool: the appender, the dispatcher, and the rest (readiness, the CLI).
 const POOL_SIZE: usize = 8;
 
+/// The columns a [`Stored`] is read from, by name ([`stored`]).
 const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, signature, body, \
-                       last_error, owner, (extract(epoch from lease_until) * 1000)::bigint";
+                       last_error, owner, (extract(epoch from lease_until) * 1000)::bigint AS lease_until_ms";
 
 /// [`COLUMNS`] of a claimed row (`d`).
 const CLAIMED_COLUMNS: &str = "d.id, d.event, d.state, d.kind, d.attempts, d.received_at, d.timestamp, d.timestamp_ms, \
                                d.room, d.signature, d.body, d.last_error, d.owner, \
-                               (extract(epoch from d.lease_until) * 1000)::bigint";
+                               (extract(epoch from d.lease_until) * 1000)::bigint AS lease_until_ms";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -475,24 +476,25 @@ async fn lock_rooms(tx: &Transaction<'_>, rooms: &mut Vec<String>) -> Result<(),
     Ok(())
 }
 
-fn stored(row: &Row, offset: usize) -> Stored {
-    let text = |i: usize| row.get::<_, String>(offset + i);
-    let signature: Vec<u8> = row.get(offset + 9);
-    let claimed_by: Option<String> = row.get(offset + 12);
+/// A [`Stored`] from the [`COLUMNS`] of `row`, read by name.
+fn stored(row: &Row) -> Stored {
+    let text = |name: &str| row.get::<_, String>(name);
+    let signature: Vec<u8> = row.get("signature");
+    let claimed_by: Option<String> = row.get("owner");
     Stored {
-        id: row.get(offset),
-        event: row.get(offset + 1),
-        state: State::parse(&text(2)).unwrap_or(State::Pending),
-        kind: Kind::parse(&text(3)).unwrap_or(Kind::Fallback),
-        attempts: u32::try_from(row.get::<_, i32>(offset + 4)).unwrap_or(0),
-        received_at: row.get(offset + 5),
-        timestamp: text(6),
-        timestamp_ms: row.get(offset + 7),
-        room: row.get(offset + 8),
+        id: row.get("id"),
+        event: row.get("event"),
+        state: State::parse(&text("state")).unwrap_or(State::Pending),
+        kind: Kind::parse(&text("kind")).unwrap_or(Kind::Fallback),
+        attempts: u32::try_from(row.get::<_, i32>("attempts")).unwrap_or(0),
+        received_at: row.get("received_at"),
+        timestamp: text("timestamp"),
+        timestamp_ms: row.get("timestamp_ms"),
+        room: row.get("room"),
         signature: signature.try_into().unwrap_or([0; 32]),
-        body: row.get(offset + 10),
-        last_error: row.get(offset + 11),
-        claimed_until: if claimed_by.is_some() { row.get(offset + 13) } else { None },
+        body: row.get("body"),
+        last_error: row.get("last_error"),
+        claimed_until: if claimed_by.is_some() { row.get("lease_until_ms") } else { None },
         claimed_by,
     }
 }
@@ -537,13 +539,13 @@ async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Res
     loop {
         let limit = i64::try_from(request.limit - claimed.len()).unwrap_or(i64::MAX);
         let due = query(tx, &CLAIM, &[&limit, &owner, &lease_ms, &max]).await?;
-        let (taken, spent): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| r.get::<_, bool>(0));
+        let (taken, spent): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| r.get::<_, bool>("taken"));
         claimed.extend(taken.iter().map(|row| {
-            let delivery = stored(row, 2);
-            Claimed { claim: Claim { id: delivery.id, fence: row.get(1) }, attempt: delivery.attempts, delivery }
+            let delivery = stored(row);
+            Claimed { claim: Claim { id: delivery.id, fence: row.get("fence") }, attempt: delivery.attempts, delivery }
         }));
         // Burying may have unblocked rooms: look again for the places it took.
-        let spent: Vec<(i64, Option<String>)> = spent.iter().map(|r| (r.get(2), r.get(10))).collect();
+        let spent: Vec<(i64, Option<String>)> = spent.iter().map(|r| (r.get("id"), r.get("room"))).collect();
         if spent.is_empty() || claimed.len() >= request.limit || !bury(tx, &spent, request.max_attempts).await? {
             break;
         }
@@ -832,7 +834,7 @@ impl Inbox for PgInbox {
                 )
                 .await
                 .map_err(failed)?;
-            Ok(rows.iter().map(|r| stored(r, 0)).collect())
+            Ok(rows.iter().map(stored).collect())
         })
         .await
     }
@@ -843,7 +845,7 @@ impl Inbox for PgInbox {
                 .query_opt(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = $1"), &[&id])
                 .await
                 .map_err(failed)?;
-            Ok(row.map(|r| stored(&r, 0)))
+            Ok(row.map(|r| stored(&r)))
         })
         .await
     }

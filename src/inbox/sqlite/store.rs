@@ -637,34 +637,30 @@ fn file_id(path: &Path) -> Option<FileId> {
     path.exists().then_some((0, 0))
 }
 
+/// A [`Stored`] from the [`COLUMNS`] of `row`, read by name.
 fn stored(row: &Row<'_>) -> rusqlite::Result<Stored> {
-    stored_at(row, 0)
-}
-
-/// A [`Stored`] from the [`COLUMNS`] of `row`, starting at column `offset`.
-fn stored_at(row: &Row<'_>, offset: usize) -> rusqlite::Result<Stored> {
-    let text = |i: usize| row.get_ref(offset + i).and_then(|v| v.as_str().map_err(Into::into));
-    let signature: Vec<u8> = row.get(offset + 9)?;
-    let claimed_by: Option<String> = row.get(offset + 12)?;
+    let text = |name: &str| row.get_ref(name).and_then(|v| v.as_str().map_err(Into::into));
+    let signature: Vec<u8> = row.get("signature")?;
+    let claimed_by: Option<String> = row.get("owner")?;
     Ok(Stored {
-        id: row.get(offset)?,
-        event: row.get(offset + 1)?,
-        state: State::parse(text(2)?).unwrap_or(State::Pending),
-        kind: Kind::parse(text(3)?).unwrap_or(Kind::Fallback),
-        attempts: row.get(offset + 4)?,
-        received_at: row.get(offset + 5)?,
-        timestamp: row.get(offset + 6)?,
-        timestamp_ms: row.get(offset + 7)?,
-        room: row.get(offset + 8)?,
+        id: row.get("id")?,
+        event: row.get("event")?,
+        state: State::parse(text("state")?).unwrap_or(State::Pending),
+        kind: Kind::parse(text("kind")?).unwrap_or(Kind::Fallback),
+        attempts: row.get("attempts")?,
+        received_at: row.get("received_at")?,
+        timestamp: row.get("timestamp")?,
+        timestamp_ms: row.get("timestamp_ms")?,
+        room: row.get("room")?,
         signature: signature.try_into().unwrap_or([0; 32]),
-        body: row.get(offset + 10)?,
-        last_error: row.get(offset + 11)?,
-        claimed_until: if claimed_by.is_some() { row.get(offset + 13)? } else { None },
+        body: row.get("body")?,
+        last_error: row.get("last_error")?,
+        claimed_until: if claimed_by.is_some() { row.get("lease_until")? } else { None },
         claimed_by,
     })
 }
 
-/// The row a delivery stored as `id` got, as [`stored_at`] reads it back before any claim.
+/// The row a delivery stored as `id` got, as [`stored`] reads it back before any claim.
 fn unread(id: i64, new: &NewDelivery) -> Stored {
     Stored {
         id,
@@ -855,7 +851,7 @@ fn claim(
         let row = match schedule.take_unread(id) {
             // Never claimed: its row is as it was inserted (fence 0).
             Some(row) => Some((0, row)),
-            None => head.query_row([id], |r| Ok((r.get::<_, i64>(0)?, stored_at(r, 1)?))).optional()?,
+            None => head.query_row([id], |r| Ok((r.get::<_, i64>("fence")?, stored(r)?))).optional()?,
         };
         let Some((fence, mut delivery)) = row.filter(|(_, d)| d.claimed_until.is_none_or(|until| until <= now)) else {
             // Not pending, or claimed, in the file: the schedule is out of step with it.
