@@ -19,9 +19,9 @@
 //!   what a refused client sends for up to a second (its disconnect timeout) before closing.
 //!   The client has the answer; what it still sends is not read, and the connection is closed.
 //! - **A connection hands actix at most [`READ_SLICE`] before actix handles it**: actix reads
-//!   on until 128 KiB wait in its buffer (at the peak of a flood of 400 large bodies, 47 MB of
-//!   the 62 MB live were those buffers, measured with dhat); a slice at a time, the body's
-//!   reader takes (or refuses) what came before more is read.
+//!   on until 128 KiB wait in its buffer, which under a flood of large bodies was most of the
+//!   process's memory; a slice at a time, the body's reader takes (or refuses) what came before
+//!   more is read.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
