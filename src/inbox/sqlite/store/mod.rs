@@ -1,4 +1,7 @@
-//! The inbox's SQL, on one connection that the writer thread owns.
+//! The inbox's SQL, on one connection that the writer thread owns: here the commit engine
+//! (appends, claims, outcomes, renewals, and the schedule they keep); beside it the file guard
+//! and lock (`file.rs`), the CLI's queries (`admin.rs`), pruning (`prune.rs`), readiness
+//! (`ready.rs`) and the read-only connection for counts (`reader.rs`).
 //!
 //! - **The file is the inbox.** Before each write the store checks that its file and its
 //!   write-ahead log are still the ones it opened: SQLite would happily keep writing into a
@@ -26,21 +29,30 @@
 //!   after that reader is gone.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{
-    CachedStatement, Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params,
-};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::schedule::{Advance, NotAHead, ROOMLESS_WINDOW, Schedule};
 use super::schema::{self, Status};
 use crate::clock::{millis, now_ms};
 use crate::inbox::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Kind, NewDelivery, Outcome,
-    Selection, State, Stats, StoreError, Stored,
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Kind, NewDelivery, Outcome, State, StoreError,
+    Stored,
 };
+
+mod admin;
+mod file;
+mod prune;
+mod reader;
+mod ready;
+
+use file::{FileId, file_id, lock};
+pub use prune::PRUNE_BATCH;
+#[cfg(test)]
+use prune::{PRUNE, PRUNE_BOUND};
+pub use reader::{depth, open_reader};
 
 /// The inbox's file name inside the data directory.
 pub const FILE_NAME: &str = "inbox.sqlite3";
@@ -48,10 +60,6 @@ pub const FILE_NAME: &str = "inbox.sqlite3";
 pub const LOCK_NAME: &str = "inbox.lock";
 /// The write-ahead log is cut back to this size once it has been checkpointed.
 pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
-/// `/readyz` writes this many bytes to a scratch file: a disk that cannot take them cannot take
-/// a batch of deliveries either.
-const PROBE_BYTES: usize = 64 * 1024;
-
 /// The columns a [`Stored`] is read from (a macro, so that statements can be `concat!`ed).
 macro_rules! columns {
     () => {
@@ -83,9 +91,6 @@ pub struct Answers {
     pub lost: Vec<Vec<Claim>>,
     pub claimed: Vec<Vec<Claimed>>,
 }
-
-/// (device, inode) of a file.
-type FileId = (u64, u64);
 
 pub struct Store {
     conn: Connection,
@@ -295,212 +300,6 @@ impl Store {
         Ok(())
     }
 
-    /// Refuses to write unless the file and its log are the ones this store opened, and
-    /// writable.
-    fn guard(&self) -> Result<(), StoreError> {
-        let restart = "restart the service once it is back (the deliveries acknowledged so far are in that file)";
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let dir_meta = std::fs::metadata(dir).map_err(|e| {
-            StoreError::unavailable(format!("the data directory {} is unavailable", dir.display())).caused_by(e)
-        })?;
-        let meta = match std::fs::metadata(&self.path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StoreError::unavailable(format!(
-                    "the inbox {} was deleted while the service ran; put it back and restart the service",
-                    self.path.display()
-                )));
-            }
-            Err(e) => {
-                return Err(
-                    StoreError::unavailable(format!("the inbox {} is unavailable", self.path.display())).caused_by(e)
-                );
-            }
-        };
-        if file_id(&self.path) != self.db_id {
-            return Err(StoreError::unavailable(format!(
-                "the inbox {} was replaced while the service ran; {restart}",
-                self.path.display()
-            )));
-        }
-        if meta.permissions().readonly() || dir_meta.permissions().readonly() {
-            return Err(StoreError::unavailable(format!("the inbox {} is read-only", self.path.display())));
-        }
-        if self.wal_id.is_some() && file_id(&self.wal_path()) != self.wal_id {
-            return Err(StoreError::unavailable(format!(
-                "the inbox's log {} was deleted or replaced while the service ran; {restart}",
-                self.wal_path().display()
-            )));
-        }
-        Ok(())
-    }
-
-    pub fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
-        let (condition, value) = match filter {
-            Filter::State(state) => ("state = ?1", state.as_str()),
-            Filter::Fallback => ("kind = ?1", Kind::Fallback.as_str()),
-            Filter::All => ("?1 = ?1", ""),
-        };
-        let sql = format!(
-            "SELECT * FROM (SELECT {COLUMNS} FROM deliveries WHERE {condition} AND (?2 IS NULL OR event = ?2)
-                             ORDER BY id DESC LIMIT ?3)
-              ORDER BY id"
-        );
-        let query = || -> rusqlite::Result<Vec<Stored>> {
-            let mut statement = self.conn.prepare(&sql)?;
-            let rows = statement.query_map(params![value, event, i64::try_from(limit).unwrap_or(i64::MAX)], stored)?;
-            rows.collect()
-        };
-        query().map_err(|e| self.failed(e))
-    }
-
-    pub fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1");
-        self.conn.query_row(&sql, [id], stored).optional().map_err(|e| self.failed(e))
-    }
-
-    /// Makes the selected done or dead deliveries pending again, each behind whatever of its
-    /// room is pending already, with a fresh count of attempts.
-    pub fn replay(&mut self, selection: Selection) -> Result<usize, StoreError> {
-        self.guard()?;
-        let now = self.now();
-        let condition = match selection {
-            Selection::One(_) => "id = ?2",
-            Selection::Dead => "state = 'dead' AND ?2 IS NULL",
-            Selection::Fallback => "kind = 'fallback' AND ?2 IS NULL",
-        };
-        let id = match selection {
-            Selection::One(id) => Some(id),
-            _ => None,
-        };
-        let path = self.path.clone();
-        let mut replay = || -> rusqlite::Result<usize> {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let selected: Vec<i64> = tx
-                .prepare(&format!("SELECT id FROM deliveries WHERE {condition} AND state != 'pending' ORDER BY id"))?
-                .query_map(params![now, id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            // One at a time, in their order: each goes past every delivery of the file,
-            // the ones replayed before it included (see schema version 5).
-            let mut one = tx.prepare(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, last_error = NULL, done_at = NULL,
-                        owner = NULL, lease_until = NULL,
-                        seq = CASE WHEN room IS NULL THEN NULL ELSE 1 + MAX(
-                                (SELECT MAX(id) FROM deliveries),
-                                COALESCE((SELECT MAX(COALESCE(p.seq, p.id)) FROM deliveries p
-                                           WHERE p.room = deliveries.room AND p.state = 'pending'), 0)) END
-                  WHERE id = ?2",
-            )?;
-            for id in &selected {
-                one.execute(params![now, id])?;
-            }
-            drop(one);
-            tx.commit()?;
-            Ok(selected.len())
-        };
-        let replayed = replay().map_err(|e| failed(&path, e))?;
-        // Each replayed delivery is back in its room; the room's oldest pending delivery is its
-        // next head, after the one being handled if there is one (the schedule is read again,
-        // keeping this store's claims; a service beside this CLI reads it again too, seeing the
-        // file's `data_version` change).
-        if replayed > 0 {
-            forget(&mut self.schedule, &mut self.claims);
-        }
-        Ok(replayed)
-    }
-
-    pub fn stats(&self) -> Result<Stats, StoreError> {
-        let query = || -> rusqlite::Result<Stats> {
-            let mut stats = Stats::default();
-            let mut statement = self.conn.prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                let count = count(row.get(1)?);
-                match State::parse(row.get_ref(0)?.as_str()?) {
-                    Some(State::Pending) => stats.pending = count,
-                    Some(State::Done) => stats.done = count,
-                    Some(State::Dead) => stats.dead = count,
-                    None => {}
-                }
-            }
-            stats.fallback =
-                self.conn.query_row("SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'", [], |r| {
-                    r.get(0).map(count)
-                })?;
-            stats.oldest_pending_received_at =
-                self.conn
-                    .query_row("SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?;
-            let mut holders = self.conn.prepare(
-                "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
-                 GROUP BY owner ORDER BY owner",
-            )?;
-            stats.claimed_by =
-                holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect::<Result<_, _>>()?;
-            Ok(stats)
-        };
-        query().map_err(|e| self.failed(e))
-    }
-
-    /// Where pruning before `before_ms` stops reading: see [`PRUNE_BOUND`].
-    pub fn prune_bound(&self, before_ms: i64) -> Result<i64, StoreError> {
-        let bound = self
-            .conn
-            .prepare_cached(PRUNE_BOUND)
-            .and_then(|mut s| s.query_row([before_ms], |r| r.get(0)).optional())
-            .map_err(|e| self.failed(e))?;
-        Ok(bound.unwrap_or(i64::MAX))
-    }
-
-    /// Deletes up to [`PRUNE_BATCH`] deliveries handled before `before_ms`, oldest first (done
-    /// deliveries cluster at the low ids), among those before `bound` ([`Self::prune_bound`]).
-    /// Fewer than [`PRUNE_BATCH`]: nothing is left to prune.
-    pub fn prune_batch(&mut self, before_ms: i64, bound: i64) -> Result<usize, StoreError> {
-        self.guard()?;
-        self.conn.prepare_cached(PRUNE).and_then(|mut s| s.execute([before_ms, bound])).map_err(|e| self.failed(e))
-    }
-
-    /// Folds the write-ahead log back into the file and cuts it back, if it has outgrown
-    /// [`WAL_LIMIT`] and no reader stands in the way (it never waits for one).
-    pub fn fold_log(&mut self) {
-        let oversized = std::fs::metadata(self.wal_path()).is_ok_and(|m| m.len() > WAL_LIMIT);
-        if oversized {
-            let _ = self.conn.busy_timeout(Duration::ZERO);
-            let result = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
-            let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
-            if !matches!(result, Ok(0)) {
-                log::warn!(
-                    "the inbox's log {} is over {} MiB and cannot be folded back into the file: another process \
-                     holds a read transaction open on it",
-                    self.wal_path().display(),
-                    WAL_LIMIT >> 20
-                );
-            }
-        }
-    }
-
-    /// A real durable write: a row in the file (fsynced) and [`PROBE_BYTES`] in a scratch file
-    /// beside it (SQLite reuses its log's space, so its write alone succeeds on a full disk).
-    pub fn check(&mut self) -> Result<(), StoreError> {
-        self.guard()?;
-        self.set_sync_full(true)?;
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ('ready_probe', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [now_ms()],
-            )
-            .map_err(|e| self.failed(e))?;
-        let probe = self.path.with_file_name(".ready-probe");
-        let written = File::create(&probe).and_then(|mut file| {
-            file.write_all(&[0u8; PROBE_BYTES])?;
-            file.sync_all()
-        });
-        let _ = std::fs::remove_file(&probe);
-        written.map_err(|e| {
-            StoreError::unavailable(format!("the data directory {} cannot take writes", probe.display())).caused_by(e)
-        })
-    }
-
     /// Runs `sql` on the store's own connection (tests that break the file on purpose).
     #[cfg(test)]
     pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
@@ -516,58 +315,6 @@ impl Store {
 }
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A read-only connection to the inbox in `path`, beside the writer's: for counts that read
-/// an index whole, which on the writer's connection would hold back every acknowledgement for as
-/// long as they read (0.11 s for 1.9 million pending deliveries, measured). In WAL mode it reads
-/// the last commit without waiting for the writer, and keeps nothing open between queries.
-pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| failed(path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| failed(path, e))?;
-    Ok(conn)
-}
-
-/// How many deliveries are pending and dead, read on `conn`.
-pub fn depth(conn: &Connection, path: &Path) -> Result<Depth, StoreError> {
-    // Literal states, not parameters: only then can SQLite use the partial indexes.
-    let number = |sql: &str| {
-        conn.prepare_cached(sql).and_then(|mut s| s.query_row([], |r| r.get(0).map(count))).map_err(|e| failed(path, e))
-    };
-    Ok(Depth {
-        pending: number("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?,
-        dead: number("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")?,
-    })
-}
-
-/// The first delivery received at or after `?1`: none before it was handled after `?1` or
-/// later (a delivery is handled after it is received, and ids follow arrival), so pruning reads
-/// only the rows before it. Read in id order from the oldest, it stops at the first such row:
-/// after the last prune that is within the last few seconds' deliveries.
-const PRUNE_BOUND: &str = "SELECT id FROM deliveries WHERE received_at >= ?1 ORDER BY id LIMIT 1";
-
-macro_rules! prune_batch {
-    () => {
-        5000
-    };
-}
-
-/// Most deliveries one [`PRUNE`] deletes: each is a writer query of its own, so what arrives
-/// while a large backlog goes (a retention lowered on a big inbox) is committed between them.
-pub const PRUNE_BATCH: usize = prune_batch!();
-
-/// Up to [`PRUNE_BATCH`] deliveries handled before `?1` with ids below `?2`, oldest first, deleted.
-/// Without the bound, finding nothing to delete read the whole table, every retained delivery,
-/// at every maintenance (every 10 s, on the writer thread that every acknowledgement waits for):
-/// 0.37 s for 1.9 million rows. A delivery received just before one with a lower id is left
-/// for the next time.
-const PRUNE: &str = concat!(
-    "DELETE FROM deliveries WHERE id IN
-       (SELECT id FROM deliveries WHERE id < ?2 AND state = 'done' AND done_at < ?1
-         ORDER BY id LIMIT ",
-    prune_batch!(),
-    ")"
-);
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let configure = || -> rusqlite::Result<Connection> {
@@ -593,48 +340,6 @@ fn count(n: i64) -> u64 {
 
 fn failed(path: &Path, e: rusqlite::Error) -> StoreError {
     StoreError::unavailable(format!("the inbox {}", path.display())).caused_by(e)
-}
-
-/// Takes the data directory's lock, or names the process that holds it.
-fn lock(dir: &Path, owner: &str) -> Result<File, StoreError> {
-    let path = dir.join(LOCK_NAME);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| StoreError::unavailable(format!("cannot open {}", path.display())).caused_by(e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            let holder = holder.lines().next().filter(|l| !l.is_empty()).unwrap_or("another process");
-            return Err(StoreError::invalid(format!(
-                "the data directory {} is served by {holder}: stop it first, or give this one its own --data-dir",
-                dir.display()
-            )));
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(StoreError::unavailable(format!("cannot lock {}", path.display())).caused_by(e));
-        }
-    }
-    let holder = format!("meet-webhooks pid {} ({owner})\n", std::process::id());
-    file.set_len(0)
-        .and_then(|()| file.write_all(holder.as_bytes()))
-        .map_err(|e| StoreError::unavailable(format!("cannot write {}", path.display())).caused_by(e))?;
-    Ok(file)
-}
-
-#[cfg(unix)]
-fn file_id(path: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-#[cfg(not(unix))]
-fn file_id(path: &Path) -> Option<FileId> {
-    path.exists().then_some((0, 0))
 }
 
 /// A [`Stored`] from the [`COLUMNS`] of `row`, read by name.
@@ -980,6 +685,7 @@ fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbox::{Filter, Selection};
 
     const LEASE: Duration = Duration::from_secs(30);
 

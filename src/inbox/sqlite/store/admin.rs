@@ -1,0 +1,114 @@
+//! What the `inbox` CLI asks of the file: lists, one delivery, replays, counts.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{COLUMNS, Store, count, failed, forget, stored};
+use crate::inbox::{Filter, Kind, Selection, State, Stats, StoreError, Stored};
+
+impl Store {
+    pub fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        let (condition, value) = match filter {
+            Filter::State(state) => ("state = ?1", state.as_str()),
+            Filter::Fallback => ("kind = ?1", Kind::Fallback.as_str()),
+            Filter::All => ("?1 = ?1", ""),
+        };
+        let sql = format!(
+            "SELECT * FROM (SELECT {COLUMNS} FROM deliveries WHERE {condition} AND (?2 IS NULL OR event = ?2)
+                             ORDER BY id DESC LIMIT ?3)
+              ORDER BY id"
+        );
+        let query = || -> rusqlite::Result<Vec<Stored>> {
+            let mut statement = self.conn.prepare(&sql)?;
+            let rows = statement.query_map(params![value, event, i64::try_from(limit).unwrap_or(i64::MAX)], stored)?;
+            rows.collect()
+        };
+        query().map_err(|e| self.failed(e))
+    }
+
+    pub fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1");
+        self.conn.query_row(&sql, [id], stored).optional().map_err(|e| self.failed(e))
+    }
+
+    /// Makes the selected done or dead deliveries pending again, each behind whatever of its
+    /// room is pending already, with a fresh count of attempts.
+    pub fn replay(&mut self, selection: Selection) -> Result<usize, StoreError> {
+        self.guard()?;
+        let now = self.now();
+        let condition = match selection {
+            Selection::One(_) => "id = ?2",
+            Selection::Dead => "state = 'dead' AND ?2 IS NULL",
+            Selection::Fallback => "kind = 'fallback' AND ?2 IS NULL",
+        };
+        let id = match selection {
+            Selection::One(id) => Some(id),
+            _ => None,
+        };
+        let path = self.path.clone();
+        let mut replay = || -> rusqlite::Result<usize> {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let selected: Vec<i64> = tx
+                .prepare(&format!("SELECT id FROM deliveries WHERE {condition} AND state != 'pending' ORDER BY id"))?
+                .query_map(params![now, id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            // One at a time, in their order: each goes past every delivery of the file,
+            // the ones replayed before it included (see schema version 5).
+            let mut one = tx.prepare(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, last_error = NULL, done_at = NULL,
+                        owner = NULL, lease_until = NULL,
+                        seq = CASE WHEN room IS NULL THEN NULL ELSE 1 + MAX(
+                                (SELECT MAX(id) FROM deliveries),
+                                COALESCE((SELECT MAX(COALESCE(p.seq, p.id)) FROM deliveries p
+                                           WHERE p.room = deliveries.room AND p.state = 'pending'), 0)) END
+                  WHERE id = ?2",
+            )?;
+            for id in &selected {
+                one.execute(params![now, id])?;
+            }
+            drop(one);
+            tx.commit()?;
+            Ok(selected.len())
+        };
+        let replayed = replay().map_err(|e| failed(&path, e))?;
+        // Each replayed delivery is back in its room; the room's oldest pending delivery is its
+        // next head, after the one being handled if there is one (the schedule is read again,
+        // keeping this store's claims; a service beside this CLI reads it again too, seeing the
+        // file's `data_version` change).
+        if replayed > 0 {
+            forget(&mut self.schedule, &mut self.claims);
+        }
+        Ok(replayed)
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let query = || -> rusqlite::Result<Stats> {
+            let mut stats = Stats::default();
+            let mut statement = self.conn.prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let count = count(row.get(1)?);
+                match State::parse(row.get_ref(0)?.as_str()?) {
+                    Some(State::Pending) => stats.pending = count,
+                    Some(State::Done) => stats.done = count,
+                    Some(State::Dead) => stats.dead = count,
+                    None => {}
+                }
+            }
+            stats.fallback =
+                self.conn.query_row("SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'", [], |r| {
+                    r.get(0).map(count)
+                })?;
+            stats.oldest_pending_received_at =
+                self.conn
+                    .query_row("SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?;
+            let mut holders = self.conn.prepare(
+                "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
+                 GROUP BY owner ORDER BY owner",
+            )?;
+            stats.claimed_by =
+                holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect::<Result<_, _>>()?;
+            Ok(stats)
+        };
+        query().map_err(|e| self.failed(e))
+    }
+}
