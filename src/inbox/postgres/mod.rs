@@ -22,8 +22,19 @@
 //!   the next heads of their rooms are sent together (pipelined) after their rooms are locked:
 //!   the server runs them in the order sent, the outcomes in the order of their ids as renewals
 //!   lock them (rows locked in two orders could deadlock).
+//!
+//! Here the commit engine (appends, claims, outcomes, renewals); beside it, as in the SQLite
+//! inbox: reaching the database and its errors in words (`connect.rs`), the CLI's queries
+//! (`admin.rs`), pruning (`prune.rs`) and readiness (`ready.rs`).
 
+mod admin;
+mod connect;
+mod prune;
+mod ready;
 mod schema;
+
+pub(crate) use connect::reason;
+use connect::{connection, describe, failed, patiently};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -200,105 +211,6 @@ fn stop_runtime(running: &Running) {
         let _ = stop.send(());
         let _ = thread.join();
     }
-}
-
-async fn connection(pool: &Pool, target: &str) -> Result<Client, StoreError> {
-    pool.get().await.map_err(|e| StoreError::unreachable(format!("cannot reach the database {target}: {}", reason(&e))))
-}
-
-/// How long the first connection is waited for while the server is starting, unreachable or
-/// full (a service started with its database, or beside a full one), before giving up.
-const START_PATIENCE: Duration = Duration::from_secs(30);
-
-/// The first connection: retried with backoff, saying why, while the failure is one that can
-/// pass ([`passes`]); any other (an unknown database or role, a refused password) at once.
-async fn patiently(pool: &Pool, target: &str) -> Result<Client, StoreError> {
-    let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match pool.get().await {
-            Ok(client) => return Ok(client),
-            Err(e) if passes(&e) && started.elapsed() + delay < START_PATIENCE => {
-                log::warn!(
-                    "cannot reach the database {target} yet: {}; trying again in {:.1} s (for up to {} s)",
-                    reason(&e),
-                    delay.as_secs_f64(),
-                    START_PATIENCE.as_secs()
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                return Err(StoreError::unavailable(format!("cannot reach the database {target}: {}", reason(&e))));
-            }
-        }
-    }
-}
-
-/// Whether a failure to connect can pass by itself: the server is unreachable, starting,
-/// stopping or out of connections; not a wrong database, role or password.
-fn passes(e: &(dyn std::error::Error + 'static)) -> bool {
-    use tokio_postgres::error::SqlState;
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if let Some(db) = e.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::as_db_error) {
-            let code = db.code();
-            return [SqlState::TOO_MANY_CONNECTIONS, SqlState::CANNOT_CONNECT_NOW, SqlState::ADMIN_SHUTDOWN]
-                .contains(code)
-                || code.code().starts_with("08");
-        }
-        next = e.source();
-    }
-    true
-}
-
-/// An error as a person needs to read it: PostgreSQL's own message, SQLSTATE, detail and hint
-/// (tokio-postgres says only "db error"), or else each cause in turn. A URL's password never
-/// appears: neither the server nor the driver puts it in a message.
-pub(crate) fn reason(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if let Some(db) = e.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::as_db_error) {
-            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            for more in [db.detail(), db.hint()].into_iter().flatten() {
-                text.push_str(&format!("; {more}"));
-            }
-            if *db.code() == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS {
-                text.push_str(&format!(
-                    "; the server's max_connections is reached: each replica opens up to {POOL_SIZE} connections"
-                ));
-            }
-            parts.push(text);
-            break;
-        }
-        let text = e.to_string();
-        if !parts.last().is_some_and(|last| last.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
-/// `host:port/database` as the URL names it, without user or password.
-fn describe(config: &tokio_postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            #[cfg(unix)]
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("postgres://{host}:{port}/{}", config.get_dbname().unwrap_or_default())
-}
-
-fn failed(e: tokio_postgres::Error) -> StoreError {
-    let context = format!("the database: {}", reason(&e));
-    if passes(&e) { StoreError::unreachable(context) } else { StoreError::unavailable(context) }
 }
 
 /// Collects appends and commits them in batches.
@@ -755,139 +667,19 @@ impl Inbox for PgInbox {
     }
 
     async fn replay(&self, selection: Selection) -> Result<usize, StoreError> {
-        let replayed = self
-            .run(move |mut client, _| async move {
-                let tx = client.transaction().await.map_err(failed)?;
-                let (condition, id) = match selection {
-                    Selection::One(id) => ("id = $1", Some(id)),
-                    Selection::Dead => ("state = 'dead' AND $1::bigint IS NULL", None),
-                    Selection::Fallback => ("kind = 'fallback' AND $1::bigint IS NULL", None),
-                };
-                let mut rooms: Vec<String> = tx
-                    .query(&format!("SELECT room FROM deliveries WHERE {condition} AND state != 'pending' AND room IS NOT NULL"), &[&id])
-                    .await
-                    .map_err(failed)?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect();
-                lock_rooms(&tx, &mut rooms).await?;
-                // Each replayed delivery is numbered past its room's last (its row in `rooms`
-                // advanced by as many, as an append does): it is handled after whatever of its
-                // room is pending already; replayed ones of one room keep their order.
-                let replayed = tx
-                    .execute(
-                        &format!(
-                            "WITH picked AS (
-                                 SELECT id, room, row_number() OVER (PARTITION BY room ORDER BY room_seq, id) AS n
-                                   FROM deliveries WHERE {condition} AND state != 'pending'),
-                             bumped AS (
-                                 UPDATE rooms r SET last_seq = r.last_seq + c.added
-                                   FROM (SELECT room, count(*) AS added FROM picked WHERE room IS NOT NULL GROUP BY room) c
-                                  WHERE r.room = c.room
-                                 RETURNING r.room, r.last_seq - c.added AS base)
-                             UPDATE deliveries d SET state = 'pending', attempts = 0, due_at = {NOW_MS}, last_error = NULL,
-                                    done_at = NULL, owner = NULL, lease_until = NULL, head = d.room IS NULL,
-                                    room_seq = COALESCE(b.base + p.n, d.room_seq)
-                               FROM picked p LEFT JOIN bumped b ON b.room = p.room
-                              WHERE d.id = p.id"
-                        ),
-                        &[&id],
-                    )
-                    .await
-                    .map_err(failed)?;
-                // The first pending delivery of each room is its head again, unless one of the
-                // room's deliveries is claimed right now: that one stays the head.
-                execute(&tx,
-                    "UPDATE deliveries d SET head = (d.id = (SELECT id FROM deliveries WHERE room = d.room AND state = 'pending' ORDER BY room_seq LIMIT 1))
-                      WHERE room = ANY($1) AND state = 'pending'
-                        AND NOT EXISTS (SELECT 1 FROM deliveries c WHERE c.room = d.room AND c.state = 'pending' AND c.owner IS NOT NULL)",
-                    &[&rooms],
-                )
-                .await?;
-                tx.commit().await.map_err(failed)?;
-                Ok(usize::try_from(replayed).unwrap_or(usize::MAX))
-            })
-            .await?;
-        if replayed > 0 {
-            self.wake.notify_one();
-        }
-        Ok(replayed)
+        admin::replay(self, selection).await
     }
 
     async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
-        let event = event.map(str::to_owned);
-        self.run(move |client, _| async move {
-            let (condition, value) = match filter {
-                Filter::State(state) => ("state = $1", state.as_str()),
-                Filter::Fallback => ("kind = $1", Kind::Fallback.as_str()),
-                Filter::All => ("$1::text IS NOT NULL", ""),
-            };
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT * FROM (SELECT {COLUMNS} FROM deliveries
-                                          WHERE {condition} AND ($2::text IS NULL OR event = $2)
-                                          ORDER BY id DESC LIMIT $3) newest
-                          ORDER BY id"
-                    ),
-                    &[&value, &event, &i64::try_from(limit).unwrap_or(i64::MAX)],
-                )
-                .await
-                .map_err(failed)?;
-            Ok(rows.iter().map(stored).collect())
-        })
-        .await
+        admin::list(self, filter, event, limit).await
     }
 
     async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
-        self.run(move |client, _| async move {
-            let row = client
-                .query_opt(&format!("SELECT {COLUMNS} FROM deliveries WHERE id = $1"), &[&id])
-                .await
-                .map_err(failed)?;
-            Ok(row.map(|r| stored(&r)))
-        })
-        .await
+        admin::get(self, id).await
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {
-        self.run(|client, _| async move {
-            let mut stats = Stats::default();
-            for row in
-                client.query("SELECT state, COUNT(*) FROM deliveries GROUP BY state", &[]).await.map_err(failed)?
-            {
-                let count = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-                match State::parse(row.get(0)) {
-                    Some(State::Pending) => stats.pending = count,
-                    Some(State::Done) => stats.done = count,
-                    Some(State::Dead) => stats.dead = count,
-                    None => {}
-                }
-            }
-            let row = client
-                .query_one(
-                    "SELECT (SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'),
-                            (SELECT MIN(received_at) FROM deliveries WHERE state = 'pending')",
-                    &[],
-                )
-                .await
-                .map_err(failed)?;
-            stats.fallback = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-            stats.oldest_pending_received_at = row.get(1);
-            stats.claimed_by = client
-                .query(
-                    "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
-                      GROUP BY owner ORDER BY owner",
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
-                .collect();
-            Ok(stats)
-        })
-        .await
+        admin::stats(self).await
     }
 
     async fn depth(&self) -> Result<Depth, StoreError> {
@@ -907,59 +699,11 @@ impl Inbox for PgInbox {
     }
 
     async fn prune(&self, retention: Duration) -> Result<usize, StoreError> {
-        let retention_ms = crate::clock::millis(retention);
-        self.run(move |client, _| async move {
-            // Small batches, skipping rows another replica is pruning: never a long lock.
-            let mut pruned = 0;
-            loop {
-                let n = client
-                    .execute(
-                        &format!(
-                            "DELETE FROM deliveries WHERE id = ANY(ARRAY(
-                                SELECT id FROM deliveries WHERE state = 'done' AND done_at < {NOW_MS} - $1
-                                 LIMIT 5000 FOR UPDATE SKIP LOCKED))"
-                        ),
-                        &[&retention_ms],
-                    )
-                    .await
-                    .map_err(failed)?;
-                pruned += usize::try_from(n).unwrap_or(0);
-                if n < 5000 {
-                    return Ok(pruned);
-                }
-            }
-        })
-        .await
+        prune::prune(self, retention).await
     }
 
-    /// Takes the path a delivery takes: a row stored in `deliveries` and its room's row in
-    /// `rooms` (rolled back), within a second of waiting for a lock. A table that is locked, or
-    /// that the role may not write, fails it, as it fails deliveries.
     async fn check(&self) -> Result<(), StoreError> {
-        self.run(|mut client, owner| async move {
-            let tx = client.transaction().await.map_err(failed)?;
-            tx.batch_execute("SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '2s'").await.map_err(failed)?;
-            let probe = format!("readiness probe of {owner}");
-            tx.execute(
-                &format!(
-                    "INSERT INTO deliveries (timestamp_ms, signature, timestamp, kind, room, room_seq, body, received_at, due_at)
-                     VALUES (-1, $1, $2, 'fallback', $2, 0, ''::bytea, {NOW_MS}, {NOW_MS})"
-                ),
-                &[&probe.as_bytes(), &probe],
-            )
-            .await
-            .map_err(failed)?;
-            tx.execute(
-                "INSERT INTO rooms AS r (room, last_seq) VALUES ($1, 0)
-                 ON CONFLICT (room) DO UPDATE SET last_seq = r.last_seq",
-                &[&probe],
-            )
-            .await
-            .map_err(failed)?;
-            tx.rollback().await.map_err(failed)?;
-            Ok(())
-        })
-        .await
+        ready::check(self).await
     }
 
     /// Closes the connections, ends the inbox's runtime and joins its thread.
