@@ -347,8 +347,8 @@ fn ok_status(status: &'static str) -> HttpResponse {
     json_ok(body)
 }
 
-/// `200 {"status": "<status>", "id": <id>}` (a stored delivery), written as text: through a
-/// `json!` value it cost 1,700 instructions a delivery (callgrind).
+/// `200 {"status": "<status>", "id": <id>}` (a stored delivery), written as text, not built as
+/// a `json!` value and serialized (`bench/results/figures-in-code.md`, answer-as-text).
 fn ok_stored(status: &'static str, id: i64) -> HttpResponse {
     json_ok(format!(r#"{{"status":"{status}","id":{id}}}"#))
 }

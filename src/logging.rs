@@ -2,7 +2,7 @@
 //! batched so that a log line does not cost a system call.
 //!
 //! env_logger writes each record with its own `write` to stderr: one syscall per delivery on
-//! the request path (about 10% of the throughput, measured). Here a record is formatted in a
+//! the request path. Here a record is formatted in a
 //! reused per-thread `String` and appended to a shared buffer (one short lock, no syscall), and
 //! a background thread writes the buffer out every [`INTERVAL`]: lines appear at most that
 //! late, in order. If stderr stops taking output and the buffer reaches [`MAX_BUFFER`], the
@@ -11,10 +11,10 @@
 //! lines.
 //!
 //! The line is env_logger's default, `[2026-11-27T09:15:22Z INFO  target] message`; its
-//! timestamp is formatted once a second per thread, not once a line. Measured with callgrind,
-//! a line costs about 1,300 instructions, against 4,700 through env_logger's own formatter and
-//! writer (which formats through an `io::Write` adapter piece by piece, wraps it again to
-//! indent multi-line messages, and takes a second lock to reach its target).
+//! timestamp is formatted once a second per thread, not once a line. env_logger's own formatter
+//! costs several times more a line: it formats through an `io::Write` adapter piece by piece,
+//! wraps it again to indent multi-line messages, and takes a second lock to reach its target
+//! (`bench/results/figures-in-code.md`, batched-log).
 
 use std::cell::RefCell;
 use std::fmt::Write as _;

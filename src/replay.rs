@@ -6,8 +6,7 @@
 //! the delivery again: until its timestamp is older than the max age. Entries are therefore
 //! grouped by the second in which they expire, and a whole group is dropped at once when that
 //! second has passed: no per-entry expiry queue, and the table a new delivery goes into is the
-//! current second's, small and warm in cache (one table for every live delivery measured as
-//! the receiver's most expensive function: a cache miss or two per lookup).
+//! current second's, small and warm in cache (`bench/results/figures-in-code.md`, replay-tables).
 //!
 //! The number of live entries is capped; at the cap new deliveries are refused with 503 (the
 //! provider retries) rather than forgetting a live entry and risking a double handling.

@@ -544,8 +544,7 @@ fn default_replica_id() -> String {
 
 /// One HTTP worker per core but one (at least one). The inbox's writer and dispatcher threads
 /// need CPU of their own, and an HTTP worker that shares its core with them (or with anything
-/// else busy) switches threads more than it serves: on 2 cores, 1 worker measured 21% more
-/// deliveries/s than 2 without the inbox and the same with it (bench/run.sh).
+/// else busy) switches threads more than it serves (`bench/results/figures-in-code.md`, one-http-worker).
 fn default_workers(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }

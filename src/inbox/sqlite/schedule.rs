@@ -7,8 +7,7 @@
 //! looked for a pending delivery of its room, its outcome wrote the room's next head, and each
 //! claim read past the heads being handled. Only the writer thread claims, so it keeps the
 //! heads here instead, and the file keeps only what it must: the deliveries, their states and
-//! their claims: the writer runs 16% fewer instructions per delivery (66.9k → 56.3k, its SQL
-//! statements 54.0k → 39.7k; callgrind, `bench/profile.sh`, the inbox with the provider's mix).
+//! their claims (`bench/results/figures-in-code.md`, heads-in-memory).
 //!
 //! **The file stays the truth.** The schedule is derived from it and rebuilt from it
 //! ([`super::store`]): when the service starts, when another process changed the file (the CLI's
@@ -31,8 +30,7 @@
 //! arrived ([`Self::keep_unread`], up to [`UNREAD_BYTES`] of bodies): a pending delivery that was
 //! never claimed is in the file exactly as it was inserted (only a claim changes it, or another
 //! process, and then the schedule is read again), so a claim takes it from here instead of
-//! reading its 700-byte row back (the writer's instructions per delivery 57.2k → 49.1k,
-//! callgrind, provider mix; the known waiting deliveries then took it to 45.2k).
+//! reading its 700-byte row back (`bench/results/figures-in-code.md`, heads-in-memory).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 

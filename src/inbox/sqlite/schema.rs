@@ -63,9 +63,8 @@ pub const MIGRATIONS: &[&str] = &[
     // (room, id), those without a room first (NULL sorts first): a room's backlog is a range of
     // it, and so is the whole pending set (counts, the oldest, claims to release). Each index
     // a delivery passes through costs its arrival and its outcome an insert and a delete, and
-    // each commit a page of the log: with one index fewer the writer ran 10% fewer instructions
-    // per delivery (83,272 → 74,935, callgrind, bench/profile.sh), and this one serves the same
-    // lookups.
+    // each commit a page of the log; this one index serves the same lookups
+    // (`bench/results/figures-in-code.md`, one-pending-index).
     "
     DROP INDEX deliveries_pending;
     DROP INDEX deliveries_pending_room;

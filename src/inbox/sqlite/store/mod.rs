@@ -391,8 +391,8 @@ fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) 
         return Ok(answers);
     }
     // (No `RETURNING`: SQLite gathers what a statement returns in a temporary table that it
-    // opens and closes at each run, about 7,000 instructions, where the connection already
-    // knows the new row's id, or a lookup by id costs a fraction.)
+    // opens and closes at each run, where the connection already knows the new row's id, or a
+    // lookup by id costs a fraction: `bench/results/figures-in-code.md`, no-returning.)
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at, due_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
@@ -485,7 +485,7 @@ const NEXT_HEAD: &str =
 
 /// The pending deliveries without a room after `?1`, oldest first. No `LIMIT ?`: SQLite reads a
 /// bound LIMIT when it plans a statement, and then any new binding of it makes the statement be
-/// planned again (84,000 instructions, measured with callgrind). The index gives the rows in
+/// planned again (`bench/results/figures-in-code.md`, bound-limit). The index gives the rows in
 /// order, one step at a time: the caller takes as many as it wants.
 const ROOMLESS: &str =
     "SELECT id, due_at FROM deliveries WHERE room IS NULL AND state = 'pending' AND COALESCE(seq, id) > ?1
@@ -589,7 +589,7 @@ fn claim(
 /// Records each outcome if its claim still holds the delivery; a room whose head leaves
 /// `pending` gets its next head. Each statement is taken from the connection's cache once a
 /// batch, not once an outcome: a lookup hashes the statement's text to take it out of the
-/// cache and again to put it back (about 1,700 instructions, callgrind).
+/// cache and again to put it back (`bench/results/figures-in-code.md`, statement-cache).
 fn complete(
     tx: &Transaction<'_>,
     schedule: &mut Schedule,

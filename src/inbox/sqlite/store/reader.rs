@@ -9,7 +9,7 @@ use crate::inbox::{Depth, StoreError};
 
 /// A read-only connection to the inbox in `path`, beside the writer's: for counts that read
 /// an index whole, which on the writer's connection would hold back every acknowledgement for as
-/// long as they read (0.11 s for 1.9 million pending deliveries, measured). In WAL mode it reads
+/// long as they read (`bench/results/figures-in-code.md`, counts-off-the-writer). In WAL mode it reads
 /// the last commit without waiting for the writer, and keeps nothing open between queries.
 pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
