@@ -68,7 +68,6 @@ impl Cluster {
     }
 
     /// Runs SQL on the database `postgres`, as the superuser.
-    #[allow(dead_code)]
     pub fn sql(&self, sql: &str) {
         let psql = self.bin.join("psql");
         let output = Command::new(psql)

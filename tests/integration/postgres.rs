@@ -943,21 +943,17 @@ fn the_database_s_own_reasons_are_shown_without_the_password() {
     assert!(stderr.contains(r#"database "mw_no_such_database" does not exist (SQLSTATE 3D000)"#), "{stderr}");
     assert!(!format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
 
-    // Permission denied, to a role that may read the inbox but not change it.
-    let inbox = PgInbox::connect(&db.url, "test").unwrap();
-    block_on(inbox.close());
-    execute(
-        &db.url,
-        "DROP ROLE IF EXISTS mw_reader; CREATE ROLE mw_reader LOGIN;
-         GRANT SELECT ON ALL TABLES IN SCHEMA public TO mw_reader;",
-    )
-    .unwrap();
-    let reader = db.url.replace("postgres@", "mw_reader:hunter2@");
+    // Permission denied, to a role that may read the inbox but not change it (roles belong to
+    // the whole server: on a cluster of the test's own).
+    let Some(cluster) = crate::cluster::Cluster::start(&[]) else { return };
+    let url = cluster.url("postgres");
+    block_on(PgInbox::connect(&url, "test").unwrap().close());
+    cluster.sql("CREATE ROLE mw_reader LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public TO mw_reader;");
+    let reader = url.replace("postgres@", "mw_reader:hunter2@");
     let (code, stdout, stderr) = crate::binary::run(&["inbox", "--database-url", &reader, "stats"], b"");
     assert_ne!(code, 0);
     assert!(stderr.contains("permission denied for schema public (SQLSTATE 42501)"), "{stderr}");
     assert!(!format!("{stdout}{stderr}").contains("hunter2"), "{stderr}");
-    let _ = execute(&db.url, "DROP OWNED BY mw_reader; DROP ROLE mw_reader;");
 }
 
 #[test]
@@ -1011,24 +1007,24 @@ fn a_service_started_while_the_database_is_full_waits_for_a_connection_and_says_
 
 #[test]
 fn readiness_fails_while_deliveries_cannot_be_stored() {
-    let Some(db) = TestDatabase::create() else { return };
-    block_on(PgInbox::connect(&db.url, "setup").unwrap().close());
-    execute(
-        &db.url,
-        "DROP ROLE IF EXISTS mw_service; CREATE ROLE mw_service LOGIN;
+    // A role of its own (roles belong to the whole server: on a cluster of the test's own).
+    let Some(cluster) = crate::cluster::Cluster::start(&[]) else { return };
+    let url = cluster.url("postgres");
+    block_on(PgInbox::connect(&url, "setup").unwrap().close());
+    cluster.sql(
+        "CREATE ROLE mw_service LOGIN;
          GRANT CREATE, USAGE ON SCHEMA public TO mw_service;
          GRANT ALL ON ALL TABLES IN SCHEMA public TO mw_service;
          GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO mw_service;",
-    )
-    .unwrap();
-    let server = postgres_server(&db.url.replace("postgres@", "mw_service@"), 2);
+    );
+    let server = postgres_server(&url.replace("postgres@", "mw_service@"), 2);
     let ready = || server.raw(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").status;
     assert_eq!(ready(), 200);
 
     // The deliveries table locked by someone else: deliveries wait, so readiness fails.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let locker = runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         client.batch_execute("BEGIN; LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE").await.unwrap();
         client
@@ -1038,18 +1034,17 @@ fn readiness_fails_while_deliveries_cannot_be_stored() {
     assert_eq!(ready(), 200);
 
     // The right to store deliveries taken away: so is readiness.
-    execute(&db.url, "REVOKE INSERT ON deliveries FROM mw_service").unwrap();
+    execute(&url, "REVOKE INSERT ON deliveries FROM mw_service").unwrap();
     assert_eq!(ready(), 503, "ready without the right to store a delivery");
     assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(503));
-    execute(&db.url, "GRANT INSERT ON deliveries TO mw_service").unwrap();
+    execute(&url, "GRANT INSERT ON deliveries TO mw_service").unwrap();
     assert_eq!(ready(), 200);
     // A database that refused statements was reachable all along: nothing delays takeovers.
     let reachable_since = block_on(async {
-        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         client.query("SELECT value FROM meta WHERE key = 'reachable_since'", &[]).await.unwrap().len()
     });
     assert_eq!(reachable_since, 0, "a refused statement was taken for an unreachable database");
     drop(server);
-    let _ = execute(&db.url, "DROP OWNED BY mw_service; DROP ROLE mw_service;");
 }
