@@ -179,43 +179,26 @@ pub async fn a_replay_starts_a_delivery_afresh(inbox: &impl Inbox) {
 /// promise for `inbox replay`). Three deliveries of one room: the first handled, the other
 /// two waiting, then the first replayed: it is claimed last.
 pub async fn a_replayed_delivery_goes_behind_its_room_s_pending_ones(inbox: &impl Inbox) {
-    let delivery = |n: u8| NewDelivery {
-        signature: [n; 32],
-        timestamp: n.to_string(),
-        timestamp_ms: i64::from(n),
-        event: Some("testEvent".into()),
-        kind: Kind::Fallback,
-        room: Some("room".into()),
-        body: format!(r#"{{"n":{n}}}"#).into(),
-        received_at_ms: now_ms(),
+    // Handles the room's deliveries one claim at a time: the ids in the order claimed.
+    let handle_all = async || {
+        let mut order = Vec::new();
+        while let [c] = &claim(inbox, 10, LEASE).await[..] {
+            assert_eq!(complete(inbox, c.claim, Outcome::Done).await, Completed::Recorded);
+            order.push(c.claim.id);
+        }
+        order
     };
-    let request = ClaimRequest { limit: 10, lease: Duration::from_secs(30), max_attempts: 3 };
-    let mut claimed_in_order = Vec::new();
-    let handle_next = async || {
-        let claimed = inbox.claim(request).await.unwrap();
-        assert!(claimed.len() <= 1, "one of a room at a time");
-        let c = claimed.first()?;
-        inbox.complete(&[Completion { claim: c.claim, kind: Kind::Fallback, outcome: Outcome::Done }]).await.unwrap();
-        Some(c.claim.id)
-    };
-    let Appended::New(first) = inbox.append(delivery(1)).await.unwrap() else { panic!() };
-    assert_eq!(handle_next().await, Some(first));
-    let Appended::New(second) = inbox.append(delivery(2)).await.unwrap() else { panic!() };
-    let Appended::New(third) = inbox.append(delivery(3)).await.unwrap() else { panic!() };
+    let first = append(inbox, 1, Some("room")).await;
+    assert_eq!(handle_all().await, [first]);
+    let second = append(inbox, 2, Some("room")).await;
+    let third = append(inbox, 3, Some("room")).await;
     assert_eq!(inbox.replay(Selection::One(first)).await.unwrap(), 1);
-    while let Some(id) = handle_next().await {
-        claimed_in_order.push(id);
-    }
-    assert_eq!(claimed_in_order, [second, third, first]);
+    assert_eq!(handle_all().await, [second, third, first]);
     // Replayed one after the other, they are handled in the order replayed.
     for id in [third, first, second] {
         assert_eq!(inbox.replay(Selection::One(id)).await.unwrap(), 1);
     }
-    claimed_in_order.clear();
-    while let Some(id) = handle_next().await {
-        claimed_in_order.push(id);
-    }
-    assert_eq!(claimed_in_order, [third, first, second]);
+    assert_eq!(handle_all().await, [third, first, second]);
 }
 
 /// Pruning deletes handled deliveries older than the retention, by the storage's clock;

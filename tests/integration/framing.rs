@@ -107,7 +107,7 @@ fn answers_up_to(stream: &mut TcpStream, within: Duration, count: usize) -> (Vec
     let mut buf = [0u8; 64 * 1024];
     let mut closed = false;
     stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    while Instant::now() < deadline && memchr_count(&bytes) < count {
+    while Instant::now() < deadline && answers_begun(&bytes) < count {
         match stream.read(&mut buf) {
             Ok(0) => {
                 closed = true;
@@ -134,8 +134,8 @@ fn answers_up_to(stream: &mut TcpStream, within: Duration, count: usize) -> (Vec
     (out, closed)
 }
 
-/// How many answers `bytes` begin.
-fn memchr_count(bytes: &[u8]) -> usize {
+/// How many answers `bytes` holds the start of.
+fn answers_begun(bytes: &[u8]) -> usize {
     bytes.windows(9).filter(|w| w == b"HTTP/1.1 ").count()
 }
 
