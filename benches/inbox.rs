@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use meet_webhooks::inbox::{Dispatcher, Inbox, Kind, NewDelivery, PgInbox, RetryPolicy, SqliteInbox};
-use meet_webhooks::runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
-use meet_webhooks::{WEBHOOKS, WebhookHandler};
+use meet_webhooks::{Receiver, WEBHOOKS, WebhookHandler};
+use meet_webhooks_runtime::inbox::{Dispatcher, Inbox, Kind, NewDelivery, PgInbox, RetryPolicy, SqliteInbox};
+use meet_webhooks_runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
 
 const BACKLOG: usize = 20_000;
 
@@ -99,14 +99,14 @@ fn drain_once(storage: Storage<'_>, rooms: usize) -> Duration {
         });
         futures_util::future::join_all(appends).await;
     });
-    let handler = Arc::new(Count::default());
+    let handler = Arc::new(Receiver::new(Count::default()));
     let started = Instant::now();
     let dispatcher = Dispatcher {
         inbox: inbox.clone(),
-        handler: handler.clone(),
-        concurrency: meet_webhooks::defaults::CONCURRENCY,
+        webhooks: handler.clone(),
+        concurrency: meet_webhooks_runtime::defaults::CONCURRENCY,
         retry: RetryPolicy::default(),
-        lease: meet_webhooks::defaults::LEASE,
+        lease: meet_webhooks_runtime::defaults::LEASE,
         retention: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(1),
     }

@@ -12,11 +12,15 @@ use std::time::SystemTime;
 
 use actix_web::{App, test};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use meet_webhooks::clock::millis_since_epoch;
-use meet_webhooks::runtime::{DeliveryContext, HandlerResult, WebhookInfo};
-use meet_webhooks::service::{ServiceBuilder, Storage};
-use meet_webhooks::verify::{Policy, Verifier, sign};
-use meet_webhooks::{WEBHOOKS, WebhookHandler};
+
+use meet_webhooks_runtime::{DeliveryContext, HandlerResult, WebhookInfo};
+
+fn millis_since_epoch(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+use meet_webhooks::{Receiver, WEBHOOKS, WebhookHandler};
+use meet_webhooks_runtime::verify::{Policy, Verifier, sign};
+use meet_webhooks_runtime::{ServiceBuilder, Storage};
 
 const KEY: &[u8] = b"bench-api-key";
 
@@ -62,8 +66,10 @@ impl WebhookHandler for Nothing {
 
 fn in_process(c: &mut Criterion) {
     let system = actix_web::rt::System::new();
-    let receiver =
-        ServiceBuilder::new(Nothing, [KEY]).storage(Storage::Inline { replay_capacity: 10_000_000 }).build().unwrap();
+    let receiver = ServiceBuilder::new(Receiver::new(Nothing), [KEY])
+        .storage(Storage::Inline { replay_capacity: 10_000_000 })
+        .build()
+        .unwrap();
     let service = system.block_on(test::init_service(App::new().configure(receiver.routes())));
     let counter = AtomicU64::new(0);
     c.bench_function("in_process/typed", |b| {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use meet_webhooks::inbox::{Inbox, Kind, NewDelivery, PgInbox};
+use meet_webhooks_runtime::inbox::{Inbox, Kind, NewDelivery, PgInbox};
 
 #[derive(Parser)]
 struct Args {

@@ -1,10 +1,8 @@
-//! The code generated from the webhook spec by `build.rs` (see `meet-webhooks-codegen`):
-//! payload types (`types`), the list of webhooks (`WEBHOOKS`), `Event`, the `WebhookHandler`
-//! trait with one method per webhook, and `dispatch`.
-//!
-//! Built from `openapi/openapi.yaml`, or the spec `MEET_WEBHOOKS_SPEC` names at build time.
+//! The code generated from the spec in `openapi/` (or the one `MEET_WEBHOOKS_SPEC` names) by
+//! `build.rs`: payload types (`types`), the webhooks (`WEBHOOKS`, `SPEC`), `Event`, the
+//! `WebhookHandler` trait with one method per webhook, and `Receiver`, which serves a handler.
 //! `cargo doc --open` shows what the current spec generated.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
-include!(concat!(env!("OUT_DIR"), "/meet_webhooks.rs"));
+meet_webhooks_runtime::include_webhooks!();

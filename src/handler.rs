@@ -4,7 +4,7 @@
 //! about; the ones you leave out are acknowledged with a warning (see `crate::generated`).
 
 use crate::generated::{WebhookHandler, types};
-use crate::runtime::{DeliveryContext, HandlerResult, Presence};
+use meet_webhooks_runtime::{DeliveryContext, HandlerResult, Presence};
 
 /// Acknowledges every recording event, and at debug level (`RUST_LOG=debug` or
 /// `RUST_LOG=meet_webhooks::handler=debug`) logs a line with its recording, room and status.

@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use meet_webhooks::Receiver;
 use meet_webhooks::handler::ServiceHandler;
-use meet_webhooks::service::{ServiceBuilder, Storage};
+use meet_webhooks_runtime::{ServiceBuilder, Storage};
 
 /// Threads of this process now.
 fn threads() -> usize {
@@ -26,8 +27,8 @@ fn settle(at_most: usize) -> usize {
     threads()
 }
 
-fn builder(storage: Storage) -> ServiceBuilder<ServiceHandler> {
-    ServiceBuilder::new(ServiceHandler, ["lifecycle-key"])
+fn builder(storage: Storage) -> ServiceBuilder<Receiver<ServiceHandler>> {
+    ServiceBuilder::new(Receiver::new(ServiceHandler), ["lifecycle-key"])
         .storage(storage)
         .signals(false)
         .shutdown_grace(Duration::ZERO)
@@ -54,12 +55,10 @@ fn fifty_services_started_and_stopped_leave_no_thread_behind() {
     let (before, after) = fifty(|n| Storage::Sqlite(dir.path().join(n.to_string())));
     assert!(after <= before, "SQLite: {before} threads before 50 services, {after} after");
     drop(dir);
-    #[cfg(feature = "postgres")]
     on_postgres();
 }
 
 /// The same on PostgreSQL (a database of the test's own), when there is a server.
-#[cfg(feature = "postgres")]
 fn on_postgres() {
     let admin = std::env::var("MEET_WEBHOOKS_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());

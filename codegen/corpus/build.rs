@@ -40,8 +40,7 @@ fn main() {
         let config = meet_webhooks_codegen::Config::new()
             .spec_env(None)
             .base_dir(&spec)
-            .spec(expect["spec"].as_str().unwrap_or("openapi.yaml"))
-            .runtime_path("::meet_webhooks::runtime");
+            .spec(expect["spec"].as_str().unwrap_or("openapi.yaml"));
         let generated = config.generate().unwrap_or_else(|e| panic!("variant {name}: {e}"));
         let module = name.replace('-', "_");
         std::fs::write(out.join(format!("{module}.rs")), &generated.code).unwrap();
@@ -56,7 +55,7 @@ fn main() {
         writeln!(
             table,
             "    Variant {{ name: {name:?}, dir: {dir:?}, warnings: &{warnings:?}, webhooks: {module}::WEBHOOKS, \
-             title: {module}::SPEC_TITLE, version: {module}::SPEC_VERSION, \
+             title: {module}::SPEC.title, version: {module}::SPEC.version, \
              parse: |event, body| {module}::Event::parse(event, body).map(|e| e.webhook().event) }},",
             dir = variant.display().to_string(),
         )

@@ -34,9 +34,6 @@ use crate::load::{Files, Target, resolve};
 pub(crate) struct Options {
     /// Drop `enum`/`const` on strings so every enum becomes a `String`.
     pub relax_enums: bool,
-    /// Header parameters to leave out (case-insensitive names). The client adds the signing
-    /// headers itself, over the exact bytes it sends.
-    pub drop_headers: Vec<String>,
 }
 
 /// One webhook of the spec.
@@ -423,11 +420,6 @@ impl Bundler<'_> {
             let Value::Object(parameter) = parameter else {
                 return Err(Error::unsupported(&at, "a parameter must be a map"));
             };
-            let is_header = parameter.get("in").and_then(Value::as_str) == Some("header");
-            let name = parameter.get("name").and_then(Value::as_str).unwrap_or_default();
-            if is_header && self.options.drop_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
-                continue;
-            }
             let mut kept = Map::new();
             for (key, value) in parameter {
                 match key.as_str() {

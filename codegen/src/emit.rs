@@ -1,4 +1,4 @@
-//! From the bundled document to Rust: progenitor makes the types (and the client); we add what
+//! From the bundled document to Rust: progenitor makes the types; we add what
 //! progenitor has no notion of, the receiving side: a handler trait with one method per webhook,
 //! an `Event` enum that the `event` field selects, and a dispatcher.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 
 use heck::{ToSnakeCase, ToUpperCamelCase};
 use proc_macro2::TokenStream;
-use progenitor::{GenerationSettings, Generator, HooksMode};
+use progenitor::{GenerationSettings, Generator};
 use quote::{format_ident, quote};
 use serde_json::Value;
 
@@ -18,8 +18,6 @@ use crate::example::example;
 
 /// What progenitor made of the bundle.
 pub(crate) struct Progenitor {
-    /// The whole client (types, `Client`, methods).
-    pub client: TokenStream,
     /// The types alone.
     pub types: TokenStream,
     /// The request body type of each operation, by operationId.
@@ -28,24 +26,15 @@ pub(crate) struct Progenitor {
     pub type_names: Vec<String>,
 }
 
-pub(crate) fn run_progenitor(
-    bundle: &Bundle,
-    spec: &Path,
-    hooks: HooksMode,
-    inner_type: Option<syn::Type>,
-) -> Result<Progenitor> {
+pub(crate) fn run_progenitor(bundle: &Bundle, spec: &Path) -> Result<Progenitor> {
     let document = parse_openapi(bundle)?;
-    let mut settings = GenerationSettings::new();
-    settings.with_hooks(hooks);
-    if let Some(inner) = inner_type {
-        settings.with_inner_type(quote!(#inner));
-    }
+    let settings = GenerationSettings::new();
 
     // typify panics on some inputs instead of returning an error. A build error must name the
     // spec and say what is wrong, not print a backtrace from inside a dependency.
     let outcome = quietly(|| {
         let mut generator = Generator::new(&settings);
-        let client = generator.generate_tokens(&document)?;
+        generator.generate_tokens(&document)?;
         let space = generator.get_type_space();
         // The types typify defined for the spec (not `Option<String>` and the like): each
         // component of the bundle is one, the bodies among them.
@@ -57,11 +46,11 @@ pub(crate) fn run_progenitor(
             })
             .map(|t| t.name())
             .collect();
-        Ok::<_, progenitor::Error>((client, space.to_stream(), names))
+        Ok::<_, progenitor::Error>((space.to_stream(), names))
     });
 
     let progenitor_error = |message: String| Error::Progenitor { spec: spec.to_path_buf(), message };
-    let (client, types, mut type_names) = match outcome {
+    let (types, mut type_names) = match outcome {
         Ok(Ok(generated)) => generated,
         Ok(Err(e)) => {
             return Err(match locate_failure(bundle) {
@@ -91,7 +80,7 @@ pub(crate) fn run_progenitor(
     };
     type_names.sort();
     let body_types = body_types(bundle, &type_names, spec)?;
-    Ok(Progenitor { client, types, body_types, type_names })
+    Ok(Progenitor { types, body_types, type_names })
 }
 
 thread_local! {
@@ -207,7 +196,8 @@ pub(crate) fn method_name(operation_id: &str) -> String {
     operation_id.replace('\'', "").replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-").to_snake_case()
 }
 
-/// The server module: types, metadata, `Event`, `WebhookHandler`, `dispatch`.
+/// The server module: types, metadata (`WEBHOOKS`, `SPEC`), `Event`, `WebhookHandler`,
+/// `dispatch`, and `Receiver`, which serves a `WebhookHandler` to the runtime.
 pub(crate) fn server(
     bundle: &Bundle,
     generated: &Progenitor,
@@ -303,24 +293,28 @@ pub(crate) fn server(
             #(impl #rt::Payload for #payloads {})*
         }
 
-        /// `info.title` of the spec this module was generated from.
-        pub const SPEC_TITLE: &str = #title;
-        /// `info.version` of the spec this module was generated from.
-        pub const SPEC_VERSION: &str = #version;
-
         /// Every webhook in the spec, in spec order.
+        #[allow(dead_code, clippy::all, clippy::pedantic)]
         pub const WEBHOOKS: &[#rt::WebhookInfo] = &[#(#infos),*];
 
-        /// The handler type the build looked at, and the `WebhookHandler` methods it
-        /// implements (the others run their defaults); `None` if the build did not look.
-        pub const IMPLEMENTED: ::std::option::Option<(&str, &[&str])> = #implemented_tokens;
+        /// The spec this module was generated from: its title, version and webhooks, and which
+        /// `WebhookHandler` methods the build saw implemented.
+        #[allow(dead_code, clippy::all, clippy::pedantic)]
+        pub const SPEC: #rt::Spec = #rt::Spec {
+            title: #title,
+            version: #version,
+            webhooks: WEBHOOKS,
+            implemented: #implemented_tokens,
+        };
 
         /// A delivery parsed into the typed body of the webhook its `event` names.
+        #[allow(dead_code, clippy::all, clippy::pedantic)]
         #[derive(Debug, Clone)]
         pub enum Event {
             #(#variants,)*
         }
 
+        #[allow(dead_code, clippy::all, clippy::pedantic)]
         impl Event {
             /// Parses `body` as the webhook named `event` (the body's `event` field).
             ///
@@ -380,11 +374,12 @@ pub(crate) fn server(
                 ctx: &#rt::DeliveryContext,
                 event: #rt::UnmatchedEvent,
             ) -> impl ::std::future::Future<Output = #rt::HandlerResult> + Send {
-                #rt::unhandled_fallback(ctx, event)
+                #rt::unhandled_fallback(&SPEC, ctx, event)
             }
         }
 
         /// Calls the handler method that `event` belongs to.
+        #[allow(dead_code, clippy::all, clippy::pedantic)]
         pub async fn dispatch<H: WebhookHandler + ?Sized>(
             handler: &H,
             ctx: &#rt::DeliveryContext,
@@ -394,166 +389,63 @@ pub(crate) fn server(
                 #(#dispatch_arms,)*
             }
         }
+
+        /// Serves a [`WebhookHandler`] to the runtime: `ServiceBuilder::new(Receiver::new(handler), keys)`.
+        /// Derefs to the handler.
+        #[allow(dead_code, clippy::all, clippy::pedantic)]
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct Receiver<H>(H);
+
+        #[allow(dead_code, clippy::all, clippy::pedantic)]
+        impl<H> Receiver<H> {
+            /// Serves `handler`.
+            pub const fn new(handler: H) -> Self {
+                Self(handler)
+            }
+
+            /// The handler.
+            pub fn into_inner(self) -> H {
+                self.0
+            }
+        }
+
+        impl<H> ::std::ops::Deref for Receiver<H> {
+            type Target = H;
+
+            fn deref(&self) -> &H {
+                &self.0
+            }
+        }
+
+        impl<H: WebhookHandler> #rt::Webhooks for Receiver<H> {
+            type Event = Event;
+
+            const SPEC: #rt::Spec = SPEC;
+
+            fn classify(
+                event: ::std::option::Option<&str>,
+                body: &[u8],
+            ) -> ::std::result::Result<Event, #rt::Unmatched> {
+                Event::classify(event, body)
+            }
+
+            fn handle(
+                &self,
+                ctx: &#rt::DeliveryContext,
+                event: Event,
+            ) -> impl ::std::future::Future<Output = #rt::HandlerResult> + Send {
+                dispatch(&self.0, ctx, event)
+            }
+
+            fn fallback(
+                &self,
+                ctx: &#rt::DeliveryContext,
+                event: #rt::UnmatchedEvent,
+            ) -> impl ::std::future::Future<Output = #rt::HandlerResult> + Send {
+                self.0.fallback(ctx, event)
+            }
+        }
     })
-}
-
-/// The client module: progenitor's client plus `deliver`, which sends any webhook by name with
-/// the bytes the provider would send.
-pub(crate) fn client(bundle: &Bundle, generated: &Progenitor, inner: &TokenStream) -> TokenStream {
-    let client = &generated.client;
-    let arms = bundle.webhooks.iter().map(|webhook| {
-        let event = &webhook.event;
-        let body_ty = &generated.body_types[&webhook.operation_id];
-        quote! {
-            #event => {
-                ::serde_json::from_value::<#body_ty>(body.clone()).map_err(DeliverError::Body)?;
-            }
-        }
-    });
-    let events = bundle.webhooks.iter().map(|w| &w.event);
-    quote! {
-        #client
-
-        /// The webhooks this client can send, in spec order.
-        pub const EVENTS: &[&str] = &[#(#events),*];
-
-        /// What the receiver answered.
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct Delivered {
-            pub status: ::reqwest::StatusCode,
-            /// The response body (the receiver's `{"status":"accepted","id":N}`).
-            pub body: ::std::string::String,
-        }
-
-        impl Delivered {
-            /// Reads the receiver's answer.
-            pub async fn from_response(
-                response: ::reqwest::Response,
-            ) -> ::std::result::Result<Self, DeliverError> {
-                let status = response.status();
-                let body = response.text().await.map_err(|e| DeliverError::Http(e.to_string()))?;
-                ::std::result::Result::Ok(Self { status, body })
-            }
-        }
-
-        /// Why an event could not be delivered (an answer with an error status is not one of
-        /// these: it is a [`Delivered`]).
-        #[derive(Debug)]
-        pub enum DeliverError {
-            /// The body does not fit the webhook's generated type.
-            Body(::serde_json::Error),
-            /// No answer: connection refused, timeout, invalid URL.
-            Http(::std::string::String),
-        }
-
-        impl ::std::fmt::Display for DeliverError {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                match self {
-                    Self::Body(e) => write!(f, "the body does not fit the webhook's type: {e}"),
-                    Self::Http(e) => write!(f, "delivery failed: {e}"),
-                }
-            }
-        }
-
-        impl ::std::error::Error for DeliverError {}
-
-        /// Checks `body` against the typed webhook `event`, then sends it as the provider would
-        /// ([`provider_bytes`]). `Ok(None)` when the spec has no such webhook.
-        pub async fn deliver(
-            client: &Client,
-            event: &str,
-            body: ::serde_json::Value,
-        ) -> ::std::result::Result<::std::option::Option<Delivered>, DeliverError>
-        where
-            Client: ::progenitor_client::ClientHooks<#inner>,
-        {
-            match event {
-                #(#arms)*
-                _ => return ::std::result::Result::Ok(::std::option::Option::None),
-            }
-            deliver_bytes(client, provider_bytes(&body)).await.map(::std::option::Option::Some)
-        }
-
-        /// Posts `body` byte for byte to the client's URL, through the client's hooks (which
-        /// sign it): for events the spec does not know (`testEvent`), and bodies that must not
-        /// be rewritten.
-        pub async fn deliver_bytes(
-            client: &Client,
-            body: ::std::vec::Vec<u8>,
-        ) -> ::std::result::Result<Delivered, DeliverError>
-        where
-            Client: ::progenitor_client::ClientHooks<#inner>,
-        {
-            use ::progenitor_client::{ClientHooks, ClientInfo};
-            // reqwest's own message ("error sending request") hides the cause: say it all.
-            let failed = |e: ::reqwest::Error| {
-                let mut message = e.to_string();
-                let mut source = ::std::error::Error::source(&e);
-                while let ::std::option::Option::Some(cause) = source {
-                    message.push_str(": ");
-                    message.push_str(&cause.to_string());
-                    source = cause.source();
-                }
-                DeliverError::Http(message)
-            };
-            let hook = |e: ::progenitor_client::Error<()>| DeliverError::Http(e.to_string());
-            let mut request = client
-                .client()
-                .post(client.baseurl())
-                .header(::reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .build()
-                .map_err(failed)?;
-            let info = ::progenitor_client::OperationInfo { operation_id: "deliver" };
-            client.pre::<()>(&mut request, &info).await.map_err(hook)?;
-            let result = client.exec(request, &info).await;
-            client.post::<()>(&result, &info).await.map_err(hook)?;
-            Delivered::from_response(result.map_err(failed)?).await
-        }
-
-        /// The bytes the provider sends for `body`: its sender builds the object as `event`,
-        /// `creationDate`, `data` and serializes it with `JSON.stringify`, so those three come
-        /// first, in that order (any other field after them), and a number with no fraction is
-        /// written as an integer (`1796048768187`, never `1796048768187.0`).
-        pub fn provider_bytes(body: &::serde_json::Value) -> ::std::vec::Vec<u8> {
-            fn js(value: &::serde_json::Value) -> ::serde_json::Value {
-                match value {
-                    ::serde_json::Value::Number(n) => match n.as_f64() {
-                        ::std::option::Option::Some(f)
-                            if n.is_f64() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 =>
-                        {
-                            ::serde_json::Value::from(f as i64)
-                        }
-                        _ => value.clone(),
-                    },
-                    ::serde_json::Value::Array(items) => items.iter().map(js).collect(),
-                    ::serde_json::Value::Object(fields) => {
-                        fields.iter().map(|(k, v)| (k.clone(), js(v))).collect()
-                    }
-                    other => other.clone(),
-                }
-            }
-            let ::serde_json::Value::Object(fields) = body else {
-                return ::serde_json::to_vec(&js(body)).unwrap_or_default();
-            };
-            const FIRST: [&str; 3] = ["event", "creationDate", "data"];
-            let mut out = ::std::vec::Vec::from(&b"{"[..]);
-            let ordered = FIRST
-                .iter()
-                .filter_map(|k| fields.get_key_value(*k))
-                .chain(fields.iter().filter(|(k, _)| !FIRST.contains(&k.as_str())));
-            for (i, (key, value)) in ordered.enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend(::serde_json::to_vec(key).unwrap_or_default());
-                out.push(b':');
-                out.extend(::serde_json::to_vec(&js(value)).unwrap_or_default());
-            }
-            out.push(b'}');
-            out
-        }
-    }
 }
 
 fn doc_lines(summary: &str, description: &str) -> Vec<TokenStream> {

@@ -10,7 +10,8 @@
 //!    the path `/<event name>`, referenced schemas become named components);
 //! 3. has progenitor generate the payload types from it, and adds the receiving side: a
 //!    `WebhookHandler` trait with one `async fn` per webhook (the snake_case operationId), an
-//!    `Event` enum selected by the body's `event` field, and `dispatch`;
+//!    `Event` enum selected by the body's `event` field, `dispatch`, and `Receiver<H>`, which
+//!    serves any `WebhookHandler` to the runtime by implementing its `Webhooks` trait;
 //! 4. writes the result to `OUT_DIR` (only when it changed) and tells cargo to rerun when the
 //!    spec, any file it references, or `MEET_WEBHOOKS_SPEC` changes.
 //!
@@ -26,11 +27,13 @@
 //!
 //! ```ignore
 //! // src/generated.rs
-//! include!(concat!(env!("OUT_DIR"), "/meet_webhooks.rs"));
+//! meet_webhooks_runtime::include_webhooks!();
 //! ```
 //!
-//! The generated code names its runtime support (`DeliveryContext`, `WebhookInfo`, ...) through
-//! [`Config::runtime_path`], by default `::meet_webhooks::runtime`.
+//! The generated code stands on the `meet-webhooks-runtime` crate (`DeliveryContext`,
+//! `Webhooks`, ...), named through [`Config::runtime_path`], by default `::meet_webhooks_runtime`.
+//! The crate that includes it depends on that crate, and on `serde` (with its `derive`
+//! feature) and `serde_json`, which the generated payload types derive from and name.
 
 mod bundle;
 mod emit;
@@ -43,7 +46,6 @@ use std::path::{Path, PathBuf};
 
 pub use bundle::{Bundle, Webhook};
 pub use error::{Error, Location, Result, Warning};
-use progenitor::HooksMode;
 
 /// The environment variable that points the build at another spec, unless changed with
 /// [`Config::spec_env`].
@@ -51,10 +53,6 @@ pub const SPEC_ENV: &str = "MEET_WEBHOOKS_SPEC";
 
 /// The spec read when none is named.
 const DEFAULT_SPEC: &str = "openapi/openapi.yaml";
-
-/// The headers the provider signs with. The client adds them itself, over the exact bytes it
-/// sends, so they are not parameters of the generated client methods.
-pub const SIGNING_HEADERS: [&str; 2] = ["X-Timestamp", "X-Signature"];
 
 /// Generated code and what it was made from.
 #[derive(Debug)]
@@ -78,7 +76,6 @@ pub struct Config {
     base_dir: Option<PathBuf>,
     relax_enums: bool,
     runtime_path: String,
-    client_inner_type: Option<String>,
     handler_impl: Option<(PathBuf, String)>,
     out_file: Option<String>,
 }
@@ -91,15 +88,14 @@ impl Default for Config {
 
 impl Config {
     /// The defaults: spec `openapi/openapi.yaml`, overridable by `MEET_WEBHOOKS_SPEC`, relative
-    /// to the crate being built; typed enums; runtime `::meet_webhooks::runtime`.
+    /// to the crate being built; typed enums; runtime `::meet_webhooks_runtime`.
     pub fn new() -> Self {
         Self {
             spec: PathBuf::from(DEFAULT_SPEC),
             spec_env: Some(SPEC_ENV.to_owned()),
             base_dir: None,
             relax_enums: false,
-            runtime_path: "::meet_webhooks::runtime".to_owned(),
-            client_inner_type: None,
+            runtime_path: "::meet_webhooks_runtime".to_owned(),
             handler_impl: None,
             out_file: None,
         }
@@ -137,31 +133,24 @@ impl Config {
         self
     }
 
-    /// The module the generated code takes its runtime types from. Default
-    /// `::meet_webhooks::runtime`.
+    /// The path the generated code takes its runtime types from. Default
+    /// `::meet_webhooks_runtime` (the `meet-webhooks-runtime` crate).
     pub fn runtime_path(mut self, path: impl Into<String>) -> Self {
         self.runtime_path = path.into();
         self
     }
 
-    /// A type the generated `Client` carries (`Client::new(url, inner)`) and hands to its
-    /// `ClientHooks`, e.g. the signing key. Default: none (`()`).
-    pub fn client_inner_type(mut self, path: impl Into<String>) -> Self {
-        self.client_inner_type = Some(path.into());
-        self
-    }
-
     /// Where the crate implements `WebhookHandler`: the `impl WebhookHandler for <type_name>`
     /// block in `file` (relative to [`Config::base_dir`]) is read for the methods it
-    /// implements, so the generated `IMPLEMENTED` can tell handled webhooks from defaults (the
-    /// service's `spec` command shows it). Default: not read (`IMPLEMENTED` is `None`).
+    /// implements, so the generated `SPEC.implemented` can tell handled webhooks from defaults
+    /// (the service's `spec` command shows it). Default: not read (`None`).
     pub fn handler_impl(mut self, file: impl Into<PathBuf>, type_name: impl Into<String>) -> Self {
         self.handler_impl = Some((file.into(), type_name.into()));
         self
     }
 
-    /// The file name written in `OUT_DIR`. Default `meet_webhooks.rs` for [`Config::compile`],
-    /// `meet_webhooks_client.rs` for [`Config::compile_client`].
+    /// The file name written in `OUT_DIR`. Default `meet_webhooks.rs` (what
+    /// `include_webhooks!` includes).
     pub fn out_file(mut self, name: impl Into<String>) -> Self {
         self.out_file = Some(name.into());
         self
@@ -207,15 +196,16 @@ impl Config {
 
     /// The spec as one OpenAPI 3.0.3 document (what progenitor is given).
     pub fn bundle(&self) -> Result<Bundle> {
-        bundle::bundle(&self.spec_file()?, &bundle::Options { relax_enums: self.relax_enums, drop_headers: vec![] })
+        bundle::bundle(&self.spec_file()?, &bundle::Options { relax_enums: self.relax_enums })
     }
 
-    /// Generates the server module: types, `WEBHOOKS`, `Event`, `WebhookHandler`, `dispatch`.
+    /// Generates the module: types, `WEBHOOKS`, `SPEC`, `Event`, `WebhookHandler`, `dispatch`,
+    /// `Receiver`.
     pub fn generate(&self) -> Result<Generated> {
         let bundle = self.bundle()?;
         let runtime: syn::Path = syn::parse_str(&self.runtime_path)
             .map_err(|e| Error::Config(format!("runtime path {:?} is not a Rust path: {e}", self.runtime_path)))?;
-        let generated = emit::run_progenitor(&bundle, &bundle.files[0], HooksMode::Optional, None)?;
+        let generated = emit::run_progenitor(&bundle, &bundle.files[0])?;
         let implemented = self.handler_impl.as_ref().map(|(file, type_name)| {
             let file = self.base().join(file);
             (implemented::methods(&file, type_name), type_name.as_str(), file)
@@ -242,30 +232,6 @@ impl Config {
         Ok(result)
     }
 
-    /// Generates the client module: progenitor's `Client` (whose `ClientHooks` the including
-    /// crate implements, to sign), its types, `EVENTS` and `deliver`.
-    pub fn generate_client(&self) -> Result<Generated> {
-        let options = bundle::Options {
-            relax_enums: self.relax_enums,
-            drop_headers: SIGNING_HEADERS.iter().map(|h| (*h).to_owned()).collect(),
-        };
-        let bundle = bundle::bundle(&self.spec_file()?, &options)?;
-        let inner = match &self.client_inner_type {
-            Some(path) => Some(
-                syn::parse_str::<syn::Type>(path)
-                    .map_err(|e| Error::Config(format!("client inner type {path:?} is not a Rust type: {e}")))?,
-            ),
-            None => None,
-        };
-        let inner_tokens = match &inner {
-            Some(inner) => quote::quote!(#inner),
-            None => quote::quote!(()),
-        };
-        let generated = emit::run_progenitor(&bundle, &bundle.files[0], HooksMode::Expected, inner)?;
-        let tokens = emit::client(&bundle, &generated, &inner_tokens);
-        self.finish(bundle, tokens)
-    }
-
     fn finish(&self, bundle: Bundle, tokens: proc_macro2::TokenStream) -> Result<Generated> {
         let spec = bundle.files[0].clone();
         let file: syn::File = syn::parse2(tokens).map_err(|e| Error::Progenitor {
@@ -281,7 +247,7 @@ impl Config {
         Ok(Generated { code, files: bundle.files, webhooks: bundle.webhooks, warnings: bundle.warnings })
     }
 
-    /// For `build.rs`: generates the server module into `OUT_DIR`, and prints a cargo warning
+    /// For `build.rs`: generates the module into `OUT_DIR`, and prints a cargo warning
     /// for each [`Warning`].
     pub fn compile(&self) -> Result<()> {
         self.emit_rerun_env();
@@ -291,14 +257,6 @@ impl Config {
             println!("cargo:warning={}", warning.to_string().replace(['\n', '\r'], " "));
         }
         self.write(generated, "meet_webhooks.rs")
-    }
-
-    /// For `build.rs`: generates the client module into `OUT_DIR`. (Its warnings are the
-    /// server's, printed by [`Config::compile`].)
-    pub fn compile_client(&self) -> Result<()> {
-        self.emit_rerun_env();
-        let generated = self.generate_client()?;
-        self.write(generated, "meet_webhooks_client.rs")
     }
 
     fn emit_rerun_env(&self) {
@@ -326,9 +284,9 @@ impl Config {
 
 /// For `build.rs`: prints why the spec does not build, and exits with status 1.
 ///
-/// Two build scripts read the same spec (the receiver's and the client's) and cargo may run
-/// both: the second to fail on the same error within a minute says so in one line instead of
-/// printing it again. (They share a note in cargo's `build` folder of this profile.)
+/// Several build scripts of one workspace may read the same spec, and cargo may run them all:
+/// the second to fail on the same error within a minute says so in one line instead of printing
+/// it again. (They share a note in cargo's `build` folder of this profile.)
 pub fn fail(error: &Error) -> ! {
     let text = error.to_string();
     let note = std::env::var_os("OUT_DIR")

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use meet_webhooks::WEBHOOKS;
-use meet_webhooks::verify::sign;
+use meet_webhooks_runtime::verify::sign;
 
 use crate::common::{KEY, now_ms, read_response};
 
@@ -271,7 +271,7 @@ fn metrics_describe_themselves_name_the_build_and_the_key_and_count_strays() {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
     let build = metrics.lines().find(|l| l.starts_with("meet_webhooks_build_info{")).expect("build info");
-    assert!(build.contains(&format!("spec_title=\"{}\"", meet_webhooks::generated::SPEC_TITLE)), "{build}");
+    assert!(build.contains(&format!("spec_title=\"{}\"", meet_webhooks::SPEC.title)), "{build}");
     assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))) && build.ends_with(" 1"), "{build}");
 }
 
@@ -340,7 +340,7 @@ fn sigterm_lets_an_in_flight_delivery_finish_and_exits_0() {
     assert_eq!(crate::common::rows(data.path()).len(), 1);
     let _restarted = Service::start_in(data.path(), &[]);
     crate::common::eventually("handled", || {
-        crate::common::rows(data.path())[0].state == meet_webhooks::inbox::State::Done
+        crate::common::rows(data.path())[0].state == meet_webhooks_runtime::inbox::State::Done
     });
 }
 
@@ -557,11 +557,7 @@ fn the_log_has_a_line_per_delivery_and_warns_once_per_unhandled_event_name() {
     let (code, stdout, _) = run(&["--version"], b"");
     assert_eq!(code, 0);
     assert!(
-        stdout.contains(&format!(
-            "(spec {} {})",
-            meet_webhooks::generated::SPEC_TITLE,
-            meet_webhooks::generated::SPEC_VERSION
-        )),
+        stdout.contains(&format!("(spec {} {})", meet_webhooks::SPEC.title, meet_webhooks::SPEC.version)),
         "{stdout}"
     );
 }
@@ -570,7 +566,7 @@ fn the_log_has_a_line_per_delivery_and_warns_once_per_unhandled_event_name() {
 fn a_webhook_the_handler_leaves_out_warns_once_and_is_counted_each_time() {
     let unimplemented: Vec<&str> = WEBHOOKS
         .iter()
-        .filter(|w| meet_webhooks::generated::IMPLEMENTED.is_some_and(|(_, methods)| !methods.contains(&w.method)))
+        .filter(|w| meet_webhooks::SPEC.implemented.is_some_and(|(_, methods)| !methods.contains(&w.method)))
         .map(|w| w.event)
         .collect();
     let service = Service::start(&[]);

@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use meet_webhooks::WebhookHandler;
-use meet_webhooks::inbox::{Filter, Inbox, RetryPolicy, SqliteInbox, Stored};
-use meet_webhooks::runtime::{DeliveryContext, HandlerResult, Unmatched, UnmatchedEvent, WebhookInfo};
-use meet_webhooks::service::{Running, ServiceBuilder, Storage};
-use meet_webhooks::verify::{Policy, sign};
+use meet_webhooks::{Receiver, WebhookHandler};
+use meet_webhooks_runtime::inbox::{Filter, Inbox, RetryPolicy, SqliteInbox, Stored};
+use meet_webhooks_runtime::verify::{Policy, sign};
+use meet_webhooks_runtime::{DeliveryContext, HandlerResult, Unmatched, UnmatchedEvent, WebhookInfo};
+use meet_webhooks_runtime::{Running, ServiceBuilder, Storage};
 
 pub const KEY: &str = "test-api-key";
 pub const PATH: &str = "/webhook";
@@ -153,16 +153,16 @@ impl Default for Options {
             inbox: None,
             replay_capacity: 1000,
             storage: None,
-            body_memory: meet_webhooks::defaults::BODY_MEMORY,
-            max_connections: meet_webhooks::defaults::MAX_CONNECTIONS,
-            keep_alive: meet_webhooks::defaults::KEEP_ALIVE,
+            body_memory: meet_webhooks_runtime::defaults::BODY_MEMORY,
+            max_connections: meet_webhooks_runtime::defaults::MAX_CONNECTIONS,
+            keep_alive: meet_webhooks_runtime::defaults::KEEP_ALIVE,
         }
     }
 }
 
 pub struct TestServer<H: WebhookHandler = Recorder> {
     pub addr: SocketAddr,
-    running: Running<H>,
+    running: Running<Receiver<H>>,
 }
 
 impl TestServer {
@@ -190,7 +190,7 @@ impl<H: WebhookHandler> TestServer<H> {
             (None, None) => Storage::Inline { replay_capacity: options.replay_capacity },
             (None, Some(settings)) => Storage::Sqlite(settings.dir.clone()),
         };
-        let mut builder = ServiceBuilder::new(handler, &options.keys)
+        let mut builder = ServiceBuilder::new(Receiver::new(handler), &options.keys)
             .policy(options.policy)
             .path(PATH)
             .strict(options.strict)
@@ -320,7 +320,7 @@ pub fn row(dir: &std::path::Path, id: i64) -> Stored {
 
 /// Now, in milliseconds and seconds, as the provider would write X-Timestamp.
 pub fn now_ms() -> i64 {
-    meet_webhooks::clock::now_ms()
+    jiff::Timestamp::now().as_millisecond()
 }
 
 /// The spec's example body for a webhook, with a fresh `creationDate`.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use meet_webhooks::inbox::{
+use meet_webhooks_runtime::inbox::{
     Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Filter, Inbox, Kind, NewDelivery, Outcome,
     Selection, State,
 };
@@ -237,7 +237,7 @@ pub async fn stats_count_what_is_stored(inbox: &impl Inbox) {
     let stats = inbox.stats().await.unwrap();
     assert_eq!((stats.pending, stats.done, stats.dead), (3, 1, 1));
     assert_eq!(stats.fallback, 3, "deliveries 1, 3 and 5 went to the fallback");
-    assert_eq!(inbox.depth().await.unwrap(), meet_webhooks::inbox::Depth { pending: 3, dead: 1 });
+    assert_eq!(inbox.depth().await.unwrap(), meet_webhooks_runtime::inbox::Depth { pending: 3, dead: 1 });
     assert_eq!(inbox.list(Filter::State(State::Pending), None, 10).await.unwrap().len(), 3);
     assert_eq!(inbox.list(Filter::Fallback, None, 10).await.unwrap().len(), 3);
 }
@@ -254,7 +254,7 @@ macro_rules! rules {
                     let Some((inbox, _keep)) = opened else { return };
                     crate::common::block_on(async {
                         super::$rule(&inbox).await;
-                        meet_webhooks::inbox::Inbox::close(&inbox).await;
+                        meet_webhooks_runtime::inbox::Inbox::close(&inbox).await;
                     });
                 }
             )*
@@ -285,20 +285,20 @@ macro_rules! every_rule {
 }
 
 /// A fresh SQLite inbox in a directory of its own.
-pub fn sqlite() -> Option<(meet_webhooks::inbox::SqliteInbox, tempfile::TempDir)> {
+pub fn sqlite() -> Option<(meet_webhooks_runtime::inbox::SqliteInbox, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    Some((meet_webhooks::inbox::SqliteInbox::open(dir.path(), "contract").unwrap(), dir))
+    Some((meet_webhooks_runtime::inbox::SqliteInbox::open(dir.path(), "contract").unwrap(), dir))
 }
 
 /// A fresh PostgreSQL inbox in a database of its own, when there is a server.
-pub fn postgres() -> Option<(meet_webhooks::inbox::PgInbox, crate::postgres::TestDatabase)> {
+pub fn postgres() -> Option<(meet_webhooks_runtime::inbox::PgInbox, crate::postgres::TestDatabase)> {
     let db = crate::postgres::TestDatabase::create()?;
-    Some((meet_webhooks::inbox::PgInbox::connect(&db.url, "contract").unwrap(), db))
+    Some((meet_webhooks_runtime::inbox::PgInbox::connect(&db.url, "contract").unwrap(), db))
 }
 
 /// A fresh in-memory inbox.
-pub fn memory() -> Option<(meet_webhooks::inbox::MemoryInbox, ())> {
-    Some((meet_webhooks::inbox::MemoryInbox::new("contract"), ()))
+pub fn memory() -> Option<(meet_webhooks_runtime::inbox::MemoryInbox, ())> {
+    Some((meet_webhooks_runtime::inbox::MemoryInbox::new("contract"), ()))
 }
 
 every_rule!(memory, super::memory());

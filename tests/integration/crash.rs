@@ -12,10 +12,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use meet_webhooks::WEBHOOKS;
-use meet_webhooks::inbox::{Inbox, RetryPolicy, State};
-use meet_webhooks::runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
-use meet_webhooks::service::Storage;
-use meet_webhooks::{WebhookHandler, inbox::Filter};
+use meet_webhooks::WebhookHandler;
+use meet_webhooks_runtime::Storage;
+use meet_webhooks_runtime::inbox::Filter;
+use meet_webhooks_runtime::inbox::{Inbox, RetryPolicy, State};
+use meet_webhooks_runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
 
 use crate::common::{InboxOptions, Options, TestServer, admin, block_on, eventually, example, now_ms};
 use crate::inbox::try_deliver;

@@ -2,21 +2,19 @@
 //! duplicates.
 
 use meet_webhooks::WEBHOOKS;
-use meet_webhooks::runtime::Unmatched;
-use meet_webhooks_client::{Client, Signing, deliver, deliver_bytes};
+use meet_webhooks_runtime::Unmatched;
+use meet_webhooks_sender::{Sender, Signing, provider_bytes};
 use serde_json::json;
 
 use crate::common::{Call, KEY, Options, TestServer, block_on, example, now_ms};
 
 #[test]
-fn every_webhook_of_the_spec_reaches_its_typed_method_through_the_generated_client() {
+fn every_webhook_of_the_spec_reaches_its_typed_method_as_the_provider_sends_it() {
     let server = TestServer::start();
-    let client = Client::new(&server.url(), Signing::new(KEY));
+    let sender = Sender::new(&server.url(), Signing::new(KEY)).unwrap();
     assert!(!WEBHOOKS.is_empty());
     for webhook in WEBHOOKS {
-        let delivered = block_on(deliver(&client, webhook.event, example(webhook)))
-            .unwrap()
-            .expect("the client knows every webhook");
+        let delivered = block_on(sender.send(provider_bytes(&example(webhook)))).unwrap();
         assert_eq!(delivered.status.as_u16(), 200, "{}: {}", webhook.event, delivered.body);
         // The receiver's answer, read whatever the spec declares for the response.
         assert!(delivered.body.starts_with("{\"status\":"), "{}: {}", webhook.event, delivered.body);
@@ -37,9 +35,9 @@ fn every_webhook_of_the_spec_reaches_its_typed_method_through_the_generated_clie
 #[test]
 fn the_providers_test_event_is_acknowledged_and_goes_to_the_fallback() {
     let server = TestServer::start();
-    let client = Client::new(&server.url(), Signing::new(KEY));
+    let sender = Sender::new(&server.url(), Signing::new(KEY)).unwrap();
     let body = json!({"event": "testEvent", "creationDate": now_ms(), "data": {"message": "hello"}});
-    let delivered = block_on(deliver_bytes(&client, body.to_string().into_bytes())).unwrap();
+    let delivered = block_on(sender.send(body.to_string().into_bytes())).unwrap();
     assert_eq!(delivered.status.as_u16(), 200, "{}", delivered.body);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&delivered.body).unwrap(), json!({"status": "fallback"}));
     assert_eq!(
@@ -210,7 +208,7 @@ fn the_services_own_handler_handles_recording_started_of_every_spec_version() {
     assert_eq!(summary.recording_id, body["data"]["recordingId"].as_str().unwrap());
     assert_eq!(summary.room_id, body["data"]["roomId"].as_str().unwrap());
     assert_eq!(summary.status, body["data"]["status"].as_str().unwrap());
-    let ctx = meet_webhooks::runtime::DeliveryContext {
+    let ctx = meet_webhooks_runtime::DeliveryContext {
         delivery_id: "d".into(),
         attempt: 1,
         timestamp_ms: now_ms(),
@@ -218,8 +216,12 @@ fn the_services_own_handler_handles_recording_started_of_every_spec_version() {
         event: Some(webhook.event.into()),
         body: bytes.into(),
     };
-    block_on(meet_webhooks::dispatch(&ServiceHandler, &ctx, meet_webhooks::Event::RecordingStartedWebhook(typed)))
-        .unwrap();
+    block_on(meet_webhooks::generated::dispatch(
+        &ServiceHandler,
+        &ctx,
+        meet_webhooks::Event::RecordingStartedWebhook(typed),
+    ))
+    .unwrap();
 }
 
 #[test]

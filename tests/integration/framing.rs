@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use meet_webhooks::verify::sign;
+use meet_webhooks_runtime::verify::sign;
 
 use crate::common::{KEY, Options, TestServer, now_ms};
 

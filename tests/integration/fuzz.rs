@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
-use meet_webhooks::verify::sign;
+use meet_webhooks_runtime::verify::sign;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use meet_webhooks::verify::sign;
+use meet_webhooks_runtime::verify::sign;
 
 use crate::common::{KEY, Options, TestServer, now_ms};
 
@@ -222,7 +222,7 @@ fn unsigned_head(length: usize) -> String {
 fn the_rest_of_a_refused_body_is_not_read() {
     // One client holds the memory set aside for bodies; the next is refused with 503 after
     // 128 KiB of the megabyte it declared.
-    let limit = meet_webhooks::defaults::BODY_LIMIT;
+    let limit = meet_webhooks_runtime::defaults::BODY_LIMIT;
     let server = TestServer::with(Options { body_limit: limit, body_memory: limit, ..Options::default() });
     let mut holder = server.connect();
     holder.write_all(unsigned_head(limit - 1).as_bytes()).unwrap();
@@ -285,7 +285,7 @@ fn many_large_unsigned_bodies_do_not_grow_the_process_past_the_memory_set_aside(
     ]);
     assert_eq!(service.get("/healthz").status, 200);
     let before = rss_kib(service.child.id());
-    let limit = meet_webhooks::defaults::BODY_LIMIT;
+    let limit = meet_webhooks_runtime::defaults::BODY_LIMIT;
     let chunk = vec![b' '; 64 * 1024];
     let mut streams = Vec::new();
     let mut refused = 0;

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use meet_webhooks::WEBHOOKS;
-use meet_webhooks::inbox::{
+use meet_webhooks_runtime::inbox::{
     Appended, ClaimRequest, Completion, Filter, Inbox, Kind, NewDelivery, Outcome, SqliteInbox, State,
 };
-use meet_webhooks::verify::sign;
+use meet_webhooks_runtime::verify::sign;
 use serde_json::json;
 
 use crate::binary::{Service, run};
@@ -226,7 +226,7 @@ fn storage_that_becomes_unwritable_gets_503_and_not_ready_then_recovers() {
     assert_eq!(send(0), Some(200));
     assert_eq!(service.get("/readyz").status, 200);
 
-    let file = data.join(meet_webhooks::inbox::sqlite::FILE_NAME);
+    let file = data.join(meet_webhooks_runtime::inbox::sqlite::FILE_NAME);
     let mut permissions = std::fs::metadata(&file).unwrap().permissions();
     permissions.set_readonly(true);
     std::fs::set_permissions(&file, permissions.clone()).unwrap();
@@ -283,20 +283,20 @@ fn inbox_stats_and_show_read_the_same_directory() {
 
 #[test]
 fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_rest_pending() {
-    use meet_webhooks::inbox::{Dispatcher, RetryPolicy};
+    use meet_webhooks_runtime::inbox::{Dispatcher, RetryPolicy};
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
     let inbox: Arc<dyn Inbox> = Arc::new(SqliteInbox::open(dir.path(), "test").unwrap());
-    let recorder = Arc::new(crate::common::Recorder::default());
+    let recorder = Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default()));
     recorder.paused.store(true, Ordering::SeqCst);
     let start = |grace_ms: u64| {
         Dispatcher {
             inbox: inbox.clone(),
-            handler: recorder.clone(),
+            webhooks: recorder.clone(),
             concurrency: 1,
             retry: RetryPolicy::default(),
-            lease: meet_webhooks::defaults::LEASE,
+            lease: meet_webhooks_runtime::defaults::LEASE,
             retention: Duration::from_secs(3600),
             shutdown_grace: Duration::from_millis(grace_ms),
         }
@@ -423,7 +423,7 @@ fn storage_that_cannot_take_outcomes_pauses_the_handlers_instead_of_running_them
     eventually("4 handlers running (the concurrency)", || recorder.runs.lock().unwrap().len() == 4);
 
     // Outcomes cannot be committed while the file is read-only.
-    let file = dir.path().join(meet_webhooks::inbox::sqlite::FILE_NAME);
+    let file = dir.path().join(meet_webhooks_runtime::inbox::sqlite::FILE_NAME);
     let mut permissions = std::fs::metadata(&file).unwrap().permissions();
     permissions.set_readonly(true);
     std::fs::set_permissions(&file, permissions.clone()).unwrap();
@@ -456,7 +456,7 @@ fn a_second_service_on_the_same_data_directory_refuses_to_start_and_names_the_fi
 
 #[test]
 fn an_inbox_file_deleted_while_serving_is_503_and_not_ready_until_a_restart() {
-    for victim in [meet_webhooks::inbox::sqlite::FILE_NAME, "inbox.sqlite3-wal"] {
+    for victim in [meet_webhooks_runtime::inbox::sqlite::FILE_NAME, "inbox.sqlite3-wal"] {
         let dir = tempfile::tempdir().unwrap();
         let service = Service::start_in(dir.path(), &[]);
         let send = |n: usize, timestamp: &str| try_deliver(service.addr, timestamp, &mixed_delivery(n * 5, 3));
@@ -470,7 +470,7 @@ fn an_inbox_file_deleted_while_serving_is_503_and_not_ready_until_a_restart() {
         assert_eq!((ready.status, ready.error().as_str()), (503, "storage_unavailable"), "{victim}");
         assert!(!ready.body.contains(dir.path().to_str().unwrap()), "no paths to the client: {}", ready.body);
         assert!(
-            victim != meet_webhooks::inbox::sqlite::FILE_NAME || !dir.path().join(victim).exists(),
+            victim != meet_webhooks_runtime::inbox::sqlite::FILE_NAME || !dir.path().join(victim).exists(),
             "no new empty inbox in its place"
         );
     }
@@ -478,7 +478,7 @@ fn an_inbox_file_deleted_while_serving_is_503_and_not_ready_until_a_restart() {
 
 #[test]
 fn the_log_shrinks_back_once_a_reader_lets_go_and_is_emptied_on_shutdown() {
-    use meet_webhooks::inbox::sqlite::{FILE_NAME, WAL_LIMIT};
+    use meet_webhooks_runtime::inbox::sqlite::{FILE_NAME, WAL_LIMIT};
     let dir = tempfile::tempdir().unwrap();
     let service = Service::start_in(dir.path(), &[]);
     let wal = dir.path().join(format!("{FILE_NAME}-wal"));
@@ -570,24 +570,24 @@ impl SlowClaims {
     }
 }
 
-#[async_trait::async_trait]
+#[meet_webhooks_runtime::inbox::async_trait]
 impl Inbox for SlowClaims {
-    async fn append(&self, d: NewDelivery) -> Result<Appended, meet_webhooks::inbox::StoreError> {
+    async fn append(&self, d: NewDelivery) -> Result<Appended, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.append(d).await
     }
     async fn claim(
         &self,
         r: ClaimRequest,
-    ) -> Result<Vec<meet_webhooks::inbox::Claimed>, meet_webhooks::inbox::StoreError> {
+    ) -> Result<Vec<meet_webhooks_runtime::inbox::Claimed>, meet_webhooks_runtime::inbox::StoreError> {
         let claimed = self.inner.claim(r).await;
         tokio::time::sleep(self.delay).await;
         claimed
     }
     async fn renew(
         &self,
-        c: &[meet_webhooks::inbox::Claim],
+        c: &[meet_webhooks_runtime::inbox::Claim],
         l: Duration,
-    ) -> Result<Vec<meet_webhooks::inbox::Claim>, meet_webhooks::inbox::StoreError> {
+    ) -> Result<Vec<meet_webhooks_runtime::inbox::Claim>, meet_webhooks_runtime::inbox::StoreError> {
         let lost = self.inner.renew(c, l).await;
         tokio::time::sleep(self.renew_delay).await;
         lost
@@ -595,7 +595,7 @@ impl Inbox for SlowClaims {
     async fn complete(
         &self,
         c: &[Completion],
-    ) -> Result<Vec<meet_webhooks::inbox::Completed>, meet_webhooks::inbox::StoreError> {
+    ) -> Result<Vec<meet_webhooks_runtime::inbox::Completed>, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.complete(c).await
     }
     async fn complete_and_claim(
@@ -603,8 +603,8 @@ impl Inbox for SlowClaims {
         c: &[Completion],
         r: ClaimRequest,
     ) -> Result<
-        (Vec<meet_webhooks::inbox::Completed>, Vec<meet_webhooks::inbox::Claimed>),
-        meet_webhooks::inbox::StoreError,
+        (Vec<meet_webhooks_runtime::inbox::Completed>, Vec<meet_webhooks_runtime::inbox::Claimed>),
+        meet_webhooks_runtime::inbox::StoreError,
     > {
         if !c.is_empty() && !self.outcomes_delayed.swap(true, Ordering::SeqCst) {
             tokio::time::sleep(self.outcome_delay).await;
@@ -613,7 +613,10 @@ impl Inbox for SlowClaims {
         tokio::time::sleep(self.delay).await;
         settled
     }
-    async fn replay(&self, s: meet_webhooks::inbox::Selection) -> Result<usize, meet_webhooks::inbox::StoreError> {
+    async fn replay(
+        &self,
+        s: meet_webhooks_runtime::inbox::Selection,
+    ) -> Result<usize, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.replay(s).await
     }
     async fn list(
@@ -621,22 +624,25 @@ impl Inbox for SlowClaims {
         f: Filter,
         e: Option<&str>,
         l: usize,
-    ) -> Result<Vec<meet_webhooks::inbox::Stored>, meet_webhooks::inbox::StoreError> {
+    ) -> Result<Vec<meet_webhooks_runtime::inbox::Stored>, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.list(f, e, l).await
     }
-    async fn get(&self, id: i64) -> Result<Option<meet_webhooks::inbox::Stored>, meet_webhooks::inbox::StoreError> {
+    async fn get(
+        &self,
+        id: i64,
+    ) -> Result<Option<meet_webhooks_runtime::inbox::Stored>, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.get(id).await
     }
-    async fn stats(&self) -> Result<meet_webhooks::inbox::Stats, meet_webhooks::inbox::StoreError> {
+    async fn stats(&self) -> Result<meet_webhooks_runtime::inbox::Stats, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.stats().await
     }
-    async fn depth(&self) -> Result<meet_webhooks::inbox::Depth, meet_webhooks::inbox::StoreError> {
+    async fn depth(&self) -> Result<meet_webhooks_runtime::inbox::Depth, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.depth().await
     }
-    async fn prune(&self, retention: Duration) -> Result<usize, meet_webhooks::inbox::StoreError> {
+    async fn prune(&self, retention: Duration) -> Result<usize, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.prune(retention).await
     }
-    async fn check(&self) -> Result<(), meet_webhooks::inbox::StoreError> {
+    async fn check(&self) -> Result<(), meet_webhooks_runtime::inbox::StoreError> {
         self.inner.check().await
     }
     async fn close(&self) {
@@ -670,15 +676,15 @@ fn test_delivery(n: u8, event: &str, room: Option<&str>, mut body: serde_json::V
 /// A dispatcher of `concurrency` handlers on `inbox` with `lease`, the rest as the service has it.
 fn dispatcher<H: meet_webhooks::WebhookHandler>(
     inbox: std::sync::Arc<dyn Inbox>,
-    handler: std::sync::Arc<H>,
+    handler: std::sync::Arc<meet_webhooks::Receiver<H>>,
     concurrency: usize,
     lease: Duration,
-) -> meet_webhooks::inbox::DispatcherHandle {
-    meet_webhooks::inbox::Dispatcher {
+) -> meet_webhooks_runtime::inbox::DispatcherHandle {
+    meet_webhooks_runtime::inbox::Dispatcher {
         inbox,
-        handler,
+        webhooks: handler,
         concurrency,
-        retry: meet_webhooks::inbox::RetryPolicy::default(),
+        retry: meet_webhooks_runtime::inbox::RetryPolicy::default(),
         lease,
         retention: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(1),
@@ -695,7 +701,7 @@ fn claims_that_arrive_after_half_their_lease_are_not_started() {
         let dir = tempfile::tempdir().unwrap();
         let inner = SqliteInbox::open(dir.path(), "slow").unwrap();
         block_on(inner.append(test_delivery(7, "slowTest", None, json!({})))).unwrap();
-        let recorder = Arc::new(crate::common::Recorder::default());
+        let recorder = Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default()));
         let inbox = Arc::new(SlowClaims { delay, ..SlowClaims::new(inner) });
         let dispatcher = dispatcher(inbox, recorder.clone(), 1, lease);
         std::thread::sleep(Duration::from_millis(800));
@@ -707,9 +713,9 @@ fn claims_that_arrive_after_half_their_lease_are_not_started() {
 }
 
 /// The process's metrics recorder (one per process), for tests that read a metric.
-fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| meet_webhooks::metrics::install().unwrap())
+fn metrics() -> &'static meet_webhooks_runtime::metrics::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<meet_webhooks_runtime::metrics::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| meet_webhooks_runtime::metrics::install().unwrap())
 }
 
 #[test]
@@ -738,9 +744,9 @@ struct Paced {
 impl meet_webhooks::WebhookHandler for Paced {
     async fn fallback(
         &self,
-        ctx: &meet_webhooks::runtime::DeliveryContext,
-        event: meet_webhooks::runtime::UnmatchedEvent,
-    ) -> meet_webhooks::runtime::HandlerResult {
+        ctx: &meet_webhooks_runtime::DeliveryContext,
+        event: meet_webhooks_runtime::UnmatchedEvent,
+    ) -> meet_webhooks_runtime::HandlerResult {
         self.runs.lock().unwrap().push((event.body["n"].as_u64().unwrap(), ctx.attempt));
         // No `await` unless asked for: past one, a handler whose claim is no longer known to be
         // live is stopped.
@@ -774,7 +780,7 @@ fn a_claim_whose_handler_could_not_start_in_time_is_not_run_late() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = SqliteInbox::open(dir.path(), "blocked").unwrap();
     append_one_per_room(&inbox, "blockTest", [json!({"block_ms": lease.as_millis()}), json!({})]);
-    let handler = Arc::new(Paced::default());
+    let handler = Arc::new(meet_webhooks::Receiver::new(Paced::default()));
     let dispatcher = dispatcher(Arc::new(inbox), handler.clone(), 2, lease);
     eventually("both handled", || handler.runs.lock().unwrap().iter().filter(|r| r.0 == 2).count() == 1);
     std::thread::sleep(Duration::from_millis(100));
@@ -793,9 +799,9 @@ struct PausedMidway {
 impl meet_webhooks::WebhookHandler for PausedMidway {
     async fn fallback(
         &self,
-        ctx: &meet_webhooks::runtime::DeliveryContext,
-        _event: meet_webhooks::runtime::UnmatchedEvent,
-    ) -> meet_webhooks::runtime::HandlerResult {
+        ctx: &meet_webhooks_runtime::DeliveryContext,
+        _event: meet_webhooks_runtime::UnmatchedEvent,
+    ) -> meet_webhooks_runtime::HandlerResult {
         self.runs.lock().unwrap().push((ctx.attempt, "start"));
         if ctx.attempt == 1 {
             std::thread::sleep(self.pause);
@@ -820,7 +826,8 @@ fn a_handler_paused_past_its_claim_does_not_go_on() {
     let inner = SqliteInbox::open(dir.path(), "paused").unwrap();
     block_on(inner.append(test_delivery(9, "pauseTest", Some("room-1"), json!({})))).unwrap();
     let inbox = Arc::new(SlowClaims { renew_delay: Duration::from_millis(100), ..SlowClaims::new(inner) });
-    let handler = Arc::new(PausedMidway { pause: lease * 2, runs: std::sync::Mutex::default() });
+    let handler =
+        Arc::new(meet_webhooks::Receiver::new(PausedMidway { pause: lease * 2, runs: std::sync::Mutex::default() }));
     let dispatcher = dispatcher(inbox.clone(), handler.clone(), 1, lease);
     eventually("the first attempt started", || !handler.runs.lock().unwrap().is_empty());
     std::thread::sleep(lease + Duration::from_millis(100));
@@ -849,7 +856,7 @@ fn claims_are_renewed_while_an_outcome_takes_longer_than_a_lease_to_commit() {
     let inner = SqliteInbox::open(dir.path(), "slow-outcome").unwrap();
     append_one_per_room(&inner, "slowOutcome", [json!({}), json!({"await_ms": (lease * 3 / 2).as_millis()})]);
     let inbox = Arc::new(SlowClaims { outcome_delay: lease * 3, ..SlowClaims::new(inner) });
-    let handler = Arc::new(Paced::default());
+    let handler = Arc::new(meet_webhooks::Receiver::new(Paced::default()));
     let dispatcher = dispatcher(inbox.clone(), handler.clone(), 2, lease);
     eventually("both started", || handler.runs.lock().unwrap().len() == 2);
     std::thread::sleep(lease * 2);
@@ -878,14 +885,14 @@ fn deliveries_stored_before_the_clock_was_set_back_are_handled_at_once() {
     // are due now, not in two hours.
     let dir = tempfile::tempdir().unwrap();
     {
-        let inbox = meet_webhooks::inbox::SqliteInbox::open(dir.path(), "before").unwrap();
+        let inbox = meet_webhooks_runtime::inbox::SqliteInbox::open(dir.path(), "before").unwrap();
         for n in 0..3u8 {
-            let delivery = meet_webhooks::inbox::NewDelivery {
+            let delivery = meet_webhooks_runtime::inbox::NewDelivery {
                 signature: [n; 32],
                 timestamp: n.to_string(),
                 timestamp_ms: i64::from(n),
                 event: Some("testEvent".into()),
-                kind: meet_webhooks::inbox::Kind::Fallback,
+                kind: meet_webhooks_runtime::inbox::Kind::Fallback,
                 room: Some("room".into()),
                 body: format!(r#"{{"event":"testEvent","n":{n}}}"#).into(),
                 received_at_ms: now_ms() + 2 * 3600 * 1000,
@@ -900,16 +907,16 @@ fn deliveries_stored_before_the_clock_was_set_back_are_handled_at_once() {
 
 #[test]
 fn a_service_on_the_in_memory_inbox_handles_what_it_acknowledges() {
-    let inbox = std::sync::Arc::new(meet_webhooks::inbox::MemoryInbox::new("test"));
+    let inbox = std::sync::Arc::new(meet_webhooks_runtime::inbox::MemoryInbox::new("test"));
     let server = TestServer::with(Options {
         inbox: Some(InboxOptions::new(std::path::Path::new("unused"))),
-        storage: Some(meet_webhooks::service::Storage::Inbox(inbox.clone())),
+        storage: Some(meet_webhooks_runtime::Storage::Inbox(inbox.clone())),
         ..Options::default()
     });
     for n in 0..5 {
         assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(n, 2)), Some(200));
     }
     eventually("all five handled", || server.recorder().runs.lock().unwrap().len() == 5);
-    let stats = block_on(meet_webhooks::inbox::Inbox::stats(&*inbox)).unwrap();
+    let stats = block_on(meet_webhooks_runtime::inbox::Inbox::stats(&*inbox)).unwrap();
     assert_eq!((stats.pending, stats.done), (0, 5));
 }

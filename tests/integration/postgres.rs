@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use meet_webhooks::inbox::{
+use meet_webhooks_runtime::Storage;
+use meet_webhooks_runtime::inbox::{
     Appended, ClaimRequest, Completed, Completion, Filter, Inbox, Kind, NewDelivery, Outcome, PgInbox, State,
 };
-use meet_webhooks::service::Storage;
 
 use crate::common::{InboxOptions, Options, TestServer, block_on, eventually, now_ms};
 use crate::inbox::{mixed_delivery, try_deliver};
@@ -83,7 +83,7 @@ fn request(limit: usize, lease: Duration) -> ClaimRequest {
     ClaimRequest { limit, lease, max_attempts: 3 }
 }
 
-fn ids(claimed: &[meet_webhooks::inbox::Claimed]) -> Vec<i64> {
+fn ids(claimed: &[meet_webhooks_runtime::inbox::Claimed]) -> Vec<i64> {
     claimed.iter().map(|c| c.claim.id).collect()
 }
 
@@ -138,7 +138,7 @@ fn two_replicas_share_duplicates_claims_room_order_and_fencing() {
             Completion { claim: then[0].claim, kind: Kind::Fallback, outcome: Outcome::Dead { error: "boom".into() } };
         a.complete(&[dead]).await.unwrap();
         assert_eq!(a.list(Filter::State(State::Dead), None, 10).await.unwrap().len(), 1);
-        assert_eq!(b.replay(meet_webhooks::inbox::Selection::Dead).await.unwrap(), 1);
+        assert_eq!(b.replay(meet_webhooks_runtime::inbox::Selection::Dead).await.unwrap(), 1);
         let again = b.claim(request(10, lease)).await.unwrap();
         assert_eq!((ids(&again), again[0].attempt), (vec![third], 1));
 
@@ -318,7 +318,7 @@ fn deliver_within(addr: std::net::SocketAddr, timestamp: &str, body: &str, timeo
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
-    let signature = meet_webhooks::verify::sign(crate::common::KEY.as_bytes(), timestamp, body.as_bytes());
+    let signature = meet_webhooks_runtime::verify::sign(crate::common::KEY.as_bytes(), timestamp, body.as_bytes());
     let headers = [("content-type", "application/json"), ("x-timestamp", timestamp), ("x-signature", &signature)];
     stream.write_all(&crate::common::post_request("x", &headers, body.as_bytes())).ok()?;
     let mut bytes = Vec::new();
@@ -572,7 +572,7 @@ fn a_replica_frozen_in_the_middle_of_a_commit_holds_its_room_for_seconds_not_for
     // room's row, as an append does, and then says nothing more (its thread blocks, so it does
     // not even read its socket) until the test lets it go.
     let mut config: tokio_postgres::Config = db.url.parse().unwrap();
-    config.options(meet_webhooks::inbox::postgres::SESSION_SETTINGS);
+    config.options(meet_webhooks_runtime::inbox::postgres::SESSION_SETTINGS);
     let (locked, is_locked) = mpsc::channel();
     let (release, released) = mpsc::channel::<()>();
     let frozen = std::thread::spawn(move || {
@@ -687,7 +687,7 @@ fn pruning_deletes_handled_deliveries_only() {
         assert_eq!(inbox.prune(Duration::ZERO).await.unwrap(), 2, "the two done");
         let left: Vec<State> = inbox.list(Filter::All, None, 10).await.unwrap().iter().map(|r| r.state).collect();
         assert_eq!(left, [State::Dead, State::Pending], "dead ones wait for a replay, pending ones for a handler");
-        assert_eq!(inbox.depth().await.unwrap(), meet_webhooks::inbox::Depth { pending: 1, dead: 1 });
+        assert_eq!(inbox.depth().await.unwrap(), meet_webhooks_runtime::inbox::Depth { pending: 1, dead: 1 });
         inbox.close().await;
     });
 }

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use meet_webhooks::WEBHOOKS;
-use meet_webhooks::verify::{Policy, TimestampUnit, sign};
+use meet_webhooks_runtime::verify::{Policy, TimestampUnit, sign};
 use proptest::prelude::*;
 
 use crate::common::{KEY, Options, PATH, TestServer, example, now_ms, post_request, read_response};

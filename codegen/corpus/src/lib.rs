@@ -4,7 +4,7 @@
 //! each generates code that compiles, and the tests below parse each variant's payloads into
 //! their typed bodies and check what the build reported.
 
-use meet_webhooks::runtime::{Unmatched, WebhookInfo};
+use meet_webhooks_runtime::{Unmatched, WebhookInfo};
 
 /// One generated variant.
 pub struct Variant {

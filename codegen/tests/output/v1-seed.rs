@@ -69,16 +69,13 @@ pub mod types {
             }
         }
     }
-    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBody {}
-    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBodyData {}
+    impl ::meet_webhooks_runtime::Payload for RecordingStartedWebhookBody {}
+    impl ::meet_webhooks_runtime::Payload for RecordingStartedWebhookBodyData {}
 }
-/// `info.title` of the spec this module was generated from.
-pub const SPEC_TITLE: &str = "OpenVidu Meet Webhooks";
-/// `info.version` of the spec this module was generated from.
-pub const SPEC_VERSION: &str = "1.0.0";
 /// Every webhook in the spec, in spec order.
-pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
-    ::meet_webhooks::runtime::WebhookInfo {
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+pub const WEBHOOKS: &[::meet_webhooks_runtime::WebhookInfo] = &[
+    ::meet_webhooks_runtime::WebhookInfo {
         event: "recordingStarted",
         operation_id: "recordingStartedWebhook",
         method: "recording_started_webhook",
@@ -87,15 +84,23 @@ pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
         example: "{\"creationDate\":1620000000000,\"event\":\"recordingStarted\",\"data\":{\"recordingId\":\"room-123--EG_XYZ--XX445\",\"roomId\":\"room-123\",\"status\":\"STARTING\"}}",
     },
 ];
-/// The handler type the build looked at, and the `WebhookHandler` methods it
-/// implements (the others run their defaults); `None` if the build did not look.
-pub const IMPLEMENTED: ::std::option::Option<(&str, &[&str])> = ::std::option::Option::None;
+/// The spec this module was generated from: its title, version and webhooks, and which
+/// `WebhookHandler` methods the build saw implemented.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+pub const SPEC: ::meet_webhooks_runtime::Spec = ::meet_webhooks_runtime::Spec {
+    title: "OpenVidu Meet Webhooks",
+    version: "1.0.0",
+    webhooks: WEBHOOKS,
+    implemented: ::std::option::Option::None,
+};
 /// A delivery parsed into the typed body of the webhook its `event` names.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
 #[derive(Debug, Clone)]
 pub enum Event {
     /// `recordingStarted`: Recording started
     RecordingStartedWebhook(::std::boxed::Box<types::RecordingStartedWebhookBody>),
 }
+#[allow(dead_code, clippy::all, clippy::pedantic)]
 impl Event {
     /// Parses `body` as the webhook named `event` (the body's `event` field).
     ///
@@ -105,17 +110,17 @@ impl Event {
     pub fn parse(
         event: &str,
         body: &[u8],
-    ) -> ::std::result::Result<Self, ::meet_webhooks::runtime::Unmatched> {
+    ) -> ::std::result::Result<Self, ::meet_webhooks_runtime::Unmatched> {
         match event {
             "recordingStarted" => {
-                ::meet_webhooks::runtime::parse_body::<
+                ::meet_webhooks_runtime::parse_body::<
                     types::RecordingStartedWebhookBody,
                 >(body)
                     .map(|b| Self::RecordingStartedWebhook(::std::boxed::Box::new(b)))
             }
             _ => {
                 ::std::result::Result::Err(
-                    ::meet_webhooks::runtime::Unmatched::UnknownEvent,
+                    ::meet_webhooks_runtime::Unmatched::UnknownEvent,
                 )
             }
         }
@@ -125,18 +130,18 @@ impl Event {
     pub fn classify(
         event: ::std::option::Option<&str>,
         body: &[u8],
-    ) -> ::std::result::Result<Self, ::meet_webhooks::runtime::Unmatched> {
+    ) -> ::std::result::Result<Self, ::meet_webhooks_runtime::Unmatched> {
         match event {
             ::std::option::Option::Some(name) => Self::parse(name, body),
             ::std::option::Option::None => {
                 ::std::result::Result::Err(
-                    ::meet_webhooks::runtime::Unmatched::NoEventName,
+                    ::meet_webhooks_runtime::Unmatched::NoEventName,
                 )
             }
         }
     }
     /// The webhook this event belongs to.
-    pub fn webhook(&self) -> &'static ::meet_webhooks::runtime::WebhookInfo {
+    pub fn webhook(&self) -> &'static ::meet_webhooks_runtime::WebhookInfo {
         match *self {
             Self::RecordingStartedWebhook(_) => &WEBHOOKS[0usize],
         }
@@ -154,10 +159,10 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// The default body logs a warning that `recordingStarted` is not handled yet and acknowledges the delivery.
     fn recording_started_webhook(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
         body: types::RecordingStartedWebhookBody,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
         let _ = body;
         self.unimplemented(ctx, &WEBHOOKS[0usize])
@@ -166,12 +171,12 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// Logs a warning and acknowledges the delivery.
     fn unimplemented(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
-        webhook: &'static ::meet_webhooks::runtime::WebhookInfo,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
+        webhook: &'static ::meet_webhooks_runtime::WebhookInfo,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
-        ::meet_webhooks::runtime::unimplemented_webhook(ctx, webhook)
+        ::meet_webhooks_runtime::unimplemented_webhook(ctx, webhook)
     }
     /// A signed delivery that matched no typed webhook: an event the spec does not
     /// know (`testEvent`, or one added after the last regeneration), or a body that
@@ -179,23 +184,74 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// why. The default acknowledges it with a warning.
     fn fallback(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
-        event: ::meet_webhooks::runtime::UnmatchedEvent,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
+        event: ::meet_webhooks_runtime::UnmatchedEvent,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
-        ::meet_webhooks::runtime::unhandled_fallback(ctx, event)
+        ::meet_webhooks_runtime::unhandled_fallback(&SPEC, ctx, event)
     }
 }
 /// Calls the handler method that `event` belongs to.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
 pub async fn dispatch<H: WebhookHandler + ?Sized>(
     handler: &H,
-    ctx: &::meet_webhooks::runtime::DeliveryContext,
+    ctx: &::meet_webhooks_runtime::DeliveryContext,
     event: Event,
-) -> ::meet_webhooks::runtime::HandlerResult {
+) -> ::meet_webhooks_runtime::HandlerResult {
     match event {
         Event::RecordingStartedWebhook(body) => {
             handler.recording_started_webhook(ctx, *body).await
         }
+    }
+}
+/// Serves a [`WebhookHandler`] to the runtime: `ServiceBuilder::new(Receiver::new(handler), keys)`.
+/// Derefs to the handler.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Receiver<H>(H);
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+impl<H> Receiver<H> {
+    /// Serves `handler`.
+    pub const fn new(handler: H) -> Self {
+        Self(handler)
+    }
+    /// The handler.
+    pub fn into_inner(self) -> H {
+        self.0
+    }
+}
+impl<H> ::std::ops::Deref for Receiver<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.0
+    }
+}
+impl<H: WebhookHandler> ::meet_webhooks_runtime::Webhooks for Receiver<H> {
+    type Event = Event;
+    const SPEC: ::meet_webhooks_runtime::Spec = SPEC;
+    fn classify(
+        event: ::std::option::Option<&str>,
+        body: &[u8],
+    ) -> ::std::result::Result<Event, ::meet_webhooks_runtime::Unmatched> {
+        Event::classify(event, body)
+    }
+    fn handle(
+        &self,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
+        event: Event,
+    ) -> impl ::std::future::Future<
+        Output = ::meet_webhooks_runtime::HandlerResult,
+    > + Send {
+        dispatch(&self.0, ctx, event)
+    }
+    fn fallback(
+        &self,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
+        event: ::meet_webhooks_runtime::UnmatchedEvent,
+    ) -> impl ::std::future::Future<
+        Output = ::meet_webhooks_runtime::HandlerResult,
+    > + Send {
+        self.0.fallback(ctx, event)
     }
 }

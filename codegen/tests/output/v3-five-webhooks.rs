@@ -881,39 +881,36 @@ pub mod types {
             }
         }
     }
-    impl ::meet_webhooks::runtime::Payload for MeetRoom {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomAutoDeletionPolicy {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomAutoDeletionPolicyWithMeeting {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomAutoDeletionPolicyWithRecordings {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomConfig {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomConfigChat {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomConfigRecording {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomConfigRecordingAllowAccessTo {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomKind {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomMeetingEndAction {}
-    impl ::meet_webhooks::runtime::Payload for MeetRoomStatus {}
-    impl ::meet_webhooks::runtime::Payload for MeetingEndedWebhookBody {}
-    impl ::meet_webhooks::runtime::Payload for MeetingStartedWebhookBody {}
-    impl ::meet_webhooks::runtime::Payload for RecordingBase {}
-    impl ::meet_webhooks::runtime::Payload for RecordingEndedWebhookBody {}
-    impl ::meet_webhooks::runtime::Payload for RecordingEndedWebhookBodyData {}
-    impl ::meet_webhooks::runtime::Payload for RecordingEndedWebhookBodyDataStatus {}
-    impl ::meet_webhooks::runtime::Payload for RecordingLayout {}
-    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBody {}
-    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBodyData {}
-    impl ::meet_webhooks::runtime::Payload for RecordingStartedWebhookBodyDataStatus {}
-    impl ::meet_webhooks::runtime::Payload for RecordingUpdatedWebhookBody {}
-    impl ::meet_webhooks::runtime::Payload for RecordingUpdatedWebhookBodyData {}
-    impl ::meet_webhooks::runtime::Payload for RecordingUpdatedWebhookBodyDataStatus {}
-    impl ::meet_webhooks::runtime::Payload for WebhookEvent {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoom {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomAutoDeletionPolicy {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomAutoDeletionPolicyWithMeeting {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomAutoDeletionPolicyWithRecordings {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomConfig {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomConfigChat {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomConfigRecording {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomConfigRecordingAllowAccessTo {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomKind {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomMeetingEndAction {}
+    impl ::meet_webhooks_runtime::Payload for MeetRoomStatus {}
+    impl ::meet_webhooks_runtime::Payload for MeetingEndedWebhookBody {}
+    impl ::meet_webhooks_runtime::Payload for MeetingStartedWebhookBody {}
+    impl ::meet_webhooks_runtime::Payload for RecordingBase {}
+    impl ::meet_webhooks_runtime::Payload for RecordingEndedWebhookBody {}
+    impl ::meet_webhooks_runtime::Payload for RecordingEndedWebhookBodyData {}
+    impl ::meet_webhooks_runtime::Payload for RecordingEndedWebhookBodyDataStatus {}
+    impl ::meet_webhooks_runtime::Payload for RecordingLayout {}
+    impl ::meet_webhooks_runtime::Payload for RecordingStartedWebhookBody {}
+    impl ::meet_webhooks_runtime::Payload for RecordingStartedWebhookBodyData {}
+    impl ::meet_webhooks_runtime::Payload for RecordingStartedWebhookBodyDataStatus {}
+    impl ::meet_webhooks_runtime::Payload for RecordingUpdatedWebhookBody {}
+    impl ::meet_webhooks_runtime::Payload for RecordingUpdatedWebhookBodyData {}
+    impl ::meet_webhooks_runtime::Payload for RecordingUpdatedWebhookBodyDataStatus {}
+    impl ::meet_webhooks_runtime::Payload for WebhookEvent {}
 }
-/// `info.title` of the spec this module was generated from.
-pub const SPEC_TITLE: &str = "OpenVidu Meet API";
-/// `info.version` of the spec this module was generated from.
-pub const SPEC_VERSION: &str = "3.4.0";
 /// Every webhook in the spec, in spec order.
-pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
-    ::meet_webhooks::runtime::WebhookInfo {
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+pub const WEBHOOKS: &[::meet_webhooks_runtime::WebhookInfo] = &[
+    ::meet_webhooks_runtime::WebhookInfo {
         event: "recordingStarted",
         operation_id: "recordingStartedWebhook",
         method: "recording_started_webhook",
@@ -921,7 +918,7 @@ pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
         body_type: "types::RecordingStartedWebhookBody",
         example: "{\"creationDate\":1620000000000,\"event\":\"recordingStarted\",\"data\":{\"recordingId\":\"room-123--EG_XYZ--XX445\",\"roomId\":\"room-123\",\"roomName\":\"room\",\"status\":\"starting\",\"filename\":\"room-123--XX445.mp4\",\"startDate\":1620000000000,\"endDate\":1620000100000,\"duration\":0.0,\"size\":0.0,\"details\":\"string\",\"layout\":\"grid\"}}",
     },
-    ::meet_webhooks::runtime::WebhookInfo {
+    ::meet_webhooks_runtime::WebhookInfo {
         event: "recordingUpdated",
         operation_id: "recordingUpdatedWebhook",
         method: "recording_updated_webhook",
@@ -929,7 +926,7 @@ pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
         body_type: "types::RecordingUpdatedWebhookBody",
         example: "{\"creationDate\":1620000000000,\"event\":\"recordingUpdated\",\"data\":{\"recordingId\":\"room-123--EG_XYZ--XX445\",\"roomId\":\"room-123\",\"roomName\":\"room\",\"status\":\"active\",\"filename\":\"room-123--XX445.mp4\",\"startDate\":1620000000000,\"endDate\":1620000100000,\"duration\":0.0,\"size\":0.0,\"details\":\"string\",\"layout\":\"grid\"}}",
     },
-    ::meet_webhooks::runtime::WebhookInfo {
+    ::meet_webhooks_runtime::WebhookInfo {
         event: "recordingEnded",
         operation_id: "recordingEndedWebhook",
         method: "recording_ended_webhook",
@@ -937,7 +934,7 @@ pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
         body_type: "types::RecordingEndedWebhookBody",
         example: "{\"creationDate\":1620000000000,\"event\":\"recordingEnded\",\"data\":{\"recordingId\":\"room-123--EG_XYZ--XX445\",\"roomId\":\"room-123\",\"roomName\":\"room\",\"status\":\"complete\",\"filename\":\"room-123--XX445.mp4\",\"startDate\":1620000000000,\"endDate\":1620000100000,\"duration\":0.0,\"size\":0.0,\"details\":\"string\",\"layout\":\"grid\"}}",
     },
-    ::meet_webhooks::runtime::WebhookInfo {
+    ::meet_webhooks_runtime::WebhookInfo {
         event: "meetingStarted",
         operation_id: "meetingStartedWebhook",
         method: "meeting_started_webhook",
@@ -945,7 +942,7 @@ pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
         body_type: "types::MeetingStartedWebhookBody",
         example: "{\"creationDate\":1620000000000,\"event\":\"meetingStarted\",\"data\":{\"roomId\":\"room-123\",\"roomName\":\"room\",\"kind\":\"room\",\"creationDate\":1620000000000,\"autoDeletionDate\":1900000000000,\"autoDeletionPolicy\":{\"withMeeting\":\"when_meeting_ends\",\"withRecordings\":\"close\"},\"config\":{\"chat\":{\"enabled\":false},\"recording\":{\"enabled\":false,\"allowAccessTo\":\"admin\"}},\"status\":\"open\",\"meetingEndAction\":\"none\",\"maxParticipants\":10}}",
     },
-    ::meet_webhooks::runtime::WebhookInfo {
+    ::meet_webhooks_runtime::WebhookInfo {
         event: "meetingEnded",
         operation_id: "meetingEndedWebhook",
         method: "meeting_ended_webhook",
@@ -954,10 +951,17 @@ pub const WEBHOOKS: &[::meet_webhooks::runtime::WebhookInfo] = &[
         example: "{\"creationDate\":1620000000000,\"event\":\"meetingEnded\",\"data\":{\"roomId\":\"room-123\",\"roomName\":\"room\",\"kind\":\"room\",\"creationDate\":1620000000000,\"autoDeletionDate\":1900000000000,\"autoDeletionPolicy\":{\"withMeeting\":\"when_meeting_ends\",\"withRecordings\":\"close\"},\"config\":{\"chat\":{\"enabled\":false},\"recording\":{\"enabled\":false,\"allowAccessTo\":\"admin\"}},\"status\":\"open\",\"meetingEndAction\":\"none\",\"maxParticipants\":10}}",
     },
 ];
-/// The handler type the build looked at, and the `WebhookHandler` methods it
-/// implements (the others run their defaults); `None` if the build did not look.
-pub const IMPLEMENTED: ::std::option::Option<(&str, &[&str])> = ::std::option::Option::None;
+/// The spec this module was generated from: its title, version and webhooks, and which
+/// `WebhookHandler` methods the build saw implemented.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+pub const SPEC: ::meet_webhooks_runtime::Spec = ::meet_webhooks_runtime::Spec {
+    title: "OpenVidu Meet API",
+    version: "3.4.0",
+    webhooks: WEBHOOKS,
+    implemented: ::std::option::Option::None,
+};
 /// A delivery parsed into the typed body of the webhook its `event` names.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
 #[derive(Debug, Clone)]
 pub enum Event {
     /// `recordingStarted`: Recording started
@@ -971,6 +975,7 @@ pub enum Event {
     /// `meetingEnded`: Meeting ended
     MeetingEndedWebhook(::std::boxed::Box<types::MeetingEndedWebhookBody>),
 }
+#[allow(dead_code, clippy::all, clippy::pedantic)]
 impl Event {
     /// Parses `body` as the webhook named `event` (the body's `event` field).
     ///
@@ -980,41 +985,41 @@ impl Event {
     pub fn parse(
         event: &str,
         body: &[u8],
-    ) -> ::std::result::Result<Self, ::meet_webhooks::runtime::Unmatched> {
+    ) -> ::std::result::Result<Self, ::meet_webhooks_runtime::Unmatched> {
         match event {
             "recordingStarted" => {
-                ::meet_webhooks::runtime::parse_body::<
+                ::meet_webhooks_runtime::parse_body::<
                     types::RecordingStartedWebhookBody,
                 >(body)
                     .map(|b| Self::RecordingStartedWebhook(::std::boxed::Box::new(b)))
             }
             "recordingUpdated" => {
-                ::meet_webhooks::runtime::parse_body::<
+                ::meet_webhooks_runtime::parse_body::<
                     types::RecordingUpdatedWebhookBody,
                 >(body)
                     .map(|b| Self::RecordingUpdatedWebhook(::std::boxed::Box::new(b)))
             }
             "recordingEnded" => {
-                ::meet_webhooks::runtime::parse_body::<
+                ::meet_webhooks_runtime::parse_body::<
                     types::RecordingEndedWebhookBody,
                 >(body)
                     .map(|b| Self::RecordingEndedWebhook(::std::boxed::Box::new(b)))
             }
             "meetingStarted" => {
-                ::meet_webhooks::runtime::parse_body::<
+                ::meet_webhooks_runtime::parse_body::<
                     types::MeetingStartedWebhookBody,
                 >(body)
                     .map(|b| Self::MeetingStartedWebhook(::std::boxed::Box::new(b)))
             }
             "meetingEnded" => {
-                ::meet_webhooks::runtime::parse_body::<
+                ::meet_webhooks_runtime::parse_body::<
                     types::MeetingEndedWebhookBody,
                 >(body)
                     .map(|b| Self::MeetingEndedWebhook(::std::boxed::Box::new(b)))
             }
             _ => {
                 ::std::result::Result::Err(
-                    ::meet_webhooks::runtime::Unmatched::UnknownEvent,
+                    ::meet_webhooks_runtime::Unmatched::UnknownEvent,
                 )
             }
         }
@@ -1024,18 +1029,18 @@ impl Event {
     pub fn classify(
         event: ::std::option::Option<&str>,
         body: &[u8],
-    ) -> ::std::result::Result<Self, ::meet_webhooks::runtime::Unmatched> {
+    ) -> ::std::result::Result<Self, ::meet_webhooks_runtime::Unmatched> {
         match event {
             ::std::option::Option::Some(name) => Self::parse(name, body),
             ::std::option::Option::None => {
                 ::std::result::Result::Err(
-                    ::meet_webhooks::runtime::Unmatched::NoEventName,
+                    ::meet_webhooks_runtime::Unmatched::NoEventName,
                 )
             }
         }
     }
     /// The webhook this event belongs to.
-    pub fn webhook(&self) -> &'static ::meet_webhooks::runtime::WebhookInfo {
+    pub fn webhook(&self) -> &'static ::meet_webhooks_runtime::WebhookInfo {
         match *self {
             Self::RecordingStartedWebhook(_) => &WEBHOOKS[0usize],
             Self::RecordingUpdatedWebhook(_) => &WEBHOOKS[1usize],
@@ -1057,10 +1062,10 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// The default body logs a warning that `recordingStarted` is not handled yet and acknowledges the delivery.
     fn recording_started_webhook(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
         body: types::RecordingStartedWebhookBody,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
         let _ = body;
         self.unimplemented(ctx, &WEBHOOKS[0usize])
@@ -1072,10 +1077,10 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// The default body logs a warning that `recordingUpdated` is not handled yet and acknowledges the delivery.
     fn recording_updated_webhook(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
         body: types::RecordingUpdatedWebhookBody,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
         let _ = body;
         self.unimplemented(ctx, &WEBHOOKS[1usize])
@@ -1087,10 +1092,10 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// The default body logs a warning that `recordingEnded` is not handled yet and acknowledges the delivery.
     fn recording_ended_webhook(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
         body: types::RecordingEndedWebhookBody,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
         let _ = body;
         self.unimplemented(ctx, &WEBHOOKS[2usize])
@@ -1102,10 +1107,10 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// The default body logs a warning that `meetingStarted` is not handled yet and acknowledges the delivery.
     fn meeting_started_webhook(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
         body: types::MeetingStartedWebhookBody,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
         let _ = body;
         self.unimplemented(ctx, &WEBHOOKS[3usize])
@@ -1117,10 +1122,10 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// The default body logs a warning that `meetingEnded` is not handled yet and acknowledges the delivery.
     fn meeting_ended_webhook(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
         body: types::MeetingEndedWebhookBody,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
         let _ = body;
         self.unimplemented(ctx, &WEBHOOKS[4usize])
@@ -1129,12 +1134,12 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// Logs a warning and acknowledges the delivery.
     fn unimplemented(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
-        webhook: &'static ::meet_webhooks::runtime::WebhookInfo,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
+        webhook: &'static ::meet_webhooks_runtime::WebhookInfo,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
-        ::meet_webhooks::runtime::unimplemented_webhook(ctx, webhook)
+        ::meet_webhooks_runtime::unimplemented_webhook(ctx, webhook)
     }
     /// A signed delivery that matched no typed webhook: an event the spec does not
     /// know (`testEvent`, or one added after the last regeneration), or a body that
@@ -1142,20 +1147,21 @@ pub trait WebhookHandler: Send + Sync + 'static {
     /// why. The default acknowledges it with a warning.
     fn fallback(
         &self,
-        ctx: &::meet_webhooks::runtime::DeliveryContext,
-        event: ::meet_webhooks::runtime::UnmatchedEvent,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
+        event: ::meet_webhooks_runtime::UnmatchedEvent,
     ) -> impl ::std::future::Future<
-        Output = ::meet_webhooks::runtime::HandlerResult,
+        Output = ::meet_webhooks_runtime::HandlerResult,
     > + Send {
-        ::meet_webhooks::runtime::unhandled_fallback(ctx, event)
+        ::meet_webhooks_runtime::unhandled_fallback(&SPEC, ctx, event)
     }
 }
 /// Calls the handler method that `event` belongs to.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
 pub async fn dispatch<H: WebhookHandler + ?Sized>(
     handler: &H,
-    ctx: &::meet_webhooks::runtime::DeliveryContext,
+    ctx: &::meet_webhooks_runtime::DeliveryContext,
     event: Event,
-) -> ::meet_webhooks::runtime::HandlerResult {
+) -> ::meet_webhooks_runtime::HandlerResult {
     match event {
         Event::RecordingStartedWebhook(body) => {
             handler.recording_started_webhook(ctx, *body).await
@@ -1172,5 +1178,55 @@ pub async fn dispatch<H: WebhookHandler + ?Sized>(
         Event::MeetingEndedWebhook(body) => {
             handler.meeting_ended_webhook(ctx, *body).await
         }
+    }
+}
+/// Serves a [`WebhookHandler`] to the runtime: `ServiceBuilder::new(Receiver::new(handler), keys)`.
+/// Derefs to the handler.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Receiver<H>(H);
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+impl<H> Receiver<H> {
+    /// Serves `handler`.
+    pub const fn new(handler: H) -> Self {
+        Self(handler)
+    }
+    /// The handler.
+    pub fn into_inner(self) -> H {
+        self.0
+    }
+}
+impl<H> ::std::ops::Deref for Receiver<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.0
+    }
+}
+impl<H: WebhookHandler> ::meet_webhooks_runtime::Webhooks for Receiver<H> {
+    type Event = Event;
+    const SPEC: ::meet_webhooks_runtime::Spec = SPEC;
+    fn classify(
+        event: ::std::option::Option<&str>,
+        body: &[u8],
+    ) -> ::std::result::Result<Event, ::meet_webhooks_runtime::Unmatched> {
+        Event::classify(event, body)
+    }
+    fn handle(
+        &self,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
+        event: Event,
+    ) -> impl ::std::future::Future<
+        Output = ::meet_webhooks_runtime::HandlerResult,
+    > + Send {
+        dispatch(&self.0, ctx, event)
+    }
+    fn fallback(
+        &self,
+        ctx: &::meet_webhooks_runtime::DeliveryContext,
+        event: ::meet_webhooks_runtime::UnmatchedEvent,
+    ) -> impl ::std::future::Future<
+        Output = ::meet_webhooks_runtime::HandlerResult,
+    > + Send {
+        self.0.fallback(ctx, event)
     }
 }

@@ -1,0 +1,133 @@
+//! `meet-webhooks inbox`: look into the inbox and replay deliveries, beside a running service.
+
+use std::process::ExitCode;
+
+use super::{DataDirArg, InboxAction, InboxCommand, StateFilter};
+use crate::inbox::{Filter, Inbox, PgInbox, SqliteInbox, State};
+use crate::logging::escaped;
+use crate::webhooks::Webhooks;
+
+pub(super) fn inbox<W: Webhooks>(command: InboxCommand, data: &DataDirArg) -> Result<ExitCode, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+    match &data.database_url {
+        Some(url) => {
+            let inbox = PgInbox::connect(url, "cli").map_err(|e| format!("--database-url: {e}"))?;
+            runtime.block_on(run::<W>(&inbox, command.action))
+        }
+        None => {
+            let inbox = SqliteInbox::open_existing(&data.data_dir).map_err(|e| format!("--data-dir: {e}"))?;
+            runtime.block_on(run::<W>(&inbox, command.action))
+        }
+    }
+}
+
+async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<ExitCode, String> {
+    match action {
+        InboxAction::List { state, event, json, limit } => {
+            let filter = match state {
+                StateFilter::Pending => Filter::State(State::Pending),
+                StateFilter::Done => Filter::State(State::Done),
+                StateFilter::Dead => Filter::State(State::Dead),
+                StateFilter::Fallback => Filter::Fallback,
+                StateFilter::All => Filter::All,
+            };
+            let rows = inbox.list(filter, event.as_deref(), limit).await.map_err(|e| e.to_string())?;
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row).map_err(|e| e.to_string())?);
+                }
+            } else if !rows.is_empty() {
+                println!(
+                    "{:>8}  {:<20}  {:<7}  {:<8}  {:>8}  {:<24}  NOTE",
+                    "ID", "RECEIVED (UTC)", "STATE", "KIND", "ATTEMPTS", "EVENT"
+                );
+                for row in &rows {
+                    println!(
+                        "{:>8}  {:<20}  {:<7}  {:<8}  {:>8}  {:<24}  {}",
+                        row.id,
+                        time(row.received_at),
+                        row.state,
+                        row.kind,
+                        row.attempts,
+                        // What came with a request stays on its row.
+                        escaped(row.event.as_deref().unwrap_or("-")),
+                        escaped(&note::<W>(row))
+                    );
+                }
+            }
+        }
+        InboxAction::Show { id, body } => {
+            let row = inbox.get(id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("no delivery {id}"))?;
+            if body {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&row.body).and_then(|()| out.flush()).map_err(|e| e.to_string())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("id: {}\nstate: {} ({}), attempts: {}", row.id, row.state, row.kind, row.attempts);
+            if let Some(event) = &row.event {
+                println!("event: {}", escaped(event));
+            }
+            println!("received_at: {}", row.received_at);
+            if let (Some(owner), Some(until)) = (&row.claimed_by, row.claimed_until) {
+                println!("claimed_by: {owner} (lease until {until})");
+            }
+            if let Some(error) = &row.last_error {
+                println!("last_error: {}", escaped(error));
+            }
+            println!("X-Timestamp: {}\nX-Signature: {}\n", row.timestamp, hex::encode(row.signature));
+            println!("{}", String::from_utf8_lossy(&row.body));
+        }
+        InboxAction::Replay { id, dead, fallback } => {
+            let selection = match (id, dead, fallback) {
+                (Some(id), _, _) => crate::inbox::Selection::One(id),
+                (None, true, _) => crate::inbox::Selection::Dead,
+                _ => crate::inbox::Selection::Fallback,
+            };
+            let n = inbox.replay(selection).await.map_err(|e| e.to_string())?;
+            if let (0, Some(id)) = (n, id) {
+                return Err(match inbox.get(id).await.map_err(|e| e.to_string())? {
+                    None => format!("no delivery {id}"),
+                    Some(_) => format!("delivery {id} is pending: it is handled (or being handled) already"),
+                });
+            }
+            println!("{n} delivery(ies) pending again; the running service hands them to the handlers");
+        }
+        InboxAction::Stats { json } => {
+            let stats = inbox.stats().await.map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string(&stats).map_err(|e| e.to_string())?);
+            } else {
+                println!("deliveries by state: {} pending, {} done, {} dead", stats.pending, stats.done, stats.dead);
+                println!("  of which matched no typed webhook (fallback): {}", stats.fallback);
+                if let Some(oldest) = stats.oldest_pending_received_at {
+                    println!("oldest pending: received {}", time(oldest));
+                }
+                for (holder, claims) in &stats.claimed_by {
+                    println!("claimed by {}: {claims}", escaped(holder));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Milliseconds since the epoch as `2026-11-30T18:53:00Z`.
+fn time(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| format!("{t:.0}"))
+}
+
+/// What a row's last column says: the last handler error, or why it went to the fallback
+/// (classified again from the stored body by this build, as the dispatcher does).
+fn note<W: Webhooks>(row: &crate::inbox::Stored) -> String {
+    if let Some(error) = &row.last_error {
+        return error.clone();
+    }
+    if row.kind == crate::inbox::Kind::Fallback {
+        if let Err(reason) = W::classify(row.event.as_deref(), &row.body) {
+            return reason.to_string();
+        }
+        return "typed by this build: `inbox replay --fallback` hands it to its method".into();
+    }
+    String::new()
+}

@@ -1,0 +1,96 @@
+//! `meet-webhooks verify` and `meet-webhooks spec`: look at a captured delivery, and at what the
+//! binary was generated from.
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use super::VerifyArgs;
+use crate::verify::Verifier;
+use crate::webhooks::Spec;
+
+pub(super) fn verify(args: VerifyArgs) -> Result<ExitCode, String> {
+    let keys = args.keys.collect()?;
+    let verifier = Verifier::new(&keys, args.policy.policy()).map_err(|e| format!("--key: {e}"))?;
+    if std::io::stdin().is_terminal() {
+        eprintln!(
+            "reading the body from standard input (end it with Ctrl-D), e.g. \
+             `meet-webhooks inbox show --body ID | meet-webhooks verify ...`"
+        );
+    }
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body).map_err(|e| format!("cannot read the body from standard input: {e}"))?;
+    let (timestamp, signature) = (args.timestamp.as_bytes(), args.signature.as_bytes());
+    match verifier.verify_signature(timestamp, signature, &body) {
+        Err(e) => {
+            println!("invalid: {} ({e})", e.code());
+            if let (crate::verify::VerifyError::InvalidSignature, Some(hint)) =
+                (&e, hint(&verifier, timestamp, signature, &body))
+            {
+                println!("hint: {hint}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+        // Keys are numbered from 1, in the order they were given.
+        Ok(key) => println!("signature: valid (key {} of {}, {} body bytes)", key + 1, keys.len(), body.len()),
+    }
+    let timestamp_ms = verifier.timestamp_ms(timestamp).map_err(|e| e.to_string())?;
+    match verifier.check_window(timestamp_ms, SystemTime::now()) {
+        Ok(()) => {
+            println!("timestamp: within the window; the receiver would accept this delivery");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("timestamp: {} ({e}); the receiver would refuse it now", e.code());
+            let digits = args.timestamp.trim().len();
+            match args.policy.timestamp_unit {
+                crate::verify::TimestampUnit::Seconds if digits >= 12 => {
+                    println!("hint: {digits} digits look like milliseconds, but --timestamp-unit is s")
+                }
+                crate::verify::TimestampUnit::Milliseconds if digits <= 10 => {
+                    println!("hint: {digits} digits look like seconds, but --timestamp-unit is ms")
+                }
+                _ => {}
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Why a signature that does not verify might have been meant to: the body as saved with a
+/// newline at its end (or without one), which changes every byte of the MAC.
+fn hint(verifier: &Verifier, timestamp: &[u8], signature: &[u8], body: &[u8]) -> Option<&'static str> {
+    if let Some(trimmed) = body.strip_suffix(b"\n")
+        && verifier.verify_signature(timestamp, signature, trimmed.strip_suffix(b"\r").unwrap_or(trimmed)).is_ok()
+    {
+        return Some(
+            "it verifies without the newline at the end of the body: the body was saved with one added \
+             (use `inbox show --body ID`, which prints the exact bytes)",
+        );
+    }
+    if verifier.verify_signature(timestamp, signature, &[body, b"\n"].concat()).is_ok() {
+        return Some("it verifies with a newline added at the end of the body: the saved body lost one");
+    }
+    None
+}
+
+pub(super) fn spec(spec: &Spec) {
+    let webhooks = spec.webhooks;
+    let count = if webhooks.len() == 1 { "1 webhook".to_owned() } else { format!("{} webhooks", webhooks.len()) };
+    println!("{} {} ({count})", spec.title, spec.version);
+    let handled = |method: &str| match spec.implemented {
+        Some((type_name, methods)) if methods.contains(&method) => format!("handled by {type_name}"),
+        Some(_) => "default: acknowledged with a warning".to_owned(),
+        None => "unknown".to_owned(),
+    };
+    for webhook in webhooks {
+        println!(
+            "  {:<20} {:<28} {:<32} {}",
+            webhook.event,
+            webhook.operation_id,
+            webhook.method,
+            handled(webhook.method)
+        );
+    }
+    println!("  {:<20} {:<28} {:<32} {}", "(anything else)", "-", "fallback", handled("fallback"));
+}

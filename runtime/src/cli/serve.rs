@@ -1,0 +1,58 @@
+//! `meet-webhooks serve`: the arguments, handed to the library's [`ServiceBuilder`].
+
+use std::process::ExitCode;
+
+use super::{DataDirArg, ServeArgs};
+use crate::inbox::RetryPolicy;
+use crate::service::{ServiceBuilder, ServiceError, Storage};
+use crate::webhooks::Webhooks;
+
+pub(super) fn serve<W: Webhooks>(webhooks: W, args: ServeArgs, data: &DataDirArg) -> Result<ExitCode, String> {
+    let metrics = crate::metrics::install().map_err(|e| format!("cannot set up metrics: {e}"))?;
+    let storage = match (&data.database_url, args.inbox.no_inbox) {
+        (_, true) => Storage::Inline { replay_capacity: args.replay_capacity },
+        (Some(url), false) => Storage::Postgres(url.clone()),
+        (None, false) => Storage::Sqlite(data.data_dir.clone()),
+    };
+    // Checked now for a clear message; the service reads the key file itself (and again on
+    // SIGHUP).
+    args.keys.collect()?;
+    let mut builder = ServiceBuilder::new(webhooks, args.keys.given());
+    if let Some(file) = &args.keys.key_file {
+        builder = builder.key_file(file);
+    }
+    if let Some(id) = &args.inbox.replica_id {
+        builder = builder.replica_id(id);
+    }
+    let service = builder
+        .policy(args.policy.policy())
+        .path(&args.path)
+        .body_limit(args.body_limit)
+        .body_memory(args.body_memory)
+        .request_timeout(args.request_timeout.0)
+        .keep_alive(args.keep_alive.0)
+        .max_connections(args.max_connections)
+        .strict(args.strict)
+        .storage(storage)
+        .concurrency(args.inbox.concurrency)
+        .retry(RetryPolicy {
+            max_attempts: args.inbox.max_attempts,
+            base: args.inbox.retry_delay.0,
+            max: args.inbox.retry_max_delay.0,
+        })
+        .retention(args.inbox.retention_hours.0)
+        .shutdown_grace(args.inbox.shutdown_grace.0)
+        .lease(args.inbox.lease.0)
+        .metrics(metrics)
+        .build()
+        .map_err(|e| match e {
+            ServiceError::Setting { setting, problem } => match super::variable_of(setting) {
+                Some(variable) => format!("{setting} ({variable}): {problem}"),
+                None => format!("{setting}: {problem}"),
+            },
+            other => other.to_string(),
+        })?;
+    let bound = service.bind(args.bind, args.workers).map_err(|e| format!("--bind {}: {e}", args.bind))?;
+    bound.run().map_err(|e| format!("server failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}

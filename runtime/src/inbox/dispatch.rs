@@ -1,0 +1,581 @@
+//! Hands stored deliveries to the generated handler: claimed first, then handled, then the
+//! outcome recorded for that claim.
+//!
+//! A handler slot is taken from the claim until its outcome is committed, so what a crash can
+//! make run again is at most `concurrency` deliveries. The dispatcher claims only what it can
+//! start now (the attempt counts from the claim), and stops a handler whose claim was lost.
+//!
+//! Every claim is renewed from when it is made until its outcome is committed, by a task of
+//! its own every quarter lease, whatever the dispatcher is waiting for: a commit that takes
+//! longer than a lease (a database that stalls, rows another replica holds) costs neither the
+//! claims it is committing, whose handlers have run, nor those of handlers still running.
+//!
+//! A handler runs only while its claim is known to be live: until half its lease after the
+//! claim or its last renewal was asked for. Its task checks that each time it is polled, before
+//! the handler starts and each time it resumes after an `await`; past it the handler is
+//! stopped there (its process was paused, and the claim may be another replica's by now), and
+//! the claim runs out and is taken again. A claim that arrives that late is not started. What
+//! a handler does between two `await`s it does whole: a pause inside such a stretch cannot be
+//! seen from inside the process, and that stretch ends after the pause; its outcome is fenced.
+//!
+//! When storage fails the dispatcher pauses, keeps the outcomes it could not record, and tries
+//! again with backoff: one log line when storage fails and one when it is back, never a handler
+//! run it cannot record.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::{Claim, ClaimRequest, Claimed, Completed, Completion, Inbox, Kind, Outcome, StoreError};
+use crate::clock::system_time;
+use crate::defaults;
+use crate::webhooks::{DeliveryContext, Webhooks, hand_over};
+
+/// When a failed handler is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included; then the delivery is dead.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled for each one after.
+    pub base: Duration,
+    /// Longest wait between attempts.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: defaults::MAX_ATTEMPTS, base: defaults::RETRY_DELAY, max: defaults::RETRY_MAX_DELAY }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// The dispatcher's settings.
+pub struct Dispatcher<W> {
+    pub inbox: Arc<dyn Inbox>,
+    pub webhooks: Arc<W>,
+    /// Handlers running at once (a slot lasts until the outcome is committed).
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+    /// How long a claim lasts unless renewed ([`defaults::LEASE`]).
+    pub lease: Duration,
+    /// Done deliveries older than this are deleted.
+    pub retention: Duration,
+    /// On shutdown, how long running handlers get to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// A running dispatcher.
+pub struct DispatcherHandle {
+    stop: watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DispatcherHandle {
+    /// Stops claiming, lets running handlers finish (within the grace period), records their
+    /// outcomes, and returns when the dispatcher has stopped. Handlers still running then are
+    /// stopped; their deliveries are pending again, the attempt not counted.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// How often due deliveries are looked for when nothing wakes the dispatcher (retries that come
+/// due, replays from the CLI).
+const POLL: Duration = Duration::from_millis(250);
+const MAINTENANCE: Duration = Duration::from_secs(10);
+/// Backoff while storage fails: from the first to the last.
+const STORAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// A claim whose handler runs.
+struct Held {
+    claim: Claim,
+    attempt: u32,
+    event: Option<String>,
+    /// How the delivery was classified for this attempt.
+    kind: Kind,
+    started: std::time::Instant,
+}
+
+/// The claims the dispatcher holds, from the claim until the outcome of its attempt is
+/// committed (or the claim is known to be lost), shared by the dispatcher's loop and the task
+/// that renews them.
+#[derive(Clone, Default)]
+struct Leases(Arc<Mutex<HashMap<Claim, Leased>>>);
+
+struct Leased {
+    live: KnownLive,
+    /// The handler's task while it runs; `None` once its outcome waits to be committed.
+    running: Option<AbortHandle>,
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Claim, Leased>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn hold(&self, claim: Claim, live: KnownLive, task: AbortHandle) {
+        self.lock().insert(claim, Leased { live, running: Some(task) });
+    }
+
+    /// The claim's handler has finished: its outcome waits to be committed. Whether the claim
+    /// is still held (not lost meanwhile).
+    fn finished(&self, claim: &Claim) -> bool {
+        self.lock().get_mut(claim).map(|leased| leased.running = None).is_some()
+    }
+
+    /// Renews no more.
+    fn release<'a>(&self, claims: impl IntoIterator<Item = &'a Claim>) {
+        let mut leases = self.lock();
+        for claim in claims {
+            leases.remove(claim);
+        }
+    }
+
+    /// Every quarter lease, extends the leases of the claims held; stops the handlers of those
+    /// that were lost. Runs until aborted.
+    async fn renew(self, inbox: Arc<dyn Inbox>, lease: Duration) {
+        let mut storage = Health::default();
+        let mut tick = tokio::time::interval(lease / 4);
+        loop {
+            tick.tick().await;
+            let claims: Vec<Claim> = self.lock().keys().copied().collect();
+            if claims.is_empty() || !storage.ready() {
+                continue;
+            }
+            let asked = Instant::now();
+            let lost = match inbox.renew(&claims, lease).await {
+                Ok(lost) => lost,
+                Err(e) => {
+                    storage.failed("cannot renew claims", &e);
+                    continue;
+                }
+            };
+            storage.recovered();
+            let mut leases = self.lock();
+            for claim in &claims {
+                if !lost.contains(claim) {
+                    if let Some(leased) = leases.get(claim) {
+                        leased.live.extend(asked, lease);
+                    }
+                    continue;
+                }
+                // An outcome committed meanwhile reads as lost too: only a running handler is news.
+                if let Some(Leased { running: Some(task), .. }) = leases.remove(claim) {
+                    log::warn!(
+                        "delivery {}: lost the claim on it (its lease ran out); its handler is stopped and another \
+                         attempt handles it",
+                        claim.id
+                    );
+                    task.abort();
+                }
+            }
+        }
+    }
+}
+
+/// What a handler task returns: `None` when its claim was no longer known to be live when the
+/// handler was to start or resume, so it was not started or was stopped (see [`KnownLive`]).
+type Finished = Option<Result<(), String>>;
+
+/// Until when a claim is known to be live, on this process's monotonic clock: half its lease
+/// after the claim, or its last renewal, was asked for. The lease itself ends on the storage's
+/// clock a whole lease after that at the earliest; the other half is the margin for what a
+/// handler does between two checks. Shared by the dispatcher, which extends it as renewals
+/// succeed, and the handler's task, which checks it whenever it is polled.
+#[derive(Debug, Clone)]
+struct KnownLive {
+    since: Instant,
+    /// Nanoseconds after `since`.
+    until: Arc<AtomicU64>,
+}
+
+impl KnownLive {
+    fn new(asked: Instant, lease: Duration) -> Self {
+        let live = Self { since: asked, until: Arc::new(AtomicU64::new(0)) };
+        live.extend(asked, lease);
+        live
+    }
+
+    /// A renewal asked for at `asked` succeeded.
+    fn extend(&self, asked: Instant, lease: Duration) {
+        let until = (asked + lease / 2).saturating_duration_since(self.since);
+        self.until.fetch_max(u64::try_from(until.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn holds(&self) -> bool {
+        let elapsed = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        elapsed < self.until.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work`, polling it only while the claim is known to be live: `None` once it is not.
+    async fn guard<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        let mut work = pin!(work);
+        std::future::poll_fn(|cx| if self.holds() { work.as_mut().poll(cx).map(Some) } else { Poll::Ready(None) }).await
+    }
+}
+
+impl<W: Webhooks> Dispatcher<W> {
+    /// Runs the dispatcher on a thread of its own.
+    pub fn spawn(self) -> DispatcherHandle {
+        let (stop, stopped) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("inbox-dispatcher".into())
+            .spawn(move || {
+                let runtime =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+                runtime.block_on(self.run(stopped));
+            })
+            .expect("spawning the dispatcher thread");
+        DispatcherHandle { stop, thread }
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut running: JoinSet<Finished> = JoinSet::new();
+        let mut held: HashMap<tokio::task::Id, Held> = HashMap::new();
+        let mut unrecorded: Vec<Completion> = Vec::new();
+        let mut storage = Health::within(self.lease);
+        // Whether due deliveries may be waiting (cleared when a claim came back short).
+        let mut look = true;
+        // A claim is known to be live for half its lease: a renewal every quarter leaves the
+        // other quarter for the renewal's round trip.
+        let leases = Leases::default();
+        let renewals = tokio::spawn(leases.clone().renew(self.inbox.clone(), self.lease));
+        let mut maintenance = tokio::time::interval(MAINTENANCE);
+        // A timer of its own: a sleep made anew each turn of the loop would never fire while
+        // anything else (finishing handlers, wakeups) woke the loop more often than this.
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            // Outcomes and new claims go together: the slots they free are taken in the same
+            // commit (the claims see the rooms the outcomes unblocked).
+            let free = self.concurrency.saturating_sub(running.len());
+            if storage.ready() && (!unrecorded.is_empty() || (look && free > 0)) {
+                let request = ClaimRequest { limit: free, lease: self.lease, max_attempts: self.retry.max_attempts };
+                let asked = Instant::now();
+                let settled = if unrecorded.is_empty() {
+                    self.inbox.claim(request).await.map(|claimed| (Vec::new(), claimed))
+                } else {
+                    self.inbox.complete_and_claim(&unrecorded, request).await
+                };
+                let died = unrecorded.iter().any(|c| matches!(c.outcome, Outcome::Dead { .. }));
+                match settled {
+                    Ok((completed, claimed)) => {
+                        storage.recovered();
+                        recorded(&mut unrecorded, &completed, &leases);
+                        // A dead letter shows in the gauge now, not at the next maintenance.
+                        if died {
+                            self.count(&mut storage).await;
+                        }
+                        look = claimed.len() == free;
+                        // A claim is good for its lease from when it was made, at the latest when
+                        // it was asked for. One that took half of that to arrive (this process
+                        // was paused, or the database stalled) may be another replica's by the
+                        // time its handler runs: it is left to run out and be taken again.
+                        if asked.elapsed() >= self.lease / 2 && !claimed.is_empty() {
+                            log::warn!(
+                                "{} claim(s) arrived {} ms after they were asked for (the process was paused?): \
+                                 not started; they are handled once their lease has run out",
+                                claimed.len(),
+                                asked.elapsed().as_millis()
+                            );
+                        } else {
+                            for claimed in claimed {
+                                self.start(claimed, asked, &mut running, &mut held, &leases);
+                            }
+                        }
+                    }
+                    Err(e) => storage.failed("cannot record outcomes or claim deliveries (outcomes are kept)", &e),
+                }
+            }
+            tokio::select! {
+                Some(finished) = running.join_next_with_id() => {
+                    self.finished(finished, &mut held, &mut unrecorded, &leases);
+                    while let Some(finished) = running.try_join_next_with_id() {
+                        self.finished(finished, &mut held, &mut unrecorded, &leases);
+                    }
+                }
+                () = self.inbox.wakeups().notified() => look = true,
+                _ = poll.tick() => look = true,
+                () = tokio::time::sleep_until(storage.retry_at), if !storage.ready() => {}
+                _ = maintenance.tick() => self.maintain(&mut storage).await,
+                _ = stop.changed() => {}
+            }
+        }
+        self.shut_down(running, held, unrecorded, storage, &leases).await;
+        renewals.abort();
+    }
+
+    /// Runs the handler of a claim asked for at `asked`, while the claim is known to be live: a
+    /// process paused (or starved) between taking the claim and starting its handler, or while
+    /// the handler waits, may have lost it to another replica meanwhile, and must not go on
+    /// with a delivery that another replica may be running, or has run, since.
+    fn start(
+        &self,
+        claimed: Claimed,
+        asked: Instant,
+        running: &mut JoinSet<Finished>,
+        held: &mut HashMap<tokio::task::Id, Held>,
+        leases: &Leases,
+    ) {
+        let live = KnownLive::new(asked, self.lease);
+        let Claimed { claim, attempt, delivery } = claimed;
+        let event = delivery.event.clone();
+        let ctx = DeliveryContext {
+            delivery_id: delivery.id.to_string(),
+            attempt,
+            timestamp_ms: delivery.timestamp_ms,
+            received_at: system_time(delivery.received_at),
+            event: delivery.event,
+            body: delivery.body.into(),
+        };
+        // Classified again from the stored bytes: after a rebuild against a newer spec, an event
+        // that went to the fallback before may be typed now.
+        let classified = W::classify(ctx.event.as_deref(), &ctx.body);
+        let kind = if classified.is_ok() { Kind::Typed } else { Kind::Fallback };
+        let webhooks = self.webhooks.clone();
+        let guard = live.clone();
+        let task = running.spawn(async move {
+            let run = guard.guard(hand_over(&*webhooks, &ctx, classified)).await;
+            run.map(|result| result.map_err(|e| e.to_string()))
+        });
+        let started = std::time::Instant::now();
+        held.insert(task.id(), Held { claim, attempt, event, kind, started });
+        leases.hold(claim, live, task);
+    }
+
+    /// Turns a finished handler into the outcome to record.
+    fn finished(
+        &self,
+        finished: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+        held: &mut HashMap<tokio::task::Id, Held>,
+        unrecorded: &mut Vec<Completion>,
+        leases: &Leases,
+    ) {
+        let (task, result) = match finished {
+            Ok((task, Some(result))) => (task, result),
+            Ok((task, None)) => {
+                if let Some(held) = held.remove(&task) {
+                    leases.release([&held.claim]);
+                    log::warn!(
+                        "delivery {}: its claim was no longer known to be live when its handler was to start or go \
+                         on (the process was paused?): not run further; it is handled again once the claim has run \
+                         out",
+                        held.claim.id
+                    );
+                }
+                return;
+            }
+            // Stopped: its claim was lost (nothing to record), or shutdown stopped it (the
+            // delivery is pending again, this attempt not counted).
+            Err(e) if e.is_cancelled() => {
+                if let Some(held) = held.remove(&e.id())
+                    && leases.finished(&held.claim)
+                {
+                    unrecorded.push(Completion { claim: held.claim, kind: held.kind, outcome: Outcome::Interrupted });
+                }
+                return;
+            }
+            Err(e) => (e.id(), Err(format!("the handler panicked: {e}"))),
+        };
+        let Some(Held { claim, attempt, event, kind, started }) = held.remove(&task) else { return };
+        leases.finished(&claim);
+        let event = event.as_deref().unwrap_or("");
+        let outcome = match result {
+            Ok(()) => {
+                log::info!(
+                    "delivery {} event={} handled: attempt {attempt}, {} ms{}",
+                    claim.id,
+                    if event.is_empty() { "-" } else { event },
+                    started.elapsed().as_millis(),
+                    if kind == Kind::Fallback { ", by the fallback" } else { "" }
+                );
+                Outcome::Done
+            }
+            Err(error) => {
+                let retry = attempt < self.retry.max_attempts;
+                log::warn!(
+                    "delivery {} (event {}) attempt {attempt}/{} failed: {error}; {}",
+                    claim.id,
+                    if event.is_empty() { "-" } else { event },
+                    self.retry.max_attempts,
+                    if retry { "will retry" } else { "dead: replay it with `meet-webhooks inbox replay`" }
+                );
+                if retry { Outcome::Retry { after: self.retry.delay(attempt), error } } else { Outcome::Dead { error } }
+            }
+        };
+        let attempt = match outcome {
+            Outcome::Done => crate::metrics::Attempt::Done,
+            Outcome::Retry { .. } => crate::metrics::Attempt::Retry,
+            _ => crate::metrics::Attempt::Dead,
+        };
+        crate::metrics::handler_attempt(&W::SPEC, event, attempt);
+        unrecorded.push(Completion { claim, kind, outcome });
+    }
+
+    /// Records the outcomes waiting for it (at shutdown).
+    async fn record(&self, unrecorded: &mut Vec<Completion>, storage: &mut Health, leases: &Leases) {
+        match self.inbox.complete(unrecorded).await {
+            Ok(completed) => {
+                storage.recovered();
+                recorded(unrecorded, &completed, leases);
+            }
+            Err(e) => storage.failed("cannot record handler outcomes", &e),
+        }
+    }
+
+    async fn maintain(&self, storage: &mut Health) {
+        if !storage.ready() {
+            return;
+        }
+        match self.inbox.prune(self.retention).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("pruned {n} done deliveries older than {} s", self.retention.as_secs()),
+            Err(e) => return storage.failed("cannot prune the inbox", &e),
+        }
+        self.count(storage).await;
+    }
+
+    /// Sets the inbox gauges.
+    async fn count(&self, storage: &mut Health) {
+        match self.inbox.depth().await {
+            Ok(depth) => crate::metrics::inbox_depth(depth.pending, depth.dead),
+            Err(e) => storage.failed("cannot count the inbox", &e),
+        }
+    }
+
+    /// Takes nothing new; gives running handlers the grace period; records what finished, and
+    /// gives back the claims of what did not.
+    async fn shut_down(
+        &self,
+        mut running: JoinSet<Finished>,
+        mut held: HashMap<tokio::task::Id, Held>,
+        mut unrecorded: Vec<Completion>,
+        mut storage: Health,
+        leases: &Leases,
+    ) {
+        let deadline = Instant::now() + self.shutdown_grace;
+        while !running.is_empty() {
+            match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
+                Ok(Some(finished)) => self.finished(finished, &mut held, &mut unrecorded, leases),
+                Ok(None) => break,
+                Err(_) => {
+                    log::warn!(
+                        "{} handler(s) still running at shutdown: stopped; their deliveries are handled after the \
+                         next start",
+                        running.len()
+                    );
+                    running.abort_all();
+                    // One may have finished just before: its outcome counts.
+                    while let Some(finished) = running.join_next_with_id().await {
+                        self.finished(finished, &mut held, &mut unrecorded, leases);
+                    }
+                }
+            }
+        }
+        debug_assert!(held.is_empty(), "every handler's task was joined");
+        // A few tries: storage may be failing right now.
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while !unrecorded.is_empty() && Instant::now() < give_up {
+            tokio::time::sleep_until(storage.retry_at.min(give_up)).await;
+            self.record(&mut unrecorded, &mut storage, leases).await;
+        }
+    }
+}
+
+/// The outcomes waiting were committed, or answered fenced (logged): their claims are renewed
+/// no more.
+fn recorded(unrecorded: &mut Vec<Completion>, answers: &[Completed], leases: &Leases) {
+    for (completion, answer) in unrecorded.iter().zip(answers) {
+        if *answer == Completed::Fenced {
+            log::warn!(
+                "delivery {}: the outcome of an attempt was not recorded: its claim ran out and the delivery was \
+                 claimed again",
+                completion.claim.id
+            );
+        }
+    }
+    leases.release(unrecorded.iter().map(|c| &c.claim));
+    unrecorded.clear();
+}
+
+/// Whether storage works, and when to try again if not: logs once when it fails and once
+/// when it is back.
+struct Health {
+    failing_since: Option<Instant>,
+    retry_at: Instant,
+    delay: Duration,
+    /// The longest wait between tries.
+    most: Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self { failing_since: None, retry_at: Instant::now(), delay: STORAGE_BACKOFF.0, most: STORAGE_BACKOFF.1 }
+    }
+}
+
+impl Health {
+    /// Tries at least four times a lease: once storage is back, outcomes waiting for it are
+    /// recorded well within the lease that other replicas give this one before taking over.
+    fn within(lease: Duration) -> Self {
+        Self { most: STORAGE_BACKOFF.1.min(lease / 4).max(STORAGE_BACKOFF.0), ..Self::default() }
+    }
+
+    fn ready(&self) -> bool {
+        Instant::now() >= self.retry_at
+    }
+
+    fn failed(&mut self, what: &str, error: &StoreError) {
+        if self.failing_since.is_none() {
+            log::error!(
+                "{what}: {error}; handlers pause until storage works again (trying every {} s at most)",
+                STORAGE_BACKOFF.1.as_secs()
+            );
+            self.failing_since = Some(Instant::now());
+            self.delay = STORAGE_BACKOFF.0;
+        } else {
+            log::debug!("{what}: {error}");
+            self.delay = (self.delay * 2).min(self.most);
+        }
+        self.retry_at = Instant::now() + self.delay;
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.failing_since.take() {
+            log::info!("storage works again after {:.1} s; handlers resume", since.elapsed().as_secs_f64());
+            self.delay = STORAGE_BACKOFF.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let policy = RetryPolicy { max_attempts: 5, base: Duration::from_millis(100), max: Duration::from_millis(500) };
+        let delays: Vec<u128> = (1..=5).map(|a| policy.delay(a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 500, 500]);
+    }
+}

@@ -1,0 +1,385 @@
+//! The durable inbox: a verified delivery is stored before it is acknowledged, and handled
+//! from storage, once.
+//!
+//! ```text
+//!  request path ──append──▶ ┌─────────────────┐ ◀──claim──── ┌────────────┐
+//!   (200 once committed)    │  dyn Inbox      │ ◀─complete── │ dispatcher │──▶ WebhookHandler
+//!                           │ (SQLite, or     │ ◀──renew──── │            │
+//!  `inbox` CLI ─list/show/─▶│  PostgreSQL)    │ ──wake─────▶ └────────────┘
+//!              replay/stats └─────────────────┘
+//! ```
+//!
+//! [`Inbox`] is the one seam between the service and its storage. Every backend keeps these
+//! promises, and the dispatcher relies on nothing else:
+//!
+//! - **Acknowledged means committed.** [`Inbox::append`] returns once the delivery is durable.
+//!   The signature is the delivery's identity: the provider's retry of a stored delivery is
+//!   [`Appended::Duplicate`], across restarts.
+//! - **Claim before handling.** [`Inbox::claim`] hands out deliveries under a claim recorded in
+//!   storage: its holder, a fencing token, and a lease that ends on the storage's clock. The
+//!   attempt is counted when it is claimed, so a handler that kills the process uses up its
+//!   attempts like one that fails, and ends dead. A delivery is never claimed while a claim
+//!   on it is live, and the holder renews it until the outcome is committed.
+//! - **Fenced outcomes.** [`Inbox::complete`] records an outcome only for the claim that
+//!   holds the delivery; a late or repeated outcome (its lease ran out and the delivery was
+//!   claimed again) changes nothing and is answered [`Completed::Fenced`]. An outcome whose lease
+//!   ran out while nobody claimed the delivery again is recorded: it was handled once.
+//! - **One room at a time, in order.** A delivery is claimable only while it is the oldest
+//!   pending delivery of its room (`data.roomId`): a room's later events wait while an earlier
+//!   one runs or waits for its retry.
+//!
+//! Together: each delivery is handled once while nothing crashes; a crash (or a lost lease)
+//! hands the deliveries whose outcome was not committed to another attempt, which is at most
+//! the dispatcher's `concurrency` deliveries.
+//!
+//! How a backend makes this fast is its own business: the SQLite one ([`sqlite`]) commits the
+//! appends that queue together in one transaction on a writer thread, and the outcomes and
+//! claims that queue together in the next; the PostgreSQL one (`postgres`, feature `postgres`), shared by several
+//! replicas, batches appends into multi-row inserts and claims with `FOR UPDATE SKIP LOCKED`.
+
+mod dispatch;
+mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+pub mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+/// Implementations of [`Inbox`] use it: `#[meet_webhooks_runtime::inbox::async_trait]`.
+pub use async_trait::async_trait;
+pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
+pub use memory::MemoryInbox;
+#[cfg(feature = "postgres")]
+pub use postgres::PgInbox;
+pub use sqlite::SqliteInbox;
+
+/// What the request path stores.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// Decoded `X-Signature`: the delivery's identity.
+    pub signature: [u8; 32],
+    /// `X-Timestamp` as sent.
+    pub timestamp: String,
+    pub timestamp_ms: i64,
+    pub event: Option<String>,
+    /// Whether a typed webhook matched when it arrived (else it goes to the fallback).
+    pub kind: Kind,
+    /// `data.roomId`: deliveries of one room are handled in arrival order.
+    pub room: Option<String>,
+    /// As received (shares the request's buffer).
+    pub body: Bytes,
+    pub received_at_ms: i64,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored under this id.
+    New(i64),
+    /// Already stored under this id: a retry of a delivery we have.
+    Duplicate(i64),
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Not handled yet: waiting, claimed by a handler, or waiting for a retry.
+    Pending,
+    /// Handled.
+    Done,
+    /// Out of attempts: kept until it is replayed.
+    Dead,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Pending, Self::Done, Self::Dead].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// Which handler method a delivery went to, as classified when it was last handled (or
+/// received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Its typed webhook method.
+    Typed,
+    /// The fallback: an event, value or shape the spec does not know.
+    Fallback,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Typed => "typed",
+            Self::Fallback => "fallback",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Typed, Self::Fallback].into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// A stored delivery, as the dispatcher and the CLI see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stored {
+    pub id: i64,
+    pub event: Option<String>,
+    pub state: State,
+    pub kind: Kind,
+    /// Attempts so far, counted when each was claimed (reset by a replay).
+    pub attempts: u32,
+    pub received_at: i64,
+    pub timestamp: String,
+    pub timestamp_ms: i64,
+    pub room: Option<String>,
+    #[serde(skip)]
+    pub signature: [u8; 32],
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    pub last_error: Option<String>,
+    /// Who holds a claim on it, and until when (ms, the storage's clock); the claim may have
+    /// run out (its holder stopped) and is then taken by the next claim.
+    pub claimed_by: Option<String>,
+    pub claimed_until: Option<i64>,
+}
+
+/// Proof of a claim: the delivery and the fencing token its claim got. An outcome or a renewal
+/// counts only while the delivery is still claimed under this token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub id: i64,
+    /// Grows with every claim of the delivery, replays included: never reused.
+    pub fence: i64,
+}
+
+/// A claimed delivery, ready for its handler.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub claim: Claim,
+    /// 1 for the first attempt (counted at claim time).
+    pub attempt: u32,
+    pub delivery: Stored,
+}
+
+/// What [`Inbox::claim`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// At most this many deliveries.
+    pub limit: usize,
+    /// How long the claims last unless renewed.
+    pub lease: Duration,
+    /// A delivery whose last claim ran out on its last attempt (its handler never finished:
+    /// the process died) is dead instead of claimed again.
+    pub max_attempts: u32,
+}
+
+/// What became of one handler attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled.
+    Done,
+    /// Failed; claimable again after this long.
+    Retry { after: Duration, error: String },
+    /// Failed on its last attempt: kept until replayed.
+    Dead { error: String },
+    /// Stopped before it finished, by a shutdown: pending again, the attempt not counted.
+    Interrupted,
+}
+
+/// One outcome, for the claim that ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub claim: Claim,
+    /// How the delivery was classified on this attempt.
+    pub kind: Kind,
+    pub outcome: Outcome,
+}
+
+/// Whether an outcome was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completed {
+    Recorded,
+    /// The claim no longer holds the delivery (its lease ran out, or the outcome was recorded
+    /// already): nothing changed.
+    Fenced,
+}
+
+/// Which deliveries `inbox list` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    State(State),
+    /// Those that matched no typed webhook.
+    Fallback,
+    All,
+}
+
+/// Which deliveries `inbox replay` hands to the handlers again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    One(i64),
+    Dead,
+    Fallback,
+}
+
+/// `inbox stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub pending: u64,
+    pub done: u64,
+    pub dead: u64,
+    /// Of all of those, how many matched no typed webhook.
+    pub fallback: u64,
+    pub oldest_pending_received_at: Option<i64>,
+    /// Claims by holder (a claim whose lease ran out is counted until it is taken again).
+    pub claimed_by: Vec<(String, u64)>,
+}
+
+/// How many deliveries wait: for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// Why a delivery was buried: its last claim ran out on its last attempt (the process that
+/// ran it stopped, or froze, mid-handler). One text for every inbox.
+pub(crate) fn never_finished(max_attempts: u32) -> String {
+    format!("its last attempt (of {max_attempts}) never finished: the process handling it stopped or lost its claim")
+}
+
+/// Why storage did not do what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// It may work later: the storage is down, full, locked, read-only, or its file is gone.
+    /// A delivery is answered 503 so that the provider retries; the dispatcher backs off.
+    Unavailable,
+    /// It cannot work as asked: a newer schema, another process owns the inbox, no such inbox.
+    Invalid,
+}
+
+/// A storage error: its kind, what was being done, and the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{context}{}", .source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+pub struct StoreError {
+    pub kind: ErrorKind,
+    /// The storage could not be reached at all (rather than refusing what was asked).
+    pub(crate) unreachable: bool,
+    context: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    pub fn unavailable(context: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Unavailable, unreachable: false, context: context.into(), source: None }
+    }
+
+    pub fn invalid(context: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Invalid, unreachable: false, context: context.into(), source: None }
+    }
+
+    /// Unavailable because the storage could not be reached (down, restarting, cut off).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn unreachable(context: impl Into<String>) -> Self {
+        Self { unreachable: true, ..Self::unavailable(context) }
+    }
+
+    /// Adds the underlying error.
+    pub fn caused_by(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        self.kind == ErrorKind::Unavailable
+    }
+}
+
+/// Durable storage for deliveries: what the request path, the dispatcher and the `inbox` CLI
+/// use, whatever the backend. See the module docs for the promises every backend keeps.
+#[async_trait::async_trait]
+pub trait Inbox: Send + Sync + 'static {
+    /// Stores a delivery; returns once it is committed durably.
+    async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError>;
+
+    /// Claims up to `request.limit` due deliveries, oldest first, at most one per room, each
+    /// the oldest pending delivery of its room.
+    async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Extends the leases of these claims; returns the ones that were lost (fenced).
+    async fn renew(&self, claims: &[Claim], lease: Duration) -> Result<Vec<Claim>, StoreError>;
+
+    /// Records outcomes, each only if its claim still holds the delivery; one answer each, in
+    /// order. On an error none is recorded.
+    async fn complete(&self, completions: &[Completion]) -> Result<Vec<Completed>, StoreError>;
+
+    /// [`Inbox::complete`], then [`Inbox::claim`], in one commit: the claims see the rooms the
+    /// outcomes unblocked, and a handler slot is reused without a second round trip. On an
+    /// error neither happened.
+    async fn complete_and_claim(
+        &self,
+        completions: &[Completion],
+        request: ClaimRequest,
+    ) -> Result<(Vec<Completed>, Vec<Claimed>), StoreError>;
+
+    /// Makes the selected done or dead deliveries pending again, with a fresh count of
+    /// attempts; returns how many. A pending delivery is left as it is.
+    async fn replay(&self, selection: Selection) -> Result<usize, StoreError>;
+
+    /// The newest `limit` deliveries that pass the filter, oldest first.
+    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError>;
+
+    async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError>;
+
+    async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// Pending and dead deliveries (cheap: for metrics).
+    async fn depth(&self) -> Result<Depth, StoreError>;
+
+    /// Deletes done deliveries handled longer than `retention` ago, by the storage's own clock
+    /// (a replica whose clock is ahead must not delete what others just handled: those records
+    /// are what turns the provider's retries into duplicates); returns how many.
+    async fn prune(&self, retention: Duration) -> Result<usize, StoreError>;
+
+    /// Fails unless a durable write succeeds now (for `/readyz`).
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// Lets go of the storage cleanly (the SQLite inbox folds its log into the file).
+    /// Operations after it fail.
+    async fn close(&self);
+
+    /// Notified after a commit that stored a new delivery (or made one pending again).
+    fn wakeups(&self) -> &Notify;
+
+    /// Where the inbox lives, for logs (never a password).
+    fn describe(&self) -> String;
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
