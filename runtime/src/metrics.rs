@@ -203,6 +203,7 @@ pub(crate) fn handler_failed(spec: &Spec, event: &str) {
     metrics::counter!(HANDLER_FAILURES, "event" => event_label(spec, event)).increment(1);
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn inbox_commit(batch: usize, latency: Duration, ok: bool) {
     metrics::histogram!(COMMIT_BATCH).record(batch as f64);
     metrics::histogram!(COMMIT_LATENCY).record(latency.as_secs_f64());

@@ -41,6 +41,7 @@ mod dispatch;
 mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::fmt;
@@ -57,6 +58,7 @@ pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
 pub use memory::MemoryInbox;
 #[cfg(feature = "postgres")]
 pub use postgres::PgInbox;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteInbox;
 
 /// What the request path stores.

@@ -28,7 +28,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 #[cfg(feature = "postgres")]
 use crate::inbox::PgInbox;
-use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, RetryPolicy, SqliteInbox, StoreError};
+#[cfg(feature = "sqlite")]
+use crate::inbox::SqliteInbox;
+use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, RetryPolicy, StoreError};
 use crate::middleware::Gate;
 use crate::route::{self, Endpoint};
 use crate::verify::{KeyError, Policy};
@@ -45,7 +47,9 @@ use ops::{not_found, operations};
 
 /// Where deliveries are kept.
 pub enum Storage {
-    /// The SQLite inbox in this directory (the default: [`crate::defaults::DATA_DIR`]).
+    /// The SQLite inbox in this directory (the default: [`crate::defaults::DATA_DIR`]; feature
+    /// `sqlite`).
+    #[cfg(feature = "sqlite")]
     Sqlite(PathBuf),
     /// The PostgreSQL inbox at this URL, shared with the other replicas that use it (feature
     /// `postgres`).
@@ -82,7 +86,8 @@ pub struct ServiceBuilder<W> {
     keep_alive: Duration,
     max_connections: usize,
     strict: bool,
-    storage: Storage,
+    /// `None` until chosen, when there is no default (without the `sqlite` feature).
+    storage: Option<Storage>,
     concurrency: usize,
     retry: RetryPolicy,
     retention: Duration,
@@ -110,7 +115,7 @@ impl<W: Webhooks> ServiceBuilder<W> {
             keep_alive: defaults::KEEP_ALIVE,
             max_connections: defaults::MAX_CONNECTIONS,
             strict: false,
-            storage: Storage::Sqlite(PathBuf::from(defaults::DATA_DIR)),
+            storage: default_storage(),
             concurrency: defaults::CONCURRENCY,
             retry: RetryPolicy::default(),
             retention: defaults::RETENTION,
@@ -180,13 +185,15 @@ impl<W: Webhooks> ServiceBuilder<W> {
         self
     }
 
-    /// Where deliveries are kept ([`Storage::Sqlite`] in [`crate::defaults::DATA_DIR`]).
+    /// Where deliveries are kept ([`Storage::Sqlite`] in [`crate::defaults::DATA_DIR`]; without
+    /// the `sqlite` feature there is no default, and [`ServiceBuilder::build`] asks for one).
     pub fn storage(mut self, storage: Storage) -> Self {
-        self.storage = storage;
+        self.storage = Some(storage);
         self
     }
 
     /// The SQLite inbox in `dir`.
+    #[cfg(feature = "sqlite")]
     pub fn data_dir(self, dir: impl Into<PathBuf>) -> Self {
         self.storage(Storage::Sqlite(dir.into()))
     }
@@ -270,7 +277,15 @@ impl<W: Webhooks> ServiceBuilder<W> {
                 format!("{} bytes cannot hold one body of --body-limit ({} bytes)", self.body_memory, self.body_limit),
             );
         }
-        if let Storage::Inline { replay_capacity: 0 } = self.storage {
+        let Some(storage) = self.storage else {
+            return invalid(
+                "storage",
+                "none chosen: give ServiceBuilder::storage an inbox (the sqlite feature, off in this build, makes \
+                 SQLite the default)"
+                    .into(),
+            );
+        };
+        if let Storage::Inline { replay_capacity: 0 } = storage {
             return invalid(
                 "--replay-capacity",
                 "must be at least 1 without the inbox: every delivery is remembered to recognise its retries".into(),
@@ -283,7 +298,7 @@ impl<W: Webhooks> ServiceBuilder<W> {
             );
         }
         let window = self.policy.max_age.saturating_add(self.policy.max_future);
-        if !matches!(self.storage, Storage::Inline { .. }) && self.retention < window {
+        if !matches!(storage, Storage::Inline { .. }) && self.retention < window {
             return invalid(
                 "--retention-hours",
                 format!(
@@ -303,7 +318,8 @@ impl<W: Webhooks> ServiceBuilder<W> {
         });
         crate::metrics::build_info(&W::SPEC);
         let webhooks = Arc::new(self.webhooks);
-        let (inbox, replay_capacity): (Option<Arc<dyn Inbox>>, usize) = match self.storage {
+        let (inbox, replay_capacity): (Option<Arc<dyn Inbox>>, usize) = match storage {
+            #[cfg(feature = "sqlite")]
             Storage::Sqlite(dir) => (Some(Arc::new(SqliteInbox::open(&dir, &self.replica_id)?)), 0),
             #[cfg(feature = "postgres")]
             Storage::Postgres(url) => (Some(Arc::new(PgInbox::connect(&url, &self.replica_id)?)), 0),
@@ -533,6 +549,14 @@ impl<W> Running<W> {
     }
 }
 
+/// SQLite in [`defaults::DATA_DIR`] when the feature is on; else none until one is chosen.
+fn default_storage() -> Option<Storage> {
+    #[cfg(feature = "sqlite")]
+    return Some(Storage::Sqlite(PathBuf::from(defaults::DATA_DIR)));
+    #[cfg(not(feature = "sqlite"))]
+    None
+}
+
 /// `1 webhook`, `5 webhooks`.
 fn counted(n: usize, what: &str) -> String {
     if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
@@ -562,5 +586,32 @@ mod tests {
     fn a_core_is_left_for_the_inbox() {
         let workers: Vec<usize> = [0, 1, 2, 4, 16].into_iter().map(super::default_workers).collect();
         assert_eq!(workers, [1, 1, 1, 3, 15]);
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    struct Nothing;
+    #[cfg(not(feature = "sqlite"))]
+    impl crate::snapshots::v3::WebhookHandler for Nothing {}
+
+    /// Without the `sqlite` feature there is no default inbox: the build asks for one rather
+    /// than quietly running without durability.
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn without_sqlite_a_storage_must_be_chosen() {
+        use super::{ServiceBuilder, ServiceError, Storage};
+        use crate::snapshots::v3::Receiver;
+        let unchosen = ServiceBuilder::new(Receiver::new(Nothing), ["k"]).build();
+        assert!(matches!(unchosen, Err(ServiceError::Setting { setting: "storage", .. })), "{:?}", unchosen.err());
+        let inbox = std::sync::Arc::new(crate::inbox::MemoryInbox::new("test"));
+        let service = ServiceBuilder::new(Receiver::new(Nothing), ["k"]).storage(Storage::Inbox(inbox)).build().unwrap();
+        assert!(service.inbox().is_some());
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(service.shut_down());
+    }
+
+    /// With it, SQLite in `./data` is the default.
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn with_sqlite_the_default_inbox_is_a_file_in_the_data_dir() {
+        assert!(matches!(super::default_storage(), Some(super::Storage::Sqlite(dir)) if dir == std::path::Path::new("./data")));
     }
 }
