@@ -179,6 +179,12 @@ impl Config {
         load::normalize(&self.base().join(chosen))
     }
 
+    /// Whether the spec is the default one (not named by [`Config::spec`] or the environment).
+    fn spec_path_is_default(&self) -> bool {
+        let from_env = self.spec_env.as_deref().and_then(std::env::var_os).is_some_and(|v| !v.is_empty());
+        self.spec == Path::new(DEFAULT_SPEC) && !from_env
+    }
+
     /// The root document read. [`Config::spec_path`] when it is a file; when it is a folder, or
     /// the default `openapi/openapi.yaml` does not exist, the one document in that folder that
     /// has `openapi:` and webhooks (the provider names its root `openvidu-meet-api.yaml`).
@@ -186,8 +192,17 @@ impl Config {
         let path = self.spec_path();
         let dir = if path.is_dir() {
             path
-        } else if !path.exists() && self.spec == Path::new(DEFAULT_SPEC) && path.parent().is_some_and(Path::is_dir) {
-            path.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else if !path.exists() && self.spec_path_is_default() {
+            // The default names a folder: the crate's `openapi/`, whatever its root is called.
+            let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            if !folder.is_dir() {
+                return Err(Error::Config(format!(
+                    "no spec: {} does not exist; put the provider's OpenAPI folder there, or name the spec with \
+                     {SPEC_ENV} or Config::spec",
+                    folder.display()
+                )));
+            }
+            folder
         } else {
             return Ok(path);
         };

@@ -184,6 +184,15 @@ fn a_missing_spec_file_is_named() {
 }
 
 #[test]
+fn a_crate_without_an_openapi_folder_is_told_where_to_put_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = Config::new().spec_env(None).base_dir(dir.path()).generate().unwrap_err();
+    let expected =
+        format!("no spec: {}/openapi does not exist; put the provider's OpenAPI folder there", dir.path().display());
+    assert!(error.to_string().starts_with(&expected), "{error}");
+}
+
+#[test]
 fn the_rest_api_part_of_a_root_document_is_never_read() {
     // `paths` refers to files that do not exist and uses $ref where OpenAPI forbids it.
     let root = format!(

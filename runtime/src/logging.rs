@@ -4,11 +4,12 @@
 //! env_logger writes each record with its own `write` to stderr: one syscall per delivery on
 //! the request path. Here a record is formatted in a
 //! reused per-thread `String` and appended to a shared buffer (one short lock, no syscall), and
-//! a background thread writes the buffer out every [`INTERVAL`]: lines appear at most that
-//! late, in order. If stderr stops taking output and the buffer reaches [`MAX_BUFFER`], the
-//! logging thread writes it out itself (so memory stays bounded and nothing is dropped).
-//! [`flush`] writes everything out before exit; a SIGKILL can lose the last [`INTERVAL`] of
-//! lines.
+//! a background thread writes the buffer out every 50 ms: lines appear at most that late, in
+//! order. If stderr stops taking output and the buffer reaches 4 MiB, the logging thread writes
+//! it out itself (so memory stays bounded and nothing is dropped). [`flush`] writes everything
+//! out before exit; a SIGKILL can lose the last 50 ms of lines.
+//!
+//! Nothing here runs until [`init`] installs the logger: a binary's call, once.
 //!
 //! The line is env_logger's default, `[2026-11-27T09:15:22Z INFO  target] message`; its
 //! timestamp is formatted once a second per thread, not once a line. env_logger's own formatter
@@ -23,9 +24,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How often buffered lines are written.
-pub const INTERVAL: Duration = Duration::from_millis(50);
+pub(crate) const INTERVAL: Duration = Duration::from_millis(50);
 /// Buffered bytes beyond which the logging thread writes them itself.
-pub const MAX_BUFFER: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BUFFER: usize = 4 * 1024 * 1024;
 /// What the buffers start with (and what a flush keeps between rounds).
 const INITIAL_BUFFER: usize = 256 * 1024;
 
@@ -153,7 +154,7 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
 
 /// `text` with its control characters escaped as Rust writes them (`\n`, `\u{1b}`): for
 /// whatever came from a request and is logged or printed.
-pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
     if !has_control(text) {
         return text.into();
     }
@@ -178,7 +179,7 @@ fn has_control(text: &str) -> bool {
 
 /// Whether `interval` has passed since the last time this returned `true` for `last` (which
 /// holds milliseconds since the Unix epoch): for lines that would repeat under load.
-pub fn every(last: &std::sync::atomic::AtomicU64, interval: Duration) -> bool {
+pub(crate) fn every(last: &std::sync::atomic::AtomicU64, interval: Duration) -> bool {
     use std::sync::atomic::Ordering;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let previous = last.load(Ordering::Relaxed);
@@ -190,7 +191,7 @@ pub fn every(last: &std::sync::atomic::AtomicU64, interval: Duration) -> bool {
 /// said once. Remembers up to 1,000 names (they may come from requests); past that, every
 /// name counts as seen. Called per delivery: a name seen before costs a shared read lock, two
 /// short hashes (foldhash: a thousand names cannot be made to collide much) and no allocation.
-pub fn first_time(kind: &'static str, name: &str) -> bool {
+pub(crate) fn first_time(kind: &'static str, name: &str) -> bool {
     type Seen = foldhash::HashMap<&'static str, foldhash::HashSet<String>>;
     static SEEN: std::sync::RwLock<Option<Seen>> = std::sync::RwLock::new(None);
     let known = |seen: &Option<Seen>| {

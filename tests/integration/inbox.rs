@@ -718,6 +718,17 @@ fn metrics() -> &'static meet_webhooks_runtime::metrics::PrometheusHandle {
     HANDLE.get_or_init(|| meet_webhooks_runtime::metrics::install().unwrap())
 }
 
+/// An embedder that installs the recorder gets `GET /metrics` on the service's routes without
+/// handing the recorder to the builder too.
+#[test]
+fn a_service_built_after_the_recorder_is_installed_serves_it_unasked() {
+    metrics();
+    let server = crate::common::TestServer::start();
+    let response = server.raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert!(response.body.contains("meet_webhooks_build_info{"), "{}", response.body);
+}
+
 #[test]
 fn the_dead_letter_gauge_shows_a_delivery_as_it_dies_not_at_the_next_count() {
     let metrics = metrics();

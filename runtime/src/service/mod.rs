@@ -603,7 +603,8 @@ mod tests {
         let unchosen = ServiceBuilder::new(Receiver::new(Nothing), ["k"]).build();
         assert!(matches!(unchosen, Err(ServiceError::Setting { setting: "storage", .. })), "{:?}", unchosen.err());
         let inbox = std::sync::Arc::new(crate::inbox::MemoryInbox::new("test"));
-        let service = ServiceBuilder::new(Receiver::new(Nothing), ["k"]).storage(Storage::Inbox(inbox)).build().unwrap();
+        let service =
+            ServiceBuilder::new(Receiver::new(Nothing), ["k"]).storage(Storage::Inbox(inbox)).build().unwrap();
         assert!(service.inbox().is_some());
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(service.shut_down());
     }
@@ -612,6 +613,8 @@ mod tests {
     #[cfg(feature = "sqlite")]
     #[test]
     fn with_sqlite_the_default_inbox_is_a_file_in_the_data_dir() {
-        assert!(matches!(super::default_storage(), Some(super::Storage::Sqlite(dir)) if dir == std::path::Path::new("./data")));
+        assert!(
+            matches!(super::default_storage(), Some(super::Storage::Sqlite(dir)) if dir == std::path::Path::new("./data"))
+        );
     }
 }

@@ -5,9 +5,10 @@
 use deadpool_postgres::Client;
 
 use crate::inbox::StoreError;
+use crate::inbox::migrations::Migrations;
 
 /// Migration `n` (1-based) brings the database from version `n - 1` to `n`.
-const MIGRATIONS: &[&str] = &[
+const MIGRATIONS: Migrations = Migrations(&[
     // 1: deliveries, their rooms, and a row to prove writes with.
     //
     // `room_seq` orders a room's deliveries as they were committed, which with several replicas
@@ -48,10 +49,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE rooms (room text PRIMARY KEY, last_seq bigint NOT NULL);
     CREATE TABLE meta (key text PRIMARY KEY, value bigint);
     ",
-];
+]);
 
 /// The schema version this build writes.
-pub const VERSION: i32 = MIGRATIONS.len() as i32;
+pub const VERSION: i32 = MIGRATIONS.version() as i32;
 
 /// Serializes replicas that migrate at once (any constant will do; this one spells "meet").
 const MIGRATION_LOCK: i64 = 0x6d65_6574;
@@ -73,13 +74,8 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .await
         .map_err(failed)?
         .map_or(0, |row| row.get(0));
-    if version > VERSION {
-        return Err(StoreError::invalid(format!(
-            "the database's inbox has schema version {version}, written by a newer meet-webhooks; this one knows \
-             up to version {VERSION}: run the newer version"
-        )));
-    }
-    for migration in MIGRATIONS.iter().skip(usize::try_from(version).unwrap_or(0)) {
+    const STORE: &str = "the database's inbox";
+    for migration in MIGRATIONS.pending(STORE, version.into())? {
         tx.batch_execute(migration).await.map_err(failed)?;
     }
     if version != VERSION {
@@ -87,8 +83,6 @@ pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         tx.execute("INSERT INTO meet_webhooks_schema (version) VALUES ($1)", &[&VERSION]).await.map_err(failed)?;
     }
     tx.commit().await.map_err(failed)?;
-    if version != 0 && version != VERSION {
-        log::info!("inbox: schema upgraded from version {version} to {VERSION}");
-    }
+    MIGRATIONS.upgraded(STORE, version.into());
     Ok(())
 }

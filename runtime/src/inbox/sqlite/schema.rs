@@ -7,9 +7,10 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::inbox::StoreError;
+use crate::inbox::migrations::Migrations;
 
 /// Migration `n` (1-based) brings a file from version `n - 1` to `n`.
-pub const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: Migrations = Migrations(&[
     // 1: the first inbox (no version was written then: a file with the table and version 0 is
     // at version 1, and this statement leaves it as it is).
     "
@@ -85,10 +86,10 @@ pub const MIGRATIONS: &[&str] = &[
     DROP INDEX deliveries_pending;
     CREATE INDEX deliveries_pending ON deliveries (room, COALESCE(seq, id)) WHERE state = 'pending';
     ",
-];
+]);
 
 /// The schema version this build writes.
-pub const VERSION: i64 = MIGRATIONS.len() as i64;
+pub const VERSION: i64 = MIGRATIONS.version();
 
 /// Where a file stands against this build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,26 +119,19 @@ pub fn migrate(conn: &mut Connection, path: &std::path::Path) -> Result<(), Stor
     // sees the first one's version.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(failed)?;
     let from = version(&tx)?;
-    if from > VERSION {
-        return Err(newer(path, from));
-    }
-    for migration in MIGRATIONS.iter().skip(usize::try_from(from).unwrap_or(0)) {
+    let store = format!("the inbox {}", path.display());
+    for migration in MIGRATIONS.pending(&store, from)? {
         tx.execute_batch(migration).map_err(failed)?;
     }
     tx.pragma_update(None, "user_version", VERSION).map_err(failed)?;
     tx.commit().map_err(failed)?;
-    if from != 0 && from != VERSION {
-        log::info!("inbox {}: schema upgraded from version {from} to {VERSION}", path.display());
-    }
+    MIGRATIONS.upgraded(&store, from);
     Ok(())
 }
 
+/// The refusal of a file this build does not know.
 pub fn newer(path: &std::path::Path, version: i64) -> StoreError {
-    StoreError::invalid(format!(
-        "the inbox {} has schema version {version}, written by a newer meet-webhooks; this one knows up \
-         to version {VERSION}: run the newer version",
-        path.display()
-    ))
+    MIGRATIONS.newer(&format!("the inbox {}", path.display()), version)
 }
 
 /// The version of the file; a file with the first inbox's table but no version is version 1.

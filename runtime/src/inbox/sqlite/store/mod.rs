@@ -1408,7 +1408,7 @@ mod tests {
         {
             // The inbox as version 0.1.0 wrote it: its schema, no version, two rooms pending.
             let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+            conn.execute_batch(schema::MIGRATIONS.0[0]).unwrap();
             for (id, room, state) in [(1, "a", "done"), (2, "a", "pending"), (3, "a", "pending"), (4, "b", "pending")] {
                 conn.execute(
                     "INSERT INTO deliveries (id, signature, timestamp, timestamp_ms, event, kind, room, body,
@@ -1435,8 +1435,8 @@ mod tests {
             // Version 2: two indexes of pending deliveries; room a has a backlog behind its head,
             // one delivery has no room, one is done.
             let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
-            conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
-            conn.execute_batch(schema::MIGRATIONS[1]).unwrap();
+            conn.execute_batch(schema::MIGRATIONS.0[0]).unwrap();
+            conn.execute_batch(schema::MIGRATIONS.0[1]).unwrap();
             conn.pragma_update(None, "user_version", 2).unwrap();
             for (id, room, state, head) in [
                 (1, Some("a"), "pending", 1),
