@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use meet_webhooks::{Receiver, WEBHOOKS, WebhookHandler};
-use meet_webhooks_runtime::inbox::{Dispatcher, Inbox, Kind, NewDelivery, PgInbox, RetryPolicy, SqliteInbox};
+use meet_webhooks_runtime::inbox::{Inbox, Kind, NewDelivery, PgInbox, SqliteInbox};
 use meet_webhooks_runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
+use meet_webhooks_runtime::{Dispatcher, RetryPolicy};
 
 const BACKLOG: usize = 20_000;
 

@@ -298,29 +298,8 @@ impl Config {
 }
 
 /// For `build.rs`: prints why the spec does not build, and exits with status 1.
-///
-/// Several build scripts of one workspace may read the same spec, and cargo may run them all:
-/// the second to fail on the same error within a minute says so in one line instead of printing
-/// it again. (They share a note in cargo's `build` folder of this profile.)
 pub fn fail(error: &Error) -> ! {
-    let text = error.to_string();
-    let note = std::env::var_os("OUT_DIR")
-        .map(PathBuf::from)
-        .and_then(|out| out.ancestors().nth(2).map(|build| build.join(".meet-webhooks-spec-error")));
-    let seen = note.as_ref().is_some_and(|note| {
-        let fresh = std::fs::metadata(note)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < std::time::Duration::from_secs(60)));
-        fresh && std::fs::read_to_string(note).is_ok_and(|old| old == text)
-    });
-    if seen {
-        eprintln!("error: the webhook spec does not build (the error is printed above)");
-    } else {
-        if let Some(note) = &note {
-            let _ = std::fs::write(note, &text);
-        }
-        eprintln!("error: the webhook spec does not build:\n  {text}");
-    }
+    eprintln!("error: the webhook spec does not build:\n  {error}");
     std::process::exit(1);
 }
 

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use meet_webhooks::{Receiver, WebhookHandler};
-use meet_webhooks_runtime::inbox::{Filter, Inbox, RetryPolicy, SqliteInbox, Stored};
+use meet_webhooks_runtime::RetryPolicy;
+use meet_webhooks_runtime::inbox::{Filter, Inbox, SqliteInbox, Stored};
 use meet_webhooks_runtime::verify::{Policy, sign};
 use meet_webhooks_runtime::{DeliveryContext, HandlerResult, Unmatched, UnmatchedEvent, WebhookInfo};
 use meet_webhooks_runtime::{Running, ServiceBuilder, Storage};

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use meet_webhooks::WEBHOOKS;
 use meet_webhooks::WebhookHandler;
+use meet_webhooks_runtime::RetryPolicy;
 use meet_webhooks_runtime::Storage;
 use meet_webhooks_runtime::inbox::Filter;
-use meet_webhooks_runtime::inbox::{Inbox, RetryPolicy, State};
+use meet_webhooks_runtime::inbox::{Inbox, State};
 use meet_webhooks_runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
 
 use crate::common::{InboxOptions, Options, TestServer, admin, block_on, eventually, example, now_ms};

@@ -283,7 +283,7 @@ fn inbox_stats_and_show_read_the_same_directory() {
 
 #[test]
 fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_rest_pending() {
-    use meet_webhooks_runtime::inbox::{Dispatcher, RetryPolicy};
+    use meet_webhooks_runtime::{Dispatcher, RetryPolicy};
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -679,12 +679,12 @@ fn dispatcher<H: meet_webhooks::WebhookHandler>(
     handler: std::sync::Arc<meet_webhooks::Receiver<H>>,
     concurrency: usize,
     lease: Duration,
-) -> meet_webhooks_runtime::inbox::DispatcherHandle {
-    meet_webhooks_runtime::inbox::Dispatcher {
+) -> meet_webhooks_runtime::DispatcherHandle {
+    meet_webhooks_runtime::Dispatcher {
         inbox,
         webhooks: handler,
         concurrency,
-        retry: meet_webhooks_runtime::inbox::RetryPolicy::default(),
+        retry: meet_webhooks_runtime::RetryPolicy::default(),
         lease,
         retention: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(1),

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{DataDirArg, ServeArgs};
-use crate::inbox::RetryPolicy;
+use crate::dispatch::RetryPolicy;
 use crate::service::{ServiceBuilder, ServiceError, Storage};
 use crate::webhooks::Webhooks;
 

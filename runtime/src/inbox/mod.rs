@@ -37,7 +37,6 @@
 //! claims that queue together in the next; the PostgreSQL one (`postgres`, feature `postgres`), shared by several
 //! replicas, batches appends into multi-row inserts and claims with `FOR UPDATE SKIP LOCKED`.
 
-mod dispatch;
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
@@ -56,7 +55,6 @@ use tokio::sync::Notify;
 
 /// Implementations of [`Inbox`] use it: `#[meet_webhooks_runtime::inbox::async_trait]`.
 pub use async_trait::async_trait;
-pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
 pub use memory::MemoryInbox;
 #[cfg(feature = "postgres")]
 pub use postgres::PgInbox;

@@ -26,11 +26,12 @@ use actix_web::dev::ServerHandle;
 use actix_web::web::{self, ServiceConfig};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
 #[cfg(feature = "postgres")]
 use crate::inbox::PgInbox;
 #[cfg(feature = "sqlite")]
 use crate::inbox::SqliteInbox;
-use crate::inbox::{Dispatcher, DispatcherHandle, Inbox, RetryPolicy, StoreError};
+use crate::inbox::{Inbox, StoreError};
 use crate::middleware::Gate;
 use crate::route::{self, Endpoint};
 use crate::verify::{KeyError, Policy};

@@ -34,9 +34,9 @@ use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::{Claim, ClaimRequest, Claimed, Completed, Completion, Inbox, Kind, Outcome, StoreError};
 use crate::clock::system_time;
 use crate::defaults;
+use crate::inbox::{Claim, ClaimRequest, Claimed, Completed, Completion, Inbox, Kind, Outcome, StoreError};
 use crate::webhooks::{DeliveryContext, Webhooks, hand_over};
 
 /// When a failed handler is tried again.
