@@ -271,6 +271,16 @@ impl Config {
             // One line each: cargo shows a `cargo:warning` line by line.
             println!("cargo:warning={}", warning.to_string().replace(['\n', '\r'], " "));
         }
+        // Said before rustc's errors in the generated code, which would not name the cause.
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(|dir| PathBuf::from(dir).join("Cargo.toml"));
+        if let Some(text) = manifest.and_then(|m| std::fs::read_to_string(m).ok()) {
+            for missing in missing_dependencies(&text) {
+                println!(
+                    "cargo:warning=the generated code needs `{missing}` as a dependency of this crate (serde with its \
+                     `derive` feature, and serde_json): add it to Cargo.toml"
+                );
+            }
+        }
         self.write(generated, "meet_webhooks.rs")
     }
 
@@ -303,10 +313,46 @@ pub fn fail(error: &Error) -> ! {
     std::process::exit(1);
 }
 
+/// The crates the generated code names that a manifest does not mention as dependencies (a
+/// line that starts with the name, or its `[dependencies.name]` table): a check of the text,
+/// so that the usual mistake is named; a dependency spelled otherwise is not flagged.
+fn missing_dependencies(manifest: &str) -> Vec<&'static str> {
+    ["serde", "serde_json"]
+        .into_iter()
+        .filter(|name| {
+            !manifest.lines().map(str::trim_start).any(|line| {
+                line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '=', '.']))
+                    || line.starts_with(&format!("[dependencies.{name}]"))
+            })
+        })
+        .collect()
+}
+
 /// Rewriting an unchanged file would make cargo recompile everything that includes it.
 fn write_if_changed(path: &Path, code: &str) -> Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == code) {
         return Ok(());
     }
     std::fs::write(path, code).map_err(|source| Error::Write { file: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_dependencies;
+
+    #[test]
+    fn a_manifest_without_serde_is_told_what_the_generated_code_needs() {
+        assert_eq!(missing_dependencies("[dependencies]\nactix-web = \"4\"\n"), ["serde", "serde_json"]);
+        assert_eq!(missing_dependencies("[dependencies]\nserde = { version = \"1\" }\n"), ["serde_json"]);
+        assert_eq!(missing_dependencies("serde.workspace = true\nserde_json = \"1\"\n"), Vec::<&str>::new());
+        assert_eq!(
+            missing_dependencies("[dependencies.serde]\nversion = \"1\"\n[dependencies]\nserde_json=\"1\""),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            missing_dependencies("serde_yaml = \"1\"\nserde_json = \"1\""),
+            ["serde"],
+            "serde_yaml is not serde"
+        );
+    }
 }

@@ -260,15 +260,15 @@ mod tests {
         format_line(
             &log::Record::builder()
                 .level(log::Level::Warn)
-                .target("meet_webhooks::app")
+                .target("meet_webhooks_runtime::route")
                 .args(format_args!("delivery {} refused", 7))
                 .build(),
             |bytes| line = String::from_utf8(bytes.to_vec()).unwrap(),
         );
-        // [2026-11-27T09:15:22Z WARN  meet_webhooks::app] delivery 7 refused
+        // [2026-11-27T09:15:22Z WARN  meet_webhooks_runtime::route] delivery 7 refused
         let (stamp, rest) = line.strip_prefix('[').unwrap().split_once(' ').unwrap();
         assert!(stamp.parse::<jiff::Timestamp>().is_ok(), "{stamp}");
         assert!(stamp.ends_with('Z') && stamp.len() == 20, "{stamp}");
-        assert_eq!(rest, "WARN  meet_webhooks::app] delivery 7 refused\n");
+        assert_eq!(rest, "WARN  meet_webhooks_runtime::route] delivery 7 refused\n");
     }
 }
