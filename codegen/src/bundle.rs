@@ -1,11 +1,13 @@
-//! Bundling and down-leveling: the provider's multi-file OpenAPI 3.1 webhooks → one OpenAPI 3.0.3
-//! document that progenitor accepts.
+//! Bundling and down-leveling: the provider's multi-file OpenAPI 3.1 webhooks and REST API → one
+//! OpenAPI 3.0.3 document that progenitor accepts.
 //!
 //! progenitor and openapiv3 read only OpenAPI 3.0, ignore `webhooks:`, and panic on file
 //! references. So, in memory:
 //!
-//! - each entry of `webhooks:` (or `x-webhooks:`, or a bare webhooks map file) becomes the path
-//!   `/<event name>`; the event name is the map key, which is also the `event` the provider sends;
+//! - each entry of `webhooks:` (or `x-webhooks:`, or a bare webhooks map file) is read for its
+//!   body, which becomes a component (the event name is the map key, which is also the `event`
+//!   the provider sends); the REST API's `paths:`, when the root document has them, become the
+//!   document's paths (the client's operations), sharing those components;
 //! - parameters, request bodies, responses and path items that are `$ref`s are inlined;
 //! - every referenced schema is hoisted into `components/schemas` under a stable name: the name
 //!   the root document declares for it under `components/schemas`, else the last segment of the
@@ -16,9 +18,10 @@
 //!   constraints that would make a future delivery fail to parse are loosened
 //!   (`additionalProperties: false` is dropped: a provider adding a field must not break us).
 //!
-//! Only `webhooks:` and what it references are read. The rest of a root document (its REST
-//! `paths`, security, tags, unused components such as a broken `MeetWebhookEvent`) is never
-//! looked at, so mistakes there cannot break the build.
+//! Only `webhooks:`, `paths:` and what they reference are read. The rest of a root document
+//! (security, tags, unused components such as a broken `MeetWebhookEvent`) is never looked at.
+//! A REST path that cannot be read is left out of the client with a warning that names it: the
+//! webhooks must build whatever the REST part holds.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -56,11 +59,17 @@ pub struct Webhook {
     pub(crate) body_component: Option<String>,
 }
 
-impl Webhook {
-    /// The path the webhook has in the bundled document.
-    pub fn path(&self) -> String {
-        format!("/{}", self.event)
-    }
+/// One operation of the REST API (`paths:`): a method of the generated client.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub operation_id: String,
+    /// The HTTP method, lower case.
+    pub method: String,
+    /// The path under the API's base URL (`/recordings/{recordingId}`).
+    pub path: String,
+    pub summary: Option<String>,
+    /// Where the operation is in the spec.
+    pub location: Location,
 }
 
 /// The result of bundling.
@@ -70,6 +79,8 @@ pub struct Bundle {
     pub document: Value,
     /// Every webhook, in spec order.
     pub webhooks: Vec<Webhook>,
+    /// Every REST operation the client has, in spec order (none without `paths:`).
+    pub operations: Vec<Operation>,
     /// Every file the spec pulled in, the root first.
     pub files: Vec<PathBuf>,
     /// Which part of the bundled document came from where (for error messages).
@@ -79,6 +90,14 @@ pub struct Bundle {
 }
 
 impl Bundle {
+    /// Takes a REST path, and its operations, out of the client.
+    pub(crate) fn drop_path(&mut self, path: &str) {
+        if let Some(paths) = self.document.get_mut("paths").and_then(Value::as_object_mut) {
+            paths.remove(path);
+        }
+        self.operations.retain(|operation| operation.path != path);
+    }
+
     /// Maps a pointer into the bundled document back to the user's file.
     pub(crate) fn origin_of(&self, pointer: &str) -> Location {
         self.origins
@@ -94,6 +113,27 @@ impl Bundle {
 }
 
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// What decides a response's Rust type: its media types and their schemas (not examples).
+fn body_shape(content: &Value) -> Value {
+    content
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(media_type, media)| (media_type.clone(), media.get("schema").cloned().unwrap_or(Value::Null)))
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
+/// A response status progenitor counts as a success (`default` is both, as there).
+fn is_success(status: &str) -> bool {
+    status == "default" || status.starts_with('2')
+}
+
+/// A response status progenitor counts as an error.
+fn is_error(status: &str) -> bool {
+    status == "default" || status.starts_with('4') || status.starts_with('5')
+}
 
 /// Keys beside a `$ref` that only annotate it; OpenAPI 3.0 ignores them and so can we.
 const ANNOTATIONS: [&str; 9] =
@@ -177,14 +217,30 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
         return Err(Error::unsupported(&webhooks_at, "webhooks must be a map of event name to path item"));
     };
 
-    let mut paths = Map::new();
     let mut found = Vec::new();
     for (event, item) in webhooks {
         let (item, item_at) = bundler.deref(item, webhooks_at.child(&event))?;
-        let path_item = bundler.path_item(&item, &item_at, &event, &mut found)?;
-        let path = format!("/{event}");
-        bundler.origins.push((format!("/paths/{}", path.replace('~', "~0").replace('/', "~1")), item_at));
-        paths.insert(path, Value::Object(path_item));
+        bundler.path_item(&item, &item_at, &event, &mut found)?;
+    }
+
+    // The REST API, when the root document has one: the client's operations.
+    let mut paths = Map::new();
+    let mut operations = Vec::new();
+    if root.get("openapi").is_some()
+        && let Some(rest) = root.get("paths")
+    {
+        let (rest, rest_at) = bundler.deref(rest.clone(), root_at.child("paths"))?;
+        for (path, item) in rest.as_object().into_iter().flatten() {
+            let at = rest_at.child(path);
+            match bundler.rest_path_item(item, &at, path) {
+                Ok((item, ops)) => {
+                    bundler.origins.push((format!("/paths/{}", path.replace('~', "~0").replace('/', "~1")), at));
+                    paths.insert(path.clone(), Value::Object(item));
+                    operations.extend(ops);
+                }
+                Err(e) => bundler.warn(&at, format!("the client has no operations for `{path}`: {e}")),
+            }
+        }
     }
 
     // The provider writes `info: {$ref: ./shared/info.yaml}`.
@@ -203,7 +259,7 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
     });
     let mut files: Vec<PathBuf> = vec![spec.to_path_buf()];
     files.extend(bundler.files.paths().filter(|p| *p != spec).map(Path::to_path_buf));
-    Ok(Bundle { document, webhooks: found, files, origins: bundler.origins, warnings: bundler.warnings })
+    Ok(Bundle { document, webhooks: found, operations, files, origins: bundler.origins, warnings: bundler.warnings })
 }
 
 struct Bundler<'a> {
@@ -283,6 +339,145 @@ impl Bundler<'_> {
         }
         if !out.keys().any(|k| METHODS.contains(&k.as_str())) {
             return Err(Error::unsupported(at, format!("webhook {event:?} has no operation (post:)")));
+        }
+        Ok(out)
+    }
+
+    /// A path item of the REST API, for the client: its operations and shared parameters.
+    fn rest_path_item(
+        &mut self,
+        item: &Value,
+        at: &Location,
+        path: &str,
+    ) -> Result<(Map<String, Value>, Vec<Operation>)> {
+        let (item, at) = self.deref(item.clone(), at.clone())?;
+        let Value::Object(item) = item else {
+            return Err(Error::unsupported(&at, "a path item must be a map of operations"));
+        };
+        let mut out = Map::new();
+        let mut operations = Vec::new();
+        for (key, value) in &item {
+            let child = at.child(key);
+            if METHODS.contains(&key.as_str()) {
+                let (operation, found) = self.rest_operation(value, &child, path, key)?;
+                out.insert(key.clone(), Value::Object(operation));
+                operations.push(found);
+            } else if key == "parameters" {
+                out.insert(key.clone(), self.parameters(value, &child)?);
+            } else if key == "summary" || key == "description" {
+                out.insert(key.clone(), value.clone());
+            }
+        }
+        Ok((out, operations))
+    }
+
+    /// A REST operation, down-leveled for progenitor: JSON bodies typed, any other response
+    /// media type kept as raw bytes (progenitor's `ByteStream`: a recording's `video/mp4`).
+    fn rest_operation(
+        &mut self,
+        operation: &Value,
+        at: &Location,
+        path: &str,
+        method: &str,
+    ) -> Result<(Map<String, Value>, Operation)> {
+        let (operation, at) = self.deref(operation.clone(), at.clone())?;
+        let Value::Object(operation) = operation else {
+            return Err(Error::unsupported(&at, "an operation must be a map"));
+        };
+        let Some(operation_id) =
+            operation.get("operationId").and_then(Value::as_str).filter(|id| !id.trim().is_empty())
+        else {
+            return Err(Error::unsupported(&at, "the operation has no operationId, which names its client method"));
+        };
+        let mut out = Map::new();
+        for (key, value) in &operation {
+            let child = at.child(key);
+            match key.as_str() {
+                "operationId" | "summary" | "description" | "deprecated" => {
+                    out.insert(key.clone(), value.clone());
+                }
+                "parameters" => {
+                    out.insert(key.clone(), self.parameters(value, &child)?);
+                }
+                "requestBody" => {
+                    let (body, body_at) = self.deref(value.clone(), child)?;
+                    let body = self.request_body(&body, &body_at)?;
+                    if body.get("content").and_then(Value::as_object).is_some_and(|c| !c.is_empty()) {
+                        out.insert(key.clone(), body);
+                    } else {
+                        self.warn(&body_at, "no application/json request body: the client method sends none");
+                    }
+                }
+                "responses" => {
+                    out.insert(key.clone(), self.rest_responses(value, &child)?);
+                }
+                // security (the client sends its key on every request), servers, tags,
+                // callbacks, externalDocs, x-*: not part of the call.
+                _ => {}
+            }
+        }
+        out.entry("responses").or_insert_with(|| json!({ "default": { "description": "" } }));
+        let found = Operation {
+            operation_id: operation_id.to_owned(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            summary: operation.get("summary").and_then(Value::as_str).map(str::to_owned),
+            location: at,
+        };
+        Ok((out, found))
+    }
+
+    /// A REST operation's responses: JSON content typed as for webhooks; without JSON, the
+    /// first other media type kept bare, so that progenitor hands its bytes over as they come.
+    fn rest_responses(&mut self, value: &Value, at: &Location) -> Result<Value> {
+        let (value, at) = self.deref(value.clone(), at.clone())?;
+        let mut out = self.responses(&value, &at)?;
+        for (status, response) in out.as_object_mut().into_iter().flatten() {
+            if response.get("content").is_some() {
+                continue;
+            }
+            let raw = value
+                .get(status)
+                .map(|r| self.deref(r.clone(), at.child(status)).map(|(r, _)| r))
+                .transpose()?
+                .and_then(|r| r.get("content").and_then(Value::as_object).and_then(|c| c.keys().next().cloned()));
+            if let (Some(media_type), Value::Object(response)) = (raw, response) {
+                response.insert("content".into(), json!({ media_type: {} }));
+            }
+        }
+        // progenitor gives an operation one success type and one error type: where its
+        // successes (or its errors) have different bodies, they become any JSON, said once.
+        for (class, is_class) in [("successful", is_success as fn(&str) -> bool), ("error", is_error)] {
+            let bodies: Vec<(String, Value)> = out
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(status, _)| is_class(status))
+                .filter_map(|(status, r)| r.get("content").map(|c| (status.clone(), body_shape(c))))
+                .collect();
+            if bodies.windows(2).all(|pair| pair[0].1 == pair[1].1) {
+                continue;
+            }
+            let statuses: Vec<&str> = bodies.iter().map(|(status, _)| status.as_str()).collect();
+            self.warn(
+                &at,
+                format!(
+                    "the {class} responses ({}) have different bodies, and a client method has one type for them: \
+                     the client reads them as serde_json::Value",
+                    statuses.join(", ")
+                ),
+            );
+            for (status, _) in &bodies {
+                if let Some(content) =
+                    out.get_mut(status).and_then(|r| r.get_mut("content")).and_then(Value::as_object_mut)
+                {
+                    for media in content.values_mut() {
+                        if media.get("schema").is_some() {
+                            media["schema"] = json!({});
+                        }
+                    }
+                }
+            }
         }
         Ok(out)
     }

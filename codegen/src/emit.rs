@@ -20,67 +20,104 @@ use crate::example::example;
 pub(crate) struct Progenitor {
     /// The types alone.
     pub types: TokenStream,
+    /// The REST client (its `Client` and one method per operation), without the types; `None`
+    /// when the spec has no `paths:`.
+    pub client: Option<TokenStream>,
     /// The request body type of each operation, by operationId.
     pub body_types: HashMap<String, syn::Type>,
     /// Every type typify defined (structs, enums, newtypes), by name.
     pub type_names: Vec<String>,
 }
 
-pub(crate) fn run_progenitor(bundle: &Bundle, spec: &Path) -> Result<Progenitor> {
-    let document = parse_openapi(bundle)?;
-    let settings = GenerationSettings::new();
+/// What the generated client carries for its hooks (the retry policy), as the runtime names it.
+fn client_inner(runtime: &syn::Path) -> TokenStream {
+    quote!(#runtime::meet::Settings)
+}
 
-    // typify panics on some inputs instead of returning an error. A build error must name the
-    // spec and say what is wrong, not print a backtrace from inside a dependency.
-    let outcome = quietly(|| {
-        let mut generator = Generator::new(&settings);
-        generator.generate_tokens(&document)?;
-        let space = generator.get_type_space();
-        // The types typify defined for the spec (not `Option<String>` and the like): each
-        // component of the bundle is one, the bodies among them.
-        let names: Vec<String> = space
-            .iter_types()
-            .filter(|t| {
-                use typify::TypeDetails;
-                matches!(t.details(), TypeDetails::Struct(_) | TypeDetails::Enum(_) | TypeDetails::Newtype(_))
-            })
-            .map(|t| t.name())
-            .collect();
-        Ok::<_, progenitor::Error>((space.to_stream(), names))
-    });
+/// Runs progenitor on the bundle. A REST path it cannot generate is taken out of the bundle
+/// with a warning naming it, and progenitor runs again: the webhooks must build whatever the
+/// REST part holds. A schema it cannot generate is an error at its file and pointer.
+pub(crate) fn run_progenitor(bundle: &mut Bundle, spec: &Path, runtime: &syn::Path) -> Result<Progenitor> {
+    loop {
+        let document = parse_openapi(bundle)?;
+        let mut settings = GenerationSettings::new();
+        let has_paths = document.paths.paths.iter().next().is_some();
+        if has_paths {
+            settings.with_hooks(progenitor::HooksMode::Expected).with_inner_type(client_inner(runtime));
+        }
 
-    let progenitor_error = |message: String| Error::Progenitor { spec: spec.to_path_buf(), message };
-    let (types, mut type_names) = match outcome {
-        Ok(Ok(generated)) => generated,
-        Ok(Err(e)) => {
-            return Err(match locate_failure(bundle) {
-                Some(at) => Error::Unsupported {
+        // typify panics on some inputs instead of returning an error. A build error must name
+        // the spec and say what is wrong, not print a backtrace from inside a dependency.
+        let outcome = quietly(|| {
+            let mut generator = Generator::new(&settings);
+            let client = generator.generate_tokens(&document)?;
+            let space = generator.get_type_space();
+            // The types typify defined for the spec (not `Option<String>` and the like): each
+            // component of the bundle is one, the bodies among them.
+            let names: Vec<String> = space
+                .iter_types()
+                .filter(|t| {
+                    use typify::TypeDetails;
+                    matches!(t.details(), TypeDetails::Struct(_) | TypeDetails::Enum(_) | TypeDetails::Newtype(_))
+                })
+                .map(|t| t.name())
+                .collect();
+            Ok::<_, progenitor::Error>((client, space.to_stream(), names))
+        });
+
+        let failure = match outcome {
+            Ok(Ok((client, types, mut type_names))) => {
+                type_names.sort();
+                let body_types = body_types(bundle, &type_names, spec)?;
+                let client = if has_paths { Some(without_types(client, spec)?) } else { None };
+                return Ok(Progenitor { types, client, body_types, type_names });
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                // The first line says what; the rest is typify's debug dump of the schema.
+                format!("it panicked: {}", message.lines().next().unwrap_or_default().trim_end_matches(['(', ' ']))
+            }
+        };
+        match locate_failure(bundle) {
+            Some(Failure::Path(path, at)) => {
+                bundle.drop_path(&path);
+                bundle.warnings.push(crate::error::Warning {
                     at,
-                    message: format!("progenitor could not generate code for this schema: {e}"),
-                },
-                None => progenitor_error(e.to_string()),
-            });
-        }
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "unknown panic".to_owned());
-            // The first line says what; the rest is typify's debug dump of the schema.
-            let first_line = message.lines().next().unwrap_or_default().trim_end_matches(['(', ' ']);
-            return Err(match locate_failure(bundle) {
-                Some(at) => Error::Unsupported {
+                    message: format!(
+                        "the client has no operations for `{path}`: progenitor could not generate them: {failure}"
+                    ),
+                });
+            }
+            Some(Failure::Schema(at)) => {
+                return Err(Error::Unsupported {
                     at,
-                    message: format!("progenitor could not generate code for this schema: it panicked: {first_line}"),
-                },
-                None => progenitor_error(format!("it panicked: {first_line}")),
-            });
+                    message: format!("progenitor could not generate code for this schema: {failure}"),
+                });
+            }
+            None => return Err(Error::Progenitor { spec: spec.to_path_buf(), message: failure }),
         }
-    };
-    type_names.sort();
-    let body_types = body_types(bundle, &type_names, spec)?;
-    Ok(Progenitor { types, body_types, type_names })
+    }
+}
+
+/// progenitor's client without its `types` module: the generated module has one `types` for
+/// the webhooks and the client alike, so that a webhook's `data` and an operation's answer are
+/// one Rust type.
+fn without_types(client: TokenStream, spec: &Path) -> Result<TokenStream> {
+    let mut file: syn::File = syn::parse2(client).map_err(|e| Error::Progenitor {
+        spec: spec.to_path_buf(),
+        message: format!("progenitor's client does not parse: {e}"),
+    })?;
+    file.items.retain(|item| !matches!(item, syn::Item::Mod(m) if m.ident == "types"));
+    let items = &file.items;
+    Ok(quote! {
+        pub use super::types;
+        #(#items)*
+    })
 }
 
 thread_local! {
@@ -107,9 +144,18 @@ fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
     outcome
 }
 
+/// Where progenitor failed.
+enum Failure {
+    /// A component: the spec's error.
+    Schema(crate::error::Location),
+    /// A REST path (its key in `paths:`), whose schemas alone generate.
+    Path(String, crate::error::Location),
+}
+
 /// Which schema progenitor failed (or panicked) on: each component alone (the others stubbed
-/// with `{}`, so references still resolve), then each webhook alone. Only runs after a failure.
-fn locate_failure(bundle: &Bundle) -> Option<crate::error::Location> {
+/// with `{}`, so references still resolve), then each REST path alone. Only runs after a
+/// failure.
+fn locate_failure(bundle: &Bundle) -> Option<Failure> {
     let panics = |document: Value| {
         let Ok(document) = serde_json::from_value::<openapiv3::OpenAPI>(document) else {
             return false;
@@ -128,9 +174,9 @@ fn locate_failure(bundle: &Bundle) -> Option<crate::error::Location> {
         document["paths"] = serde_json::json!({});
         document["components"]["schemas"] = Value::Object(only);
         if panics(document) {
-            return Some(
+            return Some(Failure::Schema(
                 bundle.origin_of(&format!("/components/schemas/{}", name.replace('~', "~0").replace('/', "~1"))),
-            );
+            ));
         }
     }
     let paths = bundle.document.get("paths").and_then(Value::as_object)?;
@@ -139,7 +185,8 @@ fn locate_failure(bundle: &Bundle) -> Option<crate::error::Location> {
         document["paths"] = serde_json::json!({ path: item });
         document["components"]["schemas"] = Value::Object(stubbed.clone());
         if panics(document) {
-            return Some(bundle.origin_of(&format!("/paths/{}", path.replace('~', "~0").replace('/', "~1"))));
+            let at = bundle.origin_of(&format!("/paths/{}", path.replace('~', "~0").replace('/', "~1")));
+            return Some(Failure::Path(path.clone(), at));
         }
     }
     None
@@ -196,6 +243,121 @@ pub(crate) fn method_name(operation_id: &str) -> String {
     operation_id.replace('\'', "").replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-").to_snake_case()
 }
 
+/// The `client` module: progenitor's client for the REST API, its calls going through the
+/// runtime (the API key on every request, retries of `429`/`503`); without `paths:`, a `Client`
+/// with no operations, so that a handler that holds one builds whatever the spec.
+fn client_module(bundle: &Bundle, generated: &Progenitor, rt: &syn::Path) -> TokenStream {
+    let title = bundle.document.pointer("/info/title").and_then(Value::as_str).unwrap_or_default();
+    let Some(client) = &generated.client else {
+        return quote! {
+            /// The REST API's client: none, the spec has no `paths:`.
+            #[allow(dead_code, clippy::all, clippy::pedantic)]
+            pub mod client {
+                /// A client with no operations: the spec this module was generated from has no
+                /// `paths:`.
+                #[derive(Debug, Clone)]
+                pub struct Client {
+                    settings: #rt::meet::Settings,
+                }
+
+                impl Client {
+                    /// A client for `settings` (it has no operations).
+                    pub fn from_settings(settings: &#rt::meet::Settings) -> Self {
+                        Self { settings: settings.clone() }
+                    }
+
+                    /// Where it would send its calls.
+                    pub fn baseurl(&self) -> &str {
+                        self.settings.url()
+                    }
+                }
+            }
+        };
+    };
+    let client = reroot(client.clone(), &["reqwest", "progenitor_client"], &syn::parse_quote!(#rt::__private));
+    let doc =
+        format!(" The {title} client, generated by progenitor from the spec's `paths:`: one method per operation.");
+    quote! {
+        #[doc = #doc]
+        ///
+        /// Build it with [`Client::from_settings`]: the base URL and API key of a deployment
+        /// (`https://<host>/meet/api/v1`), sent as `X-API-KEY` on every call.
+        #[allow(dead_code, unused_imports, clippy::all, clippy::pedantic)]
+        pub mod client {
+            #client
+
+            impl #rt::__private::progenitor_client::ClientHooks<#rt::meet::Settings> for Client {
+                async fn exec(
+                    &self,
+                    request: #rt::__private::reqwest::Request,
+                    info: &#rt::__private::progenitor_client::OperationInfo,
+                ) -> #rt::__private::reqwest::Result<#rt::__private::reqwest::Response> {
+                    #rt::meet::execute(#rt::__private::progenitor_client::ClientInfo::inner(self), request, info.operation_id).await
+                }
+            }
+
+            impl Client {
+                /// A client for the deployment `settings` names.
+                pub fn from_settings(settings: &#rt::meet::Settings) -> Self {
+                    Self::new_with_client(settings.url(), settings.http().clone(), settings.clone())
+                }
+            }
+        }
+    }
+}
+
+/// Makes paths that start at one of the crates `names` start at `to` instead (`reqwest::Request`
+/// → `::meet_webhooks_runtime::__private::reqwest::Request`): the including crate then needs
+/// no dependency of its own on them.
+fn reroot(tokens: TokenStream, names: &[&str], to: &syn::Path) -> TokenStream {
+    use proc_macro2::{Group, Punct, Spacing, TokenTree};
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    let mut out: Vec<TokenTree> = Vec::with_capacity(trees.len());
+    for (i, tree) in trees.iter().enumerate() {
+        match tree {
+            TokenTree::Group(group) => {
+                let mut rerooted = Group::new(group.delimiter(), reroot(group.stream(), names, to));
+                rerooted.set_span(group.span());
+                out.push(TokenTree::Group(rerooted));
+            }
+            TokenTree::Ident(ident) if names.iter().any(|n| ident == n) => {
+                let followed_by_path = matches!(trees.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == ':');
+                // `a::reqwest` is someone else's `reqwest`; `::reqwest` and `reqwest` start a path.
+                let colons_before = i >= 2
+                    && matches!(&trees[i - 1], TokenTree::Punct(p) if p.as_char() == ':')
+                    && matches!(&trees[i - 2], TokenTree::Punct(p) if p.as_char() == ':');
+                const KEYWORDS: [&str; 12] =
+                    ["use", "as", "in", "for", "impl", "dyn", "return", "mut", "pub", "where", "let", "move"];
+                let segment_before = colons_before
+                    && i >= 3
+                    && match &trees[i - 3] {
+                        TokenTree::Ident(before) => !KEYWORDS.iter().any(|k| before == k),
+                        TokenTree::Punct(before) => before.as_char() == '>',
+                        _ => false,
+                    };
+                if followed_by_path && !segment_before {
+                    if colons_before {
+                        // Drop the `::` already written: `to` starts with its own.
+                        out.truncate(out.len() - 2);
+                    }
+                    for (j, segment) in to.segments.iter().enumerate() {
+                        if j > 0 || to.leading_colon.is_some() {
+                            out.push(TokenTree::Punct(Punct::new(':', Spacing::Joint)));
+                            out.push(TokenTree::Punct(Punct::new(':', Spacing::Alone)));
+                        }
+                        out.push(TokenTree::Ident(segment.ident.clone()));
+                    }
+                    out.push(TokenTree::Punct(Punct::new(':', Spacing::Joint)));
+                    out.push(TokenTree::Punct(Punct::new(':', Spacing::Alone)));
+                }
+                out.push(tree.clone());
+            }
+            other => out.push(other.clone()),
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// The server module: types, metadata (`WEBHOOKS`, `SPEC`), `Event`, `WebhookHandler`,
 /// `dispatch`, and `Receiver`, which serves a `WebhookHandler` to the runtime.
 pub(crate) fn server(
@@ -211,6 +373,12 @@ pub(crate) fn server(
         Some((methods, type_name)) => quote!(::std::option::Option::Some((#type_name, &[#(#methods),*]))),
         None => quote!(::std::option::Option::None),
     };
+    let client = client_module(bundle, generated, rt);
+    let operations = bundle.operations.iter().map(|operation| {
+        let (id, method, path) = (&operation.operation_id, operation.method.to_uppercase(), &operation.path);
+        let summary = operation.summary.clone().unwrap_or_default();
+        quote!(#rt::OperationInfo { operation_id: #id, method: #method, path: #path, summary: #summary })
+    });
     let title = bundle.document.pointer("/info/title").and_then(Value::as_str).unwrap_or_default();
     let version = bundle.document.pointer("/info/version").and_then(Value::as_str).unwrap_or_default();
 
@@ -304,8 +472,16 @@ pub(crate) fn server(
             title: #title,
             version: #version,
             webhooks: WEBHOOKS,
+            operations: OPERATIONS,
             implemented: #implemented_tokens,
         };
+
+        /// Every operation of the REST API's client ([`client::Client`]), in spec order; none
+        /// when the spec has no `paths:`.
+        #[allow(dead_code, clippy::all, clippy::pedantic)]
+        pub const OPERATIONS: &[#rt::OperationInfo] = &[#(#operations),*];
+
+        #client
 
         /// A delivery parsed into the typed body of the webhook its `event` names.
         #[allow(dead_code, clippy::all, clippy::pedantic)]

@@ -217,10 +217,11 @@ impl Config {
     /// Generates the module: types, `WEBHOOKS`, `SPEC`, `Event`, `WebhookHandler`, `dispatch`,
     /// `Receiver`.
     pub fn generate(&self) -> Result<Generated> {
-        let bundle = self.bundle()?;
+        let mut bundle = self.bundle()?;
         let runtime: syn::Path = syn::parse_str(&self.runtime_path)
             .map_err(|e| Error::Config(format!("runtime path {:?} is not a Rust path: {e}", self.runtime_path)))?;
-        let generated = emit::run_progenitor(&bundle, &bundle.files[0])?;
+        let spec = bundle.files[0].clone();
+        let generated = emit::run_progenitor(&mut bundle, &spec, &runtime)?;
         let implemented = self.handler_impl.as_ref().map(|(file, type_name)| {
             let file = self.base().join(file);
             (implemented::methods(&file, type_name), type_name.as_str(), file)

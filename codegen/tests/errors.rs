@@ -193,13 +193,24 @@ fn a_crate_without_an_openapi_folder_is_told_where_to_put_one() {
 }
 
 #[test]
-fn the_rest_api_part_of_a_root_document_is_never_read() {
-    // `paths` refers to files that do not exist and uses $ref where OpenAPI forbids it.
+fn a_rest_path_that_cannot_be_read_is_left_out_of_the_client_and_named() {
+    // `paths` refers to files that do not exist and uses $ref where OpenAPI forbids it; one
+    // path is fine.
     let root = format!(
-        "{ROOT}paths:\n  /rooms:\n    $ref: ./missing/rooms.yaml\n  /x:\n    get:\n      responses:\n        $ref: ./missing/responses.yaml\n"
+        "{ROOT}paths:\n  /rooms:\n    $ref: ./missing/rooms.yaml\n  /x:\n    get:\n      responses:\n        $ref: ./missing/responses.yaml\n  /ok:\n    get:\n      operationId: getOk\n      responses:\n        '200':\n          description: fine\n"
     );
-    let (_dir, result) = generate(&[("openapi.yaml", &root), ("webhooks.yaml", &webhook("type: object"))]);
-    result.unwrap();
+    let (dir, result) = generate_all(&[("openapi.yaml", &root), ("webhooks.yaml", &webhook("type: object"))]);
+    let generated = result.unwrap();
+    let warnings: Vec<String> = generated.warnings.iter().map(|w| relative(&dir, &w.to_string())).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("openapi.yaml#/paths/~1rooms: the client has no operations for `/rooms`")),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().any(|w| w.contains("the client has no operations for `/x`")), "{warnings:?}");
+    assert!(generated.code.contains("pub async fn get_ok"), "the readable path is in the client");
+    assert!(!generated.code.contains("fn rooms"), "{}", generated.code);
 }
 
 #[test]

@@ -113,9 +113,12 @@ fn rerun_covers_every_referenced_file_and_nothing_else() {
     assert_eq!(
         sorted,
         [
+            "components/parameters/room-id.yaml",
+            "components/responses/room-responses.yaml",
             "components/schemas/meet-room-config.yaml",
             "components/schemas/meet-room.yaml",
             "openapi.yaml",
+            "paths/rooms.yaml",
             "recordings/schemas/recording-base.yaml",
             "recordings/schemas/recording-layout.yaml",
             "webhooks/parameters/x-signature.yaml",
@@ -128,11 +131,20 @@ fn rerun_covers_every_referenced_file_and_nothing_else() {
 }
 
 #[test]
-fn the_bundle_is_openapi_3_0_with_webhooks_as_paths() {
+fn the_bundle_is_openapi_3_0_with_webhook_bodies_as_components() {
     let bundle = config("v3-five-webhooks/openapi.yaml").bundle().unwrap();
     let doc = &bundle.document;
     assert_eq!(doc["openapi"], "3.0.3");
-    assert!(doc["paths"]["/meetingEnded"]["post"].is_object());
+    assert!(doc["components"]["schemas"]["MeetingEndedWebhookBody"].is_object());
+    // The REST paths are the document's paths, sharing the webhooks' components; a responses
+    // map behind one `$ref` is inlined.
+    assert_eq!(doc["paths"]["/rooms/{roomId}"]["get"]["operationId"], "getRoom");
+    assert_eq!(
+        doc["paths"]["/rooms/{roomId}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/MeetRoom"
+    );
+    let operations: Vec<&str> = bundle.operations.iter().map(|o| o.operation_id.as_str()).collect();
+    assert_eq!(operations, ["getRooms", "getRoom"]);
     // `type: [number, 'null']` → nullable; `const` → enum; `additionalProperties: false` dropped.
     let base = &doc["components"]["schemas"]["RecordingBase"]["properties"];
     assert_eq!(base["endDate"]["type"], "number");

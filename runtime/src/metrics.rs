@@ -259,6 +259,7 @@ pub(crate) fn handler_attempt(spec: &Spec, event: &str, outcome: Attempt) {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "client")]
     #[test]
     fn event_labels_are_the_spec_s_events_and_a_few_more() {
         let spec = &crate::snapshots::v3::SPEC;

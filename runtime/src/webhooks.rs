@@ -38,6 +38,8 @@ pub struct Spec {
     pub version: &'static str,
     /// Every webhook, in spec order.
     pub webhooks: &'static [WebhookInfo],
+    /// Every operation of the REST API's client, in spec order (none without `paths:`).
+    pub operations: &'static [OperationInfo],
     /// The handler type the build looked at and the methods it implements (the others run
     /// their defaults); `None` if the build did not look.
     pub implemented: Option<(&'static str, &'static [&'static str])>,
@@ -48,6 +50,19 @@ impl Spec {
     pub fn webhook(&self, event: &str) -> Option<&'static WebhookInfo> {
         self.webhooks.iter().find(|w| w.event == event)
     }
+}
+
+/// One operation of the spec's REST API: a method of the generated client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationInfo {
+    /// The spec's operationId (the client method is its snake_case).
+    pub operation_id: &'static str,
+    /// `GET`, `POST`, ...
+    pub method: &'static str,
+    /// The path under the API's base URL.
+    pub path: &'static str,
+    /// The spec's summary.
+    pub summary: &'static str,
 }
 
 /// A spec's webhooks served by a handler: what the runtime needs from generated code, and all

@@ -81,8 +81,35 @@ pub const SPEC: ::meet_webhooks_runtime::Spec = ::meet_webhooks_runtime::Spec {
     title: "OpenVidu Meet Webhooks (3.0, x-webhooks)",
     version: "0.9.0",
     webhooks: WEBHOOKS,
+    operations: OPERATIONS,
     implemented: ::std::option::Option::None,
 };
+/// Every operation of the REST API's client ([`client::Client`]), in spec order; none
+/// when the spec has no `paths:`.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+pub const OPERATIONS: &[::meet_webhooks_runtime::OperationInfo] = &[];
+/// The REST API's client: none, the spec has no `paths:`.
+#[allow(dead_code, clippy::all, clippy::pedantic)]
+pub mod client {
+    /// A client with no operations: the spec this module was generated from has no
+    /// `paths:`.
+    #[derive(Debug, Clone)]
+    pub struct Client {
+        settings: ::meet_webhooks_runtime::meet::Settings,
+    }
+    impl Client {
+        /// A client for `settings` (it has no operations).
+        pub fn from_settings(
+            settings: &::meet_webhooks_runtime::meet::Settings,
+        ) -> Self {
+            Self { settings: settings.clone() }
+        }
+        /// Where it would send its calls.
+        pub fn baseurl(&self) -> &str {
+            self.settings.url()
+        }
+    }
+}
 /// A delivery parsed into the typed body of the webhook its `event` names.
 #[allow(dead_code, clippy::all, clippy::pedantic)]
 #[derive(Debug, Clone)]

@@ -589,14 +589,14 @@ mod tests {
         assert_eq!(workers, [1, 1, 1, 3, 15]);
     }
 
-    #[cfg(not(feature = "sqlite"))]
+    #[cfg(all(not(feature = "sqlite"), feature = "client"))]
     struct Nothing;
-    #[cfg(not(feature = "sqlite"))]
+    #[cfg(all(not(feature = "sqlite"), feature = "client"))]
     impl crate::snapshots::v3::WebhookHandler for Nothing {}
 
     /// Without the `sqlite` feature there is no default inbox: the build asks for one rather
     /// than quietly running without durability.
-    #[cfg(not(feature = "sqlite"))]
+    #[cfg(all(not(feature = "sqlite"), feature = "client"))]
     #[test]
     fn without_sqlite_a_storage_must_be_chosen() {
         use super::{ServiceBuilder, ServiceError, Storage};
