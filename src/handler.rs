@@ -3,13 +3,30 @@
 //! This is the file to edit. Implement the `WebhookHandler` methods for the webhooks you care
 //! about; the ones you leave out are acknowledged with a warning (see `crate::generated`).
 
-use crate::generated::{WebhookHandler, types};
-use meet_webhooks_runtime::{DeliveryContext, HandlerResult, Presence};
+use crate::generated::{WebhookHandler, client, types};
+use meet_webhooks_runtime::meet::Settings;
+use meet_webhooks_runtime::{DeliveryContext, HandlerError, HandlerResult, Presence};
 
 /// Acknowledges every recording event, and at debug level (`RUST_LOG=debug` or
 /// `RUST_LOG=meet_webhooks::handler=debug`) logs a line with its recording, room and status.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ServiceHandler;
+#[derive(Debug, Default, Clone)]
+pub struct ServiceHandler {
+    /// The OpenVidu Meet REST API (`--meet-url`), for methods that act on an event.
+    meet: Option<client::Client>,
+}
+
+impl ServiceHandler {
+    /// A handler that reaches the Meet REST API with `meet`, when given.
+    pub fn new(meet: Option<Settings>) -> Self {
+        Self { meet: meet.map(|settings| client::Client::from_settings(&settings)) }
+    }
+
+    /// The Meet REST client: `self.meet()?.get_room(&room_id).await?`. An error (the delivery is
+    /// tried again later) when the service was started without `--meet-url`.
+    pub fn meet(&self) -> Result<&client::Client, HandlerError> {
+        self.meet.as_ref().ok_or_else(|| "no Meet REST client: start the service with --meet-url".into())
+    }
+}
 
 impl WebhookHandler for ServiceHandler {
     async fn recording_started_webhook(

@@ -5,4 +5,4 @@
 pub mod generated;
 pub mod handler;
 
-pub use generated::{Event, Receiver, SPEC, WEBHOOKS, WebhookHandler, types};
+pub use generated::{Event, OPERATIONS, Receiver, SPEC, WEBHOOKS, WebhookHandler, client, types};

@@ -10,5 +10,6 @@ use meet_webhooks::handler::ServiceHandler;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    meet_webhooks_runtime::cli::main(Receiver::new(ServiceHandler))
+    // The handler is built with the Meet REST API's settings (`--meet-url`), when given.
+    meet_webhooks_runtime::cli::main(|meet| Receiver::new(ServiceHandler::new(meet)))
 }

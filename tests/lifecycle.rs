@@ -28,7 +28,7 @@ fn settle(at_most: usize) -> usize {
 }
 
 fn builder(storage: Storage) -> ServiceBuilder<Receiver<ServiceHandler>> {
-    ServiceBuilder::new(Receiver::new(ServiceHandler), ["lifecycle-key"])
+    ServiceBuilder::new(Receiver::new(ServiceHandler::default()), ["lifecycle-key"])
         .storage(storage)
         .signals(false)
         .shutdown_grace(Duration::ZERO)

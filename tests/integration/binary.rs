@@ -360,6 +360,25 @@ fn spec_lists_every_webhook_and_whether_the_service_handles_it() {
 }
 
 #[test]
+fn spec_lists_the_rest_clients_operations_or_says_there_is_none() {
+    let (code, stdout, _) = run(&["spec"], b"");
+    assert_eq!(code, 0);
+    let operations = meet_webhooks::OPERATIONS;
+    if operations.is_empty() {
+        assert!(stdout.contains("no REST client: the spec has no paths"), "{stdout}");
+        return;
+    }
+    assert!(stdout.contains(&format!("REST client ({} operation", operations.len())), "{stdout}");
+    for operation in operations {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(operation.operation_id))
+            .unwrap_or_else(|| panic!("{} not listed:\n{stdout}", operation.operation_id));
+        assert!(line.contains(operation.method) && line.contains(operation.path), "{line}");
+    }
+}
+
+#[test]
 fn send_with_data_from_a_file_delivers_that_data_signed_with_seconds_when_asked() {
     let data_dir = tempfile::tempdir().unwrap();
     let service = Service::start_in(data_dir.path(), &[]);

@@ -217,7 +217,7 @@ fn the_services_own_handler_handles_recording_started_of_every_spec_version() {
         body: bytes.into(),
     };
     block_on(meet_webhooks::generated::dispatch(
-        &ServiceHandler,
+        &ServiceHandler::default(),
         &ctx,
         meet_webhooks::Event::RecordingStartedWebhook(typed),
     ))

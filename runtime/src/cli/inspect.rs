@@ -93,4 +93,20 @@ pub(super) fn spec(spec: &Spec) {
         );
     }
     println!("  {:<20} {:<28} {:<32} {}", "(anything else)", "-", "fallback", handled("fallback"));
+    if spec.operations.is_empty() {
+        println!("no REST client: the spec has no paths");
+        return;
+    }
+    let count = if spec.operations.len() == 1 {
+        "1 operation".to_owned()
+    } else {
+        format!("{} operations", spec.operations.len())
+    };
+    println!("REST client ({count}; handlers reach it with --meet-url):");
+    for operation in spec.operations {
+        println!(
+            "  {:<28} {:<7} {:<40} {}",
+            operation.operation_id, operation.method, operation.path, operation.summary
+        );
+    }
 }

@@ -190,6 +190,24 @@ struct ServeArgs {
     workers: Option<usize>,
     #[command(flatten)]
     inbox: InboxArgs,
+    #[command(flatten)]
+    meet: MeetArgs,
+}
+
+/// Where handlers reach the OpenVidu Meet REST API.
+#[derive(Clone, Args)]
+struct MeetArgs {
+    /// The Meet REST API's base URL (https://meet.example.com/meet/api/v1). Without it handlers
+    /// get no Meet client.
+    #[arg(long, env = "MEET_WEBHOOKS_MEET_URL")]
+    meet_url: Option<String>,
+    /// The key for the Meet REST API (X-API-KEY), when it is not the first key that signs the
+    /// webhooks (--key).
+    #[arg(long, env = "MEET_WEBHOOKS_MEET_API_KEY", hide_env_values = true)]
+    meet_api_key: Option<String>,
+    /// Seconds a Meet API call may take.
+    #[arg(long, env = "MEET_WEBHOOKS_MEET_TIMEOUT", default_value_t = Seconds(crate::meet::TIMEOUT), allow_hyphen_values = true)]
+    meet_timeout: Seconds,
 }
 
 #[derive(Clone, Args)]
@@ -283,10 +301,11 @@ fn parse_path(path: &str) -> Result<String, String> {
     }
 }
 
-/// Runs the `meet-webhooks` command line for `webhooks` (the generated `Receiver` around the
-/// service's handler): parses the arguments, installs the logger and, for `serve`, the metrics
-/// recorder; the exit code says whether it worked.
-pub fn main<W: Webhooks>(webhooks: W) -> ExitCode {
+/// Runs the `meet-webhooks` command line: parses the arguments, installs the logger and, for
+/// `serve`, the metrics recorder; the exit code says whether it worked. `serve` builds what it
+/// serves with `webhooks` (the generated `Receiver` around the service's handler), given the
+/// Meet API's settings when `--meet-url` is set.
+pub fn main<W: Webhooks>(webhooks: impl FnOnce(Option<crate::meet::Settings>) -> W) -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let cli = Cli::command()
         .version(version_line(&W::SPEC))

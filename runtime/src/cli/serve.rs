@@ -7,7 +7,11 @@ use crate::dispatch::RetryPolicy;
 use crate::service::{ServiceBuilder, ServiceError, Storage};
 use crate::webhooks::Webhooks;
 
-pub(super) fn serve<W: Webhooks>(webhooks: W, args: ServeArgs, data: &DataDirArg) -> Result<ExitCode, String> {
+pub(super) fn serve<W: Webhooks>(
+    webhooks: impl FnOnce(Option<crate::meet::Settings>) -> W,
+    args: ServeArgs,
+    data: &DataDirArg,
+) -> Result<ExitCode, String> {
     let metrics = crate::metrics::install().map_err(|e| format!("cannot set up metrics: {e}"))?;
     let storage = match (&data.database_url, args.inbox.no_inbox) {
         (_, true) => Storage::Inline { replay_capacity: args.replay_capacity },
@@ -16,8 +20,9 @@ pub(super) fn serve<W: Webhooks>(webhooks: W, args: ServeArgs, data: &DataDirArg
     };
     // Checked now for a clear message; the service reads the key file itself (and again on
     // SIGHUP).
-    args.keys.collect()?;
-    let mut builder = ServiceBuilder::new(webhooks, args.keys.given());
+    let keys = args.keys.collect()?;
+    let meet = meet_settings::<W>(&args.meet, &keys)?;
+    let mut builder = ServiceBuilder::new(webhooks(meet), args.keys.given());
     if let Some(file) = &args.keys.key_file {
         builder = builder.key_file(file);
     }
@@ -55,4 +60,31 @@ pub(super) fn serve<W: Webhooks>(webhooks: W, args: ServeArgs, data: &DataDirArg
     let bound = service.bind(args.bind, args.workers).map_err(|e| format!("--bind {}: {e}", args.bind))?;
     bound.run().map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Meet API's settings from `--meet-url`, `--meet-api-key` (else the first signing key) and
+/// `--meet-timeout`; `None` without a URL (said at start-up when the spec has a client).
+fn meet_settings<W: Webhooks>(
+    args: &super::MeetArgs,
+    keys: &[Vec<u8>],
+) -> Result<Option<crate::meet::Settings>, String> {
+    let Some(url) = &args.meet_url else {
+        if !W::SPEC.operations.is_empty() {
+            log::info!(
+                "no --meet-url: handlers get no Meet REST client (the spec has {} operations)",
+                W::SPEC.operations.len()
+            );
+        }
+        return Ok(None);
+    };
+    let key = match &args.meet_api_key {
+        Some(key) => key.clone(),
+        None => {
+            String::from_utf8(keys[0].clone()).map_err(|_| "--meet-api-key: the first --key is not text".to_owned())?
+        }
+    };
+    let settings = crate::meet::Settings::new(url, &key)
+        .and_then(|settings| settings.timeout(args.meet_timeout.0))
+        .map_err(|e| e.to_string())?;
+    Ok(Some(settings))
 }
