@@ -43,7 +43,12 @@ pub(crate) fn run_progenitor(bundle: &mut Bundle, spec: &Path, runtime: &syn::Pa
         let mut settings = GenerationSettings::new();
         let has_paths = document.paths.paths.iter().next().is_some();
         if has_paths {
-            settings.with_hooks(progenitor::HooksMode::Expected).with_inner_type(client_inner(runtime));
+            // Builder calls (`client.get_room().room_id(id).send()`): a parameter the provider
+            // adds later does not break a call that compiled before.
+            settings
+                .with_interface(progenitor::InterfaceStyle::Builder)
+                .with_hooks(progenitor::HooksMode::Expected)
+                .with_inner_type(client_inner(runtime));
         }
 
         // typify panics on some inputs instead of returning an error. A build error must name

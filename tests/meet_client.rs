@@ -1,0 +1,201 @@
+//! The generated OpenVidu Meet REST client, against a mock of the API that no one here wrote:
+//! Stoplight Prism serves the shipped spec and validates every request against it (a wrong
+//! path, parameter, header or body is answered with an error, which fails the test). What
+//! Prism cannot serve (retries after `429`, a server too slow to answer) is served by a test
+//! server on 127.0.0.1:0.
+//!
+//! Prism is installed from `tests/prism/package-lock.json` on first use (`npm ci`). Without
+//! npm these tests say so in one line and pass, unless `MEET_WEBHOOKS_REQUIRE_PRISM=1` (CI).
+//!
+//! A test target of its own: it names operations of the shipped spec, which the older fixtures
+//! the integration tests are also built against do not have.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use meet_webhooks::{WEBHOOKS, client, types};
+use meet_webhooks_runtime::meet::Settings;
+
+const KEY: &str = "meet-api-key";
+
+/// A Prism mock of the shipped spec on a port of its own, stopped on drop.
+struct Prism {
+    child: Child,
+    url: String,
+}
+
+impl Prism {
+    /// `None` (said once) where npm is missing and Prism is not required.
+    fn start() -> Option<Self> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let prism = install(&root.join("tests/prism"))?;
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(prism)
+            .args(["mock", "--host", "127.0.0.1", "--port", &port.to_string(), "--errors"])
+            .arg(root.join("openapi/openvidu-meet-api.yaml"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting prism");
+        // It says when it listens; until then a call would be refused.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.expect("prism's output").contains("Prism is listening") {
+                break;
+            }
+        }
+        // Keep reading, so that Prism never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Some(Self { child, url: format!("http://127.0.0.1:{port}") })
+    }
+
+    fn client(&self) -> client::Client {
+        client::Client::from_settings(&Settings::new(&self.url, KEY).unwrap())
+    }
+}
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Prism's binary, installed from the lockfile when it is not yet.
+fn install(dir: &Path) -> Option<PathBuf> {
+    static INSTALLED: Mutex<()> = Mutex::new(());
+    let _once = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+    let binary = dir.join("node_modules/.bin/prism");
+    if binary.exists() {
+        return Some(binary);
+    }
+    let installed = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed && binary.exists() {
+        return Some(binary);
+    }
+    assert!(
+        std::env::var_os("MEET_WEBHOOKS_REQUIRE_PRISM").is_none(),
+        "Prism is required (MEET_WEBHOOKS_REQUIRE_PRISM) and `npm ci` in {} did not install it",
+        dir.display()
+    );
+    eprintln!("skipped: no npm to install Prism (tests/prism), the Meet API's mock");
+    None
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+#[test]
+fn a_room_read_through_the_api_and_one_from_a_webhook_are_one_type() {
+    let Some(prism) = Prism::start() else { return };
+    let rooms = block_on(prism.client().get_rooms().max_items(5).send())
+        .expect("getRooms, as Prism validated it")
+        .into_inner()
+        .rooms;
+    let webhook = WEBHOOKS.iter().find(|w| w.event == "meetingStarted").unwrap();
+    let body: types::MeetingStartedWebhookBody = serde_json::from_str(webhook.example).unwrap();
+    // Both are `types::MeetRoom`: no conversion between what a webhook brings and the API answers.
+    fn room_id(room: &types::MeetRoom) -> &str {
+        room.room_id.as_deref().unwrap_or_default()
+    }
+    assert!(!room_id(&rooms[0]).is_empty());
+    assert!(!room_id(&body.data).is_empty());
+}
+
+#[test]
+fn the_operations_a_handler_uses_pass_the_mocks_validation_with_the_key() {
+    let Some(prism) = Prism::start() else { return };
+    let client = prism.client();
+    block_on(async {
+        let room = client.get_room().room_id("room-123").send().await.expect("getRoom").into_inner();
+        assert_eq!(room.room_id.as_deref(), Some("room-123"));
+        let recording = client.get_recording().recording_id("room-123--EG_XYZ--XX445").send().await;
+        assert!(recording.expect("getRecording").into_inner().recording_id.is_some());
+        let media = client.get_recording_media().recording_id("room-123--EG_XYZ--XX445").range("bytes=0-").send().await;
+        let media = media.expect("getRecordingMedia");
+        assert!(media.status().is_success(), "{}", media.status());
+        client.delete_recording().recording_id("room-123--EG_XYZ--XX445").send().await.expect("deleteRecording");
+    });
+    // Prism refuses a call without the key: the client's success above is the key's doing.
+    let without_key = block_on(reqwest_get(&format!("{}/rooms/room-123", prism.url)));
+    assert_eq!(without_key, 401);
+}
+
+async fn reqwest_get(url: &str) -> u16 {
+    meet_webhooks_runtime::__private::reqwest::get(url).await.unwrap().status().as_u16()
+}
+
+/// A server that answers each request with the next of `answers` (raw HTTP responses), and
+/// counts them.
+fn scripted(answers: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    std::thread::spawn(move || {
+        for (stream, answer) in listener.incoming().zip(answers) {
+            let mut stream = stream.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            if answer.is_empty() {
+                // Never answers: the client's timeout must end the call.
+                std::thread::sleep(Duration::from_secs(5));
+            } else {
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        }
+    });
+    (url, served)
+}
+
+#[test]
+fn a_429_is_tried_again_after_its_retry_after_and_a_long_one_is_answered_as_it_came() {
+    let (url, served) = scripted(vec![
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: 5\r\nConnection: close\r\n\r\nmedia",
+    ]);
+    let client = client::Client::from_settings(&Settings::new(&url, KEY).unwrap());
+    let bytes = block_on(async {
+        let media = client.get_recording_media().recording_id("r").send().await.expect("answered after the retry");
+        let mut stream = media.into_inner_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        bytes
+    });
+    assert_eq!(bytes, b"media");
+    assert_eq!(served.load(Ordering::SeqCst), 2);
+
+    let (url, served) = scripted(vec![
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Type: application/json\r\nContent-Length: 42\r\nConnection: close\r\n\r\n{\"error\":\"Too Many\",\"message\":\"slow down\"}",
+    ]);
+    let client = client::Client::from_settings(&Settings::new(&url, KEY).unwrap());
+    let answered = block_on(client.get_recording_media().recording_id("r").send());
+    assert_eq!(answered.err().and_then(|e| e.status()).map(|s| s.as_u16()), Some(429));
+    assert_eq!(served.load(Ordering::SeqCst), 1, "an hour is past the bound: not waited for");
+}
+
+#[test]
+fn a_call_that_takes_longer_than_the_timeout_ends_in_an_error() {
+    let (url, _) = scripted(vec![""]);
+    let settings = Settings::new(&url, KEY).unwrap().timeout(Duration::from_millis(200)).unwrap();
+    let client = client::Client::from_settings(&settings);
+    let error = block_on(client.get_recording_media().recording_id("r").send()).err().expect("no answer in time");
+    assert!(matches!(&error, client::Error::CommunicationError(e) if e.is_timeout()), "{error}");
+}
