@@ -9,6 +9,11 @@ pub mod types {
         #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
         pub rooms: ::std::vec::Vec<MeetRoom>,
     }
+    impl GetRoomsResponse {
+        pub fn builder() -> builder::GetRoomsResponse {
+            Default::default()
+        }
+    }
     ///`MeetRoom`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct MeetRoom {
@@ -45,6 +50,11 @@ pub mod types {
         pub room_name: ::std::string::String,
         pub status: MeetRoomStatus,
     }
+    impl MeetRoom {
+        pub fn builder() -> builder::MeetRoom {
+            Default::default()
+        }
+    }
     ///`MeetRoomAutoDeletionPolicy`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     pub struct MeetRoomAutoDeletionPolicy {
@@ -60,6 +70,11 @@ pub mod types {
         pub with_recordings: ::std::option::Option<
             MeetRoomAutoDeletionPolicyWithRecordings,
         >,
+    }
+    impl MeetRoomAutoDeletionPolicy {
+        pub fn builder() -> builder::MeetRoomAutoDeletionPolicy {
+            Default::default()
+        }
     }
     ///`MeetRoomAutoDeletionPolicyWithMeeting`
     #[derive(
@@ -181,11 +196,21 @@ pub mod types {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub recording: ::std::option::Option<MeetRoomConfigRecording>,
     }
+    impl MeetRoomConfig {
+        pub fn builder() -> builder::MeetRoomConfig {
+            Default::default()
+        }
+    }
     ///`MeetRoomConfigChat`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
     pub struct MeetRoomConfigChat {
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub enabled: ::std::option::Option<bool>,
+    }
+    impl MeetRoomConfigChat {
+        pub fn builder() -> builder::MeetRoomConfigChat {
+            Default::default()
+        }
     }
     ///`MeetRoomConfigRecording`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
@@ -197,6 +222,11 @@ pub mod types {
         pub allow_access_to: ::std::option::Option<MeetRoomConfigRecordingAllowAccessTo>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub enabled: ::std::option::Option<bool>,
+    }
+    impl MeetRoomConfigRecording {
+        pub fn builder() -> builder::MeetRoomConfigRecording {
+            Default::default()
+        }
     }
     ///`MeetRoomConfigRecordingAllowAccessTo`
     #[derive(
@@ -436,6 +466,11 @@ pub mod types {
         pub data: MeetRoom,
         pub event: ::std::string::String,
     }
+    impl MeetingEndedWebhookBody {
+        pub fn builder() -> builder::MeetingEndedWebhookBody {
+            Default::default()
+        }
+    }
     ///`MeetingStartedWebhookBody`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct MeetingStartedWebhookBody {
@@ -444,6 +479,11 @@ pub mod types {
         pub creation_date: f64,
         pub data: MeetRoom,
         pub event: ::std::string::String,
+    }
+    impl MeetingStartedWebhookBody {
+        pub fn builder() -> builder::MeetingStartedWebhookBody {
+            Default::default()
+        }
     }
     ///`RecordingBase`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -480,6 +520,11 @@ pub mod types {
         ///The status of the recording.
         pub status: ::std::string::String,
     }
+    impl RecordingBase {
+        pub fn builder() -> builder::RecordingBase {
+            Default::default()
+        }
+    }
     ///`RecordingEndedWebhookBody`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct RecordingEndedWebhookBody {
@@ -488,6 +533,11 @@ pub mod types {
         pub creation_date: f64,
         pub data: RecordingEndedWebhookBodyData,
         pub event: ::std::string::String,
+    }
+    impl RecordingEndedWebhookBody {
+        pub fn builder() -> builder::RecordingEndedWebhookBody {
+            Default::default()
+        }
     }
     ///`RecordingEndedWebhookBodyData`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -522,6 +572,11 @@ pub mod types {
         #[serde(rename = "startDate")]
         pub start_date: f64,
         pub status: RecordingEndedWebhookBodyDataStatus,
+    }
+    impl RecordingEndedWebhookBodyData {
+        pub fn builder() -> builder::RecordingEndedWebhookBodyData {
+            Default::default()
+        }
     }
     ///`RecordingEndedWebhookBodyDataStatus`
     #[derive(
@@ -655,6 +710,11 @@ pub mod types {
         pub data: RecordingStartedWebhookBodyData,
         pub event: ::std::string::String,
     }
+    impl RecordingStartedWebhookBody {
+        pub fn builder() -> builder::RecordingStartedWebhookBody {
+            Default::default()
+        }
+    }
     ///`RecordingStartedWebhookBodyData`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct RecordingStartedWebhookBodyData {
@@ -688,6 +748,11 @@ pub mod types {
         #[serde(rename = "startDate")]
         pub start_date: f64,
         pub status: RecordingStartedWebhookBodyDataStatus,
+    }
+    impl RecordingStartedWebhookBodyData {
+        pub fn builder() -> builder::RecordingStartedWebhookBodyData {
+            Default::default()
+        }
     }
     ///`RecordingStartedWebhookBodyDataStatus`
     #[derive(
@@ -754,6 +819,11 @@ pub mod types {
         pub data: RecordingUpdatedWebhookBodyData,
         pub event: ::std::string::String,
     }
+    impl RecordingUpdatedWebhookBody {
+        pub fn builder() -> builder::RecordingUpdatedWebhookBody {
+            Default::default()
+        }
+    }
     ///`RecordingUpdatedWebhookBodyData`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct RecordingUpdatedWebhookBodyData {
@@ -787,6 +857,11 @@ pub mod types {
         #[serde(rename = "startDate")]
         pub start_date: f64,
         pub status: RecordingUpdatedWebhookBodyDataStatus,
+    }
+    impl RecordingUpdatedWebhookBodyData {
+        pub fn builder() -> builder::RecordingUpdatedWebhookBodyData {
+            Default::default()
+        }
     }
     ///`RecordingUpdatedWebhookBodyDataStatus`
     #[derive(
@@ -854,6 +929,1938 @@ pub mod types {
         pub data: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
         ///Event type identifier.
         pub event: ::std::string::String,
+    }
+    impl WebhookEvent {
+        pub fn builder() -> builder::WebhookEvent {
+            Default::default()
+        }
+    }
+    /// Types for composing complex structures.
+    pub mod builder {
+        #[derive(Clone, Debug)]
+        pub struct GetRoomsResponse {
+            rooms: ::std::result::Result<
+                ::std::vec::Vec<super::MeetRoom>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for GetRoomsResponse {
+            fn default() -> Self {
+                Self {
+                    rooms: Ok(Default::default()),
+                }
+            }
+        }
+        impl GetRoomsResponse {
+            pub fn rooms<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::vec::Vec<super::MeetRoom>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.rooms = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for rooms: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<GetRoomsResponse> for super::GetRoomsResponse {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: GetRoomsResponse,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { rooms: value.rooms? })
+            }
+        }
+        impl ::std::convert::From<super::GetRoomsResponse> for GetRoomsResponse {
+            fn from(value: super::GetRoomsResponse) -> Self {
+                Self { rooms: Ok(value.rooms) }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeetRoom {
+            auto_deletion_date: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            auto_deletion_policy: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomAutoDeletionPolicy>,
+                ::std::string::String,
+            >,
+            config: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomConfig>,
+                ::std::string::String,
+            >,
+            creation_date: ::std::result::Result<f64, ::std::string::String>,
+            kind: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomKind>,
+                ::std::string::String,
+            >,
+            max_participants: ::std::result::Result<
+                ::std::option::Option<::std::num::NonZeroU64>,
+                ::std::string::String,
+            >,
+            meeting_end_action: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomMeetingEndAction>,
+                ::std::string::String,
+            >,
+            room_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            room_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            status: ::std::result::Result<super::MeetRoomStatus, ::std::string::String>,
+        }
+        impl ::std::default::Default for MeetRoom {
+            fn default() -> Self {
+                Self {
+                    auto_deletion_date: Ok(Default::default()),
+                    auto_deletion_policy: Ok(Default::default()),
+                    config: Ok(Default::default()),
+                    creation_date: Err(
+                        "no value supplied for creation_date".to_string(),
+                    ),
+                    kind: Ok(Default::default()),
+                    max_participants: Ok(Default::default()),
+                    meeting_end_action: Ok(Default::default()),
+                    room_id: Err("no value supplied for room_id".to_string()),
+                    room_name: Err("no value supplied for room_name".to_string()),
+                    status: Err("no value supplied for status".to_string()),
+                }
+            }
+        }
+        impl MeetRoom {
+            pub fn auto_deletion_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.auto_deletion_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for auto_deletion_date: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn auto_deletion_policy<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::MeetRoomAutoDeletionPolicy>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.auto_deletion_policy = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for auto_deletion_policy: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn config<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::MeetRoomConfig>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.config = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for config: {e}")
+                    });
+                self
+            }
+            pub fn creation_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.creation_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for creation_date: {e}")
+                    });
+                self
+            }
+            pub fn kind<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<super::MeetRoomKind>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.kind = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for kind: {e}")
+                    });
+                self
+            }
+            pub fn max_participants<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<::std::num::NonZeroU64>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.max_participants = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for max_participants: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn meeting_end_action<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::MeetRoomMeetingEndAction>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.meeting_end_action = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for meeting_end_action: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn room_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_id: {e}")
+                    });
+                self
+            }
+            pub fn room_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_name: {e}")
+                    });
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::MeetRoomStatus>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeetRoom> for super::MeetRoom {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeetRoom,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    auto_deletion_date: value.auto_deletion_date?,
+                    auto_deletion_policy: value.auto_deletion_policy?,
+                    config: value.config?,
+                    creation_date: value.creation_date?,
+                    kind: value.kind?,
+                    max_participants: value.max_participants?,
+                    meeting_end_action: value.meeting_end_action?,
+                    room_id: value.room_id?,
+                    room_name: value.room_name?,
+                    status: value.status?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeetRoom> for MeetRoom {
+            fn from(value: super::MeetRoom) -> Self {
+                Self {
+                    auto_deletion_date: Ok(value.auto_deletion_date),
+                    auto_deletion_policy: Ok(value.auto_deletion_policy),
+                    config: Ok(value.config),
+                    creation_date: Ok(value.creation_date),
+                    kind: Ok(value.kind),
+                    max_participants: Ok(value.max_participants),
+                    meeting_end_action: Ok(value.meeting_end_action),
+                    room_id: Ok(value.room_id),
+                    room_name: Ok(value.room_name),
+                    status: Ok(value.status),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeetRoomAutoDeletionPolicy {
+            with_meeting: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomAutoDeletionPolicyWithMeeting>,
+                ::std::string::String,
+            >,
+            with_recordings: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomAutoDeletionPolicyWithRecordings>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for MeetRoomAutoDeletionPolicy {
+            fn default() -> Self {
+                Self {
+                    with_meeting: Ok(Default::default()),
+                    with_recordings: Ok(Default::default()),
+                }
+            }
+        }
+        impl MeetRoomAutoDeletionPolicy {
+            pub fn with_meeting<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::MeetRoomAutoDeletionPolicyWithMeeting>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.with_meeting = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for with_meeting: {e}")
+                    });
+                self
+            }
+            pub fn with_recordings<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<
+                        super::MeetRoomAutoDeletionPolicyWithRecordings,
+                    >,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.with_recordings = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for with_recordings: {e}"
+                        )
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeetRoomAutoDeletionPolicy>
+        for super::MeetRoomAutoDeletionPolicy {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeetRoomAutoDeletionPolicy,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    with_meeting: value.with_meeting?,
+                    with_recordings: value.with_recordings?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeetRoomAutoDeletionPolicy>
+        for MeetRoomAutoDeletionPolicy {
+            fn from(value: super::MeetRoomAutoDeletionPolicy) -> Self {
+                Self {
+                    with_meeting: Ok(value.with_meeting),
+                    with_recordings: Ok(value.with_recordings),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeetRoomConfig {
+            chat: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomConfigChat>,
+                ::std::string::String,
+            >,
+            recording: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomConfigRecording>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for MeetRoomConfig {
+            fn default() -> Self {
+                Self {
+                    chat: Ok(Default::default()),
+                    recording: Ok(Default::default()),
+                }
+            }
+        }
+        impl MeetRoomConfig {
+            pub fn chat<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::MeetRoomConfigChat>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.chat = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for chat: {e}")
+                    });
+                self
+            }
+            pub fn recording<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::MeetRoomConfigRecording>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.recording = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for recording: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeetRoomConfig> for super::MeetRoomConfig {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeetRoomConfig,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    chat: value.chat?,
+                    recording: value.recording?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeetRoomConfig> for MeetRoomConfig {
+            fn from(value: super::MeetRoomConfig) -> Self {
+                Self {
+                    chat: Ok(value.chat),
+                    recording: Ok(value.recording),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeetRoomConfigChat {
+            enabled: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for MeetRoomConfigChat {
+            fn default() -> Self {
+                Self {
+                    enabled: Ok(Default::default()),
+                }
+            }
+        }
+        impl MeetRoomConfigChat {
+            pub fn enabled<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.enabled = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for enabled: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeetRoomConfigChat> for super::MeetRoomConfigChat {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeetRoomConfigChat,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self { enabled: value.enabled? })
+            }
+        }
+        impl ::std::convert::From<super::MeetRoomConfigChat> for MeetRoomConfigChat {
+            fn from(value: super::MeetRoomConfigChat) -> Self {
+                Self { enabled: Ok(value.enabled) }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeetRoomConfigRecording {
+            allow_access_to: ::std::result::Result<
+                ::std::option::Option<super::MeetRoomConfigRecordingAllowAccessTo>,
+                ::std::string::String,
+            >,
+            enabled: ::std::result::Result<
+                ::std::option::Option<bool>,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for MeetRoomConfigRecording {
+            fn default() -> Self {
+                Self {
+                    allow_access_to: Ok(Default::default()),
+                    enabled: Ok(Default::default()),
+                }
+            }
+        }
+        impl MeetRoomConfigRecording {
+            pub fn allow_access_to<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::MeetRoomConfigRecordingAllowAccessTo>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.allow_access_to = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!(
+                            "error converting supplied value for allow_access_to: {e}"
+                        )
+                    });
+                self
+            }
+            pub fn enabled<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<bool>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.enabled = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for enabled: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeetRoomConfigRecording>
+        for super::MeetRoomConfigRecording {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeetRoomConfigRecording,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    allow_access_to: value.allow_access_to?,
+                    enabled: value.enabled?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeetRoomConfigRecording>
+        for MeetRoomConfigRecording {
+            fn from(value: super::MeetRoomConfigRecording) -> Self {
+                Self {
+                    allow_access_to: Ok(value.allow_access_to),
+                    enabled: Ok(value.enabled),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeetingEndedWebhookBody {
+            creation_date: ::std::result::Result<f64, ::std::string::String>,
+            data: ::std::result::Result<super::MeetRoom, ::std::string::String>,
+            event: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for MeetingEndedWebhookBody {
+            fn default() -> Self {
+                Self {
+                    creation_date: Err(
+                        "no value supplied for creation_date".to_string(),
+                    ),
+                    data: Err("no value supplied for data".to_string()),
+                    event: Err("no value supplied for event".to_string()),
+                }
+            }
+        }
+        impl MeetingEndedWebhookBody {
+            pub fn creation_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.creation_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for creation_date: {e}")
+                    });
+                self
+            }
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::MeetRoom>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn event<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.event = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for event: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeetingEndedWebhookBody>
+        for super::MeetingEndedWebhookBody {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeetingEndedWebhookBody,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    creation_date: value.creation_date?,
+                    data: value.data?,
+                    event: value.event?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeetingEndedWebhookBody>
+        for MeetingEndedWebhookBody {
+            fn from(value: super::MeetingEndedWebhookBody) -> Self {
+                Self {
+                    creation_date: Ok(value.creation_date),
+                    data: Ok(value.data),
+                    event: Ok(value.event),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct MeetingStartedWebhookBody {
+            creation_date: ::std::result::Result<f64, ::std::string::String>,
+            data: ::std::result::Result<super::MeetRoom, ::std::string::String>,
+            event: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for MeetingStartedWebhookBody {
+            fn default() -> Self {
+                Self {
+                    creation_date: Err(
+                        "no value supplied for creation_date".to_string(),
+                    ),
+                    data: Err("no value supplied for data".to_string()),
+                    event: Err("no value supplied for event".to_string()),
+                }
+            }
+        }
+        impl MeetingStartedWebhookBody {
+            pub fn creation_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.creation_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for creation_date: {e}")
+                    });
+                self
+            }
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::MeetRoom>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn event<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.event = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for event: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<MeetingStartedWebhookBody>
+        for super::MeetingStartedWebhookBody {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: MeetingStartedWebhookBody,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    creation_date: value.creation_date?,
+                    data: value.data?,
+                    event: value.event?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::MeetingStartedWebhookBody>
+        for MeetingStartedWebhookBody {
+            fn from(value: super::MeetingStartedWebhookBody) -> Self {
+                Self {
+                    creation_date: Ok(value.creation_date),
+                    data: Ok(value.data),
+                    event: Ok(value.event),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct RecordingBase {
+            details: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            duration: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            end_date: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            filename: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            layout: ::std::result::Result<
+                ::std::option::Option<super::RecordingLayout>,
+                ::std::string::String,
+            >,
+            recording_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            room_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            room_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            size: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            start_date: ::std::result::Result<f64, ::std::string::String>,
+            status: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for RecordingBase {
+            fn default() -> Self {
+                Self {
+                    details: Ok(Default::default()),
+                    duration: Ok(Default::default()),
+                    end_date: Ok(Default::default()),
+                    filename: Err("no value supplied for filename".to_string()),
+                    layout: Ok(Default::default()),
+                    recording_id: Err("no value supplied for recording_id".to_string()),
+                    room_id: Err("no value supplied for room_id".to_string()),
+                    room_name: Err("no value supplied for room_name".to_string()),
+                    size: Ok(Default::default()),
+                    start_date: Err("no value supplied for start_date".to_string()),
+                    status: Err("no value supplied for status".to_string()),
+                }
+            }
+        }
+        impl RecordingBase {
+            pub fn details<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.details = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for details: {e}")
+                    });
+                self
+            }
+            pub fn duration<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.duration = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for duration: {e}")
+                    });
+                self
+            }
+            pub fn end_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.end_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for end_date: {e}")
+                    });
+                self
+            }
+            pub fn filename<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.filename = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for filename: {e}")
+                    });
+                self
+            }
+            pub fn layout<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::RecordingLayout>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.layout = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for layout: {e}")
+                    });
+                self
+            }
+            pub fn recording_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.recording_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for recording_id: {e}")
+                    });
+                self
+            }
+            pub fn room_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_id: {e}")
+                    });
+                self
+            }
+            pub fn room_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_name: {e}")
+                    });
+                self
+            }
+            pub fn size<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.size = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for size: {e}")
+                    });
+                self
+            }
+            pub fn start_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.start_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for start_date: {e}")
+                    });
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RecordingBase> for super::RecordingBase {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RecordingBase,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    details: value.details?,
+                    duration: value.duration?,
+                    end_date: value.end_date?,
+                    filename: value.filename?,
+                    layout: value.layout?,
+                    recording_id: value.recording_id?,
+                    room_id: value.room_id?,
+                    room_name: value.room_name?,
+                    size: value.size?,
+                    start_date: value.start_date?,
+                    status: value.status?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RecordingBase> for RecordingBase {
+            fn from(value: super::RecordingBase) -> Self {
+                Self {
+                    details: Ok(value.details),
+                    duration: Ok(value.duration),
+                    end_date: Ok(value.end_date),
+                    filename: Ok(value.filename),
+                    layout: Ok(value.layout),
+                    recording_id: Ok(value.recording_id),
+                    room_id: Ok(value.room_id),
+                    room_name: Ok(value.room_name),
+                    size: Ok(value.size),
+                    start_date: Ok(value.start_date),
+                    status: Ok(value.status),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct RecordingEndedWebhookBody {
+            creation_date: ::std::result::Result<f64, ::std::string::String>,
+            data: ::std::result::Result<
+                super::RecordingEndedWebhookBodyData,
+                ::std::string::String,
+            >,
+            event: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for RecordingEndedWebhookBody {
+            fn default() -> Self {
+                Self {
+                    creation_date: Err(
+                        "no value supplied for creation_date".to_string(),
+                    ),
+                    data: Err("no value supplied for data".to_string()),
+                    event: Err("no value supplied for event".to_string()),
+                }
+            }
+        }
+        impl RecordingEndedWebhookBody {
+            pub fn creation_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.creation_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for creation_date: {e}")
+                    });
+                self
+            }
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::RecordingEndedWebhookBodyData>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn event<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.event = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for event: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RecordingEndedWebhookBody>
+        for super::RecordingEndedWebhookBody {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RecordingEndedWebhookBody,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    creation_date: value.creation_date?,
+                    data: value.data?,
+                    event: value.event?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RecordingEndedWebhookBody>
+        for RecordingEndedWebhookBody {
+            fn from(value: super::RecordingEndedWebhookBody) -> Self {
+                Self {
+                    creation_date: Ok(value.creation_date),
+                    data: Ok(value.data),
+                    event: Ok(value.event),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct RecordingEndedWebhookBodyData {
+            details: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            duration: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            end_date: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            filename: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            layout: ::std::result::Result<
+                ::std::option::Option<super::RecordingLayout>,
+                ::std::string::String,
+            >,
+            recording_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            room_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            room_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            size: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            start_date: ::std::result::Result<f64, ::std::string::String>,
+            status: ::std::result::Result<
+                super::RecordingEndedWebhookBodyDataStatus,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for RecordingEndedWebhookBodyData {
+            fn default() -> Self {
+                Self {
+                    details: Ok(Default::default()),
+                    duration: Ok(Default::default()),
+                    end_date: Ok(Default::default()),
+                    filename: Err("no value supplied for filename".to_string()),
+                    layout: Ok(Default::default()),
+                    recording_id: Err("no value supplied for recording_id".to_string()),
+                    room_id: Err("no value supplied for room_id".to_string()),
+                    room_name: Err("no value supplied for room_name".to_string()),
+                    size: Ok(Default::default()),
+                    start_date: Err("no value supplied for start_date".to_string()),
+                    status: Err("no value supplied for status".to_string()),
+                }
+            }
+        }
+        impl RecordingEndedWebhookBodyData {
+            pub fn details<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.details = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for details: {e}")
+                    });
+                self
+            }
+            pub fn duration<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.duration = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for duration: {e}")
+                    });
+                self
+            }
+            pub fn end_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.end_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for end_date: {e}")
+                    });
+                self
+            }
+            pub fn filename<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.filename = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for filename: {e}")
+                    });
+                self
+            }
+            pub fn layout<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::RecordingLayout>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.layout = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for layout: {e}")
+                    });
+                self
+            }
+            pub fn recording_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.recording_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for recording_id: {e}")
+                    });
+                self
+            }
+            pub fn room_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_id: {e}")
+                    });
+                self
+            }
+            pub fn room_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_name: {e}")
+                    });
+                self
+            }
+            pub fn size<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.size = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for size: {e}")
+                    });
+                self
+            }
+            pub fn start_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.start_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for start_date: {e}")
+                    });
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::RecordingEndedWebhookBodyDataStatus>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RecordingEndedWebhookBodyData>
+        for super::RecordingEndedWebhookBodyData {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RecordingEndedWebhookBodyData,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    details: value.details?,
+                    duration: value.duration?,
+                    end_date: value.end_date?,
+                    filename: value.filename?,
+                    layout: value.layout?,
+                    recording_id: value.recording_id?,
+                    room_id: value.room_id?,
+                    room_name: value.room_name?,
+                    size: value.size?,
+                    start_date: value.start_date?,
+                    status: value.status?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RecordingEndedWebhookBodyData>
+        for RecordingEndedWebhookBodyData {
+            fn from(value: super::RecordingEndedWebhookBodyData) -> Self {
+                Self {
+                    details: Ok(value.details),
+                    duration: Ok(value.duration),
+                    end_date: Ok(value.end_date),
+                    filename: Ok(value.filename),
+                    layout: Ok(value.layout),
+                    recording_id: Ok(value.recording_id),
+                    room_id: Ok(value.room_id),
+                    room_name: Ok(value.room_name),
+                    size: Ok(value.size),
+                    start_date: Ok(value.start_date),
+                    status: Ok(value.status),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct RecordingStartedWebhookBody {
+            creation_date: ::std::result::Result<f64, ::std::string::String>,
+            data: ::std::result::Result<
+                super::RecordingStartedWebhookBodyData,
+                ::std::string::String,
+            >,
+            event: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for RecordingStartedWebhookBody {
+            fn default() -> Self {
+                Self {
+                    creation_date: Err(
+                        "no value supplied for creation_date".to_string(),
+                    ),
+                    data: Err("no value supplied for data".to_string()),
+                    event: Err("no value supplied for event".to_string()),
+                }
+            }
+        }
+        impl RecordingStartedWebhookBody {
+            pub fn creation_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.creation_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for creation_date: {e}")
+                    });
+                self
+            }
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::RecordingStartedWebhookBodyData>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn event<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.event = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for event: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RecordingStartedWebhookBody>
+        for super::RecordingStartedWebhookBody {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RecordingStartedWebhookBody,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    creation_date: value.creation_date?,
+                    data: value.data?,
+                    event: value.event?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RecordingStartedWebhookBody>
+        for RecordingStartedWebhookBody {
+            fn from(value: super::RecordingStartedWebhookBody) -> Self {
+                Self {
+                    creation_date: Ok(value.creation_date),
+                    data: Ok(value.data),
+                    event: Ok(value.event),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct RecordingStartedWebhookBodyData {
+            details: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            duration: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            end_date: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            filename: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            layout: ::std::result::Result<
+                ::std::option::Option<super::RecordingLayout>,
+                ::std::string::String,
+            >,
+            recording_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            room_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            room_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            size: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            start_date: ::std::result::Result<f64, ::std::string::String>,
+            status: ::std::result::Result<
+                super::RecordingStartedWebhookBodyDataStatus,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for RecordingStartedWebhookBodyData {
+            fn default() -> Self {
+                Self {
+                    details: Ok(Default::default()),
+                    duration: Ok(Default::default()),
+                    end_date: Ok(Default::default()),
+                    filename: Err("no value supplied for filename".to_string()),
+                    layout: Ok(Default::default()),
+                    recording_id: Err("no value supplied for recording_id".to_string()),
+                    room_id: Err("no value supplied for room_id".to_string()),
+                    room_name: Err("no value supplied for room_name".to_string()),
+                    size: Ok(Default::default()),
+                    start_date: Err("no value supplied for start_date".to_string()),
+                    status: Err("no value supplied for status".to_string()),
+                }
+            }
+        }
+        impl RecordingStartedWebhookBodyData {
+            pub fn details<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.details = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for details: {e}")
+                    });
+                self
+            }
+            pub fn duration<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.duration = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for duration: {e}")
+                    });
+                self
+            }
+            pub fn end_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.end_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for end_date: {e}")
+                    });
+                self
+            }
+            pub fn filename<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.filename = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for filename: {e}")
+                    });
+                self
+            }
+            pub fn layout<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::RecordingLayout>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.layout = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for layout: {e}")
+                    });
+                self
+            }
+            pub fn recording_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.recording_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for recording_id: {e}")
+                    });
+                self
+            }
+            pub fn room_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_id: {e}")
+                    });
+                self
+            }
+            pub fn room_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_name: {e}")
+                    });
+                self
+            }
+            pub fn size<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.size = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for size: {e}")
+                    });
+                self
+            }
+            pub fn start_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.start_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for start_date: {e}")
+                    });
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::RecordingStartedWebhookBodyDataStatus>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RecordingStartedWebhookBodyData>
+        for super::RecordingStartedWebhookBodyData {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RecordingStartedWebhookBodyData,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    details: value.details?,
+                    duration: value.duration?,
+                    end_date: value.end_date?,
+                    filename: value.filename?,
+                    layout: value.layout?,
+                    recording_id: value.recording_id?,
+                    room_id: value.room_id?,
+                    room_name: value.room_name?,
+                    size: value.size?,
+                    start_date: value.start_date?,
+                    status: value.status?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RecordingStartedWebhookBodyData>
+        for RecordingStartedWebhookBodyData {
+            fn from(value: super::RecordingStartedWebhookBodyData) -> Self {
+                Self {
+                    details: Ok(value.details),
+                    duration: Ok(value.duration),
+                    end_date: Ok(value.end_date),
+                    filename: Ok(value.filename),
+                    layout: Ok(value.layout),
+                    recording_id: Ok(value.recording_id),
+                    room_id: Ok(value.room_id),
+                    room_name: Ok(value.room_name),
+                    size: Ok(value.size),
+                    start_date: Ok(value.start_date),
+                    status: Ok(value.status),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct RecordingUpdatedWebhookBody {
+            creation_date: ::std::result::Result<f64, ::std::string::String>,
+            data: ::std::result::Result<
+                super::RecordingUpdatedWebhookBodyData,
+                ::std::string::String,
+            >,
+            event: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for RecordingUpdatedWebhookBody {
+            fn default() -> Self {
+                Self {
+                    creation_date: Err(
+                        "no value supplied for creation_date".to_string(),
+                    ),
+                    data: Err("no value supplied for data".to_string()),
+                    event: Err("no value supplied for event".to_string()),
+                }
+            }
+        }
+        impl RecordingUpdatedWebhookBody {
+            pub fn creation_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.creation_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for creation_date: {e}")
+                    });
+                self
+            }
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::RecordingUpdatedWebhookBodyData>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn event<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.event = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for event: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RecordingUpdatedWebhookBody>
+        for super::RecordingUpdatedWebhookBody {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RecordingUpdatedWebhookBody,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    creation_date: value.creation_date?,
+                    data: value.data?,
+                    event: value.event?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RecordingUpdatedWebhookBody>
+        for RecordingUpdatedWebhookBody {
+            fn from(value: super::RecordingUpdatedWebhookBody) -> Self {
+                Self {
+                    creation_date: Ok(value.creation_date),
+                    data: Ok(value.data),
+                    event: Ok(value.event),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct RecordingUpdatedWebhookBodyData {
+            details: ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                ::std::string::String,
+            >,
+            duration: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            end_date: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            filename: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            layout: ::std::result::Result<
+                ::std::option::Option<super::RecordingLayout>,
+                ::std::string::String,
+            >,
+            recording_id: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            room_id: ::std::result::Result<::std::string::String, ::std::string::String>,
+            room_name: ::std::result::Result<
+                ::std::string::String,
+                ::std::string::String,
+            >,
+            size: ::std::result::Result<
+                ::std::option::Option<f64>,
+                ::std::string::String,
+            >,
+            start_date: ::std::result::Result<f64, ::std::string::String>,
+            status: ::std::result::Result<
+                super::RecordingUpdatedWebhookBodyDataStatus,
+                ::std::string::String,
+            >,
+        }
+        impl ::std::default::Default for RecordingUpdatedWebhookBodyData {
+            fn default() -> Self {
+                Self {
+                    details: Ok(Default::default()),
+                    duration: Ok(Default::default()),
+                    end_date: Ok(Default::default()),
+                    filename: Err("no value supplied for filename".to_string()),
+                    layout: Ok(Default::default()),
+                    recording_id: Err("no value supplied for recording_id".to_string()),
+                    room_id: Err("no value supplied for room_id".to_string()),
+                    room_name: Err("no value supplied for room_name".to_string()),
+                    size: Ok(Default::default()),
+                    start_date: Err("no value supplied for start_date".to_string()),
+                    status: Err("no value supplied for status".to_string()),
+                }
+            }
+        }
+        impl RecordingUpdatedWebhookBodyData {
+            pub fn details<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<::std::string::String>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.details = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for details: {e}")
+                    });
+                self
+            }
+            pub fn duration<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.duration = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for duration: {e}")
+                    });
+                self
+            }
+            pub fn end_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.end_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for end_date: {e}")
+                    });
+                self
+            }
+            pub fn filename<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.filename = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for filename: {e}")
+                    });
+                self
+            }
+            pub fn layout<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::std::option::Option<super::RecordingLayout>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.layout = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for layout: {e}")
+                    });
+                self
+            }
+            pub fn recording_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.recording_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for recording_id: {e}")
+                    });
+                self
+            }
+            pub fn room_id<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_id = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_id: {e}")
+                    });
+                self
+            }
+            pub fn room_name<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.room_name = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for room_name: {e}")
+                    });
+                self
+            }
+            pub fn size<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::option::Option<f64>>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.size = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for size: {e}")
+                    });
+                self
+            }
+            pub fn start_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.start_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for start_date: {e}")
+                    });
+                self
+            }
+            pub fn status<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<super::RecordingUpdatedWebhookBodyDataStatus>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.status = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for status: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<RecordingUpdatedWebhookBodyData>
+        for super::RecordingUpdatedWebhookBodyData {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: RecordingUpdatedWebhookBodyData,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    details: value.details?,
+                    duration: value.duration?,
+                    end_date: value.end_date?,
+                    filename: value.filename?,
+                    layout: value.layout?,
+                    recording_id: value.recording_id?,
+                    room_id: value.room_id?,
+                    room_name: value.room_name?,
+                    size: value.size?,
+                    start_date: value.start_date?,
+                    status: value.status?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::RecordingUpdatedWebhookBodyData>
+        for RecordingUpdatedWebhookBodyData {
+            fn from(value: super::RecordingUpdatedWebhookBodyData) -> Self {
+                Self {
+                    details: Ok(value.details),
+                    duration: Ok(value.duration),
+                    end_date: Ok(value.end_date),
+                    filename: Ok(value.filename),
+                    layout: Ok(value.layout),
+                    recording_id: Ok(value.recording_id),
+                    room_id: Ok(value.room_id),
+                    room_name: Ok(value.room_name),
+                    size: Ok(value.size),
+                    start_date: Ok(value.start_date),
+                    status: Ok(value.status),
+                }
+            }
+        }
+        #[derive(Clone, Debug)]
+        pub struct WebhookEvent {
+            creation_date: ::std::result::Result<f64, ::std::string::String>,
+            data: ::std::result::Result<
+                ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                ::std::string::String,
+            >,
+            event: ::std::result::Result<::std::string::String, ::std::string::String>,
+        }
+        impl ::std::default::Default for WebhookEvent {
+            fn default() -> Self {
+                Self {
+                    creation_date: Err(
+                        "no value supplied for creation_date".to_string(),
+                    ),
+                    data: Err("no value supplied for data".to_string()),
+                    event: Err("no value supplied for event".to_string()),
+                }
+            }
+        }
+        impl WebhookEvent {
+            pub fn creation_date<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<f64>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.creation_date = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for creation_date: {e}")
+                    });
+                self
+            }
+            pub fn data<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<
+                    ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+                >,
+                T::Error: ::std::fmt::Display,
+            {
+                self.data = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for data: {e}")
+                    });
+                self
+            }
+            pub fn event<T>(mut self, value: T) -> Self
+            where
+                T: ::std::convert::TryInto<::std::string::String>,
+                T::Error: ::std::fmt::Display,
+            {
+                self.event = value
+                    .try_into()
+                    .map_err(|e| {
+                        format!("error converting supplied value for event: {e}")
+                    });
+                self
+            }
+        }
+        impl ::std::convert::TryFrom<WebhookEvent> for super::WebhookEvent {
+            type Error = super::error::ConversionError;
+            fn try_from(
+                value: WebhookEvent,
+            ) -> ::std::result::Result<Self, super::error::ConversionError> {
+                Ok(Self {
+                    creation_date: value.creation_date?,
+                    data: value.data?,
+                    event: value.event?,
+                })
+            }
+        }
+        impl ::std::convert::From<super::WebhookEvent> for WebhookEvent {
+            fn from(value: super::WebhookEvent) -> Self {
+                Self {
+                    creation_date: Ok(value.creation_date),
+                    data: Ok(value.data),
+                    event: Ok(value.event),
+                }
+            }
+        }
     }
     /// Error types.
     pub mod error {
@@ -1069,114 +3076,199 @@ Version: 3.4.0*/
             Client: ClientHooks<::meet_webhooks_runtime::meet::Settings>,
         {}
     };
-    #[allow(clippy::all)]
     impl Client {
         /**List rooms
 
 Sends a `GET` request to `/rooms`
 
-*/
-        pub async fn get_rooms<'a>(
-            &'a self,
-            max_items: Option<::std::num::NonZeroU64>,
-        ) -> Result<ResponseValue<types::GetRoomsResponse>, Error<()>> {
-            let url = format!("{}/rooms", self.baseurl,);
-            let mut header_map = ::meet_webhooks_runtime::__private::reqwest::header::HeaderMap::with_capacity(
-                1usize,
-            );
-            header_map
-                .append(
-                    ::meet_webhooks_runtime::__private::reqwest::header::HeaderName::from_static(
-                        "api-version",
-                    ),
-                    ::meet_webhooks_runtime::__private::reqwest::header::HeaderValue::from_static(
-                        Self::api_version(),
-                    ),
-                );
-            #[allow(unused_mut)]
-            let mut request = self
-                .client
-                .get(url)
-                .header(
-                    ::meet_webhooks_runtime::__private::reqwest::header::ACCEPT,
-                    ::meet_webhooks_runtime::__private::reqwest::header::HeaderValue::from_static(
-                        "application/json",
-                    ),
-                )
-                .query(
-                    &::meet_webhooks_runtime::__private::progenitor_client::QueryParam::new(
-                        "maxItems",
-                        &max_items,
-                    ),
-                )
-                .headers(header_map)
-                .build()?;
-            let info = OperationInfo {
-                operation_id: "get_rooms",
-            };
-            self.pre(&mut request, &info).await?;
-            let result = self.exec(request, &info).await;
-            self.post(&result, &info).await?;
-            let response = result?;
-            match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
-                _ => Err(Error::UnexpectedResponse(response)),
-            }
+```ignore
+let response = client.get_rooms()
+    .max_items(max_items)
+    .send()
+    .await;
+```*/
+        pub fn get_rooms(&self) -> builder::GetRooms<'_> {
+            builder::GetRooms::new(self)
         }
         /**Sends a `GET` request to `/rooms/{roomId}`
 
 Arguments:
 - `room_id`: The room's id
-*/
-        pub async fn get_room<'a>(
-            &'a self,
-            room_id: &'a str,
-        ) -> Result<ResponseValue<types::MeetRoom>, Error<()>> {
-            let url = format!(
-                "{}/rooms/{}", self.baseurl, encode_path(& room_id.to_string()),
-            );
-            let mut header_map = ::meet_webhooks_runtime::__private::reqwest::header::HeaderMap::with_capacity(
-                1usize,
-            );
-            header_map
-                .append(
-                    ::meet_webhooks_runtime::__private::reqwest::header::HeaderName::from_static(
-                        "api-version",
-                    ),
-                    ::meet_webhooks_runtime::__private::reqwest::header::HeaderValue::from_static(
-                        Self::api_version(),
-                    ),
+```ignore
+let response = client.get_room()
+    .room_id(room_id)
+    .send()
+    .await;
+```*/
+        pub fn get_room(&self) -> builder::GetRoom<'_> {
+            builder::GetRoom::new(self)
+        }
+    }
+    /// Types for composing operation parameters.
+    #[allow(clippy::all)]
+    pub mod builder {
+        use super::types;
+        #[allow(unused_imports)]
+        use super::{
+            encode_path, ByteStream, ClientInfo, ClientHooks, Error, OperationInfo,
+            RequestBuilderExt, ResponseValue,
+        };
+        /**Builder for [`Client::get_rooms`]
+
+[`Client::get_rooms`]: super::Client::get_rooms*/
+        #[derive(Debug, Clone)]
+        pub struct GetRooms<'a> {
+            client: &'a super::Client,
+            max_items: Result<Option<::std::num::NonZeroU64>, String>,
+        }
+        impl<'a> GetRooms<'a> {
+            pub fn new(client: &'a super::Client) -> Self {
+                Self {
+                    client: client,
+                    max_items: Ok(None),
+                }
+            }
+            pub fn max_items<V>(mut self, value: V) -> Self
+            where
+                V: std::convert::TryInto<::std::num::NonZeroU64>,
+            {
+                self.max_items = value
+                    .try_into()
+                    .map(Some)
+                    .map_err(|_| {
+                        "conversion to `:: std :: num :: NonZeroU64` for max_items failed"
+                            .to_string()
+                    });
+                self
+            }
+            ///Sends a `GET` request to `/rooms`
+            pub async fn send(
+                self,
+            ) -> Result<ResponseValue<types::GetRoomsResponse>, Error<()>> {
+                let Self { client, max_items } = self;
+                let max_items = max_items.map_err(Error::InvalidRequest)?;
+                let url = format!("{}/rooms", client.baseurl,);
+                let mut header_map = ::meet_webhooks_runtime::__private::reqwest::header::HeaderMap::with_capacity(
+                    1usize,
                 );
-            #[allow(unused_mut)]
-            let mut request = self
-                .client
-                .get(url)
-                .header(
-                    ::meet_webhooks_runtime::__private::reqwest::header::ACCEPT,
-                    ::meet_webhooks_runtime::__private::reqwest::header::HeaderValue::from_static(
-                        "application/json",
-                    ),
-                )
-                .headers(header_map)
-                .build()?;
-            let info = OperationInfo {
-                operation_id: "get_room",
-            };
-            self.pre(&mut request, &info).await?;
-            let result = self.exec(request, &info).await;
-            self.post(&result, &info).await?;
-            let response = result?;
-            match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
-                404u16 => Err(Error::ErrorResponse(ResponseValue::empty(response))),
-                _ => Err(Error::UnexpectedResponse(response)),
+                header_map
+                    .append(
+                        ::meet_webhooks_runtime::__private::reqwest::header::HeaderName::from_static(
+                            "api-version",
+                        ),
+                        ::meet_webhooks_runtime::__private::reqwest::header::HeaderValue::from_static(
+                            super::Client::api_version(),
+                        ),
+                    );
+                #[allow(unused_mut)]
+                let mut request = client
+                    .client
+                    .get(url)
+                    .header(
+                        ::meet_webhooks_runtime::__private::reqwest::header::ACCEPT,
+                        ::meet_webhooks_runtime::__private::reqwest::header::HeaderValue::from_static(
+                            "application/json",
+                        ),
+                    )
+                    .query(
+                        &::meet_webhooks_runtime::__private::progenitor_client::QueryParam::new(
+                            "maxItems",
+                            &max_items,
+                        ),
+                    )
+                    .headers(header_map)
+                    .build()?;
+                let info = OperationInfo {
+                    operation_id: "get_rooms",
+                };
+                client.pre(&mut request, &info).await?;
+                let result = client.exec(request, &info).await;
+                client.post(&result, &info).await?;
+                let response = result?;
+                match response.status().as_u16() {
+                    200u16 => ResponseValue::from_response(response).await,
+                    _ => Err(Error::UnexpectedResponse(response)),
+                }
+            }
+        }
+        /**Builder for [`Client::get_room`]
+
+[`Client::get_room`]: super::Client::get_room*/
+        #[derive(Debug, Clone)]
+        pub struct GetRoom<'a> {
+            client: &'a super::Client,
+            room_id: Result<::std::string::String, String>,
+        }
+        impl<'a> GetRoom<'a> {
+            pub fn new(client: &'a super::Client) -> Self {
+                Self {
+                    client: client,
+                    room_id: Err("room_id was not initialized".to_string()),
+                }
+            }
+            pub fn room_id<V>(mut self, value: V) -> Self
+            where
+                V: std::convert::TryInto<::std::string::String>,
+            {
+                self.room_id = value
+                    .try_into()
+                    .map_err(|_| {
+                        "conversion to `:: std :: string :: String` for room_id failed"
+                            .to_string()
+                    });
+                self
+            }
+            ///Sends a `GET` request to `/rooms/{roomId}`
+            pub async fn send(
+                self,
+            ) -> Result<ResponseValue<types::MeetRoom>, Error<()>> {
+                let Self { client, room_id } = self;
+                let room_id = room_id.map_err(Error::InvalidRequest)?;
+                let url = format!(
+                    "{}/rooms/{}", client.baseurl, encode_path(& room_id.to_string()),
+                );
+                let mut header_map = ::meet_webhooks_runtime::__private::reqwest::header::HeaderMap::with_capacity(
+                    1usize,
+                );
+                header_map
+                    .append(
+                        ::meet_webhooks_runtime::__private::reqwest::header::HeaderName::from_static(
+                            "api-version",
+                        ),
+                        ::meet_webhooks_runtime::__private::reqwest::header::HeaderValue::from_static(
+                            super::Client::api_version(),
+                        ),
+                    );
+                #[allow(unused_mut)]
+                let mut request = client
+                    .client
+                    .get(url)
+                    .header(
+                        ::meet_webhooks_runtime::__private::reqwest::header::ACCEPT,
+                        ::meet_webhooks_runtime::__private::reqwest::header::HeaderValue::from_static(
+                            "application/json",
+                        ),
+                    )
+                    .headers(header_map)
+                    .build()?;
+                let info = OperationInfo {
+                    operation_id: "get_room",
+                };
+                client.pre(&mut request, &info).await?;
+                let result = client.exec(request, &info).await;
+                client.post(&result, &info).await?;
+                let response = result?;
+                match response.status().as_u16() {
+                    200u16 => ResponseValue::from_response(response).await,
+                    404u16 => Err(Error::ErrorResponse(ResponseValue::empty(response))),
+                    _ => Err(Error::UnexpectedResponse(response)),
+                }
             }
         }
     }
     /// Items consumers will typically use such as the Client.
     pub mod prelude {
-        #[allow(unused_imports)]
-        pub use super::Client;
+        pub use self::super::Client;
     }
     impl ::meet_webhooks_runtime::__private::progenitor_client::ClientHooks<
         ::meet_webhooks_runtime::meet::Settings,
