@@ -199,3 +199,80 @@ fn a_call_that_takes_longer_than_the_timeout_ends_in_an_error() {
     let error = block_on(client.get_recording_media().recording_id("r").send()).err().expect("no answer in time");
     assert!(matches!(&error, client::Error::CommunicationError(e) if e.is_timeout()), "{error}");
 }
+
+/// A media server of the test's own: `media` with `Range` (`206`, `Content-Range`), the first
+/// answer broken off after `break_after` bytes when given. Records the `Range` of each request.
+fn media_server(media: Vec<u8>, break_after: Option<usize>) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let seen = ranges.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let mut stream = stream.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            let range = head.lines().find_map(|l| l.strip_prefix("range: ")).map(|r| r.trim().to_owned());
+            seen.lock().unwrap().push(range.clone());
+            let start: usize = range
+                .as_deref()
+                .and_then(|r| r.strip_prefix("bytes=")?.trim_end_matches('-').parse().ok())
+                .unwrap_or(0);
+            let body = &media[start..];
+            let status = if range.is_some() {
+                format!("206 Partial Content\r\nContent-Range: bytes {start}-{}/{}", media.len() - 1, media.len())
+            } else {
+                "200 OK".to_owned()
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: video/mp4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let cut = if n == 0 { break_after.unwrap_or(body.len()) } else { body.len() };
+            let _ = stream.write_all(&body[..cut]);
+        }
+    });
+    (url, ranges)
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+#[test]
+fn a_download_broken_off_resumes_where_it_stopped_and_a_second_run_asks_for_nothing() {
+    use meet_webhooks_runtime::meet::{DownloadError, Downloaded, download};
+    let media: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let (url, ranges) = media_server(media.clone(), Some(1_200_000));
+    let client = client::Client::from_settings(&Settings::new(&url, KEY).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recording.mp4");
+    let fetch = |range: Option<String>| {
+        let call = client.get_recording_media().recording_id("rec-1");
+        let call = match range {
+            Some(range) => call.range(range),
+            None => call,
+        };
+        call.send()
+    };
+    // The first attempt ends early: nothing in place, what arrived kept for the next.
+    let first = block_on(download(&file, fetch));
+    assert!(matches!(first, Err(DownloadError::Short { .. }) | Err(DownloadError::Api(_))), "{first:?}");
+    assert!(!file.exists(), "a file in place is always whole");
+    let kept = std::fs::metadata(dir.path().join("recording.mp4.partial")).unwrap().len();
+    assert!(kept > 0 && kept < media.len() as u64, "{kept}");
+
+    let second = block_on(download(&file, fetch)).unwrap();
+    assert_eq!(second, Downloaded::Complete { bytes: media.len() as u64, resumed_at: kept });
+    assert_eq!(sha256(&std::fs::read(&file).unwrap()), sha256(&media));
+    assert_eq!(*ranges.lock().unwrap(), [None, Some(format!("bytes={kept}-"))]);
+
+    assert_eq!(block_on(download(&file, fetch)).unwrap(), Downloaded::AlreadyThere);
+    assert_eq!(ranges.lock().unwrap().len(), 2, "nothing asked once the file is in place");
+}

@@ -3,7 +3,8 @@
 //! the key on every request, and a `429` or `503` tried again after its `Retry-After`, within a
 //! bound.
 //!
-//! The generated `client::Client::from_settings(&settings)` is the client a handler holds.
+//! The generated `client::Client::from_settings(&settings)` is the client a handler holds;
+//! [`download`] saves a recording's media through it, resuming where an earlier attempt stopped.
 
 use std::time::Duration;
 
@@ -132,4 +133,146 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
         Some(value) => Duration::from_secs(value.to_str().ok()?.trim().parse().ok()?),
     };
     (wait <= LONGEST_RETRY_AFTER).then_some(wait)
+}
+
+/// What [`download`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Downloaded {
+    /// The file was there already (a run after one that completed): nothing was asked for.
+    AlreadyThere,
+    /// The media is in place: this many bytes, of which `resumed_at` were kept from an earlier
+    /// attempt.
+    Complete { bytes: u64, resumed_at: u64 },
+}
+
+/// Why a download did not complete. What arrived is kept beside the file (`<file>.partial`)
+/// and the next attempt asks only for the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("the Meet API did not serve the media: {0}")]
+    Api(String),
+    #[error("{}: {source}", path.display())]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the media ended after {got} of {expected} bytes: the next attempt asks for the rest")]
+    Short { got: u64, expected: u64 },
+    #[error("the Meet API answered a request for bytes from {asked} with {answer:?}")]
+    Range { asked: u64, answer: String },
+}
+
+/// Saves media to `path`, streamed (memory flat whatever its size) into `<path>.partial` and
+/// renamed into place only once it holds every byte the answer announced (`Content-Length`, or
+/// the total of `Content-Range`). `fetch(range)` makes the call, e.g.
+/// `|range| client.get_recording_media().recording_id(&id).range(range).send()`; `range` is
+/// `bytes=<n>-` when `n` bytes are kept from an earlier attempt, and an answer that ignores it
+/// (`200`) starts the file again. A `path` that exists is left alone: a handler's second run
+/// after a success does nothing.
+pub async fn download<E, F, Fut>(path: &std::path::Path, mut fetch: F) -> Result<Downloaded, DownloadError>
+where
+    E: std::fmt::Debug,
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<
+            Output = Result<
+                progenitor_client::ResponseValue<progenitor_client::ByteStream>,
+                progenitor_client::Error<E>,
+            >,
+        >,
+{
+    use futures_core::Stream;
+    use tokio::io::AsyncWriteExt;
+
+    if tokio::fs::try_exists(path).await.map_err(|source| io(path, source))? {
+        return Ok(Downloaded::AlreadyThere);
+    }
+    let mut partial_name = path.as_os_str().to_owned();
+    partial_name.push(".partial");
+    let partial = std::path::PathBuf::from(partial_name);
+    let kept = match tokio::fs::metadata(&partial).await {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(source) => return Err(io(&partial, source)),
+    };
+    let response = match fetch((kept > 0).then(|| format!("bytes={kept}-"))).await {
+        Ok(response) => response,
+        // What is kept is more than the media: it changed; start again on the next attempt.
+        Err(progenitor_client::Error::ErrorResponse(answer))
+            if kept > 0 && answer.status() == StatusCode::RANGE_NOT_SATISFIABLE =>
+        {
+            tokio::fs::remove_file(&partial).await.map_err(|source| io(&partial, source))?;
+            return Err(DownloadError::Range { asked: kept, answer: "416 Range Not Satisfiable".into() });
+        }
+        Err(e) => return Err(DownloadError::Api(e.to_string())),
+    };
+    let (from, total) = match response.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            let range = response.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+            match range.and_then(content_range) {
+                Some((start, total)) if start == kept => (kept, total),
+                _ => {
+                    let answer = range.unwrap_or("no Content-Range").to_owned();
+                    return Err(DownloadError::Range { asked: kept, answer });
+                }
+            }
+        }
+        _ => {
+            let length =
+                response.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+            (0, length)
+        }
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(from > 0)
+        .truncate(from == 0)
+        .open(&partial)
+        .await
+        .map_err(|source| io(&partial, source))?;
+    let mut got = from;
+    let mut stream = response.into_inner_stream();
+    while let Some(chunk) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut stream).poll_next(cx)).await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                file.flush().await.map_err(|source| io(&partial, source))?;
+                return Err(DownloadError::Api(format!("the media broke off after {got} bytes: {e}")));
+            }
+        };
+        file.write_all(&chunk).await.map_err(|source| io(&partial, source))?;
+        got += chunk.len() as u64;
+    }
+    file.sync_all().await.map_err(|source| io(&partial, source))?;
+    drop(file);
+    if let Some(expected) = total
+        && got != expected
+    {
+        return Err(DownloadError::Short { got, expected });
+    }
+    tokio::fs::rename(&partial, path).await.map_err(|source| io(path, source))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The rename itself survives a crash only once the directory is synced.
+        let dir = tokio::fs::File::open(dir).await.map_err(|source| io(dir, source))?;
+        dir.sync_all().await.map_err(|source| io(path, source))?;
+    }
+    Ok(Downloaded::Complete { bytes: got, resumed_at: from })
+}
+
+fn io(path: &std::path::Path, source: std::io::Error) -> DownloadError {
+    DownloadError::Io { path: path.to_owned(), source }
+}
+
+/// `bytes <start>-<end>/<total>` → `(start, Some(total))` (`*` for the total: `None`).
+fn content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    Some((start.trim().parse().ok()?, total.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_content_range_gives_where_it_starts_and_the_whole_length() {
+        assert_eq!(super::content_range("bytes 100-199/1000"), Some((100, Some(1000))));
+        assert_eq!(super::content_range("bytes 0-9/*"), Some((0, None)));
+        assert_eq!(super::content_range("items 0-9/10"), None);
+    }
 }
