@@ -201,7 +201,8 @@ fn a_call_that_takes_longer_than_the_timeout_ends_in_an_error() {
 }
 
 /// A media server of the test's own: `media` with `Range` (`206`, `Content-Range`), the first
-/// answer broken off after `break_after` bytes when given. Records the `Range` of each request.
+/// answer broken off after `break_after` bytes when given, and `DELETE` answered as the API does.
+/// Records the `Range` of each request (`delete` for a `DELETE`).
 fn media_server(media: Vec<u8>, break_after: Option<usize>) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -216,6 +217,16 @@ fn media_server(media: Vec<u8>, break_after: Option<usize>) -> (String, Arc<Mute
                 head.push(byte[0]);
             }
             let head = String::from_utf8_lossy(&head).to_lowercase();
+            if head.starts_with("delete ") {
+                seen.lock().unwrap().push(Some("delete".to_owned()));
+                let body = r#"{"message":"deleted"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+                continue;
+            }
             let range = head.lines().find_map(|l| l.strip_prefix("range: ")).map(|r| r.trim().to_owned());
             seen.lock().unwrap().push(range.clone());
             let start: usize = range
@@ -253,14 +264,7 @@ fn a_download_broken_off_resumes_where_it_stopped_and_a_second_run_asks_for_noth
     let client = client::Client::from_settings(&Settings::new(&url, KEY).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("recording.mp4");
-    let fetch = |range: Option<String>| {
-        let call = client.get_recording_media().recording_id("rec-1");
-        let call = match range {
-            Some(range) => call.range(range),
-            None => call,
-        };
-        call.send()
-    };
+    let fetch = |range: String| client.get_recording_media().recording_id("rec-1").range(range).send();
     // The first attempt ends early: nothing in place, what arrived kept for the next.
     let first = block_on(download(&file, fetch));
     assert!(matches!(first, Err(DownloadError::Short { .. }) | Err(DownloadError::Api(_))), "{first:?}");
@@ -271,8 +275,49 @@ fn a_download_broken_off_resumes_where_it_stopped_and_a_second_run_asks_for_noth
     let second = block_on(download(&file, fetch)).unwrap();
     assert_eq!(second, Downloaded::Complete { bytes: media.len() as u64, resumed_at: kept });
     assert_eq!(sha256(&std::fs::read(&file).unwrap()), sha256(&media));
-    assert_eq!(*ranges.lock().unwrap(), [None, Some(format!("bytes={kept}-"))]);
+    assert_eq!(*ranges.lock().unwrap(), [Some("bytes=0-".to_owned()), Some(format!("bytes={kept}-"))]);
 
     assert_eq!(block_on(download(&file, fetch)).unwrap(), Downloaded::AlreadyThere);
     assert_eq!(ranges.lock().unwrap().len(), 2, "nothing asked once the file is in place");
+}
+
+/// The example handler (`examples/archive.rs`), run here as the service runs it.
+#[allow(dead_code)]
+#[path = "../examples/archive.rs"]
+mod archive;
+
+#[test]
+fn a_signed_recording_ended_is_archived_by_the_example_handler_and_deleted_from_meet() {
+    use meet_webhooks_runtime::{ServiceBuilder, Storage};
+    use meet_webhooks_sender::{Sender, Signing, provider_bytes};
+
+    let media: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
+    let (meet_url, requests) = media_server(media.clone(), None);
+    let data = tempfile::tempdir().unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let settings = Settings::new(&meet_url, KEY).unwrap();
+    let handler = archive::Archiver::new(Some(settings), archive.path().to_owned());
+    let service = ServiceBuilder::new(meet_webhooks::Receiver::new(handler), [KEY])
+        .storage(Storage::Sqlite(data.path().to_owned()))
+        .signals(false)
+        .build()
+        .unwrap();
+    let running = service.bind("127.0.0.1:0".parse().unwrap(), Some(1)).unwrap().spawn().unwrap();
+
+    let webhook = WEBHOOKS.iter().find(|w| w.event == "recordingEnded").unwrap();
+    let mut body: serde_json::Value = serde_json::from_str(webhook.example).unwrap();
+    body["data"]["recordingId"] = "room-1--EG_1--A1".into();
+    body["data"]["status"] = "complete".into();
+    let sender = Sender::new(&format!("http://{}/webhook", running.addr), Signing::new(KEY)).unwrap();
+    let delivered = block_on(sender.send(provider_bytes(&body))).unwrap();
+    assert_eq!(delivered.status.as_u16(), 200, "{}", delivered.body);
+
+    let file = archive.path().join("room-1--EG_1--A1.mp4");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !requests.lock().unwrap().contains(&Some("delete".to_owned())) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sha256(&std::fs::read(&file).unwrap()), sha256(&media));
+    assert_eq!(*requests.lock().unwrap(), [Some("bytes=0-".to_owned()), Some("delete".to_owned())]);
+    running.stop().unwrap();
 }

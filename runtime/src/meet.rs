@@ -163,13 +163,13 @@ pub enum DownloadError {
 /// renamed into place only once it holds every byte the answer announced (`Content-Length`, or
 /// the total of `Content-Range`). `fetch(range)` makes the call, e.g.
 /// `|range| client.get_recording_media().recording_id(&id).range(range).send()`; `range` is
-/// `bytes=<n>-` when `n` bytes are kept from an earlier attempt, and an answer that ignores it
-/// (`200`) starts the file again. A `path` that exists is left alone: a handler's second run
+/// `bytes=<n>-`, `n` the bytes kept from an earlier attempt (0 at first), and an answer that
+/// ignores it (`200`) starts the file again. A `path` that exists is left alone: a handler's second run
 /// after a success does nothing.
 pub async fn download<E, F, Fut>(path: &std::path::Path, mut fetch: F) -> Result<Downloaded, DownloadError>
 where
     E: std::fmt::Debug,
-    F: FnMut(Option<String>) -> Fut,
+    F: FnMut(String) -> Fut,
     Fut: std::future::Future<
             Output = Result<
                 progenitor_client::ResponseValue<progenitor_client::ByteStream>,
@@ -191,7 +191,7 @@ where
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
         Err(source) => return Err(io(&partial, source)),
     };
-    let response = match fetch((kept > 0).then(|| format!("bytes={kept}-"))).await {
+    let response = match fetch(format!("bytes={kept}-")).await {
         Ok(response) => response,
         // What is kept is more than the media: it changed; start again on the next attempt.
         Err(progenitor_client::Error::ErrorResponse(answer))
