@@ -191,6 +191,7 @@ pub(crate) fn bundle(spec: &Path, options: &Options) -> Result<Bundle> {
         names: HashMap::new(),
         taken: HashMap::new(),
         schemas: Map::new(),
+        nullable: std::collections::HashSet::new(),
         origins: Vec::new(),
         operation_ids: HashMap::new(),
         warnings: Vec::new(),
@@ -273,6 +274,8 @@ struct Bundler<'a> {
     taken: HashMap<String, Target>,
     /// The output `components/schemas`, in the order they were first referenced.
     schemas: Map<String, Value>,
+    /// Components that are unions which may be null: the null is said where they are used.
+    nullable: std::collections::HashSet<String>,
     origins: Vec<(String, Location)>,
     /// Where each handler method's operationId is (by method name).
     operation_ids: HashMap<String, Location>,
@@ -722,7 +725,11 @@ impl Bundler<'_> {
             return Ok(Value::Object(self.schema_keywords(map, at)?));
         };
         let name = self.hoist(&ref_str(reference, at)?, &at.child("$ref"))?;
-        let reference = json!({ "$ref": format!("#/components/schemas/{name}") });
+        let reference = if self.nullable.contains(&name) {
+            json!({ "nullable": true, "allOf": [{ "$ref": format!("#/components/schemas/{name}") }] })
+        } else {
+            json!({ "$ref": format!("#/components/schemas/{name}") })
+        };
         let siblings: Map<String, Value> = map
             .iter()
             .filter(|(k, _)| *k != "$ref" && !ANNOTATIONS.contains(&k.as_str()))
@@ -1048,7 +1055,16 @@ impl Bundler<'_> {
         // Reserve the slot first so a recursive reference finds the name, and so components
         // come out in the order the spec first uses them.
         self.schemas.insert(name.clone(), Value::Null);
-        let schema = self.schema(&value, &target.location())?;
+        let mut schema = self.schema(&value, &target.location())?;
+        // typify names a nullable union and the union inside it alike: two types of one name.
+        // The component is the union; its references say it may be null.
+        if let Value::Object(map) = &mut schema
+            && map.get("nullable") == Some(&Value::Bool(true))
+            && (map.contains_key("oneOf") || map.contains_key("anyOf"))
+        {
+            map.remove("nullable");
+            self.nullable.insert(name.clone());
+        }
         self.schemas.insert(name.clone(), schema);
         self.origins.push((format!("/components/schemas/{name}"), target.location()));
         Ok(name)
