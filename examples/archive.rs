@@ -42,7 +42,7 @@ impl WebhookHandler for Archiver {
         let id = recording.recording_id.as_str();
         let file = self.dir.join(file_name(id)?);
         meet::download(&file, |range| meet.get_recording_media().recording_id(id).range(range).send()).await?;
-        match meet.delete_recording().recording_id(id).send().await {
+        match meet.delete_recording().recording_id(id).call().await {
             // A 404: an earlier run deleted it, after its download.
             Err(e) if e.status().is_some_and(|s| s.as_u16() == 404) => Ok(()),
             answer => answer.map(drop).map_err(Into::into),

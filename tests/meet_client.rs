@@ -321,3 +321,30 @@ fn a_signed_recording_ended_is_archived_by_the_example_handler_and_deleted_from_
     assert_eq!(*requests.lock().unwrap(), [Some("bytes=0-".to_owned()), Some("delete".to_owned())]);
     running.stop().unwrap();
 }
+
+#[test]
+fn a_failed_call_says_the_operation_the_status_and_the_apis_message_and_never_the_key() {
+    let body = r#"{"error":"Not Found","message":"Room 'x' does not exist"}"#;
+    let answer: &'static str = Box::leak(
+        format!("HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            .into_boxed_str(),
+    );
+    let (url, _) = scripted(vec![answer]);
+    let client = client::Client::from_settings(&Settings::new(&url, KEY).unwrap());
+    let error = block_on(client.get_room().room_id("x").call()).err().expect("a 404");
+    assert_eq!(error.to_string(), "meet api getRoom: 404 Not Found: Room 'x' does not exist (Not Found)");
+    assert_eq!(error.status().map(|s| s.as_u16()), Some(404));
+    assert_eq!(error.body().unwrap()["error"], "Not Found");
+
+    // No answer at all: still the operation, and neither the key nor the URL.
+    let refused = block_on(
+        client::Client::from_settings(&Settings::new("http://127.0.0.1:9/meet", KEY).unwrap())
+            .get_room()
+            .room_id("x")
+            .call(),
+    );
+    let text = refused.err().expect("refused").to_string();
+    assert!(text.starts_with("meet api getRoom: "), "{text}");
+    assert!(!text.contains(KEY) && !text.contains("127.0.0.1:9"), "{text}");
+    assert!(!format!("{:?}", Settings::new(&url, KEY).unwrap()).contains(KEY));
+}

@@ -29,6 +29,39 @@ pub(crate) struct Progenitor {
     pub type_names: Vec<String>,
 }
 
+/// Adds `call()` to a builder whose `send()` returns `Result<ResponseValue<T>, Error<E>>`: the
+/// same call, its error an `ApiError` that names the operation, the status and the API's error.
+fn add_call(block: &mut syn::ItemImpl, bundle: &Bundle, rt: &syn::Path) {
+    let send = block.items.iter().find_map(|item| match item {
+        syn::ImplItem::Fn(f) if f.sig.ident == "send" => Some(f),
+        _ => None,
+    });
+    let Some(syn::ReturnType::Type(_, output)) = send.map(|f| &f.sig.output) else { return };
+    let syn::Type::Path(output) = &**output else { return };
+    let Some(syn::PathArguments::AngleBracketed(arguments)) = output.path.segments.last().map(|s| &s.arguments) else {
+        return;
+    };
+    let Some(syn::GenericArgument::Type(ok)) = arguments.args.first() else { return };
+    let syn::Type::Path(builder) = &*block.self_ty else { return };
+    let Some(name) = builder.path.segments.last().map(|s| s.ident.to_string()) else { return };
+    let operation = bundle
+        .operations
+        .iter()
+        .map(|o| o.operation_id.as_str())
+        .find(|id| id.to_upper_camel_case() == name)
+        .unwrap_or(&name)
+        .to_owned();
+    let doc = format!(
+        " [`send`](Self::send), its error naming the operation (`{operation}`), the status and the API's error body."
+    );
+    block.items.push(syn::parse_quote! {
+        #[doc = #doc]
+        pub async fn call(self) -> ::std::result::Result<#ok, #rt::meet::ApiError> {
+            self.send().await.map_err(|e| #rt::meet::ApiError::new(#operation, e))
+        }
+    });
+}
+
 /// What the generated client carries for its hooks (the retry policy), as the runtime names it.
 fn client_inner(runtime: &syn::Path) -> TokenStream {
     quote!(#runtime::meet::Settings)
@@ -74,7 +107,7 @@ pub(crate) fn run_progenitor(bundle: &mut Bundle, spec: &Path, runtime: &syn::Pa
             Ok(Ok((client, types, mut type_names))) => {
                 type_names.sort();
                 let body_types = body_types(bundle, &type_names, spec)?;
-                let client = if has_paths { Some(without_types(client, spec)?) } else { None };
+                let client = if has_paths { Some(without_types(client, spec, bundle, runtime)?) } else { None };
                 return Ok(Progenitor { types, client, body_types, type_names });
             }
             Ok(Err(e)) => e.to_string(),
@@ -111,13 +144,25 @@ pub(crate) fn run_progenitor(bundle: &mut Bundle, spec: &Path, runtime: &syn::Pa
 
 /// progenitor's client without its `types` module: the generated module has one `types` for
 /// the webhooks and the client alike, so that a webhook's `data` and an operation's answer are
-/// one Rust type.
-fn without_types(client: TokenStream, spec: &Path) -> Result<TokenStream> {
+/// one Rust type. Each builder gets `call()` beside progenitor's `send()`.
+fn without_types(client: TokenStream, spec: &Path, bundle: &Bundle, runtime: &syn::Path) -> Result<TokenStream> {
     let mut file: syn::File = syn::parse2(client).map_err(|e| Error::Progenitor {
         spec: spec.to_path_buf(),
         message: format!("progenitor's client does not parse: {e}"),
     })?;
     file.items.retain(|item| !matches!(item, syn::Item::Mod(m) if m.ident == "types"));
+    for item in &mut file.items {
+        if let syn::Item::Mod(module) = item
+            && module.ident == "builder"
+            && let Some((_, items)) = &mut module.content
+        {
+            for item in items.iter_mut() {
+                if let syn::Item::Impl(block) = item {
+                    add_call(block, bundle, runtime);
+                }
+            }
+        }
+    }
     let items = &file.items;
     Ok(quote! {
         pub use super::types;

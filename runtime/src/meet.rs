@@ -276,3 +276,94 @@ mod tests {
         assert_eq!(super::content_range("items 0-9/10"), None);
     }
 }
+
+/// A Meet API call that did not succeed, as a handler reports it: the operation, the status,
+/// and the API's error body (`error`, `message`) in one line, never the key. The generated
+/// builders' `call()` gives it (their `send()` gives progenitor's own error).
+#[derive(Debug)]
+pub struct ApiError {
+    operation: &'static str,
+    status: Option<StatusCode>,
+    body: Option<serde_json::Value>,
+    problem: String,
+}
+
+impl ApiError {
+    /// `error`, from a call of `operation`.
+    pub fn new<E: serde::Serialize>(operation: &'static str, error: progenitor_client::Error<E>) -> Self {
+        use progenitor_client::Error;
+        let (status, body, problem) = match error {
+            Error::ErrorResponse(answer) => {
+                let status = answer.status();
+                let body = serde_json::to_value(answer.into_inner()).ok();
+                (Some(status), body, String::new())
+            }
+            Error::UnexpectedResponse(response) => {
+                (Some(response.status()), None, "an answer the spec does not describe".to_owned())
+            }
+            Error::InvalidResponsePayload(_, e) => (None, None, format!("the answer does not fit the spec: {e}")),
+            Error::CommunicationError(e) | Error::ResponseBodyError(e) | Error::InvalidUpgrade(e) => {
+                (e.status(), None, without_url(e))
+            }
+            Error::InvalidRequest(e) | Error::Custom(e) => (None, None, e),
+        };
+        Self { operation, status, body, problem }
+    }
+
+    /// The operationId of the call.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    /// The answer's status, when there was one (`404`: gone already, for a delete).
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// The API's error body (the spec's `Error`: `error`, `message`, `details`), when it sent one.
+    pub fn body(&self) -> Option<&serde_json::Value> {
+        self.body.as_ref()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "meet api {}", self.operation)?;
+        if let Some(status) = self.status {
+            write!(f, ": {status}")?;
+        }
+        match self.body.as_ref().and_then(|b| b.get("message")).and_then(serde_json::Value::as_str) {
+            Some(message) => {
+                write!(f, ": {message}")?;
+                if let Some(error) = self.body.as_ref().and_then(|b| b.get("error")).and_then(serde_json::Value::as_str)
+                {
+                    write!(f, " ({error})")?;
+                }
+            }
+            None => {
+                if let Some(body) = &self.body {
+                    write!(f, ": {body}")?;
+                }
+            }
+        }
+        if !self.problem.is_empty() {
+            write!(f, ": {}", self.problem)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// reqwest's error and its causes, without the URL (which can carry a recording's secret).
+fn without_url(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -3190,6 +3190,20 @@ let response = client.get_room()
                     _ => Err(Error::UnexpectedResponse(response)),
                 }
             }
+            /// [`send`](Self::send), its error naming the operation (`getRooms`), the status and the API's error body.
+            pub async fn call(
+                self,
+            ) -> ::std::result::Result<
+                ResponseValue<types::GetRoomsResponse>,
+                ::meet_webhooks_runtime::meet::ApiError,
+            > {
+                self.send()
+                    .await
+                    .map_err(|e| ::meet_webhooks_runtime::meet::ApiError::new(
+                        "getRooms",
+                        e,
+                    ))
+            }
         }
         /**Builder for [`Client::get_room`]
 
@@ -3263,6 +3277,20 @@ let response = client.get_room()
                     404u16 => Err(Error::ErrorResponse(ResponseValue::empty(response))),
                     _ => Err(Error::UnexpectedResponse(response)),
                 }
+            }
+            /// [`send`](Self::send), its error naming the operation (`getRoom`), the status and the API's error body.
+            pub async fn call(
+                self,
+            ) -> ::std::result::Result<
+                ResponseValue<types::MeetRoom>,
+                ::meet_webhooks_runtime::meet::ApiError,
+            > {
+                self.send()
+                    .await
+                    .map_err(|e| ::meet_webhooks_runtime::meet::ApiError::new(
+                        "getRoom",
+                        e,
+                    ))
             }
         }
     }
