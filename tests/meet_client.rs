@@ -331,7 +331,7 @@ fn a_failed_call_says_the_operation_the_status_and_the_apis_message_and_never_th
     );
     let (url, _) = scripted(vec![answer]);
     let client = client::Client::from_settings(&Settings::new(&url, KEY).unwrap());
-    let error = block_on(client.get_room().room_id("x").call()).err().expect("a 404");
+    let error = block_on(client.get_room().room_id("x").call()).expect_err("a 404");
     assert_eq!(error.to_string(), "meet api getRoom: 404 Not Found: Room 'x' does not exist (Not Found)");
     assert_eq!(error.status().map(|s| s.as_u16()), Some(404));
     assert_eq!(error.body().unwrap()["error"], "Not Found");
@@ -343,7 +343,7 @@ fn a_failed_call_says_the_operation_the_status_and_the_apis_message_and_never_th
             .room_id("x")
             .call(),
     );
-    let text = refused.err().expect("refused").to_string();
+    let text = refused.expect_err("refused").to_string();
     assert!(text.starts_with("meet api getRoom: "), "{text}");
     assert!(!text.contains(KEY) && !text.contains("127.0.0.1:9"), "{text}");
     assert!(!format!("{:?}", Settings::new(&url, KEY).unwrap()).contains(KEY));
