@@ -204,6 +204,15 @@ fn a_call_that_takes_longer_than_the_timeout_ends_in_an_error() {
 /// answer broken off after `break_after` bytes when given, and `DELETE` answered as the API does.
 /// Records the `Range` of each request (`delete` for a `DELETE`).
 fn media_server(media: Vec<u8>, break_after: Option<usize>) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    paced_media_server(media, break_after, None)
+}
+
+/// [`media_server`], its first answer sent 64 KiB at a time, `pace` apart.
+fn paced_media_server(
+    media: Vec<u8>,
+    break_after: Option<usize>,
+    pace: Option<Duration>,
+) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let ranges = Arc::new(Mutex::new(Vec::new()));
@@ -245,7 +254,19 @@ fn media_server(media: Vec<u8>, break_after: Option<usize>) -> (String, Arc<Mute
             );
             let _ = stream.write_all(head.as_bytes());
             let cut = if n == 0 { break_after.unwrap_or(body.len()) } else { body.len() };
-            let _ = stream.write_all(&body[..cut]);
+            match pace {
+                Some(pace) if n == 0 => {
+                    for chunk in body[..cut].chunks(64 * 1024) {
+                        if stream.write_all(chunk).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(pace);
+                    }
+                }
+                _ => {
+                    let _ = stream.write_all(&body[..cut]);
+                }
+            }
         }
     });
     (url, ranges)
@@ -347,4 +368,114 @@ fn a_failed_call_says_the_operation_the_status_and_the_apis_message_and_never_th
     assert!(text.starts_with("meet api getRoom: "), "{text}");
     assert!(!text.contains(KEY) && !text.contains("127.0.0.1:9"), "{text}");
     assert!(!format!("{:?}", Settings::new(&url, KEY).unwrap()).contains(KEY));
+}
+
+/// The service with the example handler, in a process of its own: this test binary run again
+/// with `MEET_TEST_ARCHIVE_SERVICE` set (it writes its port into the file that names, then
+/// serves until killed). Without the variable, this test does nothing.
+#[test]
+fn archive_service_process() {
+    let Some(settings) = std::env::var_os("MEET_TEST_ARCHIVE_SERVICE") else { return };
+    let settings = settings.into_string().unwrap();
+    let [data, archive_dir, meet_url, port_file]: [&str; 4] =
+        settings.split('|').collect::<Vec<_>>().try_into().unwrap();
+    let handler = archive::Archiver::new(Some(Settings::new(meet_url, KEY).unwrap()), archive_dir.into());
+    let service = meet_webhooks_runtime::ServiceBuilder::new(meet_webhooks::Receiver::new(handler), [KEY])
+        .storage(meet_webhooks_runtime::Storage::Sqlite(data.into()))
+        .signals(false)
+        .build()
+        .unwrap();
+    let bound = service.bind("127.0.0.1:0".parse().unwrap(), Some(1)).unwrap();
+    std::fs::write(port_file, bound.addr().unwrap().port().to_string()).unwrap();
+    bound.run().unwrap();
+}
+
+/// A child process, killed (SIGKILL) when dropped: a failing test leaves none behind.
+struct Killed(Child);
+
+impl Killed {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts [`archive_service_process`] as a child process; returns it and its webhook URL.
+fn archive_service(data: &Path, archive_dir: &Path, meet_url: &str) -> (Killed, String) {
+    let port_file = data.join("port");
+    let _ = std::fs::remove_file(&port_file);
+    let settings = format!("{}|{}|{meet_url}|{}", data.display(), archive_dir.display(), port_file.display());
+    let child = Killed(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "archive_service_process", "--test-threads=1", "--nocapture"])
+            .env("MEET_TEST_ARCHIVE_SERVICE", settings)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(port) = std::fs::read_to_string(&port_file)
+            && !port.is_empty()
+        {
+            return (child, format!("http://127.0.0.1:{port}/webhook"));
+        }
+        assert!(std::time::Instant::now() < deadline, "the service process did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_service_killed_mid_download_resumes_it_after_a_restart_and_deletes_once() {
+    use meet_webhooks_sender::{Sender, Signing, provider_bytes};
+
+    let media: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
+    // 31 chunks of 64 KiB, 100 ms apart: about 3 s, long enough to be killed in the middle.
+    let (meet_url, requests) = paced_media_server(media.clone(), None, Some(Duration::from_millis(100)));
+    let data = tempfile::tempdir().unwrap();
+    let archive_dir = tempfile::tempdir().unwrap();
+    let (mut first, url) = archive_service(data.path(), archive_dir.path(), &meet_url);
+
+    let webhook = WEBHOOKS.iter().find(|w| w.event == "recordingEnded").unwrap();
+    let mut body: serde_json::Value = serde_json::from_str(webhook.example).unwrap();
+    body["data"]["recordingId"] = "room-2--EG_2--B2".into();
+    body["data"]["status"] = "complete".into();
+    let delivered = block_on(Sender::new(&url, Signing::new(KEY)).unwrap().send(provider_bytes(&body))).unwrap();
+    assert_eq!(delivered.status.as_u16(), 200, "{}", delivered.body);
+
+    // Killed (SIGKILL) once part of the media is on disk.
+    let partial = archive_dir.path().join("room-2--EG_2--B2.mp4.partial");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 200_000 {
+        assert!(std::time::Instant::now() < deadline, "the download did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill();
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(kept < media.len() as u64, "killed mid-download: {kept}");
+
+    let (mut second, _) = archive_service(data.path(), archive_dir.path(), &meet_url);
+    let file = archive_dir.path().join("room-2--EG_2--B2.mp4");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !requests.lock().unwrap().contains(&Some("delete".to_owned())) {
+        assert!(std::time::Instant::now() < deadline, "not archived after the restart: {:?}", requests.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    second.kill();
+    assert_eq!(sha256(&std::fs::read(&file).unwrap()), sha256(&media));
+    let seen = requests.lock().unwrap().clone();
+    // The first attempt from the start; the second resumed at or past what the first had flushed.
+    assert_eq!(seen[0].as_deref(), Some("bytes=0-"));
+    let resumed: u64 =
+        seen[1].as_deref().and_then(|r| r.strip_prefix("bytes=")?.trim_end_matches('-').parse().ok()).unwrap();
+    assert!(resumed >= kept && resumed > 0, "resumed at {resumed}, {kept} kept");
+    assert_eq!(seen.len(), 3, "one download resumed, one delete: {seen:?}");
+    assert_eq!(seen[2].as_deref(), Some("delete"));
 }
