@@ -54,7 +54,7 @@ fn main() {
         .unwrap();
         writeln!(
             table,
-            "    Variant {{ name: {name:?}, dir: {dir:?}, warnings: &{warnings:?}, webhooks: {module}::WEBHOOKS, \
+            "    Variant {{ name: {name:?}, dir: {dir:?}, warnings: &{warnings:?}, webhooks: {module}::WEBHOOKS, operations: {module}::OPERATIONS, \
              title: {module}::SPEC.title, version: {module}::SPEC.version, \
              parse: |event, body| {module}::Event::parse(event, body).map(|e| e.webhook().event) }},",
             dir = variant.display().to_string(),

@@ -4,7 +4,7 @@
 //! each generates code that compiles, and the tests below parse each variant's payloads into
 //! their typed bodies and check what the build reported.
 
-use meet_webhooks_runtime::{Unmatched, WebhookInfo};
+use meet_webhooks_runtime::{OperationInfo, Unmatched, WebhookInfo};
 
 /// One generated variant.
 pub struct Variant {
@@ -14,6 +14,8 @@ pub struct Variant {
     /// The build's warnings, paths relative to the spec.
     pub warnings: &'static [&'static str],
     pub webhooks: &'static [WebhookInfo],
+    /// The REST client's operations.
+    pub operations: &'static [OperationInfo],
     pub title: &'static str,
     pub version: &'static str,
     /// `Event::parse`: the typed webhook's event name, or why not.
@@ -72,6 +74,11 @@ mod tests {
             assert_eq!(variant.warnings.len(), wanted.len(), "{}: {:#?}", variant.name, variant.warnings);
             for (got, wanted) in variant.warnings.iter().zip(&wanted) {
                 assert!(got.starts_with(wanted), "{}: {got:?} should start with {wanted:?}", variant.name);
+            }
+            if let Some(operations) = expect["operations"].as_array() {
+                let got: Vec<&str> = variant.operations.iter().map(|o| o.operation_id).collect();
+                let wanted: Vec<&str> = operations.iter().map(|o| o.as_str().unwrap()).collect();
+                assert_eq!(got, wanted, "{}: the client's operations", variant.name);
             }
             if let Some(methods) = expect["methods"].as_object() {
                 for (event, method) in methods {
