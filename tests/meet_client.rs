@@ -479,3 +479,43 @@ fn a_service_killed_mid_download_resumes_it_after_a_restart_and_deletes_once() {
     assert_eq!(seen.len(), 3, "one download resumed, one delete: {seen:?}");
     assert_eq!(seen[2].as_deref(), Some("delete"));
 }
+
+/// An https server with a certificate of the test's own (for 127.0.0.1), answering one `getRoom`.
+fn tls_server() -> (String, Vec<u8>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = certified.cert.pem();
+    let identity =
+        native_tls::Identity::from_pkcs8(cert.as_bytes(), certified.signing_key.serialize_pem().as_bytes()).unwrap();
+    let acceptor = native_tls::TlsAcceptor::new(identity).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            // A client that does not trust the certificate hangs up in the handshake.
+            let Ok(mut stream) = acceptor.accept(stream.unwrap()) else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = r#"{"roomId":"tls-room","roomName":"room"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (url, cert.into_bytes())
+}
+
+#[test]
+fn https_is_verified_and_a_private_authority_can_be_trusted() {
+    let (url, cert) = tls_server();
+    let untrusted = client::Client::from_settings(&Settings::new(&url, KEY).unwrap());
+    let refused = block_on(untrusted.get_room().room_id("tls-room").call()).expect_err("an unknown certificate");
+    assert!(refused.status().is_none(), "no answer over an unverified connection: {refused}");
+    let trusted = Settings::new(&url, KEY).unwrap().root_certificate(&cert).unwrap();
+    let room = block_on(client::Client::from_settings(&trusted).get_room().room_id("tls-room").call()).unwrap();
+    assert_eq!(room.into_inner().room_id.as_deref(), Some("tls-room"));
+}

@@ -32,6 +32,8 @@ pub struct Settings {
     key: HeaderValue,
     http: reqwest::Client,
     timeout: Duration,
+    /// Certificate authorities trusted besides the system's.
+    roots: Vec<reqwest::Certificate>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -49,6 +51,8 @@ pub enum SettingsError {
     Key,
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),
+    #[error("not a PEM certificate: {0}")]
+    Certificate(String),
 }
 
 impl Settings {
@@ -56,28 +60,45 @@ impl Settings {
     pub fn new(url: &str, api_key: &str) -> Result<Self, SettingsError> {
         let mut key = HeaderValue::from_str(api_key).map_err(|_| SettingsError::Key)?;
         key.set_sensitive(true);
-        Self::build(url, key, TIMEOUT)
+        Self::build(url, key, TIMEOUT, Vec::new())
     }
 
     /// The same, each call given at most `timeout` ([`TIMEOUT`] by default).
     pub fn timeout(self, timeout: Duration) -> Result<Self, SettingsError> {
-        Self::build(&self.url, self.key, timeout)
+        Self::build(&self.url, self.key, timeout, self.roots)
     }
 
-    fn build(url: &str, key: HeaderValue, timeout: Duration) -> Result<Self, SettingsError> {
+    /// The same, trusting the certificate authority in `pem` besides the system's (a
+    /// deployment behind a private CA). https is verified either way.
+    pub fn root_certificate(mut self, pem: &[u8]) -> Result<Self, SettingsError> {
+        let root = reqwest::Certificate::from_pem(pem).map_err(|e| SettingsError::Certificate(e.to_string()))?;
+        self.roots.push(root);
+        Self::build(&self.url, self.key, self.timeout, self.roots)
+    }
+
+    fn build(
+        url: &str,
+        key: HeaderValue,
+        timeout: Duration,
+        roots: Vec<reqwest::Certificate>,
+    ) -> Result<Self, SettingsError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| SettingsError::Url { url: url.to_owned() })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(SettingsError::Url { url: url.to_owned() });
         }
         let mut headers = HeaderMap::new();
         headers.insert(API_KEY_HEADER, key.clone());
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        for root in &roots {
+            http = http.add_root_certificate(root.clone());
+        }
+        let http = http
             .default_headers(headers)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| SettingsError::Http(e.to_string()))?;
-        Ok(Self { url: url.trim_end_matches('/').to_owned(), key, http, timeout })
+        Ok(Self { url: url.trim_end_matches('/').to_owned(), key, http, timeout, roots })
     }
 
     /// The base URL, without a trailing `/`.
