@@ -125,7 +125,7 @@ fn the_operations_a_handler_uses_pass_the_mocks_validation_with_the_key() {
         let media = client.get_recording_media().recording_id("room-123--EG_XYZ--XX445").range("bytes=0-").send().await;
         let media = media.expect("getRecordingMedia");
         assert!(media.status().is_success(), "{}", media.status());
-        client.delete_recording().recording_id("room-123--EG_XYZ--XX445").send().await.expect("deleteRecording");
+        client.delete_recording().recording_id("room-123--EG_XYZ--XX445").call().await.expect("deleteRecording");
     });
     // Prism refuses a call without the key: the client's success above is the key's doing.
     let without_key = block_on(reqwest_get(&format!("{}/rooms/room-123", prism.url)));
