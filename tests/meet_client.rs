@@ -519,3 +519,82 @@ fn https_is_verified_and_a_private_authority_can_be_trusted() {
     let room = block_on(client::Client::from_settings(&trusted).get_room().room_id("tls-room").call()).unwrap();
     assert_eq!(room.into_inner().room_id.as_deref(), Some("tls-room"));
 }
+
+/// The byte at `i` of the media [`lazy_media_server`] serves.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+/// Serves `len` bytes of [`pattern`] to any GET, made as they are sent (the server holds none).
+fn lazy_media_server(len: u64) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let mut chunk = vec![0u8; 1 << 20];
+            let mut at = 0u64;
+            while at < len {
+                let n = chunk.len().min((len - at) as usize);
+                for (k, b) in chunk[..n].iter_mut().enumerate() {
+                    *b = pattern(at + k as u64);
+                }
+                if stream.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                at += n as u64;
+            }
+        }
+    });
+    url
+}
+
+/// A download in a process of its own: `MEET_TEST_DOWNLOAD` is `<api url>|<file>`; prints the
+/// process's peak resident memory. Without the variable, this test does nothing.
+#[test]
+fn download_process() {
+    let Some(settings) = std::env::var_os("MEET_TEST_DOWNLOAD") else { return };
+    let settings = settings.into_string().unwrap();
+    let (url, file) = settings.split_once('|').unwrap();
+    let client = client::Client::from_settings(&Settings::new(url, KEY).unwrap());
+    let fetch = |range: String| client.get_recording_media().recording_id("big").range(range).send();
+    block_on(meet_webhooks_runtime::meet::download(Path::new(file), fetch)).unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let peak = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    println!("peak {}", peak.trim_start_matches("VmHWM:").trim());
+}
+
+#[test]
+fn a_download_holds_no_more_of_the_media_in_memory_than_a_chunk() {
+    const LEN: u64 = 512 << 20;
+    let url = lazy_media_server(LEN);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.mp4");
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "download_process", "--test-threads=1", "--nocapture"])
+        .env("MEET_TEST_DOWNLOAD", format!("{url}|{}", file.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let peak_kib: u64 = stdout
+        .lines()
+        .find_map(|l| l.split("peak ").nth(1)?.trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak in {stdout}"));
+    // A 512 MiB recording through a process that stays under 128 MiB: streamed, not held.
+    assert!(peak_kib < 128 * 1024, "peak {peak_kib} KiB for a {LEN}-byte download");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), LEN);
+    let mut sampled = std::fs::File::open(&file).unwrap();
+    let mut head = [0u8; 4096];
+    sampled.read_exact(&mut head).unwrap();
+    assert!(head.iter().enumerate().all(|(i, b)| *b == pattern(i as u64)), "the bytes are the media's");
+}

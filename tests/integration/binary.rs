@@ -360,6 +360,36 @@ fn spec_lists_every_webhook_and_whether_the_service_handles_it() {
 }
 
 #[test]
+fn a_meet_url_that_is_not_http_is_refused_at_start_naming_the_flag() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let (code, _, stderr) = run(
+        &["serve", "--key", "k", "--bind", "127.0.0.1:0", "--data-dir", dir, "--meet-url", "ftp://meet.example"],
+        b"",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(r#"--meet-url "ftp://meet.example" is not an http(s) URL"#), "{stderr}");
+    let (code, _, stderr) = run(
+        &[
+            "serve",
+            "--key",
+            "k",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir,
+            "--meet-url",
+            "https://m",
+            "--meet-api-key",
+            "a\nb",
+        ],
+        b"",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--meet-api-key is not a valid header value"), "{stderr}");
+}
+
+#[test]
 fn spec_lists_the_rest_clients_operations_or_says_there_is_none() {
     let (code, stdout, _) = run(&["spec"], b"");
     assert_eq!(code, 0);
@@ -568,10 +598,13 @@ fn the_log_has_a_line_per_delivery_and_warns_once_per_unhandled_event_name() {
         "the event matches nothing, the fallback drops it: once each:\n{}",
         lines.join("\n")
     );
-    // And nothing else but the start-up line and the inbox's count at start.
+    // And nothing else but the start-up line, the inbox's count at start, and (when the spec
+    // has a REST client) that handlers have none without --meet-url.
     assert_eq!(count("listening on http://"), 1);
     assert_eq!(count("inbox: 0 pending"), 1);
-    assert_eq!(lines.len(), 24, "{}", lines.join("\n"));
+    let no_client = usize::from(!meet_webhooks::OPERATIONS.is_empty());
+    assert_eq!(count("no --meet-url: handlers get no Meet REST client"), no_client);
+    assert_eq!(lines.len(), 24 + no_client, "{}", lines.join("\n"));
 
     let (code, stdout, _) = run(&["--version"], b"");
     assert_eq!(code, 0);

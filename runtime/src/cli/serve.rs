@@ -21,7 +21,8 @@ pub(super) fn serve<W: Webhooks>(
     // Checked now for a clear message; the service reads the key file itself (and again on
     // SIGHUP).
     let keys = args.keys.collect()?;
-    let meet = meet_settings::<W>(&args.meet, &keys)?;
+    let meet = meet_settings(&args.meet, &keys)?;
+    let meet_missing = meet.is_none();
     let mut builder = ServiceBuilder::new(webhooks(meet), args.keys.given());
     if let Some(file) = &args.keys.key_file {
         builder = builder.key_file(file);
@@ -57,24 +58,22 @@ pub(super) fn serve<W: Webhooks>(
             },
             other => other.to_string(),
         })?;
+    if meet_missing && !W::SPEC.operations.is_empty() {
+        // Once the service is up (a database it waits for is news first).
+        log::info!(
+            "no --meet-url: handlers get no Meet REST client (the spec has {} operations)",
+            W::SPEC.operations.len()
+        );
+    }
     let bound = service.bind(args.bind, args.workers).map_err(|e| format!("--bind {}: {e}", args.bind))?;
     bound.run().map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The Meet API's settings from `--meet-url`, `--meet-api-key` (else the first signing key) and
-/// `--meet-timeout`; `None` without a URL (said at start-up when the spec has a client).
-fn meet_settings<W: Webhooks>(
-    args: &super::MeetArgs,
-    keys: &[Vec<u8>],
-) -> Result<Option<crate::meet::Settings>, String> {
+/// `--meet-timeout`; `None` without a URL.
+fn meet_settings(args: &super::MeetArgs, keys: &[Vec<u8>]) -> Result<Option<crate::meet::Settings>, String> {
     let Some(url) = &args.meet_url else {
-        if !W::SPEC.operations.is_empty() {
-            log::info!(
-                "no --meet-url: handlers get no Meet REST client (the spec has {} operations)",
-                W::SPEC.operations.len()
-            );
-        }
         return Ok(None);
     };
     let key = match &args.meet_api_key {
