@@ -346,6 +346,27 @@ impl Bundler<'_> {
         Ok(out)
     }
 
+    /// What a webhook and a REST operation keep alike: their names and texts as they are, their
+    /// parameters down-leveled. `false` for any other key, which the caller decides on.
+    fn kept_by_every_operation(
+        &mut self,
+        key: &str,
+        value: &Value,
+        at: &Location,
+        out: &mut Map<String, Value>,
+    ) -> Result<bool> {
+        match key {
+            "operationId" | "summary" | "description" | "deprecated" => {
+                out.insert(key.to_owned(), value.clone());
+            }
+            "parameters" => {
+                out.insert(key.to_owned(), self.parameters(value, at)?);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     /// A path item of the REST API, for the client: its operations and shared parameters.
     fn rest_path_item(
         &mut self,
@@ -395,13 +416,10 @@ impl Bundler<'_> {
         let mut out = Map::new();
         for (key, value) in &operation {
             let child = at.child(key);
+            if self.kept_by_every_operation(key, value, &child, &mut out)? {
+                continue;
+            }
             match key.as_str() {
-                "operationId" | "summary" | "description" | "deprecated" => {
-                    out.insert(key.clone(), value.clone());
-                }
-                "parameters" => {
-                    out.insert(key.clone(), self.parameters(value, &child)?);
-                }
                 "requestBody" => {
                     let (body, body_at) = self.deref(value.clone(), child)?;
                     let body = self.request_body(&body, &body_at)?;
@@ -529,13 +547,10 @@ impl Bundler<'_> {
         let mut body_at = at.child("requestBody");
         for (key, value) in operation {
             let child = at.child(key);
+            if self.kept_by_every_operation(key, value, &child, &mut out)? {
+                continue;
+            }
             match key.as_str() {
-                "operationId" | "summary" | "description" | "deprecated" => {
-                    out.insert(key.clone(), value.clone());
-                }
-                "parameters" => {
-                    out.insert(key.clone(), self.parameters(value, &child)?);
-                }
                 "requestBody" => {
                     let (request_body, request_at) = self.deref(value.clone(), child)?;
                     let request_body = self.request_body(&request_body, &request_at)?;
