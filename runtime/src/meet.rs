@@ -45,9 +45,9 @@ impl std::fmt::Debug for Settings {
 /// Why [`Settings`] could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("--meet-url {url:?} is not an http(s) URL")]
+    #[error("{url:?} is not an http(s) URL")]
     Url { url: String },
-    #[error("--meet-api-key is not a valid header value (it holds a control character)")]
+    #[error("the API key is not a valid header value (it holds a control character)")]
     Key,
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),

@@ -386,7 +386,7 @@ fn a_meet_url_that_is_not_http_is_refused_at_start_naming_the_flag() {
         b"",
     );
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("--meet-api-key is not a valid header value"), "{stderr}");
+    assert!(stderr.contains("--meet-api-key: the API key is not a valid header value"), "{stderr}");
 }
 
 #[test]

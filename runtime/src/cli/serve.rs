@@ -84,6 +84,10 @@ fn meet_settings(args: &super::MeetArgs, keys: &[Vec<u8>]) -> Result<Option<crat
     };
     let settings = crate::meet::Settings::new(url, &key)
         .and_then(|settings| settings.timeout(args.meet_timeout.0))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            crate::meet::SettingsError::Url { .. } => format!("--meet-url {e}"),
+            crate::meet::SettingsError::Key => format!("--meet-api-key: {e}"),
+            other => other.to_string(),
+        })?;
     Ok(Some(settings))
 }
