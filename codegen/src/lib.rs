@@ -1,17 +1,19 @@
-//! Generates a typed OpenVidu Meet webhook receiver from the provider's OpenAPI spec, in a build
-//! script.
+//! Generates a typed OpenVidu Meet webhook receiver, and a client of its REST API, from the
+//! provider's OpenAPI spec, in a build script.
 //!
 //! The provider's spec is OpenAPI 3.1, spread over several files, and puts its webhooks under
-//! `webhooks:`; progenitor reads only OpenAPI 3.0 paths in one document. So [`Config`]:
+//! `webhooks:` beside its REST API's `paths:`; progenitor reads only OpenAPI 3.0 paths in one
+//! document. So [`Config`]:
 //!
 //! 1. reads the spec: a root document with `webhooks:` (3.1) or `x-webhooks:` (3.0), or a bare
 //!    webhooks map file, following relative `$ref`s across files ([`bundle`](crate::Config::bundle));
-//! 2. bundles and down-levels it into one OpenAPI 3.0.3 document in memory (each webhook becomes
-//!    the path `/<event name>`, referenced schemas become named components);
-//! 3. has progenitor generate the payload types from it, and adds the receiving side: a
-//!    `WebhookHandler` trait with one `async fn` per webhook (the snake_case operationId), an
-//!    `Event` enum selected by the body's `event` field, `dispatch`, and `Receiver<H>`, which
-//!    serves any `WebhookHandler` to the runtime by implementing its `Webhooks` trait;
+//! 2. bundles and down-levels it into one OpenAPI 3.0.3 document in memory (each webhook's body
+//!    and every referenced schema become named components; the REST API's paths are its paths);
+//! 3. has progenitor generate the types and the REST client (`client`, one builder per
+//!    operation) from it, and adds the receiving side: a `WebhookHandler` trait with one
+//!    `async fn` per webhook (the snake_case operationId), an `Event` enum selected by the body's
+//!    `event` field, `dispatch`, and `Receiver<H>`, which serves any `WebhookHandler` to the
+//!    runtime by implementing its `Webhooks` trait;
 //! 4. writes the result to `OUT_DIR` (only when it changed) and tells cargo to rerun when the
 //!    spec, any file it references, or `MEET_WEBHOOKS_SPEC` changes.
 //!
