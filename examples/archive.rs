@@ -51,7 +51,7 @@ impl WebhookHandler for Archiver {
 }
 
 /// `<recordingId>.mp4`: the id is the provider's, so it must not name a path of its own.
-fn file_name(id: &str) -> Result<String, HandlerError> {
+pub fn file_name(id: &str) -> Result<String, HandlerError> {
     if id.is_empty() || id.starts_with('.') || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(format!("recording id {id:?} cannot name a file").into());
     }

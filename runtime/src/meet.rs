@@ -171,12 +171,17 @@ pub enum Downloaded {
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error("the Meet API did not serve the media: {0}")]
-    Api(String),
+    Api(ApiError),
+    #[error("the media broke off after {got} bytes ({problem}): the next attempt asks for the rest")]
+    BrokenOff { got: u64, problem: String },
     #[error("{}: {source}", path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },
     #[error("the media ended after {got} of {expected} bytes: the next attempt asks for the rest")]
     Short { got: u64, expected: u64 },
-    #[error("the Meet API answered a request for bytes from {asked} with {answer:?}")]
+    #[error(
+        "the Meet API answered a request for bytes from {asked} with {answer:?}: what was kept is dropped, the next \
+         attempt starts the file again"
+    )]
     Range { asked: u64, answer: String },
 }
 
@@ -184,12 +189,13 @@ pub enum DownloadError {
 /// renamed into place only once it holds every byte the answer announced (`Content-Length`, or
 /// the total of `Content-Range`). `fetch(range)` makes the call, e.g.
 /// `|range| client.get_recording_media().recording_id(&id).range(range).send()`; `range` is
-/// `bytes=<n>-`, `n` the bytes kept from an earlier attempt (0 at first), and an answer that
+/// `bytes=<n>-`, `n` the bytes kept from an earlier attempt (0 at first; an error of the call
+/// names it `getRecordingMedia`), and an answer that
 /// ignores it (`200`) starts the file again. A `path` that exists is left alone: a handler's second run
 /// after a success does nothing.
 pub async fn download<E, F, Fut>(path: &std::path::Path, mut fetch: F) -> Result<Downloaded, DownloadError>
 where
-    E: std::fmt::Debug,
+    E: serde::Serialize,
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<
             Output = Result<
@@ -214,24 +220,21 @@ where
     };
     let response = match fetch(format!("bytes={kept}-")).await {
         Ok(response) => response,
-        // What is kept is more than the media: it changed; start again on the next attempt.
+        // What is kept is more than the media: it changed.
         Err(progenitor_client::Error::ErrorResponse(answer))
             if kept > 0 && answer.status() == StatusCode::RANGE_NOT_SATISFIABLE =>
         {
-            tokio::fs::remove_file(&partial).await.map_err(|source| io(&partial, source))?;
-            return Err(DownloadError::Range { asked: kept, answer: "416 Range Not Satisfiable".into() });
+            return Err(start_over(&partial, kept, "416 Range Not Satisfiable").await);
         }
-        Err(e) => return Err(DownloadError::Api(e.to_string())),
+        Err(e) => return Err(DownloadError::Api(ApiError::new("getRecordingMedia", e))),
     };
     let (from, total) = match response.status() {
         StatusCode::PARTIAL_CONTENT => {
             let range = response.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
             match range.and_then(content_range) {
                 Some((start, total)) if start == kept => (kept, total),
-                _ => {
-                    let answer = range.unwrap_or("no Content-Range").to_owned();
-                    return Err(DownloadError::Range { asked: kept, answer });
-                }
+                // Not the rest of what is kept: asking again would get the same.
+                _ => return Err(start_over(&partial, kept, range.unwrap_or("no Content-Range")).await),
             }
         }
         _ => {
@@ -255,7 +258,7 @@ where
             Ok(chunk) => chunk,
             Err(e) => {
                 file.flush().await.map_err(|source| io(&partial, source))?;
-                return Err(DownloadError::Api(format!("the media broke off after {got} bytes: {e}")));
+                return Err(DownloadError::BrokenOff { got, problem: without_url(e) });
             }
         };
         file.write_all(&chunk).await.map_err(|source| io(&partial, source))?;
@@ -275,6 +278,15 @@ where
         dir.sync_all().await.map_err(|source| io(path, source))?;
     }
     Ok(Downloaded::Complete { bytes: got, resumed_at: from })
+}
+
+/// Drops what an earlier attempt kept, which the API's answer to `bytes=<kept>-` does not
+/// continue, so that the next attempt asks for the whole media.
+async fn start_over(partial: &std::path::Path, kept: u64, answer: &str) -> DownloadError {
+    match tokio::fs::remove_file(partial).await {
+        Ok(()) => DownloadError::Range { asked: kept, answer: answer.to_owned() },
+        Err(source) => io(partial, source),
+    }
 }
 
 fn io(path: &std::path::Path, source: std::io::Error) -> DownloadError {

@@ -15,7 +15,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use meet_webhooks_signature::TimestampUnit;
 use meet_webhooks_signature::{Key, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
@@ -23,23 +22,17 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 #[derive(Debug, Clone)]
 pub struct Signing {
     key: Key,
-    unit: TimestampUnit,
     timestamp: Option<i64>,
 }
 
 impl Signing {
     /// Signs with `key` and the current time in milliseconds, as the provider does.
     pub fn new(key: impl AsRef<[u8]>) -> Self {
-        Self { key: Key::new(key.as_ref()), unit: TimestampUnit::Milliseconds, timestamp: None }
+        Self { key: Key::new(key.as_ref()), timestamp: None }
     }
 
-    /// Sends `X-Timestamp` in this unit (`Auto` sends milliseconds).
-    pub fn unit(mut self, unit: TimestampUnit) -> Self {
-        self.unit = unit;
-        self
-    }
-
-    /// Sends this `X-Timestamp` value instead of the current time (tests of the window).
+    /// Sends this `X-Timestamp` value instead of the current time in milliseconds (another
+    /// unit, a test of the window).
     pub fn fixed_timestamp(mut self, timestamp: i64) -> Self {
         self.timestamp = Some(timestamp);
         self
@@ -49,7 +42,7 @@ impl Signing {
     pub fn timestamp(&self) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let now_ms = i64::try_from(now.as_millis()).unwrap_or(i64::MAX);
-        self.timestamp.unwrap_or_else(|| self.unit.from_millis(now_ms)).to_string()
+        self.timestamp.unwrap_or(now_ms).to_string()
     }
 
     /// The `X-Signature` value: lower-case hex of HMAC-SHA256(key, "<timestamp>.<body>").
