@@ -94,6 +94,9 @@ fn drain_once(storage: Storage<'_>, rooms: usize) -> Duration {
                     room: Some(room),
                     body: body.to_string().into(),
                     received_at_ms: n as i64,
+                    recording: None,
+                    created_us: None,
+                    hold: std::time::Duration::ZERO,
                 };
                 inbox.append(delivery).await.unwrap();
             }

@@ -59,6 +59,9 @@ fn main() {
                             room: Some(format!("room-{n}")),
                             body: body.into(),
                             received_at_ms: n as i64,
+                            recording: None,
+                            created_us: None,
+                            hold: std::time::Duration::ZERO,
                         };
                         let sent = Instant::now();
                         inbox.append(delivery).await.expect("an append");

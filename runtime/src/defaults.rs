@@ -39,6 +39,12 @@ pub const CONCURRENCY: usize = 128;
 pub const MAX_ATTEMPTS: u32 = 8;
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
+/// How long a delivery of a room waits, once stored, before it may be handled: the provider
+/// retries a refused event after 0.3 s and again 0.6 s later, so an earlier event whose first
+/// two attempts failed still arrives first and is handled first (README, "Order").
+pub const REORDER_WINDOW: Duration = Duration::from_secs(1);
+/// The longest reorder window taken.
+pub const REORDER_WINDOW_MAX: Duration = Duration::from_secs(60);
 /// A week.
 pub const RETENTION: Duration = Duration::from_secs(168 * 3600);
 /// For running handlers on shutdown.

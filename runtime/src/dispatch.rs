@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use crate::clock::system_time;
 use crate::defaults;
 use crate::inbox::{Claim, ClaimRequest, Claimed, Completed, Completion, Inbox, Kind, Outcome, StoreError};
-use crate::webhooks::{DeliveryContext, Webhooks, hand_over};
+use crate::webhooks::{DeliveryContext, LaterEvent, Webhooks, hand_over};
 
 /// When a failed handler is tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,7 +338,7 @@ impl<W: Webhooks> Dispatcher<W> {
         leases: &Leases,
     ) {
         let live = KnownLive::new(asked, self.lease);
-        let Claimed { claim, attempt, delivery } = claimed;
+        let Claimed { claim, attempt, delivery, lateness } = claimed;
         let event = delivery.event.clone();
         let ctx = DeliveryContext {
             delivery_id: delivery.id.to_string(),
@@ -347,6 +347,9 @@ impl<W: Webhooks> Dispatcher<W> {
             received_at: system_time(delivery.received_at),
             event: delivery.event,
             body: delivery.body.into(),
+            creation_date: delivery.created_us.map(|us| us as f64 / 1000.0),
+            later_in_room: lateness.room.as_ref().map(LaterEvent::from_inbox),
+            later_in_recording: lateness.recording.as_ref().map(LaterEvent::from_inbox),
         };
         // Classified again from the stored bytes: after a rebuild against a newer spec, an event
         // that went to the fallback before may be typed now.

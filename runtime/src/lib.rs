@@ -17,8 +17,8 @@
 //!    that commit is durable is it answered 200. A retry of a stored delivery is a duplicate,
 //!    across restarts.
 //! 4. **Handle.** The inbox's dispatcher claims each stored delivery (a claim recorded in the
-//!    inbox, so it runs once) and calls its handler method, one room at a time in arrival
-//!    order, retrying failures with backoff until they are dead (kept for `inbox replay`).
+//!    inbox, so it runs once) and calls its handler method, one room at a time in the order the
+//!    provider created the events (`creationDate`), retrying failures with backoff until they are dead (kept for `inbox replay`).
 //! 5. **Run.** [`ServiceBuilder`] assembles it all; [`cli::main`] (feature `cli`) is the
 //!    `meet-webhooks` command line around it.
 //!
@@ -78,8 +78,8 @@ pub use dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
 pub use error::Rejection;
 pub use service::{Bound, Running, Service, ServiceBuilder, ServiceError, Storage, read_key_file};
 pub use webhooks::{
-    DeliveryContext, HandlerError, HandlerResult, JsonBody, OperationInfo, Payload, Presence, Spec, Unmatched,
-    UnmatchedEvent, WebhookInfo, Webhooks, parse_body, unhandled_fallback, unimplemented_webhook,
+    DeliveryContext, HandlerError, HandlerResult, JsonBody, LaterEvent, OperationInfo, Payload, Presence, Spec,
+    Unmatched, UnmatchedEvent, WebhookInfo, Webhooks, parse_body, unhandled_fallback, unimplemented_webhook,
 };
 
 /// What the generated client's code names, through this crate so that the crate including it

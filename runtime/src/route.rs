@@ -35,9 +35,16 @@ pub(crate) struct Endpoint<W> {
     mode: Mode,
 }
 
+/// The inbox's part of the endpoint.
+pub(crate) struct Stored {
+    inbox: Arc<dyn Inbox>,
+    /// How long a delivery of a room waits once stored ([`NewDelivery::hold`]).
+    reorder_window: Duration,
+}
+
 enum Mode {
     /// Stored, then handled by the inbox's dispatcher.
-    Inbox(Arc<dyn Inbox>),
+    Inbox(Stored),
     /// Handled before answering; retries are recognised in memory.
     Inline {
         replay: ReplayCache,
@@ -49,8 +56,8 @@ enum Mode {
 impl<W: Webhooks> Endpoint<W> {
     /// Deliveries are stored in `inbox` and answered once committed; its dispatcher calls
     /// `webhooks`.
-    pub(crate) fn with_inbox(webhooks: Arc<W>, inbox: Arc<dyn Inbox>, strict: bool) -> Self {
-        Self { webhooks, strict, mode: Mode::Inbox(inbox) }
+    pub(crate) fn with_inbox(webhooks: Arc<W>, inbox: Arc<dyn Inbox>, strict: bool, reorder_window: Duration) -> Self {
+        Self { webhooks, strict, mode: Mode::Inbox(Stored { inbox, reorder_window }) }
     }
 
     /// Deliveries are handled before they are answered (no storage); a retry is recognised
@@ -191,7 +198,7 @@ async fn handle<W: Webhooks>(receiver: &Arc<Endpoint<W>>, delivery: &Delivery, i
         // The provider's bodies start with their event: the typed parse read the rest.
         return handle_inline(receiver, replay, *max_age, delivery, id, Some(name.to_owned()), Ok(typed)).await;
     }
-    let Envelope { event, room } = match envelope(body) {
+    let envelope = match envelope(body) {
         Ok(envelope) => envelope,
         Err(e) => {
             let why = format!("{}: {e}", Rejection::InvalidJson);
@@ -199,8 +206,9 @@ async fn handle<W: Webhooks>(receiver: &Arc<Endpoint<W>>, delivery: &Delivery, i
         }
     };
     match &receiver.mode {
-        Mode::Inbox(inbox) => store::<W>(receiver.strict, &**inbox, delivery, id, event, room).await,
+        Mode::Inbox(stored) => store::<W>(receiver.strict, stored, delivery, id, envelope).await,
         Mode::Inline { replay, max_age } => {
+            let event = envelope.event;
             let classified = W::classify(event.as_deref(), body);
             handle_inline(receiver, replay, *max_age, delivery, id, event, classified).await
         }
@@ -228,12 +236,12 @@ fn warn_unmatched(event: Option<&str>, reason: &Unmatched) {
 /// Inbox mode: answered 200 only once the delivery is committed.
 async fn store<W: Webhooks>(
     strict: bool,
-    inbox: &dyn Inbox,
+    stored: &Stored,
     delivery: &Delivery,
     id: &str,
-    event: Option<String>,
-    room: Option<String>,
+    envelope: Envelope,
 ) -> Handled {
+    let Envelope { event, room, recording, created_us } = envelope;
     // Classified now although the dispatcher classifies again from the stored bytes (it may
     // run a newer build): strict mode must refuse before storing, the warning should come
     // while the provider is still connected, and the answer's outcome is counted by kind.
@@ -250,11 +258,15 @@ async fn store<W: Webhooks>(
         timestamp_ms: delivery.verified.timestamp_ms,
         event: event.clone(),
         kind: if reason.is_none() { Kind::Typed } else { Kind::Fallback },
+        // Only a room's deliveries have an order to wait for.
+        hold: if room.is_some() { stored.reorder_window } else { Duration::ZERO },
         room,
+        recording,
+        created_us,
         body: delivery.body.clone(),
         received_at_ms: millis_since_epoch(delivery.received_at),
     };
-    match inbox.append(new).await {
+    match stored.inbox.append(new).await {
         Ok(Appended::New(id)) => {
             let outcome = if reason.is_none() { Outcome::Accepted } else { Outcome::Fallback };
             let handled = Handled::new(event, outcome, ok_stored("accepted", id)).stored(id);
@@ -304,6 +316,10 @@ async fn handle_inline<W: Webhooks>(
         received_at: delivery.received_at,
         event: event.clone(),
         body: body.clone(),
+        // Without the inbox deliveries are handled as they arrive: nothing is ordered.
+        creation_date: None,
+        later_in_room: None,
+        later_in_recording: None,
     };
     let reason = classified.as_ref().err().cloned();
     if let Err(unmatched) = &classified {

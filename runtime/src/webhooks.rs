@@ -111,7 +111,7 @@ pub(crate) async fn hand_over<W: Webhooks>(
 }
 
 /// What a handler knows about the delivery it handles.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryContext {
     /// Identifies the delivery, so a handler can make its side effects idempotent: its inbox id
     /// (what `meet-webhooks inbox show` takes), or without the inbox a prefix of its signature.
@@ -129,6 +129,36 @@ pub struct DeliveryContext {
     /// The body exactly as the provider signed it (to archive or forward it, or to read a
     /// field in its wire form).
     pub body: actix_web::web::Bytes,
+    /// The body's `creationDate` (milliseconds since the epoch, the provider's clock), when it
+    /// has a usable one: the order the provider created its events in.
+    pub creation_date: Option<f64>,
+    /// The latest event of this delivery's room that was handled already although the provider
+    /// created it after this one: this delivery arrived late. Always `None` without the inbox.
+    pub later_in_room: Option<LaterEvent>,
+    /// For a recording event, the same within its recording (`data.recordingId`): a
+    /// `recordingUpdated` whose `recordingEnded` was handled before it.
+    pub later_in_recording: Option<LaterEvent>,
+}
+
+/// An event handled before the one being handled, although the provider created it after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaterEvent {
+    /// Its inbox id (what `meet-webhooks inbox show` takes).
+    pub delivery_id: String,
+    pub event: Option<String>,
+    /// Its `creationDate`, in milliseconds since the epoch.
+    pub creation_date: f64,
+}
+
+impl LaterEvent {
+    /// From what the inbox recorded.
+    pub fn from_inbox(later: &crate::inbox::Later) -> Self {
+        Self {
+            delivery_id: later.id.to_string(),
+            event: later.event.clone(),
+            creation_date: later.created_us as f64 / 1000.0,
+        }
+    }
 }
 
 /// A handler's error: the delivery is not acknowledged, so the provider retries it.
@@ -287,31 +317,45 @@ fn without_values(message: &str) -> String {
 }
 
 /// What the receiver needs from a body before the typed parse: its `event` name and, for
-/// ordering, `data.roomId`.
+/// ordering, `creationDate`, `data.roomId` and `data.recordingId`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub event: Option<String>,
     pub room: Option<String>,
+    pub recording: Option<String>,
+    /// `creationDate` (milliseconds since the epoch, as a JSON number that may carry a
+    /// fraction), in whole microseconds; `None` when it is absent, not a number, or not a
+    /// date between 1970 and 9999.
+    pub created_us: Option<i64>,
 }
 
 /// Reads the [`Envelope`] of a body, skipping everything else without building it. `Err` if
-/// the body is not a JSON object at all. A non-string `event` or `roomId`, or a `data` that is
-/// not an object, count as absent: such a body is an event that matches no webhook, not an
+/// the body is not a JSON object at all. A non-string `event`, `roomId` or `recordingId`, a
+/// `creationDate` that is not a number, or a `data` that is not an object, count as absent:
+/// such a body is an event that matches no webhook (or keeps arrival order), not an
 /// unreadable one.
 pub fn envelope(body: &[u8]) -> Result<Envelope, serde_json::Error> {
     #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Raw {
         #[serde(default)]
         event: Lenient,
         #[serde(default)]
-        data: Room,
+        creation_date: Date,
+        #[serde(default)]
+        data: Data,
     }
     // A derived struct also accepts a JSON array (fields by position); an event is an object.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(serde::de::Error::custom("expected a JSON object"));
     }
     let raw: Raw = serde_json::from_slice(body)?;
-    Ok(Envelope { event: raw.event.0, room: raw.data.0 })
+    Ok(Envelope {
+        event: raw.event.0,
+        room: raw.data.room,
+        recording: raw.data.recording,
+        created_us: raw.creation_date.0,
+    })
 }
 
 /// The `event` of a body whose first member it is (the provider's order:
@@ -348,72 +392,101 @@ pub fn leading_event(body: &[u8]) -> Option<&str> {
 #[derive(Default)]
 struct Lenient(Option<String>);
 
-/// `roomId` of a JSON object; `None` for anything else.
+/// `roomId` and `recordingId` of a JSON object; nothing for anything else.
 #[derive(Default)]
-struct Room(Option<String>);
+struct Data {
+    room: Option<String>,
+    recording: Option<String>,
+}
+
+/// A JSON number of milliseconds, in whole microseconds; `None` for anything else.
+#[derive(Default)]
+struct Date(Option<i64>);
+
+/// The latest `creationDate` taken (the year 9999), in milliseconds.
+const LAST_DATE_MS: f64 = 253_402_300_800_000.0;
 
 impl<'de> Deserialize<'de> for Lenient {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Pick::Str).map(Lenient)
+        d.deserialize_any(Pick::Str).map(|p| Lenient(p.text))
     }
 }
 
-impl<'de> Deserialize<'de> for Room {
+impl<'de> Deserialize<'de> for Data {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Pick::RoomId).map(Room)
+        d.deserialize_any(Pick::Data).map(|p| Data { room: p.text, recording: p.recording })
     }
 }
 
-/// Takes one string out of any JSON value and skips the rest (`IgnoredAny`: nothing is built).
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let ms = d.deserialize_any(Pick::Number)?.number;
+        // `as` saturates; the range check keeps out what no clock wrote.
+        Ok(Date(ms.filter(|ms| (0.0..LAST_DATE_MS).contains(ms)).map(|ms| (ms * 1000.0).round() as i64)))
+    }
+}
+
+/// Takes one value out of any JSON value and skips the rest (`IgnoredAny`: nothing is built).
 #[derive(Clone, Copy)]
 enum Pick {
     /// The value itself, if it is a string.
     Str,
-    /// The string `roomId` of an object.
-    RoomId,
+    /// The value itself, if it is a number.
+    Number,
+    /// The string `roomId` and `recordingId` of an object.
+    Data,
+}
+
+/// What a [`Pick`] took.
+#[derive(Default)]
+struct Picked {
+    text: Option<String>,
+    recording: Option<String>,
+    number: Option<f64>,
 }
 
 impl<'de> serde::de::Visitor<'de> for Pick {
-    type Value = Option<String>;
+    type Value = Picked;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(matches!(self, Pick::Str).then(|| v.to_owned()))
+        Ok(Picked { text: matches!(self, Pick::Str).then(|| v.to_owned()), ..Picked::default() })
     }
 
     fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Picked::default())
     }
 
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.visit_f64(v as f64)
     }
 
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.visit_f64(v as f64)
     }
 
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Picked { number: matches!(self, Pick::Number).then_some(v), ..Picked::default() })
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(Picked::default())
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
+        Ok(Picked::default())
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut found = None;
+        let mut found = Picked::default();
         while let Some(key) = map.next_key::<Key>()? {
             match (self, key) {
-                (Pick::RoomId, Key::RoomId) => found = map.next_value::<Lenient>()?.0,
+                (Pick::Data, Key::RoomId) => found.text = map.next_value::<Lenient>()?.0,
+                (Pick::Data, Key::RecordingId) => found.recording = map.next_value::<Lenient>()?.0,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -428,6 +501,7 @@ impl<'de> serde::de::Visitor<'de> for Pick {
 #[serde(field_identifier, rename_all = "camelCase")]
 enum Key {
     RoomId,
+    RecordingId,
     #[serde(other)]
     Other,
 }
@@ -556,6 +630,15 @@ mod tests {
         let e = envelope(br#"{"data":{"x":[1,2],"roomId":"r1"},"event":"recordingStarted"}"#).unwrap();
         assert_eq!((e.event.as_deref(), e.room.as_deref()), (Some("recordingStarted"), Some("r1")));
         assert_eq!(envelope(br#"{"event":5,"data":"x"}"#).unwrap(), Envelope::default());
+        let e = envelope(br#"{"event":"recordingUpdated","creationDate":1796403297846.3926,"data":{"roomId":"r","recordingId":"r--EG_1"}}"#)
+            .unwrap();
+        assert_eq!((e.created_us, e.recording.as_deref()), (Some(1_796_403_297_846_393), Some("r--EG_1")));
+        assert_eq!(envelope(br#"{"creationDate":1796403297846}"#).unwrap().created_us, Some(1_796_403_297_846_000));
+        for unusable in [r#""1796403297846""#, "-1", "1e300", "null", "{}", "[1]"] {
+            let body = format!(r#"{{"creationDate":{unusable},"data":{{"roomId":"r"}}}}"#);
+            let e = envelope(body.as_bytes()).unwrap();
+            assert_eq!((e.created_us, e.room.as_deref()), (None, Some("r")), "{unusable}");
+        }
         assert_eq!(envelope(br#"{}"#).unwrap(), Envelope::default());
         assert_eq!(envelope(br#"{"event":"caf\u00e9"}"#).unwrap().event.as_deref(), Some("café"));
         assert!(envelope(b"[1]").is_err());

@@ -215,6 +215,9 @@ fn the_services_own_handler_handles_recording_started_of_every_spec_version() {
         received_at: std::time::SystemTime::now(),
         event: Some(webhook.event.into()),
         body: bytes.into(),
+        creation_date: None,
+        later_in_room: None,
+        later_in_recording: None,
     };
     block_on(meet_webhooks::generated::dispatch(
         &ServiceHandler::default(),

@@ -168,6 +168,9 @@ fn a_fallback_delivery_replayed_after_a_rebuild_reaches_its_typed_method() {
             room: None,
             body: body.clone().into(),
             received_at_ms: now_ms(),
+            recording: None,
+            created_us: None,
+            hold: std::time::Duration::ZERO,
         };
         block_on(async {
             assert!(matches!(inbox.append(delivery).await.unwrap(), Appended::New(_)));
@@ -315,6 +318,9 @@ fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_
             room: None,
             body: body.into(),
             received_at_ms: now_ms(),
+            recording: None,
+            created_us: None,
+            hold: std::time::Duration::ZERO,
         };
         let Appended::New(id) = runtime.block_on(inbox.append(delivery)).unwrap() else { panic!() };
         id
@@ -670,6 +676,9 @@ fn test_delivery(n: u8, event: &str, room: Option<&str>, mut body: serde_json::V
         room: room.map(Into::into),
         body: body.to_string().into(),
         received_at_ms: now_ms(),
+        recording: None,
+        created_us: None,
+        hold: std::time::Duration::ZERO,
     }
 }
 
@@ -907,6 +916,9 @@ fn deliveries_stored_before_the_clock_was_set_back_are_handled_at_once() {
                 room: Some("room".into()),
                 body: format!(r#"{{"event":"testEvent","n":{n}}}"#).into(),
                 received_at_ms: now_ms() + 2 * 3600 * 1000,
+                recording: None,
+                created_us: None,
+                hold: std::time::Duration::ZERO,
             };
             block_on(inbox.append(delivery)).unwrap();
         }

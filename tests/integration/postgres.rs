@@ -76,6 +76,9 @@ fn delivery(n: u8, room: Option<&str>) -> NewDelivery {
         room: room.map(Into::into),
         body: format!("{{\"n\":{n}}}").into(),
         received_at_ms: now_ms(),
+        recording: None,
+        created_us: None,
+        hold: std::time::Duration::ZERO,
     }
 }
 

@@ -232,6 +232,11 @@ struct InboxArgs {
     /// Attempts per delivery before it is dead (kept for `inbox replay`).
     #[arg(long, env = "MEET_WEBHOOKS_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=1000))]
     max_attempts: u32,
+    /// Seconds a room's delivery waits once stored before it is handled, so that an earlier
+    /// event the provider is still retrying is handled first (0: no wait; rooms still run in
+    /// creationDate order among what has arrived).
+    #[arg(long, env = "MEET_WEBHOOKS_REORDER_WINDOW", default_value_t = Seconds(defaults::REORDER_WINDOW), allow_hyphen_values = true)]
+    reorder_window: Seconds,
     /// Seconds before the first retry of a failed handler; doubled for each further one.
     #[arg(long, env = "MEET_WEBHOOKS_RETRY_DELAY", default_value_t = Seconds(defaults::RETRY_DELAY), allow_hyphen_values = true)]
     retry_delay: Seconds,

@@ -47,6 +47,7 @@ pub(super) fn serve<W: Webhooks>(
             max: args.inbox.retry_max_delay.0,
         })
         .retention(args.inbox.retention_hours.0)
+        .reorder_window(args.inbox.reorder_window.0)
         .shutdown_grace(args.inbox.shutdown_grace.0)
         .lease(args.inbox.lease.0)
         .metrics(metrics)

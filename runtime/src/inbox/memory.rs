@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, NewDelivery, Outcome,
-    Selection, State, Stats, StoreError, Stored,
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness, Later,
+    NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored,
 };
 use crate::clock::{millis, now_ms};
 
@@ -26,8 +26,12 @@ pub struct MemoryInbox {
 struct Deliveries {
     rows: Vec<Row>,
     last_id: i64,
-    /// The last place given in a room's queue: appends and replays take the next.
+    /// The last place given in a room's queue: appends and replays take the next (ties of
+    /// `order` go by it).
     last_place: i64,
+    /// The latest handled event of each room (recording `""`) and of each recording, by
+    /// `creationDate`, and when it was handled.
+    handled: std::collections::HashMap<(String, String), (Later, i64)>,
     closed: bool,
 }
 
@@ -39,6 +43,8 @@ struct Row {
     done_at: Option<i64>,
     /// Its place in its room's queue.
     place: i64,
+    /// Its room's order: `creationDate` (or arrival), first, then `place`.
+    order: i64,
 }
 
 impl MemoryInbox {
@@ -59,13 +65,42 @@ impl Deliveries {
         self.rows.iter_mut().find(|r| r.stored.id == id)
     }
 
-    /// Whether `row` is its room's head: no pending delivery of its room has an earlier place.
+    /// Whether `row` is its room's head: the one of its room's pending deliveries that a claim
+    /// holds (its lease may have run out), or else the first by `(order, place)`.
     fn is_head(&self, row: &Row) -> bool {
         let Some(room) = &row.stored.room else { return true };
-        !self
-            .rows
-            .iter()
-            .any(|r| r.stored.state == State::Pending && r.stored.room.as_ref() == Some(room) && r.place < row.place)
+        let mut others = self.rows.iter().filter(|r| {
+            r.stored.state == State::Pending && r.stored.room.as_ref() == Some(room) && r.stored.id != row.stored.id
+        });
+        if row.stored.claimed_by.is_some() {
+            return true;
+        }
+        !others.any(|r| r.stored.claimed_by.is_some() || (r.order, r.place) < (row.order, row.place))
+    }
+
+    /// What of `stored`'s room and recording was handled although created after it.
+    fn lateness(&self, stored: &Stored) -> Lateness {
+        let (Some(room), Some(created)) = (&stored.room, stored.created_us) else { return Lateness::default() };
+        let later = |recording: &str| {
+            self.handled
+                .get(&(room.clone(), recording.to_owned()))
+                .map(|(later, _)| later)
+                .filter(|later| later.created_us > created)
+                .cloned()
+        };
+        Lateness { room: later(""), recording: stored.recording.as_deref().and_then(later) }
+    }
+
+    /// `stored` was handled: the latest of its room and recording, if it is.
+    fn mark_handled(&mut self, stored: &Stored, now: i64) {
+        let (Some(room), Some(created)) = (&stored.room, stored.created_us) else { return };
+        let later = Later { id: stored.id, event: stored.event.clone(), created_us: created };
+        for recording in std::iter::once("").chain(stored.recording.as_deref()) {
+            let mark = self.handled.entry((room.clone(), recording.to_owned())).or_insert((later.clone(), now));
+            if mark.0.created_us <= created {
+                *mark = (later.clone(), now);
+            }
+        }
     }
 
     fn claim(&mut self, owner: &str, request: ClaimRequest, now: i64) -> Vec<Claimed> {
@@ -95,10 +130,15 @@ impl Deliveries {
             stored.attempts += 1;
             stored.claimed_by = Some(owner.to_owned());
             stored.claimed_until = Some(now.saturating_add(millis(request.lease)));
+            let fence = row.fence;
+            let lateness = self.lateness(&self.rows.iter().find(|r| r.stored.id == id).expect("found above").stored);
+            let row = self.row(id).expect("found above");
+            row.stored.late = lateness.room.clone();
             claimed.push(Claimed {
-                claim: Claim { id, fence: row.fence },
-                attempt: stored.attempts,
-                delivery: stored.clone(),
+                claim: Claim { id, fence },
+                attempt: row.stored.attempts,
+                delivery: row.stored.clone(),
+                lateness,
             });
         }
         claimed
@@ -123,6 +163,8 @@ impl Deliveries {
             match &completion.outcome {
                 Outcome::Done => {
                     (stored.state, stored.last_error, row.done_at) = (State::Done, None, Some(now));
+                    let stored = stored.clone();
+                    self.mark_handled(&stored, now);
                 }
                 Outcome::Retry { after, error } => {
                     stored.last_error = Some(error.clone());
@@ -149,7 +191,7 @@ impl Inbox for MemoryInbox {
         }
         deliveries.last_id += 1;
         deliveries.last_place += 1;
-        let (id, place) = (deliveries.last_id, deliveries.last_place);
+        let (id, place, order) = (deliveries.last_id, deliveries.last_place, delivery.order());
         deliveries.rows.push(Row {
             stored: Stored {
                 id,
@@ -161,6 +203,9 @@ impl Inbox for MemoryInbox {
                 timestamp: delivery.timestamp,
                 timestamp_ms: delivery.timestamp_ms,
                 room: delivery.room,
+                recording: delivery.recording,
+                created_us: delivery.created_us,
+                late: None,
                 signature: delivery.signature,
                 body: delivery.body.to_vec(),
                 last_error: None,
@@ -168,9 +213,10 @@ impl Inbox for MemoryInbox {
                 claimed_until: None,
             },
             fence: 0,
-            due_at: now_ms(),
+            due_at: now_ms().saturating_add(millis(delivery.hold)),
             done_at: None,
             place,
+            order,
         });
         drop(deliveries);
         self.wake.notify_one();
@@ -223,11 +269,20 @@ impl Inbox for MemoryInbox {
             if !selected || stored.state == State::Pending {
                 continue;
             }
-            // Behind whatever of its room is pending already.
+            let room = stored.room.clone();
+            // Behind whatever of its room is pending already, and what arrives from now on.
             deliveries.last_place += 1;
             let place = deliveries.last_place;
+            let last = deliveries
+                .rows
+                .iter()
+                .filter(|r| r.stored.state == State::Pending && r.stored.room.is_some() && r.stored.room == room)
+                .map(|r| r.order.saturating_add(1))
+                .max()
+                .unwrap_or(i64::MIN);
             let row = &mut deliveries.rows[at];
             (row.place, row.due_at, row.done_at) = (place, now, None);
+            row.order = now.saturating_mul(1000).max(last);
             let stored = &mut row.stored;
             (stored.state, stored.attempts, stored.last_error) = (State::Pending, 0, None);
             (stored.claimed_by, stored.claimed_until) = (None, None);
@@ -293,6 +348,7 @@ impl Inbox for MemoryInbox {
         let before = now_ms().saturating_sub(millis(retention));
         let count = deliveries.rows.len();
         deliveries.rows.retain(|r| !(r.stored.state == State::Done && r.done_at.is_some_and(|at| at < before)));
+        deliveries.handled.retain(|_, (_, at)| *at >= before);
         Ok(count - deliveries.rows.len())
     }
 

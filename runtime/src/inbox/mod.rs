@@ -24,9 +24,15 @@
 //!   holds the delivery; a late or repeated outcome (its lease ran out and the delivery was
 //!   claimed again) changes nothing and is answered [`Completed::Fenced`]. An outcome whose lease
 //!   ran out while nobody claimed the delivery again is recorded: it was handled once.
-//! - **One room at a time, in order.** A delivery is claimable only while it is the oldest
-//!   pending delivery of its room (`data.roomId`): a room's later events wait while an earlier
-//!   one runs or waits for its retry.
+//! - **One room at a time, in the provider's order.** A delivery is claimable only while it is
+//!   the first pending delivery of its room (`data.roomId`) by [`NewDelivery::order`]: the
+//!   `creationDate` the provider wrote (arrival for a delivery without one), ties by arrival. A
+//!   room's later events wait while an earlier one runs or waits for its retry; an earlier event
+//!   that arrives while a later one waits unclaimed (in the reorder window, or for its retry)
+//!   takes its place. A replayed delivery goes behind whatever of its room is pending.
+//! - **Late is said.** A claim carries the latest event of its room (and of its recording)
+//!   already handled, if it was created after the claimed one ([`Lateness`]): what a handler
+//!   needs to ignore an update that arrives after its end.
 //!
 //! Together: each delivery is handled once while nothing crashes; a crash (or a lost lease)
 //! hands the deliveries whose outcome was not committed to another attempt, which is at most
@@ -72,11 +78,46 @@ pub struct NewDelivery {
     pub event: Option<String>,
     /// Whether a typed webhook matched when it arrived (else it goes to the fallback).
     pub kind: Kind,
-    /// `data.roomId`: deliveries of one room are handled in arrival order.
+    /// `data.roomId`: deliveries of one room are handled one at a time, in [`Self::order`].
     pub room: Option<String>,
+    /// `data.recordingId`, for recording events: whose later events make one late.
+    pub recording: Option<String>,
+    /// The body's `creationDate` (the provider's clock), in microseconds since the epoch.
+    pub created_us: Option<i64>,
     /// As received (shares the request's buffer).
     pub body: Bytes,
     pub received_at_ms: i64,
+    /// Not claimable until it has been stored this long (the reorder window): an earlier event
+    /// that the provider is retrying has that long to arrive first and take its place.
+    pub hold: Duration,
+}
+
+impl NewDelivery {
+    /// Its place in its room (microseconds): its `creationDate`, or its arrival when it has
+    /// none. Ties go by arrival.
+    pub fn order(&self) -> i64 {
+        self.created_us.unwrap_or(self.received_at_ms.saturating_mul(1000))
+    }
+}
+
+/// A later event of the same room (or recording) that was handled before this delivery was
+/// claimed: this one arrives late.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Later {
+    /// Its inbox id.
+    pub id: i64,
+    pub event: Option<String>,
+    /// Its `creationDate`, in microseconds since the epoch.
+    pub created_us: i64,
+}
+
+/// What a claim found handled already that was created after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Lateness {
+    /// The latest handled event of its room, if created after this one.
+    pub room: Option<Later>,
+    /// For a recording event, the latest handled event of its recording, if created after this one.
+    pub recording: Option<Later>,
 }
 
 /// The result of an append.
@@ -151,6 +192,12 @@ pub struct Stored {
     pub timestamp: String,
     pub timestamp_ms: i64,
     pub room: Option<String>,
+    pub recording: Option<String>,
+    /// The body's `creationDate`, in microseconds since the epoch (`None`: it has none usable,
+    /// and its room holds it in arrival order).
+    pub created_us: Option<i64>,
+    /// Set when it was last claimed after a later event of its room had been handled.
+    pub late: Option<Later>,
     #[serde(skip)]
     pub signature: [u8; 32],
     #[serde(skip)]
@@ -178,6 +225,8 @@ pub struct Claimed {
     /// 1 for the first attempt (counted at claim time).
     pub attempt: u32,
     pub delivery: Stored,
+    /// What of its room (and recording) was handled already although created after it.
+    pub lateness: Lateness,
 }
 
 /// What [`Inbox::claim`] takes.

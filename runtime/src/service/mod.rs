@@ -92,6 +92,7 @@ pub struct ServiceBuilder<W> {
     concurrency: usize,
     retry: RetryPolicy,
     retention: Duration,
+    reorder_window: Duration,
     shutdown_grace: Duration,
     lease: Duration,
     replica_id: String,
@@ -120,6 +121,7 @@ impl<W: Webhooks> ServiceBuilder<W> {
             concurrency: defaults::CONCURRENCY,
             retry: RetryPolicy::default(),
             retention: defaults::RETENTION,
+            reorder_window: defaults::REORDER_WINDOW,
             shutdown_grace: defaults::SHUTDOWN_GRACE,
             lease: defaults::LEASE,
             replica_id: default_replica_id(),
@@ -212,6 +214,14 @@ impl<W: Webhooks> ServiceBuilder<W> {
         self
     }
 
+    /// How long a delivery of a room waits once stored before it may be handled, so that an
+    /// earlier event the provider is retrying arrives first and is handled first
+    /// ([`crate::defaults::REORDER_WINDOW`]; zero: handled as soon as its room allows).
+    pub fn reorder_window(mut self, window: Duration) -> Self {
+        self.reorder_window = window;
+        self
+    }
+
     /// How long handled deliveries are kept ([`crate::defaults::RETENTION`]).
     pub fn retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
@@ -298,6 +308,16 @@ impl<W: Webhooks> ServiceBuilder<W> {
                 format!("{:?} is longer than --retry-max-delay ({:?})", self.retry.base, self.retry.max),
             );
         }
+        if self.reorder_window > defaults::REORDER_WINDOW_MAX {
+            return invalid(
+                "--reorder-window",
+                format!(
+                    "{:?} is longer than {:?}: past the provider's last retry (about 9 s) it only delays handlers",
+                    self.reorder_window,
+                    defaults::REORDER_WINDOW_MAX
+                ),
+            );
+        }
         let window = self.policy.max_age.saturating_add(self.policy.max_future);
         if !matches!(storage, Storage::Inline { .. }) && self.retention < window {
             return invalid(
@@ -339,7 +359,7 @@ impl<W: Webhooks> ServiceBuilder<W> {
                     shutdown_grace: self.shutdown_grace,
                 }
                 .spawn();
-                (Endpoint::with_inbox(webhooks, inbox.clone(), self.strict), Some(dispatcher))
+                (Endpoint::with_inbox(webhooks, inbox.clone(), self.strict, self.reorder_window), Some(dispatcher))
             }
             None => (Endpoint::inline(webhooks, self.policy.max_age, self.strict, replay_capacity), None),
         };

@@ -36,8 +36,13 @@ pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usiz
                              RETURNING r.room, r.last_seq - c.added AS base)
                          UPDATE deliveries d SET state = 'pending', attempts = 0, due_at = {NOW_MS}, last_error = NULL,
                                 done_at = NULL, owner = NULL, lease_until = NULL, head = d.room IS NULL,
-                                room_seq = COALESCE(b.base + p.n, d.room_seq)
+                                room_seq = COALESCE(b.base + p.n, d.room_seq),
+                                ord = CASE WHEN d.room IS NULL THEN NULL
+                                           ELSE GREATEST((extract(epoch from now()) * 1000000)::bigint,
+                                                         last.ord + 1) + p.n END
                            FROM picked p LEFT JOIN bumped b ON b.room = p.room
+                                LEFT JOIN LATERAL (SELECT MAX(ord) AS ord FROM deliveries
+                                                    WHERE room = p.room AND state = 'pending') last ON true
                           WHERE d.id = p.id"
                     ),
                     &[&id],
@@ -47,7 +52,7 @@ pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usiz
             // The first pending delivery of each room is its head again, unless one of the
             // room's deliveries is claimed right now: that one stays the head.
             execute(&tx,
-                "UPDATE deliveries d SET head = (d.id = (SELECT id FROM deliveries WHERE room = d.room AND state = 'pending' ORDER BY room_seq LIMIT 1))
+                "UPDATE deliveries d SET head = (d.id = (SELECT id FROM deliveries WHERE room = d.room AND state = 'pending' ORDER BY ord, room_seq LIMIT 1))
                   WHERE room = ANY($1) AND state = 'pending'
                     AND NOT EXISTS (SELECT 1 FROM deliveries c WHERE c.room = d.room AND c.state = 'pending' AND c.owner IS NOT NULL)",
                 &[&rooms],

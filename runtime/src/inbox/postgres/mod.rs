@@ -50,8 +50,8 @@ use tokio_postgres::types::ToSql;
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use super::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, NewDelivery, Outcome,
-    Selection, State, Stats, StoreError, Stored,
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness, Later,
+    NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored,
 };
 use crate::clock::millis;
 
@@ -72,12 +72,14 @@ const MAX_BATCH: usize = 1024;
 const POOL_SIZE: usize = 8;
 
 /// The columns a [`Stored`] is read from, by name ([`stored`]).
-const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, signature, body, \
-                       last_error, owner, (extract(epoch from lease_until) * 1000)::bigint AS lease_until_ms";
+const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \
+                       late_id, late_event, late_created, signature, body, last_error, owner, \
+                       (extract(epoch from lease_until) * 1000)::bigint AS lease_until_ms";
 
 /// [`COLUMNS`] of a claimed row (`d`).
 const CLAIMED_COLUMNS: &str = "d.id, d.event, d.state, d.kind, d.attempts, d.received_at, d.timestamp, d.timestamp_ms, \
-                               d.room, d.signature, d.body, d.last_error, d.owner, \
+                               d.room, d.recording, d.created, d.late_id, d.late_event, d.late_created, \
+                               d.signature, d.body, d.last_error, d.owner, \
                                (extract(epoch from d.lease_until) * 1000)::bigint AS lease_until_ms";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -300,19 +302,41 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
     let room_seq: Vec<Option<i64>> = order.iter().map(|&i| seqs[i]).collect();
     let body: Vec<&[u8]> = order.iter().map(|&i| &batch[i].body[..]).collect();
     let received_at: Vec<i64> = order.iter().map(|&i| batch[i].received_at_ms).collect();
+    // Only a room's deliveries are ordered.
+    let ord: Vec<Option<i64>> = order.iter().map(|&i| batch[i].room.as_ref().map(|_| batch[i].order())).collect();
+    let created: Vec<Option<i64>> = order.iter().map(|&i| batch[i].created_us).collect();
+    let recording: Vec<Option<&str>> = order.iter().map(|&i| batch[i].recording.as_deref()).collect();
+    let hold: Vec<i64> = order.iter().map(|&i| millis(batch[i].hold)).collect();
     let inserted = query(
         &tx,
         &format!(
             "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
-                                         received_at, due_at, head)
-                 SELECT t.*, {NOW_MS}, t.room IS NULL
+                                         received_at, ord, created, recording, due_at, head)
+                 SELECT t.timestamp_ms, t.signature, t.timestamp, t.event, t.kind, t.room, t.room_seq, t.body,
+                        t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold, t.room IS NULL
                    FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
-                               $7::bigint[], $8::bytea[], $9::bigint[])
-                        AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at)
+                               $7::bigint[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[],
+                               $13::bigint[])
+                        AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at,
+                             ord, created, recording, hold)
                  ON CONFLICT (timestamp_ms, signature) DO NOTHING
                  RETURNING id, timestamp_ms, signature"
         ),
-        &[&timestamp_ms, &signature, &timestamp, &event, &kind, &room, &room_seq, &body, &received_at],
+        &[
+            &timestamp_ms,
+            &signature,
+            &timestamp,
+            &event,
+            &kind,
+            &room,
+            &room_seq,
+            &body,
+            &received_at,
+            &ord,
+            &created,
+            &recording,
+            &hold,
+        ],
     )
     .await?;
     // By key: the delivery's id, and whether this batch inserted it.
@@ -362,17 +386,27 @@ async fn execute(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<
     tx.execute(&statement, params).await.map_err(failed)
 }
 
-/// Each room of `$1` whose first pending delivery is not its head makes it its head (the
-/// caller holds the rooms' locks). Per room, its first pending delivery through the (room,
-/// room_seq) index: a plan that stays cheap however long the rooms' backlogs and whatever the
-/// plan cache chose.
-const PROMOTE: &str = "UPDATE deliveries d SET head = true
-                         FROM unnest($1::text[]) AS r(room),
-                              LATERAL (SELECT id, head FROM deliveries
-                                        WHERE room = r.room AND state = 'pending' ORDER BY room_seq LIMIT 1) first
-                        WHERE d.id = first.id AND NOT first.head";
+/// Each room of `$1` whose first pending delivery (by `ord`, then `room_seq`) is not its head
+/// makes it its head, unless a claim holds the head it has (the caller holds the rooms'
+/// locks): a room without a head gets one, and one whose head waits unclaimed (in the reorder
+/// window, or for a retry) gives its place to an earlier event that arrived meanwhile. Per room,
+/// its first pending delivery through the (room, ord, room_seq) index and its head through its
+/// own: a plan that stays cheap however long the rooms' backlogs and whatever the plan cache
+/// chose.
+const PROMOTE: &str = "WITH moved AS (
+                         SELECT first.id AS head, current.id AS was
+                           FROM unnest($1::text[]) AS r(room)
+                           CROSS JOIN LATERAL (SELECT id FROM deliveries WHERE room = r.room AND state = 'pending'
+                                                ORDER BY ord, room_seq LIMIT 1) first
+                           LEFT JOIN LATERAL (SELECT id, owner FROM deliveries
+                                               WHERE room = r.room AND head LIMIT 1) current ON true
+                          WHERE current.id IS NULL OR (current.id <> first.id AND current.owner IS NULL))
+                       UPDATE deliveries d SET head = (d.id = moved.head)
+                         FROM moved
+                        WHERE d.id IN (moved.head, moved.was)";
 
-/// Each room's first pending delivery is its head (the caller holds the rooms' locks).
+/// Each room's first pending delivery is its head unless a claim holds another (the caller
+/// holds the rooms' locks).
 async fn promote(tx: &Transaction<'_>, rooms: &[&str]) -> Result<(), StoreError> {
     execute(tx, PROMOTE, &[&rooms]).await?;
     Ok(())
@@ -403,6 +437,13 @@ fn stored(row: &Row) -> Stored {
         timestamp: text("timestamp"),
         timestamp_ms: row.get("timestamp_ms"),
         room: row.get("room"),
+        recording: row.get("recording"),
+        created_us: row.get("created"),
+        late: row.get::<_, Option<i64>>("late_id").map(|id| Later {
+            id,
+            event: row.get("late_event"),
+            created_us: row.get::<_, Option<i64>>("late_created").unwrap_or(0),
+        }),
         signature: signature.try_into().unwrap_or([0; 32]),
         body: row.get("body"),
         last_error: row.get("last_error"),
@@ -423,7 +464,7 @@ fn stored(row: &Row) -> Stored {
 /// its handler may have finished meanwhile.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH due AS (SELECT id, attempts < $4 AS taken FROM deliveries
+        "WITH due AS (SELECT id, room, recording, created, attempts < $4 AS taken FROM deliveries
                    WHERE head AND due_at <= {NOW_MS}
                      AND (owner IS NULL OR (lease_until <= now()
                           AND GREATEST(pg_postmaster_start_time(),
@@ -435,10 +476,19 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
             fence = d.fence + due.taken::int,
             attempts = d.attempts + due.taken::int,
             lease_until = CASE WHEN due.taken THEN now() + make_interval(secs => $3::float8 / 1000)
-                               ELSE d.lease_until END
+                               ELSE d.lease_until END,
+            late_id = CASE WHEN due.taken THEN in_room.id ELSE d.late_id END,
+            late_event = CASE WHEN due.taken THEN in_room.event ELSE d.late_event END,
+            late_created = CASE WHEN due.taken THEN in_room.created ELSE d.late_created END
        FROM due
+            LEFT JOIN handled in_room
+                   ON in_room.room = due.room AND in_room.recording = '' AND in_room.created > due.created
+            LEFT JOIN handled in_recording
+                   ON in_recording.room = due.room AND in_recording.recording = due.recording
+                  AND in_recording.created > due.created
       WHERE d.id = due.id
-     RETURNING due.taken, d.fence, {CLAIMED_COLUMNS}"
+     RETURNING due.taken, d.fence, {CLAIMED_COLUMNS}, in_recording.id AS recording_late_id,
+               in_recording.event AS recording_late_event, in_recording.created AS recording_late_created"
     )
 });
 
@@ -454,7 +504,18 @@ async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Res
         let (taken, spent): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| r.get::<_, bool>("taken"));
         claimed.extend(taken.iter().map(|row| {
             let delivery = stored(row);
-            Claimed { claim: Claim { id: delivery.id, fence: row.get("fence") }, attempt: delivery.attempts, delivery }
+            let recording = row.get::<_, Option<i64>>("recording_late_id").map(|id| Later {
+                id,
+                event: row.get("recording_late_event"),
+                created_us: row.get::<_, Option<i64>>("recording_late_created").unwrap_or(0),
+            });
+            let lateness = Lateness { room: delivery.late.clone(), recording };
+            Claimed {
+                claim: Claim { id: delivery.id, fence: row.get("fence") },
+                attempt: delivery.attempts,
+                delivery,
+                lateness,
+            }
         }));
         // Burying may have unblocked rooms: look again for the places it took.
         let spent: Vec<(i64, Option<String>)> = spent.iter().map(|r| (r.get("id"), r.get("room"))).collect();
@@ -532,15 +593,22 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
         }
     }
     let promote_statement = tx.prepare_cached(PROMOTE).await.map_err(failed)?;
+    let mark_statement = tx.prepare_cached(&MARK_HANDLED).await.map_err(failed)?;
     let updates = order.iter().map(|&i| {
         let c = &batch[i];
         record(tx, &statements[&std::mem::discriminant(&c.outcome)], owner, c)
     });
+    // After the outcomes (sent after them): the handled ones become their rooms' and recordings'
+    // latest, if they are.
+    let done: Vec<i64> = batch.iter().filter(|c| c.outcome == Outcome::Done).map(|c| c.claim.id).collect();
+    let mark =
+        async { if done.is_empty() { Ok(0) } else { tx.execute(&mark_statement, &[&done]).await.map_err(failed) } };
     // Each room's first pending delivery is its head: a room whose head is done or dead goes on;
     // in the others the head is still the first, and nothing changes.
     let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
     let promote = async { tx.execute(&promote_statement, &[&rooms]).await.map_err(failed) };
-    let (recorded, _) = futures_util::future::try_join(futures_util::future::try_join_all(updates), promote).await?;
+    let (recorded, _, _) =
+        futures_util::future::try_join3(futures_util::future::try_join_all(updates), mark, promote).await?;
     let mut answers = vec![Completed::Fenced; batch.len()];
     for (&i, recorded) in order.iter().zip(recorded) {
         if recorded {
@@ -549,6 +617,22 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     }
     Ok(answers)
 }
+
+/// The handled deliveries `$1` become their rooms' (recording '') and recordings' latest
+/// handled events, each where it was created after what they had.
+static MARK_HANDLED: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO handled AS h (room, recording, id, event, created, done_at)
+         SELECT DISTINCT ON (d.room, r.recording) d.room, r.recording, d.id, d.event, d.created, {NOW_MS}
+           FROM deliveries d CROSS JOIN LATERAL (VALUES (''), (d.recording)) AS r(recording)
+          WHERE d.id = ANY($1) AND d.state = 'done' AND d.room IS NOT NULL AND d.created IS NOT NULL
+            AND r.recording IS NOT NULL
+          ORDER BY d.room, r.recording, d.created DESC
+         ON CONFLICT (room, recording) DO UPDATE
+            SET id = excluded.id, event = excluded.event, created = excluded.created, done_at = excluded.done_at
+          WHERE excluded.created >= h.created"
+    )
+});
 
 /// The statement that records `outcome` for the claim `$1` (id), `$2` (fence), `$3` (owner).
 fn outcome_sql(outcome: &Outcome) -> String {

@@ -25,6 +25,13 @@ pub(super) async fn prune(inbox: &PgInbox, retention: Duration) -> Result<usize,
                     .map_err(failed)?;
                 pruned += usize::try_from(n).unwrap_or(0);
                 if n < 5000 {
+                    if pruned > 0 {
+                        // What was handled as long ago is no longer a room's latest to compare with.
+                        client
+                            .execute(&format!("DELETE FROM handled WHERE done_at < {NOW_MS} - $1"), &[&retention_ms])
+                            .await
+                            .map_err(failed)?;
+                    }
                     return Ok(pruned);
                 }
             }

@@ -49,6 +49,33 @@ const MIGRATIONS: Migrations = Migrations(&[
     CREATE TABLE rooms (room text PRIMARY KEY, last_seq bigint NOT NULL);
     CREATE TABLE meta (key text PRIMARY KEY, value bigint);
     ",
+    // 2: the provider's order. A room's order is `ord` (microseconds), then `room_seq`: the
+    // body's `creationDate`, or its arrival when it has none; a replay puts a delivery past
+    // whatever of its room is pending, and past now. A room's pending deliveries from before the
+    // upgrade keep their order, before anything created after it. A room's head is its first
+    // pending delivery in that order unless a claim holds another (`deliveries_head_room` finds
+    // the one it has). `created` and `recording` come from the body; `late_*` name the later
+    // event of its room that was handled before its last claim. `handled` keeps the latest
+    // event handled in each room (`recording` '') and each recording, by `creationDate`.
+    "
+    ALTER TABLE deliveries ADD COLUMN ord bigint, ADD COLUMN created bigint, ADD COLUMN recording text,
+        ADD COLUMN late_id bigint, ADD COLUMN late_event text, ADD COLUMN late_created bigint;
+    UPDATE deliveries
+       SET ord = room_seq - (SELECT MAX(room_seq) FROM deliveries) - 1 + (extract(epoch from now()) * 1000000)::bigint
+     WHERE state = 'pending' AND room IS NOT NULL;
+    DROP INDEX deliveries_pending_room;
+    CREATE INDEX deliveries_pending_room ON deliveries (room, ord, room_seq) WHERE state = 'pending' AND room IS NOT NULL;
+    CREATE INDEX deliveries_head_room ON deliveries (room) WHERE head AND room IS NOT NULL;
+    CREATE TABLE handled (
+        room      text   NOT NULL,
+        recording text   NOT NULL,
+        id        bigint NOT NULL,
+        event     text,
+        created   bigint NOT NULL,
+        done_at   bigint NOT NULL,
+        PRIMARY KEY (room, recording)
+    );
+    ",
 ]);
 
 /// The schema version this build writes.

@@ -207,7 +207,10 @@ impl Inbox for SqliteInbox {
                 break;
             }
         }
-        self.run(|store| {
+        self.run(move |store| {
+            if pruned > 0 {
+                store.prune_handled(before_ms)?;
+            }
             store.fold_log();
             Ok(())
         })
@@ -404,6 +407,9 @@ mod tests {
             room: Some(room.into()),
             body: "{}".into(),
             received_at_ms: i64::from(n),
+            recording: None,
+            created_us: None,
+            hold: std::time::Duration::ZERO,
         }
     }
 

@@ -1,8 +1,11 @@
 //! Which pending deliveries may be claimed next, kept in the writer's memory.
 //!
-//! Each room's deliveries are handled one at a time, in arrival order: only a room's *head*
-//! (its oldest pending delivery, or the one being handled) may be claimed, and every delivery
-//! without a room is a head of its own. Until schema version 4 the file kept this in a `head`
+//! Each room's deliveries are handled one at a time, in the room's order (`ord`: the provider's
+//! `creationDate`, then `id`): only a room's *head* (its first pending delivery, or the one a
+//! claim holds) may be claimed, and every delivery without a room is a head of its own. A
+//! delivery that arrives before its room's head in that order takes its place unless a claim
+//! holds the head (it is running, or its process stopped mid-handler); so does a waiting one
+//! when the head is released for a retry. Until schema version 4 the file kept this in a `head`
 //! column with an index of its own, and every delivery paid for it at each step: its arrival
 //! looked for a pending delivery of its room, its outcome wrote the room's next head, and each
 //! claim read past the heads being handled. Only the writer thread claims, so it keeps the
@@ -32,7 +35,7 @@
 //! process, and then the schedule is read again), so a claim takes it from here instead of
 //! reading its 700-byte row back (`bench/results/figures-in-code.md`, heads-in-memory).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::inbox::Stored;
 
@@ -52,21 +55,35 @@ pub const WAITING_LIMIT: usize = 65_536;
 /// What waits behind a room's head.
 #[derive(Debug)]
 enum Waiting {
-    /// Every other pending delivery of the room, `(id, due_at)` in id order: the room had
-    /// nothing pending when its first of these arrived here, and all since arrived here. Its
-    /// next head is taken from here, not read from the file.
-    Known(VecDeque<(i64, i64)>),
+    /// Every other pending delivery of the room, `(ord, id) → due_at` in the room's order: the
+    /// room had nothing pending when its first of these arrived here, and all since arrived
+    /// here. Its next head is taken from here, not read from the file.
+    Known(BTreeMap<(i64, i64), i64>),
     /// The file may hold more (the room was read from it, or it had too many waiting): its next
     /// head is read from there.
     InFile,
 }
 
-/// A head: the room it stands for, when it is due, and its lease while it is claimed.
+/// A head: the room it stands for, its place in it, when it is due, and its lease while it is
+/// claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Head {
     room: Option<Box<str>>,
+    /// Its room's order (`ord`).
+    order: i64,
     due_at: i64,
     lease_until: Option<i64>,
+    /// A claim holds it, live or run out (cleared when the claim ends with it pending): no
+    /// arrival takes its place.
+    held: bool,
+}
+
+/// A room with pending deliveries: its head (`None` between its head leaving and the next one
+/// read from the file) and what waits behind it.
+#[derive(Debug)]
+struct Room {
+    head: Option<i64>,
+    waiting: Waiting,
 }
 
 #[derive(Debug, Default)]
@@ -79,7 +96,7 @@ pub struct Schedule {
     leased: BTreeSet<(i64, i64)>,
     /// Rooms with at least one pending delivery (one of them their head), and what waits
     /// behind it.
-    rooms: HashMap<Box<str>, Waiting>,
+    rooms: HashMap<Box<str>, Room>,
     /// Deliveries in the [`Waiting::Known`] queues: at most [`WAITING_LIMIT`].
     waiting: usize,
     /// Heads without a room in `ready`: at most `window`.
@@ -113,32 +130,55 @@ impl Schedule {
         Self { roomless_complete: true, ..Self::reading(ROOMLESS_WINDOW) }
     }
 
-    /// A delivery stored with `id` (ids grow with arrival), due at `due_at`. It is a head if its
-    /// room had nothing pending, or it has no room (held if the window has room).
-    pub fn arrived(&mut self, id: i64, room: Option<&str>, due_at: i64) {
-        match room {
-            Some(room) => match self.rooms.get_mut(room) {
-                None => {
-                    self.rooms.insert(room.into(), Waiting::Known(VecDeque::new()));
-                    self.add(id, Some(room.into()), due_at, None);
-                }
-                Some(waiting @ Waiting::Known(_)) if self.waiting >= WAITING_LIMIT => {
-                    // Too many held: this room's are left to the file from now on.
-                    if let Waiting::Known(queue) = std::mem::replace(waiting, Waiting::InFile) {
-                        self.waiting -= queue.len();
-                    }
-                }
-                Some(Waiting::Known(queue)) => {
-                    queue.push_back((id, due_at));
-                    self.waiting += 1;
-                }
-                Some(Waiting::InFile) => {}
-            },
-            None if self.roomless_complete && self.roomless_ready < self.window => {
-                self.add(id, None, due_at, None);
+    /// A delivery stored with `id` (ids grow with arrival), at `order` in its room, due at
+    /// `due_at`. It is a head if its room had nothing pending, if it comes before its room's
+    /// head and no claim holds that, or if it has no room (held if the window has room).
+    pub fn arrived(&mut self, id: i64, room: Option<&str>, order: i64, due_at: i64) {
+        let Some(room) = room else {
+            if self.roomless_complete && self.roomless_ready < self.window {
+                self.add(id, None, order, due_at, None);
                 self.roomless_until = id;
+            } else {
+                self.roomless_complete = false;
             }
-            None => self.roomless_complete = false,
+            return;
+        };
+        let Some(state) = self.rooms.get_mut(room) else {
+            self.rooms.insert(room.into(), Room { head: Some(id), waiting: Waiting::Known(BTreeMap::new()) });
+            self.add(id, Some(room.into()), order, due_at, None);
+            return;
+        };
+        let displaced = state.head.filter(|head| {
+            let head_at = &self.heads[head];
+            !head_at.held && (order, id) < (head_at.order, *head)
+        });
+        if let Some(displaced) = displaced {
+            // It goes back behind the arrival, as the file has it.
+            state.head = Some(id);
+            let old = self.heads.remove(&displaced).expect("a room's head is held");
+            Self::unready(&mut self.ready, &mut self.roomless_ready, displaced, &old);
+            self.add(id, Some(room.into()), order, due_at, None);
+            self.wait(room, displaced, old.order, old.due_at);
+        } else if state.head.is_some() {
+            self.wait(room, id, order, due_at);
+        }
+        // A room whose head is being read from the file finds this one there.
+    }
+
+    /// `id` waits behind `room`'s head: known here, or left to the file.
+    fn wait(&mut self, room: &str, id: i64, order: i64, due_at: i64) {
+        let Some(state) = self.rooms.get_mut(room) else { return };
+        match &mut state.waiting {
+            Waiting::Known(queue) if self.waiting >= WAITING_LIMIT => {
+                // Too many held: this room's are left to the file from now on.
+                self.waiting -= queue.len();
+                state.waiting = Waiting::InFile;
+            }
+            Waiting::Known(queue) => {
+                queue.insert((order, id), due_at);
+                self.waiting += 1;
+            }
+            Waiting::InFile => {}
         }
     }
 
@@ -173,7 +213,7 @@ impl Schedule {
     pub fn roomless_loaded(&mut self, loaded: &[(i64, i64)], wanted: usize) {
         for &(id, due_at) in loaded {
             if !self.heads.contains_key(&id) {
-                self.add(id, None, due_at, None);
+                self.add(id, None, id, due_at, None);
             }
             self.roomless_until = self.roomless_until.max(id);
         }
@@ -181,18 +221,18 @@ impl Schedule {
     }
 
     /// A head with a live claim (when the schedule is read from the file).
-    pub fn claimed_head(&mut self, id: i64, room: Option<&str>, due_at: i64, lease_until: i64) {
+    pub fn claimed_head(&mut self, id: i64, room: Option<&str>, order: i64, due_at: i64, lease_until: i64) {
         if let Some(room) = room {
-            self.rooms.insert(room.into(), Waiting::InFile);
+            self.rooms.insert(room.into(), Room { head: Some(id), waiting: Waiting::InFile });
         }
-        self.add(id, room.map(Into::into), due_at, Some(lease_until));
+        self.add(id, room.map(Into::into), order, due_at, Some(lease_until));
     }
 
     /// A room's head read from the file, if it has no claimed head already.
-    pub fn room_head(&mut self, room: &str, id: i64, due_at: i64) {
+    pub fn room_head(&mut self, room: &str, id: i64, order: i64, due_at: i64) {
         if !self.rooms.contains_key(room) {
-            self.rooms.insert(room.into(), Waiting::InFile);
-            self.add(id, Some(room.into()), due_at, None);
+            self.rooms.insert(room.into(), Room { head: Some(id), waiting: Waiting::InFile });
+            self.add(id, Some(room.into()), order, due_at, None);
         }
     }
 
@@ -201,9 +241,9 @@ impl Schedule {
         self.rooms.contains_key(room)
     }
 
-    fn add(&mut self, id: i64, room: Option<Box<str>>, due_at: i64, lease_until: Option<i64>) {
+    fn add(&mut self, id: i64, room: Option<Box<str>>, order: i64, due_at: i64, lease_until: Option<i64>) {
         let roomless = room.is_none();
-        self.heads.insert(id, Head { room, due_at, lease_until });
+        self.heads.insert(id, Head { room, order, due_at, lease_until, held: lease_until.is_some() });
         match lease_until {
             Some(until) => {
                 self.leased.insert((until, id));
@@ -254,6 +294,7 @@ impl Schedule {
         match self.heads.get_mut(&id) {
             Some(head) => {
                 head.lease_until = Some(until);
+                head.held = true;
                 self.leased.insert((until, id));
             }
             None => self.lost_step(),
@@ -264,6 +305,7 @@ impl Schedule {
     /// claim took its head since (the file kept it: its process was only late).
     pub fn renewed(&mut self, id: i64, until: i64) {
         let Some(head) = self.heads.get_mut(&id) else { return self.lost_step() };
+        head.held = true;
         match head.lease_until.replace(until) {
             Some(old) => {
                 self.leased.remove(&(old, id));
@@ -274,18 +316,46 @@ impl Schedule {
     }
 
     /// The claim on `id` ended with the head still pending (a retry due at `due_at`, or an
-    /// attempt given back, due as it was): it may be claimed again when due.
-    pub fn released(&mut self, id: i64, due_at: Option<i64>) {
-        let Some(head) = self.heads.get_mut(&id) else { return self.lost_step() };
+    /// attempt given back, due as it was): it may be claimed again when due, unless an earlier
+    /// delivery of its room arrived while it was held, which takes its place: known here, or
+    /// read from the file ([`Advance::Read`], as when a head leaves).
+    pub fn released(&mut self, id: i64, due_at: Option<i64>) -> Advance {
+        let Some(head) = self.heads.get_mut(&id) else {
+            self.lost_step();
+            return Advance::Done;
+        };
         if let Some(until) = head.lease_until.take() {
             self.leased.remove(&(until, id));
         }
+        head.held = false;
         Self::unready(&mut self.ready, &mut self.roomless_ready, id, head);
         if let Some(due_at) = due_at {
             head.due_at = due_at;
         }
-        let (due_at, roomless) = (head.due_at, head.room.is_none());
-        self.make_ready(id, due_at, roomless);
+        let head = head.clone();
+        if let Some(room) = &head.room {
+            let state = self.rooms.get_mut(room).expect("a head's room is held");
+            match &mut state.waiting {
+                Waiting::Known(queue) => {
+                    if let Some(entry) = queue.first_entry().filter(|e| *e.key() < (head.order, id)) {
+                        let ((order, first), first_due) = entry.remove_entry();
+                        queue.insert((head.order, id), head.due_at);
+                        state.head = Some(first);
+                        self.heads.remove(&id);
+                        self.add(first, head.room.clone(), order, first_due, None);
+                        return Advance::Done;
+                    }
+                }
+                Waiting::InFile => {
+                    // The file has its room's first: this one, or one that arrived meanwhile.
+                    state.head = None;
+                    self.heads.remove(&id);
+                    return Advance::Read(room.clone());
+                }
+            }
+        }
+        self.make_ready(id, head.due_at, head.room.is_none());
+        Advance::Done
     }
 
     /// The head `id` left `pending` (done, dead or buried). If it has a room, the room's next
@@ -298,14 +368,17 @@ impl Schedule {
         }
         Self::unready(&mut self.ready, &mut self.roomless_ready, id, &head);
         let Some(room) = head.room else { return Ok(Advance::Done) };
-        let next = match self.rooms.get_mut(&room) {
-            Some(Waiting::Known(queue)) => Some(queue.pop_front()),
-            Some(Waiting::InFile) | None => None,
+        let Some(state) = self.rooms.get_mut(&room) else { return Ok(Advance::Read(room)) };
+        state.head = None;
+        let next = match &mut state.waiting {
+            Waiting::Known(queue) => Some(queue.pop_first()),
+            Waiting::InFile => None,
         };
         match next {
-            Some(Some((next, due_at))) => {
+            Some(Some(((order, next), due_at))) => {
                 self.waiting -= 1;
-                self.add(next, Some(room), due_at, None);
+                state.head = Some(next);
+                self.add(next, Some(room), order, due_at, None);
             }
             Some(None) => {
                 self.rooms.remove(&room);
@@ -315,12 +388,25 @@ impl Schedule {
         Ok(Advance::Done)
     }
 
-    /// `room`'s next pending delivery (`(id, due_at)`), read from the file after its head left
-    /// ([`Advance::Read`]), or `None`: the room has nothing pending (and what arrives for it
-    /// from now on is known here).
-    pub fn advanced(&mut self, room: Box<str>, next: Option<(i64, i64)>) {
+    /// `room`'s first pending delivery (`(id, ord, due_at)`), read from the file after its head
+    /// left or was released ([`Advance::Read`]), or `None`: the room has nothing pending (and
+    /// what arrives for it from now on is known here).
+    pub fn advanced(&mut self, room: Box<str>, next: Option<(i64, i64, i64)>) {
         match next {
-            Some((id, due_at)) => self.add(id, Some(room), due_at, None),
+            Some((id, order, due_at)) => {
+                if let Some(held) = self.heads.get(&id) {
+                    // A head of its own already (an arrival of this transaction took the place).
+                    debug_assert_eq!(held.room.as_deref(), Some(&*room));
+                    return;
+                }
+                match self.rooms.get_mut(&room) {
+                    Some(state) => state.head = Some(id),
+                    None => {
+                        self.rooms.insert(room.clone(), Room { head: Some(id), waiting: Waiting::InFile });
+                    }
+                }
+                self.add(id, Some(room), order, due_at, None)
+            }
             None => {
                 self.rooms.remove(&room);
             }
@@ -371,9 +457,9 @@ mod tests {
     #[test]
     fn a_room_has_one_head_and_goes_on_in_order() {
         let mut s = Schedule::new();
-        s.arrived(1, Some("a"), 10);
-        s.arrived(2, Some("a"), 11);
-        s.arrived(3, Some("b"), 12);
+        s.arrived(1, Some("a"), 1, 10);
+        s.arrived(2, Some("a"), 2, 11);
+        s.arrived(3, Some("b"), 3, 12);
         assert_eq!((s.take_due(100), s.take_due(100), s.take_due(100)), (Some(1), Some(3), None));
         s.claimed(1, 200);
         s.claimed(3, 200);
@@ -382,26 +468,26 @@ mod tests {
         s.claimed(2, 200);
         assert_eq!(s.left(2), Ok(Advance::Done));
         assert!(!s.has_room("a") && s.has_room("b"));
-        s.arrived(4, Some("a"), 13);
+        s.arrived(4, Some("a"), 4, 13);
         assert_eq!(s.take_due(100), Some(4), "an empty room's next arrival is its head");
     }
 
     #[test]
     fn a_room_read_from_the_file_reads_its_next_head_there_until_it_is_empty() {
         let mut s = Schedule::reading(ROOMLESS_WINDOW);
-        s.room_head("a", 1, 10);
-        s.arrived(5, Some("a"), 50);
+        s.room_head("a", 1, 1, 10);
+        s.arrived(5, Some("a"), 5, 50);
         assert_eq!(s.take_due(100), Some(1));
         s.claimed(1, 200);
         let Ok(Advance::Read(room)) = s.left(1) else { panic!("the file may hold a's deliveries 2 to 4") };
-        s.advanced(room, Some((2, 20)));
+        s.advanced(room, Some((2, 2, 20)));
         assert_eq!(s.take_due(100), Some(2));
         s.claimed(2, 200);
         let Ok(Advance::Read(room)) = s.left(2) else { panic!("still the file's") };
         s.advanced(room, None);
         assert!(!s.has_room("a"), "read empty");
-        s.arrived(6, Some("a"), 60);
-        s.arrived(7, Some("a"), 70);
+        s.arrived(6, Some("a"), 6, 60);
+        s.arrived(7, Some("a"), 7, 70);
         assert_eq!(s.take_due(100), Some(6));
         s.claimed(6, 200);
         assert_eq!(s.left(6), Ok(Advance::Done), "known since it was empty");
@@ -412,17 +498,17 @@ mod tests {
     fn past_the_limit_a_room_s_waiting_deliveries_are_left_to_the_file() {
         let mut s = Schedule::new();
         let limit = i64::try_from(WAITING_LIMIT).unwrap();
-        s.arrived(1, Some("a"), 0);
+        s.arrived(1, Some("a"), 1, 0);
         for id in 2..=limit + 2 {
-            s.arrived(id, Some("b"), 0);
+            s.arrived(id, Some("b"), id, 0);
         }
         assert_eq!(s.waiting, WAITING_LIMIT, "b's, behind its head");
-        s.arrived(limit + 3, Some("a"), 0); // over the limit: a's are the file's now
+        s.arrived(limit + 3, Some("a"), limit + 3, 0); // over the limit: a's are the file's now
         assert_eq!(s.waiting, WAITING_LIMIT);
         assert_eq!(s.take_due(100), Some(1));
         s.claimed(1, 200);
         let Ok(Advance::Read(room)) = s.left(1) else { panic!("a's next is read from the file") };
-        s.advanced(room, Some((limit + 3, 0)));
+        s.advanced(room, Some((limit + 3, limit + 3, 0)));
         assert_eq!(s.take_due(100), Some(2), "b's head");
         s.claimed(2, 200);
         assert_eq!(s.left(2), Ok(Advance::Done), "b's are still known");
@@ -432,8 +518,8 @@ mod tests {
     #[test]
     fn a_lease_that_ran_out_is_due_again_at_its_own_due_time() {
         let mut s = Schedule::new();
-        s.arrived(1, None, 10);
-        s.arrived(2, None, 20);
+        s.arrived(1, None, 1, 10);
+        s.arrived(2, None, 2, 20);
         assert_eq!(s.take_due(100), Some(1));
         s.claimed(1, 150);
         assert_eq!(s.take_due(100), Some(2));
@@ -450,7 +536,7 @@ mod tests {
     #[test]
     fn a_renewal_that_comes_after_the_lease_ran_out_here_keeps_the_claim() {
         let mut s = Schedule::new();
-        s.arrived(1, None, 10);
+        s.arrived(1, None, 1, 10);
         assert_eq!(s.take_due(100), Some(1));
         s.claimed(1, 150);
         s.expire(150);
@@ -465,8 +551,8 @@ mod tests {
     #[test]
     fn a_retry_waits_until_it_is_due_and_an_interruption_keeps_its_place() {
         let mut s = Schedule::new();
-        s.arrived(1, Some("a"), 10);
-        s.arrived(2, Some("b"), 20);
+        s.arrived(1, Some("a"), 1, 10);
+        s.arrived(2, Some("b"), 2, 20);
         assert_eq!((s.take_due(100), s.take_due(100)), (Some(1), Some(2)));
         s.claimed(1, 200);
         s.claimed(2, 200);
@@ -482,7 +568,7 @@ mod tests {
         let mut s = Schedule::new();
         let window = i64::try_from(ROOMLESS_WINDOW).unwrap();
         for id in 1..=window + 2 {
-            s.arrived(id, None, id);
+            s.arrived(id, None, id, id);
         }
         assert_eq!(s.len(), (ROOMLESS_WINDOW, 0));
         assert_eq!(s.wants_roomless(), None, "the window is full");
@@ -494,7 +580,7 @@ mod tests {
         assert_eq!(s.wants_roomless(), Some((window, ROOMLESS_WINDOW / 2 + 1)));
         s.roomless_loaded(&[(window + 1, 0), (window + 2, 0)], ROOMLESS_WINDOW / 2 + 1);
         assert_eq!(s.wants_roomless(), None, "all of the file's are held");
-        s.arrived(window + 3, None, window + 3);
+        s.arrived(window + 3, None, window + 3, window + 3);
         assert_eq!(s.len().0, ROOMLESS_WINDOW + 3, "held again once the file's are");
         assert_eq!(s.take_due(now), Some(window + 1), "the loaded ones, due as the file says");
     }
@@ -511,6 +597,9 @@ mod tests {
             timestamp: String::new(),
             timestamp_ms: 0,
             room: None,
+            recording: None,
+            created_us: None,
+            late: None,
             signature: [0; 32],
             body: vec![0; len],
             last_error: None,
@@ -532,8 +621,8 @@ mod tests {
     #[test]
     fn an_outcome_for_what_is_not_a_head_is_refused() {
         let mut s = Schedule::new();
-        s.arrived(1, Some("a"), 10);
-        s.arrived(2, Some("a"), 11);
+        s.arrived(1, Some("a"), 1, 10);
+        s.arrived(2, Some("a"), 2, 11);
         assert_eq!(s.left(2), Err(NotAHead));
     }
 }

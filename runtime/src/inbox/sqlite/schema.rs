@@ -86,6 +86,36 @@ pub(crate) const MIGRATIONS: Migrations = Migrations(&[
     DROP INDEX deliveries_pending;
     CREATE INDEX deliveries_pending ON deliveries (room, COALESCE(seq, id)) WHERE state = 'pending';
     ",
+    // 6: the provider's order. A room's order is `ord` (microseconds), then `id`: the body's
+    // `creationDate`, or its arrival when it has none; a replay puts a delivery past whatever
+    // of its room is pending, and past now (`seq` is no longer written). A room's pending
+    // deliveries from before the upgrade keep their order, before anything created after
+    // it. `created` and `recording` come from the body; `late_*` name the later event of its
+    // room that was handled before its last claim. `handled` keeps the latest event handled
+    // in each room (`recording` '') and each recording, by `creationDate`.
+    "
+    ALTER TABLE deliveries ADD COLUMN ord INTEGER;
+    ALTER TABLE deliveries ADD COLUMN created INTEGER;
+    ALTER TABLE deliveries ADD COLUMN recording TEXT;
+    ALTER TABLE deliveries ADD COLUMN late_id INTEGER;
+    ALTER TABLE deliveries ADD COLUMN late_event TEXT;
+    ALTER TABLE deliveries ADD COLUMN late_created INTEGER;
+    UPDATE deliveries
+       SET ord = COALESCE(seq, id) - (SELECT MAX(COALESCE(seq, id)) FROM deliveries) - 1
+                 + CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)
+     WHERE state = 'pending' AND room IS NOT NULL;
+    DROP INDEX deliveries_pending;
+    CREATE INDEX deliveries_pending ON deliveries (room, ord, id) WHERE state = 'pending';
+    CREATE TABLE handled (
+        room      TEXT    NOT NULL,
+        recording TEXT    NOT NULL,
+        id        INTEGER NOT NULL,
+        event     TEXT,
+        created   INTEGER NOT NULL,
+        done_at   INTEGER NOT NULL,
+        PRIMARY KEY (room, recording)
+    ) WITHOUT ROWID;
+    ",
 ]);
 
 /// The schema version this build writes.

@@ -51,15 +51,15 @@ impl Store {
                 .prepare(&format!("SELECT id FROM deliveries WHERE {condition} AND state != 'pending' ORDER BY id"))?
                 .query_map(params![now, id], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
-            // One at a time, in their order: each goes past every delivery of the file,
-            // the ones replayed before it included (see schema version 5).
+            // One at a time, in their order: each goes past whatever of its room is pending (the
+            // ones replayed before it included) and past now, so before what arrives later.
             let mut one = tx.prepare(
                 "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, last_error = NULL, done_at = NULL,
                         owner = NULL, lease_until = NULL,
-                        seq = CASE WHEN room IS NULL THEN NULL ELSE 1 + MAX(
-                                (SELECT MAX(id) FROM deliveries),
-                                COALESCE((SELECT MAX(COALESCE(p.seq, p.id)) FROM deliveries p
-                                           WHERE p.room = deliveries.room AND p.state = 'pending'), 0)) END
+                        ord = CASE WHEN room IS NULL THEN NULL ELSE MAX(
+                                ?1 * 1000,
+                                1 + COALESCE((SELECT MAX(p.ord) FROM deliveries p
+                                               WHERE p.room = deliveries.room AND p.state = 'pending'), 0)) END
                   WHERE id = ?2",
             )?;
             for id in &selected {

@@ -38,8 +38,8 @@ use super::schedule::{Advance, NotAHead, ROOMLESS_WINDOW, Schedule};
 use super::schema::{self, Status};
 use crate::clock::{millis, now_ms};
 use crate::inbox::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Kind, NewDelivery, Outcome, State, StoreError,
-    Stored,
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Kind, Lateness, Later, NewDelivery, Outcome, State,
+    StoreError, Stored,
 };
 
 mod admin;
@@ -63,8 +63,8 @@ pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
 /// The columns a [`Stored`] is read from (a macro, so that statements can be `concat!`ed).
 macro_rules! columns {
     () => {
-        "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, signature, body, last_error, \
-         owner, lease_until"
+        "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \
+         late_id, late_event, late_created, signature, body, last_error, owner, lease_until"
     };
 }
 const COLUMNS: &str = columns!();
@@ -357,6 +357,12 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<Stored> {
         timestamp: row.get("timestamp")?,
         timestamp_ms: row.get("timestamp_ms")?,
         room: row.get("room")?,
+        recording: row.get("recording")?,
+        created_us: row.get("created")?,
+        late: match row.get::<_, Option<i64>>("late_id")? {
+            Some(id) => Some(Later { id, event: row.get("late_event")?, created_us: row.get("late_created")? }),
+            None => None,
+        },
         signature: signature.try_into().unwrap_or([0; 32]),
         body: row.get("body")?,
         last_error: row.get("last_error")?,
@@ -377,6 +383,9 @@ fn unread(id: i64, new: &NewDelivery) -> Stored {
         timestamp: new.timestamp.clone(),
         timestamp_ms: new.timestamp_ms,
         room: new.room.clone(),
+        recording: new.recording.clone(),
+        created_us: new.created_us,
+        late: None,
         signature: new.signature,
         body: new.body.to_vec(),
         last_error: None,
@@ -394,12 +403,16 @@ fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) 
     // opens and closes at each run, where the connection already knows the new row's id, or a
     // lookup by id costs a fraction: `bench/results/figures-in-code.md`, no-returning.)
     let mut insert = tx.prepare_cached(
-        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at, due_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at, due_at,
+                                 ord, created, recording)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (timestamp_ms, signature) DO NOTHING",
     )?;
     let mut existing = tx.prepare_cached("SELECT id FROM deliveries WHERE timestamp_ms = ?1 AND signature = ?2")?;
     for d in batch {
+        let due_at = d.received_at_ms.saturating_add(millis(d.hold));
+        // Only a room's deliveries are ordered (those without one, by id).
+        let order = d.room.as_ref().map(|_| d.order());
         let inserted = insert.execute(params![
             &d.signature[..],
             d.timestamp,
@@ -408,12 +421,16 @@ fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) 
             d.kind.as_str(),
             d.room,
             &d.body[..],
-            d.received_at_ms
+            d.received_at_ms,
+            due_at,
+            order,
+            d.created_us,
+            d.recording,
         ])?;
         answers.push(match inserted {
             1 => {
                 let id = tx.last_insert_rowid();
-                schedule.arrived(id, d.room.as_deref(), d.received_at_ms);
+                schedule.arrived(id, d.room.as_deref(), order.unwrap_or(id), due_at);
                 schedule.keep_unread(id, d.body.len(), || unread(id, d));
                 Appended::New(id)
             }
@@ -436,10 +453,11 @@ fn read_schedule(
     let mut schedule = Schedule::reading(window);
     let mut claimed = |row: &Row<'_>| -> rusqlite::Result<()> {
         let room: Option<String> = row.get(1)?;
-        schedule.claimed_head(row.get(0)?, room.as_deref(), row.get(2)?, row.get(3)?);
+        let (id, order): (i64, Option<i64>) = (row.get(0)?, row.get(4)?);
+        schedule.claimed_head(id, room.as_deref(), order.unwrap_or(id), row.get(2)?, row.get(3)?);
         Ok(())
     };
-    const CLAIMED: &str = "SELECT id, room, due_at, lease_until FROM deliveries
+    const CLAIMED: &str = "SELECT id, room, due_at, lease_until, ord FROM deliveries
                             WHERE state = 'pending' AND owner = ?1 AND lease_until IS NOT NULL";
     match claims {
         Some(ids) => {
@@ -462,9 +480,10 @@ fn read_schedule(
     while let Some(row) = rows.next()? {
         let room = row.get_ref(0)?.as_str()?;
         if !schedule.has_room(room)
-            && let Some((id, due_at)) = next.query_row([room], |r| Ok((r.get(0)?, r.get(1)?))).optional()?
+            && let Some((id, order, due_at)) =
+                next.query_row([room], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?
         {
-            schedule.room_head(room, id, due_at);
+            schedule.room_head(room, id, order, due_at);
         }
     }
     drop(rows);
@@ -479,17 +498,17 @@ fn forget(schedule: &mut Option<Schedule>, claims: &mut Option<Vec<i64>>) {
     }
 }
 
-/// A room's oldest pending delivery, `(id, due_at)`: its next head.
+/// A room's first pending delivery in its order, `(id, ord, due_at)`: its next head.
 const NEXT_HEAD: &str =
-    "SELECT id, due_at FROM deliveries WHERE room = ?1 AND state = 'pending' ORDER BY COALESCE(seq, id) LIMIT 1";
+    "SELECT id, ord, due_at FROM deliveries WHERE room = ?1 AND state = 'pending' ORDER BY ord, id LIMIT 1";
 
 /// The pending deliveries without a room after `?1`, oldest first. No `LIMIT ?`: SQLite reads a
 /// bound LIMIT when it plans a statement, and then any new binding of it makes the statement be
 /// planned again (`bench/results/figures-in-code.md`, bound-limit). The index gives the rows in
 /// order, one step at a time: the caller takes as many as it wants.
 const ROOMLESS: &str =
-    "SELECT id, due_at FROM deliveries WHERE room IS NULL AND state = 'pending' AND COALESCE(seq, id) > ?1
-      ORDER BY COALESCE(seq, id)";
+    "SELECT id, due_at FROM deliveries WHERE room IS NULL AND ord IS NULL AND state = 'pending' AND id > ?1
+      ORDER BY id";
 
 /// Tops the schedule's window of deliveries without a room up from the file, if it asks;
 /// whether any were read.
@@ -506,12 +525,20 @@ fn load_roomless(tx: &Transaction<'_>, schedule: &mut Schedule) -> rusqlite::Res
 /// read from the file with `next` ([`NEXT_HEAD`]) unless the schedule knows it.
 fn advance(next: &mut CachedStatement<'_>, schedule: &mut Schedule, id: i64) -> rusqlite::Result<()> {
     match schedule.left(id) {
-        Ok(Advance::Read(room)) => {
-            let head = next.query_row([&*room], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-            schedule.advanced(room, head);
+        Ok(advance) => follow(next, schedule, advance),
+        Err(NotAHead) => {
+            schedule.lost_step();
+            Ok(())
         }
-        Ok(Advance::Done) => {}
-        Err(NotAHead) => schedule.lost_step(),
+    }
+}
+
+/// Reads a room's first pending delivery from the file with `next` ([`NEXT_HEAD`]) when the
+/// schedule asks for it.
+fn follow(next: &mut CachedStatement<'_>, schedule: &mut Schedule, advance: Advance) -> rusqlite::Result<()> {
+    if let Advance::Read(room) = advance {
+        let head = next.query_row([&*room], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+        schedule.advanced(room, head);
     }
     Ok(())
 }
@@ -535,9 +562,11 @@ fn claim(
     let mut head = tx.prepare_cached(HEAD)?;
     let mut take = tx.prepare_cached(
         // The fence it had is checked: a delivery taken from memory was not read from the file.
-        "UPDATE deliveries SET owner = ?2, fence = ?3, attempts = ?4, lease_until = ?5
+        "UPDATE deliveries SET owner = ?2, fence = ?3, attempts = ?4, lease_until = ?5,
+                               late_id = ?6, late_event = ?7, late_created = ?8
           WHERE id = ?1 AND state = 'pending' AND fence = ?3 - 1",
     )?;
+    let mut later = tx.prepare_cached(LATER)?;
     let mut next = tx.prepare_cached(NEXT_HEAD)?;
     let mut bury = tx.prepare_cached(
         "UPDATE deliveries SET state = 'dead', owner = NULL, lease_until = NULL, done_at = ?2, last_error = ?3
@@ -571,20 +600,53 @@ fn claim(
         } else {
             // The row as this claim leaves it.
             let fence = fence + 1;
+            let lateness = lateness(&mut later, &delivery)?;
             delivery.attempts += 1;
             delivery.claimed_by = Some(owner.to_owned());
             delivery.claimed_until = Some(until);
-            if take.execute(params![id, owner, fence, delivery.attempts, until])? == 0 {
+            delivery.late = lateness.room.clone();
+            let late = delivery.late.as_ref();
+            let (late_id, late_event, late_created) =
+                (late.map(|l| l.id), late.and_then(|l| l.event.as_deref()), late.map(|l| l.created_us));
+            if take.execute(params![id, owner, fence, delivery.attempts, until, late_id, late_event, late_created])?
+                == 0
+            {
                 // Changed in the file since it was stored: the schedule is out of step with it.
                 schedule.lost_step();
                 continue;
             }
             schedule.claimed(id, until);
-            claimed.push(Claimed { claim: Claim { id, fence }, attempt: delivery.attempts, delivery });
+            claimed.push(Claimed { claim: Claim { id, fence }, attempt: delivery.attempts, delivery, lateness });
         }
     }
     Ok(claimed)
 }
+
+/// The latest handled event of room `?1` (`?2` '') or of its recording `?2`, created after `?3`.
+const LATER: &str = "SELECT id, event, created FROM handled WHERE room = ?1 AND recording = ?2 AND created > ?3";
+
+/// What of `delivery`'s room and recording was handled although created after it.
+fn lateness(later: &mut CachedStatement<'_>, delivery: &Stored) -> rusqlite::Result<Lateness> {
+    let (Some(room), Some(created)) = (&delivery.room, delivery.created_us) else { return Ok(Lateness::default()) };
+    let mut find = |recording: &str| {
+        later
+            .query_row(params![room, recording, created], |r| {
+                Ok(Later { id: r.get(0)?, event: r.get(1)?, created_us: r.get(2)? })
+            })
+            .optional()
+    };
+    Ok(Lateness { room: find("")?, recording: delivery.recording.as_deref().map(&mut find).transpose()?.flatten() })
+}
+
+/// A handled delivery (`?1`, at `?2`) becomes the latest of its room, and of its recording, if
+/// it was created after what they had.
+const MARK_HANDLED: &str = "INSERT INTO handled (room, recording, id, event, created, done_at)
+     SELECT room, r.recording, id, event, created, ?2
+       FROM deliveries, (SELECT '' AS recording UNION ALL SELECT recording FROM deliveries WHERE id = ?1) r
+      WHERE id = ?1 AND room IS NOT NULL AND created IS NOT NULL AND r.recording IS NOT NULL
+     ON CONFLICT (room, recording) DO UPDATE
+        SET id = excluded.id, event = excluded.event, created = excluded.created, done_at = excluded.done_at
+      WHERE excluded.created >= handled.created";
 
 /// Records each outcome if its claim still holds the delivery; a room whose head leaves
 /// `pending` gets its next head. Each statement is taken from the connection's cache once a
@@ -599,6 +661,7 @@ fn complete(
 ) -> rusqlite::Result<Vec<Completed>> {
     let mut answers = Vec::with_capacity(batch.len());
     let mut next = tx.prepare_cached(NEXT_HEAD)?;
+    let mut mark = tx.prepare_cached(MARK_HANDLED)?;
     let mut statements: [Option<CachedStatement<'_>>; 4] = Default::default();
     for c in batch {
         let (id, fence, kind) = (c.claim.id, c.claim.fence, c.kind.as_str());
@@ -620,9 +683,19 @@ fn complete(
             continue;
         }
         match &c.outcome {
-            Outcome::Done | Outcome::Dead { .. } => advance(&mut next, schedule, id)?,
-            Outcome::Retry { after, .. } => schedule.released(id, Some(now.saturating_add(millis(*after)))),
-            Outcome::Interrupted => schedule.released(id, None),
+            Outcome::Done => {
+                mark.execute(params![id, now])?;
+                advance(&mut next, schedule, id)?;
+            }
+            Outcome::Dead { .. } => advance(&mut next, schedule, id)?,
+            Outcome::Retry { after, .. } => {
+                let released = schedule.released(id, Some(now.saturating_add(millis(*after))));
+                follow(&mut next, schedule, released)?;
+            }
+            Outcome::Interrupted => {
+                let released = schedule.released(id, None);
+                follow(&mut next, schedule, released)?;
+            }
         }
         answers.push(Completed::Recorded);
     }
@@ -699,6 +772,9 @@ mod tests {
             room: room.map(Into::into),
             body: format!("{{\"n\":{n}}}").into(),
             received_at_ms: i64::from(n),
+            recording: None,
+            created_us: None,
+            hold: std::time::Duration::ZERO,
         }
     }
 
@@ -778,8 +854,9 @@ mod tests {
     /// What a test does to a running inbox, in [`the_schedule_keeps_each_room_in_order_whatever_happens`].
     #[derive(Debug, Clone)]
     enum Step {
-        /// A delivery to one of three rooms, or without a room.
-        Append(Option<u8>),
+        /// A delivery to one of three rooms, or without a room, created at one of ten times (or
+        /// without a `creationDate`: its arrival orders it, at 5).
+        Append(Option<u8>, Option<u8>),
         Claim(usize),
         /// A claim whose lease runs out at once (its process froze): what it took may be claimed
         /// again, and until then its own outcome still counts.
@@ -800,7 +877,8 @@ mod tests {
     fn step() -> impl proptest::strategy::Strategy<Value = Step> {
         use proptest::prelude::*;
         prop_oneof![
-            4 => proptest::option::weighted(0.8, 0..3u8).prop_map(Step::Append),
+            4 => (proptest::option::weighted(0.8, 0..3u8), proptest::option::weighted(0.9, 0..10u8))
+                .prop_map(|(room, created)| Step::Append(room, created)),
             3 => (1..5usize).prop_map(Step::Claim),
             1 => (1..3usize).prop_map(Step::ClaimExpiring),
             4 => (0..64usize, 0..4u8).prop_map(|(i, kind)| Step::Complete(i, kind)),
@@ -812,9 +890,10 @@ mod tests {
     }
 
     /// The file's truth as the test keeps it: what is pending (and its room), what is dead,
-    /// each room's head (the one delivery of the room that may be claimed: chosen as its oldest
-    /// pending one, and kept until it leaves `pending`), the live claims (and whether their
-    /// lease ran out), and the claims taken over since.
+    /// each room's claimed head (the one delivery of the room that a claim holds until its
+    /// outcome; a room without one may have its first pending delivery claimed), the live claims
+    /// (and whether their lease ran out), the claims taken over since, and each room's latest
+    /// handled event.
     #[derive(Default)]
     struct Model {
         pending: std::collections::BTreeMap<i64, Option<u8>>,
@@ -823,27 +902,28 @@ mod tests {
         live: Vec<(Claim, Option<u8>, bool)>,
         taken_over: Vec<Claim>,
         appended: usize,
-        /// A replayed delivery's place in its room (others are placed by id), and the last id.
+        /// Each delivery's place in its room (`ord`), its `creationDate`, and replays so far.
         places: std::collections::HashMap<i64, i64>,
-        last_id: i64,
+        created: std::collections::HashMap<i64, i64>,
+        replays: i64,
+        /// `(creationDate, id)` of each room's latest handled event.
+        handled: std::collections::HashMap<u8, (i64, i64)>,
     }
 
     impl Model {
         fn place(&self, id: i64) -> (i64, i64) {
-            (self.places.get(&id).copied().unwrap_or(id), id)
+            (self.places[&id], id)
         }
 
         fn oldest(&self, room: u8) -> Option<i64> {
             self.pending.iter().filter(|(_, r)| **r == Some(room)).map(|(id, _)| *id).min_by_key(|id| self.place(*id))
         }
 
-        /// Replayed: past every delivery, and behind whatever of its room is pending.
+        /// Replayed: past now (after every `creationDate` of the test), and behind whatever of its
+        /// room is pending.
         fn replayed(&mut self, id: i64, room: Option<u8>) {
-            if let Some(room) = room {
-                let last =
-                    self.pending.iter().filter(|(_, r)| **r == Some(room)).map(|(id, _)| self.place(*id).0).max();
-                self.places.insert(id, 1 + self.last_id.max(last.unwrap_or(0)));
-            }
+            self.replays += 1;
+            self.places.insert(id, (i64::MAX >> 1) + self.replays);
             self.pending.insert(id, room);
         }
 
@@ -880,8 +960,32 @@ mod tests {
             self.live.push((claim, room, expiring));
         }
 
+        /// The latest handled event of `id`'s room, if created after it: what its claim says.
+        fn later(&self, id: i64, room: Option<u8>) -> Option<i64> {
+            let created = self.created.get(&id)?;
+            let (latest, by) = self.handled.get(&room?)?;
+            (latest > created).then_some(*by)
+        }
+
         fn left(&mut self, id: i64, room: Option<u8>) {
             self.pending.remove(&id);
+            if let Some(room) = room {
+                self.heads.remove(&room);
+            }
+        }
+
+        fn done(&mut self, id: i64, room: Option<u8>) {
+            if let (Some(room), Some(&created)) = (room, self.created.get(&id)) {
+                let latest = self.handled.entry(room).or_insert((created, id));
+                if created >= latest.0 {
+                    *latest = (created, id);
+                }
+            }
+            self.left(id, room);
+        }
+
+        /// A claim ended with it pending: its room's first pending delivery goes next.
+        fn released(&mut self, room: Option<u8>) {
             if let Some(room) = room {
                 self.heads.remove(&room);
             }
@@ -909,20 +1013,27 @@ mod tests {
                     .query_row("SELECT fence FROM deliveries WHERE id = ?1", [c.claim.id], |r| r.get(0))
                     .unwrap();
                 assert_eq!((c.claim.fence, c.attempt), (fence, row.attempts));
+                let room = model.pending.get(&c.claim.id).copied().flatten();
+                assert_eq!(c.lateness.room.as_ref().map(|l| l.id), model.later(c.claim.id, room), "{}", c.claim.id);
                 model.claimed(c.claim, lease.is_zero());
             }
             claimed.len()
         };
         for step in steps {
             match step {
-                Step::Append(room) => {
+                Step::Append(room, created) => {
                     next_signature += 1;
                     let mut d = delivery(0, room.map(|r| ["a", "b", "c"][usize::from(r)]));
                     d.signature[..4].copy_from_slice(&next_signature.to_be_bytes());
-                    let [Appended::New(id)] = append(&mut store, vec![d])[..] else { panic!("stored once") };
+                    d.received_at_ms = 5;
+                    d.created_us = created.map(|c| i64::from(c) * 1000);
+                    let [Appended::New(id)] = append(&mut store, vec![d.clone()])[..] else { panic!("stored once") };
                     model.pending.insert(id, *room);
+                    model.places.insert(id, if room.is_some() { d.order() } else { id });
+                    if let Some(created) = d.created_us {
+                        model.created.insert(id, created);
+                    }
                     model.appended += 1;
-                    model.last_id = model.last_id.max(id);
                 }
                 Step::Claim(limit) => {
                     claim_up_to(&mut store, &mut model, *limit, LEASE);
@@ -959,12 +1070,12 @@ mod tests {
                     };
                     assert_eq!(complete(&mut store, claim, outcome), Completed::Recorded);
                     match kind {
-                        0 => model.left(claim.id, room),
+                        0 => model.done(claim.id, room),
                         1 => {
                             model.left(claim.id, room);
                             model.dead.push(claim.id);
                         }
-                        _ => {} // still pending, still its room's head
+                        _ => model.released(room), // still pending
                     }
                 }
                 Step::Replay => {
@@ -997,7 +1108,7 @@ mod tests {
         loop {
             for (claim, room, _) in std::mem::take(&mut model.live) {
                 assert_eq!(complete(&mut store, claim, Outcome::Done), Completed::Recorded);
-                model.left(claim.id, room);
+                model.done(claim.id, room);
             }
             if claim_up_to(&mut store, &mut model, 100, LEASE) == 0 {
                 break;
@@ -1358,11 +1469,13 @@ mod tests {
         };
         let head = plan(&HEAD.replace("?1", "5"));
         assert!(head.contains("INTEGER PRIMARY KEY"), "{head}");
+        let later = plan(&LATER.replace("?1", "'a'").replace("?2", "''").replace("?3", "5"));
+        assert!(later.contains("PRIMARY KEY (room=? AND recording=?)"), "{later}");
         let next = plan(&NEXT_HEAD.replace("?1", "'a'"));
         assert!(next.contains("deliveries_pending (room=?") && !next.contains("TEMP B-TREE"), "{next}");
         let window = plan(&ROOMLESS.replace("?1", "5"));
         assert!(
-            window.contains("deliveries_pending (room=? AND <expr>>?)") && !window.contains("TEMP B-TREE"),
+            window.contains("deliveries_pending (room=? AND ord=? AND id>?)") && !window.contains("TEMP B-TREE"),
             "{window}"
         );
         // The whole pending set, deliveries without a room included, is the same index (a

@@ -27,6 +27,16 @@ impl Store {
         self.conn.prepare_cached(PRUNE).and_then(|mut s| s.execute([before_ms, bound])).map_err(|e| self.failed(e))
     }
 
+    /// Forgets the rooms' and recordings' latest handled events handled before `before_ms`, as
+    /// their deliveries were (after a prune that deleted some: it reads the whole table).
+    pub fn prune_handled(&mut self, before_ms: i64) -> Result<usize, StoreError> {
+        self.guard()?;
+        self.conn
+            .prepare_cached("DELETE FROM handled WHERE done_at < ?1")
+            .and_then(|mut s| s.execute([before_ms]))
+            .map_err(|e| self.failed(e))
+    }
+
     /// Folds the write-ahead log back into the file and cuts it back, if it has outgrown
     /// [`WAL_LIMIT`] and no reader stands in the way (it never waits for one).
     pub fn fold_log(&mut self) {
