@@ -39,10 +39,11 @@ pub const CONCURRENCY: usize = 128;
 pub const MAX_ATTEMPTS: u32 = 8;
 pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(300);
-/// How long a delivery of a room waits, once stored, before it may be handled: the provider
-/// retries a refused event after 0.3 s and again 0.6 s later, so an earlier event whose first
-/// two attempts failed still arrives first and is handled first (README, "Order").
-pub const REORDER_WINDOW: Duration = Duration::from_secs(1);
+/// How long a delivery of a room waits, once stored, before it may be handled. The provider
+/// retries a refused event after 0.3, 0.6, 1.2, 2.4 and 4.8 s, so after an outage of up to 4.5 s
+/// an earlier event arrives at most 2.4 s after a later one (the gap between its retries): it
+/// still arrives within the later one's window and is handled first (README, "Order").
+pub const REORDER_WINDOW: Duration = Duration::from_millis(2500);
 /// The longest reorder window taken.
 pub const REORDER_WINDOW_MAX: Duration = Duration::from_secs(60);
 /// A week.

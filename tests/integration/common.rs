@@ -134,12 +134,21 @@ pub struct InboxOptions {
     pub lease: Duration,
     /// This server's name in claims.
     pub replica: String,
+    /// Zero unless a test is about it: deliveries are handled at once.
+    pub reorder_window: Duration,
 }
 
 impl InboxOptions {
     pub fn new(dir: &std::path::Path) -> Self {
         let retry = RetryPolicy { max_attempts: 3, base: Duration::from_millis(20), max: Duration::from_millis(100) };
-        Self { dir: dir.to_path_buf(), retry, concurrency: 4, lease: Duration::from_secs(30), replica: "test".into() }
+        Self {
+            dir: dir.to_path_buf(),
+            retry,
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            replica: "test".into(),
+            reorder_window: Duration::ZERO,
+        }
     }
 }
 
@@ -209,6 +218,7 @@ impl<H: WebhookHandler> TestServer<H> {
                 .retry(settings.retry)
                 .concurrency(settings.concurrency)
                 .lease(settings.lease)
+                .reorder_window(settings.reorder_window)
                 .replica_id(&settings.replica);
         }
         let bound = builder.build().unwrap().bind("127.0.0.1:0".parse().unwrap(), Some(1)).unwrap();

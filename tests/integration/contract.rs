@@ -245,6 +245,108 @@ pub async fn stats_count_what_is_stored(inbox: &impl Inbox) {
     assert_eq!(inbox.list(Filter::Fallback, None, 10).await.unwrap().len(), 3);
 }
 
+/// A delivery of `room` (and `recording`) that the provider created at `created` (ms).
+fn dated(n: u8, room: &str, recording: Option<&str>, created: i64) -> NewDelivery {
+    NewDelivery {
+        event: Some(format!("event{n}")),
+        recording: recording.map(Into::into),
+        created_us: Some(created * 1000),
+        ..delivery(n, Some(room))
+    }
+}
+
+async fn append_new(inbox: &impl Inbox, delivery: NewDelivery) -> i64 {
+    match inbox.append(delivery).await.unwrap() {
+        Appended::New(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Claims one delivery (the only one claimable), handles it, and returns its claim.
+async fn handle_next(inbox: &impl Inbox) -> Claimed {
+    let mut claimed = claim(inbox, 10, LEASE).await;
+    assert_eq!(claimed.len(), 1, "one claimable: {:?}", ids(&claimed));
+    let claimed = claimed.remove(0);
+    assert_eq!(complete(inbox, claimed.claim, Outcome::Done).await, Completed::Recorded);
+    claimed
+}
+
+/// A room runs in the order the provider created its events (`creationDate`), whatever order
+/// they arrived in: an arrival created before the room's unclaimed head takes its place. A
+/// delivery without a `creationDate` is placed by its arrival.
+pub async fn a_room_runs_in_creation_order_whatever_the_arrival(inbox: &impl Inbox) {
+    let now = now_ms();
+    let third = append_new(inbox, dated(1, "a", None, now - 1000)).await;
+    let first = append_new(inbox, dated(2, "a", None, now - 3000)).await;
+    let undated = append_new(inbox, delivery(3, Some("a"))).await; // arrived now: last
+    let second = append_new(inbox, dated(4, "a", None, now - 2000)).await;
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        order.push(handle_next(inbox).await.claim.id);
+    }
+    assert_eq!(order, [first, second, third, undated]);
+    let stored = inbox.get(first).await.unwrap().unwrap();
+    assert_eq!(stored.created_us, Some((now - 3000) * 1000), "the creationDate is kept");
+}
+
+/// An earlier event that arrives while its room's head is claimed waits for it (one at a time);
+/// when that head is released for a retry, the earlier one goes first.
+pub async fn an_earlier_arrival_waits_for_a_claimed_head_and_goes_before_its_retry(inbox: &impl Inbox) {
+    let now = now_ms();
+    let later = append_new(inbox, dated(1, "a", None, now - 1000)).await;
+    let [running] = &claim(inbox, 10, LEASE).await[..] else { panic!("the head") };
+    let earlier = append_new(inbox, dated(2, "a", None, now - 2000)).await;
+    assert!(claim(inbox, 10, LEASE).await.is_empty(), "the room's head is claimed: nothing else of it runs");
+    let retry = Outcome::Retry { after: Duration::ZERO, error: "again".into() };
+    assert_eq!(complete(inbox, running.claim, retry).await, Completed::Recorded);
+    assert_eq!(handle_next(inbox).await.claim.id, earlier, "the retry gave its place");
+    let again = handle_next(inbox).await;
+    assert_eq!((again.claim.id, again.attempt), (later, 2));
+}
+
+/// A claim says which later event of its room, and of its recording, was handled already (by
+/// `creationDate`), and the delivery keeps the room's for `inbox show`.
+pub async fn a_claim_says_which_later_event_was_handled_already(inbox: &impl Inbox) {
+    let now = now_ms();
+    let ended = append_new(inbox, dated(1, "a", Some("rec1"), now - 1000)).await;
+    handle_next(inbox).await;
+    let other = append_new(inbox, dated(2, "a", Some("rec2"), now - 500)).await;
+    handle_next(inbox).await;
+    // Created before both, arriving after them.
+    let updated = append_new(inbox, dated(3, "a", Some("rec1"), now - 2000)).await;
+    let late = handle_next(inbox).await;
+    assert_eq!(late.claim.id, updated);
+    let room = late.lateness.room.as_ref().expect("a later event of the room was handled");
+    assert_eq!((room.id, room.event.as_deref(), room.created_us), (other, Some("event2"), (now - 500) * 1000));
+    let recording = late.lateness.recording.as_ref().expect("a later event of its recording was handled");
+    assert_eq!((recording.id, recording.created_us), (ended, (now - 1000) * 1000));
+    assert_eq!(inbox.get(updated).await.unwrap().unwrap().late.map(|l| l.id), Some(other));
+    // Between the two: late for the room, not for its recording (none of rec3 was handled).
+    append_new(inbox, dated(4, "a", Some("rec3"), now - 700)).await;
+    let between = handle_next(inbox).await;
+    assert_eq!((between.lateness.room.map(|l| l.id), between.lateness.recording), (Some(other), None));
+    // After all of them, in another room, or without a creationDate: not late.
+    append_new(inbox, dated(5, "a", Some("rec1"), now)).await;
+    assert_eq!(handle_next(inbox).await.lateness, Default::default());
+    append_new(inbox, dated(6, "b", Some("rec1"), now - 5000)).await;
+    assert_eq!(handle_next(inbox).await.lateness, Default::default());
+    append_new(inbox, delivery(7, Some("a"))).await;
+    assert_eq!(handle_next(inbox).await.lateness, Default::default());
+}
+
+/// A delivery held by the reorder window is not claimed until it is due, and an earlier event
+/// of its room that arrives meanwhile goes first.
+pub async fn the_reorder_window_holds_a_room_s_delivery(inbox: &impl Inbox) {
+    let now = now_ms();
+    let held = NewDelivery { hold: Duration::from_secs(60), ..dated(1, "a", None, now - 1000) };
+    let held = append_new(inbox, held).await;
+    let roomless = append_new(inbox, delivery(2, None)).await;
+    assert_eq!(ids(&claim(inbox, 10, LEASE).await), [roomless], "the room's one is held");
+    let earlier = append_new(inbox, dated(3, "a", None, now - 2000)).await;
+    assert_eq!(handle_next(inbox).await.claim.id, earlier, "the earlier one, not held, goes first");
+    assert!(claim(inbox, 10, LEASE).await.is_empty(), "still held: {held}");
+}
+
 /// Runs every rule on a backend: `$open` makes a fresh inbox for a test (and what must live as
 /// long as it), or `None` when the backend is not there.
 macro_rules! rules {
@@ -280,6 +382,10 @@ macro_rules! every_rule {
                 a_delivery_that_never_finished_its_last_attempt_is_buried,
                 a_replay_starts_a_delivery_afresh,
                 a_replayed_delivery_goes_behind_its_room_s_pending_ones,
+                a_room_runs_in_creation_order_whatever_the_arrival,
+                an_earlier_arrival_waits_for_a_claimed_head_and_goes_before_its_retry,
+                a_claim_says_which_later_event_was_handled_already,
+                the_reorder_window_holds_a_room_s_delivery,
                 pruning_deletes_handled_deliveries_only,
                 stats_count_what_is_stored,
             ]

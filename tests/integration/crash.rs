@@ -22,12 +22,13 @@ use meet_webhooks_runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, Webh
 use crate::common::{InboxOptions, Options, TestServer, admin, block_on, eventually, example, now_ms};
 use crate::inbox::try_deliver;
 
-const CONCURRENCY: usize = 4;
+pub const CONCURRENCY: usize = 4;
 const MAX_ATTEMPTS: u32 = 3;
 
 /// The handler's own record of its runs, a line per event, one write each (O_APPEND: lines of
-/// several processes never mix): `start <recordingId> <attempt> <room> <replica> <ns>` when a
-/// run starts, `end ... <ns> ok|failed` when it ends. It fails a delivery's first attempt when
+/// several processes never mix): `start <recordingId> <attempt> <room> <replica> <ns>
+/// <creationDate µs|-> <later in room|-> <later in recording|->` when a run starts (the later
+/// events by inbox id, as its context names them), `end ... <ns> ok|failed` when it ends. It fails a delivery's first attempt when
 /// the body asks (`data.failFirst`), and aborts the process when it asks for that
 /// (`data.abort`, a moment after it started, so that deliveries sent beside it are
 /// acknowledged first), as a handler with a fatal bug would.
@@ -46,7 +47,16 @@ impl RunLog {
         let recording = body["data"]["recordingId"].as_str().unwrap_or("-");
         let room = body["data"]["roomId"].as_str().unwrap_or("-");
         let what = format!("{recording} {} {room} {}", ctx.attempt, self.replica);
-        self.line(format!("start {what} {}\n", nanos()))?;
+        let id = |later: &Option<meet_webhooks_runtime::LaterEvent>| {
+            later.as_ref().map_or("-".to_owned(), |l| l.delivery_id.clone())
+        };
+        let created = ctx.creation_date.map_or("-".to_owned(), |ms| format!("{}", (ms * 1000.0).round() as i64));
+        self.line(format!(
+            "start {what} {} {created} {} {}\n",
+            nanos(),
+            id(&ctx.later_in_room),
+            id(&ctx.later_in_recording)
+        ))?;
         if body["data"]["abort"] == true {
             tokio::time::sleep(Duration::from_millis(300)).await;
             std::process::abort();
@@ -88,8 +98,16 @@ fn crash_child() {
     let retry = RetryPolicy { max_attempts, base: Duration::from_millis(20), max: Duration::from_millis(100) };
     let lease = std::env::var("CRASH_CHILD_LEASE_MS")
         .map_or(Duration::from_secs(30), |ms| Duration::from_millis(ms.parse().unwrap()));
-    let inbox =
-        InboxOptions { dir: PathBuf::from(dir), retry, concurrency: CONCURRENCY, lease, replica: replica.clone() };
+    let reorder_window = std::env::var("CRASH_CHILD_REORDER_WINDOW_MS")
+        .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.parse().unwrap()));
+    let inbox = InboxOptions {
+        dir: PathBuf::from(dir),
+        retry,
+        concurrency: CONCURRENCY,
+        lease,
+        replica: replica.clone(),
+        reorder_window,
+    };
     let storage = std::env::var("CRASH_CHILD_DATABASE_URL").ok().map(Storage::Postgres);
     let options = Options { inbox: Some(inbox), storage, ..Options::default() };
     let server = TestServer::with_handler(options, RunLog { file: Mutex::new(file), replica });
@@ -153,6 +171,10 @@ pub struct Logged {
     pub nanos: u128,
     /// For an end: whether the run succeeded.
     pub ok: bool,
+    /// For a start: the event's `creationDate` (µs), and whether its context said a later event
+    /// of its room was handled already.
+    pub created: Option<i64>,
+    pub late_in_room: bool,
 }
 
 /// The run log's whole lines (one may be being written right now).
@@ -171,6 +193,8 @@ pub fn logged(path: &Path) -> Vec<Logged> {
                 replica: f[4].to_owned(),
                 nanos: f[5].parse().unwrap(),
                 ok: f.get(6) == Some(&"ok"),
+                created: f.get(6).and_then(|c| c.parse().ok()),
+                late_in_room: f.get(7).is_some_and(|l| *l != "-"),
             }
         })
         .collect()

@@ -285,6 +285,46 @@ fn inbox_stats_and_show_read_the_same_directory() {
 }
 
 #[test]
+fn inbox_list_and_show_say_when_the_provider_created_a_delivery_and_that_it_ran_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = inbox_server(dir.path());
+    let webhook = |event: &str| WEBHOOKS.iter().find(|w| w.event == event).unwrap();
+    let send = |event: &str, created: f64| {
+        let mut body = example(webhook(event));
+        body["creationDate"] = created.into();
+        body["data"]["roomId"] = "room-late".into();
+        body["data"]["recordingId"] = "room-late--EG_1".into();
+        let id = accepted_id(&server.deliver(KEY, &now_ms().to_string(), body.to_string().as_bytes()));
+        eventually("handled", || row(dir.path(), id).state == State::Done);
+        id
+    };
+    // 2026-12-05T01:00:00.500Z with a fraction, and a second before it, arriving after it.
+    let ended = send("recordingEnded", 1_796_432_400_500.392_6);
+    let updated = send("recordingUpdated", 1_796_432_399_500.0);
+    let path = dir.path().to_str().unwrap();
+    let (code, stdout, _) = run(&["inbox", "--data-dir", path, "list"], b"");
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("CREATED (UTC)"), "{stdout}");
+    assert!(lines[1].contains("2026-12-05T01:00:00.500Z") && !lines[1].contains("handled after"), "{stdout}");
+    let late = format!("handled after recordingEnded (delivery {ended}, created 2026-12-05T01:00:00.500Z)");
+    assert!(lines[2].contains("2026-12-05T00:59:59.500Z") && lines[2].contains(&late), "{stdout}");
+    let (code, stdout, _) = run(&["inbox", "--data-dir", path, "show", &updated.to_string()], b"");
+    assert_eq!(code, 0);
+    assert!(stdout.contains("created: 2026-12-05T00:59:59.500Z (creationDate)"), "{stdout}");
+    assert!(stdout.contains(&format!("late: {late}")), "{stdout}");
+    let (_, stdout, _) = run(&["inbox", "--data-dir", path, "list", "--json"], b"");
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows[0]["created_us"], 1_796_432_400_500_393_i64);
+    assert_eq!((rows[0]["late"].clone(), rows[1]["late"]["id"].as_i64()), (serde_json::Value::Null, Some(ended)));
+    // A body without a creationDate says so.
+    let (timestamp, body) = (now_ms().to_string(), json!({"event": "testEvent", "data": {}}).to_string());
+    let test = accepted_id(&server.deliver(KEY, &timestamp, body.as_bytes()));
+    let (_, stdout, _) = run(&["inbox", "--data-dir", path, "show", &test.to_string()], b"");
+    assert!(stdout.contains("created: - (no creationDate"), "{stdout}");
+}
+
+#[test]
 fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_rest_pending() {
     use meet_webhooks_runtime::{Dispatcher, RetryPolicy};
     use std::sync::Arc;

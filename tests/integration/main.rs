@@ -13,5 +13,6 @@ mod framing;
 mod fuzz;
 mod hostile;
 mod inbox;
+mod order;
 mod postgres;
 mod verification;

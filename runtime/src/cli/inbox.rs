@@ -38,14 +38,15 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
                 }
             } else if !rows.is_empty() {
                 println!(
-                    "{:>8}  {:<20}  {:<7}  {:<8}  {:>8}  {:<24}  NOTE",
-                    "ID", "RECEIVED (UTC)", "STATE", "KIND", "ATTEMPTS", "EVENT"
+                    "{:>8}  {:<20}  {:<24}  {:<7}  {:<8}  {:>8}  {:<24}  NOTE",
+                    "ID", "RECEIVED (UTC)", "CREATED (UTC)", "STATE", "KIND", "ATTEMPTS", "EVENT"
                 );
                 for row in &rows {
                     println!(
-                        "{:>8}  {:<20}  {:<7}  {:<8}  {:>8}  {:<24}  {}",
+                        "{:>8}  {:<20}  {:<24}  {:<7}  {:<8}  {:>8}  {:<24}  {}",
                         row.id,
                         time(row.received_at),
+                        row.created_us.map_or_else(|| "-".to_owned(), created),
                         row.state,
                         row.kind,
                         row.attempts,
@@ -69,6 +70,13 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
                 println!("event: {}", escaped(event));
             }
             println!("received_at: {}", row.received_at);
+            match row.created_us {
+                Some(us) => println!("created: {} (creationDate)", created(us)),
+                None => println!("created: - (no creationDate: its room takes it in arrival order)"),
+            }
+            if let Some(later) = &row.late {
+                println!("late: {}", escaped(&late(later)));
+            }
             if let (Some(owner), Some(until)) = (&row.claimed_by, row.claimed_until) {
                 println!("claimed_by: {owner} (lease until {until})");
             }
@@ -117,11 +125,30 @@ fn time(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| format!("{t:.0}"))
 }
 
-/// What a row's last column says: the last handler error, or why it went to the fallback
-/// (classified again from the stored body by this build, as the dispatcher does).
+/// Microseconds since the epoch as `2026-11-30T18:53:00.123Z`.
+fn created(us: i64) -> String {
+    jiff::Timestamp::from_microsecond(us).map_or_else(|_| us.to_string(), |t| format!("{t:.3}"))
+}
+
+/// Why a delivery was handled late: the later event of its room handled before it.
+fn late(later: &crate::inbox::Later) -> String {
+    format!(
+        "handled after {} (delivery {}, created {}), a later event of its room",
+        later.event.as_deref().unwrap_or("an event"),
+        later.id,
+        created(later.created_us)
+    )
+}
+
+/// What a row's last column says: the last handler error, why it went to the fallback
+/// (classified again from the stored body by this build, as the dispatcher does), or that it
+/// was handled late.
 fn note<W: Webhooks>(row: &crate::inbox::Stored) -> String {
     if let Some(error) = &row.last_error {
         return error.clone();
+    }
+    if let Some(later) = &row.late {
+        return late(later);
     }
     if row.kind == crate::inbox::Kind::Fallback {
         if let Err(reason) = W::classify(row.event.as_deref(), &row.body) {
