@@ -145,6 +145,8 @@ for _ in $(seq "$rounds"); do
   run "verification only" "" "" "${inline[@]}"
   run "verification only, a worker per core" "" "" "${inline[@]}" --workers "$(nproc)"
   run "inbox on" "" "" "${serve[@]}"
+  # The reorder window holds each room's delivery 2.5 s: in a 5 s flood the last 2.5 s wait.
+  run "inbox on, --reorder-window 0" "" "" "${serve[@]}" --reorder-window 0
   run "inbox on, a worker per core" "" "" "${serve[@]}" --workers "$(nproc)"
   if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
     run "inbox on, receiver on cpu 0, load on cpu 1" 0 1 "${serve[@]}"

@@ -137,6 +137,15 @@ pub struct DeliveryContext {
     pub later_in_room: Option<LaterEvent>,
     /// For a recording event, the same within its recording (`data.recordingId`): a
     /// `recordingUpdated` whose `recordingEnded` was handled before it.
+    ///
+    /// ```
+    /// # use meet_webhooks_runtime::{DeliveryContext, HandlerResult};
+    /// async fn recording_updated(ctx: &DeliveryContext) -> HandlerResult {
+    ///     if ctx.later_in_recording.is_some() { return Ok(()); } // its recording was handled further already
+    ///     // ... keep the recording's new state
+    ///     Ok(())
+    /// }
+    /// ```
     pub later_in_recording: Option<LaterEvent>,
 }
 

@@ -8,10 +8,11 @@
 //!   unique key, in a transaction that commits (`synchronous_commit=on`, whatever the server's
 //!   default) before any of them is acknowledged. A retry that another replica is committing
 //!   waits for that commit, then is a duplicate.
-//! - **Rooms in commit order.** A transaction that adds to a room first locks the room's row
-//!   (rooms sorted, so batches never deadlock) and numbers its deliveries from it: a room's
-//!   deliveries are numbered in the order they were committed, that is acknowledged, whichever
-//!   replica took them. A replica frozen inside such a transaction holds its rooms for 5 s at
+//! - **Rooms in the provider's order.** A room's deliveries run by `ord` (their `creationDate`),
+//!   ties by `room_seq`: a transaction that adds to a room first locks the room's row (rooms
+//!   sorted, so batches never deadlock) and numbers its deliveries from it, in the order they
+//!   were committed, that is acknowledged, whichever replica took them. Every change of a room's
+//!   head ([`PROMOTE`]) is made under that lock. A replica frozen inside such a transaction holds its rooms for 5 s at
 //!   most ([`SESSION_SETTINGS`]).
 //! - **Claims** lock the due heads with `FOR UPDATE SKIP LOCKED` and set a lease on the
 //!   database's clock (`now()`), never a replica's; outcomes and renewals count only for the
