@@ -347,6 +347,167 @@ pub async fn the_reorder_window_holds_a_room_s_delivery(inbox: &impl Inbox) {
     assert!(claim(inbox, 10, LEASE).await.is_empty(), "still held: {held}");
 }
 
+/// One thing a test does to an inbox in [`any_order_of_arrivals_and_outcomes`].
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// A delivery to one of three rooms, created at one of eight times (or without a
+    /// `creationDate`: placed by its arrival, after those).
+    Append(u8, Option<u8>),
+    Claim(usize),
+    /// A claim whose lease runs out at once (its process stopped): its room stays held until
+    /// the claim is taken over or its outcome comes.
+    ClaimExpiring(usize),
+    /// An outcome for one of the outstanding claims (by position): done, dead, a retry due at
+    /// once, or an attempt given back.
+    Complete(usize, u8),
+    /// An outcome for a claim taken over since: fenced.
+    Late(usize),
+}
+
+pub fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0..3u8, proptest::option::weighted(0.85, 0..8u8)).prop_map(|(room, created)| Step::Append(room, created)),
+        3 => (1..4usize).prop_map(Step::Claim),
+        1 => (1..3usize).prop_map(Step::ClaimExpiring),
+        4 => (0..32usize, 0..4u8).prop_map(|(i, kind)| Step::Complete(i, kind)),
+        1 => (0..32usize).prop_map(Step::Late),
+    ]
+}
+
+/// What [`any_order_of_arrivals_and_outcomes`] knows of a delivery.
+struct Known {
+    room: String,
+    /// Its place in its room: `(order, arrival)`.
+    place: (i64, usize),
+    stored_at: usize,
+    first_claimed_at: Option<usize>,
+    pending: bool,
+}
+
+/// Any arrival order, any interleaving of claims, outcomes and claims whose process stopped:
+/// each room runs one delivery at a time, and its runs are in `creationDate` order among the
+/// deliveries stored before the earlier of two runs first started (the strongest order a
+/// scheduler that cannot see the future can give); no delivery runs once it is done or dead,
+/// and in the end each one is. `case` keeps the rooms of one case apart from another's in an
+/// inbox shared by all of them.
+pub async fn any_order_of_arrivals_and_outcomes(inbox: &impl Inbox, case: u64, steps: &[Step]) {
+    use std::collections::HashMap;
+    static SIGNATURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let base_ms = now_ms() - 100_000;
+    let mut known: HashMap<i64, Known> = HashMap::new();
+    // Claims whose outcome has not come, with whether their lease ran out; claims taken over.
+    let mut outstanding: Vec<(Claim, bool)> = Vec::new();
+    let mut taken_over: Vec<Claim> = Vec::new();
+    // Every run in the order claimed: (delivery, step).
+    let mut runs: Vec<(i64, usize)> = Vec::new();
+    let claimed_now = |known: &mut HashMap<i64, Known>,
+                       outstanding: &mut Vec<(Claim, bool)>,
+                       taken_over: &mut Vec<Claim>,
+                       runs: &mut Vec<(i64, usize)>,
+                       claimed: Vec<Claimed>,
+                       expiring: bool,
+                       at: usize| {
+        for c in claimed {
+            let id = c.claim.id;
+            let room = known[&id].room.clone();
+            assert!(known[&id].pending, "{id} claimed once it was done or dead");
+            if let Some(old) = outstanding.iter().position(|(o, _)| o.id == id) {
+                let (old, expired) = outstanding.remove(old);
+                assert!(expired && c.claim.fence > old.fence, "{id}: only a claim that ran out is taken over");
+                taken_over.push(old);
+            }
+            let busy = outstanding.iter().find(|(o, _)| known[&o.id].room == room);
+            assert!(busy.is_none(), "{room}: {id} claimed while {:?} holds the room", busy.map(|b| b.0.id));
+            known.get_mut(&id).unwrap().first_claimed_at.get_or_insert(at);
+            runs.push((id, at));
+            outstanding.push((c.claim, expiring));
+        }
+    };
+    for (at, step) in steps.iter().enumerate() {
+        match step {
+            Step::Append(room, created) => {
+                let n = SIGNATURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let room = format!("case{case}-{room}");
+                let mut d = delivery(0, Some(&room));
+                d.signature[..8].copy_from_slice(&n.to_be_bytes());
+                d.created_us = created.map(|c| (base_ms + i64::from(c)) * 1000);
+                let order = d.order();
+                let id = append_new(inbox, d).await;
+                known.insert(
+                    id,
+                    Known { room, place: (order, at), stored_at: at, first_claimed_at: None, pending: true },
+                );
+            }
+            Step::Claim(limit) | Step::ClaimExpiring(limit) => {
+                let expiring = matches!(step, Step::ClaimExpiring(_));
+                let lease = if expiring { Duration::ZERO } else { LEASE };
+                let claimed = inbox.claim(ClaimRequest { limit: *limit, lease, max_attempts: 1000 }).await.unwrap();
+                assert!(claimed.len() <= *limit);
+                claimed_now(&mut known, &mut outstanding, &mut taken_over, &mut runs, claimed, expiring, at);
+                if expiring {
+                    tokio::time::sleep(Duration::from_millis(2)).await; // the lease is over
+                }
+            }
+            Step::Complete(i, kind) => {
+                if outstanding.is_empty() {
+                    continue;
+                }
+                let (claim, _) = outstanding.remove(i % outstanding.len());
+                let outcome = match kind {
+                    0 => Outcome::Done,
+                    1 => Outcome::Dead { error: "boom".into() },
+                    2 => Outcome::Retry { after: Duration::ZERO, error: "again".into() },
+                    _ => Outcome::Interrupted,
+                };
+                assert_eq!(complete(inbox, claim, outcome).await, Completed::Recorded);
+                if *kind < 2 {
+                    known.get_mut(&claim.id).unwrap().pending = false;
+                }
+            }
+            Step::Late(i) => {
+                if !taken_over.is_empty() {
+                    let claim = taken_over[i % taken_over.len()];
+                    assert_eq!(complete(inbox, claim, Outcome::Done).await, Completed::Fenced);
+                }
+            }
+        }
+    }
+    // Everything left is handled, one room at a time.
+    let mut at = steps.len();
+    loop {
+        for (claim, _) in std::mem::take(&mut outstanding) {
+            assert_eq!(complete(inbox, claim, Outcome::Done).await, Completed::Recorded);
+            known.get_mut(&claim.id).unwrap().pending = false;
+        }
+        let claimed = claim(inbox, 100, LEASE).await;
+        if claimed.is_empty() {
+            break;
+        }
+        claimed_now(&mut known, &mut outstanding, &mut taken_over, &mut runs, claimed, false, at);
+        at += 1;
+    }
+    for (id, k) in &known {
+        assert!(!k.pending, "{id} was never handled");
+        assert_ne!(inbox.get(*id).await.unwrap().unwrap().state, State::Pending, "{id}");
+    }
+    // A run after another of its room is of a delivery placed after it, or stored after that
+    // one first started.
+    for (i, (earlier, _)) in runs.iter().enumerate() {
+        for (later, _) in &runs[i + 1..] {
+            let (e, l) = (&known[earlier], &known[later]);
+            if e.room == l.room && earlier != later && l.place < e.place {
+                let started = e.first_claimed_at.unwrap();
+                assert!(
+                    l.stored_at > started,
+                    "{later} (stored at step {}) ran after {earlier} (started at step {started}), which is placed after it",
+                    l.stored_at
+                );
+            }
+        }
+    }
+}
+
 /// Runs every rule on a backend: `$open` makes a fresh inbox for a test (and what must live as
 /// long as it), or `None` when the backend is not there.
 macro_rules! rules {
@@ -413,3 +574,42 @@ pub fn memory() -> Option<(meet_webhooks_runtime::inbox::MemoryInbox, ())> {
 every_rule!(memory, super::memory());
 every_rule!(sqlite, super::sqlite());
 every_rule!(postgres, super::postgres());
+
+/// [`any_order_of_arrivals_and_outcomes`] on each backend: one inbox for all the cases (closed,
+/// and its database dropped, at the end).
+mod scheduling {
+    use super::{any_order_of_arrivals_and_outcomes, step};
+    use meet_webhooks_runtime::inbox::Inbox;
+
+    fn property(inbox: &impl Inbox) {
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config { cases: 32, ..Config::default() });
+        let case = std::sync::atomic::AtomicU64::new(0);
+        let result = runner.run(&proptest::collection::vec(step(), 1..60), |steps| {
+            let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::common::block_on(any_order_of_arrivals_and_outcomes(inbox, case, &steps));
+            Ok(())
+        });
+        crate::common::block_on(inbox.close());
+        if let Err(failure) = result {
+            panic!("{failure}");
+        }
+    }
+
+    #[test]
+    fn memory() {
+        property(&super::memory().unwrap().0);
+    }
+
+    #[test]
+    fn sqlite() {
+        let (inbox, _dir) = super::sqlite().unwrap();
+        property(&inbox);
+    }
+
+    #[test]
+    fn postgres() {
+        let Some((inbox, _db)) = super::postgres() else { return };
+        property(&inbox);
+    }
+}
