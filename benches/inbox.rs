@@ -8,8 +8,10 @@
 //!   fresh database `mw_bench_drain` of the server `MEET_WEBHOOKS_TEST_DATABASE_URL` (default
 //!   the local one); left out when there is none.
 //!
-//! Throughput is deliveries handled per second, from the dispatcher's start until the handler
-//! has seen the last one. `cargo bench --bench inbox`
+//! Each delivery carries what the provider's do: a `creationDate` (in order, with a fraction)
+//! and a recording, so the inbox keeps each room's and recording's latest handled event as it
+//! goes. Throughput is deliveries handled per second, from the dispatcher's start until the
+//! handler has seen the last one. `cargo bench --bench inbox`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -79,7 +81,12 @@ fn drain_once(storage: Storage<'_>, rooms: usize) -> Duration {
         let appends = (0..BACKLOG).map(|n| {
             let mut body: serde_json::Value = serde_json::from_str(WEBHOOKS[0].example).unwrap();
             let room = format!("room-{}", n % rooms);
+            // As the provider sends them: created in order, with a fraction, two recordings a room.
+            let created_us = 1_796_400_000_000_000 + n as i64 * 1000 + 392;
+            let recording = format!("{room}--EG_{}", n / rooms % 2);
+            body["creationDate"] = (created_us as f64 / 1000.0).into();
             body["data"]["roomId"] = room.clone().into();
+            body["data"]["recordingId"] = recording.clone().into();
             body["data"]["seq"] = n.into();
             let inbox = inbox.clone();
             async move {
@@ -94,8 +101,8 @@ fn drain_once(storage: Storage<'_>, rooms: usize) -> Duration {
                     room: Some(room),
                     body: body.to_string().into(),
                     received_at_ms: n as i64,
-                    recording: None,
-                    created_us: None,
+                    recording: Some(recording),
+                    created_us: Some(created_us),
                     hold: std::time::Duration::ZERO,
                 };
                 inbox.append(delivery).await.unwrap();

@@ -242,6 +242,12 @@ async fn store<W: Webhooks>(
     envelope: Envelope,
 ) -> Handled {
     let Envelope { event, room, recording, created_us } = envelope;
+    if room.is_some() && created_us.is_none() && crate::logging::first_time("undated", event.as_deref().unwrap_or("")) {
+        log::info!(
+            "event {} has no usable creationDate: its room takes it in the order it arrived (said once per event name)",
+            event.as_deref().unwrap_or("<none>")
+        );
+    }
     // Classified now although the dispatcher classifies again from the stored bytes (it may
     // run a newer build): strict mode must refuse before storing, the warning should come
     // while the provider is still connected, and the answer's outcome is counted by kind.

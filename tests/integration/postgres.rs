@@ -160,6 +160,38 @@ fn two_replicas_share_duplicates_claims_room_order_and_fencing() {
 }
 
 #[test]
+fn an_earlier_arrival_leaves_its_room_s_head_to_a_claim_that_is_taking_it() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "replica-a").unwrap();
+    let dated = |n: u8, created_ms: i64| NewDelivery { created_us: Some(created_ms * 1000), ..delivery(n, Some("r")) };
+    block_on(async {
+        let Appended::New(later) = inbox.append(dated(1, 2000)).await.unwrap() else { panic!() };
+        // Replica b's claim of the head (what its claim statement writes), not committed yet.
+        let (b, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        let connection = tokio::spawn(connection);
+        b.batch_execute("BEGIN").await.unwrap();
+        let claiming = "UPDATE deliveries SET owner = 'replica-b', fence = fence + 1, attempts = attempts + 1,
+                               lease_until = now() + interval '30 s'
+                         WHERE id = $1";
+        assert_eq!(b.execute(claiming, &[&later]).await.unwrap(), 1);
+        // An earlier event of the room arrives meanwhile: it waits for the claim to commit.
+        let append = tokio::spawn({
+            let inbox = inbox.clone();
+            async move { inbox.append(dated(2, 1000)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        b.batch_execute("COMMIT").await.unwrap();
+        assert!(matches!(append.await.unwrap().unwrap(), Appended::New(_)));
+        // b runs the later one: nothing else of the room may run until it is done. (Moving the
+        // head from what the statement read before the claim committed gave the room a second.)
+        assert_eq!(ids(&inbox.claim(request(10, Duration::from_secs(30))).await.unwrap()), Vec::<i64>::new());
+        drop(b);
+        let _ = connection.await;
+        inbox.close().await;
+    });
+}
+
+#[test]
 fn a_replica_that_died_on_its_last_attempt_leaves_the_delivery_dead_and_the_room_going() {
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "replica").unwrap();

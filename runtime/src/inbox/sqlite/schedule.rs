@@ -394,10 +394,9 @@ impl Schedule {
     pub fn advanced(&mut self, room: Box<str>, next: Option<(i64, i64, i64)>) {
         match next {
             Some((id, order, due_at)) => {
-                if let Some(held) = self.heads.get(&id) {
-                    // A head of its own already (an arrival of this transaction took the place).
-                    debug_assert_eq!(held.room.as_deref(), Some(&*room));
-                    return;
+                if self.heads.contains_key(&id) {
+                    // The room's head left or was released just before: it cannot be one still.
+                    return self.lost_step();
                 }
                 match self.rooms.get_mut(&room) {
                     Some(state) => state.head = Some(id),
@@ -616,6 +615,37 @@ mod tests {
         assert_eq!(s.take_unread(1).map(|r| r.id), None, "taken once");
         s.keep_unread(4, 1, || row(4, 1));
         assert_eq!(s.take_unread(4).map(|r| r.body.len()), Some(1), "room again once one is taken");
+    }
+
+    #[test]
+    fn an_earlier_arrival_takes_an_unclaimed_head_s_place_and_waits_behind_a_claimed_one() {
+        let mut s = Schedule::new();
+        s.arrived(1, Some("a"), 30, 0);
+        s.arrived(2, Some("a"), 10, 0); // created before 1: the room's head now
+        assert_eq!((s.take_due(100), s.take_due(100)), (Some(2), None));
+        s.claimed(2, 200);
+        s.arrived(3, Some("a"), 5, 0); // before 2, which runs: it waits
+        assert_eq!(s.take_due(100), None);
+        assert_eq!(s.released(2, Some(50)), Advance::Done, "a retry of 2: 3 goes first");
+        assert_eq!(s.take_due(100), Some(3));
+        s.claimed(3, 200);
+        assert_eq!(s.left(3), Ok(Advance::Done));
+        assert_eq!((s.take_due(100), s.take_due(100)), (Some(2), None), "then 2, then 1");
+        s.claimed(2, 200);
+        assert_eq!(s.left(2), Ok(Advance::Done));
+        assert_eq!(s.take_due(100), Some(1));
+    }
+
+    #[test]
+    fn a_released_head_of_a_room_read_from_the_file_reads_the_room_s_first_again() {
+        let mut s = Schedule::reading(ROOMLESS_WINDOW);
+        s.room_head("a", 1, 30, 0);
+        assert_eq!(s.take_due(100), Some(1));
+        s.claimed(1, 200);
+        s.arrived(2, Some("a"), 10, 0); // in the file only
+        let Advance::Read(room) = s.released(1, None) else { panic!("the file may hold an earlier one") };
+        s.advanced(room, Some((2, 10, 0)));
+        assert_eq!((s.take_due(100), s.take_due(100)), (Some(2), None));
     }
 
     #[test]
