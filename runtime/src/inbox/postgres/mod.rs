@@ -390,20 +390,26 @@ async fn execute(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<
 /// Each room of `$1` whose first pending delivery (by `ord`, then `room_seq`) is not its head
 /// makes it its head, unless a claim holds the head it has (the caller holds the rooms'
 /// locks): a room without a head gets one, and one whose head waits unclaimed (in the reorder
-/// window, or for a retry) gives its place to an earlier event that arrived meanwhile. The head
-/// is locked before it is looked at: a claim that took it meanwhile (claims lock heads, not
-/// rooms) has committed its owner by then, and the head stays (else both would run). Per room,
+/// window, or for a retry) gives its place to an earlier event that arrived meanwhile. A head
+/// about to give its place is locked and looked at again: a claim that took it meanwhile (claims
+/// lock heads, not rooms) has committed its owner by then, and the head stays (else both would
+/// run); heads that stay are not locked. Per room,
 /// its first pending delivery through the (room, ord, room_seq) index and its head through its
 /// own: a plan that stays cheap however long the rooms' backlogs and whatever the plan cache
 /// chose.
-const PROMOTE: &str = "WITH moved AS (
+const PROMOTE: &str = "WITH seen AS (
                          SELECT first.id AS head, current.id AS was
                            FROM unnest($1::text[]) AS r(room)
                            CROSS JOIN LATERAL (SELECT id FROM deliveries WHERE room = r.room AND state = 'pending'
                                                 ORDER BY ord, room_seq LIMIT 1) first
                            LEFT JOIN LATERAL (SELECT id, owner FROM deliveries
-                                               WHERE room = r.room AND head LIMIT 1 FOR UPDATE) current ON true
-                          WHERE current.id IS NULL OR (current.id <> first.id AND current.owner IS NULL))
+                                               WHERE room = r.room AND head LIMIT 1) current ON true
+                          WHERE current.id IS NULL OR (current.id <> first.id AND current.owner IS NULL)),
+                       moved AS (
+                         SELECT head, was FROM seen
+                          WHERE was IS NULL
+                             OR EXISTS (SELECT 1 FROM (SELECT owner FROM deliveries WHERE id = seen.was FOR UPDATE) l
+                                         WHERE l.owner IS NULL))
                        UPDATE deliveries d SET head = (d.id = moved.head)
                          FROM moved
                         WHERE d.id IN (moved.head, moved.was)";
