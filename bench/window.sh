@@ -5,8 +5,10 @@
 # provider's mix (examples/load.rs, 64 connections), then reads its /metrics: how many of the
 # acknowledged deliveries were handled when the load stopped, and how long after it the last one
 # was (every 20 ms, up to 60 s). Prints one JSON line per run, then a Markdown table of medians.
-# Bounded: ROUNDS (default 3) × 4 runs; 127.0.0.1 only; a fresh data directory or database
-# (`mw_bench_window`, dropped at the end) per run.
+# BEFORE=<an older meet-webhooks binary> adds its runs to each round (without the flag, which it
+# does not know): `bench/results/2026-12-05.md` compares the build before the ordering work.
+# Bounded: ROUNDS (default 3) × 4 (or 6) runs; 127.0.0.1 only; a fresh data directory or
+# database (`mw_bench_window`, dropped at the end) per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_PER_RUN:-5}
@@ -35,10 +37,12 @@ handled() {
     awk '/^meet_webhooks_handler_attempts_total\{.*outcome="done"/ {s += $NF} END {print s + 0}'
 }
 
-# run <label> <window seconds> <storage flags...>
+# run <label> <binary> <window seconds, or "" for the binary's own> <storage flags...>
 run() {
-  local label=$1 window=$2; shift 2
-  "$bin" serve --key "$key" --bind "127.0.0.1:$port" --reorder-window "$window" "$@" 2>"$work/serve.log" &
+  local label=$1 binary=$2 window=$3; shift 3
+  local flags=()
+  [ -n "$window" ] && flags=(--reorder-window "$window")
+  "$binary" serve --key "$key" --bind "127.0.0.1:$port" "${flags[@]}" "$@" 2>"$work/serve.log" &
   pid=$!
   for _ in $(seq 100); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
   local report at_stop deliveries stopped waited=-1
@@ -58,15 +62,19 @@ run() {
 }
 
 echo "# $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%FT%TZ); $rounds rounds of ${seconds} s"
+# both <label suffix> <binary> <window>: SQLite, then PostgreSQL if reachable.
+both() {
+  rm -rf "$work/data"
+  run "SQLite, $1" "$2" "$3" --data-dir "$work/data"
+  if [ -n "$postgres" ]; then
+    psql "$pg_admin" -qc "DROP DATABASE IF EXISTS mw_bench_window WITH (FORCE)" -c "CREATE DATABASE mw_bench_window" >/dev/null
+    run "PostgreSQL 1 replica, $1" "$2" "$3" --database-url "${pg_admin%/*}/mw_bench_window?sslmode=disable"
+  fi
+}
 for _ in $(seq "$rounds"); do
-  for window in 2.5 0; do
-    rm -rf "$work/data"
-    run "SQLite, window $window s" "$window" --data-dir "$work/data"
-    if [ -n "$postgres" ]; then
-      psql "$pg_admin" -qc "DROP DATABASE IF EXISTS mw_bench_window WITH (FORCE)" -c "CREATE DATABASE mw_bench_window" >/dev/null
-      run "PostgreSQL 1 replica, window $window s" "$window" --database-url "${pg_admin%/*}/mw_bench_window?sslmode=disable"
-    fi
-  done
+  [ -n "${BEFORE:-}" ] && both "build before" "$BEFORE" ""
+  both "window 2.5 s" "$bin" 2.5
+  both "window 0" "$bin" 0
 done
 
 python3 - "$work/results.jsonl" <<'PY'
