@@ -288,9 +288,11 @@ fn inbox_stats_and_show_read_the_same_directory() {
 fn inbox_list_and_show_say_when_the_provider_created_a_delivery_and_that_it_ran_late() {
     let dir = tempfile::tempdir().unwrap();
     let server = inbox_server(dir.path());
-    let webhook = |event: &str| WEBHOOKS.iter().find(|w| w.event == event).unwrap();
+    // The spec's example where it has the webhook (the tests also run against older specs,
+    // without recordingEnded); typed or not, it is handled.
     let send = |event: &str, created: f64| {
-        let mut body = example(webhook(event));
+        let mut body =
+            WEBHOOKS.iter().find(|w| w.event == event).map_or_else(|| json!({"event": event, "data": {}}), example);
         body["creationDate"] = created.into();
         body["data"]["roomId"] = "room-late".into();
         body["data"]["recordingId"] = "room-late--EG_1".into();

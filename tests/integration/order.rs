@@ -84,19 +84,21 @@ struct Event {
     body: Vec<u8>,
 }
 
-/// The `n`th event: the recording and meeting events of the spec in turn, of room `n % ROOMS`.
+/// The provider's events, in turn.
+const KINDS: [&str; 5] = ["meetingStarted", "recordingStarted", "recordingUpdated", "recordingEnded", "meetingEnded"];
+
+/// The `n`th event: the provider's recording and meeting events in turn (the spec's example
+/// where it has the webhook), of room `n % ROOMS`.
 fn event(n: usize) -> Event {
-    let kinds: Vec<_> =
-        WEBHOOKS.iter().filter(|w| w.event.starts_with("recording") || w.event.starts_with("meeting")).collect();
-    let webhook = kinds[n / ROOMS % kinds.len()];
+    let kind = KINDS[n / ROOMS % KINDS.len()];
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     let created = now.as_micros() as f64 / 1000.0;
     let room = format!("room-{}", n % ROOMS);
-    let mut body = example(webhook);
-    body["event"] = webhook.event.into();
+    let mut body = WEBHOOKS.iter().find(|w| w.event == kind).map_or_else(|| serde_json::json!({"data": {}}), example);
+    body["event"] = kind.into();
     body["creationDate"] = created.into();
     body["data"]["roomId"] = room.as_str().into();
-    if webhook.event.starts_with("recording") {
+    if kind.starts_with("recording") {
         // Two recordings per room, in turn.
         body["data"]["recordingId"] = format!("{room}--EG_{}", n / ROOMS % 2).into();
     }
@@ -244,7 +246,13 @@ fn run(window_ms: u64, postgres: bool) -> Counts {
 
 /// With the default window every room runs in `creationDate` order; without it some do not,
 /// and each of those runs is told that a later event of its room was handled before it.
+/// Not run again for each older spec CI builds the service against (`MEET_WEBHOOKS_SPEC`): it
+/// does not depend on the spec, and takes a minute.
 fn the_provider_s_order(postgres: bool) {
+    if std::env::var_os("MEET_WEBHOOKS_SPEC").is_some() {
+        eprintln!("skipped for MEET_WEBHOOKS_SPEC: run with the shipped spec");
+        return;
+    }
     let window = meet_webhooks_runtime::defaults::REORDER_WINDOW.as_millis() as u64;
     let with = run(window, postgres);
     assert_eq!(with.out_of_order, 0, "with the window every room ran in creationDate order");

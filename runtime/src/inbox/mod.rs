@@ -370,8 +370,9 @@ pub trait Inbox: Send + Sync + 'static {
     /// Stores a delivery; returns once it is committed durably.
     async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError>;
 
-    /// Claims up to `request.limit` due deliveries, oldest first, at most one per room, each
-    /// the oldest pending delivery of its room.
+    /// Claims up to `request.limit` due deliveries, soonest due first, at most one per room,
+    /// each its room's head (see the module docs), with what of its room was handled already
+    /// although created after it.
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError>;
 
     /// Extends the leases of these claims; returns the ones that were lost (fenced).
