@@ -285,6 +285,20 @@ fn inbox_stats_and_show_read_the_same_directory() {
 }
 
 #[test]
+fn the_reorder_window_holds_a_room_s_event_and_not_one_without_a_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = InboxOptions { reorder_window: Duration::from_secs(60), ..InboxOptions::new(dir.path()) };
+    let server = TestServer::with(Options { inbox: Some(inbox), ..Options::default() });
+    let deliver =
+        |body: serde_json::Value| accepted_id(&server.deliver(KEY, &now_ms().to_string(), body.to_string().as_bytes()));
+    let room = deliver(json!({"event": "meetingStarted", "creationDate": now_ms(), "data": {"roomId": "held"}}));
+    let test = deliver(json!({"event": "testEvent", "creationDate": now_ms(), "data": {"message": "hi"}}));
+    eventually("the test event handled at once", || row(dir.path(), test).state == State::Done);
+    let held = row(dir.path(), room);
+    assert_eq!((held.state, held.attempts), (State::Pending, 0), "the room's event waits out its window");
+}
+
+#[test]
 fn inbox_list_and_show_say_when_the_provider_created_a_delivery_and_that_it_ran_late() {
     let dir = tempfile::tempdir().unwrap();
     let server = inbox_server(dir.path());

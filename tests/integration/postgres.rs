@@ -182,8 +182,7 @@ fn an_earlier_arrival_leaves_its_room_s_head_to_a_claim_that_is_taking_it() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         b.batch_execute("COMMIT").await.unwrap();
         assert!(matches!(append.await.unwrap().unwrap(), Appended::New(_)));
-        // b runs the later one: nothing else of the room may run until it is done. (Moving the
-        // head from what the statement read before the claim committed gave the room a second.)
+        // b runs the later one: nothing else of the room may run until it is done.
         assert_eq!(ids(&inbox.claim(request(10, Duration::from_secs(30))).await.unwrap()), Vec::<i64>::new());
         drop(b);
         let _ = connection.await;

@@ -114,8 +114,8 @@ impl Deliveries {
                 .filter(|r| r.stored.claimed_until.is_none_or(|until| until <= now))
                 .filter(|r| self.is_head(r))
                 .min_by_key(|r| (r.due_at, r.stored.id))
-                .map(|r| r.stored.id);
-            let Some(id) = next else { break };
+                .map(|r| (r.stored.id, self.lateness(&r.stored)));
+            let Some((id, lateness)) = next else { break };
             let row = self.row(id).expect("found above");
             let stored = &mut row.stored;
             if stored.attempts >= request.max_attempts {
@@ -130,14 +130,11 @@ impl Deliveries {
             stored.attempts += 1;
             stored.claimed_by = Some(owner.to_owned());
             stored.claimed_until = Some(now.saturating_add(millis(request.lease)));
-            let fence = row.fence;
-            let lateness = self.lateness(&self.rows.iter().find(|r| r.stored.id == id).expect("found above").stored);
-            let row = self.row(id).expect("found above");
-            row.stored.late = lateness.room.clone();
+            stored.late = lateness.room.clone();
             claimed.push(Claimed {
-                claim: Claim { id, fence },
-                attempt: row.stored.attempts,
-                delivery: row.stored.clone(),
+                claim: Claim { id, fence: row.fence },
+                attempt: stored.attempts,
+                delivery: stored.clone(),
                 lateness,
             });
         }
