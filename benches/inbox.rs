@@ -120,6 +120,7 @@ fn drain_once(storage: Storage<'_>, rooms: usize) -> Duration {
         lease: meet_webhooks_runtime::defaults::LEASE,
         retention: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(1),
+        poll: meet_webhooks_runtime::defaults::POLL,
     }
     .spawn();
     while handler.0.load(Ordering::Relaxed) < BACKLOG {

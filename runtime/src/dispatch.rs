@@ -77,6 +77,9 @@ pub struct Dispatcher<W> {
     pub retention: Duration,
     /// On shutdown, how long running handlers get to finish.
     pub shutdown_grace: Duration,
+    /// How often due deliveries are looked for when nothing woke the dispatcher
+    /// ([`defaults::POLL`]).
+    pub poll: Duration,
 }
 
 /// A running dispatcher.
@@ -96,9 +99,6 @@ impl DispatcherHandle {
     }
 }
 
-/// How often due deliveries are looked for when nothing wakes the dispatcher (retries that come
-/// due, replays from the CLI).
-const POLL: Duration = Duration::from_millis(250);
 const MAINTENANCE: Duration = Duration::from_secs(10);
 /// Backoff while storage fails: from the first to the last.
 const STORAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
@@ -260,7 +260,7 @@ impl<W: Webhooks> Dispatcher<W> {
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
         // anything else (finishing handlers, wakeups) woke the loop more often than this.
-        let mut poll = tokio::time::interval(POLL);
+        let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *stop.borrow() {
@@ -314,7 +314,7 @@ impl<W: Webhooks> Dispatcher<W> {
                         self.finished(finished, &mut held, &mut unrecorded, &leases);
                     }
                 }
-                () = self.inbox.wakeups().notified() => look = true,
+                () = self.inbox.wakeups().wait() => look = true,
                 _ = poll.tick() => look = true,
                 () = tokio::time::sleep_until(storage.retry_at), if !storage.ready() => {}
                 _ = maintenance.tick() => self.maintain(&mut storage).await,
@@ -339,6 +339,9 @@ impl<W: Webhooks> Dispatcher<W> {
     ) {
         let live = KnownLive::new(asked, self.lease);
         let Claimed { claim, attempt, delivery, lateness } = claimed;
+        if attempt == 1 {
+            crate::metrics::handler_lag(delivery.received_at);
+        }
         let event = delivery.event.clone();
         let ctx = DeliveryContext {
             delivery_id: delivery.id.to_string(),
@@ -401,6 +404,7 @@ impl<W: Webhooks> Dispatcher<W> {
             Err(e) => (e.id(), Err(format!("the handler panicked: {e}"))),
         };
         let Some(Held { claim, attempt, event, kind, started }) = held.remove(&task) else { return };
+        let ran = started.elapsed();
         leases.finished(&claim);
         let event = event.as_deref().unwrap_or("");
         let outcome = match result {
@@ -409,7 +413,7 @@ impl<W: Webhooks> Dispatcher<W> {
                     "delivery {} event={} handled: attempt {attempt}, {} ms{}",
                     claim.id,
                     if event.is_empty() { "-" } else { event },
-                    started.elapsed().as_millis(),
+                    ran.as_millis(),
                     if kind == Kind::Fallback { ", by the fallback" } else { "" }
                 );
                 Outcome::Done
@@ -431,7 +435,7 @@ impl<W: Webhooks> Dispatcher<W> {
             Outcome::Retry { .. } => crate::metrics::Attempt::Retry,
             _ => crate::metrics::Attempt::Dead,
         };
-        crate::metrics::handler_attempt(&W::SPEC, event, attempt);
+        crate::metrics::handler_attempt(&W::SPEC, event, attempt, ran);
         unrecorded.push(Completion { claim, kind, outcome });
     }
 

@@ -33,6 +33,12 @@ pub const COMMIT_LATENCY: &str = "meet_webhooks_inbox_commit_seconds";
 pub const COMMIT_FAILURES: &str = "meet_webhooks_inbox_commit_failures_total";
 /// Handler attempts by event and outcome ([`Attempt`]: `done`, `retry`, `dead`).
 pub const HANDLER_ATTEMPTS: &str = "meet_webhooks_handler_attempts_total";
+/// Seconds a handler attempt ran, by event.
+pub const HANDLER_SECONDS: &str = "meet_webhooks_handler_seconds";
+/// Seconds from a delivery's receipt to the start of its handler's first attempt: the commit
+/// that acknowledged it, any reorder window and the wait for a handler slot or its room's
+/// turn. Measured from the receiving replica's clock to the handling one's.
+pub const HANDLER_LAG: &str = "meet_webhooks_handler_lag_seconds";
 /// Deliveries a default method acknowledged without handling them (an unimplemented webhook,
 /// or the default fallback), by event.
 pub const UNHANDLED: &str = "meet_webhooks_unhandled_total";
@@ -54,10 +60,14 @@ pub const OPEN_CONNECTIONS: &str = "meet_webhooks_open_connections";
 /// [`crate::service::ServiceBuilder::metrics`]).
 pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
     let seconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+    // Handlers call out (the Meet API, a download) and deliveries wait out a reorder window.
+    let long = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
     let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
     let handle = PrometheusBuilder::new()
         .set_buckets(&seconds)?
         .set_buckets_for_metric(Matcher::Full(COMMIT_BATCH.to_owned()), &sizes)?
+        .set_buckets_for_metric(Matcher::Full(HANDLER_SECONDS.to_owned()), &long)?
+        .set_buckets_for_metric(Matcher::Full(HANDLER_LAG.to_owned()), &long)?
         .install_recorder()?;
     let _ = INSTALLED.set(handle.clone());
     describe();
@@ -107,6 +117,12 @@ fn describe() {
     describe_histogram!(COMMIT_LATENCY, metrics::Unit::Seconds, "Inbox commits, their fsync included");
     describe_counter!(COMMIT_FAILURES, "Inbox commits that failed");
     describe_counter!(HANDLER_ATTEMPTS, "Handler attempts by event and outcome: done, retry, dead");
+    describe_histogram!(HANDLER_SECONDS, metrics::Unit::Seconds, "Handler attempts, by event");
+    describe_histogram!(
+        HANDLER_LAG,
+        metrics::Unit::Seconds,
+        "From a delivery's receipt to the start of its handler's first attempt"
+    );
     describe_counter!(UNHANDLED, "Deliveries a default method acknowledged without handling them, by event");
     describe_counter!(VERIFIED, "Deliveries verified, by the key that signed them (1 = the first key given)");
     describe_gauge!(KEYS, "Keys in use");
@@ -251,8 +267,18 @@ pub(crate) fn open_connections(open: usize) {
     metrics::gauge!(OPEN_CONNECTIONS).set(open as f64);
 }
 
-pub(crate) fn handler_attempt(spec: &Spec, event: &str, outcome: Attempt) {
-    metrics::counter!(HANDLER_ATTEMPTS, "event" => event_label(spec, event), "outcome" => outcome.label()).increment(1);
+pub(crate) fn handler_attempt(spec: &Spec, event: &str, outcome: Attempt, ran: Duration) {
+    let event = event_label(spec, event);
+    metrics::counter!(HANDLER_ATTEMPTS, "event" => event, "outcome" => outcome.label()).increment(1);
+    metrics::histogram!(HANDLER_SECONDS, "event" => event).record(ran.as_secs_f64());
+}
+
+/// A delivery received at `received_at_ms` (on the epoch, truncated to the millisecond) starts
+/// its first attempt now: the lag is read at most a millisecond long, never short.
+pub(crate) fn handler_lag(received_at_ms: i64) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let lag = now.as_secs_f64() - received_at_ms as f64 / 1000.0;
+    metrics::histogram!(HANDLER_LAG).record(lag.max(0.0));
 }
 
 #[cfg(test)]

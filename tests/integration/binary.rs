@@ -267,6 +267,11 @@ fn metrics_describe_themselves_name_the_build_and_the_key_and_count_strays() {
         "meet_webhooks_keys 2",
         "meet_webhooks_deliveries_total{event=\"\",outcome=\"not_found\"} 1",
         "meet_webhooks_deliveries_total{event=\"\",outcome=\"method_not_allowed\"} 1",
+        // Each handled once, at its first attempt.
+        "# HELP meet_webhooks_handler_seconds ",
+        "meet_webhooks_handler_seconds_count{event=\"testEvent\"} 3",
+        "# HELP meet_webhooks_handler_lag_seconds ",
+        "meet_webhooks_handler_lag_seconds_count 3",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }

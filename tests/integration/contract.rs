@@ -347,6 +347,31 @@ pub async fn the_reorder_window_holds_a_room_s_delivery(inbox: &impl Inbox) {
     assert!(claim(inbox, 10, LEASE).await.is_empty(), "still held: {held}");
 }
 
+/// Claims through `inbox` each time its wake-ups say to look (and only then) until `id` is
+/// claimed; fails if they fall silent for 5 s first (a dispatcher would wait for its poll).
+pub async fn claimed_when_woken(inbox: &impl Inbox, id: i64) {
+    for _ in 0..100 {
+        let woken = tokio::time::timeout(Duration::from_secs(5), inbox.wakeups().wait()).await;
+        assert!(woken.is_ok(), "delivery {id} was claimable and nothing woke the dispatcher");
+        if claim(inbox, 10, LEASE).await.iter().any(|c| c.claim.id == id) {
+            return;
+        }
+    }
+    panic!("woken a hundred times and delivery {id} never claimed");
+}
+
+/// A commit that stores a delivery wakes the dispatcher, and one held by the reorder window
+/// wakes it again when it comes due: neither waits for a poll.
+pub async fn the_dispatcher_is_woken_when_a_delivery_can_be_claimed(inbox: &impl Inbox) {
+    let now = append_new(inbox, delivery(1, None)).await;
+    claimed_when_woken(inbox, now).await;
+    let hold = Duration::from_millis(400);
+    let appended = std::time::Instant::now();
+    let held = append_new(inbox, NewDelivery { hold, ..dated(2, "a", None, now_ms()) }).await;
+    claimed_when_woken(inbox, held).await;
+    assert!(appended.elapsed() >= hold, "claimed after {:?}, within its hold", appended.elapsed());
+}
+
 /// One thing a test does to an inbox in [`any_order_of_arrivals_and_outcomes`].
 #[derive(Debug, Clone)]
 pub enum Step {
@@ -548,6 +573,7 @@ macro_rules! every_rule {
                 an_earlier_arrival_waits_for_a_claimed_head_and_goes_before_its_retry,
                 a_claim_says_which_later_event_was_handled_already,
                 the_reorder_window_holds_a_room_s_delivery,
+                the_dispatcher_is_woken_when_a_delivery_can_be_claimed,
                 pruning_deletes_handled_deliveries_only,
                 stats_count_what_is_stored,
             ]

@@ -358,6 +358,7 @@ fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_
             lease: meet_webhooks_runtime::defaults::LEASE,
             retention: Duration::from_secs(3600),
             shutdown_grace: Duration::from_millis(grace_ms),
+            poll: meet_webhooks_runtime::defaults::POLL,
         }
         .spawn()
     };
@@ -710,7 +711,7 @@ impl Inbox for SlowClaims {
     async fn close(&self) {
         self.inner.close().await
     }
-    fn wakeups(&self) -> &tokio::sync::Notify {
+    fn wakeups(&self) -> &meet_webhooks_runtime::inbox::Wakeups {
         self.inner.wakeups()
     }
     fn describe(&self) -> String {
@@ -753,6 +754,7 @@ fn dispatcher<H: meet_webhooks::WebhookHandler>(
         lease,
         retention: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(1),
+        poll: meet_webhooks_runtime::defaults::POLL,
     }
     .spawn()
 }

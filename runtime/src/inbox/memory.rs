@@ -6,8 +6,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
 use super::{
     Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness, Later,
     NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored,
@@ -19,7 +17,7 @@ use crate::clock::{millis, now_ms};
 pub struct MemoryInbox {
     owner: String,
     deliveries: Mutex<Deliveries>,
-    wake: Notify,
+    wake: super::Wakeups,
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +48,7 @@ struct Row {
 impl MemoryInbox {
     /// An empty inbox whose claims are held as `owner`.
     pub fn new(owner: impl Into<String>) -> Self {
-        Self { owner: owner.into(), deliveries: Mutex::default(), wake: Notify::new() }
+        Self { owner: owner.into(), deliveries: Mutex::default(), wake: super::Wakeups::default() }
     }
 
     /// The deliveries, or an error once closed.
@@ -181,6 +179,7 @@ impl Deliveries {
 #[async_trait::async_trait]
 impl Inbox for MemoryInbox {
     async fn append(&self, delivery: NewDelivery) -> Result<Appended, StoreError> {
+        let hold = delivery.hold;
         let mut deliveries = self.open()?;
         let key = (delivery.timestamp_ms, delivery.signature);
         if let Some(row) = deliveries.rows.iter().find(|r| (r.stored.timestamp_ms, r.stored.signature) == key) {
@@ -216,7 +215,7 @@ impl Inbox for MemoryInbox {
             order,
         });
         drop(deliveries);
-        self.wake.notify_one();
+        self.wake.wake_after(hold);
         Ok(Appended::New(id))
     }
 
@@ -287,7 +286,7 @@ impl Inbox for MemoryInbox {
         }
         drop(deliveries);
         if replayed > 0 {
-            self.wake.notify_one();
+            self.wake.wake();
         }
         Ok(replayed)
     }
@@ -357,7 +356,7 @@ impl Inbox for MemoryInbox {
         self.deliveries.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed = true;
     }
 
-    fn wakeups(&self) -> &Notify {
+    fn wakeups(&self) -> &super::Wakeups {
         &self.wake
     }
 

@@ -50,6 +50,7 @@ mod migrations;
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod wakeups;
 
 use std::fmt;
 use std::sync::Arc;
@@ -57,7 +58,6 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use serde::Serialize;
-use tokio::sync::Notify;
 
 /// Implementations of [`Inbox`] use it: `#[meet_webhooks_runtime::inbox::async_trait]`.
 pub use async_trait::async_trait;
@@ -66,6 +66,7 @@ pub use memory::MemoryInbox;
 pub use postgres::PgInbox;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteInbox;
+pub use wakeups::Wakeups;
 
 /// What the request path stores.
 #[derive(Debug, Clone)]
@@ -417,8 +418,9 @@ pub trait Inbox: Send + Sync + 'static {
     /// Operations after it fail.
     async fn close(&self);
 
-    /// Notified after a commit that stored a new delivery (or made one pending again).
-    fn wakeups(&self) -> &Notify;
+    /// Woken after a commit that stored a new delivery (or made one pending again), and when
+    /// one held back (its `hold`) comes due; on PostgreSQL, also by other replicas' commits.
+    fn wakeups(&self) -> &Wakeups;
 
     /// Where the inbox lives, for logs (never a password).
     fn describe(&self) -> String;

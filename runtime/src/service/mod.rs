@@ -357,6 +357,7 @@ impl<W: Webhooks> ServiceBuilder<W> {
                     lease: self.lease,
                     retention: self.retention,
                     shutdown_grace: self.shutdown_grace,
+                    poll: crate::defaults::POLL,
                 }
                 .spawn();
                 (Endpoint::with_inbox(webhooks, inbox.clone(), self.strict, self.reorder_window), Some(dispatcher))

@@ -63,7 +63,8 @@ pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usiz
         })
         .await?;
     if replayed > 0 {
-        inbox.wake.notify_one();
+        inbox.wake.wake();
+        let _ = inbox.announce.send(vec![0]);
     }
     Ok(replayed)
 }

@@ -30,6 +30,7 @@
 
 mod admin;
 mod connect;
+mod notify;
 mod prune;
 mod ready;
 mod schema;
@@ -44,7 +45,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -52,7 +53,7 @@ pub use schema::VERSION as SCHEMA_VERSION;
 
 use super::{
     Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness, Later,
-    NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored,
+    NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored, Wakeups,
 };
 use crate::clock::millis;
 
@@ -95,9 +96,10 @@ pub struct PgInbox {
     owner: Arc<str>,
     /// Where it is, without a password.
     target: Arc<str>,
-    /// Notified after a commit of this replica stored something new (other replicas' appends
-    /// are found by polling).
-    wake: Arc<Notify>,
+    /// Woken by this replica's commits and every replica's announcements ([`notify`]).
+    wake: Arc<Wakeups>,
+    /// Announces to every replica what a commit stored: when it comes due, in ms from now.
+    announce: mpsc::UnboundedSender<Vec<u64>>,
     /// The database could not be reached: the next operation first records that it is
     /// reachable again ([`REACHABLE_AGAIN`]).
     away: Arc<std::sync::atomic::AtomicBool>,
@@ -133,7 +135,11 @@ impl PgInbox {
             .build()
             .map_err(|e| StoreError::invalid("cannot set up TLS").caused_by(e))?;
         let tls = postgres_native_tls::MakeTlsConnector::new(tls);
-        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("inbox-postgres")
@@ -174,10 +180,23 @@ impl PgInbox {
             return Err(StoreError { context: format!("{target}: {}", e.context), ..e });
         }
         let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
-        let wake = Arc::new(Notify::new());
-        handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone()));
+        let wake = Arc::new(Wakeups::default());
+        let (announce, announcements) = mpsc::unbounded_channel();
+        handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone(), announce.clone()));
+        handle.spawn(notify::announcer(pool.clone(), announcements));
+        handle.spawn(notify::listener(config, tls, wake.clone()));
         let away = Arc::default();
-        Ok(Self { pool, runtime: handle, appends, owner: owner.into(), target: target.into(), wake, away, running })
+        Ok(Self {
+            pool,
+            runtime: handle,
+            appends,
+            owner: owner.into(),
+            target: target.into(),
+            wake,
+            announce,
+            away,
+            running,
+        })
     }
 
     /// Runs `work` with a connection, on the inbox's runtime.
@@ -221,7 +240,8 @@ async fn appender(
     pool: Pool,
     target: String,
     mut queue: mpsc::Receiver<(NewDelivery, Reply<Appended>)>,
-    wake: Arc<Notify>,
+    wake: Arc<Wakeups>,
+    announce: mpsc::UnboundedSender<Vec<u64>>,
 ) {
     let mut batch = Vec::new();
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -233,9 +253,12 @@ async fn appender(
         };
         crate::metrics::inbox_commit(deliveries.len(), started.elapsed(), result.is_ok());
         match result {
-            Ok(answers) => {
-                if answers.iter().any(|a| matches!(a, Appended::New(_))) {
-                    wake.notify_one();
+            Ok((answers, due)) => {
+                for &after in &due {
+                    wake.wake_after(Duration::from_millis(after));
+                }
+                if !due.is_empty() {
+                    let _ = announce.send(due.into_iter().collect());
                 }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
@@ -251,8 +274,13 @@ async fn appender(
 }
 
 /// Stores a batch in one transaction: rooms locked in order and numbered, rows inserted in key
-/// order, heads set; one answer per delivery, in order.
-async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Appended>, StoreError> {
+/// order, heads set; one answer per delivery, in order, and when the new ones come due (in ms
+/// from the end of the insert, on the database's clock: a wake-up at that time after the commit
+/// is never early).
+async fn insert(
+    client: &mut Client,
+    batch: &[NewDelivery],
+) -> Result<(Vec<Appended>, std::collections::BTreeSet<u64>), StoreError> {
     let tx = client.transaction().await.map_err(failed)?;
     // Each room's row, locked (rooms in order: batches never deadlock) and advanced by the
     // number of this batch's deliveries in it, in one statement: they are numbered from there.
@@ -321,7 +349,8 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
                         AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at,
                              ord, created, recording, hold)
                  ON CONFLICT (timestamp_ms, signature) DO NOTHING
-                 RETURNING id, timestamp_ms, signature"
+                 RETURNING id, timestamp_ms, signature,
+                           GREATEST(due_at - (extract(epoch from clock_timestamp()) * 1000)::bigint + 1, 0)"
         ),
         &[
             &timestamp_ms,
@@ -342,6 +371,7 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
     .await?;
     // By key: the delivery's id, and whether this batch inserted it.
     let key = |row: &Row| -> (i64, [u8; 32]) { (row.get(1), row.get::<_, &[u8]>(2).try_into().unwrap_or([0; 32])) };
+    let due = inserted.iter().map(|r| u64::try_from(r.get::<_, i64>(3)).unwrap_or(0)).collect();
     let mut ids: std::collections::HashMap<(i64, [u8; 32]), (i64, bool)> =
         inserted.iter().map(|r| (key(r), (r.get(0), true))).collect();
     if ids.len() < batch.len() {
@@ -362,14 +392,15 @@ async fn insert(client: &mut Client, batch: &[NewDelivery]) -> Result<Vec<Append
     tx.commit().await.map_err(failed)?;
     // A key that appears twice in one batch is new for its first copy only.
     let mut answered: std::collections::HashSet<(i64, [u8; 32])> = std::collections::HashSet::new();
-    batch
+    let answers = batch
         .iter()
         .map(|d| {
             let key = (d.timestamp_ms, d.signature);
             let (id, new) = *ids.get(&key).ok_or_else(|| StoreError::unavailable("a stored delivery vanished"))?;
             Ok(if new && answered.insert(key) { Appended::New(id) } else { Appended::Duplicate(id) })
         })
-        .collect()
+        .collect::<Result<_, StoreError>>()?;
+    Ok((answers, due))
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -809,7 +840,7 @@ impl Inbox for PgInbox {
         }
     }
 
-    fn wakeups(&self) -> &Notify {
+    fn wakeups(&self) -> &Wakeups {
         &self.wake
     }
 

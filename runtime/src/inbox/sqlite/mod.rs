@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use mailbox::{Answer, Mailbox, ToWake};
 pub use schema::VERSION as SCHEMA_VERSION;
@@ -33,7 +33,7 @@ use store::{PRUNE_BATCH, Store, Work};
 
 use super::{
     Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, NewDelivery, Selection, Stats,
-    StoreError, Stored,
+    StoreError, Stored, Wakeups,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -61,8 +61,8 @@ const MAX_BATCH: usize = 4096;
 #[derive(Clone)]
 pub struct SqliteInbox {
     ops: mpsc::Sender<Op>,
-    /// Woken after a commit that stored something new.
-    wake: Arc<Notify>,
+    /// Woken after a commit that stored something new, and when what it held back comes due.
+    wake: Arc<Wakeups>,
     path: PathBuf,
     /// Counts are read here, off the writer thread (`store::open_reader`); opened when first
     /// needed.
@@ -84,7 +84,7 @@ impl SqliteInbox {
 
     fn start(store: Store) -> Self {
         let (ops, rx) = mpsc::channel(MAX_BATCH * 4);
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wakeups::default());
         let path = store.path().to_path_buf();
         let notify = wake.clone();
         std::thread::Builder::new()
@@ -155,7 +155,7 @@ impl Inbox for SqliteInbox {
     async fn replay(&self, selection: Selection) -> Result<usize, StoreError> {
         let replayed = self.run(move |store| store.replay(selection)).await?;
         if replayed > 0 {
-            self.wake.notify_one();
+            self.wake.wake();
         }
         Ok(replayed)
     }
@@ -229,7 +229,7 @@ impl Inbox for SqliteInbox {
         }
     }
 
-    fn wakeups(&self) -> &Notify {
+    fn wakeups(&self) -> &Wakeups {
         &self.wake
     }
 
@@ -239,7 +239,7 @@ impl Inbox for SqliteInbox {
 }
 
 /// The writer thread: commits what queued up together, answers, then runs the queries.
-fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
+fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Wakeups) {
     // This cycle's appends, committed on their own; then the rest of its work.
     let mut arrivals = Work::default();
     let mut work = Work::default();
@@ -297,8 +297,13 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Notify) {
             crate::metrics::inbox_commit(arrivals.appends.len(), started.elapsed(), result.is_ok());
             match result {
                 Ok(answers) => {
-                    if answers.appended.iter().any(|a| matches!(a, Appended::New(_))) {
-                        wake.notify_one();
+                    // Due at receipt plus its hold, on the wall clock (see `Store::commit`).
+                    let now = crate::clock::now_ms();
+                    for (delivery, answer) in arrivals.appends.iter().zip(&answers.appended) {
+                        if matches!(answer, Appended::New(_)) {
+                            let due = delivery.received_at_ms.saturating_add(crate::clock::millis(delivery.hold));
+                            wake.wake_after(Duration::from_millis(u64::try_from(due - now).unwrap_or(0)));
+                        }
                     }
                     for ((reply, mailbox), answer) in appended.drain(..).zip(answers.appended) {
                         to_wake.post(mailbox.as_ref(), Answer(reply, Ok(answer)));

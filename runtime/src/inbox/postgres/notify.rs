@@ -1,0 +1,124 @@
+//! Replicas wake each other: a commit that stored deliveries (or replayed some) is announced
+//! with `NOTIFY`, and every replica `LISTEN`s on a connection of its own, so that a delivery
+//! one replica acknowledged is claimed at once by another that is idle, not at its next poll.
+//!
+//! An announcement is the delays, in milliseconds from its commit, after which the deliveries
+//! it stored come due (`0`, or the reorder window): a listener wakes its dispatcher then. It is
+//! sent after the commit, in a transaction of its own that does not wait for its WAL flush:
+//! `NOTIFY` in the appends' own transaction would serialize every replica's commits, fsync
+//! included, on the server's notification lock. A lost announcement (the connection dropped)
+//! costs a wait for the poll, never a delivery.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+
+use super::connect::reason;
+use crate::inbox::Wakeups;
+
+/// The channel every replica of an inbox listens on (one database holds one inbox).
+const CHANNEL: &str = "meet_webhooks_inbox";
+
+/// Sends the announcements queued on `queue`, those that queue while one is sent together.
+pub(super) async fn announcer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Vec<u64>>) {
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, 64).await > 0 {
+        let delays: BTreeSet<u64> = batch.drain(..).flatten().collect();
+        // Digits and commas only: safe in a literal.
+        let payload = delays.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let sql = format!("BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {CHANNEL}, '{payload}'; COMMIT");
+        let sent = match pool.get().await {
+            Ok(client) => client.batch_execute(&sql).await.map_err(|e| reason(&e)),
+            Err(e) => Err(reason(&e)),
+        };
+        if let Err(e) = sent {
+            log::debug!("cannot tell the other replicas about new deliveries: {e}");
+        }
+    }
+}
+
+/// Listens for the announcements of every replica (this one's too) and wakes `wakeups` for
+/// them, on a connection of its own, made again whenever it is lost. Runs until the inbox's
+/// runtime ends.
+pub(super) async fn listener(
+    config: tokio_postgres::Config,
+    tls: postgres_native_tls::MakeTlsConnector,
+    wakeups: Arc<Wakeups>,
+) {
+    let mut delay = Duration::from_millis(100);
+    let mut failing = false;
+    loop {
+        match listen(&config, &tls, &wakeups, &mut failing).await {
+            // Listened, then lost: connect again at once.
+            Ok(lost) => {
+                log::warn!(
+                    "lost the connection that hears other replicas' deliveries ({lost}); until it is back they are \
+                     found by polling"
+                );
+                failing = true;
+                delay = Duration::from_millis(100);
+                continue;
+            }
+            Err(e) => {
+                if !failing {
+                    log::warn!(
+                        "cannot listen for other replicas' deliveries: {e}; they are found by polling until it works"
+                    );
+                }
+                failing = true;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Connects, listens and wakes `wakeups` until the connection is lost (`Ok`, with why), or
+/// fails to listen (`Err`).
+async fn listen(
+    config: &tokio_postgres::Config,
+    tls: &postgres_native_tls::MakeTlsConnector,
+    wakeups: &Wakeups,
+    failing: &mut bool,
+) -> Result<String, String> {
+    let (client, mut connection) = config.connect(tls.clone()).await.map_err(|e| reason(&e))?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let listen = format!("LISTEN {CHANNEL}");
+    let listening = client.batch_execute(&listen);
+    tokio::pin!(listening);
+    // The connection is driven by reading its messages, the LISTEN's answer among them.
+    let mut listened = false;
+    loop {
+        tokio::select! {
+            done = &mut listening, if !listened => {
+                done.map_err(|e| reason(&e))?;
+                listened = true;
+                if std::mem::take(failing) {
+                    log::info!("hearing other replicas' deliveries again");
+                }
+                // Whatever was announced before this connection listened.
+                wakeups.wake();
+            }
+            message = messages.next() => match message {
+                Some(Ok(AsyncMessage::Notification(note))) => wake_for(wakeups, note.payload()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) if listened => return Ok(reason(&e)),
+                Some(Err(e)) => return Err(reason(&e)),
+                None if listened => return Ok("the server closed it".into()),
+                None => return Err("the server closed the connection".into()),
+            }
+        }
+    }
+}
+
+/// Wakes `wakeups` for each delay in an announcement.
+fn wake_for(wakeups: &Wakeups, payload: &str) {
+    for delay in payload.split(',').filter_map(|d| d.parse::<u64>().ok()) {
+        wakeups.wake_after(Duration::from_millis(delay));
+    }
+}
