@@ -1082,3 +1082,66 @@ fn readiness_fails_while_deliveries_cannot_be_stored() {
     assert_eq!(reachable_since, 0, "a refused statement was taken for an unreachable database");
     drop(server);
 }
+
+/// A dispatcher on `inbox` for `handler`, looking for deliveries by itself only every minute:
+/// whatever it handles sooner, a wake-up told it of.
+fn dispatcher_polling_every_minute(
+    inbox: &PgInbox,
+    handler: &std::sync::Arc<meet_webhooks::Receiver<crate::common::Recorder>>,
+    concurrency: usize,
+) -> meet_webhooks_runtime::DispatcherHandle {
+    meet_webhooks_runtime::Dispatcher {
+        inbox: std::sync::Arc::new(inbox.clone()),
+        webhooks: handler.clone(),
+        concurrency,
+        retry: meet_webhooks_runtime::RetryPolicy::default(),
+        lease: meet_webhooks_runtime::defaults::LEASE,
+        retention: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_millis(100),
+        poll: Duration::from_secs(60),
+    }
+    .spawn()
+}
+
+#[test]
+fn a_delivery_acknowledged_by_a_busy_replica_is_handled_by_an_idle_one_at_once() {
+    use std::time::Instant;
+
+    let Some(db) = TestDatabase::create() else { return };
+    let (a, b) = (PgInbox::connect(&db.url, "a").unwrap(), PgInbox::connect(&db.url, "b").unwrap());
+    let (busy, idle) = (
+        std::sync::Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default())),
+        std::sync::Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default())),
+    );
+    // Replica a's one handler slot is taken by a handler that does not finish.
+    busy.paused.store(true, Ordering::SeqCst);
+    let dispatcher_a = dispatcher_polling_every_minute(&a, &busy, 1);
+    block_on(a.append(delivery(1, None))).unwrap();
+    eventually("replica a busy", || busy.runs.lock().unwrap().len() == 1);
+    let dispatcher_b = dispatcher_polling_every_minute(&b, &idle, 4);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Each delivery replica a acknowledges, replica b starts: at once, or when its reorder
+    // window ends. Without a wake-up it would wait for b's poll, a minute.
+    let mut waits = Vec::new();
+    for (n, hold) in [(2, 0), (3, 0), (4, 300), (5, 0), (6, 300)] {
+        let hold = Duration::from_millis(hold);
+        let before = idle.runs.lock().unwrap().len();
+        let acknowledged = Instant::now();
+        block_on(a.append(NewDelivery { hold, ..delivery(n, Some("room")) })).unwrap();
+        while idle.runs.lock().unwrap().len() == before {
+            assert!(acknowledged.elapsed() < Duration::from_secs(5), "delivery {n} not handled by replica b");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let waited = acknowledged.elapsed();
+        assert!(waited >= hold, "delivery {n} started within its hold: {waited:?}");
+        waits.push(waited.saturating_sub(hold).as_millis());
+    }
+    eprintln!("replica b started each delivery this long (ms) after its commit (and hold): {waits:?}");
+    assert_eq!(busy.runs.lock().unwrap().len(), 1, "replica a took nothing more");
+    busy.release.add_permits(1);
+    block_on(dispatcher_b.stop());
+    block_on(dispatcher_a.stop());
+    block_on(a.close());
+    block_on(b.close());
+}
