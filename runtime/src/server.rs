@@ -11,7 +11,7 @@
 //!   the connection. Bodies have their own limit in the middleware; idle keep-alive connections
 //!   are closed by actix after `--keep-alive` ([`defaults::KEEP_ALIVE`]).
 //! - **Open connections are capped** (`--max-connections`); past the cap, new connections wait
-//!   in the kernel's queue, and the log says so.
+//!   in the kernel's queue (as long as the cap: see `service::listen`), and the log says so.
 //! - **`Expect: 100-continue` is answered only for a body we would read**: a wrong content type
 //!   or a declared length over `--body-limit` is refused before the client sends the body.
 //! - **Nothing is read after an answer that closes the connection** (`connection: close`, which
