@@ -29,7 +29,7 @@ const MAX_ATTEMPTS: u32 = 3;
 /// several processes never mix): `start <recordingId> <attempt> <room> <replica> <ns>
 /// <creationDate µs|-> <later in room|-> <later in recording|->` when a run starts (the later
 /// events by inbox id, as its context names them), `end ... <ns> ok|failed` when it ends. It fails a delivery's first attempt when
-/// the body asks (`data.failFirst`), and aborts the process when it asks for that
+/// the body asks (`data.failFirst`), takes `data.sleepMs` when given, and aborts the process when it asks for that
 /// (`data.abort`, a moment after it started, so that deliveries sent beside it are
 /// acknowledged first), as a handler with a fatal bug would.
 struct RunLog {
@@ -62,7 +62,8 @@ impl RunLog {
             std::process::abort();
         }
         // Long enough that two runs of one room at once would overlap.
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        let sleep = body["data"]["sleepMs"].as_u64().unwrap_or(2);
+        tokio::time::sleep(Duration::from_millis(sleep)).await;
         let fail = body["data"]["failFirst"] == true && ctx.attempt == 1;
         self.line(format!("end {what} {} {}\n", nanos(), if fail { "failed" } else { "ok" }))?;
         if fail { Err("failing the first attempt on purpose".into()) } else { Ok(()) }

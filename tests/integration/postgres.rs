@@ -1145,3 +1145,102 @@ fn a_delivery_acknowledged_by_a_busy_replica_is_handled_by_an_idle_one_at_once()
     block_on(a.close());
     block_on(b.close());
 }
+
+#[test]
+fn the_claims_of_a_killed_replica_start_on_another_within_the_lease_and_a_second() {
+    use crate::crash::{ChildReceiver, logged, nanos};
+    const LEASE_MS: u64 = 1000;
+    const SENDERS: usize = 3;
+    let Some(db) = TestDatabase::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run_log = dir.path().join("runs");
+    let mut replicas: Vec<ChildReceiver> = (0..3)
+        .map(|i| {
+            let (replica, lease) = (format!("replica-{i}"), LEASE_MS.to_string());
+            let env = [
+                ("CRASH_CHILD_DATABASE_URL", db.url.as_str()),
+                ("CRASH_CHILD_REPLICA", replica.as_str()),
+                ("CRASH_CHILD_LEASE_MS", lease.as_str()),
+                ("CRASH_CHILD_MAX_ATTEMPTS", "6"),
+            ];
+            ChildReceiver::start_with(&dir.path().join(format!("unused-{i}")), &run_log, &env)
+        })
+        .collect();
+    let addrs: Vec<std::net::SocketAddr> = replicas.iter().map(|r| r.addr).collect();
+    let webhook = *meet_webhooks::WEBHOOKS.iter().find(|w| w.event == "recordingStarted").unwrap();
+
+    // A paced load, well under what three replicas handle (each runs 4 handlers of 200 ms at
+    // once): 3 senders, 15 deliveries a second each, to the replicas in turn.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let (addrs, stop) = (addrs.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut acknowledged = Vec::new();
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut body = crate::common::example(&webhook);
+                    let recording = format!("s{s}-{n}");
+                    body["data"]["recordingId"] = recording.clone().into();
+                    body["data"]["roomId"] = format!("room-{s}-{n}").into();
+                    body["data"]["sleepMs"] = 200.into();
+                    let (timestamp, body) = (now_ms().to_string(), body.to_string());
+                    let acked = (0..30).any(|t| {
+                        deliver_within(addrs[(n + t) % 3], &timestamp, &body, Duration::from_millis(700)) == Some(200)
+                    });
+                    assert!(acked, "{recording} acknowledged by some replica");
+                    acknowledged.push(recording);
+                    std::thread::sleep(Duration::from_millis(66));
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    replicas[0].child.kill().unwrap(); // SIGKILL, under load
+    let killed_at = nanos();
+    replicas[0].child.wait().unwrap();
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    let held: Vec<i64> = block_on(inbox.list(Filter::State(State::Pending), None, 100_000))
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.claimed_by.as_deref() == Some("replica-0"))
+        .map(|d| d.id)
+        .collect();
+    std::thread::sleep(Duration::from_millis(LEASE_MS + 2000));
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged: Vec<String> = senders.into_iter().flat_map(|s| s.join().unwrap()).collect();
+    eventually("nothing pending", || block_on(inbox.stats()).unwrap().pending == 0);
+    let stored = block_on(inbox.list(Filter::All, None, 100_000)).unwrap();
+    block_on(inbox.close());
+    assert!(stored.iter().all(|d| d.state == State::Done), "every delivery handled");
+    assert_eq!(stored.len(), acknowledged.len(), "each stored once");
+
+    // Each delivery the killed replica held: its next run, on another replica.
+    let recording_of = |id: i64| {
+        let row = stored.iter().find(|d| d.id == id).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&row.body).unwrap();
+        body["data"]["recordingId"].as_str().unwrap().to_owned()
+    };
+    let lines = logged(&run_log);
+    let mut takeovers = Vec::new();
+    for id in &held {
+        let recording = recording_of(*id);
+        let taken = lines
+            .iter()
+            .filter(|l| l.start && l.recording == recording && l.replica != "replica-0" && l.nanos > killed_at)
+            .map(|l| l.nanos)
+            .min()
+            .unwrap_or_else(|| panic!("{recording} (delivery {id}), held by the killed replica, never ran again"));
+        takeovers.push((taken - killed_at) / 1_000_000);
+    }
+    eprintln!(
+        "replica-0 killed holding {} claims; each started on another replica this long after (ms): {takeovers:?}",
+        held.len()
+    );
+    assert!(!held.is_empty(), "the kill caught claims in flight");
+    let bound = u128::from(LEASE_MS) + 1000;
+    assert!(takeovers.iter().all(|&ms| ms <= bound), "taken over within {bound} ms: {takeovers:?}");
+}
