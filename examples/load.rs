@@ -55,6 +55,15 @@ struct Args {
     /// `typed` (the spec's webhooks in turn, each room its own).
     #[arg(long, value_enum, default_value_t = Mix::Provider)]
     mix: Mix,
+    /// Deliveries a second in all, spread evenly over the connections: a paced load rather than
+    /// a flood (each connection sends its next on schedule, or at once if it fell behind).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// `provider` mix only: a room's events a thousand deliveries apart (each delivery to the next
+    /// room), as a provider's meetings send them, rather than one after another (a room's five
+    /// events at once: each waits for the one before it to be handled).
+    #[arg(long)]
+    spread: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,6 +89,8 @@ fn seconds(text: &str) -> Result<f64, String> {
 /// so that a delivery costs a few copies, not a JSON round trip.
 struct Templates {
     mix: Mix,
+    /// A room's events spread over the run (`--spread`).
+    spread: bool,
     /// By the event they are for.
     bodies: Vec<(&'static str, Vec<Part>)>,
 }
@@ -136,7 +147,7 @@ impl Templates {
                 })
                 .collect(),
         };
-        Self { mix, bodies }
+        Self { mix, bodies, spread: false }
     }
 
     fn parts(example: &str) -> Vec<Part> {
@@ -189,6 +200,9 @@ impl Templates {
             Mix::Typed => ((n % self.bodies.len() as u64) as usize, n),
             // A room's meeting and recording, five events in order, then the next room's.
             Mix::Provider if n % 50 == 49 => (PROVIDER_EVENTS.len(), 0),
+            Mix::Provider if self.spread => {
+                (((n / ROOMS) % PROVIDER_EVENTS.len() as u64) as usize, n % ROOMS + n / (ROOMS * 5) * ROOMS)
+            }
             Mix::Provider => ((n % PROVIDER_EVENTS.len() as u64) as usize, (n / PROVIDER_EVENTS.len() as u64) % ROOMS),
         };
         for part in &self.bodies[index].1 {
@@ -233,7 +247,7 @@ fn main() {
             .build()
             .unwrap()
     };
-    let templates = Arc::new(Templates::new(args.mix));
+    let templates = Arc::new(Templates { spread: args.spread, ..Templates::new(args.mix) });
     let totals = Arc::new(Totals::default());
     let counter = Arc::new(AtomicU64::new(0));
     let key = Arc::new(args.key.clone().into_bytes());
@@ -242,18 +256,27 @@ fn main() {
     let own_cpu_before = cpu_ticks(std::process::id());
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.seconds);
+    // Each connection's interval between sends, when paced.
+    let interval = args.rate.map(|rate| Duration::from_secs_f64(f64::from(args.connections) / rate));
     let histograms = runtime.block_on(async {
         let tasks: Vec<_> = (0..usize::from(args.connections))
             .map(|i| {
                 let (addr, request_line) = targets[i % targets.len()].clone();
                 let (templates, totals, counter, key) =
                     (templates.clone(), totals.clone(), counter.clone(), key.clone());
+                // Paced connections start a share of the interval apart, not all at once.
+                let pace = interval.map(|every| Pace {
+                    next: started + every.mul_f64(i as f64 / f64::from(args.connections)),
+                    every,
+                });
                 tokio::spawn(async move {
                     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+                    let mut pace = pace;
                     while Instant::now() < deadline {
                         if let Err(e) = connection(
                             addr,
                             deadline,
+                            &mut pace,
                             &templates,
                             &totals,
                             &counter,
@@ -291,6 +314,7 @@ fn main() {
         "seconds": (elapsed * 100.0).round() / 100.0,
         "deliveries": delivered,
         "deliveries_per_second": (delivered as f64 / elapsed).round(),
+        "rate": args.rate,
         "non_2xx": non_2xx,
         "connection_errors": totals.errors.load(Ordering::Relaxed),
         "latency_us": {
@@ -320,11 +344,18 @@ fn main() {
     println!("{report}");
 }
 
-/// One keep-alive connection, sending deliveries until the deadline.
+/// When a paced connection sends its next delivery.
+struct Pace {
+    next: Instant,
+    every: Duration,
+}
+
+/// One keep-alive connection, sending deliveries until the deadline (on schedule when paced).
 #[allow(clippy::too_many_arguments)]
 async fn connection(
     addr: SocketAddr,
     deadline: Instant,
+    pace: &mut Option<Pace>,
     templates: &Templates,
     totals: &Totals,
     counter: &AtomicU64,
@@ -338,6 +369,13 @@ async fn connection(
     let mut body = Vec::with_capacity(2048);
     let mut buffer = Vec::with_capacity(4096);
     while Instant::now() < deadline {
+        if let Some(pace) = pace.as_mut() {
+            if pace.next >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep_until(pace.next.into()).await;
+            pace.next += pace.every;
+        }
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         body.clear();
@@ -457,6 +495,26 @@ mod tests {
             assert_eq!(json["creationDate"], 1_795_769_705_355u64);
             assert!(meet_webhooks::Event::parse(event, &body).is_ok(), "typed: {json}");
             assert!(seen.insert(body), "delivery {n} repeats an earlier one");
+        }
+    }
+
+    #[test]
+    fn spread_rooms_get_their_five_events_in_order_a_thousand_deliveries_apart() {
+        let templates = Templates { spread: true, ..Templates::new(Mix::Provider) };
+        let mut by_room = std::collections::HashMap::<String, Vec<(u64, String)>>::new();
+        for n in 0..10_000 {
+            let mut body = Vec::new();
+            templates.body(n, 1_795_769_705_355, &mut body);
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            if let Some(room) = json["data"]["roomId"].as_str() {
+                by_room.entry(room.to_owned()).or_default().push((n, json["event"].as_str().unwrap().to_owned()));
+            }
+        }
+        assert!(by_room.len() >= 1900, "new rooms as the meetings go on: {}", by_room.len());
+        for (room, events) in by_room {
+            let names: Vec<&str> = events.iter().map(|(_, e)| e.as_str()).collect();
+            assert!(PROVIDER_EVENTS.starts_with(&names), "{room}: {names:?}");
+            assert!(events.windows(2).all(|w| w[1].0 - w[0].0 == ROOMS), "{room}: {events:?}");
         }
     }
 

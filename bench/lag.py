@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""How long a delivery waits for its handler, at a steady rate: SQLite, one PostgreSQL replica
+and three, each with the reorder window off and at its default (2.5 s), and with two orders of
+the provider's mix: each room's five events one after another (a room's next event waits for
+the one before it to be handled: the load's usual order), and spread (`--spread`: a room's
+events a thousand deliveries apart, as meetings send them).
+
+For each configuration: a flood (SECONDS, default 6, the provider's mix, 64 connections)
+measures the most it handles (deliveries acknowledged / time until the last is handled); then a
+fresh instance takes a paced load at half that rate (PACED_SECONDS, default 15, examples/load.rs
+--rate) and reports how long each delivery waited, from its receipt to its handler's start
+(examples/lag.rs: whole milliseconds of receipt, so up to 1 ms long; merged over replicas:
+with three, most deliveries are acknowledged by one replica and handled by another). With the
+window on, the figures beyond the window are what counts. Every acknowledged delivery must be
+handled once (checked). ROUNDS (default 1) times; a JSON line per run, then a Markdown table.
+Bounded: 127.0.0.1 only; data directories in a temporary directory, databases mw_bench_lag*
+dropped at the end.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAG = os.path.join(ROOT, "target/release/examples/lag")
+LOAD = os.path.join(ROOT, "target/release/examples/load")
+KEY = "bench-key"
+PORT = int(os.environ.get("PORT", "5290"))
+SECONDS = float(os.environ.get("SECONDS_PER_RUN", "6"))
+PACED = float(os.environ.get("PACED_SECONDS", "15"))
+ROUNDS = int(os.environ.get("ROUNDS", "1"))
+ADMIN = os.environ.get("MEET_WEBHOOKS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+WINDOW = 2.5
+
+
+def psql(sql, db=None):
+    url = ADMIN if db is None else ADMIN.rsplit("/", 1)[0] + "/" + db
+    return subprocess.run(["psql", url, "-qtAc", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def postgres_reachable():
+    try:
+        psql("SELECT 1")
+        return True
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
+class Instance:
+    """Receivers (examples/lag.rs) on SQLite or one PostgreSQL database, fresh."""
+
+    def __init__(self, work, storage, replicas, window, tag):
+        self.files, self.procs, self.db = [], [], None
+        if storage == "postgres":
+            self.db = f"mw_bench_lag_{tag}"
+            psql(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+            psql(f"CREATE DATABASE {self.db}")
+            where = ["--database-url", ADMIN.rsplit("/", 1)[0] + f"/{self.db}?sslmode=disable"]
+        else:
+            where = ["--data-dir", os.path.join(work, f"data-{tag}")]
+        for i in range(replicas):
+            lag_file = os.path.join(work, f"lag-{tag}-{i}.json")
+            log = open(os.path.join(work, f"serve-{tag}-{i}.log"), "w")
+            env = dict(os.environ, MEET_WEBHOOKS_LAG_FILE=lag_file, RUST_LOG="warn")
+            self.procs.append(subprocess.Popen(
+                [LAG, "serve", "--key", KEY, "--bind", f"127.0.0.1:{PORT + i}", "--reorder-window", str(window),
+                 "--replica-id", f"lag-{i}"] + where, env=env, stdout=subprocess.DEVNULL, stderr=log))
+            self.files.append(lag_file)
+        self.ports = [PORT + i for i in range(replicas)]
+        for port in self.ports:
+            for _ in range(300):
+                try:
+                    import urllib.request
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                sys.exit(f"a receiver did not start on {port}: see {work}")
+
+    def load(self, seconds, spread, rate=None):
+        args = [LOAD, "--key", KEY, "--seconds", str(seconds)] + (["--spread"] if spread else [])
+        for port, proc in zip(self.ports, self.procs):
+            args += ["--url", f"http://127.0.0.1:{port}/webhook", "--pid", str(proc.pid)]
+        if rate:
+            args += ["--rate", str(rate)]
+        return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+
+    def figures(self):
+        values = {}
+        for path in self.files:
+            try:
+                with open(path) as f:
+                    for value, count in json.load(f)["values"]:
+                        values[value] = values.get(value, 0) + count
+            except (OSError, ValueError):
+                pass
+        return values
+
+    def handled(self):
+        return sum(self.figures().values())
+
+    def wait_handled(self, count, limit=120):
+        deadline = time.monotonic() + limit
+        while self.handled() < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the last figures written
+        return self.handled()
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if self.db:
+            psql(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+
+
+def quantile(values, q):
+    total = sum(values.values())
+    seen = 0
+    for value in sorted(values):
+        seen += values[value]
+        if seen >= q * total:
+            return value
+    return 0
+
+
+def run(work, label, storage, replicas, window, spread):
+    # The most it handles: a flood, then the time until the last delivery is handled.
+    inst = Instance(work, storage, replicas, window, "max")
+    try:
+        started = time.monotonic()
+        flood = inst.load(SECONDS, spread)
+        acknowledged = flood["deliveries"] - flood["non_2xx"]
+        handled = inst.wait_handled(acknowledged)
+        # The window holds each room's event back once: not a limit of the rate.
+        most = acknowledged / max(time.monotonic() - started - window - 0.3, SECONDS)
+    finally:
+        inst.stop()
+    rate = round(most / 2)
+    inst = Instance(work, storage, replicas, window, "paced")
+    try:
+        paced = inst.load(PACED, spread, rate)
+        acknowledged = paced["deliveries"] - paced["non_2xx"]
+        handled = inst.wait_handled(acknowledged)
+        values = inst.figures()
+    finally:
+        inst.stop()
+    beyond = lambda us: round((us - window * 1e6) / 1000, 1)
+    return {
+        "run": label,
+        "rooms": "spread" if spread else "at once",
+        "window_s": window,
+        "most_per_second": round(most),
+        "paced_per_second": paced["deliveries_per_second"],
+        "acknowledged": acknowledged,
+        "handled": handled,
+        "once": handled == acknowledged,
+        "ack_p99_ms": round(paced["latency_us"]["p99"] / 1000, 1),
+        "lag_p50_ms": round(quantile(values, 0.5) / 1000, 1),
+        "lag_p99_ms": round(quantile(values, 0.99) / 1000, 1),
+        "lag_max_ms": round(max(values, default=0) / 1000, 1),
+        # Past the window, for the deliveries it held (a room's events): what the dispatcher adds.
+        "beyond_window_p50_ms": beyond(quantile(values, 0.5)) if window else None,
+        "beyond_window_p99_ms": beyond(quantile(values, 0.99)) if window else None,
+    }
+
+
+def main():
+    for path in (LAG, LOAD):
+        if not os.path.exists(path):
+            sys.exit(f"{path} is missing: cargo build --release --locked --example lag --example load")
+    configs = [("SQLite", "sqlite", 1)]
+    if postgres_reachable():
+        configs += [("PostgreSQL, 1 replica", "postgres", 1), ("PostgreSQL, 3 replicas", "postgres", 3)]
+    else:
+        print("# no PostgreSQL: SQLite only", file=sys.stderr)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"# {os.cpu_count()} cores ({cpu}); {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; "
+          f"floods of {SECONDS} s, paced runs of {PACED} s at half the most handled", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as work:
+        for _ in range(ROUNDS):
+            for label, storage, replicas in configs:
+                for spread, window in ((True, 0), (True, WINDOW), (False, 0)):
+                    result = run(work, label, storage, replicas, window, spread)
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
+    print()
+    print("| receiver | a room's events | window | most handled/s | paced at /s | each once | lag p50 | lag p99 | lag max "
+          "| p99 beyond the window | answer p99 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        beyond = f"{r['beyond_window_p99_ms']} ms" if r["window_s"] else "-"
+        print(f"| {r['run']} | {r['rooms']} | {r['window_s']} s | {r['most_per_second']:,} | {r['paced_per_second']:,.0f} "
+              f"| {'yes' if r['once'] else 'NO'} | {r['lag_p50_ms']} ms | {r['lag_p99_ms']} ms "
+              f"| {r['lag_max_ms']} ms | {beyond} | {r['ack_p99_ms']} ms |")
+
+
+if __name__ == "__main__":
+    main()

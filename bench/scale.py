@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Do replicas add capacity? 1, 2 and 3 replicas on one PostgreSQL, each replica in a CPU
+cgroup of its own with the same quota (QUOTA of a core, default 0.3), PostgreSQL and the load
+uncapped: on two shared cores, small replicas leave the machine room to spare, so that what
+the replicas share is the database, not the CPU.
+
+Each run floods the replicas for SECONDS (default 8) with the provider's mix (examples/load.rs,
+64 connections spread over the replicas round-robin, as a load balancer would), then waits
+until every acknowledged delivery is handled. Its rate is the deliveries acknowledged, divided
+by the time from the load's start to the last one's handling; it checks that each was handled
+once (runs, from every replica's /metrics, == deliveries stored == deliveries acknowledged).
+In the same run it reads what the database spent: the CPU time of PostgreSQL's processes, the
+WAL it wrote and the transactions it committed, per delivery.
+
+The configurations take turns, ROUNDS (default 3) times; the ratios are taken within a round.
+Prints a JSON line per run, then a Markdown table of medians. Needs root for the cgroups
+(/sys/fs/cgroup/cpu, cgroup v1; created and removed here) and PostgreSQL at
+MEET_WEBHOOKS_TEST_DATABASE_URL (default the local server; database mw_bench_scale, dropped at
+the end). Without writable cgroups it says so and runs uncapped. Bounded: 127.0.0.1 only.
+"""
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/meet-webhooks")
+LOAD = os.path.join(ROOT, "target/release/examples/load")
+KEY = "bench-key"
+PORT = int(os.environ.get("PORT", "5190"))
+SECONDS = float(os.environ.get("SECONDS_PER_RUN", "8"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+QUOTA = float(os.environ.get("QUOTA", "0.3"))
+REPLICAS = [int(n) for n in os.environ.get("REPLICAS", "1 2 3").split()]
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
+ADMIN = os.environ.get("MEET_WEBHOOKS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+DB = "mw_bench_scale"
+URL = ADMIN.rsplit("/", 1)[0] + f"/{DB}?sslmode=disable"
+CGROUP = "/sys/fs/cgroup/cpu"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def psql(url, sql):
+    out = subprocess.run(["psql", url.split("?")[0], "-qtAc", sql], check=True, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, IndexError):
+        return 0.0
+
+
+def postgres_pids():
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == "postgres":
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def postgres_cpu():
+    """CPU seconds of every PostgreSQL process now, by pid."""
+    return {pid: cpu_seconds(pid) for pid in postgres_pids()}
+
+
+def metric_sum(port, pattern):
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if re.match(pattern, line))
+
+
+def handled(ports):
+    return sum(metric_sum(p, r'meet_webhooks_handler_attempts_total\{.*outcome="done"') for p in ports)
+
+
+def attempts(ports):
+    return sum(metric_sum(p, r"meet_webhooks_handler_attempts_total\{") for p in ports)
+
+
+class Cgroups:
+    """One cpu cgroup per replica, with the quota; removed at the end."""
+
+    def __init__(self):
+        self.made = []
+        self.usable = os.access(CGROUP, os.W_OK)
+        if not self.usable:
+            print(f"# {CGROUP} is not writable: replicas run uncapped (not what this bench measures)",
+                  file=sys.stderr)
+
+    def place(self, name, pid):
+        if not self.usable:
+            return
+        path = os.path.join(CGROUP, name)
+        os.makedirs(path, exist_ok=True)
+        if path not in self.made:
+            self.made.append(path)
+        with open(os.path.join(path, "cpu.cfs_period_us"), "w") as f:
+            f.write("100000")
+        with open(os.path.join(path, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(int(QUOTA * 100000)))
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+    def remove(self):
+        for path in self.made:
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        self.made = []
+
+
+def start_replicas(count, work, cgroups):
+    procs = []
+    for i in range(count):
+        log = open(os.path.join(work, f"serve-{i}.log"), "w")
+        proc = subprocess.Popen(
+            [BIN, "serve", "--key", KEY, "--bind", f"127.0.0.1:{PORT + i}", "--database-url", URL,
+             "--replica-id", f"bench-{i}"] + os.environ.get("SERVE_FLAGS", "").split(),
+            stdout=subprocess.DEVNULL, stderr=log)
+        cgroups.place(f"mw-scale-{i}", proc.pid)
+        procs.append(proc)
+    for i in range(count):
+        for _ in range(300):
+            with open(os.path.join(work, f"serve-{i}.log")) as f:
+                if "listening on" in f.read():
+                    break
+            time.sleep(0.1)
+        else:
+            sys.exit(f"replica {i} did not start: see {work}/serve-{i}.log")
+    return procs
+
+
+def run(count, work, cgroups):
+    psql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    psql(ADMIN, f"CREATE DATABASE {DB}")
+    procs = start_replicas(count, work, cgroups)
+    ports = [PORT + i for i in range(count)]
+    try:
+        wal_before = psql(URL, "SELECT pg_current_wal_lsn()")
+        xact_before = int(psql(URL, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'"))
+        pg_before = postgres_cpu()
+        replicas_before = sum(cpu_seconds(p.pid) for p in procs)
+        started = time.monotonic()
+        args = [LOAD, "--key", KEY, "--connections", str(CONNECTIONS), "--seconds", str(SECONDS)]
+        for p, port in zip(procs, ports):
+            args += ["--url", f"http://127.0.0.1:{port}/webhook", "--pid", str(p.pid)]
+        report = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+        acknowledged = report["deliveries"] - report["non_2xx"]
+        # Every acknowledged delivery handled (60 s at most after the load).
+        deadline = time.monotonic() + 60
+        while handled(ports) < acknowledged and time.monotonic() < deadline:
+            time.sleep(0.02)
+        finished = time.monotonic()
+        done = handled(ports)
+        pg_after = postgres_cpu()
+        pg_cpu = sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items())
+        replicas_cpu = sum(cpu_seconds(p.pid) for p in procs) - replicas_before
+        time.sleep(1)  # the statistics collector's flush
+        wal = int(psql(URL, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')"))
+        xacts = int(psql(URL, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'")) - xact_before
+        stored = int(psql(URL, "SELECT count(*) FROM deliveries"))
+        runs = attempts(ports)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    elapsed = finished - started
+    return {
+        "replicas": count,
+        "quota": QUOTA if cgroups.usable else None,
+        "acknowledged": acknowledged,
+        "acknowledged_per_second": round(acknowledged / report["seconds"]),
+        "handled": int(done),
+        "handled_per_second": round(done / elapsed),
+        "drained_after_s": round(elapsed - report["seconds"], 2),
+        "stored": stored,
+        "runs": int(runs),
+        "once": int(runs) == stored == acknowledged == int(done),
+        "p99_ms": round(report["latency_us"]["p99"] / 1000, 1),
+        "replicas_cpu_cores": round(replicas_cpu / elapsed, 2),
+        "postgres_cpu_cores": round(pg_cpu / elapsed, 2),
+        "postgres_cpu_us_per_delivery": round(pg_cpu * 1e6 / max(acknowledged, 1), 1),
+        "wal_bytes_per_delivery": round(wal / max(acknowledged, 1)),
+        "transactions_per_delivery": round(xacts / max(acknowledged, 1), 3),
+        "load_cpu_us_per_delivery": report["load_cpu_us_per_delivery"],
+    }
+
+
+def main():
+    for path in (BIN, LOAD):
+        if not os.path.exists(path):
+            sys.exit(f"{path} is missing: cargo build --release --locked --bin meet-webhooks --example load")
+    cgroups = Cgroups()
+    results = []
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"# {os.cpu_count()} cores ({cpu}); {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; "
+          f"{ROUNDS} rounds of {SECONDS} s; quota {QUOTA} core per replica", flush=True)
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            for r in range(ROUNDS):
+                for count in REPLICAS:
+                    result = {"round": r, **run(count, work, cgroups)}
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
+        finally:
+            cgroups.remove()
+            psql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    table(results)
+
+
+def table(results):
+    base = {r["round"]: r["handled_per_second"] for r in results if r["replicas"] == REPLICAS[0]}
+    print()
+    print(f"| replicas (each {QUOTA} core) | handled/s | × {REPLICAS[0]} replica | acknowledged/s | each once "
+          "| replicas' CPU (cores) | PostgreSQL CPU (cores) | PostgreSQL µs/delivery | WAL B/delivery "
+          "| transactions/delivery |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for count in REPLICAS:
+        rows = [r for r in results if r["replicas"] == count]
+        med = lambda key: statistics.median(r[key] for r in rows)
+        ratio = statistics.median(r["handled_per_second"] / base[r["round"]] for r in rows)
+        print(f"| {count} | {med('handled_per_second'):,.0f} | {ratio:.2f}× | {med('acknowledged_per_second'):,.0f} "
+              f"| {'yes' if all(r['once'] for r in rows) else 'NO'} | {med('replicas_cpu_cores'):.2f} "
+              f"| {med('postgres_cpu_cores'):.2f} | {med('postgres_cpu_us_per_delivery'):.0f} "
+              f"| {med('wal_bytes_per_delivery'):,.0f} | {med('transactions_per_delivery'):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
