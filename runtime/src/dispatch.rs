@@ -257,7 +257,10 @@ impl<W: Webhooks> Dispatcher<W> {
         // other quarter for the renewal's round trip.
         let leases = Leases::default();
         let renewals = tokio::spawn(leases.clone().renew(self.inbox.clone(), self.lease));
-        let mut maintenance = tokio::time::interval(MAINTENANCE);
+        // Pruning every 10 s, or twice a retention when it is shorter (a retention of seconds
+        // keeps the inbox to seconds of deliveries).
+        let every = MAINTENANCE.min(self.retention / 2).max(Duration::from_millis(10));
+        let mut maintenance = tokio::time::interval(every);
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
         // anything else (finishing handlers, wakeups) woke the loop more often than this.
         let mut poll = tokio::time::interval(self.poll);

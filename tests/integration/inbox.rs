@@ -1005,3 +1005,63 @@ fn a_service_on_the_in_memory_inbox_handles_what_it_acknowledges() {
     });
     assert_eq!(server.recorder().runs.lock().unwrap().len(), 5, "each handled once");
 }
+
+/// Deliveries arrive steadily for a few seconds while a dispatcher with a retention of 300 ms
+/// handles and prunes them: the inbox holds about a retention's worth (and what waits for the
+/// next pruning), never the whole run, and nothing pending is pruned.
+pub(crate) fn pruning_under_load_keeps_the_inbox_bounded(inbox: std::sync::Arc<dyn Inbox>) {
+    const RATE: u64 = 400;
+    const SECONDS: u64 = 4;
+    let handler = std::sync::Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default()));
+    let dispatcher = meet_webhooks_runtime::Dispatcher {
+        inbox: inbox.clone(),
+        webhooks: handler.clone(),
+        concurrency: 16,
+        retry: meet_webhooks_runtime::RetryPolicy::default(),
+        lease: meet_webhooks_runtime::defaults::LEASE,
+        retention: Duration::from_millis(300),
+        shutdown_grace: Duration::from_secs(1),
+        poll: meet_webhooks_runtime::defaults::POLL,
+    }
+    .spawn();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let total = |inbox: &dyn Inbox| {
+        let stats = runtime.block_on(inbox.stats()).unwrap();
+        stats.pending + stats.done + stats.dead
+    };
+    let started = std::time::Instant::now();
+    let mut most = 0;
+    for n in 0..RATE * SECONDS {
+        let room = format!("room-{}", n % 50);
+        let mut delivery = test_delivery(0, "pruneTest", Some(&room), json!({"n": n}));
+        delivery.signature = *blake_like(n);
+        delivery.timestamp_ms = i64::try_from(n).unwrap();
+        runtime.block_on(inbox.append(delivery)).unwrap();
+        if n % 100 == 0 {
+            most = most.max(total(&*inbox));
+        }
+        let due = started + Duration::from_micros(n * 1_000_000 / RATE);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    }
+    eventually("every delivery handled", || handler.runs.lock().unwrap().len() as u64 == RATE * SECONDS);
+    eventually("the last ones pruned", || total(&*inbox) == 0);
+    block_on(dispatcher.stop());
+    // A retention and a pruning interval (150 ms) of arrivals, the handling in between and the
+    // commits' batching: a second of arrivals bounds it with room to spare; the run was four.
+    eprintln!("{} deliveries in {SECONDS} s, at most {most} in the inbox at once", RATE * SECONDS);
+    assert!(most <= RATE, "the inbox held {most} deliveries at once");
+}
+
+/// 32 bytes that differ for every `n` (a delivery's identity in a test).
+fn blake_like(n: u64) -> Box<[u8; 32]> {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&n.to_le_bytes());
+    bytes[8] = 0x5a;
+    Box::new(bytes)
+}
+
+#[test]
+fn pruning_under_load_keeps_the_sqlite_inbox_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    pruning_under_load_keeps_the_inbox_bounded(std::sync::Arc::new(SqliteInbox::open(dir.path(), "test").unwrap()));
+}

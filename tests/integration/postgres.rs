@@ -1244,3 +1244,11 @@ fn the_claims_of_a_killed_replica_start_on_another_within_the_lease_and_a_second
     let bound = u128::from(LEASE_MS) + 1000;
     assert!(takeovers.iter().all(|&ms| ms <= bound), "taken over within {bound} ms: {takeovers:?}");
 }
+
+#[test]
+fn pruning_under_load_keeps_the_postgres_inbox_bounded() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    crate::inbox::pruning_under_load_keeps_the_inbox_bounded(std::sync::Arc::new(inbox.clone()));
+    block_on(inbox.close());
+}
