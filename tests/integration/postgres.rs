@@ -1252,3 +1252,38 @@ fn pruning_under_load_keeps_the_postgres_inbox_bounded() {
     crate::inbox::pruning_under_load_keeps_the_inbox_bounded(std::sync::Arc::new(inbox.clone()));
     block_on(inbox.close());
 }
+
+#[test]
+fn a_pruning_round_vacuums_the_deliveries_table_once_enough_of_it_is_dead() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    let vacuums = || -> i64 {
+        block_on(async {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client
+                .query_one("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'deliveries'", &[])
+                .await
+                .unwrap()
+                .get(0)
+        })
+    };
+    // A few dead rows: nothing to do.
+    execute(&db.url, "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at)
+                      SELECT int8send(n), n::text, n, 'typed', '{}', 0, 0 FROM generate_series(1, 100) n;
+                      DELETE FROM deliveries")
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // the statistics reach the server's counters
+    block_on(inbox.prune(Duration::from_secs(3600))).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(vacuums(), 0);
+    // Twenty thousand handled and gone: the next round vacuums.
+    execute(&db.url, "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at)
+                      SELECT int8send(n), n::text, n, 'typed', '{}', 0, 0 FROM generate_series(1, 20000) n;
+                      DELETE FROM deliveries")
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    block_on(inbox.prune(Duration::from_secs(3600))).unwrap();
+    eventually("vacuumed", || vacuums() == 1);
+    block_on(inbox.close());
+}

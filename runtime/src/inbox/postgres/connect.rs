@@ -71,7 +71,8 @@ pub(crate) fn reason(e: &(dyn std::error::Error + 'static)) -> String {
             }
             if *db.code() == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS {
                 text.push_str(&format!(
-                    "; the server's max_connections is reached: each replica opens up to {POOL_SIZE} connections"
+                    "; the server's max_connections is reached: each replica opens up to {} connections",
+                    POOL_SIZE + 1
                 ));
             }
             parts.push(text);

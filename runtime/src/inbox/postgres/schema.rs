@@ -77,6 +77,16 @@ const MIGRATIONS: Migrations = Migrations(&[
         PRIMARY KEY (room, recording)
     ) WITH (fillfactor = 50);
     ",
+    // 3: vacuumed as a queue. Every handled delivery leaves dead versions of its row, and their
+    // entries in the index that claims scan from its oldest end: until a vacuum removes them
+    // each claim steps over more, and the rate falls (`bench/results/2026-12-05-b.md`). By
+    // default autovacuum waits for a fifth of the table to be dead, which for a table that keeps
+    // days of deliveries is millions of rows; here it comes at its next round (every minute by
+    // default) once ten thousand are, without pausing for I/O credits.
+    "
+    ALTER TABLE deliveries SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+                                autovacuum_vacuum_cost_delay = 0);
+    ",
 ]);
 
 /// The schema version this build writes.
