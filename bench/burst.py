@@ -1,15 +1,14 @@
 #!/usr/bin/env python3
 """A burst as a busy provider sends it: BURSTS (default "1000 5000") connections opened at once,
-each sending one signed delivery of the provider's mix, against `meet-webhooks serve` on SQLite
-started with `--max-connections` at least the burst. Reports each attempt's time from its own
-start (connect) to its answer: p50, p99 and p100, and how many took longer than the provider's
-5 s timeout (each of those is a retry, and six a lost event) or got no 200. ROUNDS (default 3)
-of each. Bounded: 127.0.0.1 only; a fresh data directory per run, in a temporary directory.
+each sending one signed delivery of the provider's mix (examples/load.rs --burst), against
+`meet-webhooks serve` on SQLite. Each burst runs against a receiver whose `--max-connections`
+(and so its listen queue) is the burst, and against one with the default (1,000). Reports each
+attempt's time from its own start (connect) to its answer: p50, p99 and p100, and how many
+took longer than the provider's 5 s timeout (each of those is a retry, and six a lost event) or
+got no 2xx. ROUNDS (default 3) of each. Bounded: 127.0.0.1 only; a fresh data directory per
+run, in a temporary directory.
 """
 
-import asyncio
-import hashlib
-import hmac
 import json
 import os
 import resource
@@ -22,67 +21,19 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/meet-webhooks")
-KEY = b"bench-key"
+LOAD = os.path.join(ROOT, "target/release/examples/load")
+KEY = "bench-key"
 PORT = int(os.environ.get("PORT", "5490"))
 BURSTS = [int(n) for n in os.environ.get("BURSTS", "1000 5000").split()]
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
-TIMEOUT = 5.0
-EVENTS = ["meetingStarted", "recordingStarted", "recordingUpdated", "recordingEnded", "meetingEnded"]
 
 
-def request(n, now_ms):
-    event = EVENTS[n % 5]
-    room = f"room-{n // 5}"
-    body = json.dumps({"event": event, "creationDate": now_ms + n % 5,
-                       "data": {"roomId": room, "recordingId": f"{room}--EG_{n}--XX", "status": "active"}},
-                      separators=(",", ":")).encode()
-    timestamp = str(now_ms)
-    signature = hmac.new(KEY, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    head = (f"POST /webhook HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            f"x-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {len(body)}\r\n"
-            f"user-agent: node\r\n\r\n")
-    return head.encode() + body
-
-
-async def attempt(payload, start_gate, results):
-    await start_gate.wait()
-    started = time.monotonic()
-    status = None
-    try:
-        async def exchange():
-            reader, writer = await asyncio.open_connection("127.0.0.1", PORT)
-            writer.write(payload)
-            await writer.drain()
-            line = await reader.readline()
-            writer.close()
-            return int(line.split()[1])
-        status = await asyncio.wait_for(exchange(), TIMEOUT * 3)
-    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
-        pass
-    results.append((time.monotonic() - started, status))
-
-
-async def burst(size):
-    now_ms = int(time.time() * 1000)
-    payloads = [request(n, now_ms) for n in range(size)]
-    gate = asyncio.Event()
-    results = []
-    tasks = [asyncio.create_task(attempt(p, gate, results)) for p in payloads]
-    await asyncio.sleep(0.1)
-    gate.set()
-    await asyncio.gather(*tasks)
-    return results
-
-
-def quantile(sorted_values, q):
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
-def run(size, work):
-    data = os.path.join(work, f"data-{size}-{time.monotonic_ns()}")
-    log = open(os.path.join(work, "serve.log"), "w")
-    proc = subprocess.Popen([BIN, "serve", "--key", KEY.decode(), "--bind", f"127.0.0.1:{PORT}", "--data-dir", data,
-                             "--max-connections", str(size)], stdout=subprocess.DEVNULL, stderr=log,
+def run(size, max_connections, work):
+    data = os.path.join(work, f"data-{time.monotonic_ns()}")
+    args = [BIN, "serve", "--key", KEY, "--bind", f"127.0.0.1:{PORT}", "--data-dir", data]
+    if max_connections:
+        args += ["--max-connections", str(max_connections)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, RUST_LOG="warn"))
     try:
         for _ in range(300):
@@ -91,25 +42,18 @@ def run(size, work):
                 break
             except OSError:
                 time.sleep(0.1)
-        results = asyncio.run(burst(size))
+        out = subprocess.run([LOAD, "--url", f"http://127.0.0.1:{PORT}/webhook", "--key", KEY,
+                              "--burst", str(size), "--threads", "2"], check=True, capture_output=True, text=True)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-    times = sorted(t for t, _ in results)
-    return {
-        "connections": size,
-        "answered_200": sum(1 for _, s in results if s == 200),
-        "other_or_none": sum(1 for _, s in results if s != 200),
-        "over_5s": sum(1 for t in times if t > TIMEOUT),
-        "p50_ms": round(quantile(times, 0.5) * 1000, 1),
-        "p99_ms": round(quantile(times, 0.99) * 1000, 1),
-        "p100_ms": round(times[-1] * 1000, 1),
-    }
+    return {"max_connections": max_connections or "default (1000)", **json.loads(out.stdout)}
 
 
 def main():
-    if not os.path.exists(BIN):
-        sys.exit(f"{BIN} is missing: cargo build --release --locked --bin meet-webhooks")
+    for path in (BIN, LOAD):
+        if not os.path.exists(path):
+            sys.exit(f"{path} is missing: cargo build --release --locked --bin meet-webhooks --example load")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * max(BURSTS) + 256
     if soft < need:
@@ -120,7 +64,8 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         for _ in range(ROUNDS):
             for size in BURSTS:
-                print(json.dumps(run(size, work)), flush=True)
+                for max_connections in (size, None):
+                    print(json.dumps(run(size, max_connections, work)), flush=True)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,12 @@ struct Args {
     /// events at once: each waits for the one before it to be handled).
     #[arg(long)]
     spread: bool,
+    /// A burst instead of a run: this many connections opened at once, each sending one
+    /// delivery, as a busy provider fires each event on a task of its own. Reports each
+    /// attempt's time from its own start (connect) to its answer, and those over the provider's
+    /// 5 s timeout.
+    #[arg(long)]
+    burst: Option<u32>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -258,6 +264,11 @@ fn main() {
     let deadline = started + Duration::from_secs_f64(args.seconds);
     // Each connection's interval between sends, when paced.
     let interval = args.rate.map(|rate| Duration::from_secs_f64(f64::from(args.connections) / rate));
+    if let Some(size) = args.burst {
+        let report = runtime.block_on(burst(size, targets, templates, key));
+        println!("{report}");
+        return;
+    }
     let histograms = runtime.block_on(async {
         let tasks: Vec<_> = (0..usize::from(args.connections))
             .map(|i| {
@@ -342,6 +353,69 @@ fn main() {
         }
     }
     println!("{report}");
+}
+
+/// `size` connections at once, one delivery each; the report.
+async fn burst(
+    size: u32,
+    targets: Vec<(SocketAddr, Arc<String>)>,
+    templates: Arc<Templates>,
+    key: Arc<Vec<u8>>,
+) -> serde_json::Value {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let tasks: Vec<_> = (0..size)
+        .map(|n| {
+            let (addr, request_line) = targets[n as usize % targets.len()].clone();
+            let (templates, key, mut gate) = (templates.clone(), key.clone(), gate.clone());
+            tokio::spawn(async move {
+                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+                let mut body = Vec::new();
+                templates.body(u64::from(n), now_ms, &mut body);
+                let timestamp = now_ms.to_string();
+                let signature = sign(&key, &timestamp, &body);
+                let mut request = request_line.as_bytes().to_vec();
+                request.extend_from_slice(
+                    format!(
+                        "x-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                request.extend_from_slice(&body);
+                let _ = gate.wait_for(|open| *open).await;
+                let started = Instant::now();
+                let answer = async {
+                    let mut stream = TcpStream::connect(addr).await?;
+                    stream.write_all(&request).await?;
+                    read_response(&mut stream, &mut Vec::new()).await
+                };
+                let status = tokio::time::timeout(Duration::from_secs(30), answer).await;
+                (started.elapsed(), matches!(status, Ok(Ok((200..=299, _)))))
+            })
+        })
+        .collect();
+    // Every request made, then all at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = open.send(true);
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let (mut ok, mut over) = (0u64, 0u64);
+    for task in tasks {
+        let (took, answered) = task.await.unwrap();
+        histogram.saturating_record(took.as_micros() as u64);
+        ok += u64::from(answered);
+        over += u64::from(took > Duration::from_secs(5));
+    }
+    serde_json::json!({
+        "burst": size,
+        "answered_2xx": ok,
+        "not_answered_2xx": u64::from(size) - ok,
+        "over_5_s": over,
+        "latency_ms": {
+            "p50": histogram.value_at_quantile(0.5) as f64 / 1000.0,
+            "p99": histogram.value_at_quantile(0.99) as f64 / 1000.0,
+            "p100": histogram.max() as f64 / 1000.0,
+        },
+    })
 }
 
 /// When a paced connection sends its next delivery.
