@@ -276,10 +276,8 @@ fn main() {
                 let (templates, totals, counter, key) =
                     (templates.clone(), totals.clone(), counter.clone(), key.clone());
                 // Paced connections start a share of the interval apart, not all at once.
-                let pace = interval.map(|every| Pace {
-                    next: started + every.mul_f64(i as f64 / f64::from(args.connections)),
-                    every,
-                });
+                let pace = interval
+                    .map(|every| Pace { next: started + every.mul_f64(i as f64 / f64::from(args.connections)), every });
                 tokio::spawn(async move {
                     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
                     let mut pace = pace;

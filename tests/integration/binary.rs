@@ -701,8 +701,7 @@ fn listen_queue(addr: SocketAddr) -> Option<usize> {
 
 #[test]
 fn the_listen_queue_holds_a_burst_as_large_as_the_connections_allowed() {
-    let somaxconn: usize =
-        std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap().trim().parse().unwrap();
     // std's own queue is 128 connections: a burst of the provider's 1,000 overflowed it.
     let service = Service::start(&["--max-connections", "1000"]);
     let Some(queue) = listen_queue(service.addr) else {

@@ -1269,18 +1269,24 @@ fn a_pruning_round_vacuums_the_deliveries_table_once_enough_of_it_is_dead() {
         })
     };
     // A few dead rows: nothing to do.
-    execute(&db.url, "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at)
+    execute(
+        &db.url,
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at)
                       SELECT int8send(n), n::text, n, 'typed', '{}', 0, 0 FROM generate_series(1, 100) n;
-                      DELETE FROM deliveries")
+                      DELETE FROM deliveries",
+    )
     .unwrap();
     std::thread::sleep(Duration::from_millis(1500)); // the statistics reach the server's counters
     block_on(inbox.prune(Duration::from_secs(3600))).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(vacuums(), 0);
     // Twenty thousand handled and gone: the next round vacuums.
-    execute(&db.url, "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at)
+    execute(
+        &db.url,
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at)
                       SELECT int8send(n), n::text, n, 'typed', '{}', 0, 0 FROM generate_series(1, 20000) n;
-                      DELETE FROM deliveries")
+                      DELETE FROM deliveries",
+    )
     .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     block_on(inbox.prune(Duration::from_secs(3600))).unwrap();

@@ -602,6 +602,33 @@ fn default_workers(cores: usize) -> usize {
     cores.saturating_sub(1).max(1)
 }
 
+/// Listens on `addr` with a queue of connections waiting to be accepted as long as the open
+/// connections allowed: the provider opens a connection per event, all at once in a burst, and
+/// a queue that overflows drops connection attempts, which the client sees as a retry a second
+/// or more later. The kernel caps the queue at `net.core.somaxconn`: said once, when it does.
+fn listen(addr: SocketAddr, max_connections: usize) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std's `TcpListener::bind`: a restart need not wait for the old connections' TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    let backlog = i32::try_from(max_connections).unwrap_or(i32::MAX);
+    if let Some(cap) = somaxconn().filter(|&cap| cap < backlog) {
+        log::info!(
+            "the kernel caps the queue of connections waiting to be accepted at {cap} (net.core.somaxconn), under \
+             --max-connections {max_connections}: raise it (sysctl net.core.somaxconn={max_connections}) to take \
+             bursts that large"
+        );
+    }
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// The kernel's cap on a listening socket's queue, where it says (Linux).
+fn somaxconn() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -639,31 +666,4 @@ mod tests {
             matches!(super::default_storage(), Some(super::Storage::Sqlite(dir)) if dir == std::path::Path::new("./data"))
         );
     }
-}
-
-/// Listens on `addr` with a queue of connections waiting to be accepted as long as the open
-/// connections allowed: the provider opens a connection per event, all at once in a burst, and
-/// a queue that overflows drops connection attempts, which the client sees as a retry a second
-/// or more later. The kernel caps the queue at `net.core.somaxconn`: said once, when it does.
-fn listen(addr: SocketAddr, max_connections: usize) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    // As std's `TcpListener::bind`: a restart need not wait for the old connections' TIME_WAIT.
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    let backlog = i32::try_from(max_connections).unwrap_or(i32::MAX);
-    if let Some(cap) = somaxconn().filter(|&cap| cap < backlog) {
-        log::info!(
-            "the kernel caps the queue of connections waiting to be accepted at {cap} (net.core.somaxconn), under \
-             --max-connections {max_connections}: raise it (sysctl net.core.somaxconn={max_connections}) to take \
-             bursts that large"
-        );
-    }
-    socket.listen(backlog)?;
-    Ok(socket.into())
-}
-
-/// The kernel's cap on a listening socket's queue, where it says (Linux).
-fn somaxconn() -> Option<i32> {
-    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
 }
