@@ -12,8 +12,9 @@ pub const MAX_FUTURE: Duration = meet_webhooks_signature::verify::MAX_FUTURE;
 /// succeeded, so a process that stopped (or froze) for half of this stops its handlers at their
 /// next `await`, and one stopped for all of it loses its claims.
 pub const LEASE: Duration = Duration::from_secs(30);
-/// How often the dispatcher looks for due deliveries when nothing woke it: retries coming due,
-/// and what it was not told of (a lost announcement from another replica).
+/// How often the dispatcher looks for due deliveries when nothing woke it: claims whose lease
+/// ran out (another replica's, taken over), and what it was not told of (a replay by the CLI in
+/// another process, a lost announcement from another replica).
 pub const POLL: Duration = Duration::from_millis(250);
 
 pub const BIND: &str = "127.0.0.1:5080";

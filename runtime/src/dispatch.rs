@@ -284,6 +284,13 @@ impl<W: Webhooks> Dispatcher<W> {
                 match settled {
                     Ok((completed, claimed)) => {
                         storage.recovered();
+                        // A retry recorded now comes due its wait from now (on the storage's
+                        // clock, from its commit or before): the dispatcher looks then.
+                        for (completion, answer) in unrecorded.iter().zip(&completed) {
+                            if let (Outcome::Retry { after, .. }, Completed::Recorded) = (&completion.outcome, answer) {
+                                self.inbox.wakeups().wake_after(*after);
+                            }
+                        }
                         recorded(&mut unrecorded, &completed, &leases);
                         // A dead letter shows in the gauge now, not at the next maintenance.
                         if died {

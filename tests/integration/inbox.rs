@@ -1065,3 +1065,35 @@ fn pruning_under_load_keeps_the_sqlite_inbox_bounded() {
     let dir = tempfile::tempdir().unwrap();
     pruning_under_load_keeps_the_inbox_bounded(std::sync::Arc::new(SqliteInbox::open(dir.path(), "test").unwrap()));
 }
+
+#[test]
+fn a_failed_attempt_is_tried_again_when_its_retry_comes_due_not_at_the_next_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox: std::sync::Arc<dyn Inbox> = std::sync::Arc::new(SqliteInbox::open(dir.path(), "test").unwrap());
+    let handler = std::sync::Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default()));
+    handler.failures_left.store(1, Ordering::SeqCst);
+    let retry = Duration::from_millis(300);
+    let dispatcher = meet_webhooks_runtime::Dispatcher {
+        inbox: inbox.clone(),
+        webhooks: handler.clone(),
+        concurrency: 1,
+        retry: meet_webhooks_runtime::RetryPolicy { max_attempts: 3, base: retry, max: retry },
+        lease: meet_webhooks_runtime::defaults::LEASE,
+        retention: Duration::from_secs(3600),
+        shutdown_grace: Duration::from_secs(1),
+        // Whatever runs sooner, a wake-up started.
+        poll: Duration::from_secs(60),
+    }
+    .spawn();
+    block_on(inbox.append(test_delivery(9, "retryTest", Some("room"), json!({})))).unwrap();
+    eventually("the first attempt ran and failed", || handler.runs.lock().unwrap().len() == 1);
+    let failed = std::time::Instant::now();
+    while handler.runs.lock().unwrap().len() < 2 {
+        assert!(failed.elapsed() < Duration::from_secs(5), "the retry waited for the poll");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let waited = failed.elapsed();
+    assert!(waited >= retry.saturating_sub(Duration::from_millis(50)), "tried again after {waited:?}");
+    assert_eq!(handler.runs.lock().unwrap()[1].1, 2, "its second attempt");
+    block_on(dispatcher.stop());
+}
