@@ -172,7 +172,8 @@ def save(storage, rows, stamp):
     axes[2].set_ylim(bottom=0)
     axes[2].legend()
     axes[2].set_xlabel("seconds")
-    fig.suptitle(f"{storage}: {DURATION} s flood, retention {RETENTION:g} s ({stamp})")
+    load = f"paced at {RATE}/s" if RATE else "flood"
+    fig.suptitle(f"{storage}: {DURATION} s, {load}, retention {RETENTION:g} s ({stamp})")
     fig.tight_layout()
     fig.savefig(name + ".png", dpi=80)
 
