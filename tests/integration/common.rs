@@ -375,3 +375,8 @@ pub fn signed_status(addr: SocketAddr, key: &str, body: &str) -> u16 {
     stream.write_all(&post_request(&addr.to_string(), &headers, body.as_bytes())).unwrap();
     read_response(&mut stream).status
 }
+
+/// Held by tests that read the process-wide inbox gauges and by tests whose dispatchers count
+/// their inbox often (a short retention): under `cargo test` they share one process, and one
+/// dispatcher's count overwrites another's.
+pub static INBOX_GAUGES: std::sync::Mutex<()> = std::sync::Mutex::new(());

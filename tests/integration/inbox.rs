@@ -798,6 +798,7 @@ fn a_service_built_after_the_recorder_is_installed_serves_it_unasked() {
 
 #[test]
 fn the_dead_letter_gauge_shows_a_delivery_as_it_dies_not_at_the_next_count() {
+    let _gauges = crate::common::INBOX_GAUGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let metrics = metrics();
     let dir = tempfile::tempdir().unwrap();
     let server = inbox_server(dir.path());
@@ -1012,6 +1013,8 @@ fn a_service_on_the_in_memory_inbox_handles_what_it_acknowledges() {
 pub(crate) fn pruning_under_load_keeps_the_inbox_bounded(inbox: std::sync::Arc<dyn Inbox>) {
     const RATE: u64 = 400;
     const SECONDS: u64 = 4;
+    // Its dispatcher counts the inbox every 150 ms.
+    let _gauges = crate::common::INBOX_GAUGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let handler = std::sync::Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default()));
     let dispatcher = meet_webhooks_runtime::Dispatcher {
         inbox: inbox.clone(),
