@@ -14,15 +14,11 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/meet-webhooks")
-LOAD = os.path.join(ROOT, "target/release/examples/load")
-KEY = "bench-key"
+from benchlib import BIN, KEY, LOAD, header, require, wait_ready
+
 PORT = int(os.environ.get("PORT", "5490"))
 BURSTS = [int(n) for n in os.environ.get("BURSTS", "1000 5000").split()]
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
@@ -36,12 +32,7 @@ def run(size, max_connections, work):
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=dict(os.environ, RUST_LOG="warn"))
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(PORT, proc)
         out = subprocess.run([LOAD, "--url", f"http://127.0.0.1:{PORT}/webhook", "--key", KEY,
                               "--burst", str(size), "--threads", "2"], check=True, capture_output=True, text=True)
     finally:
@@ -51,16 +42,14 @@ def run(size, max_connections, work):
 
 
 def main():
-    for path in (BIN, LOAD):
-        if not os.path.exists(path):
-            sys.exit(f"{path} is missing: cargo build --release --locked --bin meet-webhooks --example load")
+    require(BIN, LOAD)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 2 * max(BURSTS) + 256
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
     somaxconn = open("/proc/sys/net/core/somaxconn").read().strip()
-    print(f"# {os.cpu_count()} cores; {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; "
-          f"net.core.somaxconn {somaxconn}; open files {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}", flush=True)
+    print(header(f"net.core.somaxconn {somaxconn}; open files {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"),
+          flush=True)
     with tempfile.TemporaryDirectory() as work:
         for _ in range(ROUNDS):
             for size in BURSTS:

@@ -19,18 +19,15 @@ in a temporary directory, the database mw_bench_flat dropped at the end.
 import csv
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/meet-webhooks")
-LOAD = os.path.join(ROOT, "target/release/examples/load")
-KEY = "bench-key"
+from benchlib import BIN, KEY, LOAD, ROOT, attempts, drop_database, fresh_database, handled, metrics, psql, \
+    require, wait_ready
+
 PORT = int(os.environ.get("PORT", "5390"))
 DURATION = int(os.environ.get("DURATION", "600"))
 # Deliveries a second (a paced load, examples/load.rs --rate); unset: a flood.
@@ -38,31 +35,7 @@ RATE = os.environ.get("RATE")
 RETENTION = float(os.environ.get("RETENTION_S", "180"))
 STEP = 10
 OUT = os.environ.get("OUT", os.path.join(ROOT, "bench/results"))
-ADMIN = os.environ.get("MEET_WEBHOOKS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 DB = "mw_bench_flat"
-
-
-def psql(sql, url=None):
-    url = url or ADMIN
-    return subprocess.run(["psql", url.split("?")[0], "-qtAc", sql], check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def metrics(port):
-    try:
-        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except OSError:
-        return ""
-
-
-def handled(text):
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-               if re.match(r'meet_webhooks_handler_attempts_total\{.*outcome="done"', l))
-
-
-def attempts(text):
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
-               if l.startswith("meet_webhooks_handler_attempts_total{"))
 
 
 def rss_mib(pid):
@@ -76,9 +49,7 @@ def rss_mib(pid):
 def run(storage, work):
     flags = ["--retention-hours", str(RETENTION / 3600)]
     if storage == "postgres":
-        psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-        psql(f"CREATE DATABASE {DB}")
-        url = ADMIN.rsplit("/", 1)[0] + f"/{DB}?sslmode=disable"
+        url = fresh_database(DB)
         flags += ["--database-url", url]
 
         def size():
@@ -97,11 +68,7 @@ def run(storage, work):
                             stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
     rows = []
     try:
-        for _ in range(300):
-            if metrics(PORT) or proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        if proc.poll() is not None:
+        if not wait_ready(PORT, proc):
             log.close()
             sys.exit(f"the receiver did not start: {open(log.name).read()}")
         load = subprocess.Popen([LOAD, "--url", f"http://127.0.0.1:{PORT}/webhook", "--key", KEY,
@@ -128,7 +95,7 @@ def run(storage, work):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         if storage == "postgres":
-            psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+            drop_database(DB)
     first = sum(r["handled_per_s"] for r in rows[:6]) / 6
     final = sum(r["handled_per_s"] for r in rows[-6:]) / 6
     summary = {"storage": storage, "seconds": DURATION, "rate": RATE or "flood", "retention_s": RETENTION,
@@ -145,6 +112,7 @@ def run(storage, work):
 
 
 def save(storage, rows, stamp):
+    os.makedirs(OUT, exist_ok=True)
     name = os.path.join(OUT, f"flat-{stamp}-{storage}")
     with open(name + ".csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -179,9 +147,7 @@ def save(storage, rows, stamp):
 
 
 def main():
-    for path in (BIN, LOAD):
-        if not os.path.exists(path):
-            sys.exit(f"{path} is missing: cargo build --release --locked --bin meet-webhooks --example load")
+    require(BIN, LOAD)
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     storages = os.environ.get("STORAGE", "sqlite postgres").split()
     with tempfile.TemporaryDirectory() as work:

@@ -25,29 +25,13 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAG = os.path.join(ROOT, "target/release/examples/lag")
-LOAD = os.path.join(ROOT, "target/release/examples/load")
-KEY = "bench-key"
+from benchlib import KEY, LAG, LOAD, drop_database, fresh_database, header, postgres_reachable, require, wait_ready
+
 PORT = int(os.environ.get("PORT", "5290"))
 SECONDS = float(os.environ.get("SECONDS_PER_RUN", "6"))
 PACED = float(os.environ.get("PACED_SECONDS", "15"))
 ROUNDS = int(os.environ.get("ROUNDS", "1"))
-ADMIN = os.environ.get("MEET_WEBHOOKS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 WINDOW = 2.5
-
-
-def psql(sql, db=None):
-    url = ADMIN if db is None else ADMIN.rsplit("/", 1)[0] + "/" + db
-    return subprocess.run(["psql", url, "-qtAc", sql], check=True, capture_output=True, text=True).stdout.strip()
-
-
-def postgres_reachable():
-    try:
-        psql("SELECT 1")
-        return True
-    except (OSError, subprocess.CalledProcessError):
-        return False
 
 
 class Instance:
@@ -57,9 +41,7 @@ class Instance:
         self.files, self.procs, self.db = [], [], None
         if storage == "postgres":
             self.db = f"mw_bench_lag_{tag}"
-            psql(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
-            psql(f"CREATE DATABASE {self.db}")
-            where = ["--database-url", ADMIN.rsplit("/", 1)[0] + f"/{self.db}?sslmode=disable"]
+            where = ["--database-url", fresh_database(self.db)]
         else:
             where = ["--data-dir", os.path.join(work, f"data-{tag}")]
         for i in range(replicas):
@@ -71,15 +53,8 @@ class Instance:
                  "--replica-id", f"lag-{i}"] + where, env=env, stdout=subprocess.DEVNULL, stderr=log))
             self.files.append(lag_file)
         self.ports = [PORT + i for i in range(replicas)]
-        for port in self.ports:
-            for _ in range(300):
-                try:
-                    import urllib.request
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            else:
+        for port, proc in zip(self.ports, self.procs):
+            if not wait_ready(port, proc):
                 sys.exit(f"a receiver did not start on {port}: see {work}")
 
     def load(self, seconds, spread, rate=None):
@@ -121,7 +96,7 @@ class Instance:
                 p.kill()
                 p.wait()
         if self.db:
-            psql(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)")
+            drop_database(self.db)
 
 
 def quantile(values, q):
@@ -176,17 +151,13 @@ def run(work, label, storage, replicas, window, spread):
 
 
 def main():
-    for path in (LAG, LOAD):
-        if not os.path.exists(path):
-            sys.exit(f"{path} is missing: cargo build --release --locked --example lag --example load")
+    require(LAG, LOAD)
     configs = [("SQLite", "sqlite", 1)]
     if postgres_reachable():
         configs += [("PostgreSQL, 1 replica", "postgres", 1), ("PostgreSQL, 3 replicas", "postgres", 3)]
     else:
         print("# no PostgreSQL: SQLite only", file=sys.stderr)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"# {os.cpu_count()} cores ({cpu}); {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; "
-          f"floods of {SECONDS} s, paced runs of {PACED} s at half the most handled", flush=True)
+    print(header(f"floods of {SECONDS} s, paced runs of {PACED} s at half the most handled"), flush=True)
     results = []
     with tempfile.TemporaryDirectory() as work:
         for _ in range(ROUNDS):

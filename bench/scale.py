@@ -21,35 +21,26 @@ the end). Without writable cgroups it says so and runs uncapped. Bounded: 127.0.
 
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/meet-webhooks")
-LOAD = os.path.join(ROOT, "target/release/examples/load")
-KEY = "bench-key"
+from benchlib import BIN, KEY, LOAD, attempts, database_url, drop_database, fresh_database, handled, \
+    header, metrics, psql, require, wait_ready
+
 PORT = int(os.environ.get("PORT", "5190"))
 SECONDS = float(os.environ.get("SECONDS_PER_RUN", "8"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 QUOTA = float(os.environ.get("QUOTA", "0.3"))
 REPLICAS = [int(n) for n in os.environ.get("REPLICAS", "1 2 3").split()]
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
-ADMIN = os.environ.get("MEET_WEBHOOKS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 DB = "mw_bench_scale"
-URL = ADMIN.rsplit("/", 1)[0] + f"/{DB}?sslmode=disable"
+URL = database_url(DB)
 CGROUP = "/sys/fs/cgroup/cpu"
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def psql(url, sql):
-    out = subprocess.run(["psql", url.split("?")[0], "-qtAc", sql], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
 
 
 def cpu_seconds(pid):
@@ -80,20 +71,12 @@ def postgres_cpu():
     return {pid: cpu_seconds(pid) for pid in postgres_pids()}
 
 
-def metric_sum(port, pattern):
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if re.match(pattern, line))
+def handled_by(ports):
+    return sum(handled(metrics(p)) for p in ports)
 
 
-def handled(ports):
-    return sum(metric_sum(p, r'meet_webhooks_handler_attempts_total\{.*outcome="done"') for p in ports)
-
-
-def attempts(ports):
-    return sum(metric_sum(p, r"meet_webhooks_handler_attempts_total\{") for p in ports)
+def attempts_by(ports):
+    return sum(attempts(metrics(p)) for p in ports)
 
 
 class Cgroups:
@@ -141,25 +124,19 @@ def start_replicas(count, work, cgroups):
             stdout=subprocess.DEVNULL, stderr=log)
         cgroups.place(f"mw-scale-{i}", proc.pid)
         procs.append(proc)
-    for i in range(count):
-        for _ in range(300):
-            with open(os.path.join(work, f"serve-{i}.log")) as f:
-                if "listening on" in f.read():
-                    break
-            time.sleep(0.1)
-        else:
+    for i, proc in enumerate(procs):
+        if not wait_ready(PORT + i, proc):
             sys.exit(f"replica {i} did not start: see {work}/serve-{i}.log")
     return procs
 
 
 def run(count, work, cgroups):
-    psql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
-    psql(ADMIN, f"CREATE DATABASE {DB}")
+    fresh_database(DB)
     procs = start_replicas(count, work, cgroups)
     ports = [PORT + i for i in range(count)]
     try:
-        wal_before = psql(URL, "SELECT pg_current_wal_lsn()")
-        xact_before = int(psql(URL, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'"))
+        wal_before = psql("SELECT pg_current_wal_lsn()", URL)
+        xact_before = int(psql(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'", URL))
         pg_before = postgres_cpu()
         replicas_before = sum(cpu_seconds(p.pid) for p in procs)
         started = time.monotonic()
@@ -170,18 +147,18 @@ def run(count, work, cgroups):
         acknowledged = report["deliveries"] - report["non_2xx"]
         # Every acknowledged delivery handled (60 s at most after the load).
         deadline = time.monotonic() + 60
-        while handled(ports) < acknowledged and time.monotonic() < deadline:
+        while handled_by(ports) < acknowledged and time.monotonic() < deadline:
             time.sleep(0.02)
         finished = time.monotonic()
-        done = handled(ports)
+        done = handled_by(ports)
         pg_after = postgres_cpu()
         pg_cpu = sum(t - pg_before.get(pid, 0.0) for pid, t in pg_after.items())
         replicas_cpu = sum(cpu_seconds(p.pid) for p in procs) - replicas_before
         time.sleep(1)  # the statistics collector's flush
-        wal = int(psql(URL, f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')"))
-        xacts = int(psql(URL, f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'")) - xact_before
-        stored = int(psql(URL, "SELECT count(*) FROM deliveries"))
-        runs = attempts(ports)
+        wal = int(psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')", URL))
+        xacts = int(psql(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'", URL)) - xact_before
+        stored = int(psql("SELECT count(*) FROM deliveries", URL))
+        runs = attempts_by(ports)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -214,14 +191,10 @@ def run(count, work, cgroups):
 
 
 def main():
-    for path in (BIN, LOAD):
-        if not os.path.exists(path):
-            sys.exit(f"{path} is missing: cargo build --release --locked --bin meet-webhooks --example load")
+    require(BIN, LOAD)
     cgroups = Cgroups()
     results = []
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"# {os.cpu_count()} cores ({cpu}); {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; "
-          f"{ROUNDS} rounds of {SECONDS} s; quota {QUOTA} core per replica", flush=True)
+    print(header(f"{ROUNDS} rounds of {SECONDS} s; quota {QUOTA} core per replica"), flush=True)
     with tempfile.TemporaryDirectory() as work:
         try:
             for r in range(ROUNDS):
@@ -231,7 +204,7 @@ def main():
                     print(json.dumps(result), flush=True)
         finally:
             cgroups.remove()
-            psql(ADMIN, f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+            drop_database(DB)
     table(results)
 
 

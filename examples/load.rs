@@ -223,6 +223,25 @@ impl Templates {
     }
 }
 
+impl Templates {
+    /// Into `request`: delivery `n` timestamped now and signed with `key`, after `request_line`
+    /// (its request line and fixed headers); `body` is scratch space.
+    fn request(&self, n: u64, key: &[u8], request_line: &str, body: &mut Vec<u8>, request: &mut Vec<u8>) {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        body.clear();
+        self.body(n, now_ms, body);
+        let timestamp = now_ms.to_string();
+        let signature = sign(key, &timestamp, body);
+        request.clear();
+        request.extend_from_slice(request_line.as_bytes());
+        request.extend_from_slice(
+            format!("x-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\n\r\n", body.len())
+                .as_bytes(),
+        );
+        request.extend_from_slice(body);
+    }
+}
+
 #[derive(Default)]
 struct Totals {
     ok: AtomicU64,
@@ -366,20 +385,8 @@ async fn burst(
             let (addr, request_line) = targets[n as usize % targets.len()].clone();
             let (templates, key, mut gate) = (templates.clone(), key.clone(), gate.clone());
             tokio::spawn(async move {
-                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-                let mut body = Vec::new();
-                templates.body(u64::from(n), now_ms, &mut body);
-                let timestamp = now_ms.to_string();
-                let signature = sign(&key, &timestamp, &body);
-                let mut request = request_line.as_bytes().to_vec();
-                request.extend_from_slice(
-                    format!(
-                        "x-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-                request.extend_from_slice(&body);
+                let mut request = Vec::new();
+                templates.request(u64::from(n), &key, &request_line, &mut Vec::new(), &mut request);
                 let _ = gate.wait_for(|open| *open).await;
                 let started = Instant::now();
                 let answer = async {
@@ -449,18 +456,7 @@ async fn connection(
             pace.next += pace.every;
         }
         let n = counter.fetch_add(1, Ordering::Relaxed);
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-        body.clear();
-        templates.body(n, now_ms, &mut body);
-        let timestamp = now_ms.to_string();
-        let signature = sign(key, &timestamp, &body);
-        request.clear();
-        request.extend_from_slice(request_line.as_bytes());
-        request.extend_from_slice(
-            format!("x-timestamp: {timestamp}\r\nx-signature: {signature}\r\ncontent-length: {}\r\n\r\n", body.len())
-                .as_bytes(),
-        );
-        request.extend_from_slice(&body);
+        templates.request(n, key, request_line, &mut body, &mut request);
         let sent = Instant::now();
         stream.write_all(&request).await?;
         let (status, close) = read_response(&mut stream, &mut buffer).await?;

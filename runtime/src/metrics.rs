@@ -268,17 +268,34 @@ pub(crate) fn open_connections(open: usize) {
 }
 
 pub(crate) fn handler_attempt(spec: &Spec, event: &str, outcome: Attempt, ran: Duration) {
-    let event = event_label(spec, event);
-    metrics::counter!(HANDLER_ATTEMPTS, "event" => event, "outcome" => outcome.label()).increment(1);
-    metrics::histogram!(HANDLER_SECONDS, "event" => event).record(ran.as_secs_f64());
+    // Per handler attempt: handles kept per thread, as in `delivered`.
+    /// A handler attempt's counter (by event and outcome) and run-time histogram (by event).
+    type AttemptHandles = (Counter, Histogram);
+    thread_local! {
+        static HANDLES: RefCell<HashMap<(&'static str, &'static str), AttemptHandles>> = RefCell::new(HashMap::new());
+    }
+    let (event, outcome) = (event_label(spec, event), outcome.label());
+    HANDLES.with_borrow_mut(|handles| {
+        let (attempts, seconds) = handles.entry((event, outcome)).or_insert_with(|| {
+            (
+                metrics::counter!(HANDLER_ATTEMPTS, "event" => event, "outcome" => outcome),
+                metrics::histogram!(HANDLER_SECONDS, "event" => event),
+            )
+        });
+        attempts.increment(1);
+        seconds.record(ran.as_secs_f64());
+    });
 }
 
 /// A delivery received at `received_at_ms` (on the epoch, truncated to the millisecond) starts
 /// its first attempt now: the lag is read at most a millisecond long, never short.
 pub(crate) fn handler_lag(received_at_ms: i64) {
+    thread_local! {
+        static LAG: Histogram = metrics::histogram!(HANDLER_LAG);
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let lag = now.as_secs_f64() - received_at_ms as f64 / 1000.0;
-    metrics::histogram!(HANDLER_LAG).record(lag.max(0.0));
+    LAG.with(|h| h.record(lag.max(0.0)));
 }
 
 #[cfg(test)]

@@ -746,17 +746,25 @@ fn dispatcher<H: meet_webhooks::WebhookHandler>(
     concurrency: usize,
     lease: Duration,
 ) -> meet_webhooks_runtime::DispatcherHandle {
+    meet_webhooks_runtime::Dispatcher { concurrency, lease, ..dispatcher_of(inbox, handler) }.spawn()
+}
+
+/// A dispatcher on `inbox` for `handler`, not started: the service's settings, but a retention
+/// of an hour and a second's grace; a test changes what it needs, then spawns it.
+pub(crate) fn dispatcher_of<H: meet_webhooks::WebhookHandler>(
+    inbox: std::sync::Arc<dyn Inbox>,
+    handler: std::sync::Arc<meet_webhooks::Receiver<H>>,
+) -> meet_webhooks_runtime::Dispatcher<meet_webhooks::Receiver<H>> {
     meet_webhooks_runtime::Dispatcher {
         inbox,
         webhooks: handler,
-        concurrency,
+        concurrency: meet_webhooks_runtime::defaults::CONCURRENCY,
         retry: meet_webhooks_runtime::RetryPolicy::default(),
-        lease,
+        lease: meet_webhooks_runtime::defaults::LEASE,
         retention: Duration::from_secs(3600),
         shutdown_grace: Duration::from_secs(1),
         poll: meet_webhooks_runtime::defaults::POLL,
     }
-    .spawn()
 }
 
 #[test]
@@ -1017,14 +1025,9 @@ pub(crate) fn pruning_under_load_keeps_the_inbox_bounded(inbox: std::sync::Arc<d
     let _gauges = crate::common::INBOX_GAUGES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let handler = std::sync::Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default()));
     let dispatcher = meet_webhooks_runtime::Dispatcher {
-        inbox: inbox.clone(),
-        webhooks: handler.clone(),
         concurrency: 16,
-        retry: meet_webhooks_runtime::RetryPolicy::default(),
-        lease: meet_webhooks_runtime::defaults::LEASE,
         retention: Duration::from_millis(300),
-        shutdown_grace: Duration::from_secs(1),
-        poll: meet_webhooks_runtime::defaults::POLL,
+        ..dispatcher_of(inbox.clone(), handler.clone())
     }
     .spawn();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -1037,7 +1040,7 @@ pub(crate) fn pruning_under_load_keeps_the_inbox_bounded(inbox: std::sync::Arc<d
     for n in 0..RATE * SECONDS {
         let room = format!("room-{}", n % 50);
         let mut delivery = test_delivery(0, "pruneTest", Some(&room), json!({"n": n}));
-        delivery.signature = *blake_like(n);
+        delivery.signature = signature_of(n);
         delivery.timestamp_ms = i64::try_from(n).unwrap();
         runtime.block_on(inbox.append(delivery)).unwrap();
         if n % 100 == 0 {
@@ -1056,11 +1059,10 @@ pub(crate) fn pruning_under_load_keeps_the_inbox_bounded(inbox: std::sync::Arc<d
 }
 
 /// 32 bytes that differ for every `n` (a delivery's identity in a test).
-fn blake_like(n: u64) -> Box<[u8; 32]> {
+fn signature_of(n: u64) -> [u8; 32] {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&n.to_le_bytes());
-    bytes[8] = 0x5a;
-    Box::new(bytes)
+    bytes
 }
 
 #[test]
@@ -1077,15 +1079,11 @@ fn a_failed_attempt_is_tried_again_when_its_retry_comes_due_not_at_the_next_poll
     handler.failures_left.store(1, Ordering::SeqCst);
     let retry = Duration::from_millis(300);
     let dispatcher = meet_webhooks_runtime::Dispatcher {
-        inbox: inbox.clone(),
-        webhooks: handler.clone(),
         concurrency: 1,
         retry: meet_webhooks_runtime::RetryPolicy { max_attempts: 3, base: retry, max: retry },
-        lease: meet_webhooks_runtime::defaults::LEASE,
-        retention: Duration::from_secs(3600),
-        shutdown_grace: Duration::from_secs(1),
         // Whatever runs sooner, a wake-up started.
         poll: Duration::from_secs(60),
+        ..dispatcher_of(inbox.clone(), handler.clone())
     }
     .spawn();
     block_on(inbox.append(test_delivery(9, "retryTest", Some("room"), json!({})))).unwrap();

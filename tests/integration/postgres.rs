@@ -360,9 +360,27 @@ fn deliver_within(addr: std::net::SocketAddr, timestamp: &str, body: &str, timeo
     String::from_utf8_lossy(&bytes).split(' ').nth(1)?.parse().ok()
 }
 
+/// Three child receivers (`replica-0` to `replica-2`) on the database at `url`, with a lease of
+/// `lease_ms` and 6 attempts (a delivery may lose attempts to a kill or a freeze besides failing
+/// once), logging their runs to `dir/runs`.
+fn three_replicas(url: &str, dir: &std::path::Path, lease_ms: u64) -> Vec<crate::crash::ChildReceiver> {
+    (0..3)
+        .map(|i| {
+            let (replica, lease) = (format!("replica-{i}"), lease_ms.to_string());
+            let env = [
+                ("CRASH_CHILD_DATABASE_URL", url),
+                ("CRASH_CHILD_REPLICA", replica.as_str()),
+                ("CRASH_CHILD_LEASE_MS", lease.as_str()),
+                ("CRASH_CHILD_MAX_ATTEMPTS", "6"),
+            ];
+            crate::crash::ChildReceiver::start_with(&dir.join(format!("unused-{i}")), &dir.join("runs"), &env)
+        })
+        .collect()
+}
+
 #[test]
 fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in_order() {
-    use crate::crash::{ChildReceiver, logged, nanos};
+    use crate::crash::{logged, nanos};
     const ROOMS: usize = 24;
     const PER_ROOM: usize = 30;
     const SENDERS: usize = 6;
@@ -373,19 +391,7 @@ fn three_replicas_through_a_kill_and_a_freeze_lose_nothing_and_keep_each_room_in
     let Some(db) = TestDatabase::create() else { return };
     let dir = tempfile::tempdir().unwrap();
     let run_log = dir.path().join("runs");
-    let mut replicas: Vec<ChildReceiver> = (0..3)
-        .map(|i| {
-            let (replica, lease) = (format!("replica-{i}"), LEASE_MS.to_string());
-            let env = [
-                ("CRASH_CHILD_DATABASE_URL", db.url.as_str()),
-                ("CRASH_CHILD_REPLICA", replica.as_str()),
-                ("CRASH_CHILD_LEASE_MS", lease.as_str()),
-                // A delivery may lose attempts to the kill and to the freeze besides failing once.
-                ("CRASH_CHILD_MAX_ATTEMPTS", "6"),
-            ];
-            ChildReceiver::start_with(&dir.path().join(format!("unused-{i}")), &run_log, &env)
-        })
-        .collect();
+    let mut replicas = three_replicas(&db.url, dir.path(), LEASE_MS);
     let addrs: Vec<std::net::SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     let webhook = meet_webhooks::WEBHOOKS.iter().find(|w| w.event == "recordingStarted").unwrap();
 
@@ -1091,14 +1097,10 @@ fn dispatcher_polling_every_minute(
     concurrency: usize,
 ) -> meet_webhooks_runtime::DispatcherHandle {
     meet_webhooks_runtime::Dispatcher {
-        inbox: std::sync::Arc::new(inbox.clone()),
-        webhooks: handler.clone(),
         concurrency,
-        retry: meet_webhooks_runtime::RetryPolicy::default(),
-        lease: meet_webhooks_runtime::defaults::LEASE,
-        retention: Duration::from_secs(3600),
         shutdown_grace: Duration::from_millis(100),
         poll: Duration::from_secs(60),
+        ..crate::inbox::dispatcher_of(std::sync::Arc::new(inbox.clone()), handler.clone())
     }
     .spawn()
 }
@@ -1148,24 +1150,13 @@ fn a_delivery_acknowledged_by_a_busy_replica_is_handled_by_an_idle_one_at_once()
 
 #[test]
 fn the_claims_of_a_killed_replica_start_on_another_within_the_lease_and_a_second() {
-    use crate::crash::{ChildReceiver, logged, nanos};
+    use crate::crash::{logged, nanos};
     const LEASE_MS: u64 = 1000;
     const SENDERS: usize = 3;
     let Some(db) = TestDatabase::create() else { return };
     let dir = tempfile::tempdir().unwrap();
     let run_log = dir.path().join("runs");
-    let mut replicas: Vec<ChildReceiver> = (0..3)
-        .map(|i| {
-            let (replica, lease) = (format!("replica-{i}"), LEASE_MS.to_string());
-            let env = [
-                ("CRASH_CHILD_DATABASE_URL", db.url.as_str()),
-                ("CRASH_CHILD_REPLICA", replica.as_str()),
-                ("CRASH_CHILD_LEASE_MS", lease.as_str()),
-                ("CRASH_CHILD_MAX_ATTEMPTS", "6"),
-            ];
-            ChildReceiver::start_with(&dir.path().join(format!("unused-{i}")), &run_log, &env)
-        })
-        .collect();
+    let mut replicas = three_replicas(&db.url, dir.path(), LEASE_MS);
     let addrs: Vec<std::net::SocketAddr> = replicas.iter().map(|r| r.addr).collect();
     let webhook = *meet_webhooks::WEBHOOKS.iter().find(|w| w.event == "recordingStarted").unwrap();
 

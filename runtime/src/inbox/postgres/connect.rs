@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Client, Pool};
 
-use super::POOL_SIZE;
+use super::CONNECTIONS;
 use crate::inbox::StoreError;
 
 pub(super) async fn connection(pool: &Pool, target: &str) -> Result<Client, StoreError> {
@@ -71,8 +71,7 @@ pub(crate) fn reason(e: &(dyn std::error::Error + 'static)) -> String {
             }
             if *db.code() == tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS {
                 text.push_str(&format!(
-                    "; the server's max_connections is reached: each replica opens up to {} connections",
-                    POOL_SIZE + 1
+                    "; the server's max_connections is reached: each replica opens up to {CONNECTIONS} connections"
                 ));
             }
             parts.push(text);

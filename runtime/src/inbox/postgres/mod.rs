@@ -72,6 +72,8 @@ pub const SESSION_SETTINGS: &str = "-c synchronous_commit=on -c idle_in_transact
 const MAX_BATCH: usize = 1024;
 /// Connections in the pool: the appender, the dispatcher, and the rest (readiness, the CLI).
 const POOL_SIZE: usize = 8;
+/// Connections a replica opens at most: its pool, and the one that listens ([`notify`]).
+const CONNECTIONS: usize = POOL_SIZE + 1;
 
 /// The columns a [`Stored`] is read from, by name ([`stored`]).
 const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \

@@ -62,7 +62,6 @@ pub(super) async fn listener(
                 );
                 failing = true;
                 delay = Duration::from_millis(100);
-                continue;
             }
             Err(e) => {
                 if !failing {

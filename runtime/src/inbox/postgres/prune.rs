@@ -3,8 +3,8 @@
 //!
 //! Every handled delivery leaves dead versions of its row behind, and entries for them in the
 //! index that claims scan from its oldest end: until a vacuum removes them, each claim steps
-//! over more of them, and the rate falls (`bench/results/2026-12-05-b.md`: on a server with
-//! autovacuum off it halved in two minutes). Autovacuum, where it runs, waits for a fifth of
+//! over more of them, and the rate falls (`bench/results/2026-12-05-b.md`, "Over minutes").
+//! Autovacuum, where it runs, waits for a fifth of
 //! the table to be dead (millions of rows for a table that keeps days of deliveries); schema 3
 //! asks it to come sooner, and the pruning round vacuums the table itself once ten thousand rows
 //! are dead, one replica at a time.

@@ -297,13 +297,24 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Wakeups) {
             crate::metrics::inbox_commit(arrivals.appends.len(), started.elapsed(), result.is_ok());
             match result {
                 Ok(answers) => {
-                    // Due at receipt plus its hold, on the wall clock (see `Store::commit`).
+                    // Due at receipt plus its hold, on the wall clock (see `Store::commit`): one
+                    // wake-up now if any is due, and one per millisecond the others come due in.
                     let now = crate::clock::now_ms();
+                    let (mut due_now, mut last) = (false, None);
                     for (delivery, answer) in arrivals.appends.iter().zip(&answers.appended) {
-                        if matches!(answer, Appended::New(_)) {
-                            let due = delivery.received_at_ms.saturating_add(crate::clock::millis(delivery.hold));
-                            wake.wake_after(Duration::from_millis(u64::try_from(due - now).unwrap_or(0)));
+                        if !matches!(answer, Appended::New(_)) {
+                            continue;
                         }
+                        let due = delivery.received_at_ms.saturating_add(crate::clock::millis(delivery.hold));
+                        if due <= now {
+                            due_now = true;
+                        } else if last != Some(due) {
+                            wake.wake_after(Duration::from_millis(u64::try_from(due - now).unwrap_or(0)));
+                            last = Some(due);
+                        }
+                    }
+                    if due_now {
+                        wake.wake();
                     }
                     for ((reply, mailbox), answer) in appended.drain(..).zip(answers.appended) {
                         to_wake.post(mailbox.as_ref(), Answer(reply, Ok(answer)));
