@@ -142,6 +142,56 @@ pub async fn each_outcome_is_recorded_as_given(inbox: &impl Inbox) {
     assert_eq!(again.iter().find(|c| c.claim.id == interrupted).unwrap().attempt, 1);
 }
 
+/// Each attempt that ends is kept in the delivery's history, through replays: its number, the
+/// replica that ran it, when it started, how long it took, its outcome and error; a last
+/// attempt that never finished is kept as `unfinished`, and when the delivery was handled.
+pub async fn every_attempt_is_kept_in_the_delivery_s_history(inbox: &impl Inbox) {
+    let id = append(inbox, 1, Some("r")).await;
+    let before = now_ms();
+    let outcomes = [
+        Outcome::Retry { after: Duration::ZERO, error: "first".into() },
+        Outcome::Interrupted,
+        Outcome::Dead { error: "second".into() },
+    ];
+    for outcome in outcomes {
+        let [claimed] = &claim(inbox, 1, LEASE).await[..] else { panic!("claimed") };
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        assert_eq!(complete(inbox, claimed.claim, outcome).await, Completed::Recorded);
+    }
+    let dead = inbox.get(id).await.unwrap().unwrap();
+    let seen: Vec<(u32, &str, Option<&str>)> =
+        dead.history.iter().map(|a| (a.attempt, a.outcome.as_str(), a.error.as_deref())).collect();
+    assert_eq!(seen, [(1, "retry", Some("first")), (2, "interrupted", None), (2, "dead", Some("second"))]);
+    for attempt in &dead.history {
+        assert_eq!(attempt.replica.as_deref(), Some("contract"));
+        let started = attempt.started_at.expect("a start");
+        assert!(started >= before - 1000 && started <= now_ms() + 1000, "{attempt:?}");
+        assert!(attempt.duration_ms.is_some_and(|ms| ms >= 10), "{attempt:?}");
+    }
+    assert!(dead.done_at.is_some_and(|at| at >= before - 1000), "when it died");
+
+    // Replayed, it starts again from attempt 1, and the history goes on.
+    assert_eq!(inbox.replay(Selection::One(id)).await.unwrap(), 1);
+    assert_eq!(inbox.get(id).await.unwrap().unwrap().done_at, None, "pending again");
+    let request = |lease| ClaimRequest { limit: 1, lease, max_attempts: 1 };
+    assert_eq!(ids(&inbox.claim(request(Duration::from_millis(1))).await.unwrap()), [id]);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(inbox.claim(request(LEASE)).await.unwrap().is_empty(), "buried");
+    let buried = inbox.get(id).await.unwrap().unwrap();
+    let last = buried.history.last().unwrap();
+    assert_eq!(buried.history.len(), 4);
+    assert_eq!((last.attempt, last.outcome.as_str(), last.replica.as_deref()), (1, "unfinished", Some("contract")));
+    assert_eq!(last.duration_ms, None, "it never finished");
+    assert_eq!(last.error, buried.last_error);
+
+    let other = append(inbox, 2, None).await;
+    let [claimed] = &claim(inbox, 1, LEASE).await[..] else { panic!("claimed") };
+    assert_eq!(complete(inbox, claimed.claim, Outcome::Done).await, Completed::Recorded);
+    let done = inbox.get(other).await.unwrap().unwrap();
+    assert_eq!(done.history.iter().map(|a| a.outcome.as_str()).collect::<Vec<_>>(), ["done"]);
+    assert!(done.done_at.is_some(), "when it was handled");
+}
+
 /// A delivery whose last claim ran out on its last attempt is buried, with one text on every
 /// inbox, and its room goes on.
 pub async fn a_delivery_that_never_finished_its_last_attempt_is_buried(inbox: &impl Inbox) {
@@ -566,6 +616,7 @@ macro_rules! every_rule {
                 a_stale_claim_changes_nothing,
                 a_claim_whose_lease_ran_out_is_taken_over,
                 each_outcome_is_recorded_as_given,
+                every_attempt_is_kept_in_the_delivery_s_history,
                 a_delivery_that_never_finished_its_last_attempt_is_buried,
                 a_replay_starts_a_delivery_afresh,
                 a_replayed_delivery_goes_behind_its_room_s_pending_ones,

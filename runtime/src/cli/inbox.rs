@@ -83,6 +83,12 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
             if let Some(error) = &row.last_error {
                 println!("last_error: {}", escaped(error));
             }
+            if let Some(at) = row.done_at {
+                println!("{}: {}", if row.state == State::Dead { "dead_at" } else { "handled_at" }, precise(at));
+            }
+            for attempt in &row.history {
+                println!("{}", escaped(&attempt_line(attempt)));
+            }
             println!("X-Timestamp: {}\nX-Signature: {}\n", row.timestamp, hex::encode(row.signature));
             println!("{}", String::from_utf8_lossy(&row.body));
         }
@@ -123,6 +129,30 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
 /// Milliseconds since the epoch as `2026-11-30T18:53:00Z`.
 fn time(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| format!("{t:.0}"))
+}
+
+/// Milliseconds since the epoch as `2026-11-30T18:53:00.123Z`.
+fn precise(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| format!("{t:.3}"))
+}
+
+/// One attempt of a delivery's history, as `inbox show` prints it:
+/// `attempt 1: retry, on replica-a at 2026-11-30T18:53:00.123Z, 12 ms: the error`.
+fn attempt_line(attempt: &crate::inbox::Attempt) -> String {
+    let mut line = format!("attempt {}: {}", attempt.attempt, attempt.outcome);
+    if let Some(replica) = &attempt.replica {
+        line += &format!(", on {replica}");
+    }
+    if let Some(at) = attempt.started_at {
+        line += &format!(" at {}", precise(at));
+    }
+    if let Some(ms) = attempt.duration_ms {
+        line += &format!(", {ms} ms");
+    }
+    if let Some(error) = &attempt.error {
+        line += &format!(": {error}");
+    }
+    line
 }
 
 /// Microseconds since the epoch as `2026-11-30T18:53:00.123Z`.

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness, Later,
-    NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored,
+    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness,
+    Later, NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored,
 };
 use crate::clock::{millis, now_ms};
 
@@ -38,7 +38,8 @@ struct Row {
     stored: Stored,
     fence: i64,
     due_at: i64,
-    done_at: Option<i64>,
+    /// When its last claim was taken.
+    claimed_at: Option<i64>,
     /// Its place in its room's queue.
     place: i64,
     /// Its room's order: `creationDate` (or arrival), first, then `place`.
@@ -55,6 +56,21 @@ impl MemoryInbox {
     fn open(&self) -> Result<std::sync::MutexGuard<'_, Deliveries>, StoreError> {
         let deliveries = self.deliveries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if deliveries.closed { Err(StoreError::unavailable("the memory inbox is closed")) } else { Ok(deliveries) }
+    }
+}
+
+impl Row {
+    /// Its current attempt ended (`now`: when; `None`: it never finished), as `outcome`.
+    fn ended(&mut self, outcome: &str, now: Option<i64>, error: Option<&str>) {
+        let stored = &mut self.stored;
+        stored.history.push(Attempt {
+            attempt: stored.attempts,
+            replica: stored.claimed_by.clone(),
+            started_at: self.claimed_at,
+            duration_ms: now.zip(self.claimed_at).map(|(now, at)| now - at),
+            outcome: outcome.to_owned(),
+            error: error.map(str::to_owned),
+        });
     }
 }
 
@@ -118,13 +134,15 @@ impl Deliveries {
             let stored = &mut row.stored;
             if stored.attempts >= request.max_attempts {
                 // Its last claim ran out on its last attempt: buried, and its room goes on.
-                stored.state = State::Dead;
-                stored.last_error = Some(super::never_finished(request.max_attempts));
+                let error = super::never_finished(request.max_attempts);
+                row.ended("unfinished", None, Some(&error));
+                let stored = &mut row.stored;
+                (stored.state, stored.last_error, stored.done_at) = (State::Dead, Some(error), Some(now));
                 (stored.claimed_by, stored.claimed_until) = (None, None);
-                row.done_at = Some(now);
                 continue;
             }
             row.fence += 1;
+            row.claimed_at = Some(now);
             stored.attempts += 1;
             stored.claimed_by = Some(owner.to_owned());
             stored.claimed_until = Some(now.saturating_add(millis(request.lease)));
@@ -153,11 +171,18 @@ impl Deliveries {
                 answers.push(Completed::Fenced);
                 continue;
             };
+            let (name, error) = match &completion.outcome {
+                Outcome::Done => ("done", None),
+                Outcome::Retry { error, .. } => ("retry", Some(error.as_str())),
+                Outcome::Dead { error } => ("dead", Some(error.as_str())),
+                Outcome::Interrupted => ("interrupted", None),
+            };
+            row.ended(name, Some(now), error);
             let stored = &mut row.stored;
             (stored.claimed_by, stored.claimed_until, stored.kind) = (None, None, completion.kind);
             match &completion.outcome {
                 Outcome::Done => {
-                    (stored.state, stored.last_error, row.done_at) = (State::Done, None, Some(now));
+                    (stored.state, stored.last_error, stored.done_at) = (State::Done, None, Some(now));
                     let stored = stored.clone();
                     self.mark_handled(&stored, now);
                 }
@@ -166,7 +191,7 @@ impl Deliveries {
                     row.due_at = now.saturating_add(millis(*after));
                 }
                 Outcome::Dead { error } => {
-                    (stored.state, stored.last_error, row.done_at) = (State::Dead, Some(error.clone()), Some(now));
+                    (stored.state, stored.last_error, stored.done_at) = (State::Dead, Some(error.clone()), Some(now));
                 }
                 Outcome::Interrupted => stored.attempts = stored.attempts.saturating_sub(1),
             }
@@ -207,10 +232,12 @@ impl Inbox for MemoryInbox {
                 last_error: None,
                 claimed_by: None,
                 claimed_until: None,
+                done_at: None,
+                history: Vec::new(),
             },
             fence: 0,
             due_at: now_ms().saturating_add(millis(delivery.hold)),
-            done_at: None,
+            claimed_at: None,
             place,
             order,
         });
@@ -277,7 +304,7 @@ impl Inbox for MemoryInbox {
                 .max()
                 .unwrap_or(i64::MIN);
             let row = &mut deliveries.rows[at];
-            (row.place, row.due_at, row.done_at) = (place, now, None);
+            (row.place, row.due_at, row.stored.done_at) = (place, now, None);
             row.order = now.saturating_mul(1000).max(last);
             let stored = &mut row.stored;
             (stored.state, stored.attempts, stored.last_error) = (State::Pending, 0, None);
@@ -343,7 +370,7 @@ impl Inbox for MemoryInbox {
         let mut deliveries = self.open()?;
         let before = now_ms().saturating_sub(millis(retention));
         let count = deliveries.rows.len();
-        deliveries.rows.retain(|r| !(r.stored.state == State::Done && r.done_at.is_some_and(|at| at < before)));
+        deliveries.rows.retain(|r| !(r.stored.state == State::Done && r.stored.done_at.is_some_and(|at| at < before)));
         deliveries.handled.retain(|_, (_, at)| *at >= before);
         Ok(count - deliveries.rows.len())
     }

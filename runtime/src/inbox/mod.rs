@@ -208,6 +208,35 @@ pub struct Stored {
     /// run out (its holder stopped) and is then taken by the next claim.
     pub claimed_by: Option<String>,
     pub claimed_until: Option<i64>,
+    /// When it was handled (done) or given up (dead), ms on the storage's clock.
+    pub done_at: Option<i64>,
+    /// Every attempt whose end the inbox saw, oldest first (replays included).
+    pub history: Vec<Attempt>,
+}
+
+/// One attempt at a delivery, as the inbox recorded its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Attempt {
+    /// 1 for the first attempt since it arrived or was last replayed.
+    pub attempt: u32,
+    /// The replica whose claim ran it.
+    pub replica: Option<String>,
+    /// When it was claimed, that is when its handler started (ms, the storage's clock).
+    pub started_at: Option<i64>,
+    /// From its claim to its outcome (ms); `None` when it never finished.
+    pub duration_ms: Option<i64>,
+    /// What became of it: `done`, `retry`, `dead`, `interrupted` (a shutdown stopped it, the
+    /// attempt given back) or `unfinished` (the process running it stopped).
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    /// The history a store keeps as JSON text (an array of attempts); what it cannot read is
+    /// left out rather than failing the read of the delivery.
+    pub(crate) fn parse_history(text: Option<&str>) -> Vec<Attempt> {
+        text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+    }
 }
 
 /// Proof of a claim: the delivery and the fencing token its claim got. An outcome or a renewal

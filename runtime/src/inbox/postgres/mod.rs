@@ -52,8 +52,8 @@ use tokio_postgres::types::ToSql;
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use super::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness, Later,
-    NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored, Wakeups,
+    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness,
+    Later, NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored, Wakeups,
 };
 use crate::clock::millis;
 
@@ -78,13 +78,15 @@ const CONNECTIONS: usize = POOL_SIZE + 1;
 /// The columns a [`Stored`] is read from, by name ([`stored`]).
 const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \
                        late_id, late_event, late_created, signature, body, last_error, owner, \
-                       (extract(epoch from lease_until) * 1000)::bigint AS lease_until_ms";
+                       (extract(epoch from lease_until) * 1000)::bigint AS lease_until_ms, done_at, \
+                       history::text AS history";
 
 /// [`COLUMNS`] of a claimed row (`d`).
 const CLAIMED_COLUMNS: &str = "d.id, d.event, d.state, d.kind, d.attempts, d.received_at, d.timestamp, d.timestamp_ms, \
                                d.room, d.recording, d.created, d.late_id, d.late_event, d.late_created, \
                                d.signature, d.body, d.last_error, d.owner, \
-                               (extract(epoch from d.lease_until) * 1000)::bigint AS lease_until_ms";
+                               (extract(epoch from d.lease_until) * 1000)::bigint AS lease_until_ms, d.done_at, \
+                               d.history::text AS history";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -491,6 +493,8 @@ fn stored(row: &Row) -> Stored {
         last_error: row.get("last_error"),
         claimed_until: if claimed_by.is_some() { row.get("lease_until_ms") } else { None },
         claimed_by,
+        done_at: row.get("done_at"),
+        history: Attempt::parse_history(row.get("history")),
     }
 }
 
@@ -521,7 +525,8 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
                                ELSE d.lease_until END,
             late_id = CASE WHEN due.taken THEN in_room.id ELSE d.late_id END,
             late_event = CASE WHEN due.taken THEN in_room.event ELSE d.late_event END,
-            late_created = CASE WHEN due.taken THEN in_room.created ELSE d.late_created END
+            late_created = CASE WHEN due.taken THEN in_room.created ELSE d.late_created END,
+            claimed_at = CASE WHEN due.taken THEN {NOW_MS} ELSE d.claimed_at END
        FROM due
             LEFT JOIN handled in_room
                    ON in_room.room = due.room AND in_room.recording = '' AND in_room.created > due.created
@@ -592,8 +597,9 @@ async fn bury(tx: &Transaction<'_>, spent: &[(i64, Option<String>)], max_attempt
         tx,
         &format!(
             "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
-                    done_at = {NOW_MS}, last_error = $2
-              WHERE id = ANY($1)"
+                    done_at = {NOW_MS}, last_error = $2, {}
+              WHERE id = ANY($1)",
+            ended("unfinished", "NULL", "$2")
         ),
         &[&ids, &error],
     )
@@ -679,23 +685,39 @@ static MARK_HANDLED: LazyLock<String> = LazyLock::new(|| {
 /// The statement that records `outcome` for the claim `$1` (id), `$2` (fence), `$3` (owner).
 fn outcome_sql(outcome: &Outcome) -> String {
     let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending'";
+    let took = format!("{NOW_MS} - claimed_at");
     match outcome {
         Outcome::Done => format!(
             "UPDATE deliveries SET state = 'done', head = false, owner = NULL, lease_until = NULL,
-                    kind = $4, last_error = NULL, done_at = {NOW_MS} {held}"
+                    kind = $4, last_error = NULL, done_at = {NOW_MS}, {} {held}",
+            ended("done", &took, "NULL")
         ),
         Outcome::Retry { .. } => format!(
             "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
-                    due_at = {NOW_MS} + $6 {held}"
+                    due_at = {NOW_MS} + $6, {} {held}",
+            ended("retry", &took, "$5")
         ),
         Outcome::Dead { .. } => format!(
             "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
-                    kind = $4, last_error = $5, done_at = {NOW_MS} {held}"
+                    kind = $4, last_error = $5, done_at = {NOW_MS}, {} {held}",
+            ended("dead", &took, "$5")
         ),
-        Outcome::Interrupted => {
-            format!("UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1 {held}")
-        }
+        Outcome::Interrupted => format!(
+            "UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1, {} {held}",
+            ended("interrupted", &took, "NULL")
+        ),
     }
+}
+
+/// The `SET` clause that adds the attempt ending now to the row's `history`: its outcome, and
+/// its duration and error as SQL expressions (the claim's columns are read as they were before
+/// the `UPDATE`).
+fn ended(outcome: &str, duration: &str, error: &str) -> String {
+    format!(
+        "history = COALESCE(history, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+             'attempt', attempts, 'replica', owner, 'started_at', claimed_at, 'duration_ms', {duration},
+             'outcome', '{outcome}'::text, 'error', {error}::text))"
+    )
 }
 
 /// Records one outcome with its statement (from [`outcome_sql`]): whether its claim still held

@@ -87,6 +87,14 @@ const MIGRATIONS: Migrations = Migrations(&[
     ALTER TABLE deliveries SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
                                 autovacuum_vacuum_cost_delay = 0);
     ",
+    // 4: what the operator's console shows. `claimed_at` (ms) is when the last claim was taken;
+    // `history` gets one entry as each attempt ends: its replica, start, duration, outcome and
+    // error. Deliveries are found by room and by recording without a scan, whatever their state.
+    "
+    ALTER TABLE deliveries ADD COLUMN claimed_at bigint, ADD COLUMN history jsonb;
+    CREATE INDEX deliveries_room ON deliveries (room, id) WHERE room IS NOT NULL;
+    CREATE INDEX deliveries_recording ON deliveries (recording, id) WHERE recording IS NOT NULL;
+    ",
 ]);
 
 /// The schema version this build writes.

@@ -604,6 +604,8 @@ mod tests {
             last_error: None,
             claimed_by: None,
             claimed_until: None,
+            done_at: None,
+            history: Vec::new(),
         };
         let mut s = Schedule::new();
         let half = UNREAD_BYTES / 2;

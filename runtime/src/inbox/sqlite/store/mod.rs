@@ -38,8 +38,8 @@ use super::schedule::{Advance, NotAHead, ROOMLESS_WINDOW, Schedule};
 use super::schema::{self, Status};
 use crate::clock::{millis, now_ms};
 use crate::inbox::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Kind, Lateness, Later, NewDelivery, Outcome, State,
-    StoreError, Stored,
+    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Kind, Lateness, Later, NewDelivery,
+    Outcome, State, StoreError, Stored,
 };
 
 mod admin;
@@ -64,10 +64,28 @@ pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
 macro_rules! columns {
     () => {
         "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \
-         late_id, late_event, late_created, signature, body, last_error, owner, lease_until"
+         late_id, late_event, late_created, signature, body, last_error, owner, lease_until, done_at, history"
     };
 }
 const COLUMNS: &str = columns!();
+
+/// The `SET` clause that adds the attempt ending now to the row's `history`: its outcome,
+/// duration and error as SQL expressions (the claim's columns are read as they were before the
+/// `UPDATE`).
+macro_rules! ended {
+    ($outcome:literal, $duration:literal, $error:literal) => {
+        concat!(
+            "history = json_insert(COALESCE(history, '[]'), '$[#]', json_object('attempt', attempts, 'replica', owner, \
+             'started_at', claimed_at, 'duration_ms', ",
+            $duration,
+            ", 'outcome', ",
+            $outcome,
+            ", 'error', ",
+            $error,
+            "))"
+        )
+    };
+}
 
 /// What one writer cycle commits together.
 #[derive(Default)]
@@ -368,6 +386,8 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<Stored> {
         last_error: row.get("last_error")?,
         claimed_until: if claimed_by.is_some() { row.get("lease_until")? } else { None },
         claimed_by,
+        done_at: row.get("done_at")?,
+        history: Attempt::parse_history(row.get_ref("history")?.as_str_or_null()?),
     })
 }
 
@@ -391,6 +411,8 @@ fn unread(id: i64, new: &NewDelivery) -> Stored {
         last_error: None,
         claimed_by: None,
         claimed_until: None,
+        done_at: None,
+        history: Vec::new(),
     }
 }
 
@@ -563,15 +585,16 @@ fn claim(
     let mut take = tx.prepare_cached(
         // The fence it had is checked: a delivery taken from memory was not read from the file.
         "UPDATE deliveries SET owner = ?2, fence = ?3, attempts = ?4, lease_until = ?5,
-                               late_id = ?6, late_event = ?7, late_created = ?8
+                               late_id = ?6, late_event = ?7, late_created = ?8, claimed_at = ?9
           WHERE id = ?1 AND state = 'pending' AND fence = ?3 - 1",
     )?;
     let mut later = tx.prepare_cached(LATER)?;
     let mut next = tx.prepare_cached(NEXT_HEAD)?;
-    let mut bury = tx.prepare_cached(
-        "UPDATE deliveries SET state = 'dead', owner = NULL, lease_until = NULL, done_at = ?2, last_error = ?3
-          WHERE id = ?1",
-    )?;
+    let mut bury = tx.prepare_cached(concat!(
+        "UPDATE deliveries SET state = 'dead', owner = NULL, lease_until = NULL, done_at = ?2, last_error = ?3, ",
+        ended!("'unfinished'", "NULL", "?3"),
+        " WHERE id = ?1"
+    ))?;
     while claimed.len() < request.limit {
         let id = match schedule.take_due(now) {
             Some(id) => id,
@@ -608,8 +631,17 @@ fn claim(
             let late = delivery.late.as_ref();
             let (late_id, late_event, late_created) =
                 (late.map(|l| l.id), late.and_then(|l| l.event.as_deref()), late.map(|l| l.created_us));
-            if take.execute(params![id, owner, fence, delivery.attempts, until, late_id, late_event, late_created])?
-                == 0
+            if take.execute(params![
+                id,
+                owner,
+                fence,
+                delivery.attempts,
+                until,
+                late_id,
+                late_event,
+                late_created,
+                now
+            ])? == 0
             {
                 // Changed in the file since it was stored: the schedule is out of step with it.
                 schedule.lost_step();
@@ -673,10 +705,10 @@ fn complete(
         let updated = match &c.outcome {
             Outcome::Done => statement.execute(params![id, fence, owner, kind, now])?,
             Outcome::Retry { after, error } => {
-                statement.execute(params![id, fence, owner, kind, error, now.saturating_add(millis(*after))])?
+                statement.execute(params![id, fence, owner, kind, error, now.saturating_add(millis(*after)), now])?
             }
             Outcome::Dead { error } => statement.execute(params![id, fence, owner, kind, error, now])?,
-            Outcome::Interrupted => statement.execute(params![id, fence, owner])?,
+            Outcome::Interrupted => statement.execute(params![id, fence, owner, now])?,
         };
         if updated == 0 {
             answers.push(Completed::Fenced);
@@ -708,26 +740,38 @@ fn outcome_statement(outcome: &Outcome) -> (usize, &'static str) {
     match outcome {
         Outcome::Done => (
             0,
-            "UPDATE deliveries SET state = 'done', owner = NULL, lease_until = NULL, kind = ?4, last_error = NULL,
-                    done_at = ?5
-              WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
+            concat!(
+                "UPDATE deliveries SET state = 'done', owner = NULL, lease_until = NULL, kind = ?4, last_error = NULL,
+                        done_at = ?5, ",
+                ended!("'done'", "?5 - claimed_at", "NULL"),
+                " WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'"
+            ),
         ),
         Outcome::Retry { .. } => (
             1,
-            "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = ?4, last_error = ?5, due_at = ?6
-              WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
+            concat!(
+                "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = ?4, last_error = ?5, due_at = ?6, ",
+                ended!("'retry'", "?7 - claimed_at", "?5"),
+                " WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'"
+            ),
         ),
         Outcome::Dead { .. } => (
             2,
-            "UPDATE deliveries SET state = 'dead', owner = NULL, lease_until = NULL, kind = ?4, last_error = ?5,
-                    done_at = ?6
-              WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
+            concat!(
+                "UPDATE deliveries SET state = 'dead', owner = NULL, lease_until = NULL, kind = ?4, last_error = ?5,
+                        done_at = ?6, ",
+                ended!("'dead'", "?6 - claimed_at", "?5"),
+                " WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'"
+            ),
         ),
         // Not the handler's doing: the attempt is given back.
         Outcome::Interrupted => (
             3,
-            "UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1
-              WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'",
+            concat!(
+                "UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1, ",
+                ended!("'interrupted'", "?4 - claimed_at", "NULL"),
+                " WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'pending'"
+            ),
         ),
     }
 }
@@ -1575,8 +1619,9 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        // One index of pending deliveries (version 3), none of heads (version 4).
-        assert_eq!(indexes, ["deliveries_dead", "deliveries_pending"]);
+        // One index of pending deliveries (version 3), none of heads (version 4); rooms' and
+        // recordings' (version 7).
+        assert_eq!(indexes, ["deliveries_dead", "deliveries_pending", "deliveries_recording", "deliveries_room"]);
         assert_eq!(depth(&store.conn, &store.path).unwrap().pending, 3, "pending with and without a room");
         let first = claim(&mut store, 10);
         assert_eq!(ids(&first), [1, 3]);
