@@ -57,6 +57,7 @@ extern crate self as meet_webhooks_runtime;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod clock;
+pub mod console;
 pub mod defaults;
 mod dispatch;
 mod error;

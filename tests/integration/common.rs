@@ -125,6 +125,8 @@ pub struct Options {
     pub body_memory: usize,
     pub max_connections: usize,
     pub keep_alive: Duration,
+    /// Serve the console on 127.0.0.1:0 with this token.
+    pub console: Option<&'static str>,
 }
 
 pub struct InboxOptions {
@@ -166,12 +168,15 @@ impl Default for Options {
             body_memory: meet_webhooks_runtime::defaults::BODY_MEMORY,
             max_connections: meet_webhooks_runtime::defaults::MAX_CONNECTIONS,
             keep_alive: meet_webhooks_runtime::defaults::KEEP_ALIVE,
+            console: None,
         }
     }
 }
 
 pub struct TestServer<H: WebhookHandler = Recorder> {
     pub addr: SocketAddr,
+    /// Where the console listens, if it is on.
+    pub console: Option<SocketAddr>,
     running: Running<Receiver<H>>,
 }
 
@@ -221,9 +226,17 @@ impl<H: WebhookHandler> TestServer<H> {
                 .reorder_window(settings.reorder_window)
                 .replica_id(&settings.replica);
         }
+        if let Some(token) = options.console {
+            builder = builder.console("127.0.0.1:0".parse().unwrap(), token);
+        }
         let bound = builder.build().unwrap().bind("127.0.0.1:0".parse().unwrap(), Some(1)).unwrap();
         let running = bound.spawn().unwrap();
-        Self { addr: running.addr, running }
+        Self { addr: running.addr, console: running.console_addr, running }
+    }
+
+    /// The inbox it keeps deliveries in.
+    pub fn inbox(&self) -> &std::sync::Arc<dyn Inbox> {
+        self.running.inbox().expect("a server with an inbox")
     }
 
     pub fn url(&self) -> String {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use meet_webhooks_runtime::inbox::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Filter, Inbox, Kind, NewDelivery, Outcome,
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Filter, Inbox, Kind, NewDelivery, Outcome, Query,
     Selection, State,
 };
 
@@ -190,6 +190,45 @@ pub async fn every_attempt_is_kept_in_the_delivery_s_history(inbox: &impl Inbox)
     let done = inbox.get(other).await.unwrap().unwrap();
     assert_eq!(done.history.iter().map(|a| a.outcome.as_str()).collect::<Vec<_>>(), ["done"]);
     assert!(done.done_at.is_some(), "when it was handled");
+}
+
+/// A search finds deliveries newest first, by state, event, room, recording or id, a page at a
+/// time, whatever their state.
+pub async fn a_search_finds_deliveries_by_what_they_are_newest_first(inbox: &impl Inbox) {
+    let mut ids = Vec::new();
+    for n in 1..=6u8 {
+        let mut d = delivery(n, Some(if n <= 3 { "room-a" } else { "room-b" }));
+        d.event = Some(if n % 2 == 0 { "recordingEnded" } else { "meetingStarted" }.into());
+        d.recording = (n == 4).then(|| "rec-4".into());
+        ids.push(append_new(inbox, d).await);
+    }
+    // The first of room-a is handled: done.
+    let [first, ..] = &claim(inbox, 10, LEASE).await[..] else { panic!("claimed") };
+    assert_eq!(first.claim.id, ids[0]);
+    assert_eq!(complete(inbox, first.claim, Outcome::Done).await, Completed::Recorded);
+    let found =
+        |query: Query| async move { inbox.search(&query).await.unwrap().iter().map(|d| d.id).collect::<Vec<i64>>() };
+    let newest = Query::newest(100);
+    assert_eq!(found(newest.clone()).await, ids.iter().rev().copied().collect::<Vec<_>>(), "newest first");
+    assert_eq!(found(Query { filter: Filter::State(State::Done), ..newest.clone() }).await, [ids[0]]);
+    assert_eq!(found(Query { filter: Filter::Fallback, ..newest.clone() }).await, [ids[4], ids[2], ids[0]]);
+    assert_eq!(found(Query { event: Some("recordingEnded".into()), ..newest.clone() }).await, [ids[5], ids[3], ids[1]]);
+    assert_eq!(found(Query { room: Some("room-a".into()), ..newest.clone() }).await, [ids[2], ids[1], ids[0]]);
+    assert_eq!(
+        found(Query { room: Some("room-a".into()), event: Some("meetingStarted".into()), ..newest.clone() }).await,
+        [ids[2], ids[0]],
+        "conditions together"
+    );
+    assert_eq!(found(Query { text: Some("rec-4".into()), ..newest.clone() }).await, [ids[3]], "a recording");
+    assert_eq!(found(Query { text: Some(ids[1].to_string()), ..newest.clone() }).await, [ids[1]], "an id");
+    assert!(found(Query { text: Some("nothing".into()), ..newest.clone() }).await.is_empty());
+    assert!(found(Query { room: Some("room-a' OR 'x'='x".into()), ..newest.clone() }).await.is_empty(), "a value");
+    // Pages of two: each the next older, the last one short.
+    let page = |before| Query { before, ..Query::newest(2) };
+    assert_eq!(found(page(None)).await, [ids[5], ids[4]]);
+    assert_eq!(found(page(Some(ids[4]))).await, [ids[3], ids[2]]);
+    assert_eq!(found(page(Some(ids[0]))).await, Vec::<i64>::new());
+    assert_eq!(found(page(Some(ids[1]))).await, [ids[0]]);
 }
 
 /// A delivery whose last claim ran out on its last attempt is buried, with one text on every
@@ -616,6 +655,7 @@ macro_rules! every_rule {
                 a_stale_claim_changes_nothing,
                 a_claim_whose_lease_ran_out_is_taken_over,
                 each_outcome_is_recorded_as_given,
+                a_search_finds_deliveries_by_what_they_are_newest_first,
                 every_attempt_is_kept_in_the_delivery_s_history,
                 a_delivery_that_never_finished_its_last_attempt_is_buried,
                 a_replay_starts_a_delivery_afresh,

@@ -682,13 +682,11 @@ impl Inbox for SlowClaims {
     ) -> Result<usize, meet_webhooks_runtime::inbox::StoreError> {
         self.inner.replay(s).await
     }
-    async fn list(
+    async fn search(
         &self,
-        f: Filter,
-        e: Option<&str>,
-        l: usize,
+        q: &meet_webhooks_runtime::inbox::Query,
     ) -> Result<Vec<meet_webhooks_runtime::inbox::Stored>, meet_webhooks_runtime::inbox::StoreError> {
-        self.inner.list(f, e, l).await
+        self.inner.search(q).await
     }
     async fn get(
         &self,

@@ -6,6 +6,7 @@
 mod binary;
 mod cluster;
 mod common;
+mod console;
 mod contract;
 mod crash;
 mod delivery;

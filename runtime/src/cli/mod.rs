@@ -192,6 +192,50 @@ struct ServeArgs {
     inbox: InboxArgs,
     #[command(flatten)]
     meet: MeetArgs,
+    #[command(flatten)]
+    console: ConsoleArgs,
+}
+
+/// The operator's console: the inbox on a web page.
+#[derive(Clone, Args)]
+struct ConsoleArgs {
+    /// Serve the inbox console on this address, a listener of its own (keep it off the
+    /// provider's network: 127.0.0.1:5081, or behind your VPN). Off by default.
+    #[arg(long, env = "MEET_WEBHOOKS_ADMIN_BIND")]
+    admin_bind: Option<SocketAddr>,
+    /// The console's token, at least 16 characters (`openssl rand -hex 32`).
+    #[arg(long, env = "MEET_WEBHOOKS_ADMIN_TOKEN", hide_env_values = true, conflicts_with = "admin_token_file")]
+    admin_token: Option<String>,
+    /// A file whose first line is the console's token.
+    #[arg(long, env = "MEET_WEBHOOKS_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+}
+
+impl ConsoleArgs {
+    /// The console's address and token, if it is on.
+    fn settings(&self) -> Result<Option<(SocketAddr, String)>, String> {
+        let token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(token), _) => Some(token.trim().to_owned()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| format!("--admin-token-file {}: {e}", file.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        match (self.admin_bind, token) {
+            (Some(bind), Some(token)) => Ok(Some((bind, token))),
+            (Some(_), None) => {
+                Err("--admin-bind: the console needs a token (--admin-token or --admin-token-file)".into())
+            }
+            (None, Some(_)) => Err("--admin-token: give --admin-bind too, where the console listens".into()),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// Where handlers reach the OpenVidu Meet REST API.

@@ -30,6 +30,9 @@ pub(super) fn serve<W: Webhooks>(
     if let Some(id) = &args.inbox.replica_id {
         builder = builder.replica_id(id);
     }
+    if let Some((bind, token)) = args.console.settings()? {
+        builder = builder.console(bind, token);
+    }
     let service = builder
         .policy(args.policy.policy())
         .path(&args.path)

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness,
-    Later, NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored,
+    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Inbox, Kind, Lateness, Later,
+    NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored,
 };
 use crate::clock::{millis, now_ms};
 
@@ -318,20 +318,10 @@ impl Inbox for MemoryInbox {
         Ok(replayed)
     }
 
-    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
+    async fn search(&self, query: &Query) -> Result<Vec<Stored>, StoreError> {
         let deliveries = self.open()?;
-        let passes = |s: &Stored| {
-            let kept = match filter {
-                Filter::State(state) => s.state == state,
-                Filter::Fallback => s.kind == Kind::Fallback,
-                Filter::All => true,
-            };
-            kept && event.is_none_or(|e| s.event.as_deref() == Some(e))
-        };
-        let mut newest: Vec<Stored> =
-            deliveries.rows.iter().rev().map(|r| &r.stored).filter(|s| passes(s)).take(limit).cloned().collect();
-        newest.reverse();
-        Ok(newest)
+        let rows = deliveries.rows.iter().rev().map(|r| &r.stored);
+        Ok(rows.filter(|s| query.matches(s)).take(query.limit).cloned().collect())
     }
 
     async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {

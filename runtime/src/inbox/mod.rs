@@ -311,6 +311,91 @@ pub enum Filter {
     All,
 }
 
+/// What the console and `inbox list` ask for: deliveries newest first, a page at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub filter: Filter,
+    pub event: Option<String>,
+    pub room: Option<String>,
+    /// A recording id, or a delivery's id.
+    pub text: Option<String>,
+    /// Only deliveries stored before this id: the page after one that ended there.
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// A value bound into the conditions of a [`Query`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Value<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl Query {
+    /// The newest `limit` deliveries, whatever they are.
+    pub fn newest(limit: usize) -> Self {
+        Self { filter: Filter::All, event: None, room: None, text: None, before: None, limit }
+    }
+
+    /// The SQL conditions that select what it asks for (`TRUE` and more conditions joined by
+    /// `AND`), and their values, written with `placeholder(n)` for the `n`th value (1-based).
+    /// States are written as literals: only then can SQLite use its partial indexes. A room or
+    /// a recording is found through its own index (rooms' and recordings' deliveries are
+    /// indexed by id too, so a page of them is a range of it).
+    pub(crate) fn conditions(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<Value<'_>>) {
+        let mut sql = String::from("TRUE");
+        let mut values = Vec::new();
+        let mut bind = |sql: &mut String, value| {
+            values.push(value);
+            *sql += &placeholder(values.len());
+        };
+        match self.filter {
+            Filter::State(state) => sql += &format!(" AND state = '{}'", state.as_str()),
+            Filter::Fallback => sql += " AND kind = 'fallback'",
+            Filter::All => {}
+        }
+        if let Some(event) = &self.event {
+            sql += " AND event = ";
+            bind(&mut sql, Value::Text(event));
+        }
+        if let Some(room) = &self.room {
+            sql += " AND room = ";
+            bind(&mut sql, Value::Text(room));
+        }
+        if let Some(text) = &self.text {
+            sql += " AND (recording = ";
+            bind(&mut sql, Value::Text(text));
+            if let Ok(id) = text.trim().parse::<i64>() {
+                sql += " OR id = ";
+                bind(&mut sql, Value::Int(id));
+            }
+            sql += ")";
+        }
+        if let Some(before) = self.before {
+            sql += " AND id < ";
+            bind(&mut sql, Value::Int(before));
+        }
+        (sql, values)
+    }
+
+    /// Whether `stored` is one it asks for (what [`Self::conditions`] select, as plain code).
+    pub(crate) fn matches(&self, stored: &Stored) -> bool {
+        let filtered = match self.filter {
+            Filter::State(state) => stored.state == state,
+            Filter::Fallback => stored.kind == Kind::Fallback,
+            Filter::All => true,
+        };
+        let text = self.text.as_deref().is_none_or(|text| {
+            stored.recording.as_deref() == Some(text) || text.trim().parse::<i64>().is_ok_and(|id| id == stored.id)
+        });
+        filtered
+            && text
+            && self.event.as_deref().is_none_or(|e| stored.event.as_deref() == Some(e))
+            && self.room.as_deref().is_none_or(|r| stored.room.as_deref() == Some(r))
+            && self.before.is_none_or(|before| stored.id < before)
+    }
+}
+
 /// Which deliveries `inbox replay` hands to the handlers again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selection {
@@ -425,8 +510,16 @@ pub trait Inbox: Send + Sync + 'static {
     /// attempts; returns how many. A pending delivery is left as it is.
     async fn replay(&self, selection: Selection) -> Result<usize, StoreError>;
 
+    /// The deliveries a query asks for, newest first.
+    async fn search(&self, query: &Query) -> Result<Vec<Stored>, StoreError>;
+
     /// The newest `limit` deliveries that pass the filter, oldest first.
-    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError>;
+    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        let query = Query { filter, event: event.map(str::to_owned), ..Query::newest(limit) };
+        let mut newest = self.search(&query).await?;
+        newest.reverse();
+        Ok(newest)
+    }
 
     async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError>;
 

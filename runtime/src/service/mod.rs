@@ -26,6 +26,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::web::{self, ServiceConfig};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::console::Console;
 use crate::dispatch::{Dispatcher, DispatcherHandle, RetryPolicy};
 #[cfg(feature = "postgres")]
 use crate::inbox::PgInbox;
@@ -98,6 +99,8 @@ pub struct ServiceBuilder<W> {
     replica_id: String,
     metrics: Option<PrometheusHandle>,
     signals: bool,
+    /// The operator's console: its address and token.
+    console: Option<(SocketAddr, String)>,
 }
 
 impl<W: Webhooks> ServiceBuilder<W> {
@@ -127,6 +130,7 @@ impl<W: Webhooks> ServiceBuilder<W> {
             replica_id: default_replica_id(),
             metrics: None,
             signals: true,
+            console: None,
         }
     }
 
@@ -261,6 +265,14 @@ impl<W: Webhooks> ServiceBuilder<W> {
         self
     }
 
+    /// Serves the operator's console ([`crate::console`]) on `addr`, a listener of its own,
+    /// to requests that carry `token` (at least [`crate::console::MIN_TOKEN_LEN`] characters).
+    /// Off by default; it needs an inbox.
+    pub fn console(mut self, addr: SocketAddr, token: impl Into<String>) -> Self {
+        self.console = Some((addr, token.into()));
+        self
+    }
+
     /// Checks the settings, opens the storage and starts the dispatcher.
     pub fn build(self) -> Result<Service<W>, ServiceError> {
         let invalid = |setting, problem: String| Err(ServiceError::Setting { setting, problem });
@@ -328,6 +340,20 @@ impl<W: Webhooks> ServiceBuilder<W> {
                 ),
             );
         }
+        if let Some((_, token)) = &self.console {
+            if matches!(storage, Storage::Inline { .. }) {
+                return invalid("--admin-bind", "the console shows the inbox: it needs one (not --no-inbox)".into());
+            }
+            if token.chars().count() < crate::console::MIN_TOKEN_LEN {
+                return invalid(
+                    "--admin-token",
+                    format!(
+                        "at least {} characters (`openssl rand -hex 32` makes a good one)",
+                        crate::console::MIN_TOKEN_LEN
+                    ),
+                );
+            }
+        }
         let keys = Keys { given: self.keys, file: self.key_file, policy: self.policy };
         let verifier = keys.verifier().map_err(|problem| ServiceError::Setting { setting: "--key-file", problem })?;
         crate::metrics::keys_loaded(verifier.key_count());
@@ -364,7 +390,14 @@ impl<W: Webhooks> ServiceBuilder<W> {
             }
             None => (Endpoint::inline(webhooks, self.policy.max_age, self.strict, replay_capacity), None),
         };
+        let console = match (self.console, &inbox) {
+            (Some((addr, token)), Some(inbox)) => {
+                Some((addr, Console::new(&token, inbox.clone(), fallback_reason::<W>)))
+            }
+            _ => None,
+        };
         Ok(Service {
+            console,
             keys: Arc::new(keys),
             gate,
             receiver: web::Data::new(receiver),
@@ -395,6 +428,7 @@ pub struct Service<W> {
     max_connections: usize,
     body_limit: usize,
     signals: bool,
+    console: Option<(SocketAddr, Console)>,
 }
 
 impl<W: Webhooks> Service<W> {
@@ -423,10 +457,31 @@ impl<W: Webhooks> Service<W> {
 
     /// Listens on `addr` (port 0: any free port) with `workers` HTTP threads (default: one per
     /// core but one; the inbox's threads need a core too).
+    /// The console's listener is bound here too (its errors name `--admin-bind`).
     pub fn bind(self, addr: SocketAddr, workers: Option<usize>) -> std::io::Result<Bound<W>> {
         let listener = listen(addr, self.max_connections)?;
+        let console = match &self.console {
+            Some((at, _)) => Some(TcpListener::bind(at).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on --admin-bind {at} for the console: {e}"))
+            })?),
+            None => None,
+        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(Bound { service: self, listener, workers: workers.unwrap_or_else(|| default_workers(cores)) })
+        Ok(Bound { service: self, listener, console, workers: workers.unwrap_or_else(|| default_workers(cores)) })
+    }
+
+    /// The console's server on `listener` (one worker; it stops with the webhook's server).
+    fn console_server(&self, listener: Option<TcpListener>) -> std::io::Result<Option<actix_web::dev::Server>> {
+        let (Some(listener), Some((_, console))) = (listener, &self.console) else { return Ok(None) };
+        let routes = console.routes();
+        log::info!("the inbox console on http://{}/ (token required)", listener.local_addr()?);
+        let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(routes.clone()))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1)
+            .listen(listener)?
+            .run();
+        Ok(Some(server))
     }
 
     /// Stops the dispatcher (running handlers get the grace period) and lets go of the storage,
@@ -458,6 +513,16 @@ impl<W: Webhooks> Service<W> {
         crate::server::serve(listener, limits, self.routes())
     }
 
+    /// The webhook's server, and the console's if it is on.
+    fn servers(
+        &self,
+        listener: TcpListener,
+        console: Option<TcpListener>,
+        workers: usize,
+    ) -> std::io::Result<(actix_web::dev::Server, Option<actix_web::dev::Server>)> {
+        Ok((self.server(listener, workers)?, self.console_server(console)?))
+    }
+
     fn describe(&self, addr: SocketAddr) -> String {
         let verifier = self.gate.verifier.load();
         let policy = verifier.policy();
@@ -483,6 +548,7 @@ impl<W: Webhooks> Service<W> {
 pub struct Bound<W> {
     service: Service<W>,
     listener: TcpListener,
+    console: Option<TcpListener>,
     workers: usize,
 }
 
@@ -492,10 +558,15 @@ impl<W: Webhooks> Bound<W> {
         self.listener.local_addr()
     }
 
+    /// The address the console listens on, if it is on.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until SIGINT or SIGTERM (see [`ServiceBuilder::signals`]), then shuts down:
     /// in-flight requests finish, then running handlers get their grace period.
     pub fn run(self) -> std::io::Result<()> {
-        let Self { service, listener, workers } = self;
+        let Self { service, listener, console, workers } = self;
         log::info!("{}", service.describe(listener.local_addr()?));
         if let Some(inbox) = &service.inbox {
             match actix_web::rt::System::new().block_on(inbox.depth()) {
@@ -508,8 +579,8 @@ impl<W: Webhooks> Bound<W> {
             }
         }
         let served = actix_web::rt::System::new().block_on(async {
-            let served = match service.server(listener, workers) {
-                Ok(server) => server.await,
+            let served = match service.servers(listener, console, workers) {
+                Ok((server, console)) => with_console(server, console).await,
                 Err(e) => Err(e),
             };
             service.shut_down().await;
@@ -521,16 +592,17 @@ impl<W: Webhooks> Bound<W> {
 
     /// Serves on a thread of its own (for tests and tools); [`Running::stop`] ends it.
     pub fn spawn(self) -> std::io::Result<Running<W>> {
-        let Self { service, listener, workers } = self;
+        let Self { service, listener, console, workers } = self;
         let addr = listener.local_addr()?;
+        let console_addr = console.as_ref().map(TcpListener::local_addr).transpose()?;
         let (handler, inbox) = (service.handler().clone(), service.inbox.clone());
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("meet-webhooks-server".into()).spawn(move || {
             actix_web::rt::System::new().block_on(async {
-                let served = match service.server(listener, workers) {
-                    Ok(server) => {
+                let served = match service.servers(listener, console, workers) {
+                    Ok((server, console)) => {
                         let _ = tx.send(server.handle());
-                        server.await
+                        with_console(server, console).await
                     }
                     Err(e) => Err(e),
                 };
@@ -539,7 +611,7 @@ impl<W: Webhooks> Bound<W> {
             })
         })?;
         let handle = rx.recv().map_err(|_| std::io::Error::other("the server did not start"))?;
-        Ok(Running { addr, handler, inbox, handle, thread: Some(thread) })
+        Ok(Running { addr, console_addr, handler, inbox, handle, thread: Some(thread) })
     }
 }
 
@@ -547,6 +619,8 @@ impl<W: Webhooks> Bound<W> {
 pub struct Running<W> {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address the console listens on, if it is on.
+    pub console_addr: Option<SocketAddr>,
     handler: Arc<W>,
     inbox: Option<Arc<dyn Inbox>>,
     handle: ServerHandle,
@@ -569,6 +643,22 @@ impl<W> Running<W> {
         actix_web::rt::System::new().block_on(self.handle.stop(true));
         self.thread.take().map_or(Ok(()), |t| t.join().unwrap_or_else(|_| Err(std::io::Error::other("panicked"))))
     }
+}
+
+/// Serves until `server` stops; the console (if any) runs beside it and stops with it.
+async fn with_console(server: actix_web::dev::Server, console: Option<actix_web::dev::Server>) -> std::io::Result<()> {
+    let Some(console) = console else { return server.await };
+    let handle = console.handle();
+    let console = actix_web::rt::spawn(console);
+    let served = server.await;
+    handle.stop(true).await;
+    let _ = console.await;
+    served
+}
+
+/// Why a stored delivery goes to the fallback, as this build classifies it ([`Console`]).
+fn fallback_reason<W: Webhooks>(event: Option<&str>, body: &[u8]) -> Option<String> {
+    W::classify(event, body).err().map(|reason| reason.to_string())
 }
 
 /// SQLite in [`defaults::DATA_DIR`] when the feature is on; else none until one is chosen.

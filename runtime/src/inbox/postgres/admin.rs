@@ -1,7 +1,9 @@
 //! What the `inbox` CLI asks of the database: replays, lists, one delivery, counts.
 
 use super::{COLUMNS, NOW_MS, PgInbox, execute, failed, lock_rooms, stored};
-use crate::inbox::{Filter, Kind, Selection, State, Stats, StoreError, Stored};
+use tokio_postgres::types::ToSql;
+
+use crate::inbox::{Query, Selection, State, Stats, StoreError, Stored, Value};
 
 pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usize, StoreError> {
     let replayed = inbox
@@ -69,32 +71,22 @@ pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usiz
     Ok(replayed)
 }
 
-pub(super) async fn list(
-    inbox: &PgInbox,
-    filter: Filter,
-    event: Option<&str>,
-    limit: usize,
-) -> Result<Vec<Stored>, StoreError> {
-    let event = event.map(str::to_owned);
+pub(super) async fn search(inbox: &PgInbox, query: &Query) -> Result<Vec<Stored>, StoreError> {
+    let (condition, values) = query.conditions(|n| format!("${n}"));
+    let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE {condition} ORDER BY id DESC LIMIT {}", query.limit);
+    let values: Vec<Box<dyn ToSql + Sync + Send>> = values
+        .into_iter()
+        .map(|v| -> Box<dyn ToSql + Sync + Send> {
+            match v {
+                Value::Text(text) => Box::new(text.to_owned()),
+                Value::Int(n) => Box::new(n),
+            }
+        })
+        .collect();
     inbox
         .run(move |client, _| async move {
-            let (condition, value) = match filter {
-                Filter::State(state) => ("state = $1", state.as_str()),
-                Filter::Fallback => ("kind = $1", Kind::Fallback.as_str()),
-                Filter::All => ("$1::text IS NOT NULL", ""),
-            };
-            let rows = client
-                .query(
-                    &format!(
-                        "SELECT * FROM (SELECT {COLUMNS} FROM deliveries
-                                      WHERE {condition} AND ($2::text IS NULL OR event = $2)
-                                      ORDER BY id DESC LIMIT $3) newest
-                      ORDER BY id"
-                    ),
-                    &[&value, &event, &i64::try_from(limit).unwrap_or(i64::MAX)],
-                )
-                .await
-                .map_err(failed)?;
+            let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect();
+            let rows = client.query(&sql, &params).await.map_err(failed)?;
             Ok(rows.iter().map(stored).collect())
         })
         .await

@@ -52,8 +52,8 @@ use tokio_postgres::types::ToSql;
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use super::{
-    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, Kind, Lateness,
-    Later, NewDelivery, Outcome, Selection, State, Stats, StoreError, Stored, Wakeups,
+    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Inbox, Kind, Lateness, Later,
+    NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored, Wakeups,
 };
 use crate::clock::millis;
 
@@ -818,8 +818,8 @@ impl Inbox for PgInbox {
         admin::replay(self, selection).await
     }
 
-    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
-        admin::list(self, filter, event, limit).await
+    async fn search(&self, query: &Query) -> Result<Vec<Stored>, StoreError> {
+        admin::search(self, query).await
     }
 
     async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {

@@ -32,13 +32,13 @@ pub use store::{FILE_NAME, LOCK_NAME, WAL_LIMIT};
 use store::{PRUNE_BATCH, Store, Work};
 
 use super::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Filter, Inbox, NewDelivery, Selection, Stats,
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Inbox, NewDelivery, Query, Selection, Stats,
     StoreError, Stored, Wakeups,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// A query run on the writer thread; it sends its own answer.
-type Query = Box<dyn FnOnce(&mut Store) + Send>;
+type Job = Box<dyn FnOnce(&mut Store) + Send>;
 
 enum Op {
     /// Answered through the mailbox of the thread that asked, if it has one.
@@ -49,7 +49,7 @@ enum Op {
     /// Both, answered together.
     Settle(Vec<Completion>, ClaimRequest, Reply<(Vec<Completed>, Vec<Claimed>)>),
     /// Anything else, on its own after the batch.
-    Run(Query),
+    Run(Job),
     /// Fold the log back and stop.
     Close(oneshot::Sender<()>),
 }
@@ -103,6 +103,26 @@ impl SqliteInbox {
         let stopped = || StoreError::unavailable(format!("the inbox {} is closed", self.path.display()));
         self.ops.send(op).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `query` on the reader's connection, in a blocking task: the writer goes on
+    /// committing.
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&rusqlite::Connection, &Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reader, path) = (self.reader.clone(), self.path.clone());
+        let read = move || {
+            let mut reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            let conn = match &mut *reader {
+                Some(conn) => conn,
+                none => none.insert(store::open_reader(&path)?),
+            };
+            query(conn, &path)
+        };
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| StoreError::unavailable(format!("reading the inbox {} failed: {e}", self.path.display())))?
     }
 
     /// Runs `query` on the writer thread, between batches.
@@ -160,33 +180,24 @@ impl Inbox for SqliteInbox {
         Ok(replayed)
     }
 
-    async fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
-        let event = event.map(str::to_owned);
-        self.run(move |store| store.list(filter, event.as_deref(), limit)).await
+    /// The console's reads, [`Inbox::get`] and [`Inbox::stats`] run on the reader (as
+    /// [`Inbox::depth`]): the writer goes on committing while they read.
+    async fn search(&self, query: &Query) -> Result<Vec<Stored>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn, path| store::search(conn, path, &query)).await
     }
 
     async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
-        self.run(move |store| store.get(id)).await
+        self.read(move |conn, path| store::get(conn, path, id)).await
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {
-        self.run(|store| store.stats()).await
+        self.read(store::stats).await
     }
 
     /// Read on a connection of its own, in a blocking task: the writer goes on committing.
     async fn depth(&self) -> Result<Depth, StoreError> {
-        let (reader, path) = (self.reader.clone(), self.path.clone());
-        let count = move || {
-            let mut reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
-            let conn = match &mut *reader {
-                Some(conn) => conn,
-                none => none.insert(store::open_reader(&path)?),
-            };
-            store::depth(conn, &path)
-        };
-        tokio::task::spawn_blocking(count)
-            .await
-            .map_err(|e| StoreError::unavailable(format!("counting the inbox {} failed: {e}", self.path.display())))?
+        self.read(store::depth).await
     }
 
     async fn prune(&self, retention: Duration) -> Result<usize, StoreError> {
@@ -248,7 +259,7 @@ fn writer(mut store: Store, mut ops: mpsc::Receiver<Op>, wake: &Wakeups) {
     let mut renewed: Vec<Reply<Vec<Claim>>> = Vec::new();
     let mut claimed: Vec<Slot<Vec<Claimed>>> = Vec::new();
     let mut settled: Vec<Settled> = Vec::new();
-    let mut queries: Vec<Query> = Vec::new();
+    let mut queries: Vec<Job> = Vec::new();
     let mut close: Option<oneshot::Sender<()>> = None;
     let mut to_wake = ToWake::default();
     while let Some(first) = ops.blocking_recv() {

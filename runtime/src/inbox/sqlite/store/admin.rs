@@ -1,35 +1,75 @@
 //! What the `inbox` CLI asks of the file: lists, one delivery, replays, counts.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{COLUMNS, Store, count, failed, forget, stored};
-use crate::inbox::{Filter, Kind, Selection, State, Stats, StoreError, Stored};
+use crate::inbox::{Query, Selection, State, Stats, StoreError, Stored, Value};
+
+/// The deliveries `query` asks for, newest first, read on `conn` (the reader's, or the store's).
+pub fn search(conn: &Connection, path: &Path, query: &Query) -> Result<Vec<Stored>, StoreError> {
+    let (condition, values) = query.conditions(|n| format!("?{n}"));
+    let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE {condition} ORDER BY id DESC LIMIT {}", query.limit);
+    let values = values.into_iter().map(|v| match v {
+        Value::Text(text) => rusqlite::types::Value::Text(text.to_owned()),
+        Value::Int(n) => rusqlite::types::Value::Integer(n),
+    });
+    let run = || -> rusqlite::Result<Vec<Stored>> {
+        let mut statement = conn.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(values), stored)?;
+        rows.collect()
+    };
+    run().map_err(|e| failed(path, e))
+}
+
+/// One delivery, read on `conn`.
+pub fn get(conn: &Connection, path: &Path, id: i64) -> Result<Option<Stored>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1");
+    conn.query_row(&sql, [id], stored).optional().map_err(|e| failed(path, e))
+}
+
+/// The counts of `inbox stats`, read on `conn`.
+pub fn stats(conn: &Connection, path: &Path) -> Result<Stats, StoreError> {
+    let query = || -> rusqlite::Result<Stats> {
+        let mut stats = Stats::default();
+        let mut statement = conn.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let count = count(row.get(1)?);
+            match State::parse(row.get_ref(0)?.as_str()?) {
+                Some(State::Pending) => stats.pending = count,
+                Some(State::Done) => stats.done = count,
+                Some(State::Dead) => stats.dead = count,
+                None => {}
+            }
+        }
+        stats.fallback =
+            conn.query_row("SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'", [], |r| r.get(0).map(count))?;
+        stats.oldest_pending_received_at =
+            conn.query_row("SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?;
+        let mut holders = conn.prepare_cached(
+            "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
+             GROUP BY owner ORDER BY owner",
+        )?;
+        stats.claimed_by = holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect::<Result<_, _>>()?;
+        Ok(stats)
+    };
+    query().map_err(|e| failed(path, e))
+}
+
+#[cfg(test)]
+impl Store {
+    pub fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
+        get(&self.conn, &self.path, id)
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        stats(&self.conn, &self.path)
+    }
+}
 
 impl Store {
-    pub fn list(&self, filter: Filter, event: Option<&str>, limit: usize) -> Result<Vec<Stored>, StoreError> {
-        let (condition, value) = match filter {
-            Filter::State(state) => ("state = ?1", state.as_str()),
-            Filter::Fallback => ("kind = ?1", Kind::Fallback.as_str()),
-            Filter::All => ("?1 = ?1", ""),
-        };
-        let sql = format!(
-            "SELECT * FROM (SELECT {COLUMNS} FROM deliveries WHERE {condition} AND (?2 IS NULL OR event = ?2)
-                             ORDER BY id DESC LIMIT ?3)
-              ORDER BY id"
-        );
-        let query = || -> rusqlite::Result<Vec<Stored>> {
-            let mut statement = self.conn.prepare(&sql)?;
-            let rows = statement.query_map(params![value, event, i64::try_from(limit).unwrap_or(i64::MAX)], stored)?;
-            rows.collect()
-        };
-        query().map_err(|e| self.failed(e))
-    }
-
-    pub fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1");
-        self.conn.query_row(&sql, [id], stored).optional().map_err(|e| self.failed(e))
-    }
-
     /// Makes the selected done or dead deliveries pending again, each behind whatever of its
     /// room is pending already, with a fresh count of attempts.
     pub fn replay(&mut self, selection: Selection) -> Result<usize, StoreError> {
@@ -78,37 +118,5 @@ impl Store {
             forget(&mut self.schedule, &mut self.claims);
         }
         Ok(replayed)
-    }
-
-    pub fn stats(&self) -> Result<Stats, StoreError> {
-        let query = || -> rusqlite::Result<Stats> {
-            let mut stats = Stats::default();
-            let mut statement = self.conn.prepare("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
-            let mut rows = statement.query([])?;
-            while let Some(row) = rows.next()? {
-                let count = count(row.get(1)?);
-                match State::parse(row.get_ref(0)?.as_str()?) {
-                    Some(State::Pending) => stats.pending = count,
-                    Some(State::Done) => stats.done = count,
-                    Some(State::Dead) => stats.dead = count,
-                    None => {}
-                }
-            }
-            stats.fallback =
-                self.conn.query_row("SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'", [], |r| {
-                    r.get(0).map(count)
-                })?;
-            stats.oldest_pending_received_at =
-                self.conn
-                    .query_row("SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?;
-            let mut holders = self.conn.prepare(
-                "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
-                 GROUP BY owner ORDER BY owner",
-            )?;
-            stats.claimed_by =
-                holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect::<Result<_, _>>()?;
-            Ok(stats)
-        };
-        query().map_err(|e| self.failed(e))
     }
 }

@@ -48,6 +48,7 @@ mod prune;
 mod reader;
 mod ready;
 
+pub use admin::{get, search, stats};
 use file::{FileId, file_id, lock};
 pub use prune::PRUNE_BATCH;
 #[cfg(test)]
@@ -1291,8 +1292,8 @@ mod tests {
         assert_eq!(prune(&mut store, now_ms() - 60_000), 0);
         assert_eq!(prune(&mut store, now_ms() + 60_000), 2, "the two done");
         let left: Vec<(i64, State)> =
-            store.list(Filter::All, None, 10).unwrap().iter().map(|d| (d.id, d.state)).collect();
-        assert_eq!(left, [(3, State::Dead), (4, State::Pending), (5, State::Pending)]);
+            search(&store.conn, &store.path, &Query::newest(10)).unwrap().iter().map(|d| (d.id, d.state)).collect();
+        assert_eq!(left, [(5, State::Pending), (4, State::Pending), (3, State::Dead)]);
     }
 
     #[test]
