@@ -173,6 +173,18 @@ fn bad_flag_values_name_the_flag() {
         (&["serve", "--key", "k", "--max-connections", "0"][..], "--max-connections"),
         (&["serve", "--key", "k", "--body-memory", "10"][..], "--body-memory"),
         (&["serve", "--key", "k", "--keep-alive", "0"][..], "--keep-alive"),
+        (&["serve", "--key", "k", "--admin-bind", "127.0.0.1:0"][..], "--admin-bind"),
+        (&["serve", "--key", "k", "--admin-token", "0123456789abcdef"][..], "--admin-token"),
+        (&["serve", "--key", "k", "--admin-bind", "127.0.0.1:0", "--admin-token", "short"][..], "--admin-token"),
+        (
+            &["serve", "--key", "k", "--admin-bind", "127.0.0.1:0", "--admin-token-file", "/nonexistent"][..],
+            "--admin-token-file",
+        ),
+        (
+            &["serve", "--key", "k", "--no-inbox", "--admin-bind", "127.0.0.1:0", "--admin-token", "0123456789abcdef"]
+                [..],
+            "--admin-bind",
+        ),
     ] {
         let (code, _, stderr) = run(args, b"");
         assert_eq!(code, 2, "{args:?}: {stderr}");

@@ -212,13 +212,13 @@ struct ConsoleArgs {
 }
 
 impl ConsoleArgs {
-    /// The console's address and token, if it is on.
-    fn settings(&self) -> Result<Option<(SocketAddr, String)>, String> {
+    /// The console's address and token, if it is on; else the flag at fault, and why.
+    fn settings(&self) -> Result<Option<(SocketAddr, String)>, (&'static str, String)> {
         let token = match (&self.admin_token, &self.admin_token_file) {
             (Some(token), _) => Some(token.trim().to_owned()),
             (None, Some(file)) => Some(
                 std::fs::read_to_string(file)
-                    .map_err(|e| format!("--admin-token-file {}: {e}", file.display()))?
+                    .map_err(|e| ("--admin-token-file", format!("{}: {e}", file.display())))?
                     .lines()
                     .next()
                     .unwrap_or_default()
@@ -230,9 +230,9 @@ impl ConsoleArgs {
         match (self.admin_bind, token) {
             (Some(bind), Some(token)) => Ok(Some((bind, token))),
             (Some(_), None) => {
-                Err("--admin-bind: the console needs a token (--admin-token or --admin-token-file)".into())
+                Err(("--admin-bind", "the console needs a token (--admin-token or --admin-token-file)".into()))
             }
-            (None, Some(_)) => Err("--admin-token: give --admin-bind too, where the console listens".into()),
+            (None, Some(_)) => Err(("--admin-token", "give --admin-bind too, where the console listens".into())),
             (None, None) => Ok(None),
         }
     }

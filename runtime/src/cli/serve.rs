@@ -30,7 +30,7 @@ pub(super) fn serve<W: Webhooks>(
     if let Some(id) = &args.inbox.replica_id {
         builder = builder.replica_id(id);
     }
-    if let Some((bind, token)) = args.console.settings()? {
+    if let Some((bind, token)) = args.console.settings().map_err(|(flag, problem)| setting(flag, &problem))? {
         builder = builder.console(bind, token);
     }
     let service = builder
@@ -56,10 +56,7 @@ pub(super) fn serve<W: Webhooks>(
         .metrics(metrics)
         .build()
         .map_err(|e| match e {
-            ServiceError::Setting { setting, problem } => match super::variable_of(setting) {
-                Some(variable) => format!("{setting} ({variable}): {problem}"),
-                None => format!("{setting}: {problem}"),
-            },
+            ServiceError::Setting { setting: flag, problem } => setting(flag, &problem),
             other => other.to_string(),
         })?;
     if meet_missing && !W::SPEC.operations.is_empty() {
@@ -72,6 +69,14 @@ pub(super) fn serve<W: Webhooks>(
     let bound = service.bind(args.bind, args.workers).map_err(|e| format!("--bind {}: {e}", args.bind))?;
     bound.run().map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A setting's problem, naming its flag and the variable that sets it too.
+fn setting(flag: &str, problem: &str) -> String {
+    match super::variable_of(flag) {
+        Some(variable) => format!("{flag} ({variable}): {problem}"),
+        None => format!("{flag}: {problem}"),
+    }
 }
 
 /// The Meet API's settings from `--meet-url`, `--meet-api-key` (else the first signing key) and

@@ -803,7 +803,7 @@ fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inbox::{Filter, Selection};
+    use crate::inbox::{Query, Selection};
 
     const LEASE: Duration = Duration::from_secs(30);
 
