@@ -723,3 +723,62 @@ fn the_listen_queue_holds_a_burst_as_large_as_the_connections_allowed() {
     let service = Service::start(&["--max-connections", "300"]);
     assert_eq!(listen_queue(service.addr), Some(300.min(somaxconn)));
 }
+
+#[test]
+fn inbox_show_prints_each_attempt_and_when_the_delivery_was_handled() {
+    use meet_webhooks_runtime::inbox::{ClaimRequest, Completion, Inbox, Kind, NewDelivery, Outcome, SqliteInbox};
+    let data = tempfile::tempdir().unwrap();
+    crate::common::block_on(async {
+        let inbox = SqliteInbox::open(data.path(), "replica-7").unwrap();
+        let delivery = NewDelivery {
+            signature: [7; 32],
+            timestamp: "1".into(),
+            timestamp_ms: 1,
+            event: Some("recordingEnded".into()),
+            kind: Kind::Typed,
+            room: Some("room-1".into()),
+            recording: None,
+            created_us: None,
+            body: "{}".into(),
+            received_at_ms: now_ms(),
+            hold: Duration::ZERO,
+        };
+        inbox.append(delivery).await.unwrap();
+        let request = ClaimRequest { limit: 1, lease: Duration::from_secs(30), max_attempts: 3 };
+        let outcomes = [Outcome::Retry { after: Duration::ZERO, error: "the bucket said 503".into() }, Outcome::Done];
+        for outcome in outcomes {
+            let claimed = inbox.claim(request).await.unwrap().remove(0);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            inbox.complete(&[Completion { claim: claimed.claim, kind: Kind::Typed, outcome }]).await.unwrap();
+        }
+        inbox.close().await;
+    });
+    let (code, stdout, stderr) = run(&["inbox", "show", "1", "--data-dir", data.path().to_str().unwrap()], b"");
+    assert_eq!(code, 0, "{stderr}");
+    // `attempt N: OUTCOME, on REPLICA at TIME, DURATION ms[: ERROR]`, TIME in UTC to the ms.
+    let attempt = |n: u32| -> (String, String, jiff::Timestamp, u64, Option<String>) {
+        let prefix = format!("attempt {n}: ");
+        let line = stdout.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("{prefix}: {stdout}"));
+        let (outcome, rest) = line.split_once(", on ").unwrap();
+        let (replica, rest) = rest.split_once(" at ").unwrap();
+        let (time, rest) = rest.split_once(", ").unwrap();
+        let (ms, error) = match rest.split_once(" ms: ") {
+            Some((ms, error)) => (ms, Some(error.to_owned())),
+            None => (rest.strip_suffix(" ms").unwrap(), None),
+        };
+        assert!(time.ends_with('Z') && time.len() == "2026-12-06T01:02:03.456Z".len(), "{time}");
+        (outcome.into(), replica.into(), time.parse().unwrap(), ms.parse().unwrap(), error)
+    };
+    let (first, second) = (attempt(1), attempt(2));
+    assert_eq!((&*first.0, &*first.1, first.4.as_deref()), ("retry", "replica-7", Some("the bucket said 503")));
+    assert_eq!((&*second.0, &*second.1, second.4), ("done", "replica-7", None));
+    assert!(first.3 >= 5 && second.3 >= 5, "each took its 5 ms: {stdout}");
+    assert!(second.2 > first.2);
+    let handled: jiff::Timestamp = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("handled_at: "))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .parse()
+        .unwrap();
+    assert!(handled >= second.2, "{stdout}");
+}

@@ -330,6 +330,11 @@ pub async fn stats_count_what_is_stored(inbox: &impl Inbox) {
     assert_eq!((stats.pending, stats.done, stats.dead), (3, 1, 1));
     assert_eq!(stats.fallback, 3, "deliveries 1, 3 and 5 went to the fallback");
     assert_eq!(inbox.depth().await.unwrap(), meet_webhooks_runtime::inbox::Depth { pending: 3, dead: 1 });
+    // Claimed now: one by this inbox's owner.
+    assert_eq!(claim(inbox, 1, LEASE).await.len(), 1);
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead, counts.fallback), (3, 1, 3));
+    assert_eq!(counts.claimed_by, [("contract".to_owned(), 1)]);
     assert_eq!(inbox.list(Filter::State(State::Pending), None, 10).await.unwrap().len(), 3);
     assert_eq!(inbox.list(Filter::Fallback, None, 10).await.unwrap().len(), 3);
 }

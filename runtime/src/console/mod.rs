@@ -11,10 +11,14 @@
 //! - **Hostile content.** Room names, recording ids and every body field are provider data that
 //!   people typed: the page writes them as text, never as HTML, and its Content-Security-Policy
 //!   allows no inline script and no other origin. Its assets are in the binary: it works offline.
-//! - **Light.** A page of the list is one indexed range of the inbox (newest first, by id), its
-//!   counts one more query; the page polls every 2 s while it shows the newest deliveries.
+//! - **Light.** A page of the list is one indexed range of the inbox (newest first, by id; a
+//!   room, a recording and the fallbacks have indexes of their own), its counts read through the
+//!   indexes of what waits; the count of handled deliveries reads the whole inbox, so it is
+//!   taken in the background at most every [`DONE_EVERY`]. The page polls every 2 s while it
+//!   shows the newest deliveries.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix_web::http::header;
 use actix_web::web::{self, ServiceConfig};
@@ -34,17 +38,54 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// `None` when a typed webhook takes it now.
 pub type Classifier = fn(Option<&str>, &[u8]) -> Option<String>;
 
+/// How old the count of handled deliveries may be before the next refresh of the list counts
+/// it again (in the background: the list does not wait for it).
+pub const DONE_EVERY: Duration = Duration::from_secs(5);
+
 /// What the console serves from.
 #[derive(Clone)]
 pub struct Console {
     token: Arc<[u8]>,
     inbox: Arc<dyn Inbox>,
     classify: Classifier,
+    done: Arc<Mutex<DoneCount>>,
+}
+
+/// The count of handled deliveries: exact, but it reads the whole inbox, so it is kept, and
+/// counted again at most every [`DONE_EVERY`], while the console is in use.
+#[derive(Default)]
+struct DoneCount {
+    /// The count, and when it was taken (ms since the epoch).
+    value: Option<(u64, i64)>,
+    counted: Option<Instant>,
+    counting: bool,
 }
 
 impl Console {
     pub fn new(token: &str, inbox: Arc<dyn Inbox>, classify: Classifier) -> Self {
-        Self { token: token.as_bytes().into(), inbox, classify }
+        Self { token: token.as_bytes().into(), inbox, classify, done: Arc::default() }
+    }
+
+    /// The last count of handled deliveries, and when it was taken; starts counting again in
+    /// the background when it is older than [`DONE_EVERY`].
+    fn done(&self) -> Option<(u64, i64)> {
+        let mut done = self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !done.counting && done.counted.is_none_or(|at| at.elapsed() >= DONE_EVERY) {
+            done.counting = true;
+            let (inbox, count) = (self.inbox.clone(), self.done.clone());
+            actix_web::rt::spawn(async move {
+                let started = Instant::now();
+                let at = crate::clock::now_ms();
+                let counted = inbox.stats().await;
+                let mut done = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match counted {
+                    Ok(stats) => done.value = Some((stats.done, at)),
+                    Err(e) => log::warn!("console: cannot count the handled deliveries: {e}"),
+                }
+                (done.counted, done.counting) = (Some(started), false);
+            });
+        }
+        done.value
     }
 
     /// The console's routes, for `App::configure`.
@@ -220,20 +261,23 @@ async fn list(
         before: params.before,
         limit,
     };
-    let (deliveries, stats) = futures_util::future::try_join(console.inbox.search(&query), console.inbox.stats())
+    let (deliveries, counts) = futures_util::future::try_join(console.inbox.search(&query), console.inbox.counts())
         .await
         .map_err(unavailable)?;
     let next = (deliveries.len() == limit).then(|| deliveries.last().map(|d| d.id)).flatten();
+    let done = console.done();
     let body = serde_json::json!({
         "deliveries": deliveries.iter().map(Summary::from).collect::<Vec<_>>(),
         "next": next,
         "counts": {
-            "pending": stats.pending,
-            "done": stats.done,
-            "dead": stats.dead,
-            "fallback": stats.fallback,
+            "pending": counts.pending,
+            "done": done.map(|(n, _)| n),
+            "dead": counts.dead,
+            "fallback": counts.fallback,
         },
-        "claims": stats.claimed_by.iter().map(|(replica, n)| serde_json::json!({"replica": replica, "claims": n}))
+        // The handled count is taken apart, at most every few seconds: when it was.
+        "done_counted_at": done.map(|(_, at)| at),
+        "claims": counts.claimed_by.iter().map(|(replica, n)| serde_json::json!({"replica": replica, "claims": n}))
             .collect::<Vec<_>>(),
     });
     Ok(guarded(HttpResponse::Ok()).json(body))

@@ -424,6 +424,18 @@ pub struct Depth {
     pub dead: u64,
 }
 
+/// What the console shows on each refresh: what waits, and who holds it. Cheap (read through
+/// indexes of what waits, not the whole inbox), unlike [`Stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub pending: u64,
+    pub dead: u64,
+    /// Deliveries that matched no typed webhook, whatever their state.
+    pub fallback: u64,
+    /// Claims by holder (a claim whose lease ran out is counted until it is taken again).
+    pub claimed_by: Vec<(String, u64)>,
+}
+
 /// Why a delivery was buried: its last claim ran out on its last attempt (the process that
 /// ran it stopped, or froze, mid-handler). One text for every inbox.
 pub(crate) fn never_finished(max_attempts: u32) -> String {
@@ -527,6 +539,12 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Pending and dead deliveries (cheap: for metrics).
     async fn depth(&self) -> Result<Depth, StoreError>;
+
+    /// What waits, and who holds it (cheap: see [`Counts`]). By default from [`Inbox::stats`].
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        let stats = self.stats().await?;
+        Ok(Counts { pending: stats.pending, dead: stats.dead, fallback: stats.fallback, claimed_by: stats.claimed_by })
+    }
 
     /// Deletes done deliveries handled longer than `retention` ago, by the storage's own clock
     /// (a replica whose clock is ahead must not delete what others just handled: those records

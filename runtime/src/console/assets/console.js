@@ -82,7 +82,9 @@ function schedule() {
 }
 
 function render(page) {
-  for (const [state, count] of Object.entries(page.counts)) $(`count-${state}`).textContent = count;
+  // The handled count is taken apart, every few seconds: "…" until the first.
+  for (const [state, count] of Object.entries(page.counts)) $(`count-${state}`).textContent = count ?? "…";
+  if (page.done_counted_at) $("count-done").title = `counted at ${new Date(page.done_counted_at).toLocaleTimeString()}`;
   $("claims").textContent = page.claims.map((c) => `${c.replica}: ${c.claims} claimed`).join(" · ");
   const rows = $("rows");
   rows.replaceChildren();

@@ -3,7 +3,7 @@
 use super::{COLUMNS, NOW_MS, PgInbox, execute, failed, lock_rooms, stored};
 use tokio_postgres::types::ToSql;
 
-use crate::inbox::{Query, Selection, State, Stats, StoreError, Stored, Value};
+use crate::inbox::{Counts, Query, Selection, State, Stats, StoreError, Stored, Value};
 
 pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usize, StoreError> {
     let replayed = inbox
@@ -141,6 +141,37 @@ pub(super) async fn stats(inbox: &PgInbox) -> Result<Stats, StoreError> {
                 .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
                 .collect();
             Ok(stats)
+        })
+        .await
+}
+
+/// What waits, and who holds it, through the partial indexes of pending, dead and fallback
+/// deliveries.
+pub(super) async fn counts(inbox: &PgInbox) -> Result<Counts, StoreError> {
+    inbox
+        .run(|client, _| async move {
+            let number = |row: &tokio_postgres::Row, i| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+            let row = client
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM deliveries WHERE state = 'pending'),
+                            (SELECT COUNT(*) FROM deliveries WHERE state = 'dead'),
+                            (SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback')",
+                    &[],
+                )
+                .await
+                .map_err(failed)?;
+            let claimed_by = client
+                .query(
+                    "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
+                      GROUP BY owner ORDER BY owner",
+                    &[],
+                )
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(|r| (r.get(0), number(r, 1)))
+                .collect();
+            Ok(Counts { pending: number(&row, 0), dead: number(&row, 1), fallback: number(&row, 2), claimed_by })
         })
         .await
 }

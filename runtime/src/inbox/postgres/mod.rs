@@ -52,8 +52,8 @@ use tokio_postgres::types::ToSql;
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use super::{
-    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Inbox, Kind, Lateness, Later,
-    NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored, Wakeups,
+    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Counts, Depth, Inbox, Kind, Lateness,
+    Later, NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored, Wakeups,
 };
 use crate::clock::millis;
 
@@ -844,6 +844,10 @@ impl Inbox for PgInbox {
             Ok(Depth { pending: count(0), dead: count(1) })
         })
         .await
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        admin::counts(self).await
     }
 
     async fn prune(&self, retention: Duration) -> Result<usize, StoreError> {

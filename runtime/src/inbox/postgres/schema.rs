@@ -89,11 +89,13 @@ const MIGRATIONS: Migrations = Migrations(&[
     ",
     // 4: what the operator's console shows. `claimed_at` (ms) is when the last claim was taken;
     // `history` gets one entry as each attempt ends: its replica, start, duration, outcome and
-    // error. Deliveries are found by room and by recording without a scan, whatever their state.
+    // error. Deliveries are found by room, by recording and as fallbacks without a scan,
+    // whatever their state.
     "
     ALTER TABLE deliveries ADD COLUMN claimed_at bigint, ADD COLUMN history jsonb;
     CREATE INDEX deliveries_room ON deliveries (room, id) WHERE room IS NOT NULL;
     CREATE INDEX deliveries_recording ON deliveries (recording, id) WHERE recording IS NOT NULL;
+    CREATE INDEX deliveries_fallback ON deliveries (id) WHERE kind = 'fallback';
     ",
 ]);
 

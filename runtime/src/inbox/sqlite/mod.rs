@@ -32,8 +32,8 @@ pub use store::{FILE_NAME, LOCK_NAME, WAL_LIMIT};
 use store::{PRUNE_BATCH, Store, Work};
 
 use super::{
-    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Inbox, NewDelivery, Query, Selection, Stats,
-    StoreError, Stored, Wakeups,
+    Appended, Claim, ClaimRequest, Claimed, Completed, Completion, Counts, Depth, Inbox, NewDelivery, Query, Selection,
+    Stats, StoreError, Stored, Wakeups,
 };
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -198,6 +198,10 @@ impl Inbox for SqliteInbox {
     /// Read on a connection of its own, in a blocking task: the writer goes on committing.
     async fn depth(&self) -> Result<Depth, StoreError> {
         self.read(store::depth).await
+    }
+
+    async fn counts(&self) -> Result<Counts, StoreError> {
+        self.read(store::counts).await
     }
 
     async fn prune(&self, retention: Duration) -> Result<usize, StoreError> {

@@ -118,13 +118,14 @@ pub(crate) const MIGRATIONS: Migrations = Migrations(&[
     ",
     // 7: what the operator's console shows. `claimed_at` is when the last claim was taken;
     // `history` (a JSON array) gets one entry as each attempt ends: its replica, start,
-    // duration, outcome and error. Deliveries are found by room and by recording without a
-    // scan, whatever their state.
+    // duration, outcome and error. Deliveries are found by room, by recording and as fallbacks
+    // without a scan, whatever their state.
     "
     ALTER TABLE deliveries ADD COLUMN claimed_at INTEGER;
     ALTER TABLE deliveries ADD COLUMN history TEXT;
     CREATE INDEX deliveries_room ON deliveries (room, id) WHERE room IS NOT NULL;
     CREATE INDEX deliveries_recording ON deliveries (recording, id) WHERE recording IS NOT NULL;
+    CREATE INDEX deliveries_fallback ON deliveries (id) WHERE kind = 'fallback';
     ",
 ]);
 

@@ -53,7 +53,7 @@ use file::{FileId, file_id, lock};
 pub use prune::PRUNE_BATCH;
 #[cfg(test)]
 use prune::{PRUNE, PRUNE_BOUND};
-pub use reader::{depth, open_reader};
+pub use reader::{counts, depth, open_reader};
 
 /// The inbox's file name inside the data directory.
 pub const FILE_NAME: &str = "inbox.sqlite3";

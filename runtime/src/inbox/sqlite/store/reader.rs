@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 
 use super::{BUSY_TIMEOUT, count, failed};
-use crate::inbox::{Depth, StoreError};
+use crate::inbox::{Counts, Depth, StoreError};
 
 /// A read-only connection to the inbox in `path`, beside the writer's: for counts that read
 /// an index whole, which on the writer's connection would hold back every acknowledgement for as
@@ -28,4 +28,22 @@ pub fn depth(conn: &Connection, path: &Path) -> Result<Depth, StoreError> {
         pending: number("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'")?,
         dead: number("SELECT COUNT(*) FROM deliveries WHERE state = 'dead'")?,
     })
+}
+
+/// What waits, and who holds it, read on `conn` through the partial indexes of pending, dead
+/// and fallback deliveries.
+pub fn counts(conn: &Connection, path: &Path) -> Result<Counts, StoreError> {
+    let Depth { pending, dead } = depth(conn, path)?;
+    let read = || -> rusqlite::Result<Counts> {
+        let fallback = conn
+            .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'")?
+            .query_row([], |r| r.get(0).map(count))?;
+        let mut holders = conn.prepare_cached(
+            "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
+             GROUP BY owner ORDER BY owner",
+        )?;
+        let claimed_by = holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect::<Result<_, _>>()?;
+        Ok(Counts { pending, dead, fallback, claimed_by })
+    };
+    read().map_err(|e| failed(path, e))
 }
