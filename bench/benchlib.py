@@ -9,7 +9,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/meet-webhooks")
+# MEET_WEBHOOKS_BIN runs another build (an older one, to compare).
+BIN = os.environ.get("MEET_WEBHOOKS_BIN", os.path.join(ROOT, "target/release/meet-webhooks"))
 LOAD = os.path.join(ROOT, "target/release/examples/load")
 LAG = os.path.join(ROOT, "target/release/examples/lag")
 KEY = "bench-key"

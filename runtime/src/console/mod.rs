@@ -11,11 +11,12 @@
 //! - **Hostile content.** Room names, recording ids and every body field are provider data that
 //!   people typed: the page writes them as text, never as HTML, and its Content-Security-Policy
 //!   allows no inline script and no other origin. Its assets are in the binary: it works offline.
-//! - **Light.** A page of the list is one indexed range of the inbox (newest first, by id; a
-//!   room, a recording and the fallbacks have indexes of their own), its counts read through the
-//!   indexes of what waits; the count of handled deliveries reads the whole inbox, so it is
-//!   taken in the background at most every [`DONE_EVERY`]. The page polls every 2 s while it
-//!   shows the newest deliveries.
+//! - **Light.** A page of the list is read newest first by id, and stops once it is full (a
+//!   filter by room, recording or event reads back until it finds a page: at once for what
+//!   happened lately, the whole inbox for what is not there; states have indexes). Its counts
+//!   are read through the indexes of what waits; the count of handled deliveries reads the
+//!   whole inbox, so it is taken in the background at most every [`DONE_EVERY`]. The page polls
+//!   every 2 s while it shows the newest deliveries.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

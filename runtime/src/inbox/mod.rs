@@ -339,9 +339,9 @@ impl Query {
 
     /// The SQL conditions that select what it asks for (`TRUE` and more conditions joined by
     /// `AND`), and their values, written with `placeholder(n)` for the `n`th value (1-based).
-    /// States are written as literals: only then can SQLite use its partial indexes. A room or
-    /// a recording is found through its own index (rooms' and recordings' deliveries are
-    /// indexed by id too, so a page of them is a range of it).
+    /// States are written as literals: only then can SQLite use its partial indexes (of pending,
+    /// dead and fallback deliveries). The rest is read newest first until a page is found: at
+    /// once for a room or an event of the last hours, the whole inbox for one that is not there.
     pub(crate) fn conditions(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<Value<'_>>) {
         let mut sql = String::from("TRUE");
         let mut values = Vec::new();

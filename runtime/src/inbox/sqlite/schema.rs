@@ -118,13 +118,12 @@ pub(crate) const MIGRATIONS: Migrations = Migrations(&[
     ",
     // 7: what the operator's console shows. `claimed_at` is when the last claim was taken;
     // `history` (a JSON array) gets one entry as each attempt ends: its replica, start,
-    // duration, outcome and error. Deliveries are found by room, by recording and as fallbacks
-    // without a scan, whatever their state.
+    // duration, outcome and error. The fallbacks are counted, and listed, through an index of
+    // their own (few deliveries are). Rooms and recordings have none: each index costs every
+    // delivery's arrival and outcome (`bench/results/2026-12-06.md`, console-indexes).
     "
     ALTER TABLE deliveries ADD COLUMN claimed_at INTEGER;
     ALTER TABLE deliveries ADD COLUMN history TEXT;
-    CREATE INDEX deliveries_room ON deliveries (room, id) WHERE room IS NOT NULL;
-    CREATE INDEX deliveries_recording ON deliveries (recording, id) WHERE recording IS NOT NULL;
     CREATE INDEX deliveries_fallback ON deliveries (id) WHERE kind = 'fallback';
     ",
 ]);

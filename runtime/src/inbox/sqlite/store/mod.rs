@@ -1620,9 +1620,9 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        // One index of pending deliveries (version 3), none of heads (version 4); rooms' and
-        // recordings' (version 7).
-        assert_eq!(indexes, ["deliveries_dead", "deliveries_pending", "deliveries_recording", "deliveries_room"]);
+        // One index of pending deliveries (version 3), none of heads (version 4), fallbacks'
+        // (version 7).
+        assert_eq!(indexes, ["deliveries_dead", "deliveries_fallback", "deliveries_pending"]);
         assert_eq!(depth(&store.conn, &store.path).unwrap().pending, 3, "pending with and without a room");
         let first = claim(&mut store, 10);
         assert_eq!(ids(&first), [1, 3]);
