@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { chromium } from "playwright-core";
 
-const { CHROMIUM, CONSOLE_URL, WEBHOOK_URL, TOKEN, KEY, SEND, DEAD_ID, EVENT, DATA, SCREENSHOTS } = process.env;
+const { CHROMIUM, CONSOLE_URL, WEBHOOK_URL, TOKEN, KEY, SEND, DEAD_ID, SECOND_DEAD_ID, EVENT, DATA, SCREENSHOTS } = process.env;
 const HOSTILE = "<img src=x onerror=window.pwned=1>";
 
 /// Sends `data` as `event` with the real `meet-webhooks send`, signed as the provider signs.
@@ -56,7 +56,7 @@ try {
   await page.click("#login button[type=submit]");
   await page.waitForSelector(`#rows tr[data-id="${DEAD_ID}"]`);
   assert.match(await page.getAttribute(`#rows tr[data-id="${DEAD_ID}"] time`, "title"), / UTC$/);
-  assert.equal(await page.textContent("#count-dead"), "1");
+  assert.equal(await page.textContent("#count-dead"), "2");
 
   // A cross-site POST: a page of another origin posts a form to the replay route.
   evil.on("request", (_, res) => {
@@ -87,14 +87,14 @@ try {
   await page.fill("#event", EVENT);
   await page.click("#filters button[type=submit]");
   await page.waitForFunction((event) => {
-    const cells = [...document.querySelectorAll("#rows tr td:nth-child(3)")];
+    const cells = [...document.querySelectorAll("#rows tr td:nth-child(4)")];
     return cells.length > 0 && cells.every((c) => c.textContent === event);
   }, EVENT);
   await page.fill("#event", "");
   await page.fill("#room", "room-dead");
   await page.click("#filters button[type=submit]");
   await page.waitForFunction(() => document.querySelectorAll("#rows tr").length === 1);
-  assert.deepEqual(await column(page, 4), ["room-dead"]);
+  assert.deepEqual(await column(page, 5), ["room-dead"]);
 
   // One delivery: its body, its attempt; replayed from the page (confirmed), it runs again.
   await page.click(`#rows tr[data-id="${DEAD_ID}"]`);
@@ -107,8 +107,20 @@ try {
   assert.match(await page.textContent("#attempts tr:last-child"), /done/);
   assert.equal((await api(`/api/deliveries/${DEAD_ID}`)).state, "done");
 
-  // The hostile delivery opened: still text.
+  // The other dead one, ticked in the list and replayed as a selection (confirmed).
   await page.click("#clear");
+  await page.waitForSelector(`#rows tr[data-id="${SECOND_DEAD_ID}"] input.select`);
+  assert.ok(await page.isDisabled("#replay-selected"), "nothing selected yet");
+  await page.check(`#rows tr[data-id="${SECOND_DEAD_ID}"] input.select`);
+  assert.equal(await page.textContent("#detail-id"), DEAD_ID, "ticking a row does not open it");
+  await page.click("#replay-selected");
+  for (let tries = 0; (await api(`/api/deliveries/${SECOND_DEAD_ID}`)).state !== "done"; tries++) {
+    assert.ok(tries < 100, "the selected delivery is handled again");
+    await new Promise((wait) => setTimeout(wait, 100));
+  }
+  await page.waitForFunction(() => document.getElementById("count-dead").textContent === "0");
+
+  // The hostile delivery opened: still text.
   await page.waitForFunction((room) => [...document.querySelectorAll("#rows td")].some((td) => td.textContent === room), HOSTILE);
   await page.click(`#rows tr:first-child`);
   await page.waitForFunction((room) => document.getElementById("detail-fields").textContent.includes(room), HOSTILE);

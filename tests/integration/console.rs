@@ -290,37 +290,68 @@ fn on_postgres_each_replica_s_console_shows_every_delivery_and_the_claims() {
 }
 
 /// The page in headless Chromium: log in, see a delivery arrive without a reload, filter,
-/// open one, replay a dead one (its handler runs once more), hostile text stays text, and a
-/// cross-site POST changes nothing. Skipped (said once) without Node.js or Chromium, unless
-/// `MEET_WEBHOOKS_REQUIRE_BROWSER=1` (CI).
+/// open one, replay a dead one from its page and another as a selection (each handler runs
+/// once more), hostile text stays text, and a cross-site POST changes nothing. Skipped (said
+/// once) without Node.js or Chromium, unless `MEET_WEBHOOKS_REQUIRE_BROWSER=1` (CI).
 #[test]
 fn the_page_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), 0);
+    browse(&[&server], &server);
+}
+
+/// The same page on PostgreSQL, two replicas: deliveries go to one, the page is the other's.
+#[test]
+fn the_page_in_a_browser_on_postgres_with_two_replicas() {
+    let Some(db) = crate::postgres::TestDatabase::create() else { return };
+    let replica = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inbox = InboxOptions::new(dir.path());
+        (inbox.replica, inbox.retry) = (name.into(), RetryPolicy { max_attempts: 1, ..inbox.retry });
+        let storage = meet_webhooks_runtime::Storage::Postgres(db.url.clone());
+        let options = Options { inbox: Some(inbox), storage: Some(storage), console: Some(TOKEN), ..Options::default() };
+        (TestServer::with(options), dir)
+    };
+    let ((a, _a), (b, _b)) = (replica("replica-a"), replica("replica-b"));
+    browse(&[&a, &b], &b);
+}
+
+/// Runs `tests/browser/console.test.mjs` against `page`'s console, deliveries sent to the
+/// first of `servers` (each has one attempt per delivery), and checks what the page did
+/// through their handlers.
+fn browse(servers: &[&TestServer], page: &TestServer) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let Some(chromium) = browser(&root.join("tests/browser")) else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let server = server(dir.path(), 1);
-    let dead = send(&server, "room-dead");
+    // Two dead deliveries: every handler fails until they are dead.
+    let fail = |n| servers.iter().for_each(|s| s.recorder().failures_left.store(n, std::sync::atomic::Ordering::SeqCst));
+    fail(u32::MAX);
+    let dead = send(servers[0], "room-dead");
+    let second_dead = send(servers[0], "room-dead-2");
+    fail(0);
     let screenshots = std::env::var_os("MEET_WEBHOOKS_SCREENSHOTS");
     let status = Command::new("node")
         .arg(root.join("tests/browser/console.test.mjs"))
         .env("CHROMIUM", chromium)
-        .env("CONSOLE_URL", format!("http://{}", server.console.unwrap()))
-        .env("WEBHOOK_URL", server.url())
+        .env("CONSOLE_URL", format!("http://{}", page.console.unwrap()))
+        .env("WEBHOOK_URL", servers[0].url())
         .env("TOKEN", TOKEN)
         .env("KEY", KEY)
         .env("SEND", env!("CARGO_BIN_EXE_meet-webhooks"))
         .env("DEAD_ID", dead.to_string())
+        .env("SECOND_DEAD_ID", second_dead.to_string())
         .env("EVENT", WEBHOOKS[0].event)
         .env("DATA", example(&WEBHOOKS[0])["data"].to_string())
         .env("SCREENSHOTS", screenshots.unwrap_or_default())
         .status()
         .expect("running node");
     assert!(status.success(), "the browser test failed: {status}");
-    // What the page did, seen from the receiver: the dead delivery's handler ran once more,
+    // What the page did, seen from the receivers: each dead delivery's handler ran once more,
     // and the hostile room's once.
-    let runs = server.recorder().runs.lock().unwrap().clone();
-    assert_eq!(runs.iter().filter(|(id, _)| *id == dead.to_string()).count(), 2, "{runs:?}");
-    let hostile = block_on(server.inbox().search(&meet_webhooks_runtime::inbox::Query {
+    let runs: Vec<(String, u32)> = servers.iter().flat_map(|s| s.recorder().runs.lock().unwrap().clone()).collect();
+    for id in [dead, second_dead] {
+        assert_eq!(runs.iter().filter(|(run, _)| *run == id.to_string()).count(), 2, "{id}: {runs:?}");
+    }
+    let hostile = block_on(page.inbox().search(&meet_webhooks_runtime::inbox::Query {
         room: Some("<img src=x onerror=window.pwned=1>".into()),
         ..meet_webhooks_runtime::inbox::Query::newest(10)
     }))

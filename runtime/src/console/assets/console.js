@@ -12,6 +12,8 @@ let cursors = [];
 let next = null;
 let openId = null;
 let timer = null;
+// The deliveries ticked for a replay, kept across refreshes.
+const selected = new Set();
 
 /// A fetch with the token; a 401 sends the operator back to the login prompt.
 async function api(path, options = {}) {
@@ -93,7 +95,15 @@ function render(page) {
     const tr = el("tr");
     tr.dataset.id = d.id;
     if (d.id === openId) tr.classList.add("open");
-    tr.append(el("td", d.id), td(time(d.received_at)), el("td", d.event ?? "–"), el("td", d.room ?? "–"),
+    // A pending delivery is handled (or being handled) already: nothing to replay.
+    const tick = Object.assign(el("input"), { type: "checkbox", checked: selected.has(d.id), disabled: d.state === "pending" });
+    tick.className = "select";
+    tick.addEventListener("click", (e) => {
+      e.stopPropagation();
+      if (tick.checked) selected.add(d.id); else selected.delete(d.id);
+      $("replay-selected").disabled = selected.size === 0;
+    });
+    tr.append(td(tick), el("td", d.id), td(time(d.received_at)), el("td", d.event ?? "–"), el("td", d.room ?? "–"),
       el("td", d.state + (d.kind === "fallback" ? " (fallback)" : ""), `state state-${d.state}`),
       el("td", d.attempts), el("td", note(d), "note"));
     tr.addEventListener("click", () => show(d.id, true));
@@ -105,6 +115,9 @@ function render(page) {
     if (![...list.options].some((o) => o.value === event)) list.append(Object.assign(el("option"), { value: event }));
   }
   $("empty").hidden = page.deliveries.length > 0;
+  $("select-page").checked = false;
+  $("replay-selected").disabled = selected.size === 0;
+  $("replay-selected").textContent = selected.size ? `Replay ${selected.size} selected…` : "Replay selected…";
   next = page.next;
   $("older").disabled = next === null;
   $("newest").disabled = cursors.length === 0;
@@ -175,7 +188,7 @@ async function show(id, scroll) {
 }
 
 async function replay(body, what) {
-  if (!window.confirm(`Replay ${what}? Its handler runs again.`)) return;
+  if (!window.confirm(`Replay ${what}? Its handler runs again.`)) return false;
   try {
     const answer = await api("/api/replay", {
       method: "POST",
@@ -185,9 +198,11 @@ async function replay(body, what) {
     $("error").textContent = `${answer.replayed} delivery(ies) pending again`;
   } catch (e) {
     $("error").textContent = e.message;
+    return false;
   }
   await load();
   if (openId !== null) show(openId, false);
+  return true;
 }
 
 function logout(reason) {
@@ -224,6 +239,21 @@ document.addEventListener("DOMContentLoaded", () => {
   $("newest").addEventListener("click", () => { cursors = []; load(); });
   $("close").addEventListener("click", () => { openId = null; $("detail").hidden = true; load(); });
   $("replay").addEventListener("click", () => replay({ ids: [openId] }, `delivery ${openId}`));
+  $("replay-selected").addEventListener("click", async () => {
+    const ids = [...selected];
+    if (await replay({ ids }, `${ids.length} selected deliver${ids.length === 1 ? "y" : "ies"}`)) {
+      selected.clear();
+      load();
+    }
+  });
+  $("select-page").addEventListener("change", () => {
+    for (const tick of document.querySelectorAll("#rows input.select:not(:disabled)")) {
+      tick.checked = $("select-page").checked;
+      const id = Number(tick.closest("tr").dataset.id);
+      if (tick.checked) selected.add(id); else selected.delete(id);
+    }
+    $("replay-selected").disabled = selected.size === 0;
+  });
   $("replay-dead").addEventListener("click", () => replay({ dead: true }, `every dead delivery (${$("count-dead").textContent})`));
   for (const state of document.querySelectorAll(".count")) {
     state.addEventListener("click", () => { $("state").value = state.dataset.state; cursors = []; load(); });
