@@ -128,6 +128,9 @@ try {
   assert.equal(await page.evaluate(() => window.pwned), undefined);
   if (SCREENSHOTS) {
     await page.click("#close");
+    // The handled count follows a refresh or two behind.
+    await page.waitForFunction(() => document.getElementById("count-done").textContent
+      === String([...document.querySelectorAll("#rows td.state")].filter((td) => td.textContent.startsWith("done")).length));
     await page.screenshot({ path: path.join(SCREENSHOTS, "console-list.png") });
   }
   assert.deepEqual(scriptErrors, [], "the page's script ran without errors");

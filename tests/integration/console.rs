@@ -309,7 +309,8 @@ fn the_page_in_a_browser_on_postgres_with_two_replicas() {
         let mut inbox = InboxOptions::new(dir.path());
         (inbox.replica, inbox.retry) = (name.into(), RetryPolicy { max_attempts: 1, ..inbox.retry });
         let storage = meet_webhooks_runtime::Storage::Postgres(db.url.clone());
-        let options = Options { inbox: Some(inbox), storage: Some(storage), console: Some(TOKEN), ..Options::default() };
+        let options =
+            Options { inbox: Some(inbox), storage: Some(storage), console: Some(TOKEN), ..Options::default() };
         (TestServer::with(options), dir)
     };
     let ((a, _a), (b, _b)) = (replica("replica-a"), replica("replica-b"));
@@ -323,7 +324,8 @@ fn browse(servers: &[&TestServer], page: &TestServer) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let Some(chromium) = browser(&root.join("tests/browser")) else { return };
     // Two dead deliveries: every handler fails until they are dead.
-    let fail = |n| servers.iter().for_each(|s| s.recorder().failures_left.store(n, std::sync::atomic::Ordering::SeqCst));
+    let fail =
+        |n| servers.iter().for_each(|s| s.recorder().failures_left.store(n, std::sync::atomic::Ordering::SeqCst));
     fail(u32::MAX);
     let dead = send(servers[0], "room-dead");
     let second_dead = send(servers[0], "room-dead-2");

@@ -15,8 +15,8 @@
 //!   filter by room, recording or event reads back until it finds a page: at once for what
 //!   happened lately, the whole inbox for what is not there; states have indexes). Its counts
 //!   are read through the indexes of what waits; the count of handled deliveries reads the
-//!   whole inbox, so it is taken in the background at most every [`DONE_EVERY`]. The page polls
-//!   every 2 s while it shows the newest deliveries.
+//!   whole inbox, so it is taken in the background, less often the longer it takes
+//!   ([`DONE_EVERY`]). The page polls every 2 s while it shows the newest deliveries.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,8 +40,9 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub type Classifier = fn(Option<&str>, &[u8]) -> Option<String>;
 
 /// How old the count of handled deliveries may be before the next refresh of the list counts
-/// it again (in the background: the list does not wait for it).
-pub const DONE_EVERY: Duration = Duration::from_secs(5);
+/// it again (in the background: the list does not wait for it): at least this, and 50 times
+/// what the last count took, so that counting a large inbox takes at most 2% of a core.
+pub const DONE_EVERY: Duration = Duration::from_secs(1);
 
 /// What the console serves from.
 #[derive(Clone)]
@@ -53,12 +54,13 @@ pub struct Console {
 }
 
 /// The count of handled deliveries: exact, but it reads the whole inbox, so it is kept, and
-/// counted again at most every [`DONE_EVERY`], while the console is in use.
+/// counted again while the console is in use, at most as often as [`DONE_EVERY`] allows.
 #[derive(Default)]
 struct DoneCount {
     /// The count, and when it was taken (ms since the epoch).
     value: Option<(u64, i64)>,
-    counted: Option<Instant>,
+    /// When the last count started, and how long it took.
+    counted: Option<(Instant, Duration)>,
     counting: bool,
 }
 
@@ -68,10 +70,11 @@ impl Console {
     }
 
     /// The last count of handled deliveries, and when it was taken; starts counting again in
-    /// the background when it is older than [`DONE_EVERY`].
+    /// the background when it is stale (see [`DONE_EVERY`]).
     fn done(&self) -> Option<(u64, i64)> {
         let mut done = self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !done.counting && done.counted.is_none_or(|at| at.elapsed() >= DONE_EVERY) {
+        let stale = done.counted.is_none_or(|(at, took)| at.elapsed() >= DONE_EVERY.max(took * 50));
+        if !done.counting && stale {
             done.counting = true;
             let (inbox, count) = (self.inbox.clone(), self.done.clone());
             actix_web::rt::spawn(async move {
@@ -83,7 +86,7 @@ impl Console {
                     Ok(stats) => done.value = Some((stats.done, at)),
                     Err(e) => log::warn!("console: cannot count the handled deliveries: {e}"),
                 }
-                (done.counted, done.counting) = (Some(started), false);
+                (done.counted, done.counting) = (Some((started, started.elapsed())), false);
             });
         }
         done.value
