@@ -129,17 +129,7 @@ pub(super) async fn stats(inbox: &PgInbox) -> Result<Stats, StoreError> {
                 .map_err(failed)?;
             stats.fallback = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
             stats.oldest_pending_received_at = row.get(1);
-            stats.claimed_by = client
-                .query(
-                    "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
-                  GROUP BY owner ORDER BY owner",
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
-                .collect();
+            stats.claimed_by = claims(&client).await?;
             Ok(stats)
         })
         .await
@@ -160,18 +150,21 @@ pub(super) async fn counts(inbox: &PgInbox) -> Result<Counts, StoreError> {
                 )
                 .await
                 .map_err(failed)?;
-            let claimed_by = client
-                .query(
-                    "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
-                      GROUP BY owner ORDER BY owner",
-                    &[],
-                )
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(|r| (r.get(0), number(r, 1)))
-                .collect();
+            let claimed_by = claims(&client).await?;
             Ok(Counts { pending: number(&row, 0), dead: number(&row, 1), fallback: number(&row, 2), claimed_by })
         })
         .await
+}
+
+/// Claims by holder, through the pending index.
+async fn claims(client: &deadpool_postgres::Client) -> Result<Vec<(String, u64)>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
+              GROUP BY owner ORDER BY owner",
+            &[],
+        )
+        .await
+        .map_err(failed)?;
+    Ok(rows.iter().map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0))).collect())
 }

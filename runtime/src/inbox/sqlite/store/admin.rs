@@ -48,11 +48,7 @@ pub fn stats(conn: &Connection, path: &Path) -> Result<Stats, StoreError> {
             conn.query_row("SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'", [], |r| r.get(0).map(count))?;
         stats.oldest_pending_received_at =
             conn.query_row("SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?;
-        let mut holders = conn.prepare_cached(
-            "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
-             GROUP BY owner ORDER BY owner",
-        )?;
-        stats.claimed_by = holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect::<Result<_, _>>()?;
+        stats.claimed_by = super::reader::claims(conn)?;
         Ok(stats)
     };
     query().map_err(|e| failed(path, e))

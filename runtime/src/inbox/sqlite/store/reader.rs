@@ -38,12 +38,16 @@ pub fn counts(conn: &Connection, path: &Path) -> Result<Counts, StoreError> {
         let fallback = conn
             .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE kind = 'fallback'")?
             .query_row([], |r| r.get(0).map(count))?;
-        let mut holders = conn.prepare_cached(
-            "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
-             GROUP BY owner ORDER BY owner",
-        )?;
-        let claimed_by = holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect::<Result<_, _>>()?;
-        Ok(Counts { pending, dead, fallback, claimed_by })
+        Ok(Counts { pending, dead, fallback, claimed_by: claims(conn)? })
     };
     read().map_err(|e| failed(path, e))
+}
+
+/// Claims by holder, through the pending index.
+pub(super) fn claims(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    let mut holders = conn.prepare_cached(
+        "SELECT owner, COUNT(*) FROM deliveries WHERE state = 'pending' AND owner IS NOT NULL
+         GROUP BY owner ORDER BY owner",
+    )?;
+    holders.query_map([], |r| Ok((r.get(0)?, count(r.get(1)?))))?.collect()
 }
