@@ -231,6 +231,7 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl Attempt {
     /// The history a store keeps as JSON text (an array of attempts); what it cannot read is
     /// left out rather than failing the read of the delivery.
@@ -325,6 +326,7 @@ pub struct Query {
 }
 
 /// A value bound into the conditions of a [`Query`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Value<'a> {
     Text(&'a str),
@@ -342,6 +344,7 @@ impl Query {
     /// States are written as literals: only then can SQLite use its partial indexes (of pending,
     /// dead and fallback deliveries). The rest is read newest first until a page is found: at
     /// once for a room or an event of the last hours, the whole inbox for one that is not there.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     pub(crate) fn conditions(&self, placeholder: impl Fn(usize) -> String) -> (String, Vec<Value<'_>>) {
         let mut sql = String::from("TRUE");
         let mut values = Vec::new();
