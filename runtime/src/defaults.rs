@@ -58,3 +58,5 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle keep-alive connections are closed after this long.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+/// The shortest token the console (`--admin-token`) takes.
+pub const ADMIN_TOKEN_MIN_LEN: usize = 16;

@@ -181,6 +181,10 @@ fn bad_flag_values_name_the_flag() {
             "--admin-token-file",
         ),
         (
+            &["serve", "--key", "k", "--admin-bind", "127.0.0.1:0", "--admin-token-file", "/dev/null"][..],
+            "--admin-token-file",
+        ),
+        (
             &["serve", "--key", "k", "--no-inbox", "--admin-bind", "127.0.0.1:0", "--admin-token", "0123456789abcdef"]
                 [..],
             "--admin-bind",

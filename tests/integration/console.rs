@@ -367,6 +367,9 @@ fn browse(servers: &[&TestServer], page: &TestServer) {
 fn browser(dir: &Path) -> Option<std::path::PathBuf> {
     let required = std::env::var_os("MEET_WEBHOOKS_REQUIRE_BROWSER").is_some();
     let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(Path::new).find(|p| p.exists());
+    // The browser tests run at once: one `npm ci` in the folder at a time.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let installed = dir.join("node_modules/playwright-core").exists()
         || Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])

@@ -228,6 +228,18 @@ impl ConsoleArgs {
             (None, None) => None,
         };
         match (self.admin_bind, token) {
+            // The builder checks a token's length too; here the message names the file.
+            (Some(_), Some(token))
+                if self.admin_token.is_none() && token.chars().count() < crate::defaults::ADMIN_TOKEN_MIN_LEN =>
+            {
+                Err((
+                    "--admin-token-file",
+                    format!(
+                        "its first line is the token, at least {} characters (`openssl rand -hex 32`)",
+                        crate::defaults::ADMIN_TOKEN_MIN_LEN
+                    ),
+                ))
+            }
             (Some(bind), Some(token)) => Ok(Some((bind, token))),
             (Some(_), None) => {
                 Err(("--admin-bind", "the console needs a token (--admin-token or --admin-token-file)".into()))

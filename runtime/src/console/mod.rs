@@ -32,8 +32,6 @@ use crate::inbox::{Attempt, Filter, Inbox, Kind, Later, Query, Selection, State,
 pub const PAGE_LIMIT: usize = 200;
 /// Most deliveries replayed by one request.
 pub const REPLAY_LIMIT: usize = 1000;
-/// The shortest token the console takes.
-pub const MIN_TOKEN_LEN: usize = 16;
 
 /// Why a delivery went to the fallback (classified again from its body by this build), or
 /// `None` when a typed webhook takes it now.

@@ -266,7 +266,7 @@ impl<W: Webhooks> ServiceBuilder<W> {
     }
 
     /// Serves the operator's console ([`crate::console`]) on `addr`, a listener of its own,
-    /// to requests that carry `token` (at least [`crate::console::MIN_TOKEN_LEN`] characters).
+    /// to requests that carry `token` (at least [`crate::defaults::ADMIN_TOKEN_MIN_LEN`] characters).
     /// Off by default; it needs an inbox.
     pub fn console(mut self, addr: SocketAddr, token: impl Into<String>) -> Self {
         self.console = Some((addr, token.into()));
@@ -344,12 +344,12 @@ impl<W: Webhooks> ServiceBuilder<W> {
             if matches!(storage, Storage::Inline { .. }) {
                 return invalid("--admin-bind", "the console shows the inbox: it needs one (not --no-inbox)".into());
             }
-            if token.chars().count() < crate::console::MIN_TOKEN_LEN {
+            if token.chars().count() < crate::defaults::ADMIN_TOKEN_MIN_LEN {
                 return invalid(
                     "--admin-token",
                     format!(
                         "at least {} characters (`openssl rand -hex 32` makes a good one)",
-                        crate::console::MIN_TOKEN_LEN
+                        crate::defaults::ADMIN_TOKEN_MIN_LEN
                     ),
                 );
             }
