@@ -52,6 +52,7 @@ pub struct Webhook {
     /// Where the operation is in the spec.
     pub location: Location,
     /// The down-leveled JSON request body schema, if the operation has one.
+    #[cfg_attr(not(feature = "generate"), allow(dead_code))]
     pub(crate) body: Option<Value>,
     /// The component of `components/schemas` that is the body (an inline body is made one,
     /// named `{OperationId}Body` as progenitor would name it); `None`: any JSON
@@ -84,11 +85,13 @@ pub struct Bundle {
     /// Every file the spec pulled in, the root first.
     pub files: Vec<PathBuf>,
     /// Which part of the bundled document came from where (for error messages).
+    #[cfg_attr(not(feature = "generate"), allow(dead_code))]
     pub(crate) origins: Vec<(String, Location)>,
     /// What had to be degraded or made up, where.
     pub warnings: Vec<Warning>,
 }
 
+#[cfg_attr(not(feature = "generate"), allow(dead_code))]
 impl Bundle {
     /// Takes a REST path, and its operations, out of the client.
     pub(crate) fn drop_path(&mut self, path: &str) {
@@ -110,6 +113,12 @@ impl Bundle {
             })
             .unwrap_or_else(|| Location::new(&self.files[0], pointer))
     }
+}
+
+/// The handler method's name: the snake_case operationId, as progenitor spells it.
+pub(crate) fn method_name(operation_id: &str) -> String {
+    use heck::ToSnakeCase;
+    operation_id.replace('\'', "").replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-").to_snake_case()
 }
 
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
@@ -520,11 +529,11 @@ impl Bundler<'_> {
                 let base = if method == "post" { event.to_owned() } else { format!("{event}-{method}") };
                 let mut derived = base.clone();
                 let mut n = 2;
-                while self.operation_ids.contains_key(&crate::emit::method_name(&derived)) {
+                while self.operation_ids.contains_key(&method_name(&derived)) {
                     derived = format!("{base}{n}");
                     n += 1;
                 }
-                let method = crate::emit::method_name(&derived);
+                let method = method_name(&derived);
                 self.warn(
                     at,
                     format!("no operationId: the handler method is named after the webhook's key, `{method}`"),
@@ -533,14 +542,14 @@ impl Bundler<'_> {
             }
         };
         // `recordingEnded` and `recording-ended` would be one handler method.
-        if let Some(first) = self.operation_ids.get(&crate::emit::method_name(&operation_id)) {
+        if let Some(first) = self.operation_ids.get(&method_name(&operation_id)) {
             return Err(Error::DuplicateOperationId {
                 at: at.child("operationId"),
                 operation_id,
                 first: first.clone(),
             });
         }
-        self.operation_ids.insert(crate::emit::method_name(&operation_id), at.child("operationId"));
+        self.operation_ids.insert(method_name(&operation_id), at.child("operationId"));
 
         let mut out = Map::new();
         let mut body = None;
@@ -854,7 +863,7 @@ impl Bundler<'_> {
                     let mut variants: Vec<String> = non_null
                         .iter()
                         .filter_map(Value::as_str)
-                        .map(|v| crate::emit::method_name(v).to_upper_camel_case())
+                        .map(|v| method_name(v).to_upper_camel_case())
                         .collect();
                     let count = variants.len();
                     variants.sort();
@@ -897,7 +906,7 @@ impl Bundler<'_> {
                     // `a-b`, `a.b` and `a_b` would all be the Rust field `a_b`.
                     let mut fields: HashMap<String, &str> = HashMap::new();
                     for (name, schema) in properties {
-                        if let Some(first) = fields.get(&crate::emit::method_name(name)) {
+                        if let Some(first) = fields.get(&method_name(name)) {
                             self.warn(
                                 &child.child(name),
                                 format!(
@@ -906,7 +915,7 @@ impl Bundler<'_> {
                             );
                             continue;
                         }
-                        fields.insert(crate::emit::method_name(name), name);
+                        fields.insert(method_name(name), name);
                         kept.insert(name.clone(), self.schema(schema, &child.child(name))?);
                     }
                     out.insert(key.clone(), Value::Object(kept));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
-use heck::{ToSnakeCase, ToUpperCamelCase};
+use heck::ToUpperCamelCase;
 use proc_macro2::TokenStream;
 use progenitor::{GenerationSettings, Generator};
 use quote::{format_ident, quote};
@@ -288,10 +288,7 @@ fn body_types(bundle: &Bundle, type_names: &[String], spec: &Path) -> Result<Has
     Ok(out)
 }
 
-/// The handler method's name: the snake_case operationId, as progenitor spells it.
-pub(crate) fn method_name(operation_id: &str) -> String {
-    operation_id.replace('\'', "").replace(|c: char| !(c.is_alphanumeric() || c == '_'), "-").to_snake_case()
-}
+pub(crate) use crate::bundle::method_name;
 
 /// The `client` module: progenitor's client for the REST API, its calls going through the
 /// runtime (the API key on every request, retries of `429`/`503`); without `paths:`, a `Client`
@@ -431,6 +428,7 @@ pub(crate) fn server(
     });
     let title = bundle.document.pointer("/info/title").and_then(Value::as_str).unwrap_or_default();
     let version = bundle.document.pointer("/info/version").and_then(Value::as_str).unwrap_or_default();
+    let shape = serde_json::to_string(&crate::diff::Shape::of(bundle)).expect("a shape is JSON");
 
     let mut infos = Vec::new();
     let mut variants = Vec::new();
@@ -524,6 +522,7 @@ pub(crate) fn server(
             webhooks: WEBHOOKS,
             operations: OPERATIONS,
             implemented: #implemented_tokens,
+            shape: #shape,
         };
 
         /// Every operation of the REST API's client ([`client::Client`]), in spec order; none

@@ -38,15 +38,20 @@
 //! feature) and `serde_json`, which the generated payload types derive from and name.
 
 mod bundle;
+pub mod diff;
+#[cfg(feature = "generate")]
 mod emit;
 mod error;
+#[cfg(feature = "generate")]
 mod example;
+#[cfg(feature = "generate")]
 mod implemented;
 mod load;
 
 use std::path::{Path, PathBuf};
 
 pub use bundle::{Bundle, Webhook};
+pub use diff::{Change, Effect, Shape};
 pub use error::{Error, Location, Result, Warning};
 
 /// The environment variable that points the build at another spec, unless changed with
@@ -57,6 +62,7 @@ pub const SPEC_ENV: &str = "MEET_WEBHOOKS_SPEC";
 const DEFAULT_SPEC: &str = "openapi/openapi.yaml";
 
 /// Generated code and what it was made from.
+#[cfg(feature = "generate")]
 #[derive(Debug)]
 pub struct Generated {
     /// Formatted Rust source, starting with an `@generated` banner.
@@ -65,6 +71,8 @@ pub struct Generated {
     pub files: Vec<PathBuf>,
     /// The webhooks, in spec order.
     pub webhooks: Vec<Webhook>,
+    /// What handler code sees of them (embedded as `SPEC.shape`).
+    pub shape: Shape,
     /// What the generator degraded or made up, and where ([`Config::compile`] prints them as
     /// cargo warnings).
     pub warnings: Vec<Warning>,
@@ -218,6 +226,7 @@ impl Config {
 
     /// Generates the module: types, `WEBHOOKS`, `SPEC`, `Event`, `WebhookHandler`, `dispatch`,
     /// `Receiver`.
+    #[cfg(feature = "generate")]
     pub fn generate(&self) -> Result<Generated> {
         let mut bundle = self.bundle()?;
         let runtime: syn::Path = syn::parse_str(&self.runtime_path)
@@ -250,6 +259,7 @@ impl Config {
         Ok(result)
     }
 
+    #[cfg(feature = "generate")]
     fn finish(&self, bundle: Bundle, tokens: proc_macro2::TokenStream) -> Result<Generated> {
         let spec = bundle.files[0].clone();
         let file: syn::File = syn::parse2(tokens).map_err(|e| Error::Progenitor {
@@ -262,11 +272,13 @@ impl Config {
             shown.display(),
             prettyplease::unparse(&file)
         );
-        Ok(Generated { code, files: bundle.files, webhooks: bundle.webhooks, warnings: bundle.warnings })
+        let shape = Shape::of(&bundle);
+        Ok(Generated { code, files: bundle.files, webhooks: bundle.webhooks, shape, warnings: bundle.warnings })
     }
 
     /// For `build.rs`: generates the module into `OUT_DIR`, and prints a cargo warning
     /// for each [`Warning`].
+    #[cfg(feature = "generate")]
     pub fn compile(&self) -> Result<()> {
         self.emit_rerun_env();
         let generated = self.generate()?;
@@ -287,6 +299,7 @@ impl Config {
         self.write(generated, "meet_webhooks.rs")
     }
 
+    #[cfg(feature = "generate")]
     fn emit_rerun_env(&self) {
         if let Some(var) = &self.spec_env {
             println!("cargo:rerun-if-env-changed={var}");
@@ -298,6 +311,7 @@ impl Config {
         }
     }
 
+    #[cfg(feature = "generate")]
     fn write(&self, generated: Generated, default_name: &str) -> Result<()> {
         for file in &generated.files {
             println!("cargo:rerun-if-changed={}", file.display());
@@ -306,6 +320,9 @@ impl Config {
             .map(PathBuf::from)
             .ok_or_else(|| Error::Config("OUT_DIR is not set: compile() is meant to run in build.rs".into()))?;
         let path = out_dir.join(self.out_file.as_deref().unwrap_or(default_name));
+        if let Some(line) = tell_changes(&path, &generated.shape)? {
+            println!("cargo:warning={line}");
+        }
         write_if_changed(&path, &generated.code)
     }
 }
@@ -316,6 +333,7 @@ pub fn fail(error: &Error) -> ! {
     std::process::exit(1);
 }
 
+#[cfg(feature = "generate")]
 /// The crates the generated code names that a manifest does not mention as dependencies (a
 /// line that starts with the name, or its `[dependencies.name]` table): a check of the text,
 /// so that the usual mistake is named; a dependency spelled otherwise is not flagged.
@@ -331,7 +349,36 @@ fn missing_dependencies(manifest: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// Keeps the shape of what `out` was generated from beside it; when the last build's differs,
+/// writes what changed to `<out>.changes.txt` and returns the line that says so.
+#[cfg(feature = "generate")]
+fn tell_changes(out: &Path, shape: &Shape) -> Result<Option<String>> {
+    let kept = out.with_extension("shape.json");
+    let json = serde_json::to_string_pretty(shape).expect("a shape is JSON");
+    let before = std::fs::read_to_string(&kept).ok().and_then(|text| serde_json::from_str::<Shape>(&text).ok());
+    let mut line = None;
+    if let Some(before) = before.filter(|before| before != shape) {
+        let changes = diff::diff(&before, shape);
+        let listed = out.with_extension("changes.txt");
+        let mut text = format!("{} → {}: {}\n", before.name(), shape.name(), diff::summary(&changes));
+        for change in &changes {
+            text += &format!("{change}\n");
+        }
+        std::fs::write(&listed, text).map_err(|source| Error::Write { file: listed.clone(), source })?;
+        line = Some(format!(
+            "the spec changed since the last build ({} → {}): {}; see {}",
+            before.name(),
+            shape.name(),
+            diff::summary(&changes),
+            listed.display()
+        ));
+    }
+    write_if_changed(&kept, &json)?;
+    Ok(line)
+}
+
 /// Rewriting an unchanged file would make cargo recompile everything that includes it.
+#[cfg(feature = "generate")]
 fn write_if_changed(path: &Path, code: &str) -> Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == code) {
         return Ok(());
@@ -339,9 +386,40 @@ fn write_if_changed(path: &Path, code: &str) -> Result<()> {
     std::fs::write(path, code).map_err(|source| Error::Write { file: path.to_path_buf(), source })
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "generate"))]
 mod tests {
-    use super::missing_dependencies;
+    use super::{Shape, missing_dependencies, tell_changes};
+
+    fn fixture(name: &str) -> Shape {
+        let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name);
+        Shape::of(&super::Config::new().spec_env(None).spec(spec).bundle().unwrap())
+    }
+
+    use std::path::Path;
+
+    #[test]
+    fn a_build_whose_spec_changed_says_so_in_one_line_and_lists_the_changes() {
+        let out = tempfile::tempdir().unwrap();
+        let generated = out.path().join("meet_webhooks.rs");
+        // The first build has nothing to compare with; an unchanged spec says nothing.
+        assert_eq!(tell_changes(&generated, &fixture("v1-seed")).unwrap(), None);
+        assert_eq!(tell_changes(&generated, &fixture("v1-seed")).unwrap(), None);
+        let line = tell_changes(&generated, &fixture("v2-three-recordings")).unwrap().expect("a line");
+        let listed = out.path().join("meet_webhooks.changes.txt");
+        assert_eq!(
+            line,
+            format!(
+                "the spec changed since the last build (OpenVidu Meet Webhooks 1.0.0 → OpenVidu Meet Webhooks \
+                 1.1.0): 2 changes to the webhooks, none breaking; see {}",
+                listed.display()
+            )
+        );
+        let text = std::fs::read_to_string(&listed).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().nth(1).unwrap().starts_with("compatible  recordingUpdated: webhook added"), "{text}");
+        // The next build compares with this one.
+        assert_eq!(tell_changes(&generated, &fixture("v2-three-recordings")).unwrap(), None);
+    }
 
     #[test]
     fn a_manifest_without_serde_is_told_what_the_generated_code_needs() {

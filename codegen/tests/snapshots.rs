@@ -51,6 +51,9 @@ fn the_bare_webhooks_file_generates_what_its_root_document_does() {
             .1
             .replace("\"1.0.0\"", "\"0.0.0\"")
             .replace("\"OpenVidu Meet Webhooks\"", "\"Webhooks\"")
+            // The same, inside the shape's JSON.
+            .replace(r#"\"1.0.0\""#, r#"\"0.0.0\""#)
+            .replace(r#"\"OpenVidu Meet Webhooks\""#, r#"\"Webhooks\""#)
     };
     assert_eq!(without_banner(&root.code), without_banner(&bare.code));
 }

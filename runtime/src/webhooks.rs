@@ -43,6 +43,9 @@ pub struct Spec {
     /// The handler type the build looked at and the methods it implements (the others run
     /// their defaults); `None` if the build did not look.
     pub implemented: Option<(&'static str, &'static [&'static str])>,
+    /// What handler code sees of each webhook (JSON, `meet_webhooks_codegen::Shape`): what
+    /// `spec diff` compares a newer spec with.
+    pub shape: &'static str,
 }
 
 impl Spec {

@@ -786,3 +786,131 @@ fn inbox_show_prints_each_attempt_and_when_the_delivery_was_handled() {
         .unwrap();
     assert!(handled >= second.2, "{stdout}");
 }
+
+#[test]
+fn spec_diff_says_what_each_change_does_to_handler_code_in_text_and_json() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let (v1, v2) = (format!("{fixtures}/v1-seed"), format!("{fixtures}/v2-three-recordings/openapi.yaml"));
+    let (code, stdout, stderr) = run(&["spec", "diff", &v1, &v2], b"");
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(
+        lines[0],
+        "OpenVidu Meet Webhooks 1.0.0 → OpenVidu Meet Webhooks 1.1.0: 2 changes to the webhooks, none breaking"
+    );
+    assert!(
+        lines[1].starts_with("compatible  recordingUpdated: webhook added: a new method `recording_updated_webhook`")
+    );
+
+    let (code, stdout, _) = run(&["spec", "diff", "--json", &v2, &v1], b"");
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["old"], "OpenVidu Meet Webhooks 1.1.0");
+    assert_eq!(report["summary"], "2 changes to the webhooks (2 breaking)");
+    assert_eq!(report["changes"][0]["webhook"], "recordingUpdated");
+    assert_eq!(report["changes"][0]["effect"], "breaking");
+    assert!(report["changes"][0].get("field").is_none());
+
+    // Without OLD: the spec this binary was built from (the repository's `openapi/`).
+    let built = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi");
+    let (code, stdout, _) = run(&["spec", "diff", built], b"");
+    assert_eq!(code, 0);
+    assert!(stdout.trim_end().ends_with(": no changes to the webhooks"), "{stdout}");
+    let (code, stdout, _) = run(&["spec", "diff", &v1], b"");
+    assert_eq!(code, 0);
+    assert!(stdout.lines().any(|l| l.starts_with("breaking    recordingEnded: webhook removed")), "{stdout}");
+
+    let (code, _, stderr) = run(&["spec", "diff", "/nonexistent/spec"], b"");
+    assert_eq!(code, 2);
+    assert!(stderr.starts_with("error: /nonexistent/spec: "), "{stderr}");
+}
+
+#[test]
+fn replay_fallback_dry_run_counts_what_fits_now_and_groups_the_rest_by_reason() {
+    use meet_webhooks_runtime::inbox::{ClaimRequest, Completion, Inbox, Kind, NewDelivery, Outcome, SqliteInbox};
+    let data = tempfile::tempdir().unwrap();
+    let ended = WEBHOOKS.iter().find(|w| w.event == "recordingEnded").unwrap().example;
+    let mut upper: serde_json::Value = serde_json::from_str(ended).unwrap();
+    upper["data"]["status"] = "COMPLETE".into();
+    let upper = upper.to_string();
+    let test_event = r#"{"event":"testEvent","creationDate":1,"data":{}}"#;
+    let bodies = [(ended, 1), (upper.as_str(), 3), (test_event, 2)];
+    crate::common::block_on(async {
+        let inbox = SqliteInbox::open(data.path(), "old-build").unwrap();
+        let mut stored = 0u8;
+        for (body, count) in bodies {
+            for _ in 0..count {
+                let event: serde_json::Value = serde_json::from_str(body).unwrap();
+                // A delivery is known by its signature: each its own.
+                let delivery = NewDelivery {
+                    signature: [stored; 32],
+                    timestamp: "1".into(),
+                    timestamp_ms: 1,
+                    event: event["event"].as_str().map(str::to_owned),
+                    kind: Kind::Fallback,
+                    room: None,
+                    recording: None,
+                    created_us: None,
+                    body: body.to_owned().into(),
+                    received_at_ms: now_ms(),
+                    hold: Duration::ZERO,
+                };
+                inbox.append(delivery).await.unwrap();
+                stored += 1;
+            }
+        }
+        // Handled by the old build's fallback, all but one: a pending one is not replayed.
+        let mut handled = 0;
+        while handled < usize::from(stored) - 1 {
+            let request = ClaimRequest {
+                limit: usize::from(stored) - 1 - handled,
+                lease: Duration::from_secs(30),
+                max_attempts: 3,
+            };
+            let claimed = inbox.claim(request).await.unwrap();
+            let done: Vec<Completion> = claimed
+                .iter()
+                .map(|c| Completion { claim: c.claim, kind: Kind::Fallback, outcome: Outcome::Done })
+                .collect();
+            inbox.complete(&done).await.unwrap();
+            handled += done.len();
+        }
+        inbox.close().await;
+    });
+    let dir = data.path().to_str().unwrap();
+    let (code, stdout, stderr) = run(&["inbox", "replay", "--fallback", "--dry-run", "--data-dir", dir], b"");
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Five of six are done; the last appended (a testEvent) is still pending.
+    assert_eq!(
+        lines[0],
+        "5 stored fallback delivery(ies): 1 fit a typed webhook of this build now (`inbox replay --fallback` hands \
+         them to their methods); 4 do not:"
+    );
+    assert_eq!(
+        lines[1],
+        "  3 × recordingEnded data.status = \"COMPLETE\": an unknown variant, expected one of `complete`, `failed`, \
+         `aborted`, `limit_reached`",
+        "{stdout}"
+    );
+    assert_eq!(lines[2], "  1 × testEvent: the spec has no webhook of this name");
+    assert_eq!(lines.len(), 3);
+    // A dry run replays nothing.
+    let (_, pending, _) = run(&["inbox", "list", "--state", "pending", "--json", "--data-dir", dir], b"");
+    assert_eq!(pending.lines().count(), 1, "{pending}");
+
+    let (code, stdout, _) = run(&["inbox", "replay", "--fallback", "--data-dir", dir], b"");
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "5 delivery(ies) pending again; the running service hands them to the handlers");
+    assert_eq!(
+        lines[1],
+        "of the 5 fallback delivery(ies) replayed, 1 fit a typed webhook of this build now; 4 go to the fallback again:"
+    );
+    let (_, pending, _) = run(&["inbox", "list", "--state", "pending", "--json", "--data-dir", dir], b"");
+    assert_eq!(pending.lines().count(), 6, "{pending}");
+
+    let (code, _, stderr) = run(&["inbox", "replay", "--dead", "--dry-run", "--data-dir", dir], b"");
+    assert_eq!(code, 2, "--dry-run goes with --fallback only: {stderr}");
+}

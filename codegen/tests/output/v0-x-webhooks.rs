@@ -83,6 +83,7 @@ pub const SPEC: ::meet_webhooks_runtime::Spec = ::meet_webhooks_runtime::Spec {
     webhooks: WEBHOOKS,
     operations: OPERATIONS,
     implemented: ::std::option::Option::None,
+    shape: "{\"title\":\"OpenVidu Meet Webhooks (3.0, x-webhooks)\",\"version\":\"0.9.0\",\"webhooks\":[{\"event\":\"recordingStarted\",\"method\":\"recording_started_webhook\",\"fields\":{\"creationDate\":{\"ty\":\"f64\",\"optional\":false},\"data\":{\"ty\":\"struct\",\"optional\":false},\"data.recordingId\":{\"ty\":\"String\",\"optional\":true},\"data.roomId\":{\"ty\":\"String\",\"optional\":true},\"data.status\":{\"ty\":\"String\",\"optional\":true},\"event\":{\"ty\":\"String\",\"optional\":false}}}]}",
 };
 /// Every operation of the REST API's client ([`client::Client`]), in spec order; none
 /// when the spec has no `paths:`.

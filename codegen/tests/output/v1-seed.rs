@@ -93,6 +93,7 @@ pub const SPEC: ::meet_webhooks_runtime::Spec = ::meet_webhooks_runtime::Spec {
     webhooks: WEBHOOKS,
     operations: OPERATIONS,
     implemented: ::std::option::Option::None,
+    shape: "{\"title\":\"OpenVidu Meet Webhooks\",\"version\":\"1.0.0\",\"webhooks\":[{\"event\":\"recordingStarted\",\"method\":\"recording_started_webhook\",\"fields\":{\"creationDate\":{\"ty\":\"f64\",\"optional\":true},\"data\":{\"ty\":\"struct\",\"optional\":true},\"data.recordingId\":{\"ty\":\"String\",\"optional\":true},\"data.roomId\":{\"ty\":\"String\",\"optional\":true},\"data.status\":{\"ty\":\"String\",\"optional\":true},\"event\":{\"ty\":\"String\",\"optional\":true}}}]}",
 };
 /// Every operation of the REST API's client ([`client::Client`]), in spec order; none
 /// when the spec has no `paths:`.

@@ -92,12 +92,22 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
             println!("X-Timestamp: {}\nX-Signature: {}\n", row.timestamp, hex::encode(row.signature));
             println!("{}", String::from_utf8_lossy(&row.body));
         }
-        InboxAction::Replay { id, dead, fallback } => {
+        // (clap's `requires` counts a flag's default as given.)
+        InboxAction::Replay { dry_run: true, fallback: false, .. } => {
+            return Err("--dry-run goes with --fallback (it says which fallback deliveries fit now)".into());
+        }
+        InboxAction::Replay { dry_run: true, .. } => {
+            let fit = fallback_fit::<W>(inbox).await?;
+            print!("{}", fit.report(true));
+        }
+        InboxAction::Replay { id, dead, fallback, dry_run: false } => {
             let selection = match (id, dead, fallback) {
                 (Some(id), _, _) => crate::inbox::Selection::One(id),
                 (None, true, _) => crate::inbox::Selection::Dead,
                 _ => crate::inbox::Selection::Fallback,
             };
+            // Read before the replay: those it replays are pending until handled.
+            let fit = if fallback { Some(fallback_fit::<W>(inbox).await?) } else { None };
             let n = inbox.replay(selection).await.map_err(|e| e.to_string())?;
             if let (0, Some(id)) = (n, id) {
                 return Err(match inbox.get(id).await.map_err(|e| e.to_string())? {
@@ -106,6 +116,9 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
                 });
             }
             println!("{n} delivery(ies) pending again; the running service hands them to the handlers");
+            if let Some(fit) = fit {
+                print!("{}", fit.report(false));
+            }
         }
         InboxAction::Stats { json } => {
             let stats = inbox.stats().await.map_err(|e| e.to_string())?;
@@ -187,4 +200,82 @@ fn note<W: Webhooks>(row: &crate::inbox::Stored) -> String {
         return "typed by this build: `inbox replay --fallback` hands it to its method".into();
     }
     String::new()
+}
+
+/// The stored fallback deliveries (not pending) classified again by this build: how many fit
+/// a typed webhook now, and the others by why not.
+struct FallbackFit {
+    total: usize,
+    typed: usize,
+    /// `(where, why)` → how many, most first.
+    reasons: Vec<((String, String), usize)>,
+}
+
+/// Where and why a stored body does not fit, as the dry run groups them: `recordingEnded
+/// data.status = "COMPLETE"` and serde's reason without its position in the body (which differs
+/// from body to body).
+fn why_not(event: String, reason: &crate::webhooks::Unmatched, body: &[u8]) -> (String, String) {
+    let crate::webhooks::Unmatched::Mismatch { path, message } = reason else { return (event, reason.to_string()) };
+    let message = message.rsplit_once(" at line ").map_or(message.as_str(), |(why, _)| why).to_owned();
+    let pointer: String = path.split('.').filter(|p| !p.is_empty()).map(|p| format!("/{p}")).collect();
+    let value = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|body| {
+        // A short scalar says which value it was; anything longer is left out.
+        body.pointer(&pointer).filter(|v| !v.is_object() && !v.is_array()).map(ToString::to_string)
+    });
+    match value.filter(|v| v.len() <= 40) {
+        Some(value) => (format!("{event} {path} = {value}"), message),
+        None if path.is_empty() || path == "." => (event, message),
+        None => (format!("{event} {path}"), message),
+    }
+}
+
+async fn fallback_fit<W: Webhooks>(inbox: &dyn Inbox) -> Result<FallbackFit, String> {
+    let mut reasons: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+    let (mut total, mut typed) = (0, 0);
+    let mut query = crate::inbox::Query { filter: Filter::Fallback, ..crate::inbox::Query::newest(1000) };
+    loop {
+        let page = inbox.search(&query).await.map_err(|e| e.to_string())?;
+        for row in page.iter().filter(|row| row.state != State::Pending) {
+            total += 1;
+            match W::classify(row.event.as_deref(), &row.body) {
+                Ok(_) => typed += 1,
+                Err(reason) => {
+                    let event = row.event.clone().unwrap_or_else(|| "(no event)".into());
+                    *reasons.entry(why_not(event, &reason, &row.body)).or_default() += 1;
+                }
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == query.limit => query.before = Some(last.id),
+            _ => break,
+        }
+    }
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(FallbackFit { total, typed, reasons })
+}
+
+impl FallbackFit {
+    /// What `replay --fallback` says (of what it did), or `--dry-run` (of what it would do).
+    fn report(&self, dry_run: bool) -> String {
+        let still = self.total - self.typed;
+        let mut text = if dry_run {
+            format!(
+                "{} stored fallback delivery(ies): {} fit a typed webhook of this build now (`inbox replay --fallback` \
+                 hands them to their methods); {still} do not",
+                self.total, self.typed
+            )
+        } else {
+            format!(
+                "of the {} fallback delivery(ies) replayed, {} fit a typed webhook of this build now; {still} go to \
+                 the fallback again",
+                self.total, self.typed
+            )
+        };
+        text += if still > 0 { ":\n" } else { "\n" };
+        for ((event, reason), count) in &self.reasons {
+            text += &format!("  {count} × {}: {}\n", escaped(event), escaped(reason));
+        }
+        text
+    }
 }

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use super::VerifyArgs;
+use super::{DiffArgs, VerifyArgs};
 use crate::verify::Verifier;
 use crate::webhooks::Spec;
 
@@ -109,4 +109,52 @@ pub(super) fn spec(spec: &Spec) {
             operation.operation_id, operation.method, operation.path, operation.summary
         );
     }
+}
+
+/// `spec diff [OLD] NEW`: what changes for handler code from OLD (or the spec built in) to NEW.
+pub(super) fn diff(spec: &Spec, args: DiffArgs) -> Result<ExitCode, String> {
+    use meet_webhooks_codegen::{Shape, diff};
+    let (old, new) = match args.specs.as_slice() {
+        [new] => {
+            let built: Shape = serde_json::from_str(spec.shape)
+                .map_err(|e| format!("this binary's spec shape does not read ({e}): name both specs"))?;
+            (built, new)
+        }
+        [old, new] => (read_shape(old)?, new),
+        _ => unreachable!("clap takes one or two specs"),
+    };
+    let new = read_shape(new)?;
+    let changes = diff::diff(&old, &new);
+    let mut out = if args.json {
+        let report = serde_json::json!({
+            "old": old.name(),
+            "new": new.name(),
+            "summary": diff::summary(&changes),
+            "changes": changes,
+        });
+        report.to_string()
+    } else {
+        let mut text = format!("{} → {}: {}", old.name(), new.name(), diff::summary(&changes));
+        for change in &changes {
+            text += &format!("\n{change}");
+        }
+        text
+    };
+    out.push('\n');
+    // Written whole; a reader that stops early (`| head`) is no error.
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The shape of the spec at `path` (a folder, or its root document).
+fn read_shape(path: &std::path::Path) -> Result<meet_webhooks_codegen::Shape, String> {
+    let here = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
+    let bundle = meet_webhooks_codegen::Config::new()
+        .spec(path)
+        .spec_env(None)
+        .base_dir(here)
+        .bundle()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(meet_webhooks_codegen::Shape::of(&bundle))
 }

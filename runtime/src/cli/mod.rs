@@ -52,10 +52,34 @@ enum Command {
     Send(SendArgs),
     /// Check a captured delivery (body on standard input) and say which check it fails.
     Verify(VerifyArgs),
-    /// List the webhooks this binary was generated from.
-    Spec,
+    /// List the webhooks this binary was generated from; `spec diff` compares specs.
+    Spec(SpecCommand),
     /// Look into the inbox and replay deliveries (works while the service runs).
     Inbox(InboxCommand),
+}
+
+#[derive(Args)]
+struct SpecCommand {
+    #[command(subcommand)]
+    action: Option<SpecAction>,
+}
+
+#[derive(Subcommand)]
+enum SpecAction {
+    /// What changes for handler code from one spec to another: webhooks and fields added and
+    /// removed, types, enum values; each line says whether code that compiled before still does.
+    Diff(DiffArgs),
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// `[OLD] NEW`: spec folders or root documents. Without OLD, the spec this binary was built
+    /// from.
+    #[arg(num_args = 1..=2, required = true, value_name = "SPEC")]
+    specs: Vec<std::path::PathBuf>,
+    /// One JSON object: both specs' names, a summary and every change.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -99,6 +123,10 @@ enum InboxAction {
         /// Every delivery that matched no typed webhook (after rebuilding against a newer spec).
         #[arg(long)]
         fallback: bool,
+        /// With --fallback: replay nothing; count the deliveries that would fit a typed webhook
+        /// of this build now, and say why the others do not.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Count deliveries by state, and say which replica holds which claims.
     Stats {
@@ -382,10 +410,11 @@ pub fn main<W: Webhooks>(webhooks: impl FnOnce(Option<crate::meet::Settings>) ->
         Some(Command::Serve(args)) => serve::serve(webhooks, *args, &cli.data),
         Some(Command::Send(args)) => send::send::<W>(args),
         Some(Command::Verify(args)) => inspect::verify(args),
-        Some(Command::Spec) => {
+        Some(Command::Spec(SpecCommand { action: None })) => {
             inspect::spec(&W::SPEC);
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Spec(SpecCommand { action: Some(SpecAction::Diff(args)) })) => inspect::diff(&W::SPEC, args),
         Some(Command::Inbox(command)) => inbox::inbox::<W>(command, &cli.data),
     };
     crate::logging::flush();
