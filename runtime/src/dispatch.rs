@@ -190,6 +190,27 @@ impl Leases {
     }
 }
 
+/// The warning for a failed attempt: when the next one is (`again`: its delay, from `now`), or,
+/// for the last, the command that replays the delivery.
+fn failed_line(
+    id: i64,
+    event: &str,
+    attempt: u32,
+    max_attempts: u32,
+    error: &str,
+    again: Option<(Duration, jiff::Timestamp)>,
+) -> String {
+    let next = match again {
+        Some((delay, now)) => {
+            let at = now + jiff::SignedDuration::try_from(delay).unwrap_or_default();
+            format!("will retry in {:.1} s, at {at:.3}", delay.as_secs_f64())
+        }
+        None => format!("dead: replay it with `meet-webhooks inbox replay {id}`"),
+    };
+    let event = if event.is_empty() { "-" } else { event };
+    format!("delivery {id} (event {event}) attempt {attempt}/{max_attempts} failed: {error}; {next}")
+}
+
 /// What a handler task returns: `None` when its claim was no longer known to be live when the
 /// handler was to start or resume, so it was not started or was stopped (see [`KnownLive`]).
 type Finished = Option<Result<(), String>>;
@@ -430,14 +451,10 @@ impl<W: Webhooks> Dispatcher<W> {
             }
             Err(error) => {
                 let retry = attempt < self.retry.max_attempts;
-                log::warn!(
-                    "delivery {} (event {}) attempt {attempt}/{} failed: {error}; {}",
-                    claim.id,
-                    if event.is_empty() { "-" } else { event },
-                    self.retry.max_attempts,
-                    if retry { "will retry" } else { "dead: replay it with `meet-webhooks inbox replay`" }
-                );
-                if retry { Outcome::Retry { after: self.retry.delay(attempt), error } } else { Outcome::Dead { error } }
+                let delay = self.retry.delay(attempt);
+                let again = retry.then(|| (delay, jiff::Timestamp::now()));
+                log::warn!("{}", failed_line(claim.id, event, attempt, self.retry.max_attempts, &error, again));
+                if retry { Outcome::Retry { after: delay, error } } else { Outcome::Dead { error } }
             }
         };
         let attempt = match outcome {
@@ -594,5 +611,20 @@ mod tests {
         let policy = RetryPolicy { max_attempts: 5, base: Duration::from_millis(100), max: Duration::from_millis(500) };
         let delays: Vec<u128> = (1..=5).map(|a| policy.delay(a).as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 500, 500]);
+    }
+
+    #[test]
+    fn a_failed_attempt_says_when_the_next_is_and_the_last_names_its_replay_command() {
+        let now: jiff::Timestamp = "2026-12-06T10:00:00Z".parse().unwrap();
+        let again = Some((Duration::from_millis(2500), now));
+        assert_eq!(
+            failed_line(42, "recordingEnded", 1, 5, "the bucket said 503", again),
+            "delivery 42 (event recordingEnded) attempt 1/5 failed: the bucket said 503; will retry in 2.5 s, at \
+             2026-12-06T10:00:02.500Z"
+        );
+        assert_eq!(
+            failed_line(42, "", 5, 5, "boom", None),
+            "delivery 42 (event -) attempt 5/5 failed: boom; dead: replay it with `meet-webhooks inbox replay 42`"
+        );
     }
 }

@@ -11,8 +11,10 @@
 //!
 //! Nothing here runs until [`init`] installs the logger: a binary's call, once.
 //!
-//! The line is env_logger's default, `[2026-11-27T09:15:22Z INFO  target] message`; its
-//! timestamp is formatted once a second per thread, not once a line. env_logger's own formatter
+//! The line is env_logger's with milliseconds (`format_timestamp_millis`),
+//! `[2026-11-27T09:15:22.123Z INFO  target] message`, so that a log pipeline can order and time
+//! lines of the same second; the date and time up to the second are formatted once a second per
+//! thread, not once a line. env_logger's own formatter
 //! costs several times more a line: it formats through an `io::Write` adapter piece by piece,
 //! wraps it again to indent multi-line messages, and takes a second lock to reach its target
 //! (`bench/results/figures-in-code.md`, batched-log).
@@ -105,7 +107,7 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
     struct Line {
         /// The second `stamp` shows.
         second: i64,
-        /// `2026-11-27T09:15:22Z`
+        /// `2026-11-27T09:15:22`
         stamp: String,
         text: String,
     }
@@ -113,18 +115,20 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
         static LINE: RefCell<Line> =
             const { RefCell::new(Line { second: i64::MIN, stamp: String::new(), text: String::new() }) };
     }
-    let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (second, millis) = (now.as_secs() as i64, now.subsec_millis());
     LINE.with_borrow_mut(|line| {
         if line.second != second {
             line.second = second;
-            line.stamp = jiff::Timestamp::from_second(second).map_or_else(|_| second.to_string(), |t| t.to_string());
+            line.stamp = jiff::Timestamp::from_second(second)
+                .map_or_else(|_| second.to_string(), |t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string());
         }
         line.text.clear();
         if FORMAT.get() == Some(&Format::Json) {
             let message = record.args().to_string();
             let _ = writeln!(
                 line.text,
-                r#"{{"time":"{}","level":"{}","target":{},"message":{}}}"#,
+                r#"{{"time":"{}.{millis:03}Z","level":"{}","target":{},"message":{}}}"#,
                 line.stamp,
                 record.level(),
                 serde_json::Value::from(record.target()),
@@ -134,7 +138,7 @@ fn format_line(record: &log::Record<'_>, write: impl FnOnce(&[u8])) {
             return;
         }
         // Writing to a String cannot fail.
-        let _ = write!(line.text, "[{} {:<5} {}] ", line.stamp, record.level(), record.target());
+        let _ = write!(line.text, "[{}.{millis:03}Z {:<5} {}] ", line.stamp, record.level(), record.target());
         let start = line.text.len();
         let _ = write!(line.text, "{}", record.args());
         // One record, one line: a newline or an escape sequence that came with a request (an
@@ -265,10 +269,12 @@ mod tests {
                 .build(),
             |bytes| line = String::from_utf8(bytes.to_vec()).unwrap(),
         );
-        // [2026-11-27T09:15:22Z WARN  meet_webhooks_runtime::route] delivery 7 refused
+        // [2026-11-27T09:15:22.123Z WARN  meet_webhooks_runtime::route] delivery 7 refused
         let (stamp, rest) = line.strip_prefix('[').unwrap().split_once(' ').unwrap();
-        assert!(stamp.parse::<jiff::Timestamp>().is_ok(), "{stamp}");
-        assert!(stamp.ends_with('Z') && stamp.len() == 20, "{stamp}");
+        let time: jiff::Timestamp = stamp.parse().unwrap();
+        assert!(stamp.ends_with('Z') && stamp.len() == "2026-11-27T09:15:22.123Z".len(), "{stamp}");
+        let now = jiff::Timestamp::now();
+        assert!(time <= now && now.duration_since(time).as_secs_f64() < 60.0, "{stamp}");
         assert_eq!(rest, "WARN  meet_webhooks_runtime::route] delivery 7 refused\n");
     }
 }

@@ -370,6 +370,12 @@ fn an_injected_event_name_stays_one_line_in_the_log_and_in_inbox_list_and_values
         "{stdout}"
     );
     assert!(rows[0].contains("the spec has no webhook of this name"), "{stdout}");
+    // Columns line up whatever the widths: the forged event name is longer than any header.
+    let note_at = header.find("NOTE").unwrap();
+    for line in stdout.lines().skip(1) {
+        let chars: Vec<char> = line.chars().collect();
+        assert!(chars[note_at - 2..note_at] == [' ', ' '] && chars[note_at] != ' ', "NOTE at {note_at}: {stdout}");
+    }
     let mistyped = lines.find(|l| l.contains("creationDate")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(mistyped.contains("does not fit the spec at `creationDate`"), "{stdout}");
     let year = jiff::Timestamp::now().strftime("%Y-").to_string();

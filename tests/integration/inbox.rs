@@ -336,8 +336,18 @@ fn inbox_list_and_show_say_when_the_provider_created_a_delivery_and_that_it_ran_
     // A body without a creationDate says so.
     let (timestamp, body) = (now_ms().to_string(), json!({"event": "testEvent", "data": {}}).to_string());
     let test = accepted_id(&server.deliver(KEY, &timestamp, body.as_bytes()));
+    eventually("handled", || row(dir.path(), test).state == State::Done);
     let (_, stdout, _) = run(&["inbox", "--data-dir", path, "show", &test.to_string()], b"");
     assert!(stdout.contains("created: - (no creationDate"), "{stdout}");
+    // Why it went to the fallback, and when it came, as a UTC date.
+    assert!(stdout.contains("\nfallback_reason: the spec has no webhook of this name\n"), "{stdout}");
+    let received = stdout.lines().find_map(|l| l.strip_prefix("received_at: ")).unwrap();
+    assert!(received.parse::<jiff::Timestamp>().is_ok() && received.ends_with('Z'), "{stdout}");
+    let (_, stdout, _) = run(&["inbox", "--data-dir", path, "list", "--json"], b"");
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let fallback = rows.iter().find(|r| r["id"] == test).unwrap();
+    assert_eq!(fallback["fallback_reason"], "the spec has no webhook of this name");
+    assert!(rows.iter().filter(|r| r["kind"] == "typed").all(|r| r.get("fallback_reason").is_none()), "{stdout}");
 }
 
 #[test]

@@ -34,27 +34,27 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
             let rows = inbox.list(filter, event.as_deref(), limit).await.map_err(|e| e.to_string())?;
             if json {
                 for row in &rows {
-                    println!("{}", serde_json::to_string(row).map_err(|e| e.to_string())?);
+                    println!("{}", serde_json::to_string(&with_reason::<W>(row)).map_err(|e| e.to_string())?);
                 }
             } else if !rows.is_empty() {
-                println!(
-                    "{:>8}  {:<20}  {:<24}  {:<7}  {:<8}  {:>8}  {:<24}  NOTE",
-                    "ID", "RECEIVED (UTC)", "CREATED (UTC)", "STATE", "KIND", "ATTEMPTS", "EVENT"
-                );
-                for row in &rows {
-                    println!(
-                        "{:>8}  {:<20}  {:<24}  {:<7}  {:<8}  {:>8}  {:<24}  {}",
-                        row.id,
-                        time(row.received_at),
-                        row.created_us.map_or_else(|| "-".to_owned(), created),
-                        row.state,
-                        row.kind,
-                        row.attempts,
-                        // What came with a request stays on its row.
-                        escaped(row.event.as_deref().unwrap_or("-")),
-                        escaped(&note::<W>(row))
-                    );
-                }
+                let header = ["ID", "RECEIVED (UTC)", "CREATED (UTC)", "STATE", "KIND", "ATTEMPTS", "EVENT", "NOTE"];
+                let cells: Vec<[String; 8]> = rows
+                    .iter()
+                    .map(|row| {
+                        [
+                            row.id.to_string(),
+                            time(row.received_at),
+                            row.created_us.map_or_else(|| "-".to_owned(), created),
+                            row.state.to_string(),
+                            row.kind.to_string(),
+                            row.attempts.to_string(),
+                            // What came with a request stays on its row.
+                            escaped(row.event.as_deref().unwrap_or("-")).into_owned(),
+                            escaped(&note::<W>(row)).into_owned(),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(header, &cells));
             }
         }
         InboxAction::Show { id, body } => {
@@ -69,7 +69,7 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
             if let Some(event) = &row.event {
                 println!("event: {}", escaped(event));
             }
-            println!("received_at: {}", row.received_at);
+            println!("received_at: {}", precise(row.received_at));
             match row.created_us {
                 Some(us) => println!("created: {} (creationDate)", created(us)),
                 None => println!("created: - (no creationDate: its room takes it in arrival order)"),
@@ -78,7 +78,10 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
                 println!("late: {}", escaped(&late(later)));
             }
             if let (Some(owner), Some(until)) = (&row.claimed_by, row.claimed_until) {
-                println!("claimed_by: {owner} (lease until {until})");
+                println!("claimed_by: {} (lease until {})", escaped(owner), precise(until));
+            }
+            if let Some(reason) = fallback_reason::<W>(&row) {
+                println!("fallback_reason: {}", escaped(&reason));
             }
             if let Some(error) = &row.last_error {
                 println!("last_error: {}", escaped(error));
@@ -183,6 +186,55 @@ fn late(later: &crate::inbox::Later) -> String {
     )
 }
 
+/// Columns padded to their widest cell (IDs and attempts to the right), two spaces apart, the
+/// last one as it is.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..N).map(width).collect();
+    let right = |i: usize| header[i] == "ID" || header[i] == "ATTEMPTS";
+    let line = |cells: Vec<&str>| {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i + 1 == N {
+                line += cell;
+            } else if right(i) {
+                line += &format!("{}{cell}  ", " ".repeat(pad));
+            } else {
+                line += &format!("{cell}{}  ", " ".repeat(pad));
+            }
+        }
+        line.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out += &line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// Why a delivery that went to the fallback still does, classified again from its stored body
+/// by this build: `None` for a typed one, or one this build would type (`inbox replay
+/// --fallback` hands it to its method).
+fn fallback_reason<W: Webhooks>(row: &crate::inbox::Stored) -> Option<String> {
+    if row.kind != crate::inbox::Kind::Fallback {
+        return None;
+    }
+    W::classify(row.event.as_deref(), &row.body).err().map(|reason| reason.to_string())
+}
+
+/// A row as `list --json` prints it: its fields and, for a fallback delivery, `fallback_reason`
+/// (`null` when this build would type it).
+fn with_reason<W: Webhooks>(row: &crate::inbox::Stored) -> serde_json::Value {
+    let mut value = serde_json::to_value(row).unwrap_or_default();
+    if row.kind == crate::inbox::Kind::Fallback
+        && let Some(object) = value.as_object_mut()
+    {
+        object.insert("fallback_reason".into(), fallback_reason::<W>(row).into());
+    }
+    value
+}
+
 /// What a row's last column says: the last handler error, why it went to the fallback
 /// (classified again from the stored body by this build, as the dispatcher does), or that it
 /// was handled late.
@@ -194,10 +246,8 @@ fn note<W: Webhooks>(row: &crate::inbox::Stored) -> String {
         return late(later);
     }
     if row.kind == crate::inbox::Kind::Fallback {
-        if let Err(reason) = W::classify(row.event.as_deref(), &row.body) {
-            return reason.to_string();
-        }
-        return "typed by this build: `inbox replay --fallback` hands it to its method".into();
+        return fallback_reason::<W>(row)
+            .unwrap_or_else(|| "typed by this build: `inbox replay --fallback` hands it to its method".into());
     }
     String::new()
 }
