@@ -520,7 +520,29 @@ fn inbox_show_body_prints_the_exact_bytes_that_verify_checks_and_data_dir_goes_a
     let (code, stdout, _) =
         run(&["verify", "--key", KEY, "--timestamp", &timestamp, "--signature", &signature], body.as_bytes());
     assert_eq!(code, 0, "{stdout}");
+    // Or straight from the inbox, without copying its headers and body by hand.
+    let (code, stdout, stderr) = run(&["verify", "--inbox", "1", "--key", KEY, "--data-dir", dir], b"");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("signature: valid (key 1 of 1, "), "{stdout}");
+    assert!(stdout.contains("timestamp: within the window when it was received"), "{stdout}");
+    let (code, stdout, _) = run(&["--data-dir", dir, "verify", "--inbox", "1", "--key", "another-key"], b"");
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.starts_with("invalid: invalid_signature"), "{stdout}");
+    let (code, _, stderr) = run(&["verify", "--inbox", "9", "--key", KEY, "--data-dir", dir], b"");
+    assert_eq!((code, stderr.trim_end()), (2, "error: no delivery 9"));
     drop(service);
+}
+
+#[test]
+fn only_the_commands_that_read_the_inbox_take_where_it_is() {
+    for (command, takes) in [("send", false), ("spec", false), ("inbox", true), ("verify", true), ("serve", true)] {
+        let (code, stdout, _) = run(&[command, "--help"], b"");
+        assert_eq!(code, 0);
+        assert_eq!(stdout.contains("--data-dir") && stdout.contains("--database-url"), takes, "{command}:\n{stdout}");
+    }
+    let (code, _, stderr) = run(&["send", "testEvent", "--data-dir", "x"], b"");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--data-dir"), "{stderr}");
 }
 
 #[test]

@@ -21,6 +21,17 @@ pub(super) fn inbox<W: Webhooks>(command: InboxCommand, data: &DataDirArg) -> Re
     }
 }
 
+/// The delivery `id` as stored (for `verify --inbox`).
+pub(super) fn stored(data: &DataDirArg, id: i64) -> Result<crate::inbox::Stored, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+    let get = |inbox: &dyn Inbox| runtime.block_on(inbox.get(id)).map_err(|e| e.to_string());
+    let row = match &data.database_url {
+        Some(url) => get(&PgInbox::connect(url, "cli").map_err(|e| format!("--database-url: {e}"))?)?,
+        None => get(&SqliteInbox::open_existing(&data.data_dir).map_err(|e| format!("--data-dir: {e}"))?)?,
+    };
+    row.ok_or_else(|| format!("no delivery {id}"))
+}
+
 async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<ExitCode, String> {
     match action {
         InboxAction::List { state, event, json, limit } => {

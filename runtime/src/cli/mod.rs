@@ -47,7 +47,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Receive webhooks (the default when no command is given).
-    Serve(Box<ServeArgs>),
+    Serve(Box<ServeCommand>),
     /// Sign and send one event, exactly as OpenVidu Meet does.
     Send(SendArgs),
     /// Check a captured delivery (body on standard input) and say which check it fails.
@@ -56,6 +56,14 @@ enum Command {
     Spec(SpecCommand),
     /// Look into the inbox and replay deliveries (works while the service runs).
     Inbox(InboxCommand),
+}
+
+#[derive(Args)]
+struct ServeCommand {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    data: DataDirAfter,
 }
 
 #[derive(Args)]
@@ -86,6 +94,8 @@ struct DiffArgs {
 struct InboxCommand {
     #[command(subcommand)]
     action: InboxAction,
+    #[command(flatten)]
+    data: DataDirAfter,
 }
 
 #[derive(Subcommand)]
@@ -294,15 +304,41 @@ struct MeetArgs {
     meet_timeout: Seconds,
 }
 
+/// Where the inbox is, given before any command (`meet-webhooks --data-dir X inbox list`) or to
+/// `serve` without one.
 #[derive(Clone, Args)]
 struct DataDirArg {
     /// Where the inbox (an SQLite file) lives; created on first start.
-    #[arg(long, global = true, env = "MEET_WEBHOOKS_DATA_DIR", default_value = defaults::DATA_DIR)]
+    #[arg(long, env = "MEET_WEBHOOKS_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
     /// Keep the inbox in PostgreSQL instead (postgres://user:password@host/database), shared by
     /// every replica that uses it.
-    #[arg(long, global = true, env = "MEET_WEBHOOKS_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "MEET_WEBHOOKS_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
+}
+
+/// The same, given after a command that reads the inbox (`serve`, `inbox`, `verify`), anywhere
+/// after it: it wins over what was given before. Commands that do not read the inbox (`send`,
+/// `spec`) do not take it.
+#[derive(Clone, Args)]
+struct DataDirAfter {
+    /// Where the inbox (an SQLite file) lives [env: MEET_WEBHOOKS_DATA_DIR] [default: data]
+    #[arg(long = "data-dir", global = true, value_name = "DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep the inbox in PostgreSQL instead (postgres://user:password@host/database), shared by
+    /// every replica that uses it [env: MEET_WEBHOOKS_DATABASE_URL]
+    #[arg(long = "database-url", global = true, value_name = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl DataDirAfter {
+    /// Where the inbox is: what was given after the command, else before it.
+    fn over(self, before: &DataDirArg) -> DataDirArg {
+        DataDirArg {
+            data_dir: self.data_dir.unwrap_or_else(|| before.data_dir.clone()),
+            database_url: self.database_url.or_else(|| before.database_url.clone()),
+        }
+    }
 }
 
 #[derive(Clone, Args)]
@@ -367,11 +403,17 @@ struct VerifyArgs {
     #[command(flatten)]
     policy: PolicyArgs,
     /// The X-Timestamp header of the delivery.
-    #[arg(long)]
-    timestamp: String,
+    #[arg(long, required_unless_present = "inbox", conflicts_with = "inbox")]
+    timestamp: Option<String>,
     /// The X-Signature header of the delivery.
-    #[arg(long)]
-    signature: String,
+    #[arg(long, required_unless_present = "inbox", conflicts_with = "inbox")]
+    signature: Option<String>,
+    /// Check the delivery of this id stored in the inbox (its headers and body as received),
+    /// instead of one on standard input.
+    #[arg(long, value_name = "ID")]
+    inbox: Option<i64>,
+    #[command(flatten)]
+    data: DataDirAfter,
 }
 
 /// A unit to send timestamps in: `ms` or `s` (`auto` is for receiving).
@@ -407,15 +449,21 @@ pub fn main<W: Webhooks>(webhooks: impl FnOnce(Option<crate::meet::Settings>) ->
     });
     let outcome = match cli.command {
         None => serve::serve(webhooks, cli.serve, &cli.data),
-        Some(Command::Serve(args)) => serve::serve(webhooks, *args, &cli.data),
+        Some(Command::Serve(command)) => {
+            let ServeCommand { serve, data } = *command;
+            serve::serve(webhooks, serve, &data.over(&cli.data))
+        }
         Some(Command::Send(args)) => send::send::<W>(args),
-        Some(Command::Verify(args)) => inspect::verify(args),
+        Some(Command::Verify(args)) => inspect::verify(args, &cli.data),
         Some(Command::Spec(SpecCommand { action: None })) => {
             inspect::spec(&W::SPEC);
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Spec(SpecCommand { action: Some(SpecAction::Diff(args)) })) => inspect::diff(&W::SPEC, args),
-        Some(Command::Inbox(command)) => inbox::inbox::<W>(command, &cli.data),
+        Some(Command::Inbox(command)) => {
+            let data = command.data.clone().over(&cli.data);
+            inbox::inbox::<W>(command, &data)
+        }
     };
     crate::logging::flush();
     outcome.unwrap_or_else(|message| {
