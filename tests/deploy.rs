@@ -161,3 +161,32 @@ fn every_dashboard_query_is_valid_promql() {
     std::fs::write(dir.path().join("dashboard.rules.yml"), file.to_string()).unwrap();
     run(promtool, &["check", "rules", "dashboard.rules.yml"], dir.path());
 }
+
+/// The systemd unit loads (`systemd-analyze verify`, where systemd is installed: the unit's
+/// binary path points at this build), and hands the key to the made-up user it runs as through
+/// a credential, which root reads: `DynamicUser=` cannot read a root-owned 0600 key file.
+#[test]
+fn the_systemd_unit_verifies_and_reads_its_key_through_a_credential() {
+    let unit = std::fs::read_to_string(deploy("meet-webhooks.service")).unwrap();
+    let line = |key: &str| unit.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key}"));
+    assert_eq!(line("LoadCredential="), "keys:/etc/meet-webhooks/keys");
+    assert!(line("ExecStart=").contains(" --key-file %d/keys "), "the credential's copy: {unit}");
+    assert_eq!(line("DynamicUser="), "yes");
+    let Ok(analyze) = which("systemd-analyze") else {
+        eprintln!("systemd-analyze is not installed: the unit is not verified here");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("meet-webhooks.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/meet-webhooks", env!("CARGO_BIN_EXE_meet-webhooks"))).unwrap();
+    let out = Command::new(analyze).arg("verify").arg(&copy).current_dir(dir.path()).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
+
+/// A program on the PATH.
+fn which(name: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()))
+        .ok_or(())
+}
