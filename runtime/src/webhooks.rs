@@ -173,7 +173,9 @@ impl LaterEvent {
     }
 }
 
-/// A handler's error: the delivery is not acknowledged, so the provider retries it.
+/// A handler's error. With the inbox (the default) the attempt is recorded as failed and the
+/// delivery tried again after a backoff, up to `--max-attempts`, then it is dead (kept for
+/// `inbox replay`); with `--no-inbox` the delivery is answered 500 and the provider retries it.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What every handler method returns.

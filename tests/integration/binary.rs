@@ -852,8 +852,10 @@ fn spec_diff_says_what_each_change_does_to_handler_code_in_text_and_json() {
     assert!(stderr.starts_with("error: /nonexistent/spec: "), "{stderr}");
 }
 
-#[test]
-fn replay_fallback_dry_run_counts_what_fits_now_and_groups_the_rest_by_reason() {
+/// An inbox an older build filled with fallback deliveries: one `recordingEnded` that fits this
+/// build, three whose `data.status` is `COMPLETE` (a case this spec does not have), two
+/// `testEvent`s; all handled but the last, which is pending.
+pub fn fallback_store() -> tempfile::TempDir {
     use meet_webhooks_runtime::inbox::{ClaimRequest, Completion, Inbox, Kind, NewDelivery, Outcome, SqliteInbox};
     let data = tempfile::tempdir().unwrap();
     let ended = WEBHOOKS.iter().find(|w| w.event == "recordingEnded").unwrap().example;
@@ -904,6 +906,12 @@ fn replay_fallback_dry_run_counts_what_fits_now_and_groups_the_rest_by_reason() 
         }
         inbox.close().await;
     });
+    data
+}
+
+#[test]
+fn replay_fallback_dry_run_counts_what_fits_now_and_groups_the_rest_by_reason() {
+    let data = fallback_store();
     let dir = data.path().to_str().unwrap();
     let (code, stdout, stderr) = run(&["inbox", "replay", "--fallback", "--dry-run", "--data-dir", dir], b"");
     assert_eq!(code, 0, "{stderr}");

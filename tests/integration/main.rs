@@ -16,4 +16,5 @@ mod hostile;
 mod inbox;
 mod order;
 mod postgres;
+mod readme;
 mod verification;
