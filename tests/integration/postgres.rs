@@ -1284,3 +1284,55 @@ fn a_pruning_round_vacuums_the_deliveries_table_once_enough_of_it_is_dead() {
     eventually("vacuumed", || vacuums() == 1);
     block_on(inbox.close());
 }
+
+/// The README's role: one that logs in and owns the inbox's database, nothing more.
+struct OwnerRole {
+    admin: String,
+    name: String,
+    /// Dropped first: a role that owns a database cannot be dropped.
+    database: String,
+}
+
+impl Drop for OwnerRole {
+    fn drop(&mut self) {
+        let _ = execute(&self.admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database));
+        let _ = execute(&self.admin, &format!("DROP ROLE IF EXISTS {}", self.name));
+    }
+}
+
+#[test]
+fn the_service_runs_with_a_role_that_only_owns_its_database() {
+    let Some(db) = TestDatabase::create() else { return };
+    let Some((_, host)) = db.url.split_once("://postgres@") else {
+        eprintln!("skipped: the test database's URL names another user than postgres");
+        return;
+    };
+    let role = OwnerRole { admin: db.admin.clone(), name: format!("{}_owner", db.name), database: db.name.clone() };
+    // The README's two statements (the database exists already: it is handed over).
+    execute(&db.admin, &format!("CREATE ROLE {} LOGIN", role.name)).unwrap();
+    execute(&db.admin, &format!("ALTER DATABASE {} OWNER TO {}", db.name, role.name)).unwrap();
+    let privileges = {
+        let sql = format!(
+            "SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls OR rolinherit AND \
+             EXISTS (SELECT 1 FROM pg_auth_members WHERE member = oid) FROM pg_roles WHERE rolname = '{}'",
+            role.name
+        );
+        let admin = db.admin.clone();
+        block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client.query_one(&sql, &[]).await.unwrap().get::<_, bool>(0)
+        })
+    };
+    assert!(!privileges, "the role has nothing but its login and its database");
+    let url = format!("postgres://{}@{host}", role.name);
+    let service = crate::binary::Service::start(&["--database-url", &url]);
+    assert_eq!(try_deliver(service.addr, &now_ms().to_string(), &mixed_delivery(1, 1)), Some(200));
+    assert_eq!(service.get("/readyz").status, 200);
+    eventually("handled", || {
+        let (_, stdout, _) = crate::binary::run(&["inbox", "stats", "--json", "--database-url", &url], b"");
+        serde_json::from_str::<serde_json::Value>(&stdout).is_ok_and(|s| s["done"] == 1)
+    });
+    drop(service);
+    drop(role);
+}
