@@ -948,3 +948,21 @@ fn replay_fallback_dry_run_counts_what_fits_now_and_groups_the_rest_by_reason() 
     let (code, _, stderr) = run(&["inbox", "replay", "--dead", "--dry-run", "--data-dir", dir], b"");
     assert_eq!(code, 2, "--dry-run goes with --fallback only: {stderr}");
 }
+
+#[test]
+fn the_inbox_gauge_is_counted_when_it_is_scraped() {
+    // A room's event held by the reorder window stays pending for a minute.
+    let service = Service::start(&["--reorder-window", "60"]);
+    let pending = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("meet_webhooks_inbox_deliveries{state=\"pending\"} "))
+            .map(str::to_owned)
+    };
+    assert_eq!(pending(&service.get("/metrics").body).as_deref(), Some("0"));
+    for n in 0..3 {
+        let body = crate::inbox::mixed_delivery(n, 3);
+        assert_eq!(crate::inbox::try_deliver(service.addr, &now_ms().to_string(), &body), Some(200));
+    }
+    // At once, not at the dispatcher's next count (every 10 s).
+    assert_eq!(pending(&service.get("/metrics").body).as_deref(), Some("3"));
+}

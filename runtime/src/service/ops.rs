@@ -17,13 +17,22 @@ pub(super) fn operations(config: &mut ServiceConfig, metrics: Option<PrometheusH
         .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", web::get().to(ready));
     if let Some(metrics) = metrics {
-        config.app_data(web::Data::new(metrics)).route(
-            "/metrics",
-            web::get().to(|metrics: web::Data<PrometheusHandle>| async move {
-                HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
-            }),
-        );
+        config.app_data(web::Data::new(metrics)).route("/metrics", web::get().to(render));
     }
+}
+
+/// How long a scrape waits for the inbox's counts before it shows the last ones.
+const COUNT_WAIT: Duration = Duration::from_secs(2);
+
+/// `/metrics`, with the inbox's pending and dead counts read now (through its partial indexes,
+/// on a reader), not as the dispatcher last counted them.
+async fn render(metrics: web::Data<PrometheusHandle>, inbox: web::Data<Option<Arc<dyn Inbox>>>) -> HttpResponse {
+    if let Some(inbox) = inbox.as_ref()
+        && let Ok(Ok(depth)) = tokio::time::timeout(COUNT_WAIT, inbox.depth()).await
+    {
+        crate::metrics::inbox_depth(depth.pending, depth.dead);
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(metrics.render())
 }
 
 /// Anything but the webhook and ops routes: 404, counted, and said in the log (at most once
