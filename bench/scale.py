@@ -82,6 +82,16 @@ def attempts_by(ports):
     return sum(attempts(metrics(p)) for p in ports)
 
 
+def append_commits_by(ports):
+    """The appends' commits (group commits of acknowledged deliveries), from every replica."""
+    total = 0.0
+    for p in ports:
+        for line in metrics(p).splitlines():
+            if line.startswith("meet_webhooks_inbox_commit_batch_size_count"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class Cgroups:
     """One cpu cgroup per replica, with the quota; removed at the end."""
 
@@ -162,6 +172,7 @@ def run(count, work, cgroups):
         xacts = int(psql(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'", URL)) - xact_before
         stored = int(psql("SELECT count(*) FROM deliveries", URL))
         runs = attempts_by(ports)
+        appends = append_commits_by(ports)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -189,6 +200,7 @@ def run(count, work, cgroups):
         "postgres_cpu_us_per_delivery": round(pg_cpu * 1e6 / max(acknowledged, 1), 1),
         "wal_bytes_per_delivery": round(wal / max(acknowledged, 1)),
         "transactions_per_delivery": round(xacts / max(acknowledged, 1), 3),
+        "append_commits_per_delivery": round(appends / max(acknowledged, 1), 3),
         "load_cpu_us_per_delivery": report["load_cpu_us_per_delivery"],
     }
 

@@ -100,6 +100,8 @@ impl DispatcherHandle {
 }
 
 const MAINTENANCE: Duration = Duration::from_secs(10);
+/// Outcomes enough that a turn goes at once, whatever the inbox's turn gap.
+const TURN_BATCH: usize = 32;
 /// Backoff while storage fails: from the first to the last.
 const STORAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -284,6 +286,7 @@ impl<W: Webhooks> Dispatcher<W> {
         let mut maintenance = tokio::time::interval(every);
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
         // anything else (finishing handlers, wakeups) woke the loop more often than this.
+        let mut last_turn = Instant::now();
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -292,8 +295,23 @@ impl<W: Webhooks> Dispatcher<W> {
             }
             // Outcomes and new claims go together: the slots they free are taken in the same
             // commit (the claims see the rooms the outcomes unblocked).
-            let free = self.concurrency.saturating_sub(running.len());
+            let mut free = self.concurrency.saturating_sub(running.len());
             if storage.ready() && (!unrecorded.is_empty() || (look && free > 0)) {
+                // Little to record, soon after the last turn: wait out the inbox's gap, taking in
+                // the handlers that finish meanwhile.
+                let gap = (last_turn + self.inbox.turn_gap()).saturating_duration_since(Instant::now());
+                if !gap.is_zero() && unrecorded.len() < TURN_BATCH {
+                    tokio::select! {
+                        () = tokio::time::sleep(gap) => {}
+                        _ = stop.changed() => {}
+                    }
+                    while let Some(finished) = running.try_join_next_with_id() {
+                        self.finished(finished, &mut held, &mut unrecorded, &leases);
+                    }
+                    look = true;
+                    free = self.concurrency.saturating_sub(running.len());
+                }
+                last_turn = Instant::now();
                 let request = ClaimRequest { limit: free, lease: self.lease, max_attempts: self.retry.max_attempts };
                 let asked = Instant::now();
                 let settled = if unrecorded.is_empty() {

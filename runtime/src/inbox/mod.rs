@@ -565,6 +565,14 @@ pub trait Inbox: Send + Sync + 'static {
     /// one held back (its `hold`) comes due; on PostgreSQL, also by other replicas' commits.
     fn wakeups(&self) -> &Wakeups;
 
+    /// The least time between the starts of two of the dispatcher's turns (claims and outcomes)
+    /// while it has little to do in each: what a turn costs beyond its deliveries is paid at
+    /// most this often. None by default; PostgreSQL, where each turn is a transaction on a server
+    /// that replicas share, sets one.
+    fn turn_gap(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// Where the inbox lives, for logs (never a password).
     fn describe(&self) -> String;
 }

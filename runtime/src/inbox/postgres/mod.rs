@@ -3,7 +3,9 @@
 //! - **Its own runtime.** actix runs a single-threaded runtime per HTTP worker, and a database
 //!   connection belongs to the runtime that made it: the pool lives on a runtime of its own
 //!   (one thread), and the inbox's methods hand their work to it.
-//! - **Group commit.** Appends that arrive while a commit runs go into the next one: one
+//! - **Group commit.** Appends that arrive while a commit runs go into the next one (a small
+//!   batch waits [`LINGER`] for more, so that replicas sharing a load commit as seldom as one
+//!   alone; `bench/results/2026-12-06-b.md`): one
 //!   multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`, rows sorted by their
 //!   unique key, in a transaction that commits (`synchronous_commit=on`, whatever the server's
 //!   default) before any of them is acknowledged. A retry that another replica is committing
@@ -70,6 +72,12 @@ const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
 pub const SESSION_SETTINGS: &str = "-c synchronous_commit=on -c idle_in_transaction_session_timeout=5s";
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// A batch smaller than this that arrives while the appender is busy waits [`LINGER`] for more.
+const LINGER_BELOW: usize = 32;
+/// How long a small batch waits for more while the appender is busy.
+const LINGER: Duration = Duration::from_millis(2);
+/// The least time between the starts of a dispatcher's turns while each has little to do.
+const TURN_GAP: Duration = Duration::from_millis(2);
 /// Connections in the pool: the appender, the dispatcher, and the rest (readiness, the CLI).
 const POOL_SIZE: usize = 8;
 /// Connections a replica opens at most: its pool, and the one that listens ([`notify`]).
@@ -248,7 +256,18 @@ async fn appender(
     announce: mpsc::UnboundedSender<Vec<u64>>,
 ) {
     let mut batch = Vec::new();
+    let mut committed: Option<std::time::Instant> = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Busy (the last commit just ended) with a small batch: wait a moment for more, so that
+        // several replicas sharing a load commit in batches as large as one replica alone would.
+        if batch.len() < LINGER_BELOW && committed.is_some_and(|at| at.elapsed() < LINGER) {
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < MAX_BATCH
+                && let Ok(more) = queue.try_recv()
+            {
+                batch.push(more);
+            }
+        }
         let (deliveries, replies): (Vec<NewDelivery>, Vec<Reply<Appended>>) = batch.drain(..).unzip();
         let started = std::time::Instant::now();
         let result = match connection(&pool, &target).await {
@@ -256,6 +275,7 @@ async fn appender(
             Err(e) => Err(e),
         };
         crate::metrics::inbox_commit(deliveries.len(), started.elapsed(), result.is_ok());
+        committed = Some(std::time::Instant::now());
         match result {
             Ok((answers, due)) => {
                 for &after in &due {
@@ -870,6 +890,12 @@ impl Inbox for PgInbox {
 
     fn wakeups(&self) -> &Wakeups {
         &self.wake
+    }
+
+    /// Every replica is woken by every replica's commits: without a gap, each would take its
+    /// turns as often as one alone, with a share of the deliveries in each.
+    fn turn_gap(&self) -> Duration {
+        TURN_GAP
     }
 
     fn describe(&self) -> String {

@@ -24,10 +24,25 @@ use crate::inbox::Wakeups;
 /// The channel every replica of an inbox listens on (one database holds one inbox).
 const CHANNEL: &str = "meet_webhooks_inbox";
 
-/// Sends the announcements queued on `queue`, those that queue while one is sent together.
+/// Announcements go at most this often from one replica: the first after a quiet spell at
+/// once, those that follow it within this gap together at its end. Under a flood every replica
+/// is woken by its own commits; the others need a wake-up every few milliseconds, not one per
+/// commit (each is a transaction, on every replica's database connection).
+const ANNOUNCE_GAP: Duration = Duration::from_millis(5);
+
+/// Sends the announcements queued on `queue`, those that queue while one is sent, or within
+/// [`ANNOUNCE_GAP`] of the last, together.
 pub(super) async fn announcer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Vec<u64>>) {
     let mut batch = Vec::new();
+    let mut last: Option<tokio::time::Instant> = None;
     while queue.recv_many(&mut batch, 64).await > 0 {
+        if let Some(last) = last {
+            tokio::time::sleep_until(last + ANNOUNCE_GAP).await;
+            while let Ok(more) = queue.try_recv() {
+                batch.push(more);
+            }
+        }
+        last = Some(tokio::time::Instant::now());
         let delays: BTreeSet<u64> = batch.drain(..).flatten().collect();
         // Digits and commas only: safe in a literal.
         let payload = delays.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
