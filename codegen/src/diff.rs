@@ -21,7 +21,7 @@ pub struct Shape {
     /// `info.title` and `info.version`.
     pub title: String,
     pub version: String,
-    /// By event name, in spec order.
+    /// In spec order ([`Shape::webhook`] finds one by its event).
     pub webhooks: Vec<WebhookShape>,
 }
 

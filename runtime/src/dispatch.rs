@@ -284,9 +284,10 @@ impl<W: Webhooks> Dispatcher<W> {
         // keeps the inbox to seconds of deliveries).
         let every = MAINTENANCE.min(self.retention / 2).max(Duration::from_millis(10));
         let mut maintenance = tokio::time::interval(every);
+        // When the last turn began ([`Inbox::turn_gap`]).
+        let mut last_turn = Instant::now();
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
         // anything else (finishing handlers, wakeups) woke the loop more often than this.
-        let mut last_turn = Instant::now();
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -311,9 +312,9 @@ impl<W: Webhooks> Dispatcher<W> {
                     look = true;
                     free = self.concurrency.saturating_sub(running.len());
                 }
-                last_turn = Instant::now();
                 let request = ClaimRequest { limit: free, lease: self.lease, max_attempts: self.retry.max_attempts };
                 let asked = Instant::now();
+                last_turn = asked;
                 let settled = if unrecorded.is_empty() {
                     self.inbox.claim(request).await.map(|claimed| (Vec::new(), claimed))
                 } else {

@@ -242,20 +242,7 @@ fn the_api_lists_filters_pages_shows_and_replays_once() {
 #[test]
 fn on_postgres_each_replica_s_console_shows_every_delivery_and_the_claims() {
     let Some(db) = crate::postgres::TestDatabase::create() else { return };
-    let replica = |name: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut inbox = InboxOptions::new(dir.path());
-        inbox.replica = name.into();
-        let storage = meet_webhooks_runtime::Storage::Postgres(db.url.clone());
-        let server = TestServer::with(Options {
-            inbox: Some(inbox),
-            storage: Some(storage),
-            console: Some(TOKEN),
-            ..Options::default()
-        });
-        (server, dir)
-    };
-    let ((a, _a), (b, _b)) = (replica("replica-a"), replica("replica-b"));
+    let ((a, _a), (b, _b)) = (pg_replica(&db, "replica-a", None), pg_replica(&db, "replica-b", None));
     let on_a = send(&a, "room-a");
     let on_b = send(&b, "room-b");
     for server in [&a, &b] {
@@ -304,17 +291,26 @@ fn the_page_in_a_browser() {
 #[test]
 fn the_page_in_a_browser_on_postgres_with_two_replicas() {
     let Some(db) = crate::postgres::TestDatabase::create() else { return };
-    let replica = |name: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut inbox = InboxOptions::new(dir.path());
-        (inbox.replica, inbox.retry) = (name.into(), RetryPolicy { max_attempts: 1, ..inbox.retry });
-        let storage = meet_webhooks_runtime::Storage::Postgres(db.url.clone());
-        let options =
-            Options { inbox: Some(inbox), storage: Some(storage), console: Some(TOKEN), ..Options::default() };
-        (TestServer::with(options), dir)
-    };
-    let ((a, _a), (b, _b)) = (replica("replica-a"), replica("replica-b"));
+    let one_attempt = Some(1);
+    let ((a, _a), (b, _b)) = (pg_replica(&db, "replica-a", one_attempt), pg_replica(&db, "replica-b", one_attempt));
     browse(&[&a, &b], &b);
+}
+
+/// A replica named `name` with its console, on `db`; `max_attempts` when given.
+fn pg_replica(
+    db: &crate::postgres::TestDatabase,
+    name: &str,
+    max_attempts: Option<u32>,
+) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut inbox = InboxOptions::new(dir.path());
+    inbox.replica = name.into();
+    if let Some(max_attempts) = max_attempts {
+        inbox.retry = RetryPolicy { max_attempts, ..inbox.retry };
+    }
+    let storage = meet_webhooks_runtime::Storage::Postgres(db.url.clone());
+    let options = Options { inbox: Some(inbox), storage: Some(storage), console: Some(TOKEN), ..Options::default() };
+    (TestServer::with(options), dir)
 }
 
 /// Runs `tests/browser/console.test.mjs` against `page`'s console, deliveries sent to the

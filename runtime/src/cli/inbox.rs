@@ -9,27 +9,23 @@ use crate::webhooks::Webhooks;
 
 pub(super) fn inbox<W: Webhooks>(command: InboxCommand, data: &DataDirArg) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
-    match &data.database_url {
-        Some(url) => {
-            let inbox = PgInbox::connect(url, "cli").map_err(|e| format!("--database-url: {e}"))?;
-            runtime.block_on(run::<W>(&inbox, command.action))
-        }
-        None => {
-            let inbox = SqliteInbox::open_existing(&data.data_dir).map_err(|e| format!("--data-dir: {e}"))?;
-            runtime.block_on(run::<W>(&inbox, command.action))
-        }
-    }
+    let inbox = open(data)?;
+    runtime.block_on(run::<W>(&*inbox, command.action))
 }
 
 /// The delivery `id` as stored (for `verify --inbox`).
 pub(super) fn stored(data: &DataDirArg, id: i64) -> Result<crate::inbox::Stored, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
-    let get = |inbox: &dyn Inbox| runtime.block_on(inbox.get(id)).map_err(|e| e.to_string());
-    let row = match &data.database_url {
-        Some(url) => get(&PgInbox::connect(url, "cli").map_err(|e| format!("--database-url: {e}"))?)?,
-        None => get(&SqliteInbox::open_existing(&data.data_dir).map_err(|e| format!("--data-dir: {e}"))?)?,
-    };
-    row.ok_or_else(|| format!("no delivery {id}"))
+    let inbox = open(data)?;
+    runtime.block_on(inbox.get(id)).map_err(|e| e.to_string())?.ok_or_else(|| format!("no delivery {id}"))
+}
+
+/// The inbox `data` names, beside a running service (an SQLite inbox must exist already).
+fn open(data: &DataDirArg) -> Result<Box<dyn Inbox>, String> {
+    Ok(match &data.database_url {
+        Some(url) => Box::new(PgInbox::connect(url, "cli").map_err(|e| format!("--database-url: {e}"))?),
+        None => Box::new(SqliteInbox::open_existing(&data.data_dir).map_err(|e| format!("--data-dir: {e}"))?),
+    })
 }
 
 async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<ExitCode, String> {

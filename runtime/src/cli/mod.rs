@@ -322,7 +322,7 @@ struct DataDirArg {
 /// `spec`) do not take it.
 #[derive(Clone, Args)]
 struct DataDirAfter {
-    /// Where the inbox (an SQLite file) lives [env: MEET_WEBHOOKS_DATA_DIR] [default: data]
+    /// Where the inbox (an SQLite file) lives [env: MEET_WEBHOOKS_DATA_DIR] [default: ./data]
     #[arg(long = "data-dir", global = true, value_name = "DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Keep the inbox in PostgreSQL instead (postgres://user:password@host/database), shared by
