@@ -105,6 +105,18 @@ const TURN_BATCH: usize = 32;
 /// Backoff while storage fails: from the first to the last.
 const STORAGE_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
+/// The line that says a claim took over one that ran out: whose it was and how long ago it ran
+/// out, since a takeover means a replica stopped or froze with a handler running.
+fn took_over_line(id: i64, event: Option<&str>, attempt: u32, previous: &crate::inbox::TakenOver) -> String {
+    format!(
+        "delivery {id} event={}: taken over from {}, whose claim ran out {:.1} s ago without an outcome (its handler \
+         may have run, in part or in full): attempt {attempt}",
+        event.unwrap_or("-"),
+        previous.owner,
+        previous.ran_out_ms as f64 / 1000.0
+    )
+}
+
 /// A claim whose handler runs.
 struct Held {
     claim: Claim,
@@ -388,7 +400,10 @@ impl<W: Webhooks> Dispatcher<W> {
         leases: &Leases,
     ) {
         let live = KnownLive::new(asked, self.lease);
-        let Claimed { claim, attempt, delivery, lateness } = claimed;
+        let Claimed { claim, attempt, delivery, lateness, took_over } = claimed;
+        if let Some(previous) = &took_over {
+            log::warn!("{}", took_over_line(claim.id, delivery.event.as_deref(), attempt, previous));
+        }
         if attempt == 1 {
             crate::metrics::handler_lag(delivery.received_at);
         }
@@ -410,7 +425,10 @@ impl<W: Webhooks> Dispatcher<W> {
         let kind = if classified.is_ok() { Kind::Typed } else { Kind::Fallback };
         let webhooks = self.webhooks.clone();
         let guard = live.clone();
+        let signature = delivery.signature;
         let task = running.spawn(async move {
+            // Not before this process has logged that it accepted the delivery.
+            crate::logging::accepted(&signature).await;
             let run = guard.guard(hand_over(&*webhooks, &ctx, classified)).await;
             run.map(|result| result.map_err(|e| e.to_string()))
         });

@@ -181,8 +181,9 @@ mod layering {
             ("src/verify.rs", &[]),
             // The inbox knows deliveries and plain metrics: not handlers, the web or the verifier.
             ("src/inbox", &["clock", "defaults", "inbox", "metrics"]),
-            // The dispatcher hands what the inbox holds to the generated code.
-            ("src/dispatch.rs", &["clock", "defaults", "inbox", "metrics", "webhooks"]),
+            // The dispatcher hands what the inbox holds to the generated code (once its delivery's
+            // accepted line is logged).
+            ("src/dispatch.rs", &["clock", "defaults", "inbox", "logging", "metrics", "webhooks"]),
             // The CLI parses arguments into the library's builder and commands (and the Meet
             // API's settings, for the handler).
             (

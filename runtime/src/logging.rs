@@ -212,6 +212,57 @@ pub(crate) fn first_time(kind: &'static str, name: &str) -> bool {
     !known(&seen) && seen.get_or_insert_with(Default::default).entry(kind).or_default().insert(name.to_owned())
 }
 
+/// A delivery being stored whose line is not logged yet: its handler waits for that line
+/// ([`accepted`]), so that the log says a delivery was accepted before anything its handler
+/// does. The request that stores it holds this until its line is logged (or the request is
+/// dropped); the dispatcher, on another thread, may claim it the moment it is committed.
+pub(crate) struct Accepting([u8; 32]);
+
+/// Signatures being accepted, with how many requests carry each (the provider's retries of a
+/// delivery may arrive together).
+static ACCEPTING: Mutex<Option<foldhash::HashMap<[u8; 32], u32>>> = Mutex::new(None);
+/// Told when a delivery's line has been logged.
+static ACCEPTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+fn accepting() -> std::sync::MutexGuard<'static, Option<foldhash::HashMap<[u8; 32], u32>>> {
+    ACCEPTING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Accepting {
+    pub(crate) fn begin(signature: [u8; 32]) -> Self {
+        *accepting().get_or_insert_with(Default::default).entry(signature).or_default() += 1;
+        Self(signature)
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        if let Some(map) = accepting().as_mut()
+            && let Some(count) = map.get_mut(&self.0)
+        {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.0);
+            }
+        }
+        ACCEPTED.notify_waiters();
+    }
+}
+
+/// Returns once no request is still to log that it accepted the delivery signed `signature`.
+pub(crate) async fn accepted(signature: &[u8; 32]) {
+    loop {
+        let told = ACCEPTED.notified();
+        let mut told = std::pin::pin!(told);
+        // Registered before looking: a line logged in between still wakes this.
+        told.as_mut().enable();
+        if !accepting().as_ref().is_some_and(|map| map.contains_key(signature)) {
+            return;
+        }
+        told.await;
+    }
+}
+
 fn append(line: &[u8]) {
     let mut buffer = buffer().lock().unwrap_or_else(|p| p.into_inner());
     buffer.extend_from_slice(line);

@@ -91,6 +91,9 @@ async fn receive<W: Webhooks>(req: HttpRequest, receiver: web::Data<Endpoint<W>>
     };
     let receiver = receiver.into_inner();
     let id = delivery_id(&delivery);
+    // Until its line below is logged, its handler (on the dispatcher's thread) waits.
+    let _accepting =
+        matches!(receiver.mode, Mode::Inbox(_)).then(|| crate::logging::Accepting::begin(delivery.verified.signature));
     let Handled { event, outcome, response, stored, reason } = handle(&receiver, &delivery, &id).await;
     let latency = started.elapsed();
     let event = event.as_deref().unwrap_or("");

@@ -58,7 +58,10 @@ impl Service {
     }
 
     fn spawn(command: &mut Command) -> Self {
-        let mut child = command.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, log) = mpsc::channel();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         // Drained for as long as the service runs (a full pipe would block it).
@@ -730,6 +733,89 @@ fn log_format_json_writes_one_json_object_a_line() {
         assert!(time.parse::<jiff::Timestamp>().is_ok(), "{line}");
         assert!(record["message"].is_string(), "{line}");
     }
+}
+
+#[test]
+fn a_deliverys_accepted_line_comes_before_its_handlers_lines() {
+    accepted_before_handled(&[]);
+}
+
+#[test]
+fn a_deliverys_accepted_line_comes_before_its_handlers_lines_on_postgresql() {
+    let Some(db) = crate::postgres::TestDatabase::create() else { return };
+    accepted_before_handled(&["--database-url", &db.url]);
+}
+
+/// Many deliveries at once from many connections: for each, the line that accepted it comes
+/// before its handler's lines, although its handler may start (on the dispatcher's thread) as
+/// soon as it is committed.
+fn accepted_before_handled(extra: &[&str]) {
+    // The shipped handler logs each recordingStarted at debug level as it starts.
+    let debug = [("RUST_LOG", "info,meet_webhooks::handler=debug"), ("MEET_WEBHOOKS_KEY", KEY)];
+    // Handled as soon as stored (no reorder window), as deliveries without a room always are.
+    let service =
+        Service::start_with_env(&[&["--log-format", "json", "--reorder-window", "0"], extra].concat(), &debug);
+    const THREADS: usize = 200;
+    const EACH: usize = 2;
+    let started = WEBHOOKS.iter().find(|w| w.event == "recordingStarted").unwrap();
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let addr = service.addr;
+            scope.spawn(move || {
+                for n in 0..EACH {
+                    // Every other one the started recording, the rest every webhook and the test
+                    // event; each its own room.
+                    let other = WEBHOOKS.get((thread + n) % (WEBHOOKS.len() + 1));
+                    let webhook = if n % 2 == 0 { Some(started) } else { other };
+                    let mut body = match webhook {
+                        Some(webhook) => crate::common::example(webhook),
+                        None => serde_json::json!({"event": "testEvent", "creationDate": now_ms(), "data": {}}),
+                    };
+                    body["data"]["roomId"] = format!("order-{thread}-{n}").into();
+                    let body = body.to_string();
+                    assert_eq!(crate::inbox::try_deliver(addr, &now_ms().to_string(), &body), Some(200));
+                }
+            });
+        }
+    });
+    // The line's delivery id, and what the line is.
+    enum Line {
+        Accepted,
+        Started,
+        Handled,
+    }
+    let parse = |line: &str| -> Option<(i64, Line)> {
+        let record: serde_json::Value = serde_json::from_str(line).ok()?;
+        let message = record["message"].as_str()?;
+        if let Some(rest) = message.strip_prefix("recording started: ") {
+            let id = rest.rsplit_once("(delivery ")?.1.strip_suffix(')')?.parse().ok()?;
+            return Some((id, Line::Started));
+        }
+        let id = message.strip_prefix("delivery ")?.split(' ').next()?.parse().ok()?;
+        if message.contains(" status=200 ") {
+            Some((id, Line::Accepted))
+        } else {
+            message.contains(" handled: ").then_some((id, Line::Handled))
+        }
+    };
+    let mut accepted = std::collections::HashSet::new();
+    let (mut started, mut handled) = (0, 0);
+    while handled < THREADS * EACH {
+        let line = service.log.recv_timeout(Duration::from_secs(30)).expect("every delivery handled");
+        match parse(&line) {
+            Some((id, Line::Accepted)) => assert!(accepted.insert(id), "{id} accepted twice"),
+            Some((id, what)) => {
+                assert!(accepted.contains(&id), "delivery {id}'s handler was logged before it was accepted");
+                match what {
+                    Line::Started => started += 1,
+                    _ => handled += 1,
+                }
+            }
+            None => {}
+        }
+    }
+    assert_eq!(accepted.len(), THREADS * EACH);
+    assert!(started >= THREADS * EACH / 2, "the handler's own lines were checked: {started}");
 }
 
 /// The listening socket's queue, as the kernel reports it (`ss`'s Send-Q of a listener);

@@ -99,15 +99,20 @@ pub async fn a_stale_claim_changes_nothing(inbox: &impl Inbox) {
     assert_eq!(complete(inbox, held.claim, Outcome::Done).await, Completed::Fenced, "recorded once");
 }
 
-/// A claim whose lease ran out is taken over with a new fence; its late outcome is fenced.
+/// A claim whose lease ran out is taken over with a new fence, saying whose it was and how long
+/// ago it ran out; its late outcome is fenced.
 pub async fn a_claim_whose_lease_ran_out_is_taken_over(inbox: &impl Inbox) {
     append(inbox, 1, Some("r")).await;
     let [first] = &claim(inbox, 1, Duration::from_millis(1)).await[..] else { panic!() };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(first.took_over, None);
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let [second] = &claim(inbox, 1, LEASE).await[..] else { panic!("taken over") };
     assert_eq!(second.claim.id, first.claim.id);
     assert!(second.claim.fence > first.claim.fence);
     assert_eq!(second.attempt, 2, "the lost attempt counts");
+    let took_over = second.took_over.as_ref().expect("a takeover says so");
+    assert_eq!(took_over.owner, "contract");
+    assert!((40..10_000).contains(&took_over.ran_out_ms), "{took_over:?}");
     assert_eq!(complete(inbox, first.claim, Outcome::Done).await, Completed::Fenced);
     assert_eq!(complete(inbox, second.claim, Outcome::Done).await, Completed::Recorded);
 }
@@ -134,10 +139,13 @@ pub async fn each_outcome_is_recorded_as_given(inbox: &impl Inbox) {
     let row = |id| async move { inbox.get(id).await.unwrap().unwrap() };
     let (r, d, i) = (row(retry).await, row(dead).await, row(interrupted).await);
     assert_eq!((r.state, r.attempts, r.last_error.as_deref()), (State::Pending, 1, Some("again")));
-    assert_eq!((d.state, d.last_error.as_deref()), (State::Dead, Some("boom")));
+    assert_eq!((d.state, d.last_error.as_deref(), d.due_at), (State::Dead, Some("boom"), None));
     assert_eq!((i.state, i.attempts), (State::Pending, 0));
+    // Due again at once (a retry after no wait), on the storage's clock.
+    assert!(r.due_at.is_some_and(|due| (now_ms() - 10_000..=now_ms() + 1000).contains(&due)), "{r:?}");
     let again = claim(inbox, 10, LEASE).await;
     assert_eq!(ids(&again), [retry, after_dead, interrupted], "the dead one's room goes on");
+    assert!(again.iter().all(|c| c.took_over.is_none()), "each claim had ended with an outcome");
     assert_eq!(again.iter().find(|c| c.claim.id == retry).unwrap().attempt, 2);
     assert_eq!(again.iter().find(|c| c.claim.id == interrupted).unwrap().attempt, 1);
 }
@@ -433,7 +441,11 @@ pub async fn a_claim_says_which_later_event_was_handled_already(inbox: &impl Inb
 pub async fn the_reorder_window_holds_a_room_s_delivery(inbox: &impl Inbox) {
     let now = now_ms();
     let held = NewDelivery { hold: Duration::from_secs(60), ..dated(1, "a", None, now - 1000) };
+    let received = held.received_at_ms;
     let held = append_new(inbox, held).await;
+    // Due when its window ends, from its arrival (or its commit, on the storage's clock).
+    let due = inbox.get(held).await.unwrap().unwrap().due_at.unwrap();
+    assert!((received + 60_000..=now_ms() + 60_000 + 1000).contains(&due), "{due} {received}");
     let roomless = append_new(inbox, delivery(2, None)).await;
     assert_eq!(ids(&claim(inbox, 10, LEASE).await), [roomless], "the room's one is held");
     let earlier = append_new(inbox, dated(3, "a", None, now - 2000)).await;

@@ -94,6 +94,9 @@ fn crash_child() {
         return;
     };
     let file = std::fs::OpenOptions::new().create(true).append(true).open(runs).unwrap();
+    if std::env::var_os("CRASH_CHILD_LOG").is_some() {
+        meet_webhooks_runtime::logging::init(meet_webhooks_runtime::logging::Format::Json);
+    }
     let replica = std::env::var("CRASH_CHILD_REPLICA").unwrap_or_else(|_| "child".into());
     let max_attempts = std::env::var("CRASH_CHILD_MAX_ATTEMPTS").map_or(MAX_ATTEMPTS, |n| n.parse().unwrap());
     let retry = RetryPolicy { max_attempts, base: Duration::from_millis(20), max: Duration::from_millis(100) };
@@ -130,16 +133,19 @@ impl ChildReceiver {
         Self::start_with(dir, runs, &[])
     }
 
-    /// With more settings for the child (`CRASH_CHILD_*`).
+    /// With more settings for the child (`CRASH_CHILD_*`; `CRASH_CHILD_LOG` names a file for its
+    /// log, warnings and errors in JSON).
     pub fn start_with(dir: &Path, runs: &Path, env: &[(&str, &str)]) -> Self {
+        let log = env.iter().find(|(name, _)| *name == "CRASH_CHILD_LOG");
+        let stderr = log.map_or_else(Stdio::null, |(_, path)| std::fs::File::create(path).unwrap().into());
         let child = Command::new(std::env::current_exe().unwrap())
             .args(["crash::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
             .env("CRASH_CHILD_DIR", dir)
             .env("CRASH_CHILD_RUNS", runs)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "error")
+            .env("RUST_LOG", if log.is_some() { "warn" } else { "error" })
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         // Killed and waited for on drop, whatever happens next.

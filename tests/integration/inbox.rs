@@ -351,6 +351,58 @@ fn inbox_list_and_show_say_when_the_provider_created_a_delivery_and_that_it_ran_
 }
 
 #[test]
+fn the_pending_list_says_when_each_delivery_is_next_attempted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = InboxOptions::new(dir.path());
+    (options.retry.base, options.retry.max) = (Duration::from_secs(60), Duration::from_secs(60));
+    options.reorder_window = Duration::from_secs(40);
+    let server = TestServer::with(Options { inbox: Some(options), ..Options::default() });
+    server.recorder().failures_left.store(1, Ordering::SeqCst);
+    // Without a room: handled at once, fails, and waits a minute for its retry.
+    let body = json!({"event": "testEvent", "creationDate": now_ms(), "data": {}}).to_string();
+    let failed = accepted_id(&server.deliver(KEY, &now_ms().to_string(), body.as_bytes()));
+    eventually("its first attempt failed", || row(dir.path(), failed).last_error.is_some());
+    let retried_after = now_ms();
+    // A room's: it waits out the reorder window first.
+    let waiting =
+        accepted_id(&server.deliver(KEY, &now_ms().to_string(), example(&WEBHOOKS[0]).to_string().as_bytes()));
+    let received = row(dir.path(), waiting).received_at;
+    let path = dir.path().to_str().unwrap();
+
+    let (_, stdout, _) = run(&["inbox", "--data-dir", path, "list", "--state", "pending", "--json"], b"");
+    let due: HashMap<i64, i64> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| (r["id"].as_i64().unwrap(), r["due_at"].as_i64().unwrap_or_else(|| panic!("{r}"))))
+        .collect();
+    assert!((retried_after - 5_000..=retried_after).contains(&(due[&failed] - 60_000)), "{stdout}");
+    assert_eq!(due[&waiting], received + 40_000, "{stdout}");
+    // As UTC times in the table, and in `show`.
+    let (code, stdout, _) = run(&["inbox", "--data-dir", path, "list", "--state", "pending"], b"");
+    assert_eq!(code, 0);
+    let shown = |ms: i64| jiff::Timestamp::from_millisecond(ms).unwrap().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let line = |id: i64| stdout.lines().find(|l| l.trim_start().starts_with(&format!("{id} "))).unwrap();
+    assert!(stdout.lines().next().unwrap().contains("  NEXT (UTC)  "), "{stdout}");
+    assert!(line(waiting).contains(&shown(due[&waiting])), "{stdout}");
+    assert!(line(failed).contains(&shown(due[&failed])), "{stdout}");
+    let (_, stdout, _) = run(&["inbox", "--data-dir", path, "show", &failed.to_string()], b"");
+    let next = jiff::Timestamp::from_millisecond(due[&failed]).unwrap();
+    assert!(stdout.contains(&format!("\nnext_attempt: {next:.3}\n")), "{stdout}");
+    // Handled: no next attempt.
+    let handled = accepted_id(&server.deliver(
+        KEY,
+        &now_ms().to_string(),
+        json!({"event": "x", "data": {}}).to_string().as_bytes(),
+    ));
+    eventually("handled", || row(dir.path(), handled).state == State::Done);
+    assert_eq!(row(dir.path(), handled).due_at, None);
+    let (_, stdout, _) = run(&["inbox", "--data-dir", path, "list", "--state", "done"], b"");
+    let line = stdout.lines().nth(1).unwrap();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells[6], "-", "{stdout}");
+}
+
+#[test]
 fn stopping_lets_running_handlers_finish_within_the_grace_period_and_leaves_the_rest_pending() {
     use meet_webhooks_runtime::{Dispatcher, RetryPolicy};
     use std::sync::Arc;

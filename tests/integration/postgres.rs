@@ -367,11 +367,13 @@ fn three_replicas(url: &str, dir: &std::path::Path, lease_ms: u64) -> Vec<crate:
     (0..3)
         .map(|i| {
             let (replica, lease) = (format!("replica-{i}"), lease_ms.to_string());
+            let log = dir.join(format!("{replica}.log"));
             let env = [
                 ("CRASH_CHILD_DATABASE_URL", url),
                 ("CRASH_CHILD_REPLICA", replica.as_str()),
                 ("CRASH_CHILD_LEASE_MS", lease.as_str()),
                 ("CRASH_CHILD_MAX_ATTEMPTS", "6"),
+                ("CRASH_CHILD_LOG", log.to_str().unwrap()),
             ];
             crate::crash::ChildReceiver::start_with(&dir.join(format!("unused-{i}")), &dir.join("runs"), &env)
         })
@@ -1234,6 +1236,21 @@ fn the_claims_of_a_killed_replica_start_on_another_within_the_lease_and_a_second
     assert!(!held.is_empty(), "the kill caught claims in flight");
     let bound = u128::from(LEASE_MS) + 1000;
     assert!(takeovers.iter().all(|&ms| ms <= bound), "taken over within {bound} ms: {takeovers:?}");
+    // Each takeover is logged where it happened: whose claim it was, how long ago it ran out.
+    drop(replicas);
+    let logs: String =
+        (1..3).map(|i| std::fs::read_to_string(dir.path().join(format!("replica-{i}.log"))).unwrap()).collect();
+    for id in &held {
+        let said = logs.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|line| {
+            let message = line["message"].as_str()?;
+            let rest =
+                message.strip_prefix(&format!("delivery {id} event=recordingStarted: taken over from replica-0, "))?;
+            let ago: f64 = rest.strip_prefix("whose claim ran out ")?.split(' ').next()?.parse().ok()?;
+            (line["level"] == "WARN").then_some(ago)
+        });
+        let ago = said.unwrap_or_else(|| panic!("delivery {id}'s takeover not logged:\n{logs}"));
+        assert!((0.0..=(LEASE_MS + 1000) as f64 / 1000.0).contains(&ago), "{ago}");
+    }
 }
 
 #[test]

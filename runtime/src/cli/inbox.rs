@@ -44,8 +44,19 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
                     println!("{}", serde_json::to_string(&with_reason::<W>(row)).map_err(|e| e.to_string())?);
                 }
             } else if !rows.is_empty() {
-                let header = ["ID", "RECEIVED (UTC)", "CREATED (UTC)", "STATE", "KIND", "ATTEMPTS", "EVENT", "NOTE"];
-                let cells: Vec<[String; 8]> = rows
+                let header = [
+                    "ID",
+                    "RECEIVED (UTC)",
+                    "CREATED (UTC)",
+                    "STATE",
+                    "KIND",
+                    "ATTEMPTS",
+                    "NEXT (UTC)",
+                    "EVENT",
+                    "NOTE",
+                ];
+                let now = jiff::Timestamp::now().as_millisecond();
+                let cells: Vec<[String; 9]> = rows
                     .iter()
                     .map(|row| {
                         [
@@ -55,6 +66,7 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
                             row.state.to_string(),
                             row.kind.to_string(),
                             row.attempts.to_string(),
+                            next(row, now),
                             // What came with a request stays on its row.
                             escaped(row.event.as_deref().unwrap_or("-")).into_owned(),
                             escaped(&note::<W>(row)).into_owned(),
@@ -86,6 +98,8 @@ async fn run<W: Webhooks>(inbox: &dyn Inbox, action: InboxAction) -> Result<Exit
             }
             if let (Some(owner), Some(until)) = (&row.claimed_by, row.claimed_until) {
                 println!("claimed_by: {} (lease until {})", escaped(owner), precise(until));
+            } else if let Some(due) = row.due_at {
+                println!("next_attempt: {}", precise(due));
             }
             if let Some(reason) = fallback_reason::<W>(&row) {
                 println!("fallback_reason: {}", escaped(&reason));
@@ -181,6 +195,16 @@ fn attempt_line(attempt: &crate::inbox::Attempt) -> String {
 /// Microseconds since the epoch as `2026-11-30T18:53:00.123Z`.
 fn created(us: i64) -> String {
     jiff::Timestamp::from_microsecond(us).map_or_else(|_| us.to_string(), |t| format!("{t:.3}"))
+}
+
+/// When a pending delivery's next attempt is, as `inbox list` shows it (`now_ms`: the time of
+/// the listing): its time, or who runs it while a claim holds it; `-` once done or dead.
+fn next(row: &crate::inbox::Stored, now_ms: i64) -> String {
+    match (&row.claimed_by, row.claimed_until, row.due_at) {
+        (Some(owner), Some(until), _) if until > now_ms => format!("running on {}", escaped(owner)),
+        (_, _, Some(due)) => time(due),
+        _ => "-".to_owned(),
+    }
 }
 
 /// Why a delivery was handled late: the later event of its room handled before it.

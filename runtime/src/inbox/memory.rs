@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{
     Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Depth, Inbox, Kind, Lateness, Later,
-    NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored,
+    NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored, TakenOver,
 };
 use crate::clock::{millis, now_ms};
 
@@ -44,6 +44,14 @@ struct Row {
     place: i64,
     /// Its room's order: `creationDate` (or arrival), first, then `place`.
     order: i64,
+}
+
+impl Row {
+    /// Its delivery as a read shows it.
+    fn view(&self) -> Stored {
+        let due_at = (self.stored.state == State::Pending).then_some(self.due_at);
+        Stored { due_at, ..self.stored.clone() }
+    }
 }
 
 impl MemoryInbox {
@@ -143,6 +151,10 @@ impl Deliveries {
             }
             row.fence += 1;
             row.claimed_at = Some(now);
+            let took_over = stored.claimed_by.take().map(|previous| TakenOver {
+                owner: previous,
+                ran_out_ms: now.saturating_sub(stored.claimed_until.unwrap_or(now)),
+            });
             stored.attempts += 1;
             stored.claimed_by = Some(owner.to_owned());
             stored.claimed_until = Some(now.saturating_add(millis(request.lease)));
@@ -150,8 +162,9 @@ impl Deliveries {
             claimed.push(Claimed {
                 claim: Claim { id, fence: row.fence },
                 attempt: stored.attempts,
-                delivery: stored.clone(),
+                delivery: Stored { due_at: Some(row.due_at), ..stored.clone() },
                 lateness,
+                took_over,
             });
         }
         claimed
@@ -233,6 +246,7 @@ impl Inbox for MemoryInbox {
                 claimed_by: None,
                 claimed_until: None,
                 done_at: None,
+                due_at: None,
                 history: Vec::new(),
             },
             fence: 0,
@@ -320,12 +334,12 @@ impl Inbox for MemoryInbox {
 
     async fn search(&self, query: &Query) -> Result<Vec<Stored>, StoreError> {
         let deliveries = self.open()?;
-        let rows = deliveries.rows.iter().rev().map(|r| &r.stored);
-        Ok(rows.filter(|s| query.matches(s)).take(query.limit).cloned().collect())
+        let rows = deliveries.rows.iter().rev().filter(|r| query.matches(&r.stored));
+        Ok(rows.take(query.limit).map(Row::view).collect())
     }
 
     async fn get(&self, id: i64) -> Result<Option<Stored>, StoreError> {
-        Ok(self.open()?.rows.iter().find(|r| r.stored.id == id).map(|r| r.stored.clone()))
+        Ok(self.open()?.rows.iter().find(|r| r.stored.id == id).map(Row::view))
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {

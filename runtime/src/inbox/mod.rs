@@ -208,6 +208,10 @@ pub struct Stored {
     /// run out (its holder stopped) and is then taken by the next claim.
     pub claimed_by: Option<String>,
     pub claimed_until: Option<i64>,
+    /// When a pending delivery may next be claimed, ms on the storage's clock: the end of its
+    /// reorder window, or of its retry's wait (a room's later deliveries also wait for its
+    /// head). `None` once it is done or dead.
+    pub due_at: Option<i64>,
     /// When it was handled (done) or given up (dead), ms on the storage's clock.
     pub done_at: Option<i64>,
     /// Every attempt whose end the inbox saw, oldest first (replays included).
@@ -258,6 +262,18 @@ pub struct Claimed {
     pub delivery: Stored,
     /// What of its room (and recording) was handled already although created after it.
     pub lateness: Lateness,
+    /// The claim this one took over, if the delivery was claimed when it was taken.
+    pub took_over: Option<TakenOver>,
+}
+
+/// A claim that ran out before its outcome was recorded (its holder stopped, froze or lost the
+/// storage), as the claim that took its delivery over found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenOver {
+    /// Its holder: a replica's name.
+    pub owner: String,
+    /// How long before the takeover its lease ran out, ms on the storage's clock.
+    pub ran_out_ms: i64,
 }
 
 /// What [`Inbox::claim`] takes.

@@ -55,7 +55,7 @@ pub use schema::VERSION as SCHEMA_VERSION;
 
 use super::{
     Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Counts, Depth, Inbox, Kind, Lateness,
-    Later, NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored, Wakeups,
+    Later, NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored, TakenOver, Wakeups,
 };
 use crate::clock::millis;
 
@@ -87,14 +87,14 @@ const CONNECTIONS: usize = POOL_SIZE + 1;
 const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \
                        late_id, late_event, late_created, signature, body, last_error, owner, \
                        (extract(epoch from lease_until) * 1000)::bigint AS lease_until_ms, done_at, \
-                       history::text AS history";
+                       history::text AS history, due_at";
 
 /// [`COLUMNS`] of a claimed row (`d`).
 const CLAIMED_COLUMNS: &str = "d.id, d.event, d.state, d.kind, d.attempts, d.received_at, d.timestamp, d.timestamp_ms, \
                                d.room, d.recording, d.created, d.late_id, d.late_event, d.late_created, \
                                d.signature, d.body, d.last_error, d.owner, \
                                (extract(epoch from d.lease_until) * 1000)::bigint AS lease_until_ms, d.done_at, \
-                               d.history::text AS history";
+                               d.history::text AS history, d.due_at";
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -491,10 +491,11 @@ fn stored(row: &Row) -> Stored {
     let text = |name: &str| row.get::<_, String>(name);
     let signature: Vec<u8> = row.get("signature");
     let claimed_by: Option<String> = row.get("owner");
+    let state = State::parse(&row.get::<_, String>("state")).unwrap_or(State::Pending);
     Stored {
         id: row.get("id"),
         event: row.get("event"),
-        state: State::parse(&text("state")).unwrap_or(State::Pending),
+        state,
         kind: Kind::parse(&text("kind")).unwrap_or(Kind::Fallback),
         attempts: u32::try_from(row.get::<_, i32>("attempts")).unwrap_or(0),
         received_at: row.get("received_at"),
@@ -514,6 +515,7 @@ fn stored(row: &Row) -> Stored {
         claimed_until: if claimed_by.is_some() { row.get("lease_until_ms") } else { None },
         claimed_by,
         done_at: row.get("done_at"),
+        due_at: if state == State::Pending { row.get("due_at") } else { None },
         history: Attempt::parse_history(row.get("history")),
     }
 }
@@ -530,7 +532,9 @@ fn stored(row: &Row) -> Stored {
 /// its handler may have finished meanwhile.
 static CLAIM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH due AS (SELECT id, room, recording, created, attempts < $4 AS taken FROM deliveries
+        "WITH due AS (SELECT id, room, recording, created, attempts < $4 AS taken, owner AS was_owner,
+                          {NOW_MS} - (extract(epoch from lease_until) * 1000)::bigint AS ran_out_ms
+                     FROM deliveries
                    WHERE head AND due_at <= {NOW_MS}
                      AND (owner IS NULL OR (lease_until <= now()
                           AND GREATEST(pg_postmaster_start_time(),
@@ -554,7 +558,7 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
                    ON in_recording.room = due.room AND in_recording.recording = due.recording
                   AND in_recording.created > due.created
       WHERE d.id = due.id
-     RETURNING due.taken, d.fence, {CLAIMED_COLUMNS}, in_recording.id AS recording_late_id,
+     RETURNING due.taken, due.was_owner, due.ran_out_ms, d.fence, {CLAIMED_COLUMNS}, in_recording.id AS recording_late_id,
                in_recording.event AS recording_late_event, in_recording.created AS recording_late_created"
     )
 });
@@ -582,6 +586,9 @@ async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Res
                 attempt: delivery.attempts,
                 delivery,
                 lateness,
+                took_over: row
+                    .get::<_, Option<String>>("was_owner")
+                    .map(|owner| TakenOver { owner, ran_out_ms: row.get::<_, Option<i64>>("ran_out_ms").unwrap_or(0) }),
             }
         }));
         // Burying may have unblocked rooms: look again for the places it took.

@@ -605,6 +605,7 @@ mod tests {
             claimed_by: None,
             claimed_until: None,
             done_at: None,
+            due_at: None,
             history: Vec::new(),
         };
         let mut s = Schedule::new();

@@ -39,7 +39,7 @@ use super::schema::{self, Status};
 use crate::clock::{millis, now_ms};
 use crate::inbox::{
     Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Kind, Lateness, Later, NewDelivery,
-    Outcome, State, StoreError, Stored,
+    Outcome, State, StoreError, Stored, TakenOver,
 };
 
 mod admin;
@@ -65,7 +65,7 @@ pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
 macro_rules! columns {
     () => {
         "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \
-         late_id, late_event, late_created, signature, body, last_error, owner, lease_until, done_at, history"
+         late_id, late_event, late_created, signature, body, last_error, owner, lease_until, done_at, history, due_at"
     };
 }
 const COLUMNS: &str = columns!();
@@ -366,10 +366,11 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<Stored> {
     let text = |name: &str| row.get_ref(name).and_then(|v| v.as_str().map_err(Into::into));
     let signature: Vec<u8> = row.get("signature")?;
     let claimed_by: Option<String> = row.get("owner")?;
+    let state = State::parse(text("state")?).unwrap_or(State::Pending);
     Ok(Stored {
         id: row.get("id")?,
         event: row.get("event")?,
-        state: State::parse(text("state")?).unwrap_or(State::Pending),
+        state,
         kind: Kind::parse(text("kind")?).unwrap_or(Kind::Fallback),
         attempts: row.get("attempts")?,
         received_at: row.get("received_at")?,
@@ -388,6 +389,7 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<Stored> {
         claimed_until: if claimed_by.is_some() { row.get("lease_until")? } else { None },
         claimed_by,
         done_at: row.get("done_at")?,
+        due_at: if state == State::Pending { row.get("due_at")? } else { None },
         history: Attempt::parse_history(row.get_ref("history")?.as_str_or_null()?),
     })
 }
@@ -413,6 +415,7 @@ fn unread(id: i64, new: &NewDelivery) -> Stored {
         claimed_by: None,
         claimed_until: None,
         done_at: None,
+        due_at: Some(new.received_at_ms.saturating_add(millis(new.hold))),
         history: Vec::new(),
     }
 }
@@ -626,6 +629,10 @@ fn claim(
             let fence = fence + 1;
             let lateness = lateness(&mut later, &delivery)?;
             delivery.attempts += 1;
+            let took_over = delivery.claimed_by.take().map(|previous| TakenOver {
+                owner: previous,
+                ran_out_ms: now.saturating_sub(delivery.claimed_until.unwrap_or(now)),
+            });
             delivery.claimed_by = Some(owner.to_owned());
             delivery.claimed_until = Some(until);
             delivery.late = lateness.room.clone();
@@ -649,7 +656,8 @@ fn claim(
                 continue;
             }
             schedule.claimed(id, until);
-            claimed.push(Claimed { claim: Claim { id, fence }, attempt: delivery.attempts, delivery, lateness });
+            let claim = Claim { id, fence };
+            claimed.push(Claimed { claim, attempt: delivery.attempts, delivery, lateness, took_over });
         }
     }
     Ok(claimed)
