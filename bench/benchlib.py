@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # MEET_WEBHOOKS_BIN runs another build (an older one, to compare).
 BIN = os.environ.get("MEET_WEBHOOKS_BIN", os.path.join(ROOT, "target/release/meet-webhooks"))
 LOAD = os.path.join(ROOT, "target/release/examples/load")
-LAG = os.path.join(ROOT, "target/release/examples/lag")
+# Another build's, to compare with (MEET_WEBHOOKS_LAG_BIN, as MEET_WEBHOOKS_BIN).
+LAG = os.environ.get("MEET_WEBHOOKS_LAG_BIN", os.path.join(ROOT, "target/release/examples/lag"))
 KEY = "bench-key"
 ADMIN = os.environ.get("MEET_WEBHOOKS_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 

@@ -13,6 +13,11 @@ fresh instance takes a paced load at half that rate (PACED_SECONDS, default 15, 
 with three, most deliveries are acknowledged by one replica and handled by another). With the
 window on, the figures beyond the window are what counts. Every acknowledged delivery must be
 handled once (checked). ROUNDS (default 1) times; a JSON line per run, then a Markdown table.
+
+To compare builds at one rate: RATE paces every run at it (no flood first); ONLY keeps some
+configurations (`sqlite`, `postgres1`, `postgres3`, comma-separated), SHAPES some orders and
+windows (`spread-0`, `spread-2.5`, `once-0`); MEET_WEBHOOKS_LAG_BIN runs another build's
+examples/lag.
 Bounded: 127.0.0.1 only; data directories in a temporary directory, databases mw_bench_lag*
 dropped at the end.
 """
@@ -31,6 +36,9 @@ PORT = int(os.environ.get("PORT", "5290"))
 SECONDS = float(os.environ.get("SECONDS_PER_RUN", "6"))
 PACED = float(os.environ.get("PACED_SECONDS", "15"))
 ROUNDS = int(os.environ.get("ROUNDS", "1"))
+RATE = os.environ.get("RATE")
+ONLY = os.environ.get("ONLY")
+SHAPES = os.environ.get("SHAPES")
 WINDOW = 2.5
 
 
@@ -110,18 +118,21 @@ def quantile(values, q):
 
 
 def run(work, label, storage, replicas, window, spread):
-    # The most it handles: a flood, then the time until the last delivery is handled.
-    inst = Instance(work, storage, replicas, window, "max")
-    try:
-        started = time.monotonic()
-        flood = inst.load(SECONDS, spread)
-        acknowledged = flood["deliveries"] - flood["non_2xx"]
-        handled = inst.wait_handled(acknowledged)
-        # The window holds each room's event back once: not a limit of the rate.
-        most = acknowledged / max(time.monotonic() - started - window - 0.3, SECONDS)
-    finally:
-        inst.stop()
-    rate = round(most / 2)
+    if RATE:
+        most, rate = 0, int(RATE)
+    else:
+        # The most it handles: a flood, then the time until the last delivery is handled.
+        inst = Instance(work, storage, replicas, window, "max")
+        try:
+            started = time.monotonic()
+            flood = inst.load(SECONDS, spread)
+            acknowledged = flood["deliveries"] - flood["non_2xx"]
+            handled = inst.wait_handled(acknowledged)
+            # The window holds each room's event back once: not a limit of the rate.
+            most = acknowledged / max(time.monotonic() - started - window - 0.3, SECONDS)
+        finally:
+            inst.stop()
+        rate = round(most / 2)
     inst = Instance(work, storage, replicas, window, "paced")
     try:
         paced = inst.load(PACED, spread, rate)
@@ -157,12 +168,19 @@ def main():
         configs += [("PostgreSQL, 1 replica", "postgres", 1), ("PostgreSQL, 3 replicas", "postgres", 3)]
     else:
         print("# no PostgreSQL: SQLite only", file=sys.stderr)
+    if ONLY:
+        keep = ONLY.split(",")
+        configs = [c for c in configs if (c[1] if c[1] == "sqlite" else f"{c[1]}{c[2]}") in keep]
+    shapes = [(True, 0), (True, WINDOW), (False, 0)]
+    if SHAPES:
+        keep = SHAPES.split(",")
+        shapes = [s for s in shapes if f"{'spread' if s[0] else 'once'}-{s[1]:g}" in keep]
     print(header(f"floods of {SECONDS} s, paced runs of {PACED} s at half the most handled"), flush=True)
     results = []
     with tempfile.TemporaryDirectory() as work:
         for _ in range(ROUNDS):
             for label, storage, replicas in configs:
-                for spread, window in ((True, 0), (True, WINDOW), (False, 0)):
+                for spread, window in shapes:
                     result = run(work, label, storage, replicas, window, spread)
                     results.append(result)
                     print(json.dumps(result), flush=True)

@@ -1254,6 +1254,24 @@ fn the_claims_of_a_killed_replica_start_on_another_within_the_lease_and_a_second
 }
 
 #[test]
+fn a_replica_spaces_its_turns_only_while_another_announces_commits() {
+    let Some(db) = TestDatabase::create() else { return };
+    let a = PgInbox::connect(&db.url, "a").unwrap();
+    let b = PgInbox::connect(&db.url, "b").unwrap();
+    assert_eq!(block_on(a.append(delivery(1, None))).unwrap(), Appended::New(1));
+    // Its own announcement arrives within milliseconds, and does not count.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.turn_gap(), Duration::ZERO, "alone: each turn at once");
+    assert!(matches!(block_on(b.append(delivery(2, None))).unwrap(), Appended::New(_)));
+    eventually("a hears b's commit", || a.turn_gap() > Duration::ZERO);
+    let heard = std::time::Instant::now();
+    eventually("a forgets b once it is quiet", || a.turn_gap() == Duration::ZERO);
+    assert!(heard.elapsed() < Duration::from_secs(5), "{:?}", heard.elapsed());
+    block_on(a.close());
+    block_on(b.close());
+}
+
+#[test]
 fn pruning_under_load_keeps_the_postgres_inbox_bounded() {
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "test").unwrap();

@@ -584,7 +584,7 @@ pub trait Inbox: Send + Sync + 'static {
     /// The least time between the starts of two of the dispatcher's turns (claims and outcomes)
     /// while it has little to do in each: what a turn costs beyond its deliveries is paid at
     /// most this often. None by default; PostgreSQL, where each turn is a transaction on a server
-    /// that replicas share, sets one.
+    /// that replicas share, sets one while other replicas announce commits.
     fn turn_gap(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }

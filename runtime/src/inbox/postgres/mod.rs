@@ -112,6 +112,8 @@ pub struct PgInbox {
     wake: Arc<Wakeups>,
     /// Announces to every replica what a commit stored: when it comes due, in ms from now.
     announce: mpsc::UnboundedSender<Vec<u64>>,
+    /// Whether other replicas announce commits too ([`Inbox::turn_gap`]).
+    peers: Arc<notify::Peers>,
     /// The database could not be reached: the next operation first records that it is
     /// reachable again ([`REACHABLE_AGAIN`]).
     away: Arc<std::sync::atomic::AtomicBool>,
@@ -194,9 +196,10 @@ impl PgInbox {
         let (appends, queue) = mpsc::channel(MAX_BATCH * 8);
         let wake = Arc::new(Wakeups::default());
         let (announce, announcements) = mpsc::unbounded_channel();
+        let peers = Arc::new(notify::Peers::new());
         handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone(), announce.clone()));
-        handle.spawn(notify::announcer(pool.clone(), announcements));
-        handle.spawn(notify::listener(config, tls, wake.clone()));
+        handle.spawn(notify::announcer(pool.clone(), announcements, peers.clone()));
+        handle.spawn(notify::listener(config, tls, wake.clone(), peers.clone()));
         let away = Arc::default();
         Ok(Self {
             pool,
@@ -206,6 +209,7 @@ impl PgInbox {
             target: target.into(),
             wake,
             announce,
+            peers,
             away,
             running,
         })
@@ -900,9 +904,10 @@ impl Inbox for PgInbox {
     }
 
     /// Every replica is woken by every replica's commits: without a gap, each would take its
-    /// turns as often as one alone, with a share of the deliveries in each.
+    /// turns as often as one alone, with a share of the deliveries in each. A replica that
+    /// hears no other takes its turns at once.
     fn turn_gap(&self) -> Duration {
-        TURN_GAP
+        if self.peers.recently() { TURN_GAP } else { Duration::ZERO }
     }
 
     fn describe(&self) -> String {

@@ -8,10 +8,15 @@
 //! `NOTIFY` in the appends' own transaction would serialize every replica's commits, fsync
 //! included, on the server's notification lock. A lost announcement (the connection dropped)
 //! costs a wait for the poll, never a delivery.
+//!
+//! Each announcement ends with its replica's token (`r` and a random number, which replicas
+//! before it skip as not a delay): a replica that hears others knows it shares the inbox, and
+//! only then spaces its dispatcher's turns ([`Peers`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
@@ -30,9 +35,46 @@ const CHANNEL: &str = "meet_webhooks_inbox";
 /// commit (each is a transaction, on every replica's database connection).
 const ANNOUNCE_GAP: Duration = Duration::from_millis(5);
 
+/// How long after the last announcement of another replica this one counts as sharing the
+/// inbox: a replica that stops announcing is idle, and competes for no turns.
+const PEERS_FORGOTTEN: Duration = Duration::from_secs(1);
+
+/// This replica's token in announcements, and when it last heard another replica's.
+pub(super) struct Peers {
+    me: u64,
+    start: Instant,
+    /// Milliseconds after `start`, plus one (0: never).
+    heard: AtomicU64,
+}
+
+impl Peers {
+    pub(super) fn new() -> Self {
+        use std::hash::BuildHasher;
+        // Random keys, different for every `RandomState` made: distinct even for inboxes of one
+        // process.
+        let me = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        Self { me, start: Instant::now(), heard: AtomicU64::new(0) }
+    }
+
+    /// Whether another replica announced a commit within [`PEERS_FORGOTTEN`].
+    pub(super) fn recently(&self) -> bool {
+        let heard = self.heard.load(Ordering::Relaxed);
+        heard > 0
+            && (self.start.elapsed().as_millis() as u64 + 1).saturating_sub(heard) < PEERS_FORGOTTEN.as_millis() as u64
+    }
+
+    fn heard(&self) {
+        self.heard.store(self.start.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+    }
+
+    fn token(&self) -> String {
+        format!("r{:x}", self.me)
+    }
+}
+
 /// Sends the announcements queued on `queue`, those that queue while one is sent, or within
 /// [`ANNOUNCE_GAP`] of the last, together.
-pub(super) async fn announcer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Vec<u64>>) {
+pub(super) async fn announcer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Vec<u64>>, peers: Arc<Peers>) {
     let mut batch = Vec::new();
     let mut last: Option<tokio::time::Instant> = None;
     while queue.recv_many(&mut batch, 64).await > 0 {
@@ -45,7 +87,7 @@ pub(super) async fn announcer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Vec
         last = Some(tokio::time::Instant::now());
         let delays: BTreeSet<u64> = batch.drain(..).flatten().collect();
         // Digits and commas only: safe in a literal.
-        let payload = delays.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let payload = delays.iter().map(u64::to_string).chain([peers.token()]).collect::<Vec<_>>().join(",");
         let sql = format!("BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {CHANNEL}, '{payload}'; COMMIT");
         let sent = match pool.get().await {
             Ok(client) => client.batch_execute(&sql).await.map_err(|e| reason(&e)),
@@ -58,17 +100,18 @@ pub(super) async fn announcer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Vec
 }
 
 /// Listens for the announcements of every replica (this one's too) and wakes `wakeups` for
-/// them, on a connection of its own, made again whenever it is lost. Runs until the inbox's
-/// runtime ends.
+/// them, on a connection of its own, made again whenever it is lost; notes in `peers` those of
+/// other replicas. Runs until the inbox's runtime ends.
 pub(super) async fn listener(
     config: tokio_postgres::Config,
     tls: postgres_native_tls::MakeTlsConnector,
     wakeups: Arc<Wakeups>,
+    peers: Arc<Peers>,
 ) {
     let mut delay = Duration::from_millis(100);
     let mut failing = false;
     loop {
-        match listen(&config, &tls, &wakeups, &mut failing).await {
+        match listen(&config, &tls, &wakeups, &peers, &mut failing).await {
             // Listened, then lost: connect again at once.
             Ok(lost) => {
                 log::warn!(
@@ -98,6 +141,7 @@ async fn listen(
     config: &tokio_postgres::Config,
     tls: &postgres_native_tls::MakeTlsConnector,
     wakeups: &Wakeups,
+    peers: &Peers,
     failing: &mut bool,
 ) -> Result<String, String> {
     let (client, mut connection) = config.connect(tls.clone()).await.map_err(|e| reason(&e))?;
@@ -119,7 +163,7 @@ async fn listen(
                 wakeups.wake();
             }
             message = messages.next() => match message {
-                Some(Ok(AsyncMessage::Notification(note))) => wake_for(wakeups, note.payload()),
+                Some(Ok(AsyncMessage::Notification(note))) => heard(wakeups, peers, note.payload()),
                 Some(Ok(_)) => {}
                 Some(Err(e)) if listened => return Ok(reason(&e)),
                 Some(Err(e)) => return Err(reason(&e)),
@@ -130,9 +174,17 @@ async fn listen(
     }
 }
 
-/// Wakes `wakeups` for each delay in an announcement.
-fn wake_for(wakeups: &Wakeups, payload: &str) {
-    for delay in payload.split(',').filter_map(|d| d.parse::<u64>().ok()) {
-        wakeups.wake_after(Duration::from_millis(delay));
+/// Wakes `wakeups` for each delay in an announcement, and notes in `peers` one that is not this
+/// replica's (a replica of a build before tokens sends none).
+fn heard(wakeups: &Wakeups, peers: &Peers, payload: &str) {
+    let mut mine = false;
+    for token in payload.split(',') {
+        match token.parse::<u64>() {
+            Ok(delay) => wakeups.wake_after(Duration::from_millis(delay)),
+            Err(_) => mine |= token == peers.token(),
+        }
+    }
+    if !mine {
+        peers.heard();
     }
 }
