@@ -117,6 +117,37 @@ fn took_over_line(id: i64, event: Option<&str>, attempt: u32, previous: &crate::
     )
 }
 
+/// Prunes and counts the inbox every `every`, beside the dispatcher's turns: on a large inbox a
+/// pruning round (and the vacuum it may run) takes seconds, and no turn waits for it.
+async fn maintain(inbox: Arc<dyn Inbox>, retention: Duration, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let round = async {
+            let pruned = inbox.prune(retention).await.map_err(|e| ("cannot prune the inbox", e))?;
+            let depth = inbox.depth().await.map_err(|e| ("cannot count the inbox", e))?;
+            Ok::<_, (&str, StoreError)>((pruned, depth))
+        };
+        match round.await {
+            Ok((pruned, depth)) => {
+                if pruned > 0 {
+                    log::info!("pruned {pruned} done deliveries older than {} s", retention.as_secs());
+                }
+                crate::metrics::inbox_depth(depth.pending, depth.dead);
+                if std::mem::take(&mut failing) {
+                    log::info!("pruning works again");
+                }
+            }
+            Err((what, error)) if !std::mem::replace(&mut failing, true) => {
+                log::warn!("{what}: {error}; trying again every {:.1} s", every.as_secs_f64());
+            }
+            Err((what, error)) => log::debug!("{what}: {error}"),
+        }
+    }
+}
+
 /// A claim whose handler runs.
 struct Held {
     claim: Claim,
@@ -295,7 +326,7 @@ impl<W: Webhooks> Dispatcher<W> {
         // Pruning every 10 s, or twice a retention when it is shorter (a retention of seconds
         // keeps the inbox to seconds of deliveries).
         let every = MAINTENANCE.min(self.retention / 2).max(Duration::from_millis(10));
-        let mut maintenance = tokio::time::interval(every);
+        let maintenance = tokio::spawn(maintain(self.inbox.clone(), self.retention, every));
         // When the last turn began ([`Inbox::turn_gap`]).
         let mut last_turn = Instant::now();
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
@@ -379,12 +410,12 @@ impl<W: Webhooks> Dispatcher<W> {
                 () = self.inbox.wakeups().wait() => look = true,
                 _ = poll.tick() => look = true,
                 () = tokio::time::sleep_until(storage.retry_at), if !storage.ready() => {}
-                _ = maintenance.tick() => self.maintain(&mut storage).await,
                 _ = stop.changed() => {}
             }
         }
         self.shut_down(running, held, unrecorded, storage, &leases).await;
         renewals.abort();
+        maintenance.abort();
     }
 
     /// Runs the handler of a claim asked for at `asked`, while the claim is known to be live: a
@@ -514,19 +545,6 @@ impl<W: Webhooks> Dispatcher<W> {
         }
     }
 
-    async fn maintain(&self, storage: &mut Health) {
-        if !storage.ready() {
-            return;
-        }
-        match self.inbox.prune(self.retention).await {
-            Ok(0) => {}
-            Ok(n) => log::info!("pruned {n} done deliveries older than {} s", self.retention.as_secs()),
-            Err(e) => return storage.failed("cannot prune the inbox", &e),
-        }
-        self.count(storage).await;
-    }
-
-    /// Sets the inbox gauges.
     async fn count(&self, storage: &mut Health) {
         match self.inbox.depth().await {
             Ok(depth) => crate::metrics::inbox_depth(depth.pending, depth.dead),

@@ -1271,6 +1271,50 @@ fn a_replica_spaces_its_turns_only_while_another_announces_commits() {
     block_on(b.close());
 }
 
+/// A value of the first row and column `sql` returns, on a connection of its own.
+fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(url: &str, sql: &str) -> T {
+    block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    })
+}
+
+#[test]
+fn a_pruning_round_that_waits_holds_up_no_handler() {
+    let Some(db) = TestDatabase::create() else { return };
+    block_on(PgInbox::connect(&db.url, "schema").unwrap().close());
+    // Twelve thousand dead rows: the next pruning round vacuums the table.
+    execute(
+        &db.url,
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at)
+              SELECT sha256(n::text::bytea), n::text, n, 'fallback', '{}', 0, 0 FROM generate_series(1, 12000) n;
+         DELETE FROM deliveries;",
+    )
+    .unwrap();
+    eventually("the dead rows counted", || {
+        scalar::<i64>(&db.url, "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'deliveries'") >= 10_000
+    });
+    // A lock that a vacuum waits for and nothing else does, held until the end of the test.
+    let holder = tokio::runtime::Runtime::new().unwrap();
+    let (client, connection) = holder.block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls)).unwrap();
+    holder.spawn(connection);
+    holder.block_on(client.batch_execute("BEGIN; LOCK TABLE deliveries IN SHARE UPDATE EXCLUSIVE MODE")).unwrap();
+
+    // The service prunes as it starts, and its vacuum waits.
+    let server = postgres_server(&db.url, 4);
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'VACUUM deliveries' AND wait_event_type = 'Lock'";
+    eventually("the vacuum waits for the lock", || scalar::<i64>(&db.url, waiting) == 1);
+    // Deliveries are handled all the same.
+    for n in 0..3 {
+        assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(n, 3)), Some(200));
+    }
+    eventually("handled while the vacuum waits", || server.recorder().runs.lock().unwrap().len() == 3);
+    assert_eq!(scalar::<i64>(&db.url, waiting), 1, "still waiting");
+    holder.block_on(client.batch_execute("ROLLBACK")).unwrap();
+}
+
 #[test]
 fn pruning_under_load_keeps_the_postgres_inbox_bounded() {
     let Some(db) = TestDatabase::create() else { return };

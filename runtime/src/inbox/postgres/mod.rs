@@ -4,8 +4,8 @@
 //!   connection belongs to the runtime that made it: the pool lives on a runtime of its own
 //!   (one thread), and the inbox's methods hand their work to it.
 //! - **Group commit.** Appends that arrive while a commit runs go into the next one (a small
-//!   batch waits [`LINGER`] for more, so that replicas sharing a load commit as seldom as one
-//!   alone; `bench/results/2026-12-06-b.md`): one
+//!   batch waits [`LINGER`] for more while other replicas announce commits, so that replicas
+//!   sharing a load commit as seldom as one alone; `bench/results/2026-12-06-b.md`): one
 //!   multi-row `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING`, rows sorted by their
 //!   unique key, in a transaction that commits (`synchronous_commit=on`, whatever the server's
 //!   default) before any of them is acknowledged. A retry that another replica is committing
@@ -72,7 +72,8 @@ const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
 pub const SESSION_SETTINGS: &str = "-c synchronous_commit=on -c idle_in_transaction_session_timeout=5s";
 /// Most appends committed in one transaction.
 const MAX_BATCH: usize = 1024;
-/// A batch smaller than this that arrives while the appender is busy waits [`LINGER`] for more.
+/// A batch smaller than this that arrives while the appender is busy, and other replicas
+/// announce commits, waits [`LINGER`] for more.
 const LINGER_BELOW: usize = 32;
 /// How long a small batch waits for more while the appender is busy.
 const LINGER: Duration = Duration::from_millis(2);
@@ -197,7 +198,7 @@ impl PgInbox {
         let wake = Arc::new(Wakeups::default());
         let (announce, announcements) = mpsc::unbounded_channel();
         let peers = Arc::new(notify::Peers::new());
-        handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone(), announce.clone()));
+        handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone(), announce.clone(), peers.clone()));
         handle.spawn(notify::announcer(pool.clone(), announcements, peers.clone()));
         handle.spawn(notify::listener(config, tls, wake.clone(), peers.clone()));
         let away = Arc::default();
@@ -258,13 +259,15 @@ async fn appender(
     mut queue: mpsc::Receiver<(NewDelivery, Reply<Appended>)>,
     wake: Arc<Wakeups>,
     announce: mpsc::UnboundedSender<Vec<u64>>,
+    peers: Arc<notify::Peers>,
 ) {
     let mut batch = Vec::new();
     let mut committed: Option<std::time::Instant> = None;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // Busy (the last commit just ended) with a small batch: wait a moment for more, so that
-        // several replicas sharing a load commit in batches as large as one replica alone would.
-        if batch.len() < LINGER_BELOW && committed.is_some_and(|at| at.elapsed() < LINGER) {
+        // Busy (the last commit just ended) with a small batch beside other replicas: wait a
+        // moment for more, so that replicas sharing a load commit in batches as large as one
+        // replica alone would. Alone, what arrives during a commit makes the next batch.
+        if batch.len() < LINGER_BELOW && committed.is_some_and(|at| at.elapsed() < LINGER) && peers.recently() {
             tokio::time::sleep(LINGER).await;
             while batch.len() < MAX_BATCH
                 && let Ok(more) = queue.try_recv()
