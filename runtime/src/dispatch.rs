@@ -545,6 +545,7 @@ impl<W: Webhooks> Dispatcher<W> {
         }
     }
 
+    /// Sets the inbox gauges.
     async fn count(&self, storage: &mut Health) {
         match self.inbox.depth().await {
             Ok(depth) => crate::metrics::inbox_depth(depth.pending, depth.dead),

@@ -219,33 +219,42 @@ pub(crate) fn first_time(kind: &'static str, name: &str) -> bool {
 pub(crate) struct Accepting([u8; 32]);
 
 /// Signatures being accepted, with how many requests carry each (the provider's retries of a
-/// delivery may arrive together).
-static ACCEPTING: Mutex<Option<foldhash::HashMap<[u8; 32], u32>>> = Mutex::new(None);
-/// Told when a delivery's line has been logged.
+/// delivery may arrive together), and how many handlers wait for one.
+#[derive(Default)]
+struct Pending {
+    signatures: foldhash::HashMap<[u8; 32], u32>,
+    waiting: usize,
+}
+
+static ACCEPTING: Mutex<Option<Pending>> = Mutex::new(None);
+/// Told when a delivery's line has been logged while a handler waits.
 static ACCEPTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-fn accepting() -> std::sync::MutexGuard<'static, Option<foldhash::HashMap<[u8; 32], u32>>> {
+fn accepting() -> std::sync::MutexGuard<'static, Option<Pending>> {
     ACCEPTING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Accepting {
     pub(crate) fn begin(signature: [u8; 32]) -> Self {
-        *accepting().get_or_insert_with(Default::default).entry(signature).or_default() += 1;
+        *accepting().get_or_insert_with(Pending::default).signatures.entry(signature).or_default() += 1;
         Self(signature)
     }
 }
 
 impl Drop for Accepting {
     fn drop(&mut self) {
-        if let Some(map) = accepting().as_mut()
-            && let Some(count) = map.get_mut(&self.0)
-        {
+        let mut pending = accepting();
+        let Some(pending) = pending.as_mut() else { return };
+        if let Some(count) = pending.signatures.get_mut(&self.0) {
             *count -= 1;
             if *count == 0 {
-                map.remove(&self.0);
+                pending.signatures.remove(&self.0);
             }
         }
-        ACCEPTED.notify_waiters();
+        // Almost always nobody waits: no wake-up to send.
+        if pending.waiting > 0 {
+            ACCEPTED.notify_waiters();
+        }
     }
 }
 
@@ -254,12 +263,26 @@ pub(crate) async fn accepted(signature: &[u8; 32]) {
     loop {
         let told = ACCEPTED.notified();
         let mut told = std::pin::pin!(told);
-        // Registered before looking: a line logged in between still wakes this.
-        told.as_mut().enable();
-        if !accepting().as_ref().is_some_and(|map| map.contains_key(signature)) {
-            return;
-        }
+        let _waiting = {
+            let mut pending = accepting();
+            let Some(pending) = pending.as_mut().filter(|p| p.signatures.contains_key(signature)) else { return };
+            pending.waiting += 1;
+            // Registered under the lock: the line logged next wakes it.
+            told.as_mut().enable();
+            Waiting
+        };
         told.await;
+    }
+}
+
+/// A handler counted as waiting in [`Pending`], until dropped (woken, or its task stopped).
+struct Waiting;
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(pending) = accepting().as_mut() {
+            pending.waiting -= 1;
+        }
     }
 }
 

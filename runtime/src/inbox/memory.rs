@@ -151,10 +151,7 @@ impl Deliveries {
             }
             row.fence += 1;
             row.claimed_at = Some(now);
-            let took_over = stored.claimed_by.take().map(|previous| TakenOver {
-                owner: previous,
-                ran_out_ms: now.saturating_sub(stored.claimed_until.unwrap_or(now)),
-            });
+            let took_over = TakenOver::take(stored, now);
             stored.attempts += 1;
             stored.claimed_by = Some(owner.to_owned());
             stored.claimed_until = Some(now.saturating_add(millis(request.lease)));
@@ -162,7 +159,7 @@ impl Deliveries {
             claimed.push(Claimed {
                 claim: Claim { id, fence: row.fence },
                 attempt: stored.attempts,
-                delivery: Stored { due_at: Some(row.due_at), ..stored.clone() },
+                delivery: row.view(),
                 lateness,
                 took_over,
             });

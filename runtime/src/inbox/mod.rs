@@ -276,6 +276,15 @@ pub struct TakenOver {
     pub ran_out_ms: i64,
 }
 
+impl TakenOver {
+    /// The claim `stored` held when a claim took it at `now` (ms), taken off it; `None` if it
+    /// held none.
+    pub(crate) fn take(stored: &mut Stored, now: i64) -> Option<Self> {
+        let owner = stored.claimed_by.take()?;
+        Some(Self { owner, ran_out_ms: now.saturating_sub(stored.claimed_until.unwrap_or(now)) })
+    }
+}
+
 /// What [`Inbox::claim`] takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimRequest {

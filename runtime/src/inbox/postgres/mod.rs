@@ -498,7 +498,7 @@ fn stored(row: &Row) -> Stored {
     let text = |name: &str| row.get::<_, String>(name);
     let signature: Vec<u8> = row.get("signature");
     let claimed_by: Option<String> = row.get("owner");
-    let state = State::parse(&row.get::<_, String>("state")).unwrap_or(State::Pending);
+    let state = State::parse(&text("state")).unwrap_or(State::Pending);
     Stored {
         id: row.get("id"),
         event: row.get("event"),

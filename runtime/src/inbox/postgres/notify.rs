@@ -41,7 +41,7 @@ const PEERS_FORGOTTEN: Duration = Duration::from_secs(1);
 
 /// This replica's token in announcements, and when it last heard another replica's.
 pub(super) struct Peers {
-    me: u64,
+    token: String,
     start: Instant,
     /// Milliseconds after `start`, plus one (0: never).
     heard: AtomicU64,
@@ -53,7 +53,7 @@ impl Peers {
         // Random keys, different for every `RandomState` made: distinct even for inboxes of one
         // process.
         let me = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
-        Self { me, start: Instant::now(), heard: AtomicU64::new(0) }
+        Self { token: format!("r{me:x}"), start: Instant::now(), heard: AtomicU64::new(0) }
     }
 
     /// Whether another replica announced a commit within [`PEERS_FORGOTTEN`].
@@ -65,10 +65,6 @@ impl Peers {
 
     fn heard(&self) {
         self.heard.store(self.start.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
-    }
-
-    fn token(&self) -> String {
-        format!("r{:x}", self.me)
     }
 }
 
@@ -86,8 +82,9 @@ pub(super) async fn announcer(pool: Pool, mut queue: mpsc::UnboundedReceiver<Vec
         }
         last = Some(tokio::time::Instant::now());
         let delays: BTreeSet<u64> = batch.drain(..).flatten().collect();
-        // Digits and commas only: safe in a literal.
-        let payload = delays.iter().map(u64::to_string).chain([peers.token()]).collect::<Vec<_>>().join(",");
+        // Digits, commas and the token (`r` and hex digits) only: safe in a literal.
+        let delays = delays.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let payload = format!("{delays},{}", peers.token);
         let sql = format!("BEGIN; SET LOCAL synchronous_commit = off; NOTIFY {CHANNEL}, '{payload}'; COMMIT");
         let sent = match pool.get().await {
             Ok(client) => client.batch_execute(&sql).await.map_err(|e| reason(&e)),
@@ -181,7 +178,7 @@ fn heard(wakeups: &Wakeups, peers: &Peers, payload: &str) {
     for token in payload.split(',') {
         match token.parse::<u64>() {
             Ok(delay) => wakeups.wake_after(Duration::from_millis(delay)),
-            Err(_) => mine |= token == peers.token(),
+            Err(_) => mine |= token == peers.token,
         }
     }
     if !mine {

@@ -629,10 +629,7 @@ fn claim(
             let fence = fence + 1;
             let lateness = lateness(&mut later, &delivery)?;
             delivery.attempts += 1;
-            let took_over = delivery.claimed_by.take().map(|previous| TakenOver {
-                owner: previous,
-                ran_out_ms: now.saturating_sub(delivery.claimed_until.unwrap_or(now)),
-            });
+            let took_over = TakenOver::take(&mut delivery, now);
             delivery.claimed_by = Some(owner.to_owned());
             delivery.claimed_until = Some(until);
             delivery.late = lateness.room.clone();
