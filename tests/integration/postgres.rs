@@ -1364,6 +1364,56 @@ fn a_pruning_round_vacuums_the_deliveries_table_once_enough_of_it_is_dead() {
     block_on(inbox.close());
 }
 
+#[test]
+fn a_pruning_round_analyzes_the_inbox_tables_once_enough_of_them_changed() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    // Whether the planner has statistics on the state of deliveries and on the rooms handled.
+    let analyzed = || -> (bool, bool) {
+        block_on(async {
+            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            let has = |table: &'static str, column: &'static str| {
+                let client = &client;
+                async move {
+                    client
+                        .query_one(
+                            "SELECT count(*) > 0 FROM pg_stats WHERE tablename = $1 AND attname = $2",
+                            &[&table, &column],
+                        )
+                        .await
+                        .unwrap()
+                        .get::<_, bool>(0)
+                }
+            };
+            (has("deliveries", "state").await, has("handled", "room").await)
+        })
+    };
+    // A few rows: nothing to do.
+    execute(
+        &db.url,
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at)
+                      SELECT int8send(n), n::text, n, 'typed', '{}', 0, 0 FROM generate_series(1, 100) n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // the statistics reach the server's counters
+    block_on(inbox.prune(Duration::from_secs(3600))).unwrap();
+    assert_eq!(analyzed(), (false, false));
+    // Thousands stored and handled: the next round analyzes both tables.
+    execute(
+        &db.url,
+        "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, body, received_at, due_at, state)
+                      SELECT int8send(n), n::text, n, 'typed', '{}', 0, 0, 'done' FROM generate_series(101, 5000) n;
+         INSERT INTO handled (room, recording, id, event, created, done_at)
+                      SELECT 'room-' || n, '', n, 'meetingEnded', n, 0 FROM generate_series(1, 2000) n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    block_on(inbox.prune(Duration::from_secs(3600))).unwrap();
+    assert_eq!(analyzed(), (true, true));
+    block_on(inbox.close());
+}
+
 /// The README's role: one that logs in and owns the inbox's database, nothing more.
 struct OwnerRole {
     admin: String,

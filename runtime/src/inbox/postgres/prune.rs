@@ -1,5 +1,5 @@
 //! Deleting handled deliveries past their retention, by the database's clock, and vacuuming
-//! the deliveries table as a queue.
+//! and analyzing the inbox's tables as a queue's.
 //!
 //! Every handled delivery leaves dead versions of its row behind, and entries for them in the
 //! index that claims scan from its oldest end: until a vacuum removes them, each claim steps
@@ -8,6 +8,12 @@
 //! the table to be dead (millions of rows for a table that keeps days of deliveries); schema 3
 //! asks it to come sooner, and the pruning round vacuums the table itself once ten thousand rows
 //! are dead, one replica at a time.
+//!
+//! The planner needs statistics too: a table never analyzed (autovacuum off, or not yet come)
+//! is planned blind, and the statement that records handled events read every done delivery's
+//! index entry to find a few by id, each turn slower as the table grew
+//! (`bench/results/2026-12-06-d.md`). The pruning round analyzes a table once a tenth of it
+//! (and at least [`CHANGED_ENOUGH`] rows) changed since its last analysis, as autovacuum would.
 
 use std::time::Duration;
 
@@ -18,7 +24,10 @@ use crate::inbox::StoreError;
 
 /// Dead rows in the deliveries table that make a pruning round vacuum it.
 const DEAD_ENOUGH: i64 = 10_000;
-/// The advisory lock one replica vacuums under (any constant will do: "vacu").
+/// Rows changed in a table since it was last analyzed that make a pruning round analyze it,
+/// beside a tenth of its rows.
+const CHANGED_ENOUGH: i64 = 1_000;
+/// The advisory lock one replica vacuums and analyzes under (any constant will do: "vacu").
 const VACUUM_LOCK: i64 = 0x7661_6375;
 
 pub(super) async fn prune(inbox: &PgInbox, retention: Duration) -> Result<usize, StoreError> {
@@ -48,7 +57,7 @@ pub(super) async fn prune(inbox: &PgInbox, retention: Duration) -> Result<usize,
                             .await
                             .map_err(failed)?;
                     }
-                    vacuum(&client).await?;
+                    upkeep(&client).await?;
                     return Ok(pruned);
                 }
             }
@@ -56,24 +65,41 @@ pub(super) async fn prune(inbox: &PgInbox, retention: Duration) -> Result<usize,
         .await
 }
 
-/// Vacuums the deliveries table when enough of it is dead and no other replica is vacuuming it;
-/// whether it did. A role that does not own the table is told so by the server (a warning), and
-/// the table is left to autovacuum.
-async fn vacuum(client: &Client) -> Result<bool, StoreError> {
-    let dead: i64 = client
-        .query_opt("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'deliveries'::regclass", &[])
+/// Vacuums the deliveries table when enough of it is dead, and analyzes the inbox's tables whose
+/// statistics are stale, unless another replica is doing so. A role that does not own the tables
+/// is told so by the server (a warning), and they are left to autovacuum.
+async fn upkeep(client: &Client) -> Result<(), StoreError> {
+    let stale = client
+        .query(
+            "SELECT relname::text, n_dead_tup, n_mod_since_analyze >= $1 + n_live_tup / 10
+               FROM pg_stat_user_tables WHERE relid IN ('deliveries'::regclass, 'handled'::regclass)",
+            &[&CHANGED_ENOUGH],
+        )
         .await
-        .map_err(failed)?
-        .map_or(0, |row| row.get(0));
-    if dead < DEAD_ENOUGH {
-        return Ok(false);
+        .map_err(failed)?;
+    let vacuum = stale.iter().any(|row| row.get::<_, &str>(0) == "deliveries" && row.get::<_, i64>(1) >= DEAD_ENOUGH);
+    let analyze: Vec<&str> = stale.iter().filter(|row| row.get::<_, bool>(2)).map(|row| row.get(0)).collect();
+    if !vacuum && analyze.is_empty() {
+        return Ok(());
     }
     let locked: bool =
         client.query_one("SELECT pg_try_advisory_lock($1)", &[&VACUUM_LOCK]).await.map_err(failed)?.get(0);
     if !locked {
-        return Ok(false);
+        return Ok(());
     }
-    let vacuumed = client.batch_execute("VACUUM deliveries").await.map_err(failed);
+    // One statement each (VACUUM runs outside a transaction); a vacuum analyzes on the way.
+    let mut statements: Vec<String> = Vec::new();
+    if vacuum {
+        statements.push("VACUUM (ANALYZE) deliveries".into());
+    }
+    statements.extend(analyze.iter().filter(|&&t| !(vacuum && t == "deliveries")).map(|t| format!("ANALYZE {t}")));
+    let mut done = Ok(());
+    for statement in &statements {
+        done = client.batch_execute(statement).await.map_err(failed);
+        if done.is_err() {
+            break;
+        }
+    }
     client.execute("SELECT pg_advisory_unlock($1)", &[&VACUUM_LOCK]).await.map_err(failed)?;
-    vacuumed.map(|()| true)
+    done
 }
