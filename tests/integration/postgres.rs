@@ -1414,6 +1414,59 @@ fn a_pruning_round_analyzes_the_inbox_tables_once_enough_of_them_changed() {
     block_on(inbox.close());
 }
 
+#[test]
+fn recording_handled_events_reads_no_other_done_delivery_before_any_analysis() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "test").unwrap();
+    // 2,000 deliveries over 200 rooms, each room's events created in turn; never analyzed (no
+    // pruning round runs here).
+    let appends = (0..2000u32).map(|n| {
+        let delivery = NewDelivery {
+            signature: [n.to_be_bytes(), [7; 4], [7; 4], [7; 4], [7; 4], [7; 4], [7; 4], [7; 4]]
+                .concat()
+                .try_into()
+                .unwrap(),
+            timestamp: n.to_string(),
+            timestamp_ms: i64::from(n),
+            room: Some(format!("room-{}", n % 200)),
+            created_us: Some(i64::from(n) * 1000),
+            ..delivery(0, None)
+        };
+        inbox.append(delivery)
+    });
+    for appended in block_on(futures_util::future::join_all(appends)) {
+        assert!(matches!(appended.unwrap(), Appended::New(_)));
+    }
+    let mut handled = 0;
+    loop {
+        let claimed = block_on(inbox.claim(request(100, Duration::from_secs(30)))).unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        let done: Vec<Completion> = claimed
+            .iter()
+            .map(|c| Completion { claim: c.claim, kind: Kind::Fallback, outcome: Outcome::Done })
+            .collect();
+        assert!(block_on(inbox.complete(&done)).unwrap().iter().all(|c| *c == Completed::Recorded));
+        handled += done.len();
+    }
+    assert_eq!(handled, 2000);
+    std::thread::sleep(Duration::from_millis(1500)); // the statistics reach the server's counters
+    let read: i64 = block_on(async {
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .query_one("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'deliveries_done'", &[])
+            .await
+            .unwrap()
+            .get(0)
+    });
+    // Each turn read its own deliveries by id: the index of every done delivery, read per turn,
+    // would have given tens of thousands.
+    assert!(read < 2000, "{read} entries of done deliveries read");
+    block_on(inbox.close());
+}
+
 /// The README's role: one that logs in and owns the inbox's database, nothing more.
 struct OwnerRole {
     admin: String,

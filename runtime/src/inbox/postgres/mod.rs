@@ -701,13 +701,16 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
 }
 
 /// The handled deliveries `$1` become their rooms' (recording '') and recordings' latest
-/// handled events, each where it was created after what they had.
+/// handled events, each where it was created after what they had. They are read by id alone
+/// (`MATERIALIZED`): planned without statistics, `state = 'done'` chose the index of every done
+/// delivery, read whole each turn (`bench/results/2026-12-06-d.md`).
 static MARK_HANDLED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO handled AS h (room, recording, id, event, created, done_at)
+         WITH d AS MATERIALIZED (SELECT id, state, room, recording, event, created FROM deliveries WHERE id = ANY($1))
          SELECT DISTINCT ON (d.room, r.recording) d.room, r.recording, d.id, d.event, d.created, {NOW_MS}
-           FROM deliveries d CROSS JOIN LATERAL (VALUES (''), (d.recording)) AS r(recording)
-          WHERE d.id = ANY($1) AND d.state = 'done' AND d.room IS NOT NULL AND d.created IS NOT NULL
+           FROM d CROSS JOIN LATERAL (VALUES (''), (d.recording)) AS r(recording)
+          WHERE d.state = 'done' AND d.room IS NOT NULL AND d.created IS NOT NULL
             AND r.recording IS NOT NULL
           ORDER BY d.room, r.recording, d.created DESC
          ON CONFLICT (room, recording) DO UPDATE
