@@ -1303,8 +1303,7 @@ fn a_pruning_round_that_waits_holds_up_no_handler() {
 
     // The service prunes as it starts, and its vacuum waits.
     let server = postgres_server(&db.url, 4);
-    let waiting =
-        "SELECT count(*) FROM pg_stat_activity WHERE query = 'VACUUM deliveries' AND wait_event_type = 'Lock'";
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE query = 'VACUUM (ANALYZE) deliveries' AND wait_event_type = 'Lock'";
     eventually("the vacuum waits for the lock", || scalar::<i64>(&db.url, waiting) == 1);
     // Deliveries are handled all the same.
     for n in 0..3 {
