@@ -1326,17 +1326,8 @@ fn pruning_under_load_keeps_the_postgres_inbox_bounded() {
 fn a_pruning_round_vacuums_the_deliveries_table_once_enough_of_it_is_dead() {
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "test").unwrap();
-    let vacuums = || -> i64 {
-        block_on(async {
-            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(connection);
-            client
-                .query_one("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'deliveries'", &[])
-                .await
-                .unwrap()
-                .get(0)
-        })
-    };
+    let vacuums =
+        || scalar::<i64>(&db.url, "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'deliveries'");
     // A few dead rows: nothing to do.
     execute(
         &db.url,
@@ -1368,26 +1359,11 @@ fn a_pruning_round_analyzes_the_inbox_tables_once_enough_of_them_changed() {
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "test").unwrap();
     // Whether the planner has statistics on the state of deliveries and on the rooms handled.
-    let analyzed = || -> (bool, bool) {
-        block_on(async {
-            let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(connection);
-            let has = |table: &'static str, column: &'static str| {
-                let client = &client;
-                async move {
-                    client
-                        .query_one(
-                            "SELECT count(*) > 0 FROM pg_stats WHERE tablename = $1 AND attname = $2",
-                            &[&table, &column],
-                        )
-                        .await
-                        .unwrap()
-                        .get::<_, bool>(0)
-                }
-            };
-            (has("deliveries", "state").await, has("handled", "room").await)
-        })
+    let has = |table: &str, column: &str| {
+        let sql = format!("SELECT count(*) > 0 FROM pg_stats WHERE tablename = '{table}' AND attname = '{column}'");
+        scalar::<bool>(&db.url, &sql)
     };
+    let analyzed = || (has("deliveries", "state"), has("handled", "room"));
     // A few rows: nothing to do.
     execute(
         &db.url,
@@ -1451,15 +1427,8 @@ fn recording_handled_events_reads_no_other_done_delivery_before_any_analysis() {
     }
     assert_eq!(handled, 2000);
     std::thread::sleep(Duration::from_millis(1500)); // the statistics reach the server's counters
-    let read: i64 = block_on(async {
-        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        client
-            .query_one("SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'deliveries_done'", &[])
-            .await
-            .unwrap()
-            .get(0)
-    });
+    let read: i64 =
+        scalar(&db.url, "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'deliveries_done'");
     // Each turn read its own deliveries by id: the index of every done delivery, read per turn,
     // would have given tens of thousands.
     assert!(read < 2000, "{read} entries of done deliveries read");
