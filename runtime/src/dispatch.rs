@@ -3,7 +3,11 @@
 //!
 //! A handler slot is taken from the claim until its outcome is committed, so what a crash can
 //! make run again is at most `concurrency` deliveries. The dispatcher claims only what it can
-//! start now (the attempt counts from the claim), and stops a handler whose claim was lost.
+//! start now (the attempt counts from the claim), and stops a handler whose claim was lost. An
+//! inbox that can claims what it stores into the free slots and hands the claims over
+//! ([`crate::inbox::Offer`]): the dispatcher's own turns then claim what their outcomes made due,
+//! and all it has free only when woken (something due that no append claimed) or when such a
+//! claim came back full.
 //!
 //! Every claim is renewed from when it is made until its outcome is committed, by a task of
 //! its own every quarter lease, whatever the dispatcher is waiting for: a commit that takes
@@ -36,7 +40,9 @@ use tokio::time::Instant;
 
 use crate::clock::system_time;
 use crate::defaults;
-use crate::inbox::{Claim, ClaimRequest, Claimed, Completed, Completion, Inbox, Kind, Outcome, StoreError};
+use crate::inbox::{
+    Claim, ClaimRequest, Claimed, Completed, Completion, Handed, Inbox, Kind, Offer, Outcome, Slots, StoreError,
+};
 use crate::webhooks::{DeliveryContext, LaterEvent, Webhooks, hand_over};
 
 /// When a failed handler is tried again.
@@ -301,24 +307,37 @@ impl<W: Webhooks> Dispatcher<W> {
     /// Runs the dispatcher on a thread of its own.
     pub fn spawn(self) -> DispatcherHandle {
         let (stop, stopped) = watch::channel(false);
+        // A slot is taken from the claim until its outcome is committed; an inbox that claims
+        // as it stores takes from the same slots and hands its claims over here, from the first
+        // delivery stored after this returns.
+        let slots = Arc::new(Slots::new(self.concurrency));
+        let (hand, handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+        let request = ClaimRequest { limit: 0, lease: self.lease, max_attempts: self.retry.max_attempts };
+        self.inbox.offer(Offer { slots: slots.clone(), request, handed: hand });
         let thread = std::thread::Builder::new()
             .name("inbox-dispatcher".into())
             .spawn(move || {
                 let runtime =
                     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
-                runtime.block_on(self.run(stopped));
+                runtime.block_on(self.run(stopped, slots, handed));
             })
             .expect("spawning the dispatcher thread");
         DispatcherHandle { stop, thread }
     }
 
-    async fn run(self, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut stop: watch::Receiver<bool>,
+        slots: Arc<Slots>,
+        mut handed: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+    ) {
         let mut running: JoinSet<Finished> = JoinSet::new();
         let mut held: HashMap<tokio::task::Id, Held> = HashMap::new();
         let mut unrecorded: Vec<Completion> = Vec::new();
         let mut storage = Health::within(self.lease);
         // Whether due deliveries may be waiting (cleared when a claim came back short).
         let mut look = true;
+        let template = ClaimRequest { limit: 0, lease: self.lease, max_attempts: self.retry.max_attempts };
         // A claim is known to be live for half its lease: a renewal every quarter leaves the
         // other quarter for the renewal's round trip.
         let leases = Leases::default();
@@ -331,7 +350,8 @@ impl<W: Webhooks> Dispatcher<W> {
         let mut last_turn = Instant::now();
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
         // anything else (finishing handlers, wakeups) woke the loop more often than this.
-        let mut poll = tokio::time::interval(self.poll);
+        // The first turn looks anyway: the first poll is one interval after it.
+        let mut poll = tokio::time::interval_at(Instant::now() + self.poll, self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if *stop.borrow() {
@@ -339,8 +359,7 @@ impl<W: Webhooks> Dispatcher<W> {
             }
             // Outcomes and new claims go together: the slots they free are taken in the same
             // commit (the claims see the rooms the outcomes unblocked).
-            let mut free = self.concurrency.saturating_sub(running.len());
-            if storage.ready() && (!unrecorded.is_empty() || (look && free > 0)) {
+            if storage.ready() && (!unrecorded.is_empty() || (look && slots.free() > 0)) {
                 // Little to record, soon after the last turn: wait out the inbox's gap, taking in
                 // the handlers that finish meanwhile.
                 let gap = (last_turn + self.inbox.turn_gap()).saturating_duration_since(Instant::now());
@@ -350,12 +369,18 @@ impl<W: Webhooks> Dispatcher<W> {
                         _ = stop.changed() => {}
                     }
                     while let Some(finished) = running.try_join_next_with_id() {
-                        self.finished(finished, &mut held, &mut unrecorded, &leases);
+                        self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
                     }
                     look = true;
-                    free = self.concurrency.saturating_sub(running.len());
                 }
-                let request = ClaimRequest { limit: free, lease: self.lease, max_attempts: self.retry.max_attempts };
+                // The outcomes' slots go to the claims of this commit: each outcome makes at most
+                // one delivery due (its room's next). The free slots too only when something else
+                // may be due (woken, or the last such claim came back full): the others are left
+                // to the appends that claim what they store.
+                let looking = look;
+                let taken = if looking { slots.take(usize::MAX) } else { 0 };
+                let limit = unrecorded.len() + taken;
+                let request = ClaimRequest { limit, ..template };
                 let asked = Instant::now();
                 last_turn = asked;
                 let settled = if unrecorded.is_empty() {
@@ -375,37 +400,29 @@ impl<W: Webhooks> Dispatcher<W> {
                             }
                         }
                         recorded(&mut unrecorded, &completed, &leases);
+                        slots.give(limit - claimed.len());
                         // A dead letter shows in the gauge now, not at the next maintenance.
                         if died {
                             self.count(&mut storage).await;
                         }
-                        look = claimed.len() == free;
-                        // A claim is good for its lease from when it was made, at the latest when
-                        // it was asked for. One that took half of that to arrive (this process
-                        // was paused, or the database stalled) may be another replica's by the
-                        // time its handler runs: it is left to run out and be taken again.
-                        if asked.elapsed() >= self.lease / 2 && !claimed.is_empty() {
-                            log::warn!(
-                                "{} claim(s) arrived {} ms after they were asked for (the process was paused?): \
-                                 not started; they are handled once their lease has run out",
-                                claimed.len(),
-                                asked.elapsed().as_millis()
-                            );
-                        } else {
-                            for claimed in claimed {
-                                self.start(claimed, asked, &mut running, &mut held, &leases);
-                            }
-                        }
+                        look = looking && claimed.len() == limit;
+                        self.start_all(claimed, asked, &mut running, &mut held, &leases, &slots);
                     }
-                    Err(e) => storage.failed("cannot record outcomes or claim deliveries (outcomes are kept)", &e),
+                    Err(e) => {
+                        slots.give(taken);
+                        storage.failed("cannot record outcomes or claim deliveries (outcomes are kept)", &e);
+                    }
                 }
             }
             tokio::select! {
                 Some(finished) = running.join_next_with_id() => {
-                    self.finished(finished, &mut held, &mut unrecorded, &leases);
+                    self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
                     while let Some(finished) = running.try_join_next_with_id() {
-                        self.finished(finished, &mut held, &mut unrecorded, &leases);
+                        self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
                     }
+                }
+                Some(Handed { claimed, asked }) = handed.recv() => {
+                    self.start_all(claimed, Instant::from_std(asked), &mut running, &mut held, &leases, &slots);
                 }
                 () = self.inbox.wakeups().wait() => look = true,
                 _ = poll.tick() => look = true,
@@ -413,9 +430,48 @@ impl<W: Webhooks> Dispatcher<W> {
                 _ = stop.changed() => {}
             }
         }
-        self.shut_down(running, held, unrecorded, storage, &leases).await;
+        // Claims handed over from now on are given back by the inbox; those on their way are
+        // given back here, their attempts not counted.
+        handed.close();
+        while let Ok(Handed { claimed, .. }) = handed.try_recv() {
+            unrecorded.extend(claimed.into_iter().map(|c| Completion {
+                claim: c.claim,
+                kind: c.delivery.kind,
+                outcome: Outcome::Interrupted,
+            }));
+        }
+        self.shut_down(running, held, unrecorded, storage, &leases, &slots).await;
         renewals.abort();
         maintenance.abort();
+    }
+
+    /// Starts the handlers of claims asked for at `asked`, unless they arrived so late that they
+    /// may be another replica's by now: those are left to run out, and their slots given back.
+    fn start_all(
+        &self,
+        claimed: Vec<Claimed>,
+        asked: Instant,
+        running: &mut JoinSet<Finished>,
+        held: &mut HashMap<tokio::task::Id, Held>,
+        leases: &Leases,
+        slots: &Slots,
+    ) {
+        // A claim is good for its lease from when it was made, at the latest when it was asked
+        // for. One that took half of that to arrive (this process was paused, or the database
+        // stalled) may be another replica's by the time its handler runs.
+        if asked.elapsed() >= self.lease / 2 && !claimed.is_empty() {
+            log::warn!(
+                "{} claim(s) arrived {} ms after they were asked for (the process was paused?): not started; they \
+                 are handled once their lease has run out",
+                claimed.len(),
+                asked.elapsed().as_millis()
+            );
+            slots.give(claimed.len());
+            return;
+        }
+        for claimed in claimed {
+            self.start(claimed, asked, running, held, leases);
+        }
     }
 
     /// Runs the handler of a claim asked for at `asked`, while the claim is known to be live: a
@@ -475,12 +531,14 @@ impl<W: Webhooks> Dispatcher<W> {
         held: &mut HashMap<tokio::task::Id, Held>,
         unrecorded: &mut Vec<Completion>,
         leases: &Leases,
+        slots: &Slots,
     ) {
         let (task, result) = match finished {
             Ok((task, Some(result))) => (task, result),
             Ok((task, None)) => {
                 if let Some(held) = held.remove(&task) {
                     leases.release([&held.claim]);
+                    slots.give(1);
                     log::warn!(
                         "delivery {}: its claim was no longer known to be live when its handler was to start or go \
                          on (the process was paused?): not run further; it is handled again once the claim has run \
@@ -493,10 +551,16 @@ impl<W: Webhooks> Dispatcher<W> {
             // Stopped: its claim was lost (nothing to record), or shutdown stopped it (the
             // delivery is pending again, this attempt not counted).
             Err(e) if e.is_cancelled() => {
-                if let Some(held) = held.remove(&e.id())
-                    && leases.finished(&held.claim)
-                {
-                    unrecorded.push(Completion { claim: held.claim, kind: held.kind, outcome: Outcome::Interrupted });
+                if let Some(held) = held.remove(&e.id()) {
+                    if leases.finished(&held.claim) {
+                        unrecorded.push(Completion {
+                            claim: held.claim,
+                            kind: held.kind,
+                            outcome: Outcome::Interrupted,
+                        });
+                    } else {
+                        slots.give(1);
+                    }
                 }
                 return;
             }
@@ -562,11 +626,12 @@ impl<W: Webhooks> Dispatcher<W> {
         mut unrecorded: Vec<Completion>,
         mut storage: Health,
         leases: &Leases,
+        slots: &Slots,
     ) {
         let deadline = Instant::now() + self.shutdown_grace;
         while !running.is_empty() {
             match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
-                Ok(Some(finished)) => self.finished(finished, &mut held, &mut unrecorded, leases),
+                Ok(Some(finished)) => self.finished(finished, &mut held, &mut unrecorded, leases, slots),
                 Ok(None) => break,
                 Err(_) => {
                     log::warn!(
@@ -577,7 +642,7 @@ impl<W: Webhooks> Dispatcher<W> {
                     running.abort_all();
                     // One may have finished just before: its outcome counts.
                     while let Some(finished) = running.join_next_with_id().await {
-                        self.finished(finished, &mut held, &mut unrecorded, leases);
+                        self.finished(finished, &mut held, &mut unrecorded, leases, slots);
                     }
                 }
             }

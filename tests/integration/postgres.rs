@@ -1151,6 +1151,92 @@ fn a_delivery_acknowledged_by_a_busy_replica_is_handled_by_an_idle_one_at_once()
 }
 
 #[test]
+fn a_delivery_due_at_once_is_claimed_in_the_commit_that_stores_it_while_the_dispatcher_has_a_slot() {
+    use meet_webhooks_runtime::inbox::{Handed, Offer, Slots};
+
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "a").unwrap();
+    let slots = std::sync::Arc::new(Slots::new(1));
+    let (hand, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+    inbox.offer(Offer { slots: slots.clone(), request: request(0, Duration::from_secs(30)), handed: hand });
+    let owner = |id: i64| scalar::<Option<String>>(&db.url, &format!("SELECT owner FROM deliveries WHERE id = {id}"));
+    let next_handed = |handed: &mut tokio::sync::mpsc::UnboundedReceiver<Handed>| {
+        block_on(async { tokio::time::timeout(Duration::from_millis(500), handed.recv()).await.ok().flatten() })
+    };
+    let append = |d: NewDelivery| match block_on(inbox.append(d)).unwrap() {
+        Appended::New(id) => id,
+        Appended::Duplicate(id) => panic!("{id} stored already"),
+    };
+    // Nothing but the appender claims here (no dispatcher): the claim came with the commit.
+    let first = append(delivery(1, Some("room")));
+    let claims = next_handed(&mut handed).expect("the claim is handed over");
+    assert_eq!(ids(&claims.claimed), [first]);
+    assert_eq!(claims.claimed[0].attempt, 1);
+    assert_eq!(owner(first).as_deref(), Some("a"));
+    assert_eq!(slots.free(), 0, "the claim holds the slot");
+
+    // No slot: stored, and left to the dispatcher.
+    let second = append(delivery(2, None));
+    assert!(next_handed(&mut handed).is_none());
+    assert_eq!(owner(second), None);
+    slots.give(1);
+
+    // Held for the reorder window, or behind its room's running head: not due, not claimed.
+    // The slot goes to the oldest due delivery, the one left before.
+    let third = append(NewDelivery { hold: Duration::from_secs(60), ..delivery(3, None) });
+    assert_eq!(slots.free(), 1);
+    let fourth = append(delivery(4, Some("room")));
+    let claims = next_handed(&mut handed).expect("the claim is handed over");
+    assert_eq!(ids(&claims.claimed), [second]);
+    assert_eq!((owner(third), owner(fourth)), (None, None));
+    assert_eq!(slots.free(), 0);
+    slots.give(2);
+
+    // A dispatcher that stopped is offered nothing more.
+    drop(handed);
+    let fifth = append(delivery(5, None));
+    assert_eq!(owner(fifth), None);
+    assert_eq!(scalar::<i32>(&db.url, &format!("SELECT attempts FROM deliveries WHERE id = {fifth}")), 0);
+    block_on(inbox.close());
+}
+
+#[test]
+fn a_replica_with_free_slots_claims_what_it_stores_and_never_more_than_its_slots() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "a").unwrap();
+    let handler = std::sync::Arc::new(meet_webhooks::Receiver::new(crate::common::Recorder::default()));
+    let dispatcher = dispatcher_polling_every_minute(&inbox, &handler, 2);
+    let count = |sql: &str| scalar::<i64>(&db.url, &format!("SELECT count(*) FROM deliveries WHERE {sql}"));
+    // One by one, each handled before the next is sent (a slot is always free): each was
+    // claimed by the transaction that stored it (its claim's time is that commit's `now()`).
+    // The first may find the dispatcher's first claim holding the slots.
+    for n in 1..=21 {
+        block_on(inbox.append(delivery(n, Some(if n % 2 == 0 { "even" } else { "odd" })))).unwrap();
+        eventually("handled", || count("state = 'done'") == i64::from(n));
+    }
+    assert_eq!(count("claimed_at = due_at AND state = 'done' AND attempts = 1 AND timestamp_ms > 1"), 20);
+
+    // Both slots are taken by handlers that wait: what arrives meanwhile is stored, not
+    // claimed, and handled once a slot is free.
+    handler.paused.store(true, Ordering::SeqCst);
+    for n in [22, 23] {
+        block_on(inbox.append(delivery(n, None))).unwrap();
+        eventually("a slot taken", || handler.runs.lock().unwrap().len() == usize::from(n));
+    }
+    block_on(inbox.append(delivery(24, None))).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count("owner IS NOT NULL"), 2, "two slots, two claims");
+    handler.paused.store(false, Ordering::SeqCst);
+    handler.release.add_permits(2);
+    eventually("all handled", || count("state = 'done'") == 24);
+    let runs = handler.runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 24);
+    assert!(runs.iter().all(|(_, attempt)| *attempt == 1), "each once: {runs:?}");
+    block_on(dispatcher.stop());
+    block_on(inbox.close());
+}
+
+#[test]
 fn the_claims_of_a_killed_replica_start_on_another_within_the_lease_and_a_second() {
     use crate::crash::{logged, nanos};
     const LEASE_MS: u64 = 1000;

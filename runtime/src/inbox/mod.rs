@@ -46,6 +46,7 @@
 mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod migrations;
+mod offer;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -62,6 +63,7 @@ use serde::Serialize;
 /// Implementations of [`Inbox`] use it: `#[meet_webhooks_runtime::inbox::async_trait]`.
 pub use async_trait::async_trait;
 pub use memory::MemoryInbox;
+pub use offer::{Handed, Offer, Slots};
 #[cfg(feature = "postgres")]
 pub use postgres::PgInbox;
 #[cfg(feature = "sqlite")]
@@ -589,6 +591,10 @@ pub trait Inbox: Send + Sync + 'static {
     /// Woken after a commit that stored a new delivery (or made one pending again), and when
     /// one held back (its `hold`) comes due; on PostgreSQL, also by other replicas' commits.
     fn wakeups(&self) -> &Wakeups;
+
+    /// Takes the dispatcher's offer to claim deliveries as they are stored ([`Offer`]); by
+    /// default it is declined (dropped), and every claim is the dispatcher's.
+    fn offer(&self, _offer: Offer) {}
 
     /// The least time between the starts of two of the dispatcher's turns (claims and outcomes)
     /// while it has little to do in each: what a turn costs beyond its deliveries is paid at

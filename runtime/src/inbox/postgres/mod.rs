@@ -20,6 +20,11 @@
 //!   database's clock (`now()`), never a replica's; outcomes and renewals count only for the
 //!   claim that holds the delivery (fencing). A replica that stops renewing loses its claims
 //!   once the lease runs out, and another replica takes them.
+//! - **Claimed as stored.** While the dispatcher has free handler slots ([`Inbox::offer`]), the
+//!   transaction that stores a batch also claims due heads into them, and the claims go to the
+//!   dispatcher when it commits: such a delivery waits for no wake-up and no transaction of the
+//!   dispatcher's, and is announced to no other replica. The rest is announced and claimed by
+//!   whichever dispatcher looks first.
 //! - **A dispatcher's turn in few round trips.** A claim is one statement (`WITH … FOR UPDATE
 //!   SKIP LOCKED` feeding the `UPDATE` that takes the rows). A turn's outcomes, however many, and
 //!   the next heads of their rooms are sent together (pipelined) after their rooms are locked:
@@ -42,7 +47,7 @@ use connect::{connection, describe, failed, patiently};
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -54,8 +59,9 @@ use tokio_postgres::types::ToSql;
 pub use schema::VERSION as SCHEMA_VERSION;
 
 use super::{
-    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Counts, Depth, Inbox, Kind, Lateness,
-    Later, NewDelivery, Outcome, Query, Selection, State, Stats, StoreError, Stored, TakenOver, Wakeups,
+    Appended, Attempt, Claim, ClaimRequest, Claimed, Completed, Completion, Counts, Depth, Handed, Inbox, Kind,
+    Lateness, Later, NewDelivery, Offer, Outcome, Query, Selection, State, Stats, StoreError, Stored, TakenOver,
+    Wakeups,
 };
 use crate::clock::millis;
 
@@ -115,12 +121,17 @@ pub struct PgInbox {
     announce: mpsc::UnboundedSender<Vec<u64>>,
     /// Whether other replicas announce commits too ([`Inbox::turn_gap`]).
     peers: Arc<notify::Peers>,
+    /// The dispatcher's offer, the latest: the appender claims into its free slots ([`Inbox::offer`]).
+    offer: Offered,
     /// The database could not be reached: the next operation first records that it is
     /// reachable again ([`REACHABLE_AGAIN`]).
     away: Arc<std::sync::atomic::AtomicBool>,
     /// Ends the inbox's runtime, and its thread to join, until [`Inbox::close`].
     running: Running,
 }
+
+/// The dispatcher's offer, shared with the appender.
+type Offered = Arc<std::sync::RwLock<Option<Arc<Offer>>>>;
 
 /// What ends the inbox's runtime, and its thread to join; `None` once closed.
 type Running = Arc<std::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)>>>;
@@ -198,7 +209,17 @@ impl PgInbox {
         let wake = Arc::new(Wakeups::default());
         let (announce, announcements) = mpsc::unbounded_channel();
         let peers = Arc::new(notify::Peers::new());
-        handle.spawn(appender(pool.clone(), target.clone(), queue, wake.clone(), announce.clone(), peers.clone()));
+        let offer = Offered::default();
+        let claims = Claims { owner: owner.into(), offer: offer.clone() };
+        handle.spawn(appender(
+            pool.clone(),
+            target.clone(),
+            queue,
+            wake.clone(),
+            announce.clone(),
+            peers.clone(),
+            claims,
+        ));
         handle.spawn(notify::announcer(pool.clone(), announcements, peers.clone()));
         handle.spawn(notify::listener(config, tls, wake.clone(), peers.clone()));
         let away = Arc::default();
@@ -211,6 +232,7 @@ impl PgInbox {
             wake,
             announce,
             peers,
+            offer,
             away,
             running,
         })
@@ -252,7 +274,14 @@ fn stop_runtime(running: &Running) {
     }
 }
 
-/// Collects appends and commits them in batches.
+/// Who the appender claims for, once the dispatcher has made its offer.
+struct Claims {
+    owner: Arc<str>,
+    offer: Offered,
+}
+
+/// Collects appends and commits them in batches; claims what it stores into the dispatcher's
+/// free slots, in the same transaction, and hands the claims over.
 async fn appender(
     pool: Pool,
     target: String,
@@ -260,6 +289,7 @@ async fn appender(
     wake: Arc<Wakeups>,
     announce: mpsc::UnboundedSender<Vec<u64>>,
     peers: Arc<notify::Peers>,
+    claims: Claims,
 ) {
     let mut batch = Vec::new();
     let mut committed: Option<std::time::Instant> = None;
@@ -276,15 +306,21 @@ async fn appender(
             }
         }
         let (deliveries, replies): (Vec<NewDelivery>, Vec<Reply<Appended>>) = batch.drain(..).unzip();
+        // Slots for what comes due at once, if the dispatcher has them to spare.
+        let offer = claims.offer.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let offer = offer.as_deref().filter(|offer| !offer.handed.is_closed());
+        let taken = offer.map_or(0, |offer| offer.slots.take(deliveries.iter().filter(|d| d.hold.is_zero()).count()));
+        let claiming =
+            offer.filter(|_| taken > 0).map(|offer| (&*claims.owner, ClaimRequest { limit: taken, ..offer.request }));
         let started = std::time::Instant::now();
         let result = match connection(&pool, &target).await {
-            Ok(mut client) => insert(&mut client, &deliveries).await,
+            Ok(mut client) => insert(&mut client, &deliveries, claiming).await,
             Err(e) => Err(e),
         };
         crate::metrics::inbox_commit(deliveries.len(), started.elapsed(), result.is_ok());
         committed = Some(std::time::Instant::now());
         match result {
-            Ok((answers, due)) => {
+            Ok(Inserted { answers, due, claimed }) => {
                 for &after in &due {
                     wake.wake_after(Duration::from_millis(after));
                 }
@@ -294,8 +330,17 @@ async fn appender(
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
+                if let Some(offer) = offer {
+                    offer.slots.give(taken - claimed.len());
+                    if !claimed.is_empty() {
+                        hand_over(&pool, &target, &claims.owner, offer, Handed { claimed, asked: started });
+                    }
+                }
             }
             Err(error) => {
+                if let Some(offer) = offer {
+                    offer.slots.give(taken);
+                }
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
@@ -304,14 +349,45 @@ async fn appender(
     }
 }
 
+/// Hands claims made while storing to the dispatcher; one that has stopped gets none, and they
+/// are given back (pending again, the attempt not counted), else they would wait out their lease.
+fn hand_over(pool: &Pool, target: &str, owner: &Arc<str>, offer: &Offer, handed: Handed) {
+    let Err(mpsc::error::SendError(Handed { claimed, .. })) = offer.handed.send(handed) else { return };
+    offer.slots.give(claimed.len());
+    let (pool, target, owner) = (pool.clone(), target.to_owned(), owner.clone());
+    let back: Vec<Completion> = claimed
+        .into_iter()
+        .map(|c| Completion { claim: c.claim, kind: c.delivery.kind, outcome: Outcome::Interrupted })
+        .collect();
+    tokio::spawn(async move {
+        let given_back = async {
+            let mut client = connection(&pool, &target).await?;
+            let tx = client.transaction().await.map_err(failed)?;
+            complete(&tx, &owner, &back).await?;
+            tx.commit().await.map_err(failed)
+        };
+        if let Err(e) = given_back.await {
+            log::warn!("cannot give back {} claim(s) the stopped dispatcher did not take: {e}", back.len());
+        }
+    });
+}
+
+/// What a batch's transaction did: one answer per delivery, in order; when the new ones that
+/// no claim took come due (in ms from the end of the insert, on the database's clock: a wake-up
+/// at that time after the commit is never early); and what it claimed.
+struct Inserted {
+    answers: Vec<Appended>,
+    due: std::collections::BTreeSet<u64>,
+    claimed: Vec<Claimed>,
+}
+
 /// Stores a batch in one transaction: rooms locked in order and numbered, rows inserted in key
-/// order, heads set; one answer per delivery, in order, and when the new ones come due (in ms
-/// from the end of the insert, on the database's clock: a wake-up at that time after the commit
-/// is never early).
+/// order, heads set, and, when `claiming`, due heads claimed as the dispatcher's claims are.
 async fn insert(
     client: &mut Client,
     batch: &[NewDelivery],
-) -> Result<(Vec<Appended>, std::collections::BTreeSet<u64>), StoreError> {
+    claiming: Option<(&str, ClaimRequest)>,
+) -> Result<Inserted, StoreError> {
     let tx = client.transaction().await.map_err(failed)?;
     // Each room's row, locked (rooms in order: batches never deadlock) and advanced by the
     // number of this batch's deliveries in it, in one statement: they are numbered from there.
@@ -402,7 +478,8 @@ async fn insert(
     .await?;
     // By key: the delivery's id, and whether this batch inserted it.
     let key = |row: &Row| -> (i64, [u8; 32]) { (row.get(1), row.get::<_, &[u8]>(2).try_into().unwrap_or([0; 32])) };
-    let due = inserted.iter().map(|r| u64::try_from(r.get::<_, i64>(3)).unwrap_or(0)).collect();
+    let due: Vec<(i64, u64)> =
+        inserted.iter().map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(3)).unwrap_or(0))).collect();
     let mut ids: std::collections::HashMap<(i64, [u8; 32]), (i64, bool)> =
         inserted.iter().map(|r| (key(r), (r.get(0), true))).collect();
     if ids.len() < batch.len() {
@@ -420,7 +497,13 @@ async fn insert(
     if !rooms.is_empty() {
         promote(&tx, &rooms).await?;
     }
+    let claimed = match claiming {
+        Some((owner, request)) => claim(&tx, owner, &request, false).await?,
+        None => Vec::new(),
+    };
     tx.commit().await.map_err(failed)?;
+    let taken: std::collections::HashSet<i64> = claimed.iter().map(|c| c.claim.id).collect();
+    let due = due.into_iter().filter(|(id, _)| !taken.contains(id)).map(|(_, after)| after).collect();
     // A key that appears twice in one batch is new for its first copy only.
     let mut answered: std::collections::HashSet<(i64, [u8; 32])> = std::collections::HashSet::new();
     let answers = batch
@@ -431,7 +514,7 @@ async fn insert(
             Ok(if new && answered.insert(key) { Appended::New(id) } else { Appended::Duplicate(id) })
         })
         .collect::<Result<_, StoreError>>()?;
-    Ok((answers, due))
+    Ok(Inserted { answers, due, claimed })
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -570,9 +653,15 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Claims due heads, oldest first, up to the request's limit, burying on the way those that
-/// have no attempt left (their last claim ran out: the replica that ran it stopped).
-async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
+/// Claims due heads, oldest first, up to the request's limit, burying on the way (when
+/// `burying`) those that have no attempt left (their last claim ran out: the replica that ran it
+/// stopped); else they are left to the dispatcher's next claim.
+async fn claim(
+    tx: &Transaction<'_>,
+    owner: &str,
+    request: &ClaimRequest,
+    burying: bool,
+) -> Result<Vec<Claimed>, StoreError> {
     let mut claimed: Vec<Claimed> = Vec::new();
     let lease_ms = millis(request.lease) as f64;
     let max = i32::try_from(request.max_attempts).unwrap_or(i32::MAX);
@@ -600,7 +689,11 @@ async fn claim(tx: &Transaction<'_>, owner: &str, request: &ClaimRequest) -> Res
         }));
         // Burying may have unblocked rooms: look again for the places it took.
         let spent: Vec<(i64, Option<String>)> = spent.iter().map(|r| (r.get("id"), r.get("room"))).collect();
-        if spent.is_empty() || claimed.len() >= request.limit || !bury(tx, &spent, request.max_attempts).await? {
+        if spent.is_empty()
+            || claimed.len() >= request.limit
+            || !burying
+            || !bury(tx, &spent, request.max_attempts).await?
+        {
             break;
         }
     }
@@ -789,7 +882,7 @@ impl Inbox for PgInbox {
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
-            let claimed = claim(&tx, &owner, &request).await?;
+            let claimed = claim(&tx, &owner, &request, true).await?;
             tx.commit().await.map_err(failed)?;
             Ok(claimed)
         })
@@ -844,7 +937,7 @@ impl Inbox for PgInbox {
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
             let completed = complete(&tx, &owner, &completions).await?;
-            let claimed = claim(&tx, &owner, &request).await?;
+            let claimed = claim(&tx, &owner, &request, true).await?;
             tx.commit().await.map_err(failed)?;
             Ok((completed, claimed))
         })
@@ -907,6 +1000,12 @@ impl Inbox for PgInbox {
 
     fn wakeups(&self) -> &Wakeups {
         &self.wake
+    }
+
+    /// The appender claims what it stores, as far as the dispatcher's slots go: a delivery that
+    /// comes due at once waits for no claim turn (see [`super::offer`]).
+    fn offer(&self, offer: Offer) {
+        *self.offer.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(offer));
     }
 
     /// Every replica is woken by every replica's commits: without a gap, each would take its
