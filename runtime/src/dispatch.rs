@@ -377,7 +377,8 @@ impl<W: Webhooks> Dispatcher<W> {
                 // one delivery due (its room's next). The free slots too only when something else
                 // may be due (woken, or the last such claim came back full): the others are left
                 // to the appends that claim what they store.
-                let looking = look;
+                // A wake-up that came during the last turn, not yet seen.
+                let looking = look || self.inbox.wakeups().woken();
                 let taken = if looking { slots.take(usize::MAX) } else { 0 };
                 let limit = unrecorded.len() + taken;
                 let request = ClaimRequest { limit, ..template };

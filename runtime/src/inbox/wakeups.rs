@@ -65,25 +65,46 @@ impl Wakeups {
         }
     }
 
-    /// Returns when woken, or when the earliest wake-up asked for comes (which it consumes).
+    /// Returns when woken, or when the earliest wake-up asked for comes (which it consumes): at
+    /// once if one came while nobody waited (the dispatcher was taking a turn).
     pub async fn wait(&self) {
+        if self.take_due() {
+            return;
+        }
         let next = {
-            let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-            let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-            while due.heap.peek().is_some_and(|&Reverse(at)| at <= now) {
-                due.heap.pop();
-            }
+            let due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
             due.heap.peek().map(|&Reverse(at)| self.base + Duration::from_millis(at))
         };
         match next {
             Some(at) => {
                 tokio::select! {
                     () = self.now.notified() => {}
-                    () = tokio::time::sleep_until(at) => {}
+                    () = tokio::time::sleep_until(at) => {
+                        self.take_due();
+                    }
                 }
             }
             None => self.now.notified().await,
         }
+    }
+
+    /// Whether a wake-up came since the last wait, consumed: the dispatcher, about to take a
+    /// turn for its outcomes, looks for everything due too.
+    pub fn woken(&self) -> bool {
+        use futures_util::FutureExt;
+        self.take_due() | self.now.notified().now_or_never().is_some()
+    }
+
+    /// Consumes the wake-ups whose time has come; whether there were any.
+    fn take_due(&self) -> bool {
+        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut came = false;
+        while due.heap.peek().is_some_and(|&Reverse(at)| at <= now) {
+            due.heap.pop();
+            came = true;
+        }
+        came
     }
 }
 
@@ -105,6 +126,35 @@ mod tests {
         // Consumed: nothing more is due, so only a wake ends the wait.
         let again = tokio::time::timeout(Duration::from_secs(10), wakeups.wait()).await;
         assert!(again.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_that_came_while_nobody_waited_ends_the_next_wait_at_once() {
+        let wakeups = Wakeups::default();
+        wakeups.wake_after(Duration::from_millis(100));
+        wakeups.wait().await;
+        // The dispatcher is busy past the wake-up's time, then waits.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let waited = tokio::time::timeout(Duration::from_secs(10), wakeups.wait()).await;
+        assert!(waited.is_ok() && started.elapsed().is_zero(), "it came while nobody waited");
+        // Consumed.
+        assert!(tokio::time::timeout(Duration::from_secs(10), wakeups.wait()).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_that_came_is_seen_without_waiting_and_consumed() {
+        let wakeups = Wakeups::default();
+        assert!(!wakeups.woken());
+        wakeups.wake();
+        assert!(wakeups.woken());
+        assert!(!wakeups.woken(), "consumed");
+        wakeups.wake_after(Duration::from_millis(100));
+        wakeups.wait().await;
+        assert!(!wakeups.woken());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(wakeups.woken());
+        assert!(tokio::time::timeout(Duration::from_secs(10), wakeups.wait()).await.is_err(), "consumed");
     }
 
     #[tokio::test(start_paused = true)]

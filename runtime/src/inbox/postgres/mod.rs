@@ -498,7 +498,13 @@ async fn insert(
         promote(&tx, &rooms).await?;
     }
     let claimed = match claiming {
-        Some((owner, request)) => claim(&tx, owner, &request, false).await?,
+        Some((owner, request)) => {
+            // What this batch stored that comes due at once.
+            let now: std::collections::HashSet<(i64, [u8; 32])> =
+                batch.iter().filter(|d| d.hold.is_zero()).map(|d| (d.timestamp_ms, d.signature)).collect();
+            let fresh: Vec<i64> = inserted.iter().filter(|r| now.contains(&key(r))).map(|r| r.get(0)).collect();
+            if fresh.is_empty() { Vec::new() } else { claim(&tx, owner, &request, Some(&fresh)).await? }
+        }
         None => Vec::new(),
     };
     tx.commit().await.map_err(failed)?;
@@ -620,12 +626,18 @@ fn stored(row: &Row) -> Stored {
 /// while the database was down (restarted: the server's start time; or unreachable: the time
 /// a replica found it again, [`REACHABLE_AGAIN`]) is not a sign that its owner is gone, and
 /// its handler may have finished meanwhile.
-static CLAIM: LazyLock<String> = LazyLock::new(|| {
+static CLAIM: LazyLock<String> = LazyLock::new(|| claim_sql(""));
+
+/// [`CLAIM`] of the deliveries `$5` alone: what a batch stored, claimed by its own transaction.
+static CLAIM_STORED: LazyLock<String> = LazyLock::new(|| claim_sql("id = ANY($5) AND"));
+
+/// [`CLAIM`], its due heads narrowed by `only` (a condition and `AND`, or nothing).
+fn claim_sql(only: &str) -> String {
     format!(
         "WITH due AS (SELECT id, room, recording, created, attempts < $4 AS taken, owner AS was_owner,
                           {NOW_MS} - (extract(epoch from lease_until) * 1000)::bigint AS ran_out_ms
                      FROM deliveries
-                   WHERE head AND due_at <= {NOW_MS}
+                   WHERE {only} head AND due_at <= {NOW_MS}
                      AND (owner IS NULL OR (lease_until <= now()
                           AND GREATEST(pg_postmaster_start_time(),
                                        to_timestamp(COALESCE((SELECT value FROM meta WHERE key = 'reachable_since'), 0) / 1000.0))
@@ -651,23 +663,26 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| {
      RETURNING due.taken, due.was_owner, due.ran_out_ms, d.fence, {CLAIMED_COLUMNS}, in_recording.id AS recording_late_id,
                in_recording.event AS recording_late_event, in_recording.created AS recording_late_created"
     )
-});
+}
 
-/// Claims due heads, oldest first, up to the request's limit, burying on the way (when
-/// `burying`) those that have no attempt left (their last claim ran out: the replica that ran it
-/// stopped); else they are left to the dispatcher's next claim.
+/// Claims due heads, oldest first, up to the request's limit, burying on the way those that
+/// have no attempt left (their last claim ran out: the replica that ran it stopped). With
+/// `only`, those of these ids alone (just stored: none is spent).
 async fn claim(
     tx: &Transaction<'_>,
     owner: &str,
     request: &ClaimRequest,
-    burying: bool,
+    only: Option<&[i64]>,
 ) -> Result<Vec<Claimed>, StoreError> {
     let mut claimed: Vec<Claimed> = Vec::new();
     let lease_ms = millis(request.lease) as f64;
     let max = i32::try_from(request.max_attempts).unwrap_or(i32::MAX);
     loop {
         let limit = i64::try_from(request.limit - claimed.len()).unwrap_or(i64::MAX);
-        let due = query(tx, &CLAIM, &[&limit, &owner, &lease_ms, &max]).await?;
+        let due = match only {
+            None => query(tx, &CLAIM, &[&limit, &owner, &lease_ms, &max]).await?,
+            Some(ids) => query(tx, &CLAIM_STORED, &[&limit, &owner, &lease_ms, &max, &ids]).await?,
+        };
         let (taken, spent): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| r.get::<_, bool>("taken"));
         claimed.extend(taken.iter().map(|row| {
             let delivery = stored(row);
@@ -691,7 +706,7 @@ async fn claim(
         let spent: Vec<(i64, Option<String>)> = spent.iter().map(|r| (r.get("id"), r.get("room"))).collect();
         if spent.is_empty()
             || claimed.len() >= request.limit
-            || !burying
+            || only.is_some()
             || !bury(tx, &spent, request.max_attempts).await?
         {
             break;
@@ -882,7 +897,7 @@ impl Inbox for PgInbox {
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
-            let claimed = claim(&tx, &owner, &request, true).await?;
+            let claimed = claim(&tx, &owner, &request, None).await?;
             tx.commit().await.map_err(failed)?;
             Ok(claimed)
         })
@@ -937,7 +952,7 @@ impl Inbox for PgInbox {
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
             let completed = complete(&tx, &owner, &completions).await?;
-            let claimed = claim(&tx, &owner, &request, true).await?;
+            let claimed = claim(&tx, &owner, &request, None).await?;
             tx.commit().await.map_err(failed)?;
             Ok((completed, claimed))
         })
