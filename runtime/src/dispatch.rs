@@ -374,12 +374,13 @@ impl<W: Webhooks> Dispatcher<W> {
                     look = true;
                 }
                 // The outcomes' slots go to the claims of this commit: each outcome makes at most
-                // one delivery due (its room's next). The free slots too only when something else
-                // may be due (woken, or the last such claim came back full): the others are left
-                // to the appends that claim what they store.
-                // A wake-up that came during the last turn, not yet seen.
+                // one delivery due (its room's next). Free slots only when something else may be
+                // due (woken, also during the last turn; or the last such claim came back full),
+                // and half of them: appends that commit meanwhile claim what they store into the
+                // rest (with none left they would wake the dispatcher for another such turn, and
+                // so on while the load lasts).
                 let looking = look || self.inbox.wakeups().woken();
-                let taken = if looking { slots.take(usize::MAX) } else { 0 };
+                let taken = if looking { slots.take(slots.free().div_ceil(2)) } else { 0 };
                 let limit = unrecorded.len() + taken;
                 let request = ClaimRequest { limit, ..template };
                 let asked = Instant::now();
