@@ -6,8 +6,8 @@
 //! start now (the attempt counts from the claim), and stops a handler whose claim was lost. An
 //! inbox that can claims what it stores into the free slots and hands the claims over
 //! ([`crate::inbox::Offer`]): the dispatcher's own turns then claim what their outcomes made due,
-//! and all it has free only when woken (something due that no append claimed) or when such a
-//! claim came back full.
+//! and half of what is free only when woken (something due that no append claimed) or when such
+//! a claim came back full.
 //!
 //! Every claim is renewed from when it is made until its outcome is committed, by a task of
 //! its own every quarter lease, whatever the dispatcher is waiting for: a commit that takes
@@ -312,8 +312,7 @@ impl<W: Webhooks> Dispatcher<W> {
         // delivery stored after this returns.
         let slots = Arc::new(Slots::new(self.concurrency));
         let (hand, handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
-        let request = ClaimRequest { limit: 0, lease: self.lease, max_attempts: self.retry.max_attempts };
-        self.inbox.offer(Offer { slots: slots.clone(), request, handed: hand });
+        self.inbox.offer(Offer { slots: slots.clone(), request: self.claim_request(0), handed: hand });
         let thread = std::thread::Builder::new()
             .name("inbox-dispatcher".into())
             .spawn(move || {
@@ -337,7 +336,9 @@ impl<W: Webhooks> Dispatcher<W> {
         let mut storage = Health::within(self.lease);
         // Whether due deliveries may be waiting (cleared when a claim came back short).
         let mut look = true;
-        let template = ClaimRequest { limit: 0, lease: self.lease, max_attempts: self.retry.max_attempts };
+        // Whether the inbox took the offer (it keeps the sender): else every claim is the
+        // dispatcher's, and each turn claims all it can.
+        let shared = !handed.is_closed();
         // A claim is known to be live for half its lease: a renewal every quarter leaves the
         // other quarter for the renewal's round trip.
         let leases = Leases::default();
@@ -373,16 +374,20 @@ impl<W: Webhooks> Dispatcher<W> {
                     }
                     look = true;
                 }
-                // The outcomes' slots go to the claims of this commit: each outcome makes at most
-                // one delivery due (its room's next). Free slots only when something else may be
-                // due (woken, also during the last turn; or the last such claim came back full),
-                // and half of them: appends that commit meanwhile claim what they store into the
-                // rest (with none left they would wake the dispatcher for another such turn, and
-                // so on while the load lasts).
-                let looking = look || self.inbox.wakeups().woken();
-                let taken = if looking { slots.take(slots.free().div_ceil(2)) } else { 0 };
+                // The outcomes' slots go to the claims of this commit. Beside an inbox that claims
+                // as it stores, that is all (each outcome makes at most its room's next delivery
+                // due) unless something else may be due (woken, also during the last turn; or the
+                // last such claim came back full), and then half of the free slots: appends that
+                // commit meanwhile claim what they store into the rest (with none left they would
+                // wake the dispatcher for another such turn, and so on while the load lasts).
+                let looking = look || !shared || self.inbox.wakeups().woken();
+                let taken = match (looking, shared) {
+                    (false, _) => 0,
+                    (true, true) => slots.take(slots.free().div_ceil(2)),
+                    (true, false) => slots.take(usize::MAX),
+                };
                 let limit = unrecorded.len() + taken;
-                let request = ClaimRequest { limit, ..template };
+                let request = self.claim_request(limit);
                 let asked = Instant::now();
                 last_turn = asked;
                 let settled = if unrecorded.is_empty() {
@@ -445,6 +450,10 @@ impl<W: Webhooks> Dispatcher<W> {
         self.shut_down(running, held, unrecorded, storage, &leases, &slots).await;
         renewals.abort();
         maintenance.abort();
+    }
+
+    fn claim_request(&self, limit: usize) -> ClaimRequest {
+        ClaimRequest { limit, lease: self.lease, max_attempts: self.retry.max_attempts }
     }
 
     /// Starts the handlers of claims asked for at `asked`, unless they arrived so late that they
