@@ -1199,6 +1199,65 @@ fn a_delivery_due_at_once_is_claimed_in_the_commit_that_stores_it_while_the_disp
 }
 
 #[test]
+fn a_claim_made_as_the_dispatcher_stops_is_given_back_its_attempt_not_counted() {
+    use meet_webhooks_runtime::inbox::{Handed, Offer, Slots};
+
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "a").unwrap();
+    let slots = std::sync::Arc::new(Slots::new(2));
+    let (hand, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
+    inbox.offer(Offer { slots: slots.clone(), request: request(0, Duration::from_secs(30)), handed: hand });
+    // Room r's row exists, and nothing of it is pending.
+    block_on(inbox.append(delivery(1, Some("r")))).unwrap();
+    let first = block_on(handed.recv()).unwrap().claimed.remove(0);
+    let done = Completion { claim: first.claim, kind: Kind::Fallback, outcome: Outcome::Done };
+    assert_eq!(block_on(inbox.complete(&[done])).unwrap(), [Completed::Recorded]);
+    slots.give(1);
+
+    // The next append of room r waits for the room's row, held here, past the point where it
+    // saw the dispatcher still there; the dispatcher stops meanwhile.
+    let (locked, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let holder = {
+        let url = db.url.clone();
+        let (locked, release) = (locked.0, release.1);
+        std::thread::spawn(move || {
+            block_on(async {
+                let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(connection);
+                let tx = client.transaction().await.unwrap();
+                tx.execute("SELECT 1 FROM rooms WHERE room = 'r' FOR UPDATE", &[]).await.unwrap();
+                locked.send(()).unwrap();
+                let _ = tokio::task::spawn_blocking(move || release.recv()).await;
+                tx.commit().await.unwrap();
+            })
+        })
+    };
+    locked.1.recv().unwrap();
+    let appending = {
+        let inbox = inbox.clone();
+        std::thread::spawn(move || block_on(inbox.append(delivery(2, Some("r")))).unwrap())
+    };
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    eventually("the append waits for the room", || scalar::<i64>(&db.url, waiting) == 1);
+    drop(handed);
+    release.0.send(()).unwrap();
+    holder.join().unwrap();
+    let Appended::New(second) = appending.join().unwrap() else { panic!("stored already") };
+
+    // Claimed by its commit, handed to nobody: pending again, unclaimed, no attempt spent.
+    let claim = format!("SELECT owner IS NULL AND attempts = 0 FROM deliveries WHERE id = {second}");
+    eventually("the claim given back", || scalar::<bool>(&db.url, &claim));
+    assert_eq!(
+        scalar::<i64>(&db.url, &format!("SELECT fence FROM deliveries WHERE id = {second}")),
+        1,
+        "it was claimed"
+    );
+    assert_eq!(slots.free(), 2);
+    block_on(inbox.close());
+}
+
+#[test]
 fn a_replica_with_free_slots_claims_what_it_stores_and_never_more_than_its_slots() {
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "a").unwrap();

@@ -21,10 +21,10 @@
 //!   claim that holds the delivery (fencing). A replica that stops renewing loses its claims
 //!   once the lease runs out, and another replica takes them.
 //! - **Claimed as stored.** While the dispatcher has free handler slots ([`Inbox::offer`]), the
-//!   transaction that stores a batch also claims due heads into them, and the claims go to the
-//!   dispatcher when it commits: such a delivery waits for no wake-up and no transaction of the
-//!   dispatcher's, and is announced to no other replica. The rest is announced and claimed by
-//!   whichever dispatcher looks first.
+//!   transaction that stores a batch also claims what it stored that is due at once (the same
+//!   claim, narrowed to those ids), and the claims go to the dispatcher when it commits: such a
+//!   delivery waits for no wake-up and no transaction of the dispatcher's, and is announced to no
+//!   other replica. The rest is announced and claimed by whichever dispatcher looks first.
 //! - **A dispatcher's turn in few round trips.** A claim is one statement (`WITH … FOR UPDATE
 //!   SKIP LOCKED` feeding the `UPDATE` that takes the rows). A turn's outcomes, however many, and
 //!   the next heads of their rooms are sent together (pipelined) after their rooms are locked:
@@ -1018,7 +1018,7 @@ impl Inbox for PgInbox {
     }
 
     /// The appender claims what it stores, as far as the dispatcher's slots go: a delivery that
-    /// comes due at once waits for no claim turn (see [`super::offer`]).
+    /// comes due at once waits for no claim turn ([`Offer`]).
     fn offer(&self, offer: Offer) {
         *self.offer.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(offer));
     }
