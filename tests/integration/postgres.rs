@@ -1414,6 +1414,49 @@ fn a_replica_spaces_its_turns_only_while_another_announces_commits() {
     block_on(b.close());
 }
 
+#[test]
+fn a_claim_reads_the_handled_marks_of_its_rooms_by_key_however_many_rooms_were_handled() {
+    let Some(db) = TestDatabase::create() else { return };
+    // The tables made (building an index reads its table: counted once its connection ends).
+    block_on(PgInbox::connect(&db.url, "schema").unwrap().close());
+    // The marks of 5,000 rooms handled before, and both tables analyzed: the planner would
+    // rather read `handled` whole, once per claim, than look it up for each delivery claimed.
+    execute(
+        &db.url,
+        "INSERT INTO handled (room, recording, id, event, created, done_at)
+              SELECT 'done-' || n, '', n, 'meetingEnded', 0, 0 FROM generate_series(1, 5000) n;
+         ANALYZE handled;",
+    )
+    .unwrap();
+    let inbox = PgInbox::connect(&db.url, "a").unwrap();
+    for n in 1..=40u8 {
+        let mut d = delivery(n, Some(&format!("room-{n}")));
+        d.created_us = Some(i64::from(n));
+        block_on(inbox.append(d)).unwrap();
+    }
+    execute(&db.url, "ANALYZE deliveries").unwrap();
+    let scans = || -> (i64, i64) {
+        let read = |column: &str| {
+            scalar::<i64>(
+                &db.url,
+                &format!("SELECT COALESCE({column}, 0) FROM pg_stat_user_tables WHERE relname = 'handled'"),
+            )
+        };
+        (read("seq_scan"), read("idx_scan"))
+    };
+    let before = scans();
+    assert_eq!(block_on(inbox.claim(request(64, Duration::from_secs(30)))).unwrap().len(), 40);
+    // The claim's reads are counted once its connection ends.
+    block_on(inbox.close());
+    eventually("the claim's reads of `handled` counted", || {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = scans();
+        now.0 + now.1 > before.0 + before.1
+    });
+    let after = scans();
+    assert_eq!(after.0, before.0, "read whole (sequential scans, index scans): {before:?} → {after:?}");
+}
+
 /// A value of the first row and column `sql` returns, on a connection of its own.
 fn scalar<T: for<'a> tokio_postgres::types::FromSql<'a>>(url: &str, sql: &str) -> T {
     block_on(async {

@@ -626,6 +626,11 @@ fn stored(row: &Row) -> Stored {
 /// while the database was down (restarted: the server's start time; or unreachable: the time
 /// a replica found it again, [`REACHABLE_AGAIN`]) is not a sign that its owner is gone, and
 /// its handler may have finished meanwhile.
+///
+/// The later events of a claimed delivery's room and recording already handled are looked up
+/// by key, one delivery at a time (`LATERAL … LIMIT 1`): joined plainly, the planner chose to
+/// read the whole `handled` table (a row per room and recording ever handled) once per claim
+/// (`bench/results/2026-12-06-f.md`).
 static CLAIM: LazyLock<String> = LazyLock::new(|| claim_sql(""));
 
 /// [`CLAIM`] of the deliveries `$5` alone: what a batch stored, claimed by its own transaction.
@@ -654,11 +659,13 @@ fn claim_sql(only: &str) -> String {
             late_created = CASE WHEN due.taken THEN in_room.created ELSE d.late_created END,
             claimed_at = CASE WHEN due.taken THEN {NOW_MS} ELSE d.claimed_at END
        FROM due
-            LEFT JOIN handled in_room
-                   ON in_room.room = due.room AND in_room.recording = '' AND in_room.created > due.created
-            LEFT JOIN handled in_recording
-                   ON in_recording.room = due.room AND in_recording.recording = due.recording
-                  AND in_recording.created > due.created
+            LEFT JOIN LATERAL (SELECT id, event, created FROM handled
+                                WHERE room = due.room AND recording = '' AND created > due.created LIMIT 1) in_room
+                   ON true
+            LEFT JOIN LATERAL (SELECT id, event, created FROM handled
+                                WHERE room = due.room AND recording = due.recording AND created > due.created
+                                LIMIT 1) in_recording
+                   ON true
       WHERE d.id = due.id
      RETURNING due.taken, due.was_owner, due.ran_out_ms, d.fence, {CLAIMED_COLUMNS}, in_recording.id AS recording_late_id,
                in_recording.event AS recording_late_event, in_recording.created AS recording_late_created"
