@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Where PostgreSQL's time goes, statement by statement: one replica flooded for SECONDS_PER_RUN
-# (default 8) with the provider's mix (LOAD_FLAGS, e.g. --spread, go to examples/load.rs), then
+# Where PostgreSQL's time goes, statement by statement: REPLICAS (default 1) replicas flooded for
+# SECONDS_PER_RUN (default 8) with the provider's mix, spread over them (LOAD_FLAGS, e.g. --spread
+# or --rate 3600, go to examples/load.rs), then
 # drained; prints pg_stat_statements' top statements (calls, execution and planning time, rows,
 # WAL) and the totals per delivery. Runs on a throwaway cluster of its own (initdb into a
 # temporary directory, port PG_PORT (default 5433), pg_stat_statements preloaded, removed at the
@@ -14,10 +15,11 @@ port=${PORT:-5301}
 bin_dir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d)
 chmod 755 "$work"
-pid=
+pids=()
+replicas=${REPLICAS:-1}
 as_postgres() { if [ "$(id -u)" = 0 ]; then su postgres -c "$*"; else sh -c "$*"; fi; }
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
   as_postgres "$bin_dir/pg_ctl -D $work/data -m immediate stop" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -32,24 +34,33 @@ url=postgres://postgres@127.0.0.1:$pg_port
 psql "$url/postgres" -qc "CREATE DATABASE mw" >/dev/null
 psql "$url/mw" -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 
-target/release/meet-webhooks serve --key k --bind "127.0.0.1:$port" --database-url "$url/mw?sslmode=disable" \
-  2>"$work/serve.log" &
-pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/serve.log" && break; sleep 0.1; done
+urls=()
+for i in $(seq 0 $((replicas - 1))); do
+  target/release/meet-webhooks serve --key k --bind "127.0.0.1:$((port + i))" --replica-id "r$i" \
+    --database-url "$url/mw?sslmode=disable" 2>"$work/serve-$i.log" &
+  pids+=($!)
+  urls+=(--url "http://127.0.0.1:$((port + i))/webhook")
+done
+for i in $(seq 0 $((replicas - 1))); do
+  for _ in $(seq 100); do grep -q "listening on" "$work/serve-$i.log" && break; sleep 0.1; done
+done
 psql "$url/mw" -qc "SELECT pg_stat_statements_reset()" >/dev/null
 wal=$(psql "$url/mw" -tAc "SELECT pg_current_wal_lsn()")
 # shellcheck disable=SC2086
-target/release/examples/load --url "http://127.0.0.1:$port/webhook" --key k --seconds "$seconds" ${LOAD_FLAGS:-} |
+target/release/examples/load "${urls[@]}" --key k --seconds "$seconds" ${LOAD_FLAGS:-} |
   python3 -c "import json, sys; r = json.load(sys.stdin); print('acknowledged', r['deliveries'] - r['non_2xx'], 'at', r['deliveries_per_second'], '/s')"
 n=$(psql "$url/mw" -tAc "SELECT count(*) FROM deliveries")
 for _ in $(seq 120); do
   [ "$(psql "$url/mw" -tAc "SELECT count(*) FROM deliveries WHERE state = 'pending'")" = 0 ] && break
   sleep 1
 done
-kill -TERM "$pid"; wait "$pid" || true; pid=
+for pid in "${pids[@]}"; do kill -TERM "$pid"; done
+for pid in "${pids[@]}"; do wait "$pid" || true; done
+pids=()
 psql "$url/mw" -tAc "SELECT 'WAL bytes per delivery: ' || round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$wal') / $n)"
 psql "$url/mw" -c "SELECT calls, round(total_exec_time::numeric) AS exec_ms, round(total_plan_time::numeric) AS plan_ms,
-                          rows, round(wal_bytes / 1e6, 1) AS wal_mb, left(regexp_replace(query, '\s+', ' ', 'g'), 70) AS statement
+                          rows, round((total_exec_time / calls)::numeric * 1000) AS exec_us_per_call,
+                          round(wal_bytes / 1e6, 1) AS wal_mb, left(regexp_replace(query, '\s+', ' ', 'g'), 70) AS statement
                      FROM pg_stat_statements WHERE calls > 0 AND query NOT LIKE '%count(*)%'
                     ORDER BY total_exec_time + total_plan_time DESC LIMIT 12"
 psql "$url/mw" -tAc "SELECT 'execution and planning, µs per delivery: ' || round(sum(total_exec_time + total_plan_time)::numeric * 1000 / $n)

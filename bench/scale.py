@@ -5,14 +5,16 @@ uncapped: on two shared cores, small replicas leave the machine room to spare, s
 the replicas share is the database, not the CPU.
 
 Each run floods the replicas for SECONDS (default 8) with the provider's mix (examples/load.rs,
-64 connections spread over the replicas round-robin, as a load balancer would), then waits
+CONNECTIONS (default 192) spread over the replicas round-robin, as a load balancer would), then waits
 until every acknowledged delivery is handled. Its rate is the deliveries acknowledged, divided
 by the time from the load's start to the last one's handling; it checks that each was handled
 once (runs, from every replica's /metrics, == deliveries stored == deliveries acknowledged).
 In the same run it reads what the database spent: the CPU time of PostgreSQL's processes, the
 WAL it wrote and the transactions it committed, per delivery.
 
-The configurations take turns, ROUNDS (default 3) times; the ratios are taken within a round.
+The configurations take turns, ROUNDS (default 3) times, in the order REPLICAS gives (default
+"1 2 3"; "1 2 3 3 2 1" runs each twice, mirrored, against a machine that drifts); the ratios are
+taken within a round, from each count's mean rate in it.
 Prints a JSON line per run, then a Markdown table of medians. Needs root for the cgroups
 (/sys/fs/cgroup/cpu, cgroup v1; created and removed here) and PostgreSQL at
 MEET_WEBHOOKS_TEST_DATABASE_URL (default the local server; database mw_bench_scale, dropped at
@@ -39,7 +41,10 @@ QUOTA = float(os.environ.get("QUOTA", "0.3"))
 # 0.1 core runs 10 ms, then is held 90 ms, locks and all).
 PERIOD = int(os.environ.get("PERIOD_US", "100000"))
 REPLICAS = [int(n) for n in os.environ.get("REPLICAS", "1 2 3").split()]
-CONNECTIONS = int(os.environ.get("CONNECTIONS", "64"))
+# The same for every count, and enough for the most: 64 for each of three replicas. With 64 in
+# all, three replicas got 21 each, committed batches a third the size of one replica's, and
+# measured their batching, not their capacity (`bench/results/2026-12-06-f.md`).
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "192"))
 DB = "mw_bench_scale"
 URL = database_url(DB)
 CGROUP = "/sys/fs/cgroup/cpu"
@@ -224,21 +229,29 @@ def main():
 
 
 def table(results):
-    base = {r["round"]: r["handled_per_second"] for r in results if r["replicas"] == REPLICAS[0]}
+    # Within a round, each count's runs averaged (REPLICAS may name a count twice, e.g.
+    # "1 2 3 3 2 1", so that a machine that drifts during a round weighs on every count alike).
+    def rate(rnd, count):
+        rates = [r["handled_per_second"] for r in results if r["round"] == rnd and r["replicas"] == count]
+        return statistics.mean(rates)
+
+    counts = list(dict.fromkeys(REPLICAS))
+    rounds = sorted({r["round"] for r in results})
     print()
-    print(f"| replicas (each {QUOTA} core) | handled/s | × {REPLICAS[0]} replica | acknowledged/s | each once "
+    print(f"| replicas (each {QUOTA} core) | handled/s | × {counts[0]} replica (per round) | acknowledged/s | each once "
           "| replicas' CPU (cores) | PostgreSQL CPU (cores) | PostgreSQL µs/delivery | WAL B/delivery "
           "| transactions/delivery |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for count in REPLICAS:
+    for count in counts:
         rows = [r for r in results if r["replicas"] == count]
         med = lambda key: statistics.median(r[key] for r in rows)
-        ratio = statistics.median(r["handled_per_second"] / base[r["round"]] for r in rows)
-        print(f"| {count} | {med('handled_per_second'):,.0f} | {ratio:.2f}× | {med('acknowledged_per_second'):,.0f} "
+        ratios = [rate(n, count) / rate(n, counts[0]) for n in rounds]
+        each = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"| {count} | {med('handled_per_second'):,.0f} | {statistics.median(ratios):.2f}× ({each}) "
+              f"| {med('acknowledged_per_second'):,.0f} "
               f"| {'yes' if all(r['once'] for r in rows) else 'NO'} | {med('replicas_cpu_cores'):.2f} "
               f"| {med('postgres_cpu_cores'):.2f} | {med('postgres_cpu_us_per_delivery'):.0f} "
               f"| {med('wal_bytes_per_delivery'):,.0f} | {med('transactions_per_delivery'):.3f} |")
-
 
 if __name__ == "__main__":
     main()
