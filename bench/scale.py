@@ -5,10 +5,11 @@ uncapped: on two shared cores, small replicas leave the machine room to spare, s
 the replicas share is the database, not the CPU.
 
 Each run floods the replicas for SECONDS (default 8) with the provider's mix (examples/load.rs,
-CONNECTIONS (default 192) spread over the replicas round-robin, as a load balancer would), then waits
-until every acknowledged delivery is handled. Its rate is the deliveries acknowledged, divided
-by the time from the load's start to the last one's handling; it checks that each was handled
-once (runs, from every replica's /metrics, == deliveries stored == deliveries acknowledged).
+CONNECTIONS (default 192) spread over the replicas round-robin, as a load balancer would),
+then waits until every acknowledged delivery is handled. Its rate is the deliveries
+acknowledged, divided by the time from the load's start to the last one's handling; it checks
+that each was handled once (runs, from every replica's /metrics, == deliveries stored ==
+deliveries acknowledged).
 In the same run it reads what the database spent: the CPU time of PostgreSQL's processes, the
 WAL it wrote and the transactions it committed, per delivery.
 
@@ -252,6 +253,7 @@ def table(results):
               f"| {'yes' if all(r['once'] for r in rows) else 'NO'} | {med('replicas_cpu_cores'):.2f} "
               f"| {med('postgres_cpu_cores'):.2f} | {med('postgres_cpu_us_per_delivery'):.0f} "
               f"| {med('wal_bytes_per_delivery'):,.0f} | {med('transactions_per_delivery'):.3f} |")
+
 
 if __name__ == "__main__":
     main()
