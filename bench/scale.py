@@ -42,9 +42,8 @@ QUOTA = float(os.environ.get("QUOTA", "0.3"))
 # 0.1 core runs 10 ms, then is held 90 ms, locks and all).
 PERIOD = int(os.environ.get("PERIOD_US", "100000"))
 REPLICAS = [int(n) for n in os.environ.get("REPLICAS", "1 2 3").split()]
-# The same for every count, and enough for the most: 64 for each of three replicas. With 64 in
-# all, three replicas got 21 each, committed batches a third the size of one replica's, and
-# measured their batching, not their capacity (`bench/results/2026-12-06-f.md`).
+# The same for every count, and enough for the most (64 each for three replicas): with fewer,
+# three replicas commit smaller batches than one, short of their capacity (2026-12-06-f.md).
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "192"))
 DB = "mw_bench_scale"
 URL = database_url(DB)

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use meet_webhooks_runtime::Storage;
 use meet_webhooks_runtime::inbox::{
-    Appended, ClaimRequest, Completed, Completion, Filter, Inbox, Kind, NewDelivery, Outcome, PgInbox, State,
+    Appended, ClaimRequest, Completed, Completion, Filter, Handed, Inbox, Kind, NewDelivery, Offer, Outcome, PgInbox,
+    Slots, State,
 };
 
 use crate::common::{InboxOptions, Options, TestServer, block_on, eventually, now_ms};
@@ -1150,15 +1151,20 @@ fn a_delivery_acknowledged_by_a_busy_replica_is_handled_by_an_idle_one_at_once()
     block_on(b.close());
 }
 
+/// Offers `inbox` a dispatcher's `free` slots, as `Dispatcher::spawn` does: the slots, and where
+/// the claims made as deliveries are stored arrive.
+fn offer_slots(inbox: &PgInbox, free: usize) -> (std::sync::Arc<Slots>, tokio::sync::mpsc::UnboundedReceiver<Handed>) {
+    let slots = std::sync::Arc::new(Slots::new(free));
+    let (hand, handed) = tokio::sync::mpsc::unbounded_channel();
+    inbox.offer(Offer { slots: slots.clone(), request: request(0, Duration::from_secs(30)), handed: hand });
+    (slots, handed)
+}
+
 #[test]
 fn a_delivery_due_at_once_is_claimed_in_the_commit_that_stores_it_while_the_dispatcher_has_a_slot() {
-    use meet_webhooks_runtime::inbox::{Handed, Offer, Slots};
-
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "a").unwrap();
-    let slots = std::sync::Arc::new(Slots::new(1));
-    let (hand, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
-    inbox.offer(Offer { slots: slots.clone(), request: request(0, Duration::from_secs(30)), handed: hand });
+    let (slots, mut handed) = offer_slots(&inbox, 1);
     let owner = |id: i64| scalar::<Option<String>>(&db.url, &format!("SELECT owner FROM deliveries WHERE id = {id}"));
     let next_handed = |handed: &mut tokio::sync::mpsc::UnboundedReceiver<Handed>| {
         block_on(async { tokio::time::timeout(Duration::from_millis(500), handed.recv()).await.ok().flatten() })
@@ -1200,13 +1206,9 @@ fn a_delivery_due_at_once_is_claimed_in_the_commit_that_stores_it_while_the_disp
 
 #[test]
 fn a_claim_made_as_the_dispatcher_stops_is_given_back_its_attempt_not_counted() {
-    use meet_webhooks_runtime::inbox::{Handed, Offer, Slots};
-
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "a").unwrap();
-    let slots = std::sync::Arc::new(Slots::new(2));
-    let (hand, mut handed) = tokio::sync::mpsc::unbounded_channel::<Handed>();
-    inbox.offer(Offer { slots: slots.clone(), request: request(0, Duration::from_secs(30)), handed: hand });
+    let (slots, mut handed) = offer_slots(&inbox, 2);
     // Room r's row exists, and nothing of it is pending.
     block_on(inbox.append(delivery(1, Some("r")))).unwrap();
     let first = block_on(handed.recv()).unwrap().claimed.remove(0);
