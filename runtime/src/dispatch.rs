@@ -503,7 +503,7 @@ impl<W: Webhooks> Dispatcher<W> {
             log::warn!("{}", took_over_line(claim.id, delivery.event.as_deref(), attempt, previous));
         }
         if attempt == 1 {
-            crate::metrics::handler_lag(delivery.received_at);
+            crate::metrics::handler_lag(delivery.queued_at);
         }
         let event = delivery.event.clone();
         let ctx = DeliveryContext {
@@ -511,6 +511,7 @@ impl<W: Webhooks> Dispatcher<W> {
             attempt,
             timestamp_ms: delivery.timestamp_ms,
             received_at: system_time(delivery.received_at),
+            queued_at: system_time(delivery.queued_at),
             event: delivery.event,
             body: delivery.body.into(),
             creation_date: delivery.created_us.map(|us| us as f64 / 1000.0),

@@ -35,9 +35,10 @@ pub const COMMIT_FAILURES: &str = "meet_webhooks_inbox_commit_failures_total";
 pub const HANDLER_ATTEMPTS: &str = "meet_webhooks_handler_attempts_total";
 /// Seconds a handler attempt ran, by event.
 pub const HANDLER_SECONDS: &str = "meet_webhooks_handler_seconds";
-/// Seconds from a delivery's receipt to the start of its handler's first attempt: the commit
-/// that acknowledged it, any reorder window and the wait for a handler slot or its room's
-/// turn. Measured from the receiving replica's clock to the handling one's.
+/// Seconds from a delivery's storing (in the transaction whose commit acknowledged it; its
+/// replay, for a replayed one) to the start of its handler's first attempt: the rest of that
+/// commit, any reorder window, the wait for a handler slot or its room's turn. Measured from
+/// the storage's clock to the handling replica's.
 pub const HANDLER_LAG: &str = "meet_webhooks_handler_lag_seconds";
 /// Deliveries a default method acknowledged without handling them (an unimplemented webhook,
 /// or the default fallback), by event.
@@ -121,7 +122,7 @@ fn describe() {
     describe_histogram!(
         HANDLER_LAG,
         metrics::Unit::Seconds,
-        "From a delivery's receipt to the start of its handler's first attempt"
+        "From a delivery's storing (or replay) to the start of its handler's first attempt"
     );
     describe_counter!(UNHANDLED, "Deliveries a default method acknowledged without handling them, by event");
     describe_counter!(VERIFIED, "Deliveries verified, by the key that signed them (1 = the first key given)");
@@ -287,14 +288,14 @@ pub(crate) fn handler_attempt(spec: &Spec, event: &str, outcome: Attempt, ran: D
     });
 }
 
-/// A delivery received at `received_at_ms` (on the epoch, truncated to the millisecond) starts
-/// its first attempt now: the lag is read at most a millisecond long, never short.
-pub(crate) fn handler_lag(received_at_ms: i64) {
+/// A delivery queued at `queued_at_ms` (on the epoch, truncated to the millisecond) starts its
+/// first attempt now: the lag is read at most a millisecond long, never short.
+pub(crate) fn handler_lag(queued_at_ms: i64) {
     thread_local! {
         static LAG: Histogram = metrics::histogram!(HANDLER_LAG);
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let lag = now.as_secs_f64() - received_at_ms as f64 / 1000.0;
+    let lag = now.as_secs_f64() - queued_at_ms as f64 / 1000.0;
     LAG.with(|h| h.record(lag.max(0.0)));
 }
 

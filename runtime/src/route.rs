@@ -323,6 +323,7 @@ async fn handle_inline<W: Webhooks>(
         attempt: 1,
         timestamp_ms: delivery.verified.timestamp_ms,
         received_at: delivery.received_at,
+        queued_at: delivery.received_at,
         event: event.clone(),
         body: body.clone(),
         // Without the inbox deliveries are handled as they arrive: nothing is ordered.

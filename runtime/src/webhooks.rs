@@ -127,6 +127,10 @@ pub struct DeliveryContext {
     pub timestamp_ms: i64,
     /// When this receiver accepted the delivery.
     pub received_at: SystemTime,
+    /// When the inbox stored the delivery, in the transaction whose commit acknowledged it (or
+    /// when it was replayed): from here it waited for this handler
+    /// (`meet_webhooks_handler_lag_seconds`, on its first attempt). `received_at` without the inbox.
+    pub queued_at: SystemTime,
     /// The event name the body carries (`None` if it has none).
     pub event: Option<String>,
     /// The body exactly as the provider signed it (to archive or forward it, or to read a

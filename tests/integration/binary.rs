@@ -300,6 +300,47 @@ fn metrics_describe_themselves_name_the_build_and_the_key_and_count_strays() {
 }
 
 #[test]
+fn handler_lag_counts_from_the_commit_that_stored_a_delivery_not_from_its_receipt() {
+    use meet_webhooks_runtime::inbox::{Inbox, Kind, NewDelivery, SqliteInbox};
+    let data = tempfile::tempdir().unwrap();
+    {
+        // Received two minutes before it was committed.
+        let inbox = SqliteInbox::open(data.path(), "earlier").unwrap();
+        let body = serde_json::json!({"event": "testEvent", "creationDate": now_ms(), "data": {}}).to_string();
+        let timestamp = now_ms().to_string();
+        let delivery = NewDelivery {
+            signature: hex::decode(sign(KEY.as_bytes(), &timestamp, body.as_bytes())).unwrap().try_into().unwrap(),
+            timestamp_ms: timestamp.parse().unwrap(),
+            timestamp,
+            event: Some("testEvent".into()),
+            kind: Kind::Fallback,
+            room: None,
+            body: body.into(),
+            received_at_ms: now_ms() - 120_000,
+            recording: None,
+            created_us: None,
+            hold: Duration::ZERO,
+        };
+        crate::common::block_on(async {
+            inbox.append(delivery).await.unwrap();
+            inbox.close().await;
+        });
+    }
+    let service = Service::start_in(data.path(), &[]);
+    crate::common::eventually("the delivery handled", || {
+        service.get("/metrics").body.contains("meet_webhooks_handler_lag_seconds_count 1")
+    });
+    let metrics = service.get("/metrics").body;
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meet_webhooks_handler_lag_seconds_sum "))
+        .expect("the lag's sum")
+        .parse()
+        .unwrap();
+    assert!(sum < 60.0, "waited {sum} s from its commit, not the 120 s since its receipt");
+}
+
+#[test]
 fn verify_explains_a_good_and_a_tampered_capture() {
     let timestamp = now_ms().to_string();
     let body = br#"{"event":"recordingStarted","creationDate":1,"data":{}}"#;

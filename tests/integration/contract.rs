@@ -275,6 +275,37 @@ pub async fn a_replay_starts_a_delivery_afresh(inbox: &impl Inbox) {
     assert!(replayed.claim.fence > c.claim.fence, "a fence is never reused");
 }
 
+/// A delivery is queued by the commit that stores it, however long after its receipt, and
+/// again by a replay: its handler's lag (`queued_at`) counts from there.
+pub async fn a_delivery_is_queued_by_the_commit_that_stores_or_replays_it(inbox: &impl Inbox) {
+    let mut late = delivery(1, Some("r"));
+    let received = now_ms() - 120_000;
+    late.received_at_ms = received;
+    // Within a millisecond: each clock is read in whole milliseconds.
+    let between = |before: i64, after: i64, at: i64| (before - 1..=after + 1).contains(&at);
+    let before = now_ms();
+    let Appended::New(id) = inbox.append(late).await.unwrap() else { panic!("new") };
+    let after = now_ms();
+    let [c] = &claim(inbox, 10, LEASE).await[..] else { panic!("claimed") };
+    assert_eq!(c.delivery.received_at, received);
+    let queued = c.delivery.queued_at;
+    assert!(between(before, after, queued), "stored at {before}..={after}, queued at {queued}");
+    assert_eq!(inbox.get(id).await.unwrap().unwrap().queued_at, queued);
+    assert_eq!(complete(inbox, c.claim, Outcome::Done).await, Completed::Recorded);
+
+    std::thread::sleep(Duration::from_millis(5));
+    let before = now_ms();
+    assert_eq!(inbox.replay(Selection::One(id)).await.unwrap(), 1);
+    let after = now_ms();
+    let [c] = &claim(inbox, 10, LEASE).await[..] else { panic!("claimed again") };
+    assert_eq!((c.attempt, c.delivery.received_at), (1, received));
+    let requeued = c.delivery.queued_at;
+    assert!(
+        between(before, after, requeued) && requeued > queued,
+        "replayed at {before}..={after}, queued at {requeued}"
+    );
+}
+
 /// A replayed delivery is handled after whatever of its room is pending already (the README's
 /// promise for `inbox replay`). Three deliveries of one room: the first handled, the other
 /// two waiting, then the first replayed: it is claimed last.
@@ -676,6 +707,7 @@ macro_rules! every_rule {
                 every_attempt_is_kept_in_the_delivery_s_history,
                 a_delivery_that_never_finished_its_last_attempt_is_buried,
                 a_replay_starts_a_delivery_afresh,
+                a_delivery_is_queued_by_the_commit_that_stores_or_replays_it,
                 a_replayed_delivery_goes_behind_its_room_s_pending_ones,
                 a_room_runs_in_creation_order_whatever_the_arrival,
                 an_earlier_arrival_waits_for_a_claimed_head_and_goes_before_its_retry,

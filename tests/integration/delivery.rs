@@ -213,6 +213,7 @@ fn the_services_own_handler_handles_recording_started_of_every_spec_version() {
         attempt: 1,
         timestamp_ms: now_ms(),
         received_at: std::time::SystemTime::now(),
+        queued_at: std::time::SystemTime::now(),
         event: Some(webhook.event.into()),
         body: bytes.into(),
         creation_date: None,

@@ -83,6 +83,23 @@ fn delivery(n: u8, room: Option<&str>) -> NewDelivery {
     }
 }
 
+#[test]
+fn a_delivery_stored_before_queued_at_was_kept_is_read_as_queued_at_its_receipt() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "a").unwrap();
+    let mut old = delivery(1, None);
+    old.received_at_ms = 1_000;
+    let Appended::New(id) = block_on(inbox.append(old)).unwrap() else { panic!("new") };
+    // What schema version 5 left on the rows stored before it.
+    execute(&db.url, "UPDATE deliveries SET queued_at = NULL").unwrap();
+    block_on(async {
+        assert_eq!(inbox.get(id).await.unwrap().unwrap().queued_at, 1_000);
+        let claimed = inbox.claim(request(10, Duration::from_secs(30))).await.unwrap();
+        assert_eq!(claimed.iter().map(|c| (c.claim.id, c.delivery.queued_at)).collect::<Vec<_>>(), [(id, 1_000)]);
+        inbox.close().await;
+    });
+}
+
 fn request(limit: usize, lease: Duration) -> ClaimRequest {
     ClaimRequest { limit, lease, max_attempts: 3 }
 }

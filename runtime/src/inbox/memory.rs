@@ -231,6 +231,7 @@ impl Inbox for MemoryInbox {
                 kind: delivery.kind,
                 attempts: 0,
                 received_at: delivery.received_at_ms,
+                queued_at: now_ms(),
                 timestamp: delivery.timestamp,
                 timestamp_ms: delivery.timestamp_ms,
                 room: delivery.room,
@@ -318,7 +319,7 @@ impl Inbox for MemoryInbox {
             (row.place, row.due_at, row.stored.done_at) = (place, now, None);
             row.order = now.saturating_mul(1000).max(last);
             let stored = &mut row.stored;
-            (stored.state, stored.attempts, stored.last_error) = (State::Pending, 0, None);
+            (stored.state, stored.attempts, stored.last_error, stored.queued_at) = (State::Pending, 0, None, now);
             (stored.claimed_by, stored.claimed_until) = (None, None);
             replayed += 1;
         }

@@ -192,6 +192,9 @@ pub struct Stored {
     /// Attempts so far, counted when each was claimed (reset by a replay).
     pub attempts: u32,
     pub received_at: i64,
+    /// When it was stored, by the transaction whose commit acknowledged it, or queued again by a
+    /// replay (ms, the storage's clock): its handler's lag is measured from here.
+    pub queued_at: i64,
     pub timestamp: String,
     pub timestamp_ms: i64,
     pub room: Option<String>,

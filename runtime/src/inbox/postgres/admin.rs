@@ -36,8 +36,8 @@ pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usiz
                                FROM (SELECT room, count(*) AS added FROM picked WHERE room IS NOT NULL GROUP BY room) c
                               WHERE r.room = c.room
                              RETURNING r.room, r.last_seq - c.added AS base)
-                         UPDATE deliveries d SET state = 'pending', attempts = 0, due_at = {NOW_MS}, last_error = NULL,
-                                done_at = NULL, owner = NULL, lease_until = NULL, head = d.room IS NULL,
+                         UPDATE deliveries d SET state = 'pending', attempts = 0, due_at = {NOW_MS}, queued_at = {NOW_MS},
+                                last_error = NULL, done_at = NULL, owner = NULL, lease_until = NULL, head = d.room IS NULL,
                                 room_seq = COALESCE(b.base + p.n, d.room_seq),
                                 ord = CASE WHEN d.room IS NULL THEN NULL
                                            ELSE GREATEST((extract(epoch from now()) * 1000000)::bigint,

@@ -91,13 +91,15 @@ const POOL_SIZE: usize = 8;
 const CONNECTIONS: usize = POOL_SIZE + 1;
 
 /// The columns a [`Stored`] is read from, by name ([`stored`]).
-const COLUMNS: &str = "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \
+const COLUMNS: &str = "id, event, state, kind, attempts, received_at, COALESCE(queued_at, received_at) AS queued_at, \
+                       timestamp, timestamp_ms, room, recording, created, \
                        late_id, late_event, late_created, signature, body, last_error, owner, \
                        (extract(epoch from lease_until) * 1000)::bigint AS lease_until_ms, done_at, \
                        history::text AS history, due_at";
 
 /// [`COLUMNS`] of a claimed row (`d`).
-const CLAIMED_COLUMNS: &str = "d.id, d.event, d.state, d.kind, d.attempts, d.received_at, d.timestamp, d.timestamp_ms, \
+const CLAIMED_COLUMNS: &str = "d.id, d.event, d.state, d.kind, d.attempts, d.received_at, \
+                               COALESCE(d.queued_at, d.received_at) AS queued_at, d.timestamp, d.timestamp_ms, \
                                d.room, d.recording, d.created, d.late_id, d.late_event, d.late_created, \
                                d.signature, d.body, d.last_error, d.owner, \
                                (extract(epoch from d.lease_until) * 1000)::bigint AS lease_until_ms, d.done_at, \
@@ -447,9 +449,10 @@ async fn insert(
         &tx,
         &format!(
             "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
-                                         received_at, ord, created, recording, due_at, head)
+                                         received_at, ord, created, recording, due_at, head, queued_at)
                  SELECT t.timestamp_ms, t.signature, t.timestamp, t.event, t.kind, t.room, t.room_seq, t.body,
-                        t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold, t.room IS NULL
+                        t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold, t.room IS NULL,
+                        (extract(epoch from clock_timestamp()) * 1000)::bigint
                    FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
                                $7::bigint[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[],
                                $13::bigint[])
@@ -595,6 +598,7 @@ fn stored(row: &Row) -> Stored {
         kind: Kind::parse(&text("kind")).unwrap_or(Kind::Fallback),
         attempts: u32::try_from(row.get::<_, i32>("attempts")).unwrap_or(0),
         received_at: row.get("received_at"),
+        queued_at: row.get("queued_at"),
         timestamp: text("timestamp"),
         timestamp_ms: row.get("timestamp_ms"),
         room: row.get("room"),

@@ -96,6 +96,13 @@ const MIGRATIONS: Migrations = Migrations(&[
     ALTER TABLE deliveries ADD COLUMN claimed_at bigint, ADD COLUMN history jsonb;
     CREATE INDEX deliveries_fallback ON deliveries (id) WHERE kind = 'fallback';
     ",
+    // 5: `queued_at` (ms) is when a delivery was stored, by the transaction that then commits
+    // and acknowledges it (its row's insert, after its room's lock), or replayed: its handler's
+    // lag is measured from there, not from its receipt. Rows stored before have none and are
+    // read with their receipt (no rewrite of the table).
+    "
+    ALTER TABLE deliveries ADD COLUMN queued_at bigint;
+    ",
 ]);
 
 /// The schema version this build writes.

@@ -593,6 +593,7 @@ mod tests {
             kind: crate::inbox::Kind::Fallback,
             attempts: 0,
             received_at: 0,
+            queued_at: 0,
             timestamp: String::new(),
             timestamp_ms: 0,
             room: None,

@@ -126,6 +126,12 @@ pub(crate) const MIGRATIONS: Migrations = Migrations(&[
     ALTER TABLE deliveries ADD COLUMN history TEXT;
     CREATE INDEX deliveries_fallback ON deliveries (id) WHERE kind = 'fallback';
     ",
+    // 8: `queued_at` is when the transaction that stored a delivery, or replayed it, began: its
+    // handler's lag is measured from there, not from its receipt. Rows stored before have none
+    // and are read with their receipt.
+    "
+    ALTER TABLE deliveries ADD COLUMN queued_at INTEGER;
+    ",
 ]);
 
 /// The schema version this build writes.

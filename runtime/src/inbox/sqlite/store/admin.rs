@@ -90,8 +90,8 @@ impl Store {
             // One at a time, in their order: each goes past whatever of its room is pending (the
             // ones replayed before it included) and past now, so before what arrives later.
             let mut one = tx.prepare(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, last_error = NULL, done_at = NULL,
-                        owner = NULL, lease_until = NULL,
+                "UPDATE deliveries SET state = 'pending', attempts = 0, due_at = ?1, queued_at = ?1, last_error = NULL,
+                        done_at = NULL, owner = NULL, lease_until = NULL,
                         ord = CASE WHEN room IS NULL THEN NULL ELSE MAX(
                                 ?1 * 1000,
                                 1 + COALESCE((SELECT MAX(p.ord) FROM deliveries p

@@ -64,8 +64,8 @@ pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
 /// The columns a [`Stored`] is read from (a macro, so that statements can be `concat!`ed).
 macro_rules! columns {
     () => {
-        "id, event, state, kind, attempts, received_at, timestamp, timestamp_ms, room, recording, created, \
-         late_id, late_event, late_created, signature, body, last_error, owner, lease_until, done_at, history, due_at"
+        "id, event, state, kind, attempts, received_at, COALESCE(queued_at, received_at) AS queued_at, timestamp, \
+         timestamp_ms, room, recording, created, late_id, late_event, late_created, signature, body, last_error, owner, lease_until, done_at, history, due_at"
     };
 }
 const COLUMNS: &str = columns!();
@@ -283,7 +283,7 @@ impl Store {
             Some(schedule) => schedule,
             empty => empty.insert(read_schedule(&tx, owner, self.claims.take(), self.roomless_window)?),
         };
-        let appended = insert(&tx, schedule, &work.appends)?;
+        let appended = insert(&tx, schedule, now, &work.appends)?;
         let completed = work
             .completions
             .iter()
@@ -374,6 +374,7 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<Stored> {
         kind: Kind::parse(text("kind")?).unwrap_or(Kind::Fallback),
         attempts: row.get("attempts")?,
         received_at: row.get("received_at")?,
+        queued_at: row.get("queued_at")?,
         timestamp: row.get("timestamp")?,
         timestamp_ms: row.get("timestamp_ms")?,
         room: row.get("room")?,
@@ -394,8 +395,8 @@ fn stored(row: &Row<'_>) -> rusqlite::Result<Stored> {
     })
 }
 
-/// The row a delivery stored as `id` got, as [`stored`] reads it back before any claim.
-fn unread(id: i64, new: &NewDelivery) -> Stored {
+/// The row a delivery stored as `id` at `now` got, as [`stored`] reads it back before any claim.
+fn unread(id: i64, now: i64, new: &NewDelivery) -> Stored {
     Stored {
         id,
         event: new.event.clone(),
@@ -403,6 +404,7 @@ fn unread(id: i64, new: &NewDelivery) -> Stored {
         kind: new.kind,
         attempts: 0,
         received_at: new.received_at_ms,
+        queued_at: now,
         timestamp: new.timestamp.clone(),
         timestamp_ms: new.timestamp_ms,
         room: new.room.clone(),
@@ -420,7 +422,13 @@ fn unread(id: i64, new: &NewDelivery) -> Stored {
     }
 }
 
-fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) -> rusqlite::Result<Vec<Appended>> {
+/// Stores `batch` in the transaction that began at `now`.
+fn insert(
+    tx: &Transaction<'_>,
+    schedule: &mut Schedule,
+    now: i64,
+    batch: &[NewDelivery],
+) -> rusqlite::Result<Vec<Appended>> {
     let mut answers = Vec::with_capacity(batch.len());
     if batch.is_empty() {
         return Ok(answers);
@@ -430,8 +438,8 @@ fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) 
     // lookup by id costs a fraction: `bench/results/figures-in-code.md`, no-returning.)
     let mut insert = tx.prepare_cached(
         "INSERT INTO deliveries (signature, timestamp, timestamp_ms, event, kind, room, body, received_at, due_at,
-                                 ord, created, recording)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                                 ord, created, recording, queued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (timestamp_ms, signature) DO NOTHING",
     )?;
     let mut existing = tx.prepare_cached("SELECT id FROM deliveries WHERE timestamp_ms = ?1 AND signature = ?2")?;
@@ -452,12 +460,13 @@ fn insert(tx: &Transaction<'_>, schedule: &mut Schedule, batch: &[NewDelivery]) 
             order,
             d.created_us,
             d.recording,
+            now,
         ])?;
         answers.push(match inserted {
             1 => {
                 let id = tx.last_insert_rowid();
                 schedule.arrived(id, d.room.as_deref(), order.unwrap_or(id), due_at);
-                schedule.keep_unread(id, d.body.len(), || unread(id, d));
+                schedule.keep_unread(id, d.body.len(), || unread(id, now, d));
                 Appended::New(id)
             }
             _ => Appended::Duplicate(existing.query_row(params![d.timestamp_ms, &d.signature[..]], |r| r.get(0))?),
@@ -1631,6 +1640,7 @@ mod tests {
         assert_eq!(depth(&store.conn, &store.path).unwrap().pending, 3, "pending with and without a room");
         let first = claim(&mut store, 10);
         assert_eq!(ids(&first), [1, 3]);
+        assert!(first.iter().all(|c| c.delivery.queued_at == c.delivery.received_at), "queued at their receipt");
         complete(&mut store, first[0].claim, Outcome::Done);
         assert_eq!(ids(&claim(&mut store, 10)), [2], "the room's backlog follows its head");
         assert_eq!(append(&mut store, vec![delivery(9, Some("a"))]), [Appended::New(5)]);
