@@ -362,12 +362,19 @@ impl<W: Webhooks> Dispatcher<W> {
             // commit (the claims see the rooms the outcomes unblocked).
             if storage.ready() && (!unrecorded.is_empty() || (look && slots.free() > 0)) {
                 // Little to record, soon after the last turn: wait out the inbox's gap, taking in
-                // the handlers that finish meanwhile.
+                // the handlers that finish meanwhile (and starting claims handed over).
                 let gap = (last_turn + self.inbox.turn_gap()).saturating_duration_since(Instant::now());
                 if !gap.is_zero() && unrecorded.len() < TURN_BATCH {
-                    tokio::select! {
-                        () = tokio::time::sleep(gap) => {}
-                        _ = stop.changed() => {}
+                    let gap = tokio::time::sleep(gap);
+                    tokio::pin!(gap);
+                    loop {
+                        tokio::select! {
+                            () = &mut gap => break,
+                            _ = stop.changed() => break,
+                            Some(Handed { claimed, asked }) = handed.recv() => {
+                                self.start_all(claimed, Instant::from_std(asked), &mut running, &mut held, &leases, &slots);
+                            }
+                        }
                     }
                     while let Some(finished) = running.try_join_next_with_id() {
                         self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
@@ -390,10 +397,25 @@ impl<W: Webhooks> Dispatcher<W> {
                 let request = self.claim_request(limit);
                 let asked = Instant::now();
                 last_turn = asked;
-                let settled = if unrecorded.is_empty() {
-                    self.inbox.claim(request).await.map(|claimed| (Vec::new(), claimed))
-                } else {
-                    self.inbox.complete_and_claim(&unrecorded, request).await
+                // Claims handed over while the turn waits for the storage (its room locks, its
+                // commit) start now, not after it.
+                let settled = {
+                    let turn = async {
+                        if unrecorded.is_empty() {
+                            self.inbox.claim(request).await.map(|claimed| (Vec::new(), claimed))
+                        } else {
+                            self.inbox.complete_and_claim(&unrecorded, request).await
+                        }
+                    };
+                    tokio::pin!(turn);
+                    loop {
+                        tokio::select! {
+                            settled = &mut turn => break settled,
+                            Some(Handed { claimed, asked }) = handed.recv() => {
+                                self.start_all(claimed, Instant::from_std(asked), &mut running, &mut held, &leases, &slots);
+                            }
+                        }
+                    }
                 };
                 let died = unrecorded.iter().any(|c| matches!(c.outcome, Outcome::Dead { .. }));
                 match settled {

@@ -1691,3 +1691,32 @@ fn the_service_runs_with_a_role_that_only_owns_its_database() {
     drop(service);
     drop(role);
 }
+
+#[test]
+fn a_delivery_claimed_as_it_is_stored_starts_while_the_dispatcher_s_turn_waits_for_a_room() {
+    let Some(db) = TestDatabase::create() else { return };
+    let server = postgres_server(&db.url, 8);
+    let recorder = server.recorder();
+    // A delivery of room-0, its handler held.
+    recorder.paused.store(true, Ordering::SeqCst);
+    assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(0, 1)), Some(200));
+    eventually("its handler runs", || recorder.runs.lock().unwrap().len() == 1);
+    // The room's row locked, until the end of the test: the turn that records that delivery's
+    // outcome waits for it.
+    let holder = tokio::runtime::Runtime::new().unwrap();
+    let (client, connection) = holder.block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls)).unwrap();
+    holder.spawn(connection);
+    holder.block_on(client.batch_execute("BEGIN; SELECT 1 FROM rooms WHERE room = 'room-0' FOR UPDATE")).unwrap();
+    recorder.paused.store(false, Ordering::SeqCst);
+    recorder.release.add_permits(1);
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    eventually("the outcome's turn waits for the room", || scalar::<i64>(&db.url, waiting) == 1);
+    // A delivery without a room, claimed as it is stored: its handler starts meanwhile.
+    assert_eq!(try_deliver(server.addr, &now_ms().to_string(), &mixed_delivery(4, 1)), Some(200));
+    eventually("the new delivery handled while the turn waits", || recorder.runs.lock().unwrap().len() == 2);
+    assert_eq!(scalar::<i64>(&db.url, waiting), 1, "still waiting");
+    holder.block_on(client.batch_execute("ROLLBACK")).unwrap();
+    let done = "SELECT count(*) FROM deliveries WHERE state = 'done'";
+    eventually("both outcomes recorded", || scalar::<i64>(&db.url, done) == 2);
+}
