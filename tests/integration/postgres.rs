@@ -1204,20 +1204,46 @@ fn a_delivery_due_at_once_is_claimed_in_the_commit_that_stores_it_while_the_disp
     assert_eq!(owner(second), None);
     slots.give(1);
 
-    // Held for the reorder window, or behind its room's running head: not due, not claimed,
-    // and the slot is given back. Only what a batch stores is claimed with it: the delivery
-    // left before is the dispatcher's.
+    // Held for the reorder window, or behind its room's running head: not due, not claimed.
+    // The delivery left before came due meanwhile, and no dispatcher looked: the next commit
+    // claims it.
     let third = append(NewDelivery { hold: Duration::from_secs(60), ..delivery(3, None) });
+    let claims = next_handed(&mut handed).expect("the delivery left before");
+    assert_eq!(ids(&claims.claimed), [second]);
     let fourth = append(delivery(4, Some("room")));
     assert!(next_handed(&mut handed).is_none());
-    assert_eq!((owner(second), owner(third), owner(fourth)), (None, None, None));
-    assert_eq!(slots.free(), 1);
+    assert_eq!((owner(second).as_deref(), owner(third), owner(fourth)), (Some("a"), None, None));
+    assert_eq!(slots.free(), 0);
+    slots.give(1);
 
     // A dispatcher that stopped is offered nothing more.
     drop(handed);
     let fifth = append(delivery(5, None));
     assert_eq!(owner(fifth), None);
     assert_eq!(scalar::<i32>(&db.url, &format!("SELECT attempts FROM deliveries WHERE id = {fifth}")), 0);
+    block_on(inbox.close());
+}
+
+#[test]
+fn a_held_delivery_that_came_due_is_claimed_by_the_next_commit_that_stores_one() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "a").unwrap();
+    let (slots, mut handed) = offer_slots(&inbox, 4);
+    let append = |d: NewDelivery| match block_on(inbox.append(d)).unwrap() {
+        Appended::New(id) => id,
+        Appended::Duplicate(id) => panic!("{id} stored already"),
+    };
+    // Held for a moment, then due; no dispatcher looks for it here.
+    let held = append(NewDelivery { hold: Duration::from_millis(50), ..delivery(1, Some("r")) });
+    assert!(handed.try_recv().is_err(), "held: not claimed as it is stored");
+    std::thread::sleep(Duration::from_millis(100));
+    // The next batch stored claims it, with what it stores.
+    let next = append(NewDelivery { hold: Duration::from_secs(60), ..delivery(2, None) });
+    let claims = handed.try_recv().expect("claims handed over with the commit");
+    assert_eq!(ids(&claims.claimed), [held]);
+    assert_eq!(claims.claimed[0].attempt, 1);
+    assert_eq!(slots.free(), 3, "the claim holds a slot; the rest are given back");
+    assert_eq!(scalar::<Option<String>>(&db.url, &format!("SELECT owner FROM deliveries WHERE id = {next}")), None);
     block_on(inbox.close());
 }
 

@@ -1,8 +1,8 @@
 //! Claims made as deliveries are stored: the dispatcher offers its free handler slots, and an
 //! inbox that can (PostgreSQL) claims new deliveries in the transaction that stores them and
-//! hands the claims straight to the dispatcher. A delivery so claimed waits for no claim turn of
-//! its own: no wake-up, no second transaction and commit between its acknowledgment and its
-//! handler.
+//! hands the claims straight to the dispatcher (with whatever held deliveries came due that the
+//! dispatcher has not looked for yet). A delivery so claimed waits for no claim turn of its own:
+//! no wake-up, no second transaction and commit between its acknowledgment and its handler.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -95,6 +95,14 @@ impl Wakeups {
         self.take_due() | self.now.notified().now_or_never().is_some()
     }
 
+    /// Whether a wake-up asked for has come and was not consumed yet (the dispatcher has not
+    /// looked since).
+    pub fn due(&self) -> bool {
+        let due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        due.heap.peek().is_some_and(|&Reverse(at)| at <= now)
+    }
+
     /// Consumes the wake-ups whose time has come; whether there were any.
     fn take_due(&self) -> bool {
         let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
@@ -155,6 +163,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(wakeups.woken());
         assert!(tokio::time::timeout(Duration::from_secs(10), wakeups.wait()).await.is_err(), "consumed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_whose_time_came_shows_as_due_until_it_is_consumed() {
+        let wakeups = Wakeups::default();
+        wakeups.wake_after(Duration::from_millis(100));
+        assert!(!wakeups.due());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(wakeups.due() && wakeups.due(), "seen, not consumed");
+        assert!(wakeups.woken());
+        assert!(!wakeups.due());
     }
 
     #[tokio::test(start_paused = true)]

@@ -24,7 +24,11 @@
 //!   transaction that stores a batch also claims what it stored that is due at once (the same
 //!   claim, narrowed to those ids), and the claims go to the dispatcher when it commits: such a
 //!   delivery waits for no wake-up and no transaction of the dispatcher's, and is announced to no
-//!   other replica. The rest is announced and claimed by whichever dispatcher looks first.
+//!   other replica. When held deliveries (the reorder window, a retry's wait) came due and the
+//!   dispatcher has not looked yet, the same transaction claims whatever is due, into half the
+//!   free slots: they wait for the next commit, not for the dispatcher's turn in progress
+//!   (`bench/results/2026-12-06-g.md`). The rest is announced and claimed by whichever
+//!   dispatcher looks first.
 //! - **A dispatcher's turn in few round trips.** A claim is one statement (`WITH … FOR UPDATE
 //!   SKIP LOCKED` feeding the `UPDATE` that takes the rows). A turn's outcomes, however many, and
 //!   the next heads of their rooms are sent together (pipelined) after their rooms are locked:
@@ -311,9 +315,16 @@ async fn appender(
         // Slots for what comes due at once, if the dispatcher has them to spare.
         let offer = claims.offer.read().unwrap_or_else(PoisonError::into_inner).clone();
         let offer = offer.as_deref().filter(|offer| !offer.handed.is_closed());
-        let taken = offer.map_or(0, |offer| offer.slots.take(deliveries.iter().filter(|d| d.hold.is_zero()).count()));
-        let claiming =
-            offer.filter(|_| taken > 0).map(|offer| (&*claims.owner, ClaimRequest { limit: taken, ..offer.request }));
+        // And, when held deliveries came due that the dispatcher has not looked for yet, half of
+        // the free slots for whatever is due.
+        let held_due = wake.due();
+        let taken = offer.map_or(0, |offer| {
+            let fresh = deliveries.iter().filter(|d| d.hold.is_zero()).count();
+            offer.slots.take(if held_due { fresh + offer.slots.free().div_ceil(2) } else { fresh })
+        });
+        let claiming = offer
+            .filter(|_| taken > 0)
+            .map(|offer| (&*claims.owner, ClaimRequest { limit: taken, ..offer.request }, held_due));
         let started = std::time::Instant::now();
         let result = match connection(&pool, &target).await {
             Ok(mut client) => insert(&mut client, &deliveries, claiming).await,
@@ -384,11 +395,12 @@ struct Inserted {
 }
 
 /// Stores a batch in one transaction: rooms locked in order and numbered, rows inserted in key
-/// order, heads set, and, when `claiming`, due heads claimed as the dispatcher's claims are.
+/// order, heads set, and, when `claiming`, due heads claimed as the dispatcher's claims are:
+/// those the batch stored, or (its flag set) any.
 async fn insert(
     client: &mut Client,
     batch: &[NewDelivery],
-    claiming: Option<(&str, ClaimRequest)>,
+    claiming: Option<(&str, ClaimRequest, bool)>,
 ) -> Result<Inserted, StoreError> {
     let tx = client.transaction().await.map_err(failed)?;
     // Each room's row, locked (rooms in order: batches never deadlock) and advanced by the
@@ -501,7 +513,9 @@ async fn insert(
         promote(&tx, &rooms).await?;
     }
     let claimed = match claiming {
-        Some((owner, request)) => {
+        // Whatever is due, when held deliveries came due.
+        Some((owner, request, true)) => claim(&tx, owner, &request, None).await?,
+        Some((owner, request, false)) => {
             // What this batch stored that comes due at once.
             let now: std::collections::HashSet<(i64, [u8; 32])> =
                 batch.iter().filter(|d| d.hold.is_zero()).map(|d| (d.timestamp_ms, d.signature)).collect();
