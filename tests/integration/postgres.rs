@@ -1204,17 +1204,14 @@ fn a_delivery_due_at_once_is_claimed_in_the_commit_that_stores_it_while_the_disp
     assert_eq!(owner(second), None);
     slots.give(1);
 
-    // Held for the reorder window, or behind its room's running head: not due, not claimed.
-    // The delivery left before came due meanwhile, and no dispatcher looked: the next commit
-    // claims it.
+    // Held for the reorder window, or behind its room's running head: not due, not claimed,
+    // and the slot is given back. The delivery left before was due at once, and woke the
+    // dispatcher: it is the dispatcher's.
     let third = append(NewDelivery { hold: Duration::from_secs(60), ..delivery(3, None) });
-    let claims = next_handed(&mut handed).expect("the delivery left before");
-    assert_eq!(ids(&claims.claimed), [second]);
     let fourth = append(delivery(4, Some("room")));
     assert!(next_handed(&mut handed).is_none());
-    assert_eq!((owner(second).as_deref(), owner(third), owner(fourth)), (Some("a"), None, None));
-    assert_eq!(slots.free(), 0);
-    slots.give(1);
+    assert_eq!((owner(second), owner(third), owner(fourth)), (None, None, None));
+    assert_eq!(slots.free(), 1);
 
     // A dispatcher that stopped is offered nothing more.
     drop(handed);
@@ -1244,6 +1241,40 @@ fn a_held_delivery_that_came_due_is_claimed_by_the_next_commit_that_stores_one()
     assert_eq!(claims.claimed[0].attempt, 1);
     assert_eq!(slots.free(), 3, "the claim holds a slot; the rest are given back");
     assert_eq!(scalar::<Option<String>>(&db.url, &format!("SELECT owner FROM deliveries WHERE id = {next}")), None);
+    block_on(inbox.close());
+}
+
+#[test]
+fn a_batch_s_transaction_takes_over_no_claim_that_ran_out() {
+    let Some(db) = TestDatabase::create() else { return };
+    let inbox = PgInbox::connect(&db.url, "a").unwrap();
+    let (slots, mut handed) = offer_slots(&inbox, 4);
+    // Held for a moment; then another replica's claim on it ran out an hour ago.
+    let Appended::New(held) =
+        block_on(inbox.append(NewDelivery { hold: Duration::from_millis(50), ..delivery(1, None) })).unwrap()
+    else {
+        panic!("new")
+    };
+    execute(
+        &db.url,
+        &format!(
+            "UPDATE deliveries SET owner = 'b', fence = fence + 1, attempts = 1,
+                    lease_until = now() - interval '1 hour' WHERE id = {held}"
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Its wake-up came: the next batch's transaction claims what is due, but takes nothing over
+    // (the appender records no reachability: takeovers are the dispatcher's).
+    block_on(inbox.append(NewDelivery { hold: Duration::from_secs(60), ..delivery(2, None) })).unwrap();
+    assert!(handed.try_recv().is_err(), "nothing handed over");
+    assert_eq!(slots.free(), 4);
+    let owner = scalar::<Option<String>>(&db.url, &format!("SELECT owner FROM deliveries WHERE id = {held}"));
+    assert_eq!(owner.as_deref(), Some("b"));
+    // The dispatcher's claim takes it over.
+    let claimed = block_on(inbox.claim(request(10, Duration::from_secs(30)))).unwrap();
+    assert_eq!(ids(&claimed), [held]);
+    assert_eq!(claimed[0].took_over.as_ref().map(|t| t.owner.as_str()), Some("b"));
     block_on(inbox.close());
 }
 

@@ -25,8 +25,8 @@
 //!   claim, narrowed to those ids), and the claims go to the dispatcher when it commits: such a
 //!   delivery waits for no wake-up and no transaction of the dispatcher's, and is announced to no
 //!   other replica. When held deliveries (the reorder window, a retry's wait) came due and the
-//!   dispatcher has not looked yet, the same transaction claims whatever is due, into half the
-//!   free slots: they wait for the next commit, not for the dispatcher's turn in progress
+//!   dispatcher has not looked yet, the same transaction claims whatever is due and unclaimed
+//!   (it takes over no claim), into half the free slots: they wait for the next commit, not for the dispatcher's turn in progress
 //!   (`bench/results/2026-12-06-g.md`). The rest is announced and claimed by whichever
 //!   dispatcher looks first.
 //! - **A dispatcher's turn in few round trips.** A claim is one statement (`WITH … FOR UPDATE
@@ -69,8 +69,10 @@ use super::{
 };
 use crate::clock::millis;
 
-/// Milliseconds since the epoch, on the database's clock.
+/// Milliseconds since the epoch, on the database's clock: as the transaction began.
 const NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
+/// The same, as the statement reads it.
+const CLOCK_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// What every connection of the inbox runs with, whatever the server's defaults:
 /// - `synchronous_commit=on`: an acknowledged delivery is on the server's disk (and its
 ///   synchronous standbys');
@@ -340,14 +342,17 @@ async fn appender(
                 if !due.is_empty() {
                     let _ = announce.send(due.into_iter().collect());
                 }
+                // The slots no claim took are free again before anyone hears of the commit.
+                if let Some(offer) = offer {
+                    offer.slots.give(taken - claimed.len());
+                }
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     let _ = reply.send(Ok(answer));
                 }
-                if let Some(offer) = offer {
-                    offer.slots.give(taken - claimed.len());
-                    if !claimed.is_empty() {
-                        hand_over(&pool, &target, &claims.owner, offer, Handed { claimed, asked: started });
-                    }
+                if let Some(offer) = offer
+                    && !claimed.is_empty()
+                {
+                    hand_over(&pool, &target, &claims.owner, offer, Handed { claimed, asked: started });
                 }
             }
             Err(error) => {
@@ -386,8 +391,9 @@ fn hand_over(pool: &Pool, target: &str, owner: &Arc<str>, offer: &Offer, handed:
 }
 
 /// What a batch's transaction did: one answer per delivery, in order; when the new ones that
-/// no claim took come due (in ms from the end of the insert, on the database's clock: a wake-up
-/// at that time after the commit is never early); and what it claimed.
+/// no claim took come due (in ms from the end of the insert, on the database's clock: 0 for
+/// those due already, else a wake-up at that time after the commit is never early); and what
+/// it claimed.
 struct Inserted {
     answers: Vec<Appended>,
     due: std::collections::BTreeSet<u64>,
@@ -396,7 +402,7 @@ struct Inserted {
 
 /// Stores a batch in one transaction: rooms locked in order and numbered, rows inserted in key
 /// order, heads set, and, when `claiming`, due heads claimed as the dispatcher's claims are:
-/// those the batch stored, or (its flag set) any.
+/// those the batch stored, or (its flag set) any that nobody holds.
 async fn insert(
     client: &mut Client,
     batch: &[NewDelivery],
@@ -464,7 +470,7 @@ async fn insert(
                                          received_at, ord, created, recording, due_at, head, queued_at)
                  SELECT t.timestamp_ms, t.signature, t.timestamp, t.event, t.kind, t.room, t.room_seq, t.body,
                         t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold, t.room IS NULL,
-                        (extract(epoch from clock_timestamp()) * 1000)::bigint
+                        {CLOCK_MS}
                    FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
                                $7::bigint[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[],
                                $13::bigint[])
@@ -472,7 +478,7 @@ async fn insert(
                              ord, created, recording, hold)
                  ON CONFLICT (timestamp_ms, signature) DO NOTHING
                  RETURNING id, timestamp_ms, signature,
-                           GREATEST(due_at - (extract(epoch from clock_timestamp()) * 1000)::bigint + 1, 0)"
+                           CASE WHEN due_at <= {CLOCK_MS} THEN 0 ELSE due_at - {CLOCK_MS} + 1 END"
         ),
         &[
             &timestamp_ms,
@@ -513,14 +519,14 @@ async fn insert(
         promote(&tx, &rooms).await?;
     }
     let claimed = match claiming {
-        // Whatever is due, when held deliveries came due.
-        Some((owner, request, true)) => claim(&tx, owner, &request, None).await?,
+        // Whatever is due that nobody holds, when held deliveries came due.
+        Some((owner, request, true)) => claim(&tx, owner, &request, Heads::Unclaimed).await?,
         Some((owner, request, false)) => {
             // What this batch stored that comes due at once.
             let now: std::collections::HashSet<(i64, [u8; 32])> =
                 batch.iter().filter(|d| d.hold.is_zero()).map(|d| (d.timestamp_ms, d.signature)).collect();
             let fresh: Vec<i64> = inserted.iter().filter(|r| now.contains(&key(r))).map(|r| r.get(0)).collect();
-            if fresh.is_empty() { Vec::new() } else { claim(&tx, owner, &request, Some(&fresh)).await? }
+            if fresh.is_empty() { Vec::new() } else { claim(&tx, owner, &request, Heads::Stored(&fresh)).await? }
         }
         None => Vec::new(),
     };
@@ -654,6 +660,22 @@ static CLAIM: LazyLock<String> = LazyLock::new(|| claim_sql(""));
 /// [`CLAIM`] of the deliveries `$5` alone: what a batch stored, claimed by its own transaction.
 static CLAIM_STORED: LazyLock<String> = LazyLock::new(|| claim_sql("id = ANY($5) AND"));
 
+/// [`CLAIM`] of the due heads nobody holds a claim on: never a takeover.
+static CLAIM_UNCLAIMED: LazyLock<String> = LazyLock::new(|| claim_sql("owner IS NULL AND"));
+
+/// Which due heads a claim takes.
+#[derive(Clone, Copy)]
+enum Heads<'a> {
+    /// Any, claims that ran out taken over: the dispatcher's claims, made after this replica
+    /// recorded that it reaches the database again ([`REACHABLE_AGAIN`]).
+    Any,
+    /// Those nobody holds a claim on: a batch's transaction claiming what came due (the
+    /// appender records no reachability, so it takes nothing over).
+    Unclaimed,
+    /// These, just stored by the same transaction.
+    Stored(&'a [i64]),
+}
+
 /// [`CLAIM`], its due heads narrowed by `only` (a condition and `AND`, or nothing).
 fn claim_sql(only: &str) -> String {
     format!(
@@ -697,16 +719,17 @@ async fn claim(
     tx: &Transaction<'_>,
     owner: &str,
     request: &ClaimRequest,
-    only: Option<&[i64]>,
+    heads: Heads<'_>,
 ) -> Result<Vec<Claimed>, StoreError> {
     let mut claimed: Vec<Claimed> = Vec::new();
     let lease_ms = millis(request.lease) as f64;
     let max = i32::try_from(request.max_attempts).unwrap_or(i32::MAX);
     loop {
         let limit = i64::try_from(request.limit - claimed.len()).unwrap_or(i64::MAX);
-        let due = match only {
-            None => query(tx, &CLAIM, &[&limit, &owner, &lease_ms, &max]).await?,
-            Some(ids) => query(tx, &CLAIM_STORED, &[&limit, &owner, &lease_ms, &max, &ids]).await?,
+        let due = match heads {
+            Heads::Any => query(tx, &CLAIM, &[&limit, &owner, &lease_ms, &max]).await?,
+            Heads::Unclaimed => query(tx, &CLAIM_UNCLAIMED, &[&limit, &owner, &lease_ms, &max]).await?,
+            Heads::Stored(ids) => query(tx, &CLAIM_STORED, &[&limit, &owner, &lease_ms, &max, &ids]).await?,
         };
         let (taken, spent): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| r.get::<_, bool>("taken"));
         claimed.extend(taken.iter().map(|row| {
@@ -731,7 +754,7 @@ async fn claim(
         let spent: Vec<(i64, Option<String>)> = spent.iter().map(|r| (r.get("id"), r.get("room"))).collect();
         if spent.is_empty()
             || claimed.len() >= request.limit
-            || only.is_some()
+            || !matches!(heads, Heads::Any)
             || !bury(tx, &spent, request.max_attempts).await?
         {
             break;
@@ -922,7 +945,7 @@ impl Inbox for PgInbox {
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
-            let claimed = claim(&tx, &owner, &request, None).await?;
+            let claimed = claim(&tx, &owner, &request, Heads::Any).await?;
             tx.commit().await.map_err(failed)?;
             Ok(claimed)
         })
@@ -977,7 +1000,7 @@ impl Inbox for PgInbox {
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
             let completed = complete(&tx, &owner, &completions).await?;
-            let claimed = claim(&tx, &owner, &request, None).await?;
+            let claimed = claim(&tx, &owner, &request, Heads::Any).await?;
             tx.commit().await.map_err(failed)?;
             Ok((completed, claimed))
         })
