@@ -20,7 +20,7 @@ use hdrhistogram::Histogram;
 use meet_webhooks::{Receiver, WebhookHandler};
 use meet_webhooks_runtime::{DeliveryContext, HandlerResult, UnmatchedEvent, WebhookInfo};
 
-/// Records each first attempt's wait: from its queueing, and from its receipt.
+/// Records each first attempt's wait: from its storing (`queued_at`), and from its receipt.
 #[derive(Clone)]
 struct Lag(Arc<Mutex<[Histogram<u64>; 2]>>);
 

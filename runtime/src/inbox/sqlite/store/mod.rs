@@ -65,7 +65,8 @@ pub const WAL_LIMIT: u64 = 16 * 1024 * 1024;
 macro_rules! columns {
     () => {
         "id, event, state, kind, attempts, received_at, COALESCE(queued_at, received_at) AS queued_at, timestamp, \
-         timestamp_ms, room, recording, created, late_id, late_event, late_created, signature, body, last_error, owner, lease_until, done_at, history, due_at"
+         timestamp_ms, room, recording, created, late_id, late_event, late_created, signature, body, last_error, \
+         owner, lease_until, done_at, history, due_at"
     };
 }
 const COLUMNS: &str = columns!();
