@@ -365,17 +365,13 @@ impl<W: Webhooks> Dispatcher<W> {
                 // the handlers that finish meanwhile (and starting claims handed over).
                 let gap = (last_turn + self.inbox.turn_gap()).saturating_duration_since(Instant::now());
                 if !gap.is_zero() && unrecorded.len() < TURN_BATCH {
-                    let gap = tokio::time::sleep(gap);
-                    tokio::pin!(gap);
-                    loop {
+                    let gap = async {
                         tokio::select! {
-                            () = &mut gap => break,
-                            _ = stop.changed() => break,
-                            Some(Handed { claimed, asked }) = handed.recv() => {
-                                self.start_all(claimed, Instant::from_std(asked), &mut running, &mut held, &leases, &slots);
-                            }
+                            () = tokio::time::sleep(gap) => {}
+                            _ = stop.changed() => {}
                         }
-                    }
+                    };
+                    self.starting_handed(gap, &mut handed, &mut running, &mut held, &leases, &slots).await;
                     while let Some(finished) = running.try_join_next_with_id() {
                         self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
                     }
@@ -399,24 +395,14 @@ impl<W: Webhooks> Dispatcher<W> {
                 last_turn = asked;
                 // Claims handed over while the turn waits for the storage (its room locks, its
                 // commit) start now, not after it.
-                let settled = {
-                    let turn = async {
-                        if unrecorded.is_empty() {
-                            self.inbox.claim(request).await.map(|claimed| (Vec::new(), claimed))
-                        } else {
-                            self.inbox.complete_and_claim(&unrecorded, request).await
-                        }
-                    };
-                    tokio::pin!(turn);
-                    loop {
-                        tokio::select! {
-                            settled = &mut turn => break settled,
-                            Some(Handed { claimed, asked }) = handed.recv() => {
-                                self.start_all(claimed, Instant::from_std(asked), &mut running, &mut held, &leases, &slots);
-                            }
-                        }
+                let turn = async {
+                    if unrecorded.is_empty() {
+                        self.inbox.claim(request).await.map(|claimed| (Vec::new(), claimed))
+                    } else {
+                        self.inbox.complete_and_claim(&unrecorded, request).await
                     }
                 };
+                let settled = self.starting_handed(turn, &mut handed, &mut running, &mut held, &leases, &slots).await;
                 let died = unrecorded.iter().any(|c| matches!(c.outcome, Outcome::Dead { .. }));
                 match settled {
                     Ok((completed, claimed)) => {
@@ -476,6 +462,27 @@ impl<W: Webhooks> Dispatcher<W> {
 
     fn claim_request(&self, limit: usize) -> ClaimRequest {
         ClaimRequest { limit, lease: self.lease, max_attempts: self.retry.max_attempts }
+    }
+
+    /// Runs `work`, starting meanwhile the claims the inbox hands over.
+    async fn starting_handed<T>(
+        &self,
+        work: impl Future<Output = T>,
+        handed: &mut tokio::sync::mpsc::UnboundedReceiver<Handed>,
+        running: &mut JoinSet<Finished>,
+        held: &mut HashMap<tokio::task::Id, Held>,
+        leases: &Leases,
+        slots: &Slots,
+    ) -> T {
+        let mut work = pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                Some(Handed { claimed, asked }) = handed.recv() => {
+                    self.start_all(claimed, Instant::from_std(asked), running, held, leases, slots);
+                }
+            }
+        }
     }
 
     /// Starts the handlers of claims asked for at `asked`, unless they arrived so late that they

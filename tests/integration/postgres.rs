@@ -1177,19 +1177,29 @@ fn offer_slots(inbox: &PgInbox, free: usize) -> (std::sync::Arc<Slots>, tokio::s
     (slots, handed)
 }
 
+/// Stores `d` through `inbox`, as a new delivery: its id.
+fn append_new(inbox: &PgInbox, d: NewDelivery) -> i64 {
+    match block_on(inbox.append(d)).unwrap() {
+        Appended::New(id) => id,
+        Appended::Duplicate(id) => panic!("{id} stored already"),
+    }
+}
+
+/// Who holds a claim on delivery `id`.
+fn owner(url: &str, id: i64) -> Option<String> {
+    scalar(url, &format!("SELECT owner FROM deliveries WHERE id = {id}"))
+}
+
 #[test]
 fn a_delivery_due_at_once_is_claimed_in_the_commit_that_stores_it_while_the_dispatcher_has_a_slot() {
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "a").unwrap();
     let (slots, mut handed) = offer_slots(&inbox, 1);
-    let owner = |id: i64| scalar::<Option<String>>(&db.url, &format!("SELECT owner FROM deliveries WHERE id = {id}"));
+    let owner = |id: i64| owner(&db.url, id);
     let next_handed = |handed: &mut tokio::sync::mpsc::UnboundedReceiver<Handed>| {
         block_on(async { tokio::time::timeout(Duration::from_millis(500), handed.recv()).await.ok().flatten() })
     };
-    let append = |d: NewDelivery| match block_on(inbox.append(d)).unwrap() {
-        Appended::New(id) => id,
-        Appended::Duplicate(id) => panic!("{id} stored already"),
-    };
+    let append = |d: NewDelivery| append_new(&inbox, d);
     // Nothing but the appender claims here (no dispatcher): the claim came with the commit.
     let first = append(delivery(1, Some("room")));
     let claims = next_handed(&mut handed).expect("the claim is handed over");
@@ -1226,21 +1236,17 @@ fn a_held_delivery_that_came_due_is_claimed_by_the_next_commit_that_stores_one()
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "a").unwrap();
     let (slots, mut handed) = offer_slots(&inbox, 4);
-    let append = |d: NewDelivery| match block_on(inbox.append(d)).unwrap() {
-        Appended::New(id) => id,
-        Appended::Duplicate(id) => panic!("{id} stored already"),
-    };
     // Held for a moment, then due; no dispatcher looks for it here.
-    let held = append(NewDelivery { hold: Duration::from_millis(50), ..delivery(1, Some("r")) });
+    let held = append_new(&inbox, NewDelivery { hold: Duration::from_millis(50), ..delivery(1, Some("r")) });
     assert!(handed.try_recv().is_err(), "held: not claimed as it is stored");
     std::thread::sleep(Duration::from_millis(100));
     // The next batch stored claims it, with what it stores.
-    let next = append(NewDelivery { hold: Duration::from_secs(60), ..delivery(2, None) });
+    let next = append_new(&inbox, NewDelivery { hold: Duration::from_secs(60), ..delivery(2, None) });
     let claims = handed.try_recv().expect("claims handed over with the commit");
     assert_eq!(ids(&claims.claimed), [held]);
     assert_eq!(claims.claimed[0].attempt, 1);
     assert_eq!(slots.free(), 3, "the claim holds a slot; the rest are given back");
-    assert_eq!(scalar::<Option<String>>(&db.url, &format!("SELECT owner FROM deliveries WHERE id = {next}")), None);
+    assert_eq!(owner(&db.url, next), None);
     block_on(inbox.close());
 }
 
@@ -1250,11 +1256,7 @@ fn a_batch_s_transaction_takes_over_no_claim_that_ran_out() {
     let inbox = PgInbox::connect(&db.url, "a").unwrap();
     let (slots, mut handed) = offer_slots(&inbox, 4);
     // Held for a moment; then another replica's claim on it ran out an hour ago.
-    let Appended::New(held) =
-        block_on(inbox.append(NewDelivery { hold: Duration::from_millis(50), ..delivery(1, None) })).unwrap()
-    else {
-        panic!("new")
-    };
+    let held = append_new(&inbox, NewDelivery { hold: Duration::from_millis(50), ..delivery(1, None) });
     execute(
         &db.url,
         &format!(
@@ -1266,11 +1268,10 @@ fn a_batch_s_transaction_takes_over_no_claim_that_ran_out() {
     std::thread::sleep(Duration::from_millis(100));
     // Its wake-up came: the next batch's transaction claims what is due, but takes nothing over
     // (the appender records no reachability: takeovers are the dispatcher's).
-    block_on(inbox.append(NewDelivery { hold: Duration::from_secs(60), ..delivery(2, None) })).unwrap();
+    append_new(&inbox, NewDelivery { hold: Duration::from_secs(60), ..delivery(2, None) });
     assert!(handed.try_recv().is_err(), "nothing handed over");
     assert_eq!(slots.free(), 4);
-    let owner = scalar::<Option<String>>(&db.url, &format!("SELECT owner FROM deliveries WHERE id = {held}"));
-    assert_eq!(owner.as_deref(), Some("b"));
+    assert_eq!(owner(&db.url, held).as_deref(), Some("b"));
     // The dispatcher's claim takes it over.
     let claimed = block_on(inbox.claim(request(10, Duration::from_secs(30)))).unwrap();
     assert_eq!(ids(&claimed), [held]);
