@@ -1185,6 +1185,12 @@ fn append_new(inbox: &PgInbox, d: NewDelivery) -> i64 {
     }
 }
 
+/// The next claims handed over to `handed`, if any come within half a second: the appender
+/// hands its claims over after it answers the batch that made them.
+fn next_handed(handed: &mut tokio::sync::mpsc::UnboundedReceiver<Handed>) -> Option<Handed> {
+    block_on(async { tokio::time::timeout(Duration::from_millis(500), handed.recv()).await.ok().flatten() })
+}
+
 /// Who holds a claim on delivery `id`.
 fn owner(url: &str, id: i64) -> Option<String> {
     scalar(url, &format!("SELECT owner FROM deliveries WHERE id = {id}"))
@@ -1196,9 +1202,6 @@ fn a_delivery_due_at_once_is_claimed_in_the_commit_that_stores_it_while_the_disp
     let inbox = PgInbox::connect(&db.url, "a").unwrap();
     let (slots, mut handed) = offer_slots(&inbox, 1);
     let owner = |id: i64| owner(&db.url, id);
-    let next_handed = |handed: &mut tokio::sync::mpsc::UnboundedReceiver<Handed>| {
-        block_on(async { tokio::time::timeout(Duration::from_millis(500), handed.recv()).await.ok().flatten() })
-    };
     let append = |d: NewDelivery| append_new(&inbox, d);
     // Nothing but the appender claims here (no dispatcher): the claim came with the commit.
     let first = append(delivery(1, Some("room")));
@@ -1236,13 +1239,13 @@ fn a_held_delivery_that_came_due_is_claimed_by_the_next_commit_that_stores_one()
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "a").unwrap();
     let (slots, mut handed) = offer_slots(&inbox, 4);
-    // Held for a moment, then due; no dispatcher looks for it here.
+    // Held for 50 ms, then due; no dispatcher looks for it here. Nothing is handed over in the
+    // half second that the check waits, by the end of which it is due.
     let held = append_new(&inbox, NewDelivery { hold: Duration::from_millis(50), ..delivery(1, Some("r")) });
-    assert!(handed.try_recv().is_err(), "held: not claimed as it is stored");
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(next_handed(&mut handed).is_none(), "held: not claimed as it is stored");
     // The next batch stored claims it, with what it stores.
     let next = append_new(&inbox, NewDelivery { hold: Duration::from_secs(60), ..delivery(2, None) });
-    let claims = handed.try_recv().expect("claims handed over with the commit");
+    let claims = next_handed(&mut handed).expect("claims handed over with the commit");
     assert_eq!(ids(&claims.claimed), [held]);
     assert_eq!(claims.claimed[0].attempt, 1);
     assert_eq!(slots.free(), 3, "the claim holds a slot; the rest are given back");
@@ -1269,7 +1272,7 @@ fn a_batch_s_transaction_takes_over_no_claim_that_ran_out() {
     // Its wake-up came: the next batch's transaction claims what is due, but takes nothing over
     // (the appender records no reachability: takeovers are the dispatcher's).
     append_new(&inbox, NewDelivery { hold: Duration::from_secs(60), ..delivery(2, None) });
-    assert!(handed.try_recv().is_err(), "nothing handed over");
+    assert!(next_handed(&mut handed).is_none(), "nothing handed over");
     assert_eq!(slots.free(), 4);
     assert_eq!(owner(&db.url, held).as_deref(), Some("b"));
     // The dispatcher's claim takes it over.
