@@ -5,7 +5,8 @@
 # drained; prints pg_stat_statements' top statements (calls, execution and planning time, rows,
 # WAL) and the totals per delivery. Runs on a throwaway cluster of its own (initdb into a
 # temporary directory, port PG_PORT (default 5433), pg_stat_statements preloaded, removed at the
-# end): the machine's server is never touched. Needs PostgreSQL's server binaries
+# end): the machine's server is never touched. MEET_WEBHOOKS_BIN runs another build of the
+# receiver (to compare two). Needs PostgreSQL's server binaries
 # (/usr/lib/postgresql/*/bin) and root or the postgres user to run them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,7 @@ trap cleanup EXIT
 [ "$(id -u)" = 0 ] && chown postgres "$work"
 
 cargo build --release --locked --quiet --bin meet-webhooks --example load
+bin=${MEET_WEBHOOKS_BIN:-target/release/meet-webhooks}
 as_postgres "$bin_dir/initdb -D $work/data -A trust -U postgres" >/dev/null
 as_postgres "$bin_dir/pg_ctl -D $work/data -l $work/log -o \"-p $pg_port -k $work -c listen_addresses=127.0.0.1 \
   -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on\" start" >/dev/null
@@ -36,7 +38,7 @@ psql "$url/mw" -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 
 urls=()
 for i in $(seq 0 $((replicas - 1))); do
-  target/release/meet-webhooks serve --key k --bind "127.0.0.1:$((port + i))" --replica-id "r$i" \
+  "$bin" serve --key k --bind "127.0.0.1:$((port + i))" --replica-id "r$i" \
     --database-url "$url/mw?sslmode=disable" 2>"$work/serve-$i.log" &
   pids+=($!)
   urls+=(--url "http://127.0.0.1:$((port + i))/webhook")

@@ -591,8 +591,51 @@ const PROMOTE: &str = "WITH seen AS (
 /// Each room's first pending delivery is its head unless a claim holds another (the caller
 /// holds the rooms' locks).
 async fn promote(tx: &Transaction<'_>, rooms: &[&str]) -> Result<(), StoreError> {
-    execute(tx, PROMOTE, &[&rooms]).await?;
+    Pinned::prepare(tx, PROMOTE).await?.execute(tx, &[&rooms]).await?;
     Ok(())
+}
+
+/// A statement run on a plan made once per connection, of lookups by index alone. Left to
+/// itself, PostgreSQL plans [`PROMOTE`] afresh at every call, which took longer than running it:
+/// its generic plan, reckoning 10 rooms for the `unnest` of a parameter, looks dearer than a
+/// custom plan for a call's few. Made while the table is young, a generic plan would scan it
+/// whole as it grows: sequential scans are off for it (`bench/results/2026-12-06-h.md`).
+struct Pinned {
+    pin: [tokio_postgres::Statement; 2],
+    statement: tokio_postgres::Statement,
+    unpin: [tokio_postgres::Statement; 2],
+}
+
+impl Pinned {
+    async fn prepare(tx: &Transaction<'_>, sql: &str) -> Result<Self, StoreError> {
+        let prepare = |sql| async move { tx.prepare_cached(sql).await.map_err(failed) };
+        Ok(Self {
+            pin: [
+                prepare("SET LOCAL plan_cache_mode = force_generic_plan").await?,
+                prepare("SET LOCAL enable_seqscan = off").await?,
+            ],
+            statement: prepare(sql).await?,
+            unpin: [
+                prepare("SET LOCAL plan_cache_mode TO DEFAULT").await?,
+                prepare("SET LOCAL enable_seqscan TO DEFAULT").await?,
+            ],
+        })
+    }
+
+    /// Runs the statement between the settings that pin its plan and those that restore the
+    /// connection's, sent together (pipelined, in this order): the rows it changed.
+    async fn execute(&self, tx: &Transaction<'_>, params: Params<'_>) -> Result<u64, StoreError> {
+        let (_, _, changed, _, _) = futures_util::future::try_join5(
+            tx.execute(&self.pin[0], &[]),
+            tx.execute(&self.pin[1], &[]),
+            tx.execute(&self.statement, params),
+            tx.execute(&self.unpin[0], &[]),
+            tx.execute(&self.unpin[1], &[]),
+        )
+        .await
+        .map_err(failed)?;
+        Ok(changed)
+    }
 }
 
 /// Locks these rooms' rows, in order.
@@ -830,7 +873,7 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
             entry.insert(tx.prepare_cached(&outcome_sql(&c.outcome)).await.map_err(failed)?);
         }
     }
-    let promote_statement = tx.prepare_cached(PROMOTE).await.map_err(failed)?;
+    let promote_statements = Pinned::prepare(tx, PROMOTE).await?;
     let mark_statement = tx.prepare_cached(&MARK_HANDLED).await.map_err(failed)?;
     let updates = order.iter().map(|&i| {
         let c = &batch[i];
@@ -844,7 +887,8 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     // Each room's first pending delivery is its head: a room whose head is done or dead goes on;
     // in the others the head is still the first, and nothing changes.
     let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
-    let promote = async { tx.execute(&promote_statement, &[&rooms]).await.map_err(failed) };
+    let promote_params: [&(dyn ToSql + Sync); 1] = [&rooms];
+    let promote = promote_statements.execute(tx, &promote_params);
     let (recorded, _, _) =
         futures_util::future::try_join3(futures_util::future::try_join_all(updates), mark, promote).await?;
     let mut answers = vec![Completed::Fenced; batch.len()];
@@ -1080,5 +1124,77 @@ impl Inbox for PgInbox {
 
     fn describe(&self) -> String {
         self.target.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `test` with the URL of a database of its own on the test server
+    /// (`MEET_WEBHOOKS_TEST_DATABASE_URL`), dropped after it; skipped when there is no server and
+    /// none is required (`MEET_WEBHOOKS_REQUIRE_POSTGRES`).
+    fn with_database(test: impl FnOnce(&str) + std::panic::UnwindSafe) {
+        let admin = std::env::var("MEET_WEBHOOKS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let admin_runs = |sql: String| {
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute(&sql).await
+            })
+        };
+        let name = format!("mw_unit_{}", std::process::id());
+        if let Err(e) = admin_runs(format!("CREATE DATABASE {name}")) {
+            assert!(std::env::var_os("MEET_WEBHOOKS_REQUIRE_POSTGRES").is_none(), "PostgreSQL at {admin}: {e}");
+            return eprintln!("skipped: no PostgreSQL at {admin} ({e})");
+        }
+        let base = admin.split('?').next().unwrap();
+        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        let outcome = std::panic::catch_unwind(|| test(&url));
+        admin_runs(format!("DROP DATABASE {name} WITH (FORCE)")).unwrap();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    #[test]
+    fn promote_runs_on_one_plan_for_a_connection_and_leaves_its_settings_as_they_were() {
+        with_database(|url| {
+            let inbox = PgInbox::connect(url, "a").unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (plans, settings) = runtime
+                .block_on(inbox.run(|mut client, _| async move {
+                    let mut settings = Vec::new();
+                    for _ in 0..8 {
+                        let tx = client.transaction().await.map_err(failed)?;
+                        promote(&tx, &["room"]).await?;
+                        let row = tx
+                            .query_one(
+                                "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')",
+                                &[],
+                            )
+                            .await
+                            .map_err(failed)?;
+                        settings.push((row.get::<_, String>(0), row.get::<_, String>(1)));
+                        tx.commit().await.map_err(failed)?;
+                    }
+                    let plans = client
+                        .query_one(
+                            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+                            &[&PROMOTE],
+                        )
+                        .await
+                        .map_err(failed)?;
+                    Ok(((plans.get::<_, i64>(0), plans.get::<_, i64>(1)), settings))
+                }))
+                .unwrap();
+            // Planned once, then run on that plan: never planned for a call's rooms.
+            assert_eq!(plans, (8, 0), "(generic, custom) plans of PROMOTE");
+            // What follows it in the transaction (the claim) is planned as always.
+            assert!(settings.iter().all(|s| *s == ("auto".to_owned(), "on".to_owned())), "{settings:?}");
+            runtime.block_on(inbox.close());
+        });
     }
 }
