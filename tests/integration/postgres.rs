@@ -821,8 +821,23 @@ fn outcomes_and_renewals_of_the_same_claims_at_once_do_not_deadlock() {
 
 #[test]
 fn a_batch_of_outcomes_is_answered_in_its_own_order_each_recorded_as_given() {
-    // The dispatcher sends outcomes in the order its handlers finished; the inbox records them
-    // in the order of their ids, all at once: each answer must still be its own outcome's.
+    outcomes_answered_in_their_order(|i| match i % 4 {
+        0 => Outcome::Done,
+        1 => Outcome::Retry { after: Duration::from_secs(3600), error: format!("retry {i}") },
+        2 => Outcome::Dead { error: format!("dead {i}") },
+        _ => Outcome::Interrupted,
+    });
+}
+
+#[test]
+fn a_batch_of_handled_deliveries_is_answered_in_its_own_order_each_recorded_as_handled() {
+    // One statement records them all (the usual batch).
+    outcomes_answered_in_their_order(|_| Outcome::Done);
+}
+
+/// The dispatcher sends outcomes in the order its handlers finished; the inbox records them in
+/// the order of their ids, all at once: each answer must still be its own outcome's.
+fn outcomes_answered_in_their_order(outcome: fn(usize) -> Outcome) {
     let Some(db) = TestDatabase::create() else { return };
     let inbox = PgInbox::connect(&db.url, "replica").unwrap();
     block_on(async {
@@ -833,12 +848,6 @@ fn a_batch_of_outcomes_is_answered_in_its_own_order_each_recorded_as_given() {
         let Appended::New(waiting) = inbox.append(delivery(100, Some("r0"))).await.unwrap() else { panic!() };
         let claimed = inbox.claim(request(100, Duration::from_secs(30))).await.unwrap();
         assert_eq!(claimed.len(), 40, "the room heads");
-        let outcome = |i: usize| match i % 4 {
-            0 => Outcome::Done,
-            1 => Outcome::Retry { after: Duration::from_secs(3600), error: format!("retry {i}") },
-            2 => Outcome::Dead { error: format!("dead {i}") },
-            _ => Outcome::Interrupted,
-        };
         // Newest first; the seventh with a fence that is no longer its claim's.
         let mut completions: Vec<Completion> = claimed
             .iter()
@@ -866,6 +875,11 @@ fn a_batch_of_outcomes_is_answered_in_its_own_order_each_recorded_as_given() {
                 (Outcome::Interrupted, _) => (State::Pending, None, true, 1),
             };
             assert_eq!(seen, expected, "delivery {} ({:?})", c.claim.id, c.outcome);
+            if k != 6 && c.outcome == Outcome::Done {
+                let attempt = stored.history.iter().map(|a| (a.attempt, a.replica.as_deref(), a.outcome.as_str()));
+                assert_eq!(attempt.collect::<Vec<_>>(), [(1, Some("replica"), "done")], "its history");
+                assert_eq!(stored.kind, Kind::Typed, "the kind it was handled as");
+            }
         }
         // The turn's claim took the interrupted ones (due again) and room r0's next (its head is
         // done), not the failed, dead or fenced ones.

@@ -848,7 +848,8 @@ async fn bury(tx: &Transaction<'_>, spent: &[(i64, Option<String>)], max_attempt
 /// then the outcomes and the rooms' next heads, sent together (pipelined: each statement is sent
 /// without waiting for the answer to the one before, and the server runs them in the order
 /// sent). The outcomes go in the order of their ids, as renewals lock them: the two run at once,
-/// and rows locked in two orders could deadlock.
+/// and rows locked in two orders could deadlock. A batch of handled deliveries alone (the
+/// usual one) is recorded by one statement ([`DONE_ALL`]), any other one statement an outcome.
 async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Result<Vec<Completed>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -867,18 +868,35 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     order.sort_unstable_by_key(|&i| batch[i].claim.id);
     // Prepared first (once per connection): a statement that had to be prepared on the way
     // would be sent after the ones behind it.
+    let all_done = batch.iter().all(|c| c.outcome == Outcome::Done);
     let mut statements = HashMap::new();
-    for c in batch {
+    if all_done {
+        statements.insert(std::mem::discriminant(&Outcome::Done), tx.prepare_cached(&DONE_ALL).await.map_err(failed)?);
+    }
+    for c in batch.iter().filter(|_| !all_done) {
         if let std::collections::hash_map::Entry::Vacant(entry) = statements.entry(std::mem::discriminant(&c.outcome)) {
             entry.insert(tx.prepare_cached(&outcome_sql(&c.outcome)).await.map_err(failed)?);
         }
     }
     let promote_statements = Pinned::prepare(tx, PROMOTE).await?;
     let mark_statement = tx.prepare_cached(&MARK_HANDLED).await.map_err(failed)?;
-    let updates = order.iter().map(|&i| {
-        let c = &batch[i];
-        record(tx, &statements[&std::mem::discriminant(&c.outcome)], owner, c)
-    });
+    let updates = async {
+        if all_done {
+            let statement = &statements[&std::mem::discriminant(&Outcome::Done)];
+            let ids: Vec<i64> = order.iter().map(|&i| batch[i].claim.id).collect();
+            let fences: Vec<i64> = order.iter().map(|&i| batch[i].claim.fence).collect();
+            let kinds: Vec<&str> = order.iter().map(|&i| batch[i].kind.as_str()).collect();
+            let rows = tx.query(statement, &[&ids, &fences, &owner, &kinds]).await.map_err(failed)?;
+            let recorded: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+            Ok(ids.iter().map(|id| recorded.contains(id)).collect())
+        } else {
+            let each = order.iter().map(|&i| {
+                let c = &batch[i];
+                record(tx, &statements[&std::mem::discriminant(&c.outcome)], owner, c)
+            });
+            futures_util::future::try_join_all(each).await
+        }
+    };
     // After the outcomes (sent after them): the handled ones become their rooms' and recordings'
     // latest, if they are.
     let done: Vec<i64> = batch.iter().filter(|c| c.outcome == Outcome::Done).map(|c| c.claim.id).collect();
@@ -889,8 +907,7 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
     let promote_params: [&(dyn ToSql + Sync); 1] = [&rooms];
     let promote = promote_statements.execute(tx, &promote_params);
-    let (recorded, _, _) =
-        futures_util::future::try_join3(futures_util::future::try_join_all(updates), mark, promote).await?;
+    let (recorded, _, _) = futures_util::future::try_join3(updates, mark, promote).await?;
     let mut answers = vec![Completed::Fenced; batch.len()];
     for (&i, recorded) in order.iter().zip(recorded) {
         if recorded {
@@ -919,16 +936,38 @@ static MARK_HANDLED: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Records the claims `$1` (ids, in order), `$2` (their fences), of owner `$3`, handled, each
+/// with its kind (`$4`): [`outcome_sql`]'s `Done` for many rows, locked in the order of their
+/// ids; returns the ids whose claims still held their deliveries.
+static DONE_ALL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE deliveries SET {}
+           FROM (SELECT d.id AS held_id, c.kind AS new_kind
+                   FROM deliveries d JOIN unnest($1::bigint[], $2::bigint[], $4::text[]) AS c(id, fence, kind)
+                        ON d.id = c.id AND d.fence = c.fence
+                  WHERE d.owner = $3 AND d.state = 'pending'
+                  ORDER BY d.id FOR UPDATE OF d) held
+          WHERE id = held.held_id
+          RETURNING id",
+        handled("held.new_kind")
+    )
+});
+
+/// The `SET` clause that records a handled delivery, of the kind `kind` (an SQL expression).
+fn handled(kind: &str) -> String {
+    format!(
+        "state = 'done', head = false, owner = NULL, lease_until = NULL, kind = {kind}, last_error = NULL,
+         done_at = {NOW_MS}, {}",
+        ended("done", &format!("{NOW_MS} - claimed_at"), "NULL")
+    )
+}
+
 /// The statement that records `outcome` for the claim `$1` (id), `$2` (fence), `$3` (owner).
 fn outcome_sql(outcome: &Outcome) -> String {
     let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending'";
     let took = format!("{NOW_MS} - claimed_at");
     match outcome {
-        Outcome::Done => format!(
-            "UPDATE deliveries SET state = 'done', head = false, owner = NULL, lease_until = NULL,
-                    kind = $4, last_error = NULL, done_at = {NOW_MS}, {} {held}",
-            ended("done", &took, "NULL")
-        ),
+        Outcome::Done => format!("UPDATE deliveries SET {} {held}", handled("$4")),
         Outcome::Retry { .. } => format!(
             "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
                     due_at = {NOW_MS} + $6, {} {held}",
