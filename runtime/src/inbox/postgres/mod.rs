@@ -868,12 +868,12 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     order.sort_unstable_by_key(|&i| batch[i].claim.id);
     // Prepared first (once per connection): a statement that had to be prepared on the way
     // would be sent after the ones behind it.
-    let all_done = batch.iter().all(|c| c.outcome == Outcome::Done);
+    let done_all = match batch.iter().all(|c| c.outcome == Outcome::Done) {
+        true => Some(tx.prepare_cached(&DONE_ALL).await.map_err(failed)?),
+        false => None,
+    };
     let mut statements = HashMap::new();
-    if all_done {
-        statements.insert(std::mem::discriminant(&Outcome::Done), tx.prepare_cached(&DONE_ALL).await.map_err(failed)?);
-    }
-    for c in batch.iter().filter(|_| !all_done) {
+    for c in batch.iter().filter(|_| done_all.is_none()) {
         if let std::collections::hash_map::Entry::Vacant(entry) = statements.entry(std::mem::discriminant(&c.outcome)) {
             entry.insert(tx.prepare_cached(&outcome_sql(&c.outcome)).await.map_err(failed)?);
         }
@@ -881,8 +881,7 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     let promote_statements = Pinned::prepare(tx, PROMOTE).await?;
     let mark_statement = tx.prepare_cached(&MARK_HANDLED).await.map_err(failed)?;
     let updates = async {
-        if all_done {
-            let statement = &statements[&std::mem::discriminant(&Outcome::Done)];
+        if let Some(statement) = &done_all {
             let ids: Vec<i64> = order.iter().map(|&i| batch[i].claim.id).collect();
             let fences: Vec<i64> = order.iter().map(|&i| batch[i].claim.fence).collect();
             let kinds: Vec<&str> = order.iter().map(|&i| batch[i].kind.as_str()).collect();
@@ -1174,6 +1173,7 @@ mod tests {
     /// (`MEET_WEBHOOKS_TEST_DATABASE_URL`), dropped after it; skipped when there is no server and
     /// none is required (`MEET_WEBHOOKS_REQUIRE_POSTGRES`).
     fn with_database(test: impl FnOnce(&str) + std::panic::UnwindSafe) {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let admin = std::env::var("MEET_WEBHOOKS_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -1184,7 +1184,8 @@ mod tests {
                 client.batch_execute(&sql).await
             })
         };
-        let name = format!("mw_unit_{}", std::process::id());
+        let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("mw_unit_{}_{count}", std::process::id());
         if let Err(e) = admin_runs(format!("CREATE DATABASE {name}")) {
             assert!(std::env::var_os("MEET_WEBHOOKS_REQUIRE_POSTGRES").is_none(), "PostgreSQL at {admin}: {e}");
             return eprintln!("skipped: no PostgreSQL at {admin} ({e})");
@@ -1203,20 +1204,16 @@ mod tests {
         with_database(|url| {
             let inbox = PgInbox::connect(url, "a").unwrap();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let (plans, settings) = runtime
-                .block_on(inbox.run(|mut client, _| async move {
-                    let mut settings = Vec::new();
+            let setting = "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')";
+            let settings = |row: Row| (row.get::<_, String>(0), row.get::<_, String>(1));
+            let (plans, connection, settings) = runtime
+                .block_on(inbox.run(move |mut client, _| async move {
+                    let connection = settings(client.query_one(setting, &[]).await.map_err(failed)?);
+                    let mut in_transaction = Vec::new();
                     for _ in 0..8 {
                         let tx = client.transaction().await.map_err(failed)?;
                         promote(&tx, &["room"]).await?;
-                        let row = tx
-                            .query_one(
-                                "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')",
-                                &[],
-                            )
-                            .await
-                            .map_err(failed)?;
-                        settings.push((row.get::<_, String>(0), row.get::<_, String>(1)));
+                        in_transaction.push(settings(tx.query_one(setting, &[]).await.map_err(failed)?));
                         tx.commit().await.map_err(failed)?;
                     }
                     let plans = client
@@ -1226,13 +1223,13 @@ mod tests {
                         )
                         .await
                         .map_err(failed)?;
-                    Ok(((plans.get::<_, i64>(0), plans.get::<_, i64>(1)), settings))
+                    Ok(((plans.get::<_, i64>(0), plans.get::<_, i64>(1)), connection, in_transaction))
                 }))
                 .unwrap();
             // Planned once, then run on that plan: never planned for a call's rooms.
             assert_eq!(plans, (8, 0), "(generic, custom) plans of PROMOTE");
             // What follows it in the transaction (the claim) is planned as always.
-            assert!(settings.iter().all(|s| *s == ("auto".to_owned(), "on".to_owned())), "{settings:?}");
+            assert!(settings.iter().all(|s| *s == connection), "{settings:?}, not the connection's {connection:?}");
             runtime.block_on(inbox.close());
         });
     }
