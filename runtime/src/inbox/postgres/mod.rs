@@ -26,14 +26,15 @@
 //!   delivery waits for no wake-up and no transaction of the dispatcher's, and is announced to no
 //!   other replica. When held deliveries (the reorder window, a retry's wait) came due and the
 //!   dispatcher has not looked yet, the same transaction claims whatever is due and unclaimed
-//!   (it takes over no claim), into half the free slots: they wait for the next commit, not for the dispatcher's turn in progress
-//!   (`bench/results/2026-12-06-g.md`). The rest is announced and claimed by whichever
-//!   dispatcher looks first.
+//!   (it takes over no claim), into half the free slots: they wait for the next commit, not for
+//!   the dispatcher's turn in progress (`bench/results/2026-12-06-g.md`). The rest is announced
+//!   and claimed by whichever dispatcher looks first.
 //! - **A dispatcher's turn in few round trips.** A claim is one statement (`WITH … FOR UPDATE
 //!   SKIP LOCKED` feeding the `UPDATE` that takes the rows). A turn's outcomes, however many, and
 //!   the next heads of their rooms are sent together (pipelined) after their rooms are locked:
 //!   the server runs them in the order sent, the outcomes in the order of their ids as renewals
-//!   lock them (rows locked in two orders could deadlock).
+//!   lock them (rows locked in two orders could deadlock); a turn's handled deliveries, when
+//!   they are all it records, in one statement.
 //!
 //! Here the commit engine (appends, claims, outcomes, renewals); beside it, as in the SQLite
 //! inbox: reaching the database and its errors in words (`connect.rs`), the CLI's queries
@@ -868,9 +869,10 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     order.sort_unstable_by_key(|&i| batch[i].claim.id);
     // Prepared first (once per connection): a statement that had to be prepared on the way
     // would be sent after the ones behind it.
-    let done_all = match batch.iter().all(|c| c.outcome == Outcome::Done) {
-        true => Some(tx.prepare_cached(&DONE_ALL).await.map_err(failed)?),
-        false => None,
+    let done_all = if batch.iter().all(|c| c.outcome == Outcome::Done) {
+        Some(tx.prepare_cached(&DONE_ALL).await.map_err(failed)?)
+    } else {
+        None
     };
     let mut statements = HashMap::new();
     for c in batch.iter().filter(|_| done_all.is_none()) {
@@ -957,29 +959,28 @@ fn handled(kind: &str) -> String {
     format!(
         "state = 'done', head = false, owner = NULL, lease_until = NULL, kind = {kind}, last_error = NULL,
          done_at = {NOW_MS}, {}",
-        ended("done", &format!("{NOW_MS} - claimed_at"), "NULL")
+        ended_now("done", "NULL")
     )
 }
 
 /// The statement that records `outcome` for the claim `$1` (id), `$2` (fence), `$3` (owner).
 fn outcome_sql(outcome: &Outcome) -> String {
     let held = "WHERE id = $1 AND fence = $2 AND owner = $3 AND state = 'pending'";
-    let took = format!("{NOW_MS} - claimed_at");
     match outcome {
         Outcome::Done => format!("UPDATE deliveries SET {} {held}", handled("$4")),
         Outcome::Retry { .. } => format!(
             "UPDATE deliveries SET owner = NULL, lease_until = NULL, kind = $4, last_error = $5,
                     due_at = {NOW_MS} + $6, {} {held}",
-            ended("retry", &took, "$5")
+            ended_now("retry", "$5")
         ),
         Outcome::Dead { .. } => format!(
             "UPDATE deliveries SET state = 'dead', head = false, owner = NULL, lease_until = NULL,
                     kind = $4, last_error = $5, done_at = {NOW_MS}, {} {held}",
-            ended("dead", &took, "$5")
+            ended_now("dead", "$5")
         ),
         Outcome::Interrupted => format!(
             "UPDATE deliveries SET owner = NULL, lease_until = NULL, attempts = attempts - 1, {} {held}",
-            ended("interrupted", &took, "NULL")
+            ended_now("interrupted", "NULL")
         ),
     }
 }
@@ -993,6 +994,11 @@ fn ended(outcome: &str, duration: &str, error: &str) -> String {
              'attempt', attempts, 'replica', owner, 'started_at', claimed_at, 'duration_ms', {duration},
              'outcome', '{outcome}'::text, 'error', {error}::text))"
     )
+}
+
+/// [`ended`] for an attempt that ends now: it lasted from its claim.
+fn ended_now(outcome: &str, error: &str) -> String {
+    ended(outcome, &format!("{NOW_MS} - claimed_at"), error)
 }
 
 /// Records one outcome with its statement (from [`outcome_sql`]): whether its claim still held
