@@ -30,8 +30,9 @@ const MAX_ATTEMPTS: u32 = 3;
 /// <creationDate µs|-> <later in room|-> <later in recording|->` when a run starts (the later
 /// events by inbox id, as its context names them), `end ... <ns> ok|failed` when it ends. It fails a delivery's first attempt when
 /// the body asks (`data.failFirst`), takes `data.sleepMs` when given, and aborts the process when it asks for that
-/// (`data.abort`, a moment after it started, so that deliveries sent beside it are
-/// acknowledged first), as a handler with a fatal bug would.
+/// (`data.abort`, a second after it started, so that deliveries sent beside it are
+/// acknowledged first, also on a machine busy with other tests), as a handler with a fatal bug
+/// would.
 struct RunLog {
     file: Mutex<std::fs::File>,
     replica: String,
@@ -58,7 +59,7 @@ impl RunLog {
             id(&ctx.later_in_recording)
         ))?;
         if body["data"]["abort"] == true {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            tokio::time::sleep(Duration::from_millis(1000)).await;
             std::process::abort();
         }
         // Long enough that two runs of one room at once would overlap.
