@@ -20,10 +20,12 @@ use proptest::test_runner::{Config, TestRunner};
 
 use crate::common::{KEY, Options, TestServer, now_ms};
 
-/// One request as written to the socket, and whether its body was signed, intact, with the key.
+/// One request as written to the socket (twice when pipelined), and whether its body was
+/// signed, intact, with the key.
 #[derive(Debug, Clone)]
 struct Case {
     bytes: Vec<u8>,
+    requests: usize,
     signed_intact: bool,
 }
 
@@ -202,6 +204,7 @@ fn case() -> impl Strategy<Value = Case> {
             let body_start = bytes.len();
             bytes.extend_from_slice(&payload);
             let mut intact = true;
+            let mut requests = 1;
             match damage {
                 Damage::None => {}
                 Damage::Truncate(at) => {
@@ -216,22 +219,26 @@ fn case() -> impl Strategy<Value = Case> {
                         intact = at < body_start;
                     }
                 }
-                Damage::Twice => bytes = [bytes.clone(), bytes].concat(),
+                Damage::Twice => {
+                    bytes = [bytes.clone(), bytes].concat();
+                    requests = 2;
+                }
             }
             let signed_intact = matches!(signature, Signature::Valid) && intact;
-            Case { bytes, signed_intact }
+            Case { bytes, requests, signed_intact }
         })
 }
 
-/// What came back on the connection until the server closed it (or 3 s passed).
-fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
+/// What came back on the connection until the server closed it, or until a pause after an
+/// answer to each of the `requests` written.
+fn exchange(addr: std::net::SocketAddr, bytes: &[u8], requests: usize) -> Vec<u8> {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     stream.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
     let _ = stream.write_all(bytes);
     let _ = stream.shutdown(Shutdown::Write);
-    // The first answer may take a while (a body being waited for); after it, what else
-    // comes comes at once (a pipelined second answer), so the wait is short.
+    // An answer may take a while (a body being waited for, a commit on a loaded machine), so
+    // each is waited for; once every request has its final one, what else comes comes at once.
     let mut answer = Vec::new();
     let mut buf = [0u8; 8192];
     while let Ok(n) = stream.read(&mut buf) {
@@ -239,9 +246,17 @@ fn exchange(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
             break;
         }
         answer.extend_from_slice(&buf[..n]);
-        stream.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+        if final_answers(&answer) >= requests {
+            stream.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
+        }
     }
     answer
+}
+
+/// How many final (not 1xx, such as `100 Continue`) status lines `answer` holds.
+fn final_answers(answer: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(answer);
+    text.match_indices("HTTP/1.").filter(|(at, _)| !text.as_bytes()[at + 8..].starts_with(b" 1")).count()
 }
 
 #[test]
@@ -261,7 +276,7 @@ fn raw_requests_of_every_shape_never_break_the_server_nor_get_a_forgery_accepted
     let started = std::time::Instant::now();
     runner
         .run(&case(), |case| {
-            let answer = exchange(addr, &case.bytes);
+            let answer = exchange(addr, &case.bytes, case.requests);
             let text = String::from_utf8_lossy(&answer);
             if !answer.is_empty() {
                 prop_assert!(text.starts_with("HTTP/1.1 ") || text.starts_with("HTTP/1.0 "), "not HTTP: {text:?}");
@@ -282,9 +297,12 @@ fn raw_requests_of_every_shape_never_break_the_server_nor_get_a_forgery_accepted
         server.recorder().runs.lock().unwrap().len() >= accepted
     });
     std::thread::sleep(Duration::from_millis(200));
-    let runs = server.recorder().runs.lock().unwrap().len();
+    let runs = server.recorder().runs.lock().unwrap().clone();
+    let deliveries: std::collections::HashSet<_> = runs.iter().map(|(id, _)| id).collect();
+    assert_eq!(deliveries.len(), runs.len(), "no delivery handled twice");
+    let runs = runs.len();
     assert_eq!(runs, accepted, "handler runs == deliveries acknowledged");
-    let health = exchange(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let health = exchange(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", 1);
     assert!(String::from_utf8_lossy(&health).starts_with("HTTP/1.1 200"));
     eprintln!("fuzz: {cases} cases in {:?}, {runs} acknowledged and handled once", started.elapsed());
 }
