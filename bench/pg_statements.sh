@@ -3,11 +3,11 @@
 # SECONDS_PER_RUN (default 8) with the provider's mix, spread over them (LOAD_FLAGS, e.g. --spread
 # or --rate 3600, go to examples/load.rs), then
 # drained; prints pg_stat_statements' top statements (calls, execution and planning time, rows,
-# WAL) and the totals per delivery. Runs on a throwaway cluster of its own (initdb into a
-# temporary directory, port PG_PORT (default 5433), pg_stat_statements preloaded, removed at the
-# end): the machine's server is never touched. MEET_WEBHOOKS_BIN runs another build of the
-# receiver (to compare two). Needs PostgreSQL's server binaries
-# (/usr/lib/postgresql/*/bin) and root or the postgres user to run them.
+# WAL), the totals per delivery, and how many of the tables' row updates were HOT. Runs on a
+# throwaway cluster of its own (initdb into a temporary directory, port PG_PORT (default 5433),
+# pg_stat_statements preloaded, removed at the end): the machine's server is never touched.
+# MEET_WEBHOOKS_BIN runs another build of the receiver (to compare two). Needs PostgreSQL's
+# server binaries (/usr/lib/postgresql/*/bin) and root or the postgres user to run them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_PER_RUN:-8}
@@ -67,3 +67,7 @@ psql "$url/mw" -c "SELECT calls, round(total_exec_time::numeric) AS exec_ms, rou
                     ORDER BY total_exec_time + total_plan_time DESC LIMIT 12"
 psql "$url/mw" -tAc "SELECT 'execution and planning, µs per delivery: ' || round(sum(total_exec_time + total_plan_time)::numeric * 1000 / $n)
                        FROM pg_stat_statements WHERE query NOT LIKE '%count(*)%'"
+# Row versions: an update that changes no indexed column (nor one an index's predicate reads),
+# and finds room on its row's page, is HOT (no index entries written).
+psql "$url/mw" -c "SELECT relname, n_tup_ins AS inserted, n_tup_upd AS updated, n_tup_hot_upd AS hot
+                     FROM pg_stat_user_tables WHERE relname IN ('deliveries', 'handled', 'rooms') ORDER BY relname"
