@@ -3,7 +3,8 @@
 # SECONDS_PER_RUN (default 8) with the provider's mix, spread over them (LOAD_FLAGS, e.g. --spread
 # or --rate 3600, go to examples/load.rs), then
 # drained; prints pg_stat_statements' top statements (calls, execution and planning time, rows,
-# WAL), the totals per delivery, and how many of the tables' row updates were HOT. Runs on a
+# WAL), the totals per delivery, how many of the tables' row updates were HOT, and who claimed
+# (the dispatcher, or a batch as it stored) and the server's commits. Runs on a
 # throwaway cluster of its own (initdb into a temporary directory, port PG_PORT (default 5433),
 # pg_stat_statements preloaded, removed at the end): the machine's server is never touched.
 # MEET_WEBHOOKS_BIN runs another build of the receiver (to compare two). Needs PostgreSQL's
@@ -71,3 +72,11 @@ psql "$url/mw" -tAc "SELECT 'execution and planning, µs per delivery: ' || roun
 # and finds room on its row's page, is HOT (no index entries written).
 psql "$url/mw" -c "SELECT relname, n_tup_ins AS inserted, n_tup_upd AS updated, n_tup_hot_upd AS hot
                      FROM pg_stat_user_tables WHERE relname IN ('deliveries', 'handled', 'rooms') ORDER BY relname"
+# Claims by the statement that made them (the dispatcher's takes any due head; a batch's, what
+# it stored or what came due unheld), and the server's commits (every connection's).
+psql "$url/mw" -c "SELECT CASE WHEN query LIKE '%id = ANY(\$5) AND head%' THEN 'a batch, what it stored'
+                               WHEN query LIKE '%owner IS NULL AND head%' THEN 'a batch, due and unheld'
+                               ELSE 'the dispatcher' END AS claim, calls, rows AS claimed
+                     FROM pg_stat_statements WHERE query LIKE 'WITH due AS%' ORDER BY rows DESC"
+psql "$url/mw" -tAc "SELECT 'commits per delivery: ' || round(xact_commit::numeric / $n, 2)
+                       FROM pg_stat_database WHERE datname = 'mw'"

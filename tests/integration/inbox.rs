@@ -1113,8 +1113,8 @@ pub(crate) fn pruning_under_load_keeps_the_inbox_bounded(inbox: std::sync::Arc<d
     eventually("the last ones pruned", || total(&*inbox) == 0);
     block_on(dispatcher.stop());
     // A retention and a pruning interval (150 ms) of arrivals, the handling in between and the
-    // commits' batching: about half a second of arrivals on an idle machine. Two seconds bound
-    // it where other tests' commits hold up the pruning; unpruned, it holds all four seconds'.
+    // commits' batching; two seconds of arrivals leave room for other tests' commits holding up
+    // the pruning, and unpruned it would hold all four.
     eprintln!("{} deliveries in {SECONDS} s, at most {most} in the inbox at once", RATE * SECONDS);
     assert!(most <= 2 * RATE, "the inbox held {most} deliveries at once");
 }
