@@ -5,7 +5,7 @@ uncapped: on two shared cores, small replicas leave the machine room to spare, s
 the replicas share is the database, not the CPU.
 
 Each run floods the replicas for SECONDS (default 8) with the provider's mix (examples/load.rs,
-CONNECTIONS (default 192) spread over the replicas round-robin, as a load balancer would),
+CONNECTIONS (default 576) spread over the replicas round-robin, as a load balancer would),
 then waits until every acknowledged delivery is handled. Its rate is the deliveries
 acknowledged, divided by the time from the load's start to the last one's handling; it checks
 that each was handled once (runs, from every replica's /metrics, == deliveries stored ==
@@ -42,9 +42,11 @@ QUOTA = float(os.environ.get("QUOTA", "0.3"))
 # 0.1 core runs 10 ms, then is held 90 ms, locks and all).
 PERIOD = int(os.environ.get("PERIOD_US", "100000"))
 REPLICAS = [int(n) for n in os.environ.get("REPLICAS", "1 2 3").split()]
-# The same for every count, and enough for the most (64 each for three replicas): with fewer,
-# three replicas commit smaller batches than one, short of their capacity (2026-12-06-f.md).
-CONNECTIONS = int(os.environ.get("CONNECTIONS", "192"))
+# The same for every count, and enough for the most: 192 each for three replicas. A replica's
+# batches are as large as the requests it has in flight, so with fewer three replicas commit
+# smaller batches than one and the bench measures that, not their capacity (2026-12-06-f.md,
+# 2026-12-07-b.md). The provider opens a connection per event in flight, unbounded.
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "576"))
 DB = "mw_bench_scale"
 URL = database_url(DB)
 CGROUP = "/sys/fs/cgroup/cpu"
