@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where PostgreSQL's time goes, statement by statement: REPLICAS (default 1) replicas flooded for
 # SECONDS_PER_RUN (default 8) with the provider's mix, spread over them (LOAD_FLAGS, e.g. --spread
-# or --rate 3600, go to examples/load.rs), then
+# or --rate 3600, go to examples/load.rs; SERVE_FLAGS, e.g. --reorder-window 0, to the replicas), then
 # drained; prints pg_stat_statements' top statements (calls, execution and planning time, rows,
 # WAL), the totals per delivery, how many of the tables' row updates were HOT, and who claimed
 # (the dispatcher, or a batch as it stored) and the server's commits. Runs on a
@@ -39,8 +39,9 @@ psql "$url/mw" -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 
 urls=()
 for i in $(seq 0 $((replicas - 1))); do
+  # shellcheck disable=SC2086
   "$bin" serve --key k --bind "127.0.0.1:$((port + i))" --replica-id "r$i" \
-    --database-url "$url/mw?sslmode=disable" 2>"$work/serve-$i.log" &
+    --database-url "$url/mw?sslmode=disable" ${SERVE_FLAGS:-} 2>"$work/serve-$i.log" &
   pids+=($!)
   urls+=(--url "http://127.0.0.1:$((port + i))/webhook")
 done

@@ -35,6 +35,9 @@
 //!   the server runs them in the order sent, the outcomes in the order of their ids as renewals
 //!   lock them (rows locked in two orders could deadlock); a turn's handled deliveries, when
 //!   they are all it records, in one statement.
+//! - **Planned once.** The engine's transactions run every statement on one plan per
+//!   connection, by index ([`PIN`]): planned for each call's parameters, they spent as long
+//!   being planned as running.
 //!
 //! Here the commit engine (appends, claims, outcomes, renewals); beside it, as in the SQLite
 //! inbox: reaching the database and its errors in words (`connect.rs`), the CLI's queries
@@ -382,7 +385,7 @@ fn hand_over(pool: &Pool, target: &str, owner: &Arc<str>, offer: &Offer, handed:
         let given_back = async {
             let mut client = connection(&pool, &target).await?;
             let tx = client.transaction().await.map_err(failed)?;
-            complete(&tx, &owner, &back).await?;
+            pinned(&tx, complete(&tx, &owner, &back)).await?;
             tx.commit().await.map_err(failed)
         };
         if let Err(e) = given_back.await {
@@ -410,6 +413,37 @@ async fn insert(
     claiming: Option<(&str, ClaimRequest, bool)>,
 ) -> Result<Inserted, StoreError> {
     let tx = client.transaction().await.map_err(failed)?;
+    let Batch { ids, due, claimed } = pinned(&tx, store(&tx, batch, claiming)).await?;
+    tx.commit().await.map_err(failed)?;
+    let taken: std::collections::HashSet<i64> = claimed.iter().map(|c| c.claim.id).collect();
+    let due = due.into_iter().filter(|(id, _)| !taken.contains(id)).map(|(_, after)| after).collect();
+    // A key that appears twice in one batch is new for its first copy only.
+    let mut answered: std::collections::HashSet<(i64, [u8; 32])> = std::collections::HashSet::new();
+    let answers = batch
+        .iter()
+        .map(|d| {
+            let key = (d.timestamp_ms, d.signature);
+            let (id, new) = *ids.get(&key).ok_or_else(|| StoreError::unavailable("a stored delivery vanished"))?;
+            Ok(if new && answered.insert(key) { Appended::New(id) } else { Appended::Duplicate(id) })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(Inserted { answers, due, claimed })
+}
+
+/// What [`store`] did in its transaction: each delivery's id by key, and whether it inserted it;
+/// the new ones with when they come due (as [`Inserted`]'s); and what it claimed.
+struct Batch {
+    ids: HashMap<(i64, [u8; 32]), (i64, bool)>,
+    due: Vec<(i64, u64)>,
+    claimed: Vec<Claimed>,
+}
+
+/// [`insert`]'s statements.
+async fn store(
+    tx: &Transaction<'_>,
+    batch: &[NewDelivery],
+    claiming: Option<(&str, ClaimRequest, bool)>,
+) -> Result<Batch, StoreError> {
     // Each room's row, locked (rooms in order: batches never deadlock) and advanced by the
     // number of this batch's deliveries in it, in one statement: they are numbered from there.
     let mut counts: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
@@ -421,7 +455,7 @@ async fn insert(
     if !rooms.is_empty() {
         let added: Vec<i64> = counts.values().copied().collect();
         for row in query(
-            &tx,
+            tx,
             "INSERT INTO rooms AS r (room, last_seq)
                  SELECT room, added FROM unnest($1::text[], $2::bigint[]) AS t(room, added) ORDER BY room
                  ON CONFLICT (room) DO UPDATE SET last_seq = r.last_seq + excluded.last_seq
@@ -465,7 +499,7 @@ async fn insert(
     let recording: Vec<Option<&str>> = order.iter().map(|&i| batch[i].recording.as_deref()).collect();
     let hold: Vec<i64> = order.iter().map(|&i| millis(batch[i].hold)).collect();
     let inserted = query(
-        &tx,
+        tx,
         &format!(
             "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
                                          received_at, ord, created, recording, due_at, head, queued_at)
@@ -506,7 +540,7 @@ async fn insert(
         inserted.iter().map(|r| (key(r), (r.get(0), true))).collect();
     if ids.len() < batch.len() {
         for row in query(
-            &tx,
+            tx,
             "SELECT id, timestamp_ms, signature FROM deliveries
               WHERE (timestamp_ms, signature) IN (SELECT * FROM unnest($1::bigint[], $2::bytea[]))",
             &[&timestamp_ms, &signature],
@@ -517,34 +551,21 @@ async fn insert(
         }
     }
     if !rooms.is_empty() {
-        promote(&tx, &rooms).await?;
+        promote(tx, &rooms).await?;
     }
     let claimed = match claiming {
         // Whatever is due that nobody holds, when held deliveries came due.
-        Some((owner, request, true)) => claim(&tx, owner, &request, Heads::Unclaimed).await?,
+        Some((owner, request, true)) => claim(tx, owner, &request, Heads::Unclaimed).await?,
         Some((owner, request, false)) => {
             // What this batch stored that comes due at once.
             let now: std::collections::HashSet<(i64, [u8; 32])> =
                 batch.iter().filter(|d| d.hold.is_zero()).map(|d| (d.timestamp_ms, d.signature)).collect();
             let fresh: Vec<i64> = inserted.iter().filter(|r| now.contains(&key(r))).map(|r| r.get(0)).collect();
-            if fresh.is_empty() { Vec::new() } else { claim(&tx, owner, &request, Heads::Stored(&fresh)).await? }
+            if fresh.is_empty() { Vec::new() } else { claim(tx, owner, &request, Heads::Stored(&fresh)).await? }
         }
         None => Vec::new(),
     };
-    tx.commit().await.map_err(failed)?;
-    let taken: std::collections::HashSet<i64> = claimed.iter().map(|c| c.claim.id).collect();
-    let due = due.into_iter().filter(|(id, _)| !taken.contains(id)).map(|(_, after)| after).collect();
-    // A key that appears twice in one batch is new for its first copy only.
-    let mut answered: std::collections::HashSet<(i64, [u8; 32])> = std::collections::HashSet::new();
-    let answers = batch
-        .iter()
-        .map(|d| {
-            let key = (d.timestamp_ms, d.signature);
-            let (id, new) = *ids.get(&key).ok_or_else(|| StoreError::unavailable("a stored delivery vanished"))?;
-            Ok(if new && answered.insert(key) { Appended::New(id) } else { Appended::Duplicate(id) })
-        })
-        .collect::<Result<_, StoreError>>()?;
-    Ok(Inserted { answers, due, claimed })
+    Ok(Batch { ids, due, claimed })
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -592,51 +613,27 @@ const PROMOTE: &str = "WITH seen AS (
 /// Each room's first pending delivery is its head unless a claim holds another (the caller
 /// holds the rooms' locks).
 async fn promote(tx: &Transaction<'_>, rooms: &[&str]) -> Result<(), StoreError> {
-    Pinned::prepare(tx, PROMOTE).await?.execute(tx, &[&rooms]).await?;
+    execute(tx, PROMOTE, &[&rooms]).await?;
     Ok(())
 }
 
-/// A statement run on a plan made once per connection, of lookups by index alone. Left to
-/// itself, PostgreSQL plans [`PROMOTE`] afresh at every call, which took longer than running it:
-/// its generic plan, reckoning 10 rooms for the `unnest` of a parameter, looks dearer than a
-/// custom plan for a call's few. Made while the table is young, a generic plan would scan it
-/// whole as it grows: sequential scans are off for it (`bench/results/2026-12-06-h.md`).
-struct Pinned {
-    pin: [tokio_postgres::Statement; 2],
-    statement: tokio_postgres::Statement,
-    unpin: [tokio_postgres::Statement; 2],
-}
+/// What every transaction of the commit engine runs with (`SET LOCAL`: until it ends): its
+/// statements on one plan per connection, made with sequential scans off. Left to itself,
+/// PostgreSQL planned them afresh at every call, which took about as long as running them: a
+/// generic plan reckons 10 rows for an array parameter and looks dearer than a custom plan for a
+/// call's few (`bench/results/2026-12-06-h.md`, `2026-12-07-c.md`). Every statement here finds
+/// its rows by index; made while the table is young, a generic plan would scan it whole as it
+/// grows.
+const PIN: [&str; 2] = ["SET LOCAL plan_cache_mode = force_generic_plan", "SET LOCAL enable_seqscan = off"];
 
-impl Pinned {
-    async fn prepare(tx: &Transaction<'_>, sql: &str) -> Result<Self, StoreError> {
-        let prepare = |sql| async move { tx.prepare_cached(sql).await.map_err(failed) };
-        Ok(Self {
-            pin: [
-                prepare("SET LOCAL plan_cache_mode = force_generic_plan").await?,
-                prepare("SET LOCAL enable_seqscan = off").await?,
-            ],
-            statement: prepare(sql).await?,
-            unpin: [
-                prepare("SET LOCAL plan_cache_mode TO DEFAULT").await?,
-                prepare("SET LOCAL enable_seqscan TO DEFAULT").await?,
-            ],
-        })
-    }
-
-    /// Runs the statement between the settings that pin its plan and those that restore the
-    /// connection's, sent together (pipelined, in this order): the rows it changed.
-    async fn execute(&self, tx: &Transaction<'_>, params: Params<'_>) -> Result<u64, StoreError> {
-        let (_, _, changed, _, _) = futures_util::future::try_join5(
-            tx.execute(&self.pin[0], &[]),
-            tx.execute(&self.pin[1], &[]),
-            tx.execute(&self.statement, params),
-            tx.execute(&self.unpin[0], &[]),
-            tx.execute(&self.unpin[1], &[]),
-        )
-        .await
-        .map_err(failed)?;
-        Ok(changed)
-    }
+/// Runs `work`, the statements of the transaction `tx` begun just before, behind the settings
+/// of [`PIN`], sent ahead of its first statement without waiting for their answers (pipelined).
+async fn pinned<T>(tx: &Transaction<'_>, work: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    let (first, second) =
+        (tx.prepare_cached(PIN[0]).await.map_err(failed)?, tx.prepare_cached(PIN[1]).await.map_err(failed)?);
+    let pin = |statement| async move { tx.execute(statement, &[]).await.map_err(failed) };
+    let (_, _, done) = futures_util::future::try_join3(pin(&first), pin(&second), work).await?;
+    Ok(done)
 }
 
 /// Locks these rooms' rows, in order.
@@ -858,7 +855,9 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     let ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
     let rooms: Vec<String> = query(
         tx,
-        "SELECT room FROM rooms WHERE room IN (SELECT room FROM deliveries WHERE id = ANY($1)) ORDER BY room FOR UPDATE",
+        // By the rooms' key: joined, the planner read the whole table of rooms.
+        "SELECT room FROM rooms WHERE room = ANY(ARRAY(SELECT room FROM deliveries WHERE id = ANY($1)))
+          ORDER BY room FOR UPDATE",
         &[&ids],
     )
     .await?
@@ -880,7 +879,7 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
             entry.insert(tx.prepare_cached(&outcome_sql(&c.outcome)).await.map_err(failed)?);
         }
     }
-    let promote_statements = Pinned::prepare(tx, PROMOTE).await?;
+    let promote_statement = tx.prepare_cached(PROMOTE).await.map_err(failed)?;
     let mark_statement = tx.prepare_cached(&MARK_HANDLED).await.map_err(failed)?;
     let updates = async {
         if let Some(statement) = &done_all {
@@ -906,8 +905,7 @@ async fn complete(tx: &Transaction<'_>, owner: &str, batch: &[Completion]) -> Re
     // Each room's first pending delivery is its head: a room whose head is done or dead goes on;
     // in the others the head is still the first, and nothing changes.
     let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
-    let promote_params: [&(dyn ToSql + Sync); 1] = [&rooms];
-    let promote = promote_statements.execute(tx, &promote_params);
+    let promote = async { tx.execute(&promote_statement, &[&rooms]).await.map_err(failed) };
     let (recorded, _, _) = futures_util::future::try_join3(updates, mark, promote).await?;
     let mut answers = vec![Completed::Fenced; batch.len()];
     for (&i, recorded) in order.iter().zip(recorded) {
@@ -939,15 +937,17 @@ static MARK_HANDLED: LazyLock<String> = LazyLock::new(|| {
 
 /// Records the claims `$1` (ids, in order), `$2` (their fences), of owner `$3`, handled, each
 /// with its kind (`$4`): [`outcome_sql`]'s `Done` for many rows, locked in the order of their
-/// ids; returns the ids whose claims still held their deliveries.
+/// ids; returns the ids whose claims still held their deliveries. Each row is looked up by its
+/// id: joined instead, the planner read every entry of the pending index, those of rows handled
+/// since the last vacuum too (`bench/results/2026-12-07-c.md`).
 static DONE_ALL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE deliveries SET {}
            FROM (SELECT d.id AS held_id, c.kind AS new_kind
-                   FROM deliveries d JOIN unnest($1::bigint[], $2::bigint[], $4::text[]) AS c(id, fence, kind)
-                        ON d.id = c.id AND d.fence = c.fence
-                  WHERE d.owner = $3 AND d.state = 'pending'
-                  ORDER BY d.id FOR UPDATE OF d) held
+                   FROM unnest($1::bigint[], $2::bigint[], $4::text[]) AS c(id, fence, kind)
+                   CROSS JOIN LATERAL (SELECT id FROM deliveries
+                                        WHERE id = c.id AND fence = c.fence AND owner = $3 AND state = 'pending'
+                                        FOR UPDATE) d) held
           WHERE id = held.held_id
           RETURNING id",
         handled("held.new_kind")
@@ -1033,7 +1033,7 @@ impl Inbox for PgInbox {
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
-            let claimed = claim(&tx, &owner, &request, Heads::Any).await?;
+            let claimed = pinned(&tx, claim(&tx, &owner, &request, Heads::Any)).await?;
             tx.commit().await.map_err(failed)?;
             Ok(claimed)
         })
@@ -1072,7 +1072,7 @@ impl Inbox for PgInbox {
         let completions = completions.to_vec();
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
-            let completed = complete(&tx, &owner, &completions).await?;
+            let completed = pinned(&tx, complete(&tx, &owner, &completions)).await?;
             tx.commit().await.map_err(failed)?;
             Ok(completed)
         })
@@ -1087,8 +1087,11 @@ impl Inbox for PgInbox {
         let completions = completions.to_vec();
         self.run(move |mut client, owner| async move {
             let tx = client.transaction().await.map_err(failed)?;
-            let completed = complete(&tx, &owner, &completions).await?;
-            let claimed = claim(&tx, &owner, &request, Heads::Any).await?;
+            let turn = async {
+                let completed = complete(&tx, &owner, &completions).await?;
+                Ok((completed, claim(&tx, &owner, &request, Heads::Any).await?))
+            };
+            let (completed, claimed) = pinned(&tx, turn).await?;
             tx.commit().await.map_err(failed)?;
             Ok((completed, claimed))
         })
@@ -1205,37 +1208,80 @@ mod tests {
         }
     }
 
+    /// A delivery of `room`, due at once.
+    fn delivery(n: u8, room: &str) -> NewDelivery {
+        NewDelivery {
+            signature: [n; 32],
+            timestamp: n.to_string(),
+            timestamp_ms: i64::from(n),
+            event: None,
+            kind: Kind::Fallback,
+            room: Some(room.into()),
+            body: "{}".into(),
+            received_at_ms: i64::from(n),
+            recording: None,
+            created_us: Some(i64::from(n)),
+            hold: Duration::ZERO,
+        }
+    }
+
     #[test]
-    fn promote_runs_on_one_plan_for_a_connection_and_leaves_its_settings_as_they_were() {
+    fn the_engines_statements_run_on_one_plan_for_a_connection_and_leave_its_settings_as_they_were() {
         with_database(|url| {
             let inbox = PgInbox::connect(url, "a").unwrap();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let setting = "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')";
             let settings = |row: Row| (row.get::<_, String>(0), row.get::<_, String>(1));
-            let (plans, connection, settings) = runtime
-                .block_on(inbox.run(move |mut client, _| async move {
+            let request = ClaimRequest { limit: 10, lease: Duration::from_secs(30), max_attempts: 8 };
+            let (custom, handled, connection, after) = runtime
+                .block_on(inbox.run(move |mut client, owner| async move {
                     let connection = settings(client.query_one(setting, &[]).await.map_err(failed)?);
-                    let mut in_transaction = Vec::new();
-                    for _ in 0..8 {
+                    let (mut after, mut handled) = (Vec::new(), 0);
+                    // Each turn as the appender and the dispatcher take theirs: two deliveries of
+                    // a room stored and the first claimed as stored; its outcome recorded, which
+                    // makes the second the room's head, claimed by the same turn; then its outcome.
+                    for n in 0..8u8 {
+                        let room = format!("room-{n}");
+                        let batch = [delivery(2 * n + 1, &room), delivery(2 * n + 2, &room)];
                         let tx = client.transaction().await.map_err(failed)?;
-                        promote(&tx, &["room"]).await?;
-                        in_transaction.push(settings(tx.query_one(setting, &[]).await.map_err(failed)?));
+                        let stored = pinned(&tx, store(&tx, &batch, Some((&owner, request, false)))).await?;
                         tx.commit().await.map_err(failed)?;
+                        let done = |claimed: &[Claimed]| -> Vec<Completion> {
+                            claimed
+                                .iter()
+                                .map(|c| Completion { claim: c.claim, kind: c.delivery.kind, outcome: Outcome::Done })
+                                .collect()
+                        };
+                        let tx = client.transaction().await.map_err(failed)?;
+                        let first = done(&stored.claimed);
+                        let turn = async {
+                            complete(&tx, &owner, &first).await?;
+                            claim(&tx, &owner, &request, Heads::Any).await
+                        };
+                        let next = pinned(&tx, turn).await?;
+                        tx.commit().await.map_err(failed)?;
+                        let tx = client.transaction().await.map_err(failed)?;
+                        let recorded = pinned(&tx, complete(&tx, &owner, &done(&next))).await?;
+                        tx.commit().await.map_err(failed)?;
+                        handled += first.len() + recorded.iter().filter(|r| **r == Completed::Recorded).count();
+                        after.push(settings(client.query_one(setting, &[]).await.map_err(failed)?));
                     }
-                    let plans = client
-                        .query_one(
-                            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
-                            &[&PROMOTE],
-                        )
+                    let custom: Vec<String> = client
+                        .query("SELECT statement FROM pg_prepared_statements WHERE custom_plans > 0", &[])
                         .await
-                        .map_err(failed)?;
-                    Ok(((plans.get::<_, i64>(0), plans.get::<_, i64>(1)), connection, in_transaction))
+                        .map_err(failed)?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    Ok((custom, handled, connection, after))
                 }))
                 .unwrap();
-            // Planned once, then run on that plan: never planned for a call's rooms.
-            assert_eq!(plans, (8, 0), "(generic, custom) plans of PROMOTE");
-            // What follows it in the transaction (the claim) is planned as always.
-            assert!(settings.iter().all(|s| *s == connection), "{settings:?}, not the connection's {connection:?}");
+            assert_eq!(handled, 16, "each turn handled both deliveries of its room");
+            // Planned once, then run on that plan: never planned for a call's parameters (left to
+            // itself, PostgreSQL plans each of the first five calls for its parameters).
+            assert!(custom.is_empty(), "planned for a call's parameters: {custom:#?}");
+            // The settings end with the transaction: the connection's other work is planned as always.
+            assert!(after.iter().all(|s| *s == connection), "{after:?}, not the connection's {connection:?}");
             runtime.block_on(inbox.close());
         });
     }
