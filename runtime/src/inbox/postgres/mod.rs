@@ -498,40 +498,58 @@ async fn store(
     let created: Vec<Option<i64>> = order.iter().map(|&i| batch[i].created_us).collect();
     let recording: Vec<Option<&str>> = order.iter().map(|&i| batch[i].recording.as_deref()).collect();
     let hold: Vec<i64> = order.iter().map(|&i| millis(batch[i].hold)).collect();
-    let inserted = query(
-        tx,
-        &format!(
-            "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
-                                         received_at, ord, created, recording, due_at, head, queued_at)
-                 SELECT t.timestamp_ms, t.signature, t.timestamp, t.event, t.kind, t.room, t.room_seq, t.body,
-                        t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold, t.room IS NULL,
-                        {CLOCK_MS}
-                   FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
-                               $7::bigint[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[],
-                               $13::bigint[])
-                        AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at,
-                             ord, created, recording, hold)
-                 ON CONFLICT (timestamp_ms, signature) DO NOTHING
-                 RETURNING id, timestamp_ms, signature,
-                           CASE WHEN due_at <= {CLOCK_MS} THEN 0 ELSE due_at - {CLOCK_MS} + 1 END"
-        ),
-        &[
-            &timestamp_ms,
-            &signature,
-            &timestamp,
-            &event,
-            &kind,
-            &room,
-            &room_seq,
-            &body,
-            &received_at,
-            &ord,
-            &created,
-            &recording,
-            &hold,
-        ],
-    )
-    .await?;
+    // What this batch stores that comes due at once, by key, when the transaction claims it.
+    let (fresh_ms, fresh_signature): (Vec<i64>, Vec<&[u8]>) =
+        batch.iter().filter(|d| d.hold.is_zero()).map(|d| (d.timestamp_ms, &d.signature[..])).unzip();
+    let heads = match claiming {
+        // Whatever is due that nobody holds, when held deliveries came due.
+        Some((_, _, true)) => Some(Heads::Unclaimed),
+        Some((_, _, false)) if !fresh_ms.is_empty() => {
+            Some(Heads::Stored { timestamp_ms: &fresh_ms, signature: &fresh_signature })
+        }
+        _ => None,
+    };
+    // Prepared first (once per connection): a statement prepared on the way would be sent after
+    // the ones behind it.
+    let insert_statement = tx.prepare_cached(&INSERT).await.map_err(failed)?;
+    if !rooms.is_empty() {
+        tx.prepare_cached(PROMOTE).await.map_err(failed)?;
+    }
+    if let Some(heads) = heads {
+        tx.prepare_cached(heads.sql()).await.map_err(failed)?;
+    }
+    // The rows, the rooms' heads and the claim, sent together (pipelined): the server runs them
+    // in this order, each seeing what the one before changed.
+    let insert = async {
+        tx.query(
+            &insert_statement,
+            &[
+                &timestamp_ms,
+                &signature,
+                &timestamp,
+                &event,
+                &kind,
+                &room,
+                &room_seq,
+                &body,
+                &received_at,
+                &ord,
+                &created,
+                &recording,
+                &hold,
+            ],
+        )
+        .await
+        .map_err(failed)
+    };
+    let heads_set = async { if rooms.is_empty() { Ok(()) } else { promote(tx, &rooms).await } };
+    let claimed = async {
+        match (claiming, heads) {
+            (Some((owner, request, _)), Some(heads)) => claim(tx, owner, &request, heads).await,
+            _ => Ok(Vec::new()),
+        }
+    };
+    let (inserted, (), claimed) = futures_util::future::try_join3(insert, heads_set, claimed).await?;
     // By key: the delivery's id, and whether this batch inserted it.
     let key = |row: &Row| -> (i64, [u8; 32]) { (row.get(1), row.get::<_, &[u8]>(2).try_into().unwrap_or([0; 32])) };
     let due: Vec<(i64, u64)> =
@@ -550,23 +568,28 @@ async fn store(
             ids.entry(key(&row)).or_insert((row.get(0), false));
         }
     }
-    if !rooms.is_empty() {
-        promote(tx, &rooms).await?;
-    }
-    let claimed = match claiming {
-        // Whatever is due that nobody holds, when held deliveries came due.
-        Some((owner, request, true)) => claim(tx, owner, &request, Heads::Unclaimed).await?,
-        Some((owner, request, false)) => {
-            // What this batch stored that comes due at once.
-            let now: std::collections::HashSet<(i64, [u8; 32])> =
-                batch.iter().filter(|d| d.hold.is_zero()).map(|d| (d.timestamp_ms, d.signature)).collect();
-            let fresh: Vec<i64> = inserted.iter().filter(|r| now.contains(&key(r))).map(|r| r.get(0)).collect();
-            if fresh.is_empty() { Vec::new() } else { claim(tx, owner, &request, Heads::Stored(&fresh)).await? }
-        }
-        None => Vec::new(),
-    };
     Ok(Batch { ids, due, claimed })
 }
+
+/// A batch's rows, in key order (`$1`, `$2`), a delivery already stored skipped; returns each
+/// new row's id and key, and in how many milliseconds it comes due (0: at once).
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
+                                         received_at, ord, created, recording, due_at, head, queued_at)
+                 SELECT t.timestamp_ms, t.signature, t.timestamp, t.event, t.kind, t.room, t.room_seq, t.body,
+                        t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold, t.room IS NULL,
+                        {CLOCK_MS}
+                   FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
+                               $7::bigint[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[],
+                               $13::bigint[])
+                        AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at,
+                             ord, created, recording, hold)
+                 ON CONFLICT (timestamp_ms, signature) DO NOTHING
+                 RETURNING id, timestamp_ms, signature,
+                           CASE WHEN due_at <= {CLOCK_MS} THEN 0 ELSE due_at - {CLOCK_MS} + 1 END"
+    )
+});
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -698,8 +721,10 @@ fn stored(row: &Row) -> Stored {
 /// (`bench/results/2026-12-06-f.md`).
 static CLAIM: LazyLock<String> = LazyLock::new(|| claim_sql(""));
 
-/// [`CLAIM`] of the deliveries `$5` alone: what a batch stored, claimed by its own transaction.
-static CLAIM_STORED: LazyLock<String> = LazyLock::new(|| claim_sql("id = ANY($5) AND"));
+/// [`CLAIM`] of the deliveries of keys `$5`, `$6` alone: what a batch stored, claimed by its own
+/// transaction.
+static CLAIM_STORED: LazyLock<String> =
+    LazyLock::new(|| claim_sql("(timestamp_ms, signature) IN (SELECT * FROM unnest($5::bigint[], $6::bytea[])) AND"));
 
 /// [`CLAIM`] of the due heads nobody holds a claim on: never a takeover.
 static CLAIM_UNCLAIMED: LazyLock<String> = LazyLock::new(|| claim_sql("owner IS NULL AND"));
@@ -713,8 +738,18 @@ enum Heads<'a> {
     /// Those nobody holds a claim on: a batch's transaction claiming what came due (the
     /// appender records no reachability, so it takes nothing over).
     Unclaimed,
-    /// These, just stored by the same transaction.
-    Stored(&'a [i64]),
+    /// Those of these keys, just stored by the same transaction (or, a duplicate, before it).
+    Stored { timestamp_ms: &'a [i64], signature: &'a [&'a [u8]] },
+}
+
+impl Heads<'_> {
+    fn sql(&self) -> &'static str {
+        match self {
+            Heads::Any => &CLAIM,
+            Heads::Unclaimed => &CLAIM_UNCLAIMED,
+            Heads::Stored { .. } => &CLAIM_STORED,
+        }
+    }
 }
 
 /// [`CLAIM`], its due heads narrowed by `only` (a condition and `AND`, or nothing).
@@ -754,8 +789,8 @@ fn claim_sql(only: &str) -> String {
 }
 
 /// Claims due heads, oldest first, up to the request's limit, burying on the way those that
-/// have no attempt left (their last claim ran out: the replica that ran it stopped). With
-/// `only`, those of these ids alone (just stored: none is spent).
+/// have no attempt left (their last claim ran out: the replica that ran it stopped); those of
+/// `heads` alone (a batch's transaction buries none: it takes nothing over).
 async fn claim(
     tx: &Transaction<'_>,
     owner: &str,
@@ -768,9 +803,10 @@ async fn claim(
     loop {
         let limit = i64::try_from(request.limit - claimed.len()).unwrap_or(i64::MAX);
         let due = match heads {
-            Heads::Any => query(tx, &CLAIM, &[&limit, &owner, &lease_ms, &max]).await?,
-            Heads::Unclaimed => query(tx, &CLAIM_UNCLAIMED, &[&limit, &owner, &lease_ms, &max]).await?,
-            Heads::Stored(ids) => query(tx, &CLAIM_STORED, &[&limit, &owner, &lease_ms, &max, &ids]).await?,
+            Heads::Any | Heads::Unclaimed => query(tx, heads.sql(), &[&limit, &owner, &lease_ms, &max]).await?,
+            Heads::Stored { timestamp_ms, signature } => {
+                query(tx, heads.sql(), &[&limit, &owner, &lease_ms, &max, &timestamp_ms, &signature]).await?
+            }
         };
         let (taken, spent): (Vec<&Row>, Vec<&Row>) = due.iter().partition(|r| r.get::<_, bool>("taken"));
         claimed.extend(taken.iter().map(|row| {
