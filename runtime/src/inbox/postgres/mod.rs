@@ -22,9 +22,9 @@
 //!   once the lease runs out, and another replica takes them.
 //! - **Claimed as stored.** While the dispatcher has free handler slots ([`Inbox::offer`]), the
 //!   transaction that stores a batch also claims what it stored that is due at once (the same
-//!   claim, narrowed to those ids), and the claims go to the dispatcher when it commits: such a
-//!   delivery waits for no wake-up and no transaction of the dispatcher's, and is announced to no
-//!   other replica. When held deliveries (the reorder window, a retry's wait) came due and the
+//!   claim, narrowed to their keys, sent with the insert), and the claims go to the dispatcher
+//!   when it commits: such a delivery waits for no wake-up and no transaction of the
+//!   dispatcher's, and is announced to no other replica. When held deliveries (the reorder window, a retry's wait) came due and the
 //!   dispatcher has not looked yet, the same transaction claims whatever is due and unclaimed
 //!   (it takes over no claim), into half the free slots: they wait for the next commit, not for
 //!   the dispatcher's turn in progress (`bench/results/2026-12-06-g.md`). The rest is announced
