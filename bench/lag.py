@@ -5,14 +5,15 @@ the provider's mix: each room's five events one after another (a room's next eve
 the one before it to be handled: the load's usual order), and spread (`--spread`: a room's
 events a thousand deliveries apart, as meetings send them).
 
-For each configuration: a flood (SECONDS, default 6, the provider's mix, 64 connections)
-measures the most it handles (deliveries acknowledged / time until the last is handled); then a
+For each configuration: a flood (SECONDS, default 6, the provider's mix, over FLOOD_CONNECTIONS,
+default 576: with fewer, three replicas commit smaller batches than one, as in scale.py) measures
+the most it handles (deliveries acknowledged / time until the last is handled); then a
 fresh instance takes a paced load at half that rate (PACED_SECONDS, default 15, examples/load.rs
 --rate) and reports how long each delivery waited, from its storing in the transaction that
 acknowledged it to its handler's start, as `meet_webhooks_handler_lag_seconds` counts it, and
 from its receipt (the answer's wait for that transaction included) (examples/lag.rs: whole
-milliseconds of each, so up to 1 ms long; merged over replicas:
-with three, most deliveries are acknowledged by one replica and handled by another). With the
+milliseconds of each, so up to 1 ms long; merged over replicas: with three and the window on,
+a delivery is handled by whichever replica claims it first when it comes due). With the
 window on, the figures beyond the window are what counts. Every acknowledged delivery must be
 handled once (checked). ROUNDS (default 1) times; a JSON line per run, then a Markdown table.
 
@@ -39,6 +40,7 @@ SECONDS = float(os.environ.get("SECONDS_PER_RUN", "6"))
 PACED = float(os.environ.get("PACED_SECONDS", "15"))
 ROUNDS = int(os.environ.get("ROUNDS", "1"))
 RATE = os.environ.get("RATE")
+FLOOD_CONNECTIONS = int(os.environ.get("FLOOD_CONNECTIONS", "576"))
 ONLY = os.environ.get("ONLY")
 SHAPES = os.environ.get("SHAPES")
 WINDOW = 2.5
@@ -71,8 +73,7 @@ class Instance:
         args = [LOAD, "--key", KEY, "--seconds", str(seconds)] + (["--spread"] if spread else [])
         for port, proc in zip(self.ports, self.procs):
             args += ["--url", f"http://127.0.0.1:{port}/webhook", "--pid", str(proc.pid)]
-        if rate:
-            args += ["--rate", str(rate)]
+        args += ["--rate", str(rate)] if rate else ["--connections", str(FLOOD_CONNECTIONS)]
         return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
 
     def figures(self, key="values"):
