@@ -3,6 +3,7 @@ through psql, a receiver's readiness and handler counts, and the line naming the
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -89,6 +90,19 @@ def wait_ready(port, proc=None, seconds=30):
         except OSError:
             time.sleep(0.1)
     return False
+
+
+def stop_receivers(procs):
+    """Stops the receivers `procs` as an operator would (SIGTERM: they finish what they hold), and
+    kills any that take more than 30 s."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def header(what):

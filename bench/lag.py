@@ -27,13 +27,13 @@ dropped at the end.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchlib import KEY, LAG, LOAD, drop_database, fresh_database, header, postgres_reachable, require, wait_ready
+from benchlib import KEY, LAG, LOAD, drop_database, fresh_database, header, postgres_reachable, require, \
+    stop_receivers, wait_ready
 
 PORT = int(os.environ.get("PORT", "5290"))
 SECONDS = float(os.environ.get("SECONDS_PER_RUN", "6"))
@@ -98,14 +98,7 @@ class Instance:
         return self.handled()
 
     def stop(self):
-        for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_receivers(self.procs)
         if self.db:
             drop_database(self.db)
 

@@ -11,11 +11,11 @@ MEET_WEBHOOKS_BIN runs another build (to compare two, alternate them). Bounded: 
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 
-from benchlib import BIN, KEY, LOAD, drop_database, fresh_database, header, metrics, require, wait_ready
+from benchlib import BIN, KEY, LOAD, drop_database, fresh_database, header, metrics, require, stop_receivers, \
+    wait_ready
 
 N = int(os.environ.get("N", "3"))
 RATE = os.environ.get("RATE", "1650")
@@ -76,14 +76,7 @@ def main():
             print(f"{name}: count {count:.0f} mean {mean:.5f} p50<= {bound(0.5)} p90<= {bound(0.9)} "
                   f"p99<= {bound(0.99)}")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_receivers(procs)
         drop_database(DB)
 
 

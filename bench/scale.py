@@ -24,7 +24,6 @@ the end). Without writable cgroups it says so and runs uncapped. Bounded: 127.0.
 
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import tempfile
 import time
 
 from benchlib import BIN, KEY, LOAD, attempts, database_url, drop_database, fresh_database, handled, \
-    header, metrics, psql, require, wait_ready
+    header, metrics, psql, require, stop_receivers, wait_ready
 
 PORT = int(os.environ.get("PORT", "5190"))
 SECONDS = float(os.environ.get("SECONDS_PER_RUN", "8"))
@@ -181,14 +180,7 @@ def run(count, work, cgroups):
         runs = attempts_by(ports)
         appends = append_commits_by(ports)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_receivers(procs)
     elapsed = finished - started
     return {
         "replicas": count,

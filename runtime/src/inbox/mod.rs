@@ -103,6 +103,24 @@ impl NewDelivery {
     }
 }
 
+/// A delivery of `room` for the inboxes' unit tests: its key and arrival from `n`, due at once.
+#[cfg(test)]
+pub(crate) fn test_delivery(n: u8, room: &str) -> NewDelivery {
+    NewDelivery {
+        signature: [n; 32],
+        timestamp: n.to_string(),
+        timestamp_ms: i64::from(n),
+        event: None,
+        kind: Kind::Fallback,
+        room: Some(room.into()),
+        body: "{}".into(),
+        received_at_ms: i64::from(n),
+        recording: None,
+        created_us: None,
+        hold: Duration::ZERO,
+    }
+}
+
 /// A later event of the same room (or recording) that was handled before this delivery was
 /// claimed: this one arrives late.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1244,22 +1244,7 @@ mod tests {
         }
     }
 
-    /// A delivery of `room`, due at once.
-    fn delivery(n: u8, room: &str) -> NewDelivery {
-        NewDelivery {
-            signature: [n; 32],
-            timestamp: n.to_string(),
-            timestamp_ms: i64::from(n),
-            event: None,
-            kind: Kind::Fallback,
-            room: Some(room.into()),
-            body: "{}".into(),
-            received_at_ms: i64::from(n),
-            recording: None,
-            created_us: Some(i64::from(n)),
-            hold: Duration::ZERO,
-        }
-    }
+    use crate::inbox::test_delivery as delivery;
 
     #[test]
     fn the_engines_statements_run_on_one_plan_for_a_connection_and_leave_its_settings_as_they_were() {

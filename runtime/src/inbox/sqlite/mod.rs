@@ -428,21 +428,7 @@ mod tests {
     use super::*;
     use crate::inbox::{Kind, Outcome, State};
 
-    fn delivery(n: u8, room: &str) -> NewDelivery {
-        NewDelivery {
-            signature: [n; 32],
-            timestamp: n.to_string(),
-            timestamp_ms: i64::from(n),
-            event: None,
-            kind: Kind::Fallback,
-            room: Some(room.into()),
-            body: "{}".into(),
-            received_at_ms: i64::from(n),
-            recording: None,
-            created_us: None,
-            hold: std::time::Duration::ZERO,
-        }
-    }
+    use crate::inbox::test_delivery as delivery;
 
     /// Runs `test` on a new inbox in a directory of its own (given too), on a runtime of its own.
     fn with_inbox(test: impl AsyncFnOnce(SqliteInbox, &Path)) {
