@@ -24,11 +24,12 @@
 //!   transaction that stores a batch also claims what it stored that is due at once (the same
 //!   claim, narrowed to their keys, sent with the insert), and the claims go to the dispatcher
 //!   when it commits: such a delivery waits for no wake-up and no transaction of the
-//!   dispatcher's, and is announced to no other replica. When held deliveries (the reorder window, a retry's wait) came due and the
-//!   dispatcher has not looked yet, the same transaction claims whatever is due and unclaimed
-//!   (it takes over no claim), into half the free slots: they wait for the next commit, not for
-//!   the dispatcher's turn in progress (`bench/results/2026-12-06-g.md`). The rest is announced
-//!   and claimed by whichever dispatcher looks first.
+//!   dispatcher's, and is announced to no other replica. When held deliveries (the reorder
+//!   window, a retry's wait) came due and the dispatcher has not looked yet, the same
+//!   transaction claims whatever is due and unclaimed (it takes over no claim), into half the
+//!   free slots: they wait for the next commit, not for the dispatcher's turn in progress
+//!   (`bench/results/2026-12-06-g.md`). The rest is announced and claimed by whichever
+//!   dispatcher looks first.
 //! - **A dispatcher's turn in few round trips.** A claim is one statement (`WITH … FOR UPDATE
 //!   SKIP LOCKED` feeding the `UPDATE` that takes the rows). A turn's outcomes, however many, and
 //!   the next heads of their rooms are sent together (pipelined) after their rooms are locked:
