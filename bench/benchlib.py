@@ -65,6 +65,20 @@ def metrics(port):
         return ""
 
 
+def histogram(text, name):
+    """Buckets (upper bound -> count), count and sum of `name`, over every label set."""
+    buckets, count, total = {}, 0.0, 0.0
+    for line in text.splitlines():
+        if m := re.match(name + r'_bucket\{.*le="([^"]+)"\} (\S+)', line):
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            buckets[le] = buckets.get(le, 0) + float(m.group(2))
+        elif m := re.match(name + r"_count(?:\{.*\})? (\S+)", line):
+            count += float(m.group(1))
+        elif m := re.match(name + r"_sum(?:\{.*\})? (\S+)", line):
+            total += float(m.group(1))
+    return buckets, count, total
+
+
 def handled(text):
     """Handler attempts that succeeded, from a /metrics text."""
     return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()

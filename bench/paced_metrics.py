@@ -10,12 +10,11 @@ MEET_WEBHOOKS_BIN runs another build (to compare two, alternate them). Bounded: 
 
 import json
 import os
-import re
 import subprocess
 import time
 
-from benchlib import BIN, KEY, LOAD, drop_database, fresh_database, header, metrics, require, stop_receivers, \
-    wait_ready
+from benchlib import BIN, KEY, LOAD, drop_database, fresh_database, header, histogram, metrics, require, \
+    stop_receivers, wait_ready
 
 N = int(os.environ.get("N", "3"))
 RATE = os.environ.get("RATE", "1650")
@@ -24,20 +23,6 @@ PORT = int(os.environ.get("PORT", "5390"))
 DB = "mw_bench_paced"
 HISTOGRAMS = ["meet_webhooks_inbox_commit_seconds", "meet_webhooks_inbox_commit_batch_size",
               "meet_webhooks_handler_lag_seconds"]
-
-
-def histogram(text, name):
-    """Buckets (upper bound -> count), count and sum of `name`, over every label set."""
-    buckets, count, total = {}, 0.0, 0.0
-    for line in text.splitlines():
-        if m := re.match(name + r'_bucket\{.*le="([^"]+)"\} (\S+)', line):
-            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
-            buckets[le] = buckets.get(le, 0) + float(m.group(2))
-        elif m := re.match(name + r"_count(?:\{.*\})? (\S+)", line):
-            count += float(m.group(1))
-        elif m := re.match(name + r"_sum(?:\{.*\})? (\S+)", line):
-            total += float(m.group(1))
-    return buckets, count, total
 
 
 def main():

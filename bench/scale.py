@@ -31,7 +31,7 @@ import tempfile
 import time
 
 from benchlib import BIN, KEY, LOAD, attempts, database_url, drop_database, fresh_database, handled, \
-    header, metrics, psql, require, stop_receivers, wait_ready
+    header, histogram, metrics, psql, require, stop_receivers, wait_ready
 
 PORT = int(os.environ.get("PORT", "5190"))
 SECONDS = float(os.environ.get("SECONDS_PER_RUN", "8"))
@@ -90,12 +90,7 @@ def attempts_by(ports):
 
 def append_commits_by(ports):
     """The appends' commits (group commits of acknowledged deliveries), from every replica."""
-    total = 0.0
-    for p in ports:
-        for line in metrics(p).splitlines():
-            if line.startswith("meet_webhooks_inbox_commit_batch_size_count"):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sum(histogram(metrics(p), "meet_webhooks_inbox_commit_batch_size")[1] for p in ports)
 
 
 class Cgroups:

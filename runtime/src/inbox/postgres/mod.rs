@@ -385,9 +385,7 @@ fn hand_over(pool: &Pool, target: &str, owner: &Arc<str>, offer: &Offer, handed:
     tokio::spawn(async move {
         let given_back = async {
             let mut client = connection(&pool, &target).await?;
-            let tx = client.transaction().await.map_err(failed)?;
-            pinned(&tx, complete(&tx, &owner, &back)).await?;
-            tx.commit().await.map_err(failed)
+            turn(&mut client, &owner, &back, None).await
         };
         if let Err(e) = given_back.await {
             log::warn!("cannot give back {} claim(s) the stopped dispatcher did not take: {e}", back.len());
@@ -877,6 +875,28 @@ async fn bury(tx: &Transaction<'_>, spent: &[(i64, Option<String>)], max_attempt
     Ok(!ids.is_empty())
 }
 
+/// A dispatcher's turn in one transaction: `completions` recorded, then, with a `request`, the
+/// due heads claimed (they see the rooms the outcomes moved on).
+async fn turn(
+    client: &mut Client,
+    owner: &str,
+    completions: &[Completion],
+    request: Option<ClaimRequest>,
+) -> Result<(Vec<Completed>, Vec<Claimed>), StoreError> {
+    let tx = client.transaction().await.map_err(failed)?;
+    let work = async {
+        let completed = complete(&tx, owner, completions).await?;
+        let claimed = match request {
+            Some(request) => claim(&tx, owner, &request, Heads::Any).await?,
+            None => Vec::new(),
+        };
+        Ok((completed, claimed))
+    };
+    let done = pinned(&tx, work).await?;
+    tx.commit().await.map_err(failed)?;
+    Ok(done)
+}
+
 /// Records outcomes for the claims that still hold their deliveries.
 ///
 /// Two round trips whatever the batch (once its statements are prepared): the rooms locked;
@@ -1068,13 +1088,8 @@ impl Inbox for PgInbox {
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
-        self.run(move |mut client, owner| async move {
-            let tx = client.transaction().await.map_err(failed)?;
-            let claimed = pinned(&tx, claim(&tx, &owner, &request, Heads::Any)).await?;
-            tx.commit().await.map_err(failed)?;
-            Ok(claimed)
-        })
-        .await
+        self.run(move |mut client, owner| async move { Ok(turn(&mut client, &owner, &[], Some(request)).await?.1) })
+            .await
     }
 
     async fn renew(&self, claims: &[Claim], lease: Duration) -> Result<Vec<Claim>, StoreError> {
@@ -1107,13 +1122,8 @@ impl Inbox for PgInbox {
 
     async fn complete(&self, completions: &[Completion]) -> Result<Vec<Completed>, StoreError> {
         let completions = completions.to_vec();
-        self.run(move |mut client, owner| async move {
-            let tx = client.transaction().await.map_err(failed)?;
-            let completed = pinned(&tx, complete(&tx, &owner, &completions)).await?;
-            tx.commit().await.map_err(failed)?;
-            Ok(completed)
-        })
-        .await
+        self.run(move |mut client, owner| async move { Ok(turn(&mut client, &owner, &completions, None).await?.0) })
+            .await
     }
 
     async fn complete_and_claim(
@@ -1122,17 +1132,8 @@ impl Inbox for PgInbox {
         request: ClaimRequest,
     ) -> Result<(Vec<Completed>, Vec<Claimed>), StoreError> {
         let completions = completions.to_vec();
-        self.run(move |mut client, owner| async move {
-            let tx = client.transaction().await.map_err(failed)?;
-            let turn = async {
-                let completed = complete(&tx, &owner, &completions).await?;
-                Ok((completed, claim(&tx, &owner, &request, Heads::Any).await?))
-            };
-            let (completed, claimed) = pinned(&tx, turn).await?;
-            tx.commit().await.map_err(failed)?;
-            Ok((completed, claimed))
-        })
-        .await
+        self.run(move |mut client, owner| async move { turn(&mut client, &owner, &completions, Some(request)).await })
+            .await
     }
 
     async fn replay(&self, selection: Selection) -> Result<usize, StoreError> {
@@ -1265,27 +1266,16 @@ mod tests {
                     for n in 0..8u8 {
                         let room = format!("room-{n}");
                         let batch = [delivery(2 * n + 1, &room), delivery(2 * n + 2, &room)];
-                        let tx = client.transaction().await.map_err(failed)?;
-                        let stored = pinned(&tx, store(&tx, &batch, Some((&owner, request, false)))).await?;
-                        tx.commit().await.map_err(failed)?;
+                        let stored = insert(&mut client, &batch, Some((&owner, request, false))).await?;
                         let done = |claimed: &[Claimed]| -> Vec<Completion> {
                             claimed
                                 .iter()
                                 .map(|c| Completion { claim: c.claim, kind: c.delivery.kind, outcome: Outcome::Done })
                                 .collect()
                         };
-                        let tx = client.transaction().await.map_err(failed)?;
-                        let first = done(&stored.claimed);
-                        let turn = async {
-                            complete(&tx, &owner, &first).await?;
-                            claim(&tx, &owner, &request, Heads::Any).await
-                        };
-                        let next = pinned(&tx, turn).await?;
-                        tx.commit().await.map_err(failed)?;
-                        let tx = client.transaction().await.map_err(failed)?;
-                        let recorded = pinned(&tx, complete(&tx, &owner, &done(&next))).await?;
-                        tx.commit().await.map_err(failed)?;
-                        handled += first.len() + recorded.iter().filter(|r| **r == Completed::Recorded).count();
+                        let (first, next) = turn(&mut client, &owner, &done(&stored.claimed), Some(request)).await?;
+                        let (then, _) = turn(&mut client, &owner, &done(&next), None).await?;
+                        handled += first.iter().chain(&then).filter(|r| **r == Completed::Recorded).count();
                         after.push(settings(client.query_one(setting, &[]).await.map_err(failed)?));
                     }
                     let custom: Vec<String> = client
