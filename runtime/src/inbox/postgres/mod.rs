@@ -13,8 +13,9 @@
 //! - **Rooms in the provider's order.** A room's deliveries run by `ord` (their `creationDate`),
 //!   ties by `room_seq`: a transaction that adds to a room first locks the room's row (rooms
 //!   sorted, so batches never deadlock) and numbers its deliveries from it, in the order they
-//!   were committed, that is acknowledged, whichever replica took them. Every change of a room's
-//!   head ([`PROMOTE`]) is made under that lock. A replica frozen inside such a transaction holds its rooms for 5 s at
+//!   were committed, that is acknowledged, whichever replica took them. A room's head is set
+//!   as its first delivery is stored (the room has none pending), or by [`PROMOTE`], always
+//!   under that lock. A replica frozen inside such a transaction holds its rooms for 5 s at
 //!   most ([`SESSION_SETTINGS`]).
 //! - **Claims** lock the due heads with `FOR UPDATE SKIP LOCKED` and set a lease on the
 //!   database's clock (`now()`), never a replica's; outcomes and renewals count only for the
@@ -497,6 +498,19 @@ async fn store(
     let created: Vec<Option<i64>> = order.iter().map(|&i| batch[i].created_us).collect();
     let recording: Vec<Option<&str>> = order.iter().map(|&i| batch[i].recording.as_deref()).collect();
     let hold: Vec<i64> = order.iter().map(|&i| millis(batch[i].hold)).collect();
+    // Each room's first delivery of the batch, in the room's order: stored as its head when the
+    // room has no other pending delivery.
+    let mut firsts: HashMap<&str, usize> = HashMap::new();
+    for (i, d) in batch.iter().enumerate() {
+        if let Some(room) = d.room.as_deref() {
+            let first = firsts.entry(room).or_insert(i);
+            if (d.order(), seqs[i]) < (batch[*first].order(), seqs[*first]) {
+                *first = i;
+            }
+        }
+    }
+    let first: Vec<bool> =
+        order.iter().map(|&i| batch[i].room.as_deref().is_some_and(|room| firsts[room] == i)).collect();
     // What this batch stores that comes due at once, by key, when the transaction claims it.
     let (fresh_ms, fresh_signature): (Vec<i64>, Vec<&[u8]>) =
         batch.iter().filter(|d| d.hold.is_zero()).map(|d| (d.timestamp_ms, &d.signature[..])).unzip();
@@ -536,6 +550,7 @@ async fn store(
                 &created,
                 &recording,
                 &hold,
+                &first,
             ],
         )
         .await
@@ -571,19 +586,24 @@ async fn store(
 }
 
 /// A batch's rows, in key order (`$1`, `$2`), a delivery already stored skipped; returns each
-/// new row's id and key, and in how many milliseconds it comes due (0: at once).
+/// new row's id and key, and in how many milliseconds it comes due (0: at once). A room's
+/// first delivery of the batch (`$14`) is stored as its head when the room has no pending
+/// delivery (the caller holds the rooms' locks): [`PROMOTE`] then finds it in place, and the
+/// row is not written a second time (`bench/results/2026-12-07-f.md`).
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO deliveries (timestamp_ms, signature, timestamp, event, kind, room, room_seq, body,
                                          received_at, ord, created, recording, due_at, head, queued_at)
                  SELECT t.timestamp_ms, t.signature, t.timestamp, t.event, t.kind, t.room, t.room_seq, t.body,
-                        t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold, t.room IS NULL,
+                        t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold,
+                        t.room IS NULL OR (t.first AND NOT EXISTS (SELECT 1 FROM deliveries p
+                                                                   WHERE p.room = t.room AND p.state = 'pending')),
                         {CLOCK_MS}
                    FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
                                $7::bigint[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[],
-                               $13::bigint[])
+                               $13::bigint[], $14::bool[])
                         AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at,
-                             ord, created, recording, hold)
+                             ord, created, recording, hold, first)
                  ON CONFLICT (timestamp_ms, signature) DO NOTHING
                  RETURNING id, timestamp_ms, signature,
                            CASE WHEN due_at <= {CLOCK_MS} THEN 0 ELSE due_at - {CLOCK_MS} + 1 END"
@@ -1247,6 +1267,48 @@ mod tests {
     }
 
     use crate::inbox::test_delivery as delivery;
+
+    #[test]
+    fn a_room_s_first_delivery_is_stored_as_its_head_and_its_row_is_written_once() {
+        with_database(|url| {
+            let inbox = PgInbox::connect(url, "a").unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            // A batch's rows updated by its own transaction, and the heads it leaves, by key.
+            let store_counting = |batch: Vec<NewDelivery>| {
+                inbox.run(move |mut client, _| async move {
+                    let tx = client.transaction().await.map_err(failed)?;
+                    pinned(&tx, store(&tx, &batch, None)).await?;
+                    let updated: i64 = tx
+                        .query_one("SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'deliveries'", &[])
+                        .await
+                        .map_err(failed)?
+                        .get(0);
+                    tx.commit().await.map_err(failed)?;
+                    let heads: Vec<i64> = client
+                        .query("SELECT timestamp_ms FROM deliveries WHERE head ORDER BY timestamp_ms", &[])
+                        .await
+                        .map_err(failed)?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    Ok((updated, heads))
+                })
+            };
+            let created = |n: u8, room: &str, at_us: i64| NewDelivery { created_us: Some(at_us), ..delivery(n, room) };
+            let roomless = NewDelivery { room: None, ..delivery(4, "") };
+            // Room a's two events, the later created first; room b's one; one without a room.
+            let first = vec![created(1, "a", 2_000), created(2, "a", 1_000), created(3, "b", 1_000), roomless];
+            let (updated, heads) = runtime.block_on(store_counting(first)).unwrap();
+            assert_eq!(heads, [2, 3, 4], "each room's earliest, and the one without a room");
+            assert_eq!(updated, 0, "every head was stored as such");
+            // An event of room a created before its head, which waits unclaimed: it takes the
+            // head's place ([`PROMOTE`]: the one row it inserts and the one it replaces, updated).
+            let (updated, heads) = runtime.block_on(store_counting(vec![created(5, "a", 500)])).unwrap();
+            assert_eq!(heads, [3, 4, 5]);
+            assert_eq!(updated, 2, "the new head and the one it replaced");
+            runtime.block_on(inbox.close());
+        });
+    }
 
     #[test]
     fn the_engines_statements_run_on_one_plan_for_a_connection_and_leave_its_settings_as_they_were() {
