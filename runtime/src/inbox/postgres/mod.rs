@@ -596,14 +596,16 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
                                          received_at, ord, created, recording, due_at, head, queued_at)
                  SELECT t.timestamp_ms, t.signature, t.timestamp, t.event, t.kind, t.room, t.room_seq, t.body,
                         t.received_at, t.ord, t.created, t.recording, {NOW_MS} + t.hold,
-                        t.room IS NULL OR (t.first AND NOT EXISTS (SELECT 1 FROM deliveries p
-                                                                   WHERE p.room = t.room AND p.state = 'pending')),
+                        t.room IS NULL OR (t.first AND pending.id IS NULL),
                         {CLOCK_MS}
                    FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::text[],
                                $7::bigint[], $8::bytea[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[],
                                $13::bigint[], $14::bool[])
                         AS t(timestamp_ms, signature, timestamp, event, kind, room, room_seq, body, received_at,
                              ord, created, recording, hold, first)
+                        LEFT JOIN LATERAL (SELECT id FROM deliveries
+                                            WHERE t.first AND room = t.room AND state = 'pending' LIMIT 1) pending
+                               ON true
                  ON CONFLICT (timestamp_ms, signature) DO NOTHING
                  RETURNING id, timestamp_ms, signature,
                            CASE WHEN due_at <= {CLOCK_MS} THEN 0 ELSE due_at - {CLOCK_MS} + 1 END"
@@ -1269,41 +1271,62 @@ mod tests {
     use crate::inbox::test_delivery as delivery;
 
     #[test]
-    fn a_room_s_first_delivery_is_stored_as_its_head_and_its_row_is_written_once() {
+    fn a_room_s_first_delivery_is_stored_as_its_head_its_row_written_once_and_no_backlog_read() {
         with_database(|url| {
             let inbox = PgInbox::connect(url, "a").unwrap();
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            // A batch's rows updated by its own transaction, and the heads it leaves, by key.
+            // A batch's rows updated by its own transaction, the rows it read, and the heads it
+            // leaves (by key; those of rooms `backlog-…` left out). The server's counts for the
+            // transaction may include the connection's earlier ones: read before and after.
             let store_counting = |batch: Vec<NewDelivery>| {
                 inbox.run(move |mut client, _| async move {
+                    let counts = "SELECT n_tup_upd, seq_tup_read + COALESCE(idx_tup_fetch, 0)
+                                    FROM pg_stat_xact_user_tables WHERE relname = 'deliveries'";
                     let tx = client.transaction().await.map_err(failed)?;
+                    let before = tx.query_one(counts, &[]).await.map_err(failed)?;
                     pinned(&tx, store(&tx, &batch, None)).await?;
-                    let updated: i64 = tx
-                        .query_one("SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'deliveries'", &[])
-                        .await
-                        .map_err(failed)?
-                        .get(0);
+                    let after = tx.query_one(counts, &[]).await.map_err(failed)?;
                     tx.commit().await.map_err(failed)?;
                     let heads: Vec<i64> = client
-                        .query("SELECT timestamp_ms FROM deliveries WHERE head ORDER BY timestamp_ms", &[])
+                        .query(
+                            "SELECT timestamp_ms FROM deliveries WHERE head AND COALESCE(room, '') NOT LIKE 'backlog-%'
+                              ORDER BY timestamp_ms",
+                            &[],
+                        )
                         .await
                         .map_err(failed)?
                         .iter()
                         .map(|r| r.get(0))
                         .collect();
-                    Ok((updated, heads))
+                    let delta = |i: usize| after.get::<_, i64>(i) - before.get::<_, i64>(i);
+                    Ok((delta(0), delta(1), heads))
                 })
             };
+            // A backlog: 200 rooms with a pending delivery each, held (a reorder window), and
+            // the table analyzed, as the pruning round does.
+            let backlog = (0..200u8)
+                .map(|n| NewDelivery {
+                    timestamp_ms: 1_000 + i64::from(n),
+                    hold: Duration::from_secs(60),
+                    ..delivery(n, &format!("backlog-{n}"))
+                })
+                .collect();
+            runtime.block_on(store_counting(backlog)).unwrap();
+            let analyze =
+                |client: Client, _| async move { client.batch_execute("ANALYZE deliveries").await.map_err(failed) };
+            runtime.block_on(inbox.run(analyze)).unwrap();
             let created = |n: u8, room: &str, at_us: i64| NewDelivery { created_us: Some(at_us), ..delivery(n, room) };
             let roomless = NewDelivery { room: None, ..delivery(4, "") };
             // Room a's two events, the later created first; room b's one; one without a room.
             let first = vec![created(1, "a", 2_000), created(2, "a", 1_000), created(3, "b", 1_000), roomless];
-            let (updated, heads) = runtime.block_on(store_counting(first)).unwrap();
+            let (updated, read, heads) = runtime.block_on(store_counting(first)).unwrap();
             assert_eq!(heads, [2, 3, 4], "each room's earliest, and the one without a room");
             assert_eq!(updated, 0, "every head was stored as such");
+            // Each room looked up by key, not the backlog read.
+            assert!(read < 50, "{read} rows read to store 4 deliveries beside a backlog of 200");
             // An event of room a created before its head, which waits unclaimed: it takes the
             // head's place ([`PROMOTE`]: the one row it inserts and the one it replaces, updated).
-            let (updated, heads) = runtime.block_on(store_counting(vec![created(5, "a", 500)])).unwrap();
+            let (updated, _, heads) = runtime.block_on(store_counting(vec![created(5, "a", 500)])).unwrap();
             assert_eq!(heads, [3, 4, 5]);
             assert_eq!(updated, 2, "the new head and the one it replaced");
             runtime.block_on(inbox.close());
