@@ -423,9 +423,10 @@ impl Schedule {
         self.out_of_step
     }
 
-    /// The heads claimed right now (to carry over when the schedule is read again).
+    /// The heads a claim holds, live or run out (to carry over when the schedule is read again:
+    /// an earlier delivery of the room that arrived meanwhile must not take a run-out one's place).
     pub fn claimed_ids(&self) -> Vec<i64> {
-        self.leased.iter().map(|&(_, id)| id).collect()
+        self.heads.iter().filter(|(_, head)| head.held).map(|(&id, _)| id).collect()
     }
 
     /// Heads held (ready or claimed), rooms held.

@@ -883,6 +883,29 @@ mod tests {
     }
 
     #[test]
+    fn a_head_whose_claim_ran_out_keeps_its_place_when_another_process_changes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        // One dead delivery without a room, for the CLI to replay.
+        append(&mut store, vec![delivery(1, None)]);
+        let dead = claim(&mut store, 1).remove(0).claim;
+        assert_eq!(complete(&mut store, dead, Outcome::Dead { error: "boom".into() }), Completed::Recorded);
+        // Room a's head is claimed, and its process freezes: the lease runs out, and the next
+        // claim finds it so (and holds it ready to be taken over).
+        let created = |n: u8, at_ms: i64| NewDelivery { created_us: Some(at_ms * 1000), ..delivery(n, Some("a")) };
+        let [Appended::New(head)] = append(&mut store, vec![created(2, 30)])[..] else { panic!("stored") };
+        assert_eq!(ids(&claim_with(&mut store, 1, Duration::ZERO, 8)), [head]);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(claim_with(&mut store, 0, LEASE, 8).len(), 0);
+        // An event of room a created before it arrives: it waits behind the head a claim holds.
+        let [Appended::New(earlier)] = append(&mut store, vec![created(3, 10)])[..] else { panic!("stored") };
+        // The CLI replays on a connection of its own: the schedule is read from the file again.
+        assert_eq!(Store::open_admin(dir.path()).unwrap().replay(Selection::Dead).unwrap(), 1);
+        let taken = ids(&claim(&mut store, 5));
+        assert!(taken.contains(&head) && !taken.contains(&earlier), "took {taken:?}: {head} is room a's head");
+    }
+
+    #[test]
     fn a_backlog_without_rooms_beyond_the_schedule_s_window_is_claimed_in_order_and_each_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path());
