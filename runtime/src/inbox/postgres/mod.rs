@@ -1334,6 +1334,74 @@ mod tests {
     }
 
     #[test]
+    fn an_analysis_keeps_ten_values_a_column_and_none_of_bodies_or_histories() {
+        with_database(|url| {
+            let inbox = PgInbox::connect(url, "a").unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (kept, wide, unset) = runtime
+                .block_on(inbox.run(|client, _| async move {
+                    // 5,000 deliveries of 500 rooms, each with a value of its own in most columns,
+                    // and as many rooms' latest handled events.
+                    client
+                        .batch_execute(
+                            "INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, room, room_seq, body,
+                                                     received_at, due_at, ord, created, history)
+                             SELECT decode(md5(g::text), 'hex'), g::text, g, 'fallback', 'r' || g % 500, g,
+                                    convert_to('{\"n\":' || g || '}', 'UTF8'), g, g, g, g, jsonb_build_array(g)
+                               FROM generate_series(1, 5000) g;
+                             INSERT INTO handled (room, recording, id, event, created, done_at)
+                             SELECT 'r' || g, '', g, 'e' || g, g, g FROM generate_series(1, 5000) g;
+                             ANALYZE deliveries, handled",
+                        )
+                        .await
+                        .map_err(failed)?;
+                    // The most values any column keeps: its common values, or its histogram's bounds.
+                    let kept: i32 = client
+                        .query_one(
+                            "SELECT max(GREATEST(cardinality(most_common_vals::text::text[]),
+                                                 cardinality(histogram_bounds::text::text[])))::int
+                               FROM pg_stats WHERE tablename IN ('deliveries', 'handled')",
+                            &[],
+                        )
+                        .await
+                        .map_err(failed)?
+                        .get(0);
+                    let wide: Vec<String> = client
+                        .query(
+                            "SELECT attname::text FROM pg_stats
+                              WHERE tablename = 'deliveries' AND attname IN ('body', 'history')",
+                            &[],
+                        )
+                        .await
+                        .map_err(failed)?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    // A column added later without a target of its own would read 30,000 rows.
+                    let unset: Vec<String> = client
+                        .query(
+                            "SELECT attrelid::regclass::text || '.' || attname FROM pg_attribute
+                              WHERE attrelid IN ('deliveries'::regclass, 'handled'::regclass)
+                                AND attnum > 0 AND NOT attisdropped AND attstattarget < 0",
+                            &[],
+                        )
+                        .await
+                        .map_err(failed)?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect();
+                    Ok((kept, wide, unset))
+                }))
+                .unwrap();
+            // At the server's default (100) a column of 5,000 values keeps 101 bounds.
+            assert!(kept <= 11, "a column keeps {kept} values");
+            assert!(wide.is_empty(), "analyzed: {wide:?}");
+            assert!(unset.is_empty(), "at the server's default target: {unset:?}");
+            runtime.block_on(inbox.close());
+        });
+    }
+
+    #[test]
     fn the_engines_statements_run_on_one_plan_for_a_connection_and_leave_its_settings_as_they_were() {
         with_database(|url| {
             let inbox = PgInbox::connect(url, "a").unwrap();
