@@ -1270,6 +1270,14 @@ mod tests {
 
     use crate::inbox::test_delivery as delivery;
 
+    /// The first column of every row `sql` returns.
+    async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+        client: &Client,
+        sql: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        Ok(client.query(sql, &[]).await.map_err(failed)?.iter().map(|r| r.get(0)).collect())
+    }
+
     #[test]
     fn a_room_s_first_delivery_is_stored_as_its_head_its_row_written_once_and_no_backlog_read() {
         with_database(|url| {
@@ -1287,17 +1295,12 @@ mod tests {
                     pinned(&tx, store(&tx, &batch, None)).await?;
                     let after = tx.query_one(counts, &[]).await.map_err(failed)?;
                     tx.commit().await.map_err(failed)?;
-                    let heads: Vec<i64> = client
-                        .query(
-                            "SELECT timestamp_ms FROM deliveries WHERE head AND COALESCE(room, '') NOT LIKE 'backlog-%'
-                              ORDER BY timestamp_ms",
-                            &[],
-                        )
-                        .await
-                        .map_err(failed)?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
+                    let heads: Vec<i64> = column(
+                        &client,
+                        "SELECT timestamp_ms FROM deliveries WHERE head AND COALESCE(room, '') NOT LIKE 'backlog-%'
+                          ORDER BY timestamp_ms",
+                    )
+                    .await?;
                     let delta = |i: usize| after.get::<_, i64>(i) - before.get::<_, i64>(i);
                     Ok((delta(0), delta(1), heads))
                 })
@@ -1366,30 +1369,19 @@ mod tests {
                         .await
                         .map_err(failed)?
                         .get(0);
-                    let wide: Vec<String> = client
-                        .query(
-                            "SELECT attname::text FROM pg_stats
-                              WHERE tablename = 'deliveries' AND attname IN ('body', 'history')",
-                            &[],
-                        )
-                        .await
-                        .map_err(failed)?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
+                    let wide: Vec<String> = column(
+                        &client,
+                        "SELECT attname::text FROM pg_stats WHERE tablename = 'deliveries' AND attname IN ('body', 'history')",
+                    )
+                    .await?;
                     // A column added later without a target of its own would read 30,000 rows.
-                    let unset: Vec<String> = client
-                        .query(
-                            "SELECT attrelid::regclass::text || '.' || attname FROM pg_attribute
-                              WHERE attrelid IN ('deliveries'::regclass, 'handled'::regclass)
-                                AND attnum > 0 AND NOT attisdropped AND attstattarget < 0",
-                            &[],
-                        )
-                        .await
-                        .map_err(failed)?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
+                    let unset: Vec<String> = column(
+                        &client,
+                        "SELECT attrelid::regclass::text || '.' || attname FROM pg_attribute
+                          WHERE attrelid IN ('deliveries'::regclass, 'handled'::regclass)
+                            AND attnum > 0 AND NOT attisdropped AND attstattarget < 0",
+                    )
+                    .await?;
                     Ok((kept, wide, unset))
                 }))
                 .unwrap();
@@ -1431,13 +1423,8 @@ mod tests {
                         handled += first.iter().chain(&then).filter(|r| **r == Completed::Recorded).count();
                         after.push(settings(client.query_one(setting, &[]).await.map_err(failed)?));
                     }
-                    let custom: Vec<String> = client
-                        .query("SELECT statement FROM pg_prepared_statements WHERE custom_plans > 0", &[])
-                        .await
-                        .map_err(failed)?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
+                    let custom: Vec<String> =
+                        column(&client, "SELECT statement FROM pg_prepared_statements WHERE custom_plans > 0").await?;
                     Ok((custom, handled, connection, after))
                 }))
                 .unwrap();
