@@ -1,6 +1,6 @@
 //! What the `inbox` CLI asks of the database: replays, lists, one delivery, counts.
 
-use super::{COLUMNS, NOW_MS, PgInbox, execute, failed, lock_rooms, stored};
+use super::{COLUMNS, NOW_MS, PgInbox, execute, failed, stored};
 use tokio_postgres::types::ToSql;
 
 use crate::inbox::{Counts, Query, Selection, State, Stats, StoreError, Stored, Value};
@@ -21,15 +21,28 @@ pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usiz
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            lock_rooms(&tx, &mut rooms).await?;
+            // Their rooms locked, and made again where the pruning round deleted them.
+            rooms.sort_unstable();
+            rooms.dedup();
+            execute(
+                &tx,
+                &format!(
+                    "INSERT INTO rooms AS r (room, last_seq, touched_at)
+                         SELECT room, 0, {NOW_MS} FROM unnest($1::text[]) AS t(room) ORDER BY room
+                         ON CONFLICT (room) DO UPDATE SET touched_at = excluded.touched_at"
+                ),
+                &[&rooms],
+            )
+            .await?;
             // Each replayed delivery is numbered past its room's last (its row in `rooms`
             // advanced by as many, as an append does): it is handled after whatever of its
-            // room is pending already; replayed ones of one room keep their order.
+            // room is pending already; replayed ones of one room keep the order they arrived
+            // in (by id, as on SQLite: a room's numbers start again after it was pruned).
             let replayed = tx
                 .execute(
                     &format!(
                         "WITH picked AS (
-                             SELECT id, room, row_number() OVER (PARTITION BY room ORDER BY room_seq, id) AS n
+                             SELECT id, room, row_number() OVER (PARTITION BY room ORDER BY id) AS n
                                FROM deliveries WHERE {condition} AND state != 'pending'),
                          bumped AS (
                              UPDATE rooms r SET last_seq = r.last_seq + c.added

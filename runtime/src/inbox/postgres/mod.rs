@@ -438,6 +438,17 @@ struct Batch {
     claimed: Vec<Claimed>,
 }
 
+/// Locks the rooms `$1` (sorted), made if need be, and advances each by `$2` deliveries: it
+/// returns their last numbers.
+static ADD_TO_ROOMS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO rooms AS r (room, last_seq, touched_at)
+             SELECT room, added, {NOW_MS} FROM unnest($1::text[], $2::bigint[]) AS t(room, added) ORDER BY room
+             ON CONFLICT (room) DO UPDATE SET last_seq = r.last_seq + excluded.last_seq, touched_at = excluded.touched_at
+             RETURNING room, last_seq"
+    )
+});
+
 /// [`insert`]'s statements.
 async fn store(
     tx: &Transaction<'_>,
@@ -454,16 +465,7 @@ async fn store(
     let mut next_seq: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     if !rooms.is_empty() {
         let added: Vec<i64> = counts.values().copied().collect();
-        for row in query(
-            tx,
-            "INSERT INTO rooms AS r (room, last_seq)
-                 SELECT room, added FROM unnest($1::text[], $2::bigint[]) AS t(room, added) ORDER BY room
-                 ON CONFLICT (room) DO UPDATE SET last_seq = r.last_seq + excluded.last_seq
-                 RETURNING room, last_seq",
-            &[&rooms, &added],
-        )
-        .await?
-        {
+        for row in query(tx, &ADD_TO_ROOMS, &[&rooms, &added]).await? {
             let (room, last): (String, i64) = (row.get(0), row.get(1));
             let first = last - counts[room.as_str()] + 1;
             next_seq.insert(room, first);
@@ -678,16 +680,6 @@ async fn pinned<T>(tx: &Transaction<'_>, work: impl Future<Output = Result<T, St
     let pin = |statement| async move { tx.execute(statement, &[]).await.map_err(failed) };
     let (_, _, done) = futures_util::future::try_join3(pin(&first), pin(&second), work).await?;
     Ok(done)
-}
-
-/// Locks these rooms' rows, in order.
-async fn lock_rooms(tx: &Transaction<'_>, rooms: &mut Vec<String>) -> Result<(), StoreError> {
-    rooms.sort_unstable();
-    rooms.dedup();
-    if !rooms.is_empty() {
-        query(tx, "SELECT 1 FROM rooms WHERE room = ANY($1) ORDER BY room FOR UPDATE", &[&*rooms]).await?;
-    }
-    Ok(())
 }
 
 /// A [`Stored`] from the [`COLUMNS`] of `row`, read by name.
@@ -1332,6 +1324,53 @@ mod tests {
             let (updated, _, heads) = runtime.block_on(store_counting(vec![created(5, "a", 500)])).unwrap();
             assert_eq!(heads, [3, 4, 5]);
             assert_eq!(updated, 2, "the new head and the one it replaced");
+            runtime.block_on(inbox.close());
+        });
+    }
+
+    #[test]
+    fn a_room_with_nothing_pending_for_a_retention_is_pruned_and_starts_again_when_it_comes_back() {
+        with_database(|url| {
+            let inbox = PgInbox::connect(url, "a").unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let sql = |sql: &'static str| {
+                runtime.block_on(
+                    inbox.run(move |client, _| async move { client.batch_execute(sql).await.map_err(failed) }),
+                )
+            };
+            let rooms = || {
+                runtime.block_on(inbox.run(|client, _| async move {
+                    column::<String>(&client, "SELECT room || ':' || last_seq FROM rooms ORDER BY room").await
+                }))
+            };
+            // Rooms last added to an hour ago: one with nothing pending, one with a delivery
+            // pending, one whose delivery is dead; and one added to now, with nothing pending.
+            sql("INSERT INTO rooms (room, last_seq, touched_at) VALUES ('idle', 7, 0), ('waiting', 3, 0), ('gone', 5, 0),
+                        ('recent', 2, (extract(epoch from now()) * 1000)::bigint);
+                 INSERT INTO deliveries (signature, timestamp, timestamp_ms, kind, room, room_seq, body, received_at,
+                                         due_at, ord, state, head)
+                 VALUES ('\\x01', '1', 1, 'fallback', 'waiting', 3, '', 0, 0, 0, 'pending', true),
+                        ('\\x02', '2', 2, 'fallback', 'gone', 5, '', 0, 0, 0, 'dead', false)")
+            .unwrap();
+            runtime.block_on(inbox.prune(Duration::from_secs(600))).unwrap();
+            assert_eq!(rooms().unwrap(), ["recent:2", "waiting:3"], "those with nothing pending for 10 minutes went");
+            // A pruned room that comes back is numbered from the start, its delivery its head.
+            let store_one = |batch: Vec<NewDelivery>| {
+                inbox.run(move |mut client, _| async move {
+                    let tx = client.transaction().await.map_err(failed)?;
+                    pinned(&tx, store(&tx, &batch, None)).await?;
+                    tx.commit().await.map_err(failed)
+                })
+            };
+            runtime.block_on(store_one(vec![delivery(3, "idle")])).unwrap();
+            // A dead delivery of a pruned room, replayed, makes its room again.
+            assert_eq!(runtime.block_on(inbox.replay(Selection::Dead)).unwrap(), 1);
+            assert_eq!(rooms().unwrap(), ["gone:1", "idle:1", "recent:2", "waiting:3"]);
+            let heads = runtime.block_on(inbox.run(|client, _| async move {
+                column::<String>(&client, "SELECT room || ':' || room_seq FROM deliveries WHERE head ORDER BY room")
+                    .await
+            }));
+            assert_eq!(heads.unwrap(), ["gone:1", "idle:1", "waiting:3"]);
             runtime.block_on(inbox.close());
         });
     }

@@ -1,5 +1,6 @@
-//! Deleting handled deliveries past their retention, by the database's clock, and vacuuming
-//! and analyzing the inbox's tables as a queue's.
+//! Deleting handled deliveries past their retention, by the database's clock, and the rooms
+//! that have had nothing pending as long; vacuuming and analyzing the inbox's tables as a
+//! queue's.
 //!
 //! Every handled delivery leaves dead versions of its row behind, and entries for them in the
 //! index that claims scan from its oldest end: until a vacuum removes them, each claim steps
@@ -28,13 +29,15 @@ const DEAD_ENOUGH: i64 = 10_000;
 /// Rows changed in a table since it was last analyzed that make a pruning round analyze it,
 /// beside a tenth of its rows.
 const CHANGED_ENOUGH: i64 = 1_000;
+/// Most rooms a pruning round deletes.
+const ROOMS_A_ROUND: usize = 5000;
 /// The advisory lock one replica vacuums and analyzes under (any constant will do: "vacu").
 const VACUUM_LOCK: i64 = 0x7661_6375;
 
 pub(super) async fn prune(inbox: &PgInbox, retention: Duration) -> Result<usize, StoreError> {
     let retention_ms = crate::clock::millis(retention);
     inbox
-        .run(move |client, _| async move {
+        .run(move |mut client, _| async move {
             // Small batches, skipping rows another replica is pruning: never a long lock.
             let mut pruned = 0;
             loop {
@@ -58,12 +61,46 @@ pub(super) async fn prune(inbox: &PgInbox, retention: Duration) -> Result<usize,
                             .await
                             .map_err(failed)?;
                     }
+                    prune_rooms(&mut client, retention_ms).await?;
                     upkeep(&client).await?;
                     return Ok(pruned);
                 }
             }
         })
         .await
+}
+
+/// Deletes the rooms that have nothing pending and had nothing added for `retention_ms`, up to
+/// [`ROOMS_A_ROUND`]: the candidates locked first (skipping those a transaction holds), then
+/// looked at again by a statement of its own, which sees whatever was added to them before the
+/// locks were taken; nothing can be added to them after it, until the deletion commits.
+async fn prune_rooms(client: &mut Client, retention_ms: i64) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(failed)?;
+    let rooms: Vec<String> = tx
+        .query(
+            &format!(
+                "SELECT room FROM rooms r
+                  WHERE touched_at < {NOW_MS} - $1
+                    AND NOT EXISTS (SELECT 1 FROM deliveries WHERE room = r.room AND state = 'pending')
+                  ORDER BY room LIMIT {ROOMS_A_ROUND} FOR UPDATE SKIP LOCKED"
+            ),
+            &[&retention_ms],
+        )
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if !rooms.is_empty() {
+        tx.execute(
+            "DELETE FROM rooms r WHERE room = ANY($1)
+                AND NOT EXISTS (SELECT 1 FROM deliveries WHERE room = r.room AND state = 'pending')",
+            &[&rooms],
+        )
+        .await
+        .map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed)
 }
 
 /// Vacuums the deliveries table when enough of it is dead, and analyzes the inbox's tables whose

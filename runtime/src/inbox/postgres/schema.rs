@@ -125,6 +125,14 @@ const MIGRATIONS: Migrations = Migrations(&[
         ALTER room SET STATISTICS 10, ALTER recording SET STATISTICS 10, ALTER id SET STATISTICS 10,
         ALTER event SET STATISTICS 10, ALTER created SET STATISTICS 10, ALTER done_at SET STATISTICS 10;
     ",
+    // 7: rooms pruned. A room's row numbers its deliveries (`room_seq`) and is locked by whatever
+    // adds to it; a row per room ever seen would grow with every meeting. `touched_at` (ms) is
+    // when something was last added to the room; the pruning round deletes the rooms with
+    // nothing pending that were not touched for a retention, and a room that comes back starts
+    // its numbering again (only its pending deliveries are ordered by it).
+    "
+    ALTER TABLE rooms ADD COLUMN touched_at bigint NOT NULL DEFAULT 0;
+    ",
 ]);
 
 /// The schema version this build writes.
