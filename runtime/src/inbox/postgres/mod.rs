@@ -1338,11 +1338,10 @@ mod tests {
                     inbox.run(move |client, _| async move { client.batch_execute(sql).await.map_err(failed) }),
                 )
             };
-            let rooms = || {
-                runtime.block_on(inbox.run(|client, _| async move {
-                    column::<String>(&client, "SELECT room || ':' || last_seq FROM rooms ORDER BY room").await
-                }))
+            let strings = |sql: &'static str| {
+                runtime.block_on(inbox.run(move |client, _| async move { column::<String>(&client, sql).await }))
             };
+            let rooms = || strings("SELECT room || ':' || last_seq FROM rooms ORDER BY room");
             // Rooms last added to an hour ago: one with nothing pending, one with a delivery
             // pending, one whose delivery is dead; and one added to now, with nothing pending.
             sql("INSERT INTO rooms (room, last_seq, touched_at) VALUES ('idle', 7, 0), ('waiting', 3, 0), ('gone', 5, 0),
@@ -1366,10 +1365,7 @@ mod tests {
             // A dead delivery of a pruned room, replayed, makes its room again.
             assert_eq!(runtime.block_on(inbox.replay(Selection::Dead)).unwrap(), 1);
             assert_eq!(rooms().unwrap(), ["gone:1", "idle:1", "recent:2", "waiting:3"]);
-            let heads = runtime.block_on(inbox.run(|client, _| async move {
-                column::<String>(&client, "SELECT room || ':' || room_seq FROM deliveries WHERE head ORDER BY room")
-                    .await
-            }));
+            let heads = strings("SELECT room || ':' || room_seq FROM deliveries WHERE head ORDER BY room");
             assert_eq!(heads.unwrap(), ["gone:1", "idle:1", "waiting:3"]);
             runtime.block_on(inbox.close());
         });

@@ -14,8 +14,8 @@
 //! is planned blind, and such plans can grow with the table (`bench/results/2026-12-06-d.md`).
 //! The pruning round analyzes a table once a tenth of it
 //! (and at least [`CHANGED_ENOUGH`] rows) changed since its last analysis, as autovacuum would,
-//! from a sample of 3,000 rows (schema 6; the server's default reads 30,000, and a young table,
-//! analyzed every round, then spent more on that than on its vacuum).
+//! from a sample of 3,000 rows (schema 6; the server's default reads 30,000:
+//! `bench/results/2026-12-07-g.md`).
 
 use std::time::Duration;
 
