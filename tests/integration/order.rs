@@ -258,8 +258,13 @@ fn the_provider_s_order(postgres: bool) {
     assert_eq!(with.out_of_order, 0, "with the window every room ran in creationDate order");
     assert_eq!(with.flagged, with.after_takeover, "and the runs after a takeover were told");
     assert!(with.twice <= crate::crash::CONCURRENCY, "handled twice only after the kill: {}", with.twice);
-    let without = run(0, postgres);
-    assert!(without.out_of_order > 0, "the outage put some events out of order (else this test shows nothing)");
+    // The outage puts some events out of order, else this test shows nothing; on a machine
+    // busy enough, the retries can happen to land in order: the replay is run once more then.
+    let mut without = run(0, postgres);
+    if without.out_of_order == 0 {
+        without = run(0, postgres);
+    }
+    assert!(without.out_of_order > 0, "the outage put some events out of order in neither of two replays");
     assert_eq!(without.flagged, without.out_of_order + without.after_takeover, "every run out of order was told");
     assert!(without.twice <= crate::crash::CONCURRENCY);
 }
