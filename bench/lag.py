@@ -120,8 +120,8 @@ def most_handled(work, storage, replicas, spread):
     """The most a receiver handles, with the window off: a flood, then the time until the last
     delivery is handled. Measured once for each receiver and order of a room's events, and the
     paced runs with the window on go at half of it too: flooded with the window on, a receiver
-    only acknowledges for the window's first seconds, and the flood counted up to 1.4 times as
-    many deliveries a second (`bench/results/2026-12-07-h.md`)."""
+    only acknowledges for the window's first seconds, so that flood overstates the rate
+    (`bench/results/2026-12-07-h.md`)."""
     key = (storage, replicas, spread)
     if key not in MOSTS:
         inst = Instance(work, storage, replicas, 0, "max")

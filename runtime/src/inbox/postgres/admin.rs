@@ -1,6 +1,6 @@
 //! What the `inbox` CLI asks of the database: replays, lists, one delivery, counts.
 
-use super::{COLUMNS, NOW_MS, PgInbox, execute, failed, stored};
+use super::{ADD_TO_ROOMS, COLUMNS, NOW_MS, PgInbox, execute, failed, stored};
 use tokio_postgres::types::ToSql;
 
 use crate::inbox::{Counts, Query, Selection, State, Stats, StoreError, Stored, Value};
@@ -21,19 +21,12 @@ pub(super) async fn replay(inbox: &PgInbox, selection: Selection) -> Result<usiz
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
-            // Their rooms locked, and made again where the pruning round deleted them.
+            // Their rooms locked, and made again where the pruning round deleted them (advanced
+            // by nothing here: the statement below numbers the replayed deliveries).
             rooms.sort_unstable();
             rooms.dedup();
-            execute(
-                &tx,
-                &format!(
-                    "INSERT INTO rooms AS r (room, last_seq, touched_at)
-                         SELECT room, 0, {NOW_MS} FROM unnest($1::text[]) AS t(room) ORDER BY room
-                         ON CONFLICT (room) DO UPDATE SET touched_at = excluded.touched_at"
-                ),
-                &[&rooms],
-            )
-            .await?;
+            let nothing = vec![0i64; rooms.len()];
+            execute(&tx, &ADD_TO_ROOMS, &[&rooms, &nothing]).await?;
             // Each replayed delivery is numbered past its room's last (its row in `rooms`
             // advanced by as many, as an append does): it is handled after whatever of its
             // room is pending already; replayed ones of one room keep the order they arrived

@@ -39,9 +39,8 @@
 //!   are sent together (pipelined): the server runs them in the order sent, the outcomes in the
 //!   order of their ids as renewals lock them (rows locked in two orders could deadlock), and
 //!   the claim sees the heads the outcomes moved on; a turn's handled deliveries, when they are
-//!   all it records, in one statement. A room's events sent at once are handled a turn apart:
-//!   two round trips fewer a turn took their p99 lag on one replica from 22 to 16 ms
-//!   (`bench/results/2026-12-07-h.md`).
+//!   all it records, in one statement. A room's events sent at once are handled a turn apart,
+//!   so each round trip a turn saves shortens their wait (`bench/results/2026-12-07-h.md`).
 //! - **Planned once.** The engine's transactions run every statement on one plan per
 //!   connection, by index ([`PIN`]): planned for each call's parameters, they spent as long
 //!   being planned as running.
@@ -443,8 +442,9 @@ struct Batch {
     claimed: Vec<Claimed>,
 }
 
-/// Locks the rooms `$1` (sorted), made if need be, and advances each by `$2` deliveries: the
-/// [`INSERT`] after it numbers them back from there.
+/// Locks the rooms `$1` (sorted, no room twice), made if need be, and advances each by `$2`
+/// deliveries: the [`INSERT`] after it numbers them back from there (a replay advances them by
+/// none, and numbers its deliveries itself).
 static ADD_TO_ROOMS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO rooms AS r (room, last_seq, touched_at)
@@ -648,8 +648,8 @@ async fn execute(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> Result<
 /// chose.
 static PROMOTE: LazyLock<String> = LazyLock::new(|| promote_sql("unnest($1::text[])"));
 
-/// [`PROMOTE`] for the rooms of the deliveries `$1` (ids): sent in the same pipeline as the
-/// statements that lock those rooms, whose rows it therefore cannot wait for.
+/// [`PROMOTE`] for the rooms of the deliveries `$1` (ids), for a caller that sends it in the
+/// pipeline that locks those rooms, before it has their names.
 static PROMOTE_OF: LazyLock<String> = LazyLock::new(|| {
     promote_sql("(SELECT DISTINCT room FROM deliveries WHERE id = ANY($1::bigint[]) AND room IS NOT NULL)")
 });
