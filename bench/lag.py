@@ -17,11 +17,14 @@ from its receipt (the answer's wait for that transaction included) (examples/lag
 milliseconds of each, so up to 1 ms long; merged over replicas: with three and the window on,
 a delivery is handled by whichever replica claims it first when it comes due). With the
 window on, the figures beyond the window are what counts. Every acknowledged delivery must be
-handled once (checked). ROUNDS (default 1) times; a JSON line per run, then a Markdown table.
+handled once (checked). Last for each receiver, a room's five events alone: sent at once into a
+receiver with nothing else to do, forty times (`alone`): what the turns that record a room's
+earlier events cost its later ones, without a load. ROUNDS (default 1) times; a JSON line per
+run, then a Markdown table.
 
 To compare builds at one rate: RATE paces every run at it (no flood first); ONLY keeps some
 configurations (`sqlite`, `postgres1`, `postgres3`, comma-separated), SHAPES some orders and
-windows (`spread-0`, `spread-2.5`, `once-0`); MEET_WEBHOOKS_LAG_BIN runs another build's
+windows (`spread-0`, `spread-2.5`, `once-0`, `alone`); MEET_WEBHOOKS_LAG_BIN runs another build's
 examples/lag.
 Bounded: 127.0.0.1 only; data directories in a temporary directory, databases mw_bench_lag*
 dropped at the end.
@@ -213,6 +216,43 @@ def run(work, label, storage, replicas, window, spread):
     }
 
 
+BURSTS = 40
+
+
+def alone(work, label, storage, replicas):
+    """A room's five events sent at once (five connections opened together, `load --burst 5`),
+    BURSTS times 50 ms apart, into a receiver with nothing else to do: how long the later ones
+    wait for the turns that record the earlier ones' outcomes, without a load around them."""
+    inst = Instance(work, storage, replicas, 0, "alone")
+    try:
+        urls = [arg for port in inst.ports for arg in ("--url", f"http://127.0.0.1:{port}/webhook")]
+        for _ in range(BURSTS):
+            subprocess.run([LOAD, "--key", KEY, "--burst", "5"] + urls, check=True, capture_output=True)
+            time.sleep(0.05)
+        handled = inst.wait_handled(5 * BURSTS)
+        values = inst.figures()
+    finally:
+        inst.stop()
+    return {
+        "run": label,
+        "rooms": "alone",
+        "window_s": 0,
+        "flood_per_second": 0,
+        "most_per_second": 0,
+        "paced_per_second": 0,
+        "acknowledged": 5 * BURSTS,
+        "handled": handled,
+        "once": handled == 5 * BURSTS,
+        "ack_p99_ms": None,
+        "lag_p50_ms": round(quantile(values, 0.5) / 1000, 1),
+        "lag_p99_ms": round(quantile(values, 0.99) / 1000, 1),
+        "lag_max_ms": round(max(values, default=0) / 1000, 1),
+        "from_receipt_p99_ms": None,
+        "beyond_window_p50_ms": None,
+        "beyond_window_p99_ms": None,
+    }
+
+
 def main():
     require(LAG, LOAD)
     configs = [("SQLite", "sqlite", 1)]
@@ -237,16 +277,22 @@ def main():
                     result = run(work, label, storage, replicas, window, spread)
                     results.append(result)
                     print(json.dumps(result), flush=True)
+                if not SHAPES or "alone" in SHAPES.split(","):
+                    result = alone(work, label, storage, replicas)
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
     print()
     print("| receiver | a room's events | window | most handled/s | paced at /s | each once | lag p50 | lag p99 | lag max "
           "| p99 beyond the window | answer p99 | p99 from the receipt |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    ms = lambda v: "-" if v is None else f"{v} ms"
+    rate = lambda v: f"{v:,.0f}" if v else "-"
     for r in results:
-        beyond = f"{r['beyond_window_p99_ms']} ms" if r["window_s"] else "-"
-        print(f"| {r['run']} | {r['rooms']} | {r['window_s']} s | {r['most_per_second']:,} | {r['paced_per_second']:,.0f} "
-              f"| {'yes' if r['once'] else 'NO'} | {r['lag_p50_ms']} ms | {r['lag_p99_ms']} ms "
-              f"| {r['lag_max_ms']} ms | {beyond} | {r['ack_p99_ms']} ms | {r['from_receipt_p99_ms']} ms |")
-
+        beyond = ms(r["beyond_window_p99_ms"]) if r["window_s"] else "-"
+        print(f"| {r['run']} | {r['rooms']} | {r['window_s']} s | {rate(r['most_per_second'])} "
+              f"| {rate(r['paced_per_second'])} | {'yes' if r['once'] else 'NO'} | {ms(r['lag_p50_ms'])} "
+              f"| {ms(r['lag_p99_ms'])} | {ms(r['lag_max_ms'])} | {beyond} | {ms(r['ack_p99_ms'])} "
+              f"| {ms(r['from_receipt_p99_ms'])} |")
 
 if __name__ == "__main__":
     main()
