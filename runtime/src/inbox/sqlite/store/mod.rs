@@ -664,7 +664,8 @@ fn claim(
             }
             schedule.claimed(id, until);
             let claim = Claim { id, fence };
-            claimed.push(Claimed { claim, attempt: delivery.attempts, delivery, lateness, took_over });
+            let followed = delivery.room.as_deref().is_some_and(|room| schedule.followed(room));
+            claimed.push(Claimed { claim, attempt: delivery.attempts, delivery, lateness, took_over, followed });
         }
     }
     Ok(claimed)
