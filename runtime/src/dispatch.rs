@@ -162,8 +162,6 @@ struct Held {
     /// How the delivery was classified for this attempt.
     kind: Kind,
     started: std::time::Instant,
-    /// Another delivery of its room waited when it was claimed ([`Claimed::followed`]).
-    followed: bool,
 }
 
 /// The claims the dispatcher holds, from the claim until the outcome of its attempt is
@@ -351,9 +349,6 @@ impl<W: Webhooks> Dispatcher<W> {
         let maintenance = tokio::spawn(maintain(self.inbox.clone(), self.retention, every));
         // When the last turn began ([`Inbox::turn_gap`]).
         let mut last_turn = Instant::now();
-        // Whether an outcome not yet recorded lets another delivery of its room go on: that one
-        // waits for the turn that records it, which then waits out no gap.
-        let mut goes_on = false;
         // A timer of its own: a sleep made anew each turn of the loop would never fire while
         // anything else (finishing handlers, wakeups) woke the loop more often than this.
         // The first turn looks anyway: the first poll is one interval after it.
@@ -366,22 +361,19 @@ impl<W: Webhooks> Dispatcher<W> {
             // Outcomes and new claims go together: the slots they free are taken in the same
             // commit (the claims see the rooms the outcomes unblocked).
             if storage.ready() && (!unrecorded.is_empty() || (look && slots.free() > 0)) {
-                // Little to record, soon after the last turn, and no room waiting for it: wait out
-                // the inbox's gap, taking in the handlers that finish meanwhile (and starting
-                // claims handed over), until one finishes that a delivery of its room waits for.
-                let until = last_turn + self.inbox.turn_gap();
-                if until > Instant::now() && unrecorded.len() < TURN_BATCH && !goes_on {
-                    while !goes_on && unrecorded.len() < TURN_BATCH {
+                // Little to record, soon after the last turn: wait out the inbox's gap, taking in
+                // the handlers that finish meanwhile (and starting claims handed over).
+                let gap = (last_turn + self.inbox.turn_gap()).saturating_duration_since(Instant::now());
+                if !gap.is_zero() && unrecorded.len() < TURN_BATCH {
+                    let gap = async {
                         tokio::select! {
-                            () = tokio::time::sleep_until(until) => break,
-                            _ = stop.changed() => break,
-                            Some(finished) = running.join_next_with_id() => {
-                                goes_on |= self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
-                            }
-                            Some(Handed { claimed, asked }) = handed.recv() => {
-                                self.start_all(claimed, Instant::from_std(asked), &mut running, &mut held, &leases, &slots);
-                            }
+                            () = tokio::time::sleep(gap) => {}
+                            _ = stop.changed() => {}
                         }
+                    };
+                    self.starting_handed(gap, &mut handed, &mut running, &mut held, &leases, &slots).await;
+                    while let Some(finished) = running.try_join_next_with_id() {
+                        self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
                     }
                     look = true;
                 }
@@ -423,7 +415,6 @@ impl<W: Webhooks> Dispatcher<W> {
                             }
                         }
                         recorded(&mut unrecorded, &completed, &leases);
-                        goes_on = false;
                         slots.give(limit - claimed.len());
                         // A dead letter shows in the gauge now, not at the next maintenance.
                         if died {
@@ -440,9 +431,9 @@ impl<W: Webhooks> Dispatcher<W> {
             }
             tokio::select! {
                 Some(finished) = running.join_next_with_id() => {
-                    goes_on |= self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
+                    self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
                     while let Some(finished) = running.try_join_next_with_id() {
-                        goes_on |= self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
+                        self.finished(finished, &mut held, &mut unrecorded, &leases, &slots);
                     }
                 }
                 Some(Handed { claimed, asked }) = handed.recv() => {
@@ -536,7 +527,7 @@ impl<W: Webhooks> Dispatcher<W> {
         leases: &Leases,
     ) {
         let live = KnownLive::new(asked, self.lease);
-        let Claimed { claim, attempt, delivery, lateness, took_over, followed } = claimed;
+        let Claimed { claim, attempt, delivery, lateness, took_over } = claimed;
         if let Some(previous) = &took_over {
             log::warn!("{}", took_over_line(claim.id, delivery.event.as_deref(), attempt, previous));
         }
@@ -570,12 +561,11 @@ impl<W: Webhooks> Dispatcher<W> {
             run.map(|result| result.map_err(|e| e.to_string()))
         });
         let started = std::time::Instant::now();
-        held.insert(task.id(), Held { claim, attempt, event, kind, started, followed });
+        held.insert(task.id(), Held { claim, attempt, event, kind, started });
         leases.hold(claim, live, task);
     }
 
-    /// Turns a finished handler into the outcome to record; whether that outcome lets another
-    /// delivery of its room go on (it was followed, and is done or dead).
+    /// Turns a finished handler into the outcome to record.
     fn finished(
         &self,
         finished: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
@@ -583,7 +573,7 @@ impl<W: Webhooks> Dispatcher<W> {
         unrecorded: &mut Vec<Completion>,
         leases: &Leases,
         slots: &Slots,
-    ) -> bool {
+    ) {
         let (task, result) = match finished {
             Ok((task, Some(result))) => (task, result),
             Ok((task, None)) => {
@@ -597,7 +587,7 @@ impl<W: Webhooks> Dispatcher<W> {
                         held.claim.id
                     );
                 }
-                return false;
+                return;
             }
             // Stopped: its claim was lost (nothing to record), or shutdown stopped it (the
             // delivery is pending again, this attempt not counted).
@@ -613,11 +603,11 @@ impl<W: Webhooks> Dispatcher<W> {
                         slots.give(1);
                     }
                 }
-                return false;
+                return;
             }
             Err(e) => (e.id(), Err(format!("the handler panicked: {e}"))),
         };
-        let Some(Held { claim, attempt, event, kind, started, followed }) = held.remove(&task) else { return false };
+        let Some(Held { claim, attempt, event, kind, started }) = held.remove(&task) else { return };
         let ran = started.elapsed();
         leases.finished(&claim);
         let event = event.as_deref().unwrap_or("");
@@ -646,9 +636,7 @@ impl<W: Webhooks> Dispatcher<W> {
             _ => crate::metrics::Attempt::Dead,
         };
         crate::metrics::handler_attempt(&W::SPEC, event, attempt, ran);
-        let goes_on = followed && !matches!(outcome, Outcome::Retry { .. });
         unrecorded.push(Completion { claim, kind, outcome });
-        goes_on
     }
 
     /// Records the outcomes waiting for it (at shutdown).
@@ -684,9 +672,7 @@ impl<W: Webhooks> Dispatcher<W> {
         let deadline = Instant::now() + self.shutdown_grace;
         while !running.is_empty() {
             match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
-                Ok(Some(finished)) => {
-                    self.finished(finished, &mut held, &mut unrecorded, leases, slots);
-                }
+                Ok(Some(finished)) => self.finished(finished, &mut held, &mut unrecorded, leases, slots),
                 Ok(None) => break,
                 Err(_) => {
                     log::warn!(

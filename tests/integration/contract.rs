@@ -81,26 +81,6 @@ pub async fn a_room_is_handled_one_at_a_time_in_order(inbox: &impl Inbox) {
     assert_eq!(ids(&claim(inbox, 10, LEASE).await), [a2]);
 }
 
-/// A claim says whether its delivery's room has another waiting behind it (the dispatcher then
-/// records its outcome without waiting out a turn gap); its room's last, or one without a room,
-/// has none.
-pub async fn a_claim_says_whether_its_room_has_another_delivery_waiting(inbox: &impl Inbox) {
-    let a1 = append(inbox, 1, Some("a")).await;
-    let a2 = append(inbox, 2, Some("a")).await;
-    let b1 = append(inbox, 3, Some("b")).await;
-    let n1 = append(inbox, 4, None).await;
-    let followed = |claimed: &[Claimed]| {
-        let mut followed: Vec<(i64, bool)> = claimed.iter().map(|c| (c.claim.id, c.followed)).collect();
-        followed.sort_unstable();
-        followed
-    };
-    let first = claim(inbox, 10, LEASE).await;
-    assert_eq!(followed(&first), [(a1, true), (b1, false), (n1, false)]);
-    let head = first.iter().find(|c| c.claim.id == a1).unwrap().claim;
-    assert_eq!(complete(inbox, head, Outcome::Done).await, Completed::Recorded);
-    assert_eq!(followed(&claim(inbox, 10, LEASE).await), [(a2, false)], "the room's last");
-}
-
 /// A limit is a limit, and the oldest go first.
 pub async fn a_claim_takes_at_most_its_limit_oldest_first(inbox: &impl Inbox) {
     let all = [append(inbox, 1, None).await, append(inbox, 2, None).await, append(inbox, 3, None).await];
@@ -719,7 +699,6 @@ macro_rules! every_rule {
             [
                 a_retry_is_a_duplicate_of_what_is_stored,
                 a_room_is_handled_one_at_a_time_in_order,
-                a_claim_says_whether_its_room_has_another_delivery_waiting,
                 a_claim_takes_at_most_its_limit_oldest_first,
                 a_stale_claim_changes_nothing,
                 a_claim_whose_lease_ran_out_is_taken_over,

@@ -18,7 +18,6 @@ pub struct MemoryInbox {
     owner: String,
     deliveries: Mutex<Deliveries>,
     wake: super::Wakeups,
-    turn_gap: std::time::Duration,
 }
 
 #[derive(Debug, Default)]
@@ -58,18 +57,7 @@ impl Row {
 impl MemoryInbox {
     /// An empty inbox whose claims are held as `owner`.
     pub fn new(owner: impl Into<String>) -> Self {
-        Self {
-            owner: owner.into(),
-            deliveries: Mutex::default(),
-            wake: super::Wakeups::default(),
-            turn_gap: std::time::Duration::ZERO,
-        }
-    }
-
-    /// The same, its dispatcher's turns that have little to do kept `gap` apart, as a database
-    /// that replicas share keeps them ([`Inbox::turn_gap`]): to see what waits for the gap.
-    pub fn with_turn_gap(self, gap: std::time::Duration) -> Self {
-        Self { turn_gap: gap, ..self }
+        Self { owner: owner.into(), deliveries: Mutex::default(), wake: super::Wakeups::default() }
     }
 
     /// The deliveries, or an error once closed.
@@ -101,16 +89,6 @@ impl Deliveries {
 
     /// Whether `row` is its room's head: the one of its room's pending deliveries that a claim
     /// holds (its lease may have run out), or else the first by `(order, place)`.
-    /// Whether another delivery of `id`'s room is pending.
-    fn followed(&self, id: i64) -> bool {
-        let Some(room) = self.rows.iter().find(|r| r.stored.id == id).and_then(|r| r.stored.room.as_ref()) else {
-            return false;
-        };
-        self.rows
-            .iter()
-            .any(|r| r.stored.state == State::Pending && r.stored.room.as_ref() == Some(room) && r.stored.id != id)
-    }
-
     fn is_head(&self, row: &Row) -> bool {
         let Some(room) = &row.stored.room else { return true };
         let mut others = self.rows.iter().filter(|r| {
@@ -160,7 +138,6 @@ impl Deliveries {
                 .min_by_key(|r| (r.due_at, r.stored.id))
                 .map(|r| (r.stored.id, self.lateness(&r.stored)));
             let Some((id, lateness)) = next else { break };
-            let followed = self.followed(id);
             let row = self.row(id).expect("found above");
             let stored = &mut row.stored;
             if stored.attempts >= request.max_attempts {
@@ -185,7 +162,6 @@ impl Deliveries {
                 delivery: row.view(),
                 lateness,
                 took_over,
-                followed,
             });
         }
         claimed
@@ -411,10 +387,6 @@ impl Inbox for MemoryInbox {
 
     fn wakeups(&self) -> &super::Wakeups {
         &self.wake
-    }
-
-    fn turn_gap(&self) -> std::time::Duration {
-        self.turn_gap
     }
 
     fn describe(&self) -> String {

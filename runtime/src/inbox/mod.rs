@@ -287,10 +287,6 @@ pub struct Claimed {
     pub lateness: Lateness,
     /// The claim this one took over, if the delivery was claimed when it was taken.
     pub took_over: Option<TakenOver>,
-    /// Its room had another delivery pending when it was claimed (on SQLite: may have): that
-    /// one waits for this one's outcome, which the dispatcher records without waiting out the
-    /// inbox's turn gap.
-    pub followed: bool,
 }
 
 /// A claim that ran out before its outcome was recorded (its holder stopped, froze or lost the
@@ -624,8 +620,7 @@ pub trait Inbox: Send + Sync + 'static {
     /// The least time between the starts of two of the dispatcher's turns (claims and outcomes)
     /// while it has little to do in each: what a turn costs beyond its deliveries is paid at
     /// most this often. None by default; PostgreSQL, where each turn is a transaction on a server
-    /// that replicas share, sets one while other replicas announce commits. A turn that records
-    /// an outcome another delivery of its room waits for ([`Claimed::followed`]) goes at once.
+    /// that replicas share, sets one while other replicas announce commits.
     fn turn_gap(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }

@@ -740,9 +740,7 @@ fn stored(row: &Row) -> Stored {
 /// Claims up to `$1` due heads, oldest first, in one statement: locks them (skipping those
 /// another replica is locking) and takes those with an attempt left, as `$2` for `$3` ms; one
 /// whose last claim ran out on its last attempt (`$4`: the replica that ran it stopped) is left
-/// as it is, to be buried. Each row: whether it was taken, its fence, then [`CLAIMED_COLUMNS`],
-/// the later events already handled (below), and whether its room has another delivery pending
-/// (`followed`: through the index of a room's pending deliveries).
+/// as it is, to be buried. Each row: whether it was taken, its fence, then [`CLAIMED_COLUMNS`].
 ///
 /// Another replica's claim is taken over only once its lease ran out **and** its owner has had
 /// a full lease of a reachable database to renew it or record its outcome: a lease that ran out
@@ -819,9 +817,7 @@ fn claim_sql(only: &str) -> String {
                    ON true
       WHERE d.id = due.id
      RETURNING due.taken, due.was_owner, due.ran_out_ms, d.fence, {CLAIMED_COLUMNS}, in_recording.id AS recording_late_id,
-               in_recording.event AS recording_late_event, in_recording.created AS recording_late_created,
-               EXISTS (SELECT 1 FROM deliveries n
-                        WHERE n.room = d.room AND n.state = 'pending' AND n.id <> d.id) AS followed"
+               in_recording.event AS recording_late_event, in_recording.created AS recording_late_created"
     )
 }
 
@@ -862,7 +858,6 @@ async fn claim(
                 took_over: row
                     .get::<_, Option<String>>("was_owner")
                     .map(|owner| TakenOver { owner, ran_out_ms: row.get::<_, Option<i64>>("ran_out_ms").unwrap_or(0) }),
-                followed: row.get("followed"),
             }
         }));
         // Burying may have unblocked rooms: look again for the places it took.

@@ -236,15 +236,6 @@ impl Schedule {
         }
     }
 
-    /// Whether `room` may have a pending delivery besides its head: one waits here, or the file
-    /// may hold some ([`Waiting::InFile`]).
-    pub fn followed(&self, room: &str) -> bool {
-        self.rooms.get(room).is_some_and(|state| match &state.waiting {
-            Waiting::Known(waiting) => !waiting.is_empty(),
-            Waiting::InFile => true,
-        })
-    }
-
     /// Whether `room` has a head here.
     pub fn has_room(&self, room: &str) -> bool {
         self.rooms.contains_key(room)

@@ -664,8 +664,7 @@ fn claim(
             }
             schedule.claimed(id, until);
             let claim = Claim { id, fence };
-            let followed = delivery.room.as_deref().is_some_and(|room| schedule.followed(room));
-            claimed.push(Claimed { claim, attempt: delivery.attempts, delivery, lateness, took_over, followed });
+            claimed.push(Claimed { claim, attempt: delivery.attempts, delivery, lateness, took_over });
         }
     }
     Ok(claimed)
