@@ -34,12 +34,19 @@ impl Cluster {
             let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
             assert!(status.success());
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cluster = Self { bin, dir, port, settings: settings.iter().map(|s| (*s).to_owned()).collect() };
+        let settings = settings.iter().map(|s| (*s).to_owned()).collect();
+        let mut cluster = Self { bin, dir, port: free_port(), settings };
         let data = cluster.data();
         cluster.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
-        cluster.up();
-        Some(cluster)
+        // A port free a moment ago may be taken by the time the server binds it: another port.
+        for _ in 0..5 {
+            match cluster.try_up() {
+                Ok(()) => return Some(cluster),
+                Err(log) if log.contains("Address already in use") => cluster.port = free_port(),
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("no free port for a private cluster after 5 tries");
     }
 
     fn data(&self) -> String {
@@ -53,13 +60,30 @@ impl Cluster {
 
     /// Starts the server, waiting until it takes connections.
     pub fn up(&self) {
+        if let Err(why) = self.try_up() {
+            panic!("{why}");
+        }
+    }
+
+    /// Starts the server; on failure, what `pg_ctl` said and the server's log.
+    fn try_up(&self) -> Result<(), String> {
         let mut options =
             format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.path().display());
         for setting in &self.settings {
             options.push_str(&format!(" -c {setting}"));
         }
-        let log = self.dir.path().join("server.log").display().to_string();
-        self.run("pg_ctl", &["-D", &self.data(), "-o", &options, "-l", &log, "-w", "-t", "60", "start"]);
+        let log = self.dir.path().join("server.log");
+        let args = ["-D", &self.data(), "-o", &options, "-l", &log.display().to_string(), "-w", "-t", "60", "start"];
+        let output = self.command("pg_ctl").args(args).stdin(Stdio::null()).output().unwrap();
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "pg_ctl {args:?}: {}{}\nserver log:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ))
     }
 
     /// Stops the server at once, as a crash would (no checkpoint, no goodbye to clients).
@@ -115,6 +139,23 @@ impl Drop for Cluster {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A port that is free now, below the kernel's range for outgoing connections: there, the
+/// thousands of connections other tests open at once cannot take it between a restart's stop
+/// and start.
+fn free_port() -> u16 {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let first_ephemeral = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
+    let low = 10_000.min(first_ephemeral / 2);
+    let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::process::id());
+    for i in 0..1000u64 {
+        let port = low + ((seed.wrapping_add(i * 7919)) % u64::from(first_ephemeral - low)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn is_root() -> bool {
