@@ -17,10 +17,14 @@ start, as `meet_webhooks_handler_lag_seconds` counts it, and from its receipt (t
 for that transaction included) (examples/lag.rs: whole milliseconds of each, so up to 1 ms long;
 merged over replicas: with three and the window on, a delivery is handled by whichever replica
 claims it first when it comes due). With the window on, the figures beyond the window are what
-counts. Every acknowledged delivery must be handled once (checked). Last for each receiver, a
-room's five events alone: sent at once into a receiver with nothing else to do, forty times
-(`alone`): what the turns that record a room's earlier events cost its later ones, without a
-load. ROUNDS (default 1) times; a JSON line per run, then a Markdown table.
+counts. Every acknowledged delivery must be handled once (checked). Beside each paced run, how
+much the wait was for a CPU: the share of the time during which some task of the machine waited
+for one (`/proc/pressure/cpu`), and the receivers' threads' mean wait each time they ran
+(`/proc/<pid>/task/*/schedstat`); and the commits that stored the deliveries (from the
+receivers' `meet_webhooks_inbox_commit_seconds`): how many per delivery, and their mean time.
+Last for each receiver, a room's five events alone: sent at once into a receiver with nothing
+else to do, forty times (`alone`): what the turns that record a room's earlier events cost its
+later ones, without a load. ROUNDS (default 1) times; a JSON line per run, then a Markdown table.
 
 To compare builds at one rate: RATE paces every run at it (no flood first); ONLY keeps some
 configurations (`sqlite`, `postgres1`, `postgres3`, comma-separated), SHAPES some orders and
@@ -37,8 +41,8 @@ import sys
 import tempfile
 import time
 
-from benchlib import KEY, LAG, LOAD, drop_database, fresh_database, header, postgres_reachable, require, \
-    stop_receivers, wait_ready
+from benchlib import KEY, LAG, LOAD, drop_database, fresh_database, header, histogram, metrics, \
+    postgres_reachable, require, stop_receivers, wait_ready
 
 PORT = int(os.environ.get("PORT", "5290"))
 SECONDS = float(os.environ.get("SECONDS_PER_RUN", "6"))
@@ -75,11 +79,17 @@ class Instance:
                 sys.exit(f"a receiver did not start on {port}: see {work}")
 
     def load(self, seconds, spread, rate=None):
+        """The load's own figures, with how long the machine's tasks waited for a CPU meanwhile
+        (`cpu_pressure`) and the receivers' threads each time they were woken
+        (`receiver_cpu_wait_us`)."""
+        before = cpu_waits(self.procs)
         args = [LOAD, "--key", KEY, "--seconds", str(seconds)] + (["--spread"] if spread else [])
         for port, proc in zip(self.ports, self.procs):
             args += ["--url", f"http://127.0.0.1:{port}/webhook", "--pid", str(proc.pid)]
         args += ["--rate", str(rate)] if rate else ["--connections", str(FLOOD_CONNECTIONS)]
-        return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+        figures = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+        figures.update(cpu_waited(before, cpu_waits(self.procs)))
+        return figures
 
     def figures(self, key="values"):
         values = {}
@@ -91,6 +101,15 @@ class Instance:
             except (OSError, ValueError):
                 pass
         return values
+
+    def commits(self):
+        """The receivers' commits of deliveries (`meet_webhooks_inbox_commit_seconds`): how many,
+        and their mean time in ms."""
+        count = total = 0
+        for port in self.ports:
+            _, n, seconds = histogram(metrics(port), "meet_webhooks_inbox_commit_seconds")
+            count, total = count + n, total + seconds
+        return int(count), round(total / count * 1000, 2) if count else None
 
     def handled(self):
         return sum(self.figures().values())
@@ -106,6 +125,46 @@ class Instance:
         stop_receivers(self.procs)
         if self.db:
             drop_database(self.db)
+
+
+def cpu_waits(procs):
+    """The clock, the machine's CPU pressure (`/proc/pressure/cpu`: µs during which some task
+    waited for a CPU) and, per thread of `procs`, its waits for a CPU (ns) and times it ran
+    (`/proc/<pid>/task/<tid>/schedstat`); None for what this kernel does not show."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            pressure = int(f.readline().split("total=")[1])
+    except (OSError, IndexError, ValueError):
+        pressure = None
+    threads = {}
+    for proc in procs:
+        try:
+            tids = os.listdir(f"/proc/{proc.pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{proc.pid}/task/{tid}/schedstat") as f:
+                    _, waited, slices = (int(x) for x in f.read().split())
+                threads[tid] = (waited, slices)
+            except (OSError, ValueError):
+                pass
+    return time.monotonic(), pressure, threads
+
+
+def cpu_waited(before, after):
+    """Between two `cpu_waits`: the share of the time some task waited for a CPU, and the mean
+    wait of the receivers' threads each time they ran (threads that started meanwhile counted
+    from zero)."""
+    (t0, p0, threads0), (t1, p1, threads1) = before, after
+    waited = slices = 0
+    for tid, (w, n) in threads1.items():
+        w0, n0 = threads0.get(tid, (0, 0))
+        waited, slices = waited + w - w0, slices + n - n0
+    return {
+        "cpu_pressure": round((p1 - p0) / 1e6 / (t1 - t0), 2) if p0 is not None and p1 is not None else None,
+        "receiver_cpu_wait_us": round(waited / slices / 1000, 1) if slices else None,
+    }
 
 
 def quantile(values, q):
@@ -195,6 +254,7 @@ def run(work, label, storage, replicas, window, spread):
         handled = inst.wait_handled(acknowledged)
         values = inst.figures()
         receipt = inst.figures("from_receipt")
+        commits, commit_ms = inst.commits()
     finally:
         inst.stop()
     beyond = lambda us: round((us - window * 1e6) / 1000, 1)
@@ -209,6 +269,10 @@ def run(work, label, storage, replicas, window, spread):
         "handled": handled,
         "once": handled == acknowledged,
         "ack_p99_ms": round(paced["latency_us"]["p99"] / 1000, 1),
+        "commits_per_delivery": round(commits / acknowledged, 2) if acknowledged else None,
+        "commit_mean_ms": commit_ms,
+        "cpu_pressure": paced["cpu_pressure"],
+        "receiver_cpu_wait_us": paced["receiver_cpu_wait_us"],
         "lag_p50_ms": round(quantile(values, 0.5) / 1000, 1),
         "lag_p99_ms": round(quantile(values, 0.99) / 1000, 1),
         "lag_max_ms": round(max(values, default=0) / 1000, 1),
@@ -247,6 +311,10 @@ def alone(work, label, storage, replicas):
         "handled": handled,
         "once": handled == 5 * BURSTS,
         "ack_p99_ms": None,
+        "commits_per_delivery": None,
+        "commit_mean_ms": None,
+        "cpu_pressure": None,
+        "receiver_cpu_wait_us": None,
         "lag_p50_ms": round(quantile(values, 0.5) / 1000, 1),
         "lag_p99_ms": round(quantile(values, 0.99) / 1000, 1),
         "lag_max_ms": round(max(values, default=0) / 1000, 1),
@@ -286,8 +354,10 @@ def main():
                     print(json.dumps(result), flush=True)
     print()
     print("| receiver | a room's events | window | kept up with /s | paced at /s | each once | lag p50 | lag p99 | lag max "
-          "| p99 beyond the window | answer p99 | p99 from the receipt |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| p99 beyond the window | answer p99 | p99 from the receipt | commits a delivery | commit mean "
+          "| CPU pressure | a thread's wait to run |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    dash = lambda v, unit="": "-" if v is None else f"{v}{unit}"
     ms = lambda v: "-" if v is None else f"{v} ms"
     rate = lambda v: f"{v:,.0f}" if v else "-"
     for r in results:
@@ -295,7 +365,8 @@ def main():
         print(f"| {r['run']} | {r['rooms']} | {r['window_s']} s | {rate(r['most_per_second'])} "
               f"| {rate(r['paced_per_second'])} | {'yes' if r['once'] else 'NO'} | {ms(r['lag_p50_ms'])} "
               f"| {ms(r['lag_p99_ms'])} | {ms(r['lag_max_ms'])} | {beyond} | {ms(r['ack_p99_ms'])} "
-              f"| {ms(r['from_receipt_p99_ms'])} |")
+              f"| {ms(r['from_receipt_p99_ms'])} | {dash(r['commits_per_delivery'])} | {ms(r['commit_mean_ms'])} "
+              f"| {dash(r['cpu_pressure'])} | {dash(r['receiver_cpu_wait_us'], ' µs')} |")
 
 
 if __name__ == "__main__":
