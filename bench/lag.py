@@ -79,8 +79,8 @@ class Instance:
                 sys.exit(f"a receiver did not start on {port}: see {work}")
 
     def load(self, seconds, spread, rate=None):
-        """The load's own figures, with how long the machine's tasks waited for a CPU meanwhile
-        (`cpu_pressure`) and the receivers' threads each time they were woken
+        """The load's own figures, with the share of the time some task waited for a CPU meanwhile
+        (`cpu_pressure`) and the receivers' threads' mean wait each time they ran
         (`receiver_cpu_wait_us`)."""
         before = cpu_waits(self.procs)
         args = [LOAD, "--key", KEY, "--seconds", str(seconds)] + (["--spread"] if spread else [])

@@ -74,16 +74,8 @@ impl Cluster {
         }
         let log = self.dir.path().join("server.log");
         let args = ["-D", &self.data(), "-o", &options, "-l", &log.display().to_string(), "-w", "-t", "60", "start"];
-        let output = self.command("pg_ctl").args(args).stdin(Stdio::null()).output().unwrap();
-        if output.status.success() {
-            return Ok(());
-        }
-        Err(format!(
-            "pg_ctl {args:?}: {}{}\nserver log:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        ))
+        self.try_run("pg_ctl", &args)
+            .map_err(|why| format!("{why}\nserver log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()))
     }
 
     /// Stops the server at once, as a crash would (no checkpoint, no goodbye to clients).
@@ -119,13 +111,22 @@ impl Cluster {
     }
 
     fn run(&self, program: &str, args: &[&str]) {
+        if let Err(why) = self.try_run(program, args) {
+            panic!("{why}");
+        }
+    }
+
+    /// Runs one of the server's programs; on failure, the command and what it printed.
+    fn try_run(&self, program: &str, args: &[&str]) -> Result<(), String> {
         let output = self.command(program).args(args).stdin(Stdio::null()).output().unwrap();
-        assert!(
-            output.status.success(),
+        if output.status.success() {
+            return Ok(());
+        }
+        Err(format!(
             "{program} {args:?}: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
-        );
+        ))
     }
 }
 
@@ -148,9 +149,10 @@ fn free_port() -> u16 {
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
     let first_ephemeral = range.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(32768);
     let low = 10_000.min(first_ephemeral / 2);
-    let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), std::process::id());
+    // A random start (each `RandomState` is keyed afresh), then a prime stride through the range.
+    let start = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0);
     for i in 0..1000u64 {
-        let port = low + ((seed.wrapping_add(i * 7919)) % u64::from(first_ephemeral - low)) as u16;
+        let port = low + (start.wrapping_add(i * 7919) % u64::from(first_ephemeral - low)) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
